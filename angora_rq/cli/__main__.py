@@ -1,0 +1,4 @@
+"""`python -m angora_rq.cli` runs the `angora` command."""
+from . import main
+
+main(prog_name="angora")

@@ -1,0 +1,75 @@
+"""Shared fixtures: a private redis-server per test session, a fresh db and key prefix per test."""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+
+from angora_rq.keys import Keys
+from angora_rq.redis_server import RedisServer, free_port
+
+DATABASES = 256
+_db_numbers = itertools.cycle(range(1, DATABASES))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server this test session starts on a free loopback port, in a temp dir."""
+    server = RedisServer(
+        data_dir=tmp_path_factory.mktemp("redis"),
+        port=free_port(),
+        appendonly=False,
+        extra_args=("--databases", str(DATABASES)),
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of an empty database of the session's server, for this test alone."""
+    db = next(_db_numbers)
+    url = f"{redis_server.url}/{db}"
+    # FLUSHDB on a server this session started itself.
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on this test's own database."""
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def keys() -> Keys:
+    """A key prefix unique to this test."""
+    return Keys(prefix=f"t{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+def angora_env(redis_url: str, keys: Keys, tmp_path: Path) -> dict[str, str]:
+    """Environment for Angora processes started by a test: its own Redis db, prefix and data dir."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=redis_url,
+        ANGORA_PREFIX=keys.prefix,
+        ANGORA_DATA_DIR=str(tmp_path / "data"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("ANGORA_AUTH_TOKEN", None)
+    return env
+
+
+@pytest.fixture
+def angora_exe() -> list[str]:
+    """argv prefix that runs the installed `angora` CLI with this interpreter."""
+    return [sys.executable, "-m", "angora_rq.cli"]
