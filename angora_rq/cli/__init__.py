@@ -53,3 +53,4 @@ from . import definitions_cmds  # noqa: E402,F401
 from . import engine_cmds  # noqa: E402,F401
 from . import ops_cmds  # noqa: E402,F401
 from . import web_cmds  # noqa: E402,F401
+from . import up_cmds  # noqa: E402,F401

@@ -1,0 +1,2 @@
+"""CLI commands (placeholder module: filled by its owner)."""
+from __future__ import annotations

@@ -1,0 +1,33 @@
+"""Connecting to Redis, and turning Redis trouble into Angora errors."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import redis
+
+from .errors import Unavailable
+from .settings import Settings
+
+
+def connect(settings: Settings, **kwargs: object) -> redis.Redis:
+    """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet."""
+    opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5}
+    opts.update(kwargs)
+    return redis.Redis.from_url(settings.effective_redis_url, **opts)
+
+
+@contextlib.contextmanager
+def redis_errors() -> Iterator[None]:
+    """Map Redis being down, out of memory or read-only to `Unavailable` (HTTP 503)."""
+    try:
+        yield
+    except redis.exceptions.ConnectionError as e:
+        raise Unavailable(f"Redis is not reachable: {e}") from e
+    except redis.exceptions.TimeoutError as e:
+        raise Unavailable(f"Redis did not answer in time: {e}") from e
+    except redis.exceptions.ResponseError as e:
+        text = str(e)
+        if text.startswith(("OOM", "READONLY", "MISCONF", "LOADING", "BUSY")):
+            raise Unavailable(f"Redis refused the write: {text}") from e
+        raise
