@@ -71,6 +71,14 @@ class Keys:
         """Set of execution ids a worker has claimed and not finished."""
         return f"{self.prefix}:worker:{name}:inflight"
 
+    def worker_control(self, name: str) -> str:
+        """List of control requests for a worker (e.g. `kill <execution id>`); its waiter thread blocks on it."""
+        return f"{self.prefix}:worker:{name}:control"
+
+    def bell(self, queue: str) -> str:
+        """List a dispatch pushes a token to, so idle workers of `queue` wake at once (BLPOP)."""
+        return f"{self.prefix}:bell:{queue}"
+
     def orphans(self) -> str:
         """List of execution ids taken from dead workers, waiting to be replayed."""
         return f"{self.prefix}:orphans"

@@ -1,2 +1,170 @@
-"""CLI commands (placeholder module: filled by its owner)."""
+"""Engine commands: send, matcher, worker, status, run."""
 from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from . import main, settings_from
+from ..connection import connect, redis_errors
+from ..keys import Keys
+from ..messages import Message, parse_param_args
+
+config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG",
+                             default=None, help="Definitions folder or file [default: ./config].")
+param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Message parameter.")
+
+
+def _env(ctx: click.Context) -> tuple[Any, Any, Keys]:
+    s = settings_from(ctx)
+    return s, connect(s), Keys(s.prefix)
+
+
+def _on_stop(fn: Any) -> None:
+    signal.signal(signal.SIGTERM, fn)
+    signal.signal(signal.SIGINT, fn)
+
+
+@main.command()
+@click.argument("topic")
+@param_option
+@click.option("--run-id", default=None, help="Run id (default: a new one).")
+@click.option("--wait", is_flag=True, help="Follow the run until every planned job has finished.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG", default=None,
+              hidden=True)
+@click.pass_context
+def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Optional[str], wait: bool,
+         timeout: Optional[float], config_path: Optional[Path]) -> None:
+    """Send a message; prints its run id."""
+    from ..bus import send as bus_send
+
+    s, r, keys = _env(ctx)
+    msg = Message.create(topic, parse_param_args(params), run_id, origin="cli")
+    with redis_errors():
+        bus_send(r, keys, msg, backlog=s.backlog)
+    click.echo(msg.run_id)
+    if wait:
+        sys.exit(follow_run(r, keys, msg.run_id, timeout))
+
+
+def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int:
+    """Print each job's outcome as the run goes; 0 when it succeeded, 1 when it failed, 2 on timeout."""
+    from ..queries import Queries
+    from ..runs import is_terminal
+
+    q, shown, deadline = Queries(r, keys), set(), None if timeout is None else time.monotonic() + timeout
+    while True:
+        with redis_errors():
+            run = q.run(run_id)
+        for name, info in run["jobs"].items():
+            if name not in shown and is_terminal(info["status"]):
+                shown.add(name)
+                click.echo(f"{name:30} {info['status']}")
+        if run["active"] == 0 and run["status"] not in ("running", "queued"):
+            click.echo(f"run {run_id}: {run['status']}")
+            return 0 if run["status"] == "succeeded" else 1
+        if deadline is not None and time.monotonic() > deadline:
+            click.echo(f"run {run_id}: still {run['status']} after {timeout}s", err=True)
+            return 2
+        time.sleep(0.1)
+
+
+@main.command()
+@config_option
+@click.option("--batch", default=100, show_default=True, help="Entries read per batch.")
+@click.option("--name", default=None, help="Consumer name (default host.pid.random).")
+@click.pass_context
+def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: Optional[str]) -> None:
+    """Run a matcher: turn messages into executions (any number may run)."""
+    import os
+
+    from ..configsource import ConfigSource
+    from ..matcher import Matcher
+
+    s, r, keys = _env(ctx)
+    source = ConfigSource(config_path or s.config_path)
+    unsafe = os.environ.get("ANGORA_MATCHER_UNSAFE_NO_DEDUPE") == "1"  # crash-test control only
+    m = Matcher(r, keys, s, source.current, name=name, batch_size=batch, dedupe=not unsafe)
+    _on_stop(m.stop)
+    signal.signal(signal.SIGHUP, lambda *_: source.reload())
+    click.echo(f"matcher {m.name}: {len(source.current().config.jobs)} jobs, version {source.current().version}",
+               err=True)
+    m.run()
+
+
+@main.command()
+@click.option("-q", "--queue", "queues", multiple=True, help="Queue to serve (repeatable) [default: default].")
+@click.option("--burst", is_flag=True, help="Exit when there is no more work.")
+@click.option("-c", "--concurrency", type=int, default=None, envvar="ANGORA_WORKER_CONCURRENCY",
+              help="Commands run at once [default: 8].")
+@click.option("--name", default=None, help="Worker name (default host.pid.random).")
+@click.option("--grace", type=float, default=10.0, show_default=True,
+              help="On SIGTERM, seconds to let running commands finish before handing them back.")
+@click.pass_context
+def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, concurrency: Optional[int],
+           name: Optional[str], grace: float) -> None:
+    """Run a worker: execute the commands of the given queues."""
+    from ..worker import AngoraWorker
+
+    s, r, keys = _env(ctx)
+    w = AngoraWorker(r, keys, s, queues=queues or ("default",), concurrency=concurrency, name=name,
+                     burst=burst, stop_grace=grace)
+    _on_stop(w.request_stop)
+    click.echo(f"worker {w.name}: queues {', '.join(w.queues)}, concurrency {w.concurrency}", err=True)
+    w.run()
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool) -> None:
+    """Show a run (its plan and every job's status), or the latest runs."""
+    from ..queries import Queries
+
+    _, r, keys = _env(ctx)
+    q = Queries(r, keys)
+    with redis_errors():
+        if run_id:
+            run = q.run(run_id)
+            if as_json:
+                click.echo(json.dumps(run, indent=2))
+                return
+            click.echo(f"run {run_id}: {run['status']}  (topic {run['topic']}, active {run['active']})")
+            for name, info in run["jobs"].items():
+                click.echo(f"  {name:30} {info['status']:16} {info['execution'] or ''}")
+            return
+        total, runs = q.runs(limit=limit)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2))
+        return
+    for run in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["created"] or 0))
+        click.echo(f"{run['run_id']:32} {run['status']:12} {when}  {run['topic']}")
+    click.echo(f"({len(runs)} of {total} runs)", err=True)
+
+
+@main.command("run")
+@click.argument("job")
+@param_option
+@click.option("--run-id", default=None, help="Run inside this run (needed for parent_success jobs).")
+@config_option
+@click.pass_context
+def run_cmd(ctx: click.Context, job: str, params: tuple[str, ...], run_id: Optional[str],
+            config_path: Optional[Path]) -> None:
+    """Run a job by hand now; prints the run id and execution id."""
+    from ..configsource import ConfigSource
+    from ..control import Control
+
+    s, r, keys = _env(ctx)
+    snap = ConfigSource(config_path or s.config_path).current()
+    with redis_errors():
+        out = Control(r, keys, s).run_job(snap, job, parse_param_args(params), run_id)
+    click.echo(f"{out['run_id']} {out['execution_id']}")

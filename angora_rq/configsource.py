@@ -1,0 +1,54 @@
+"""Where a process gets its definitions: the files, held as an immutable Snapshot that reload() swaps whole."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+from .errors import DefinitionError
+from .model import Problem
+from .snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+
+class ConfigSource:
+    """The current definitions of this process; a broken reload keeps the previous ones in force."""
+
+    def __init__(self, path: Path | str) -> None:
+        from .definitions import load_config
+
+        self.path = Path(path)
+        self._snap = Snapshot(load_config(self.path))
+        self._lock = threading.Lock()
+        self.last_errors: list[Problem] = []
+
+    def current(self) -> Snapshot:
+        """The snapshot in force (swapped atomically by reload)."""
+        return self._snap
+
+    def reload(self) -> tuple[bool, list[Problem]]:
+        """Load the files again; switch only if they are valid. Returns (switched, errors)."""
+        from .definitions import load_config
+
+        with self._lock:
+            try:
+                config = load_config(self.path)
+            except DefinitionError as e:
+                self.last_errors = list(e.problems)
+                log.error("reload refused, keeping version %s: %d error(s)", self._snap.version, len(e.problems))
+                return False, self.last_errors
+            self.last_errors = []
+            if config.version == self._snap.version:
+                return False, []
+            self._snap = Snapshot(config)
+            log.info("definitions reloaded: version %s (%d jobs)", config.version, len(config.jobs))
+            return True, []
+
+
+def optional_source(path: Optional[Path | str]) -> Optional[ConfigSource]:
+    """A ConfigSource, or None when the folder does not exist (commands that can work without definitions)."""
+    if path is None or not Path(path).exists():
+        return None
+    return ConfigSource(path)

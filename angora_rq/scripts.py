@@ -1,0 +1,129 @@
+"""Lua scripts for the steps that must be atomic on the server (loaded once per client)."""
+from __future__ import annotations
+
+import redis
+
+# Accept a root message unless the stream is over its backlog budget; count it in its run.
+# KEYS: stream, run, runs   ARGV: budget (0 = none), now, run_id, n_fields, field, value, ..., topic, origin
+SEND = """
+local budget = tonumber(ARGV[1])
+if budget > 0 and redis.call('XLEN', KEYS[1]) >= budget then
+  return redis.error_reply('BACKLOG stream holds ' .. budget .. ' messages or more')
+end
+local n = tonumber(ARGV[4])
+local fields = {}
+for i = 1, n * 2 do fields[i] = ARGV[4 + i] end
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('HINCRBY', KEYS[2], 'active', 1)
+if redis.call('HSETNX', KEYS[2], 'created', ARGV[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'run_id', ARGV[3], 'topic', ARGV[5 + n * 2], 'origin', ARGV[6 + n * 2])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+end
+return id
+"""
+
+# Claim up to N queued executions from the worker's queues into its inflight list and mark them running.
+# KEYS: inflight list, paused-queues set
+# ARGV: n, now, worker, host, rq_started_expiry, now_iso, exec_prefix, run_prefix, rqjob_prefix,
+#       rqwip_prefix, slots_prefix, held_prefix, rqqueue_prefix, n_queues, queue...
+CLAIM = """
+local n = tonumber(ARGV[1])
+local nq = tonumber(ARGV[14])
+local out = {}
+for qi = 1, nq do
+  local q = ARGV[14 + qi]
+  if #out >= n then break end
+  if redis.call('SISMEMBER', KEYS[2], q) == 0 then
+    local qkey = ARGV[13] .. q
+    while #out < n do
+      local id = redis.call('LPOP', qkey)
+      if not id then break end
+      local ek = ARGV[7] .. id
+      local e = redis.call('HMGET', ek, 'status', 'job', 'run', 'limit')
+      local run = ARGV[8] .. (e[3] or '')
+      local limit = tonumber(e[4] or '0') or 0
+      if e[1] ~= 'queued' then
+        -- killed, canceled or expired while queued: nothing to run
+      elseif redis.call('HGET', run, 'canceled') == '1' then
+        redis.call('HSET', ek, 'status', 'canceled', 'ended', ARGV[2])
+        redis.call('HSET', ARGV[9] .. id, 'status', 'canceled', 'ended_at', ARGV[6])
+        redis.call('HSET', run, 's:' .. e[2], 'canceled')
+        redis.call('HINCRBY', run, 'active', -1)
+      elseif limit > 0 and redis.call('SCARD', ARGV[11] .. e[2]) >= limit then
+        redis.call('HSET', ek, 'status', 'held')
+        redis.call('HSET', run, 's:' .. e[2], 'held')
+        redis.call('RPUSH', ARGV[12] .. e[2], id)
+      else
+        if limit > 0 then redis.call('SADD', ARGV[11] .. e[2], id) end
+        redis.call('HSET', ek, 'status', 'running', 'started', ARGV[2], 'worker', ARGV[3], 'host', ARGV[4])
+        redis.call('HSET', run, 's:' .. e[2], 'running')
+        redis.call('HSET', ARGV[9] .. id, 'status', 'started', 'started_at', ARGV[6], 'worker_name', ARGV[3],
+                   'last_heartbeat', ARGV[6])
+        redis.call('ZADD', ARGV[10] .. q, ARGV[5], id .. ':' .. id)
+        redis.call('RPUSH', KEYS[1], id)
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', ek, 'spec')
+        out[#out + 1] = redis.call('HMGET', ek, 'run', 'attempt', 'topic', 'params', 'queue', 'created')
+      end
+    end
+  end
+end
+return out
+"""
+
+# Move executions whose replay backoff is over into their RQ queues.
+# KEYS: delayed zset, rq queues set   ARGV: now, limit, exec_prefix, rqjob_prefix, rqqueue_prefix
+PROMOTE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local ek = ARGV[3] .. id
+  if redis.call('HGET', ek, 'status') == 'delayed' then
+    local q = redis.call('HGET', ek, 'queue')
+    redis.call('HSET', ek, 'status', 'queued', 'queued', ARGV[1])
+    redis.call('HSET', ARGV[4] .. id, 'status', 'queued')
+    redis.call('RPUSH', ARGV[5] .. q, id)
+    redis.call('SADD', KEYS[2], ARGV[5] .. q)
+  end
+end
+return #ids
+"""
+
+# Take the inflight executions of a worker whose heartbeat expired, once, into the orphans list.
+# KEYS: alive key, inflight list, orphans list, workers set   ARGV: worker name
+REAP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local ids = redis.call('LRANGE', KEYS[2], 0, -1)
+for _, id in ipairs(ids) do redis.call('RPUSH', KEYS[3], id) end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[4], ARGV[1])
+return #ids
+"""
+
+# Free a concurrency slot and let the oldest held execution of that job go to its queue.
+# KEYS: slots set, held list, rq queues set   ARGV: id, exec_prefix, rqjob_prefix, rqqueue_prefix, run_prefix
+RELEASE = """
+redis.call('SREM', KEYS[1], ARGV[1])
+local nxt = redis.call('LPOP', KEYS[2])
+if nxt then
+  local ek = ARGV[2] .. nxt
+  local e = redis.call('HMGET', ek, 'queue', 'run', 'job')
+  redis.call('HSET', ek, 'status', 'queued')
+  redis.call('HSET', ARGV[3] .. nxt, 'status', 'queued')
+  redis.call('HSET', ARGV[5] .. e[2], 's:' .. e[3], 'queued')
+  redis.call('LPUSH', ARGV[4] .. e[1], nxt)
+  redis.call('SADD', KEYS[3], ARGV[4] .. e[1])
+end
+return nxt
+"""
+
+
+class Scripts:
+    """The scripts registered on one client (EVALSHA, reloaded transparently by redis-py)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.send = r.register_script(SEND)
+        self.claim = r.register_script(CLAIM)
+        self.promote = r.register_script(PROMOTE)
+        self.reap = r.register_script(REAP)
+        self.release = r.register_script(RELEASE)

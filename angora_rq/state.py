@@ -1,0 +1,244 @@
+"""Writes of executions, runs and job statistics: one pipeline per step (see docs/design.md)."""
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from redis.client import Pipeline
+
+from . import keys as K
+from .bus import send_in
+from .keys import Keys
+from .messages import Message, new_execution_id
+from .model import JobDef
+from .rqcompat import job_mapping, utc_iso
+from .settings import Settings
+
+TAIL_LIMIT = 65536
+BELL_CAP = 64
+HOST = socket.gethostname()
+
+
+class OutcomeLike(Protocol):
+    """What finalize needs of a finished command (runner.Outcome has it)."""
+
+    exit_code: Optional[int]
+    signal: Optional[int]
+    reason: str
+    started: float
+    ended: float
+    duration: float
+    tail: str
+
+    @property
+    def ok(self) -> bool: ...
+
+
+@dataclass
+class Claimed:
+    """An execution a worker has claimed: what it needs to run and finalize it."""
+
+    id: str
+    spec: JobDef
+    run: str
+    attempt: int
+    topic: str
+    params: dict[str, str]
+    queue: str
+    created: float
+
+    @classmethod
+    def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
+        """Build from the CLAIM script's reply for one execution."""
+        run, attempt, topic, params, queue, created = (_s(f) for f in fields)
+        return cls(
+            id=_s(id_),
+            spec=JobDef.from_json(json.loads(_s(spec))),
+            run=run,
+            attempt=int(attempt or 1),
+            topic=topic,
+            params=json.loads(params) if params else {},
+            queue=queue,
+            created=float(created or 0),
+        )
+
+
+def replay_allowed(spec: JobDef, attempt: int) -> bool:
+    """Whether a failed attempt (1-based) may run again: `replay` None = always, N = N more attempts."""
+    return spec.replay is None or attempt <= spec.replay
+
+
+def replay_delay(spec: JobDef, attempt: int, cap: float) -> float:
+    """Backoff before the next attempt: replay_delay doubling per attempt, capped."""
+    return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
+
+
+class State:
+    """Executions, runs and job stats in Redis, under one key prefix."""
+
+    def __init__(self, keys: Keys, settings: Settings) -> None:
+        self.keys = keys
+        self.settings = settings
+
+    # -- creating executions ----------------------------------------------------------------------
+    def create(
+        self,
+        pipe: Pipeline,
+        job: JobDef,
+        msg: Message,
+        now: float,
+        *,
+        entry: str = "",
+        config_version: str = "",
+        attempt: int = 1,
+        replay_of: str = "",
+        delay_until: float = 0.0,
+        status: str = "queued",
+    ) -> str:
+        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
+        k, ttl = self.keys, int(self.settings.retention)
+        xid = new_execution_id()
+        fields = {
+            "id": xid, "job": job.name, "run": msg.run_id, "attempt": attempt, "status": status,
+            "queue": job.queue, "topic": msg.topic, "entry": entry, "origin": msg.origin,
+            "params": json.dumps(msg.params), "spec": json.dumps(job.to_json()),
+            "config_version": config_version, "created": repr(now), "queued": repr(now),
+            "replay_of": replay_of, "delay_until": repr(delay_until) if delay_until else "",
+            "limit": job.concurrency or 0,
+        }
+        pipe.hset(k.execution(xid), mapping=fields)
+        pipe.expire(k.execution(xid), ttl)
+        description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
+        rq_status = {"queued": "queued", "delayed": "scheduled"}.get(status, "deferred")
+        rqkey = K.rq_job(xid)
+        pipe.hset(rqkey, mapping=job_mapping(xid, k.prefix, job.queue, description,
+                                              job.timeout or self.settings.default_timeout, ttl, now, rq_status))
+        pipe.expire(rqkey, ttl)
+        if status == "queued":
+            self.enqueue(pipe, xid, job.queue)
+        elif status == "delayed":
+            pipe.zadd(k.delayed(), {xid: delay_until})
+        self._index(pipe, job.name, msg.run_id, xid, now)
+        run = k.run(msg.run_id)
+        pipe.hincrby(run, "active", 1)
+        pipe.hincrby(run, f"n:{job.name}", 1)
+        pipe.hset(run, mapping={f"s:{job.name}": status, f"e:{job.name}": xid})
+        pipe.expire(run, ttl)
+        return xid
+
+    def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
+        """Put an execution's RQ job in its queue and ring the queue's bell for idle workers."""
+        qkey = K.rq_queue(queue)
+        (pipe.lpush if at_front else pipe.rpush)(qkey, xid)
+        pipe.sadd(K.RQ_QUEUES, qkey)
+        bell = self.keys.bell(queue)
+        pipe.rpush(bell, 1)
+        pipe.ltrim(bell, 0, BELL_CAP - 1)
+
+    def _index(self, pipe: Pipeline, job: str, run_id: str, xid: str, now: float) -> None:
+        k, ttl = self.keys, int(self.settings.retention)
+        pipe.zadd(k.job_executions(job), {xid: now})
+        pipe.zremrangebyrank(k.job_executions(job), 0, -(self.settings.history + 1))
+        pipe.zadd(k.run_executions(run_id), {xid: now})
+        pipe.expire(k.run_executions(run_id), ttl)
+        pipe.hset(k.job_stats(job), mapping={"last_execution": xid, "last_run": run_id, "last_status": "queued"})
+
+    # -- finishing executions ---------------------------------------------------------------------
+    def finalize(
+        self,
+        pipe: Pipeline,
+        ex: Claimed,
+        outcome: OutcomeLike,
+        now: float,
+        worker: str = "",
+        pid: int = 0,
+    ) -> str:
+        """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
+        spec = ex.spec
+        ok = outcome.ok
+        replay = not ok and outcome.reason != "killed" and replay_allowed(spec, ex.attempt)
+        status = "succeeded" if ok else "killed" if outcome.reason == "killed" else "replaying" if replay else "failed"
+        self._record(pipe, ex, outcome, status, pid)
+        if worker:
+            pipe.lrem(self.keys.worker_inflight(worker), 1, ex.id)
+        self._rq_done(pipe, ex, ok, now)
+        if spec.concurrency:
+            self._release(pipe, ex)
+        run = self.keys.run(ex.run)
+        pipe.hset(run, f"s:{spec.name}", status)
+        pipe.hincrby(run, "active", -1)
+        self._job_stats(pipe, spec.name, ok, outcome)
+        if ok:
+            for topic in spec.messages:
+                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
+        elif replay:
+            self._replay(pipe, ex, now)
+        return status
+
+    def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int) -> None:
+        ek = self.keys.execution(ex.id)
+        pipe.hset(ek, mapping={
+            "status": status,
+            "exit_code": "" if outcome.exit_code is None else outcome.exit_code,
+            "signal": outcome.signal or "",
+            "reason": outcome.reason,
+            "started": repr(outcome.started),
+            "ended": repr(outcome.ended),
+            "duration": f"{outcome.duration:.6f}",
+            "tail": outcome.tail[-TAIL_LIMIT:],
+            "pid": pid or "",
+        })
+        pipe.expire(ek, int(self.settings.retention))
+
+    def _rq_done(self, pipe: Pipeline, ex: Claimed, ok: bool, now: float) -> None:
+        ttl = int(self.settings.retention)
+        rqkey = K.rq_job(ex.id)
+        pipe.hset(rqkey, mapping={"status": "finished" if ok else "failed", "ended_at": utc_iso(now)})
+        pipe.expire(rqkey, ttl)
+        pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
+        pipe.zadd((K.rq_finished if ok else K.rq_failed)(ex.queue), {ex.id: now + ttl})
+
+    def _release(self, pipe: Pipeline, ex: Claimed) -> None:
+        from .scripts import RELEASE
+
+        k = self.keys
+        pipe.eval(RELEASE, 3, k.slots(ex.spec.name), k.held(ex.spec.name), K.RQ_QUEUES,
+                  ex.id, k.execution(""), K.rq_job(""), K.rq_queue(""), k.run(""))
+
+    def _job_stats(self, pipe: Pipeline, job: str, ok: bool, outcome: OutcomeLike) -> None:
+        key = self.keys.job_stats(job)
+        pipe.hset(key, mapping={
+            "last_status": "succeeded" if ok else "failed",
+            "last_started": repr(outcome.started),
+            "last_ended": repr(outcome.ended),
+            "last_duration": f"{outcome.duration:.6f}",
+        })
+        pipe.hincrby(key, "succeeded" if ok else "failed", 1)
+        pipe.hincrby(key, "total", 1)
+
+    def _replay(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
+        delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
+        msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
+        nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
+                          delay_until=now + delay, status="delayed")
+        pipe.hset(self.keys.execution(ex.id), "next", nxt)
+        # create() counted the new attempt; the failed one is still `replaying` until it runs.
+        pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "replaying")
+
+    def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:
+        """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent."""
+        k = self.keys
+        pipe.hset(k.execution(ex.id), mapping={"status": "queued", "started": "", "worker": "", "host": ""})
+        pipe.hset(K.rq_job(ex.id), mapping={"status": "queued", "started_at": "", "worker_name": ""})
+        pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
+        pipe.hset(k.run(ex.run), f"s:{ex.spec.name}", "queued")
+        pipe.lrem(k.worker_inflight(worker), 1, ex.id)
+        if ex.spec.concurrency:
+            pipe.srem(k.slots(ex.spec.name), ex.id)
+        self.enqueue(pipe, ex.id, ex.queue, at_front=True)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))
