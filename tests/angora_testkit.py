@@ -1,0 +1,121 @@
+"""Start Angora's real processes (matcher, workers) for end-to-end tests, the way a user does."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import redis
+
+from angora_rq.bus import send
+from angora_rq.keys import Keys
+from angora_rq.messages import Message
+from angora_rq.queries import Queries
+
+CLI = [sys.executable, "-m", "angora_rq.cli"]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until predicate() is truthy (a bound against hangs, not a performance check)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+class System:
+    """A matcher and workers as child processes on the test's own Redis db and key prefix."""
+
+    def __init__(self, env: dict[str, str], config: Path, workdir: Path) -> None:
+        self.env = dict(env, ANGORA_CONFIG=str(config))
+        self.config = config
+        self.workdir = workdir
+        self.keys = Keys(env["ANGORA_PREFIX"])
+        self.r = redis.Redis.from_url(env["REDIS_URL"])
+        self.q = Queries(self.r, self.keys)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._n = 0
+
+    def start(self, role: str, *args: str, extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+        """Start `angora <role> args...`; output goes to a file named after it."""
+        self._n += 1
+        name = f"{role}{self._n}"
+        out = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen([*CLI, role, *args], env=dict(self.env, **(extra_env or {})),
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[name] = proc
+        return proc
+
+    def send(self, topic: str, params: Optional[dict[str, str]] = None, run_id: Optional[str] = None) -> str:
+        """Send a root message; return its run id."""
+        msg = Message.create(topic, params, run_id, origin="test")
+        send(self.r, self.keys, msg)
+        return msg.run_id
+
+    def wait_run(self, run_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the run has finished (nothing in flight) and return its view."""
+        def finished() -> Optional[dict[str, Any]]:
+            try:
+                run = self.q.run(run_id)
+            except Exception:
+                return None
+            return run if run["active"] == 0 and run["plan"]["jobs"] is not None and run["status"] not in (
+                "running", "queued") else None
+        return wait_for(finished, timeout, what=f"run {run_id} to finish ({self.logs()})")
+
+    def executions(self, run_id: str) -> list[dict[str, Any]]:
+        """Every execution of a run."""
+        return self.q.run_executions(run_id)
+
+    def logs(self) -> str:
+        """The tail of every child's output, for assertion messages."""
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        """SIGTERM every child, then SIGKILL what is left."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def write_config(folder: Path, text: str, name: str = "jobs.yml") -> Path:
+    """Write one definitions file (dedented) into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(textwrap.dedent(text))
+    return folder
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def python_cmd(code: str) -> str:
+    """A YAML-safe argv list running a Python snippet with this interpreter."""
+    import json
+
+    return json.dumps([sys.executable, "-c", code])
+
+
+__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os"]
