@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ from ..snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 2.0
+# redis-py strips the "OOM"/"READONLY" prefix from these, so match on the class as well as the text.
+REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+# ... and inside a Lua script's error text they come back as "-OOM ...".
+REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b")
 MAX_BODY = 1024 * 1024
 
 
@@ -232,7 +237,8 @@ def from_library_error(e: BaseException) -> Optional[AngoraError]:
         return Unavailable(f"Redis is not reachable: {e}")
     if isinstance(e, redis.exceptions.TimeoutError):
         return Unavailable(f"Redis did not answer in time: {e}")
-    if isinstance(e, redis.exceptions.ResponseError) and str(e).startswith(
-            ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY")):
-        return Unavailable(f"Redis refused the write: {e}")
+    if isinstance(e, REFUSALS) or (isinstance(e, redis.exceptions.ResponseError) and REFUSED.search(str(e))):
+        oom = isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM" in str(e)
+        what = "is out of memory" if oom else "refused the command"
+        return Unavailable(f"Redis {what}: {e}")
     return None

@@ -34,6 +34,10 @@ def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(unknown)[:200]}", detail={"allowed": sorted(allowed)})
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:  # lone surrogates: JSON allows them, commands' environments cannot hold them
+        raise InvalidInput("the request body has text that is not valid Unicode") from e
     return body
 
 
