@@ -148,7 +148,7 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config())
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.config.update(config)
     ext = Angora.create(settings)

@@ -48,15 +48,22 @@ CSRF_HEADER = "X-CSRF-Token"
 KDF_SALT = b"angora-web-session-key-v1"
 
 
+def cookie_config() -> dict[str, Any]:
+    """Session cookie flags; create_app applies them before the caller's config, which may override them."""
+    return {
+        "SESSION_COOKIE_NAME": "angora_session",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # Behind HTTPS (a proxy that terminates TLS), set ANGORA_COOKIE_SECURE=1.
+        "SESSION_COOKIE_SECURE": os.environ.get("ANGORA_COOKIE_SECURE", "") == "1",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=12),
+    }
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Secret key, cookie flags, the login blueprint, the auth + CSRF hooks and the Jinja helpers."""
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = secret_key(settings)
-    app.config.setdefault("SESSION_COOKIE_NAME", "angora_session")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_SECURE", os.environ.get("ANGORA_COOKIE_SECURE", "") == "1")
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", timedelta(hours=12))
     app.extensions["angora_auth"] = settings
     app.register_blueprint(bp)
     app.before_request(authenticate)
