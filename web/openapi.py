@@ -216,7 +216,7 @@ def paths(auth: bool) -> dict[str, Any]:
             query("status", {"type": "string", "maxLength": 64}, "Only runs with this overall status."),
             query("job", {"type": "string", "maxLength": 200}, "Only runs where this job ran or is planned."),
             query("since", SINCE, "Only runs started at or after this unix time."),
-            query("until", SINCE, "Only runs started at or before this unix time (not before `since`)."),
+            query("until", SINCE, "Only runs started at or before this unix time."),
             OFFSET, limit(50)), auth=a)},
         "/api/v1/runs/{run_id}": {"get": op("One run: status, plan, every job's status, executions.",
                                             ("200", "RunDetail", "The run."), "404", (RUN_ID,), auth=a)},
