@@ -291,7 +291,8 @@ def test_skip_failed_execution(client: FlaskClient, r: redis.Redis, keys: Keys) 
 # -- messages ----------------------------------------------------------------------------------------
 
 def _entry(r: redis.Redis, keys: Keys, message_id: str) -> dict[str, str]:
-    [(_, fields)] = r.xrange(keys.stream(), message_id, message_id)
+    entries: Any = r.xrange(keys.stream(), message_id, message_id)
+    [(_, fields)] = entries
     return {k.decode(): v.decode() for k, v in fields.items()}
 
 
@@ -343,7 +344,7 @@ def test_send_over_backlog_budget_is_503(make_app: MakeApp) -> None:
 
 
 def test_send_when_redis_is_out_of_memory_is_503(client: FlaskClient, r: redis.Redis) -> None:
-    old = r.config_get("maxmemory")["maxmemory"]
+    old: Any = r.config_get("maxmemory")["maxmemory"]
     r.config_set("maxmemory", 1)
     try:
         resp = client.post("/send", data={"msg": "a.b"})

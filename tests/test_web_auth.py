@@ -90,7 +90,9 @@ def test_bearer_token_opens_every_area(app: Flask) -> None:
 
 def test_healthz_and_login_stay_open(app: Flask) -> None:
     client = app.test_client()
-    assert client.get("/healthz").status_code == 200
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.headers["X-Frame-Options"] == "DENY" and resp.headers["Cache-Control"] == "no-store"
     assert client.get("/healthz", headers={"Authorization": "Bearer wrong"}).status_code == 200
     assert client.get("/login").status_code == 200
 

@@ -70,7 +70,8 @@ class Definitions:
                 self.errors = list(self.source.last_errors)
         except DefinitionError as e:
             self.errors = list(e.problems)
-        except (OSError, ValueError) as e:
+        except Exception as e:  # noqa: BLE001 - unreadable files must not stop the app; show them instead
+            log.exception("cannot read the definitions in %s", self.path)
             self.errors = [f"{self.path}: {e}"]
 
     def snapshot(self) -> Snapshot:

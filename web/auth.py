@@ -31,7 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
-from flask import Blueprint, Flask, current_app, g, redirect, render_template_string, request, session, url_for
+from flask import (Blueprint, Flask, Response, current_app, g, redirect, render_template_string, request, session,
+                   url_for)
 
 from ..settings import Settings
 
@@ -68,6 +69,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.register_blueprint(bp)
     app.before_request(authenticate)
     app.before_request(protect_csrf)
+    app.after_request(security_headers)
     app.jinja_env.globals.update(csrf_token=csrf_token, current_user=current_user)
     app.context_processor(lambda: {"auth_enabled": settings.auth_enabled})
 
@@ -100,6 +102,16 @@ def _stored_key(path: Path) -> bytes:
     except OSError as e:
         log.warning("cannot keep the web session key in %s (%s); sessions end when this process stops", path, e)
     return key
+
+
+def security_headers(resp: Response) -> Response:
+    """No framing (clickjacking), no MIME sniffing, no referrers to other sites; API answers are not cached."""
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.path.startswith(JSON_PREFIXES):
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
 
 
 def _settings() -> Settings:
