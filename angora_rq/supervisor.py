@@ -116,6 +116,7 @@ class Supervisor:
         self.stopping = False
         self._stop_requests = 0
         self._stopped = False
+        self._muted = False
 
     # -- output -------------------------------------------------------------------------------------------
     def emit(self, name: str, line: str, colour: int = 0) -> None:
@@ -123,8 +124,14 @@ class Supervisor:
         prefix = f"{name:<{self.width}} |"
         if self.colour:
             prefix = f"\x1b[{colour or 1}m{prefix}\x1b[0m"
-        self.out.write(f"{prefix} {line}\n")
-        self.out.flush()
+        if self._muted:
+            return
+        try:
+            self.out.write(f"{prefix} {line}\n")
+            self.out.flush()
+        except (BrokenPipeError, ValueError):
+            # `angora up | head` closed the pipe: keep supervising (and stop cleanly) without output.
+            self._muted = True
 
     def say(self, line: str) -> None:
         """A line from the supervisor itself."""

@@ -101,6 +101,19 @@ def test_colour_only_when_asked() -> None:
     assert not Supervisor([], out=io.StringIO()).colour  # a StringIO is not a terminal
 
 
+def test_a_closed_output_does_not_stop_supervision() -> None:
+    out = io.StringIO()
+    sup = Supervisor([ProcSpec("matcher", SLEEPER)], out=out, colour=False, policy=Policy(grace=5))
+    try:
+        sup.start()
+        out.close()  # like `angora up | head` once head has exited
+        sup.step(0.1)
+        pid = sup.pids()["matcher"]
+    finally:
+        sup.stop()
+    assert not pid_alive(pid)
+
+
 def test_stop_kills_the_stubborn_and_stops_redis_last(server: RecordingRedis) -> None:
     sup = supervisor([ProcSpec("polite", SLEEPER), ProcSpec("stubborn", STUBBORN)], server, grace=1.0)
     try:
@@ -253,6 +266,12 @@ class UpProcess:
             if text in line:
                 return line
 
+    def text(self) -> str:
+        """Everything printed so far."""
+        while not self.lines.empty():
+            self.seen.append(self.lines.get())
+        return "\n".join(self.seen)
+
     def finish(self) -> int:
         """SIGTERM `up` (if still running) and return its exit code."""
         if self.proc.poll() is None:
@@ -308,3 +327,4 @@ def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
         assert "Traceback" not in second.stderr
     finally:
         assert first.finish() == 0
+

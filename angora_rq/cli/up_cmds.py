@@ -104,7 +104,8 @@ def up(ctx: click.Context, workers: int, scheduler: bool, port: Optional[int], n
     signal.signal(signal.SIGINT, sup.request_stop)
     try:
         if redis is None:
-            sup.say(f"using the Redis at REDIS_URL ({redacted(url)})")
+            sup.say(f"using the Redis at REDIS_URL ({redacted(url)})"
+                    + ("; --redis-port ignored" if redis_port else ""))
         sup.start()
         if web_port is not None:
             sup.say(f"web UI: http://127.0.0.1:{web_port}/  (Ctrl-C stops everything)")
