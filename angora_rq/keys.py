@@ -105,8 +105,12 @@ class Keys:
         return f"{self.prefix}:paused:queues"
 
     def held(self, job: str) -> str:
-        """List of execution ids held while `job` is paused or at its concurrency limit, in order."""
+        """List of execution ids waiting for a concurrency slot of `job`, in order."""
         return f"{self.prefix}:held:{job}"
+
+    def paused_held(self, job: str) -> str:
+        """List of execution ids dispatched while `job` was paused, in order; resume queues them."""
+        return f"{self.prefix}:paused:held:{job}"
 
     def slots(self, job: str) -> str:
         """Set of execution ids of `job` currently holding a concurrency slot."""
