@@ -116,7 +116,7 @@ class AngoraWorker:
     def start(self) -> None:
         """Register this worker (Angora and RQ), start the guardian and the wake-up thread."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self.guardian = Guardian.start()
+        self.guardian = Guardian.start(grace=self.settings.kill_grace)
         self._register()
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
 
@@ -264,6 +264,7 @@ class AngoraWorker:
             pass
         if self.guardian is not None and getattr(a.cmd, "pgid", None):
             self.guardian.untrack(a.cmd.pgid)
+        a.cmd.close()
 
     # -- control, stop, heartbeat -----------------------------------------------------------------
     def _handle_control(self) -> None:
