@@ -169,16 +169,17 @@ class Matcher:
     def _transact(self, pipe: Any, batch: Batch, snap: Snapshot, now: float) -> int:
         guards = sorted({d.guard for d in batch.dispatches})
         if guards:
-            pipe.watch(*guards)
-        taken, runs = self._read_state(guards, batch)
+            # The paused set too: a resume between this read and EXEC must not leave an execution held for ever.
+            pipe.watch(*guards, self.keys.paused_jobs())
+        taken, runs, paused = self._read_state(guards, batch)
         pipe.multi()
-        created = self._write(pipe, batch, snap, runs, taken, now)
+        created = self._write(pipe, batch, snap, runs, taken, now, paused)
         pipe.xack(self.keys.stream(), MATCHER_GROUP, *[e for e, _ in batch.entries])
         pipe.execute()
         return created
 
-    def _read_state(self, guards: list[str], batch: Batch) -> tuple[set[str], dict[str, dict[str, str]]]:
-        """Which guards are taken, and the hashes of the batch's runs: one round trip.
+    def _read_state(self, guards: list[str], batch: Batch) -> tuple[set[str], dict[str, dict[str, str]], set[str]]:
+        """Which guards are taken, the hashes of the batch's runs and the paused jobs: one round trip.
 
         Read on a plain pipeline after WATCH: a guard written meanwhile still aborts the EXEC.
         """
@@ -186,15 +187,18 @@ class Matcher:
         with self.r.pipeline(transaction=False) as rp:
             if guards:
                 rp.mget(guards)
+                rp.smembers(self.keys.paused_jobs())
             for run_id in run_ids:
                 rp.hgetall(self.keys.run(run_id))
             replies = rp.execute()
         values = replies.pop(0) if guards else []
+        paused = {_s(v) for v in replies.pop(0)} if guards else set()
         taken = {g for g, v in zip(guards, values) if v is not None}
         runs = {rid: {_s(k): _s(v) for k, v in raw.items()} for rid, raw in zip(run_ids, replies)}
-        return taken, runs
+        return taken, runs, paused
 
-    def _write(self, pipe: Any, batch: Batch, snap: Snapshot, runs: dict, taken: set, now: float) -> int:
+    def _write(self, pipe: Any, batch: Batch, snap: Snapshot, runs: dict, taken: set, now: float,
+               paused: set[str] | frozenset[str] = frozenset()) -> int:
         created = 0
         per_entry: dict[str, int] = {e: 0 for e, _ in batch.entries}
         for entry, msg in batch.entries:
@@ -206,7 +210,11 @@ class Matcher:
                 continue
             taken.add(d.guard)
             pipe.set(d.guard, 1, ex=DEDUPE_TTL)
-            self.state.create(pipe, d.job, d.msg, now, entry=d.entry, config_version=snap.version)
+            held = d.job.name in paused  # paused job: held, in order, until resumed (pausing.py)
+            xid = self.state.create(pipe, d.job, d.msg, now, entry=d.entry, config_version=snap.version,
+                                    status="held" if held else "queued")
+            if held:
+                pipe.rpush(self.keys.paused_held(d.job.name), xid)
             per_entry[d.entry] += 1
             created += 1
         for entry, msg in batch.entries:
