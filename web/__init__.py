@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -118,7 +118,6 @@ class Angora:
     queries: Queries
     control: Control
     definitions: Definitions
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
