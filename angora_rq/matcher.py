@@ -106,6 +106,7 @@ class Matcher:
     def _housekeeping(self, now: float) -> None:
         hb = self.keys.heartbeats()
         self.r.hset(hb, f"matcher:{self.name}", repr(now))
+        self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

@@ -86,13 +86,15 @@ def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: O
 
     from ..configsource import ConfigSource
     from ..matcher import Matcher
+    from ..reload import Reloader
 
     s, r, keys = _env(ctx)
     source = ConfigSource(config_path or s.config_path)
     unsafe = os.environ.get("ANGORA_MATCHER_UNSAFE_NO_DEDUPE") == "1"  # crash-test control only
-    m = Matcher(r, keys, s, source.current, name=name, batch_size=batch, dedupe=not unsafe)
+    reloader = Reloader(r, keys, source)  # SIGHUP, `angora reload`, the API, or changed files
+    m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch, dedupe=not unsafe)
     _on_stop(m.stop)
-    signal.signal(signal.SIGHUP, lambda *_: source.reload())
+    signal.signal(signal.SIGHUP, reloader.request)
     click.echo(f"matcher {m.name}: {len(source.current().config.jobs)} jobs, version {source.current().version}",
                err=True)
     m.run()
