@@ -1,2 +1,171 @@
-"""CLI commands (placeholder module: filled by its owner)."""
+"""Operations commands: scheduler, schedules, pause, resume, paused, reload."""
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from . import main
+from .engine_cmds import _env, _on_stop, config_option
+from ..connection import redis_errors
+
+
+def _source(path: Optional[Path], settings: Any) -> Any:
+    from ..configsource import ConfigSource
+
+    return ConfigSource(path or settings.config_path)
+
+
+def _when(ts: Optional[float]) -> str:
+    if ts is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+@main.command()
+@config_option
+@click.option("--name", default=None, help="Scheduler name (default host.pid.random).")
+@click.pass_context
+def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[str]) -> None:
+    """Run a scheduler: send each schedule's message on its ticks (any number may run; one leads)."""
+    import signal
+
+    from ..reload import Reloader
+    from ..scheduler import Scheduler
+
+    s, r, keys = _env(ctx)
+    source = _source(config_path, s)
+    reloader = Reloader(r, keys, source)
+    sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
+    _on_stop(sched.stop)
+    signal.signal(signal.SIGHUP, reloader.request)
+    config = source.current().config
+    click.echo(f"scheduler {sched.name}: {len(config.schedules)} schedules, version {config.version}", err=True)
+    sched.run()
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
+    """Show every schedule: when it fires next, the last tick sent, and which scheduler leads."""
+    from ..scheduler import leader_status, schedule_status
+
+    s, r, keys = _env(ctx)
+    snap = _source(config_path, s).current()
+    with redis_errors():
+        rows = schedule_status(r, keys, snap)
+        leader = leader_status(r, keys)
+    if as_json:
+        click.echo(json.dumps({"leader": leader, "schedules": rows}, indent=2))
+        return
+    for row in rows:
+        when = f"cron {row['cron']} ({row['timezone']})" if row["cron"] else f"every {row['every']:g}s"
+        click.echo(f"{row['name']:24} {row['message']:28} {when:32} next {_when(row['next_fire'])}  "
+                   f"last {_when(row['last_tick'])}  sent {row['sent']}")
+    lead = f"{leader['holder']} (token {leader['token']})" if leader["holder"] else "none: no scheduler is running"
+    click.echo(f"({len(rows)} schedules; leader: {lead})", err=True)
+
+
+def _job_names(config_path: Optional[Path], settings: Any) -> Optional[list[str]]:
+    """Defined job names, or None when the definitions cannot be read (pausing still works by name)."""
+    from ..configsource import optional_source
+    from ..errors import AngoraError
+
+    try:
+        source = optional_source(config_path or settings.config_path)
+    except AngoraError:
+        return None
+    return None if source is None else [j.name for j in source.current().config.jobs]
+
+
+def _pause_or_resume(ctx: click.Context, pause: bool, job: Optional[str], queue: Optional[str],
+                     config_path: Optional[Path]) -> None:
+    from .. import pausing
+
+    if bool(job) == bool(queue):
+        raise click.UsageError("give a JOB or --queue QUEUE (one of them)")
+    s, r, keys = _env(ctx)
+    with redis_errors():
+        if queue:
+            out = (pausing.pause_queue if pause else pausing.resume_queue)(r, keys, queue)
+            what = f"queue {queue}"
+        else:
+            assert job is not None
+            pausing.check_job(job, _job_names(config_path, s))
+            out = (pausing.pause_job if pause else pausing.resume_job)(r, keys, job)
+            what = f"job {job}"
+    state = "paused" if pause else "resumed"
+    note = "" if out["changed"] else f" (was already {'paused' if pause else 'running'})"
+    released = f"; {out['released']} held execution(s) queued" if out.get("released") else ""
+    click.echo(f"{what} {state}{note}{released}")
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("-q", "--queue", default=None, help="Pause a queue instead: its workers stop taking executions.")
+@config_option
+@click.pass_context
+def pause(ctx: click.Context, job: Optional[str], queue: Optional[str], config_path: Optional[Path]) -> None:
+    """Pause a job (its triggered executions are held, in order) or a queue. Running commands go on."""
+    _pause_or_resume(ctx, True, job, queue, config_path)
+
+
+@main.command()
+@click.argument("job", required=False)
+@click.option("-q", "--queue", default=None, help="Resume a queue instead.")
+@config_option
+@click.pass_context
+def resume(ctx: click.Context, job: Optional[str], queue: Optional[str], config_path: Optional[Path]) -> None:
+    """Resume a job (what it held is queued, in order) or a queue."""
+    _pause_or_resume(ctx, False, job, queue, config_path)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def paused(ctx: click.Context, as_json: bool) -> None:
+    """List paused jobs (with how many executions each holds) and paused queues."""
+    from ..pausing import paused as paused_view
+
+    _, r, keys = _env(ctx)
+    with redis_errors():
+        view = paused_view(r, keys)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    for j in view["jobs"]:
+        click.echo(f"job   {j['name']:30} {j['held']} held")
+    for q in view["queues"]:
+        click.echo(f"queue {q['name']:30} {q['waiting']} waiting")
+    if not view["jobs"] and not view["queues"]:
+        click.echo("nothing is paused")
+
+
+@main.command()
+@config_option
+@click.pass_context
+def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
+    """Make every matcher, scheduler and web process read its definition files again (on every host)."""
+    from ..definitions import validate
+    from ..reload import request_reload
+
+    s, r, keys = _env(ctx)
+    path = Path(config_path or s.config_path)
+    summary = f"(no definitions at {path} on this host to check)"
+    if path.exists():
+        config, problems = validate(path)
+        if config is None:
+            for p in problems:
+                click.echo(str(p), err=True)
+            raise click.ClickException(f"{path}: the definitions have errors; nothing reloaded, the running "
+                                       "processes keep the definitions they have")
+        summary = (f"{path} is version {config.version} with {len(config.jobs)} jobs and "
+                   f"{len(config.schedules)} schedules")
+    with redis_errors():
+        n = request_reload(r, keys)
+    click.echo(f"reload requested (#{n}): {summary}; processes switch within a few seconds")
