@@ -5,7 +5,7 @@
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
   const NODE_W = 156, NODE_H = 26, GAP_X = 54, GAP_Y = 10, PAD = 20, MAX_LABEL = 20;
-  const POLL_MS = 1000, MIN_SCALE = 0.05, MAX_SCALE = 4, READABLE = 0.6;
+  const POLL_MS = 1000, MIN_SCALE = 0.05, MAX_SCALE = 4, READABLE = 0.6, FIT_MAX = 1.25, MIN_HEIGHT = 220;
   const GLYPH = {
     succeeded: "\u2713", skipped: "\u21b7", failed: "\u2717", killed: "\u2717", upstream_failed: "\u2298",
     running: "\u25b6", queued: "\u2026", held: "\u2016", delayed: "\u231b", replaying: "\u21bb",
@@ -195,7 +195,7 @@
     };
     const fit = (force) => {
       const w = svg.clientWidth || 800, h = svg.clientHeight || 400;
-      const s = Math.min(w / (view.width + 2 * PAD), h / (view.height + 2 * PAD), 1.5);
+      const s = Math.min(w / (view.width + 2 * PAD), h / (view.height + 2 * PAD), FIT_MAX);
       view.scale = force || s >= READABLE ? s : 1;  // big graphs open readable at the top left; Fit shows all
       view.x = -PAD; view.y = -PAD;
       if (view.scale === s) { view.x = -(w / s - view.width) / 2; view.y = -(h / s - view.height) / 2; }
@@ -233,7 +233,12 @@
     window.addEventListener("resize", apply);
     return {
       /** Show a freshly drawn graph of this size. */
-      reset(width, height) { view.width = width; view.height = height; fit(false); },
+      reset(width, height) {
+        view.width = width; view.height = height;
+        const tall = Math.max(MIN_HEIGHT, height + 2 * PAD + 40);
+        svg.style.height = `${Math.round(Math.min(window.innerHeight * 0.62, tall))}px`;  // small graphs, small box
+        fit(false);
+      },
     };
   }
 
