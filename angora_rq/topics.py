@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Iterable, Optional
+
+if TYPE_CHECKING:
+    from .model import JobDef
 
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_\-:/@+=]+$")
 
@@ -48,3 +51,69 @@ def _match(p: list[str], i: int, t: list[str], j: int) -> bool:
             return False
         i, j = i + 1, j + 1
     return j == len(t)
+
+
+class _Node:
+    """A trie node: literal children, a `*` child, a `#` child, and the jobs whose pattern ends here."""
+
+    __slots__ = ("children", "star", "hash", "jobs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.star: Optional[_Node] = None
+        self.hash: Optional[_Node] = None
+        self.jobs: list[int] = []
+
+    def child(self, seg: str) -> "_Node":
+        if seg == "*":
+            self.star = self.star or _Node()
+            return self.star
+        if seg == "#":
+            self.hash = self.hash or _Node()
+            return self.hash
+        return self.children.setdefault(seg, _Node())
+
+
+class TriggerIndex:
+    """Jobs by trigger: a dict for exact topics (O(1)), a segment trie for patterns (no scan of all jobs)."""
+
+    def __init__(self, jobs: Iterable["JobDef"]) -> None:
+        self.jobs: list[JobDef] = list(jobs)
+        self._exact: dict[str, list[int]] = {}
+        self._trie = _Node()
+        self._has_patterns = False
+        for pos, job in enumerate(self.jobs):
+            for trigger in dict.fromkeys(job.triggers):
+                if is_pattern(trigger):
+                    self._has_patterns = True
+                    node = self._trie
+                    for seg in trigger.split("."):
+                        node = node.child(seg)
+                    node.jobs.append(pos)
+                else:
+                    self._exact.setdefault(trigger, []).append(pos)
+
+    def lookup(self, topic: str) -> tuple["JobDef", ...]:
+        """Every job with a trigger matching `topic`, each once, in definition order."""
+        found = set(self._exact.get(topic, ()))
+        if self._has_patterns:
+            self._walk(self._trie, topic.split("."), 0, found, set())
+        return tuple(self.jobs[i] for i in sorted(found))
+
+    def _walk(self, node: _Node, segs: list[str], i: int, found: set[int], seen: set[tuple[int, int]]) -> None:
+        # (node, position) pairs already explored: several '#' in a pattern must not explode the search.
+        mark = (id(node), i)
+        if mark in seen:
+            return
+        seen.add(mark)
+        if i == len(segs):
+            found.update(node.jobs)
+        else:
+            nxt = node.children.get(segs[i])
+            if nxt is not None:
+                self._walk(nxt, segs, i + 1, found, seen)
+            if node.star is not None:
+                self._walk(node.star, segs, i + 1, found, seen)
+        if node.hash is not None:
+            for k in range(i, len(segs) + 1):
+                self._walk(node.hash, segs, k, found, seen)

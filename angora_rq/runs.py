@@ -1,0 +1,71 @@
+"""A run's overall status and each planned job's status, derived from what Redis holds (pure)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+FAILED = frozenset({"failed", "killed", "upstream_failed"})
+SUCCEEDED = frozenset({"succeeded", "skipped"})
+WAITING = frozenset({"held", "queued", "delayed", "pending"})
+TERMINAL = FAILED | SUCCEEDED | {"not_triggered", "canceled"}
+
+
+def is_terminal(status: str) -> bool:
+    """True for a status that will not change by itself."""
+    return status in TERMINAL
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Overall status, every job's status (planned ones included), and counts per status."""
+
+    status: str
+    jobs: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def summarize(plan_jobs: Sequence[str], plan_parents: Mapping[str, Sequence[str]], job_status: Mapping[str, str],
+              active: int, canceled: bool = False) -> RunSummary:
+    """Derive statuses: while anything is in flight the run is running; then failed, succeeded or canceled."""
+    finished = active <= 0
+    jobs: dict[str, str] = {}
+    for name in plan_jobs:
+        jobs[name] = job_status.get(name, "pending")
+    for name, st in job_status.items():
+        jobs.setdefault(name, st)
+    if finished:
+        for name in plan_jobs:
+            if jobs[name] == "pending":
+                jobs[name] = "upstream_failed" if _ancestor_failed(name, plan_parents, jobs) else "not_triggered"
+    counts = dict(Counter(jobs.values()))
+    return RunSummary(_overall(jobs, finished, canceled), jobs, counts)
+
+
+def _overall(jobs: Mapping[str, str], finished: bool, canceled: bool) -> str:
+    if not finished:
+        if canceled:
+            return "canceling"
+        started = [s for s in jobs.values() if s not in WAITING]
+        return "running" if started else "queued"
+    if canceled:
+        return "canceled"
+    if any(s in FAILED for s in jobs.values()):
+        return "failed"
+    return "succeeded"
+
+
+def _ancestor_failed(name: str, parents: Mapping[str, Sequence[str]], jobs: Mapping[str, str]) -> bool:
+    seen: set[str] = set()
+    todo = list(parents.get(name, ()))
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        if jobs.get(p) in FAILED or jobs.get(p) == "canceled":
+            return True
+        todo.extend(parents.get(p, ()))
+    return False
