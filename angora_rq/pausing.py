@@ -20,7 +20,7 @@ from .errors import InvalidInput, NotFound
 from .keys import Keys
 from .state import BELL_CAP
 
-QUEUE_RE = re.compile(r"^[A-Za-z0-9_\-.:@+=/]{1,200}$")
+QUEUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # what definitions accept for `queue:`
 
 # KEYS: paused jobs set, the job's paused_held list, rq queues set
 # ARGV: job, exec_prefix, rqjob_prefix, rqqueue_prefix, run_prefix, bell_prefix, now, bell_cap
@@ -55,7 +55,7 @@ return {was, n}
 def check_queue(name: Any) -> str:
     """A queue name as a worker's `-q` takes it (InvalidInput otherwise)."""
     if not isinstance(name, str) or not QUEUE_RE.match(name):
-        raise InvalidInput("a queue name is 1-200 letters, digits and _ - . : @ + = /")
+        raise InvalidInput("a queue name is 1-100 of A-Z a-z 0-9 _ . -")
     return name
 
 
