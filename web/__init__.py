@@ -143,7 +143,7 @@ def angora() -> Angora:
 
 def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     """Build the web app: `config` overrides Flask settings; config["SETTINGS"] replaces Settings.from_env()."""
-    from . import api, auth, dashboard, health, send
+    from . import api, auth, dashboard, health, ops_api, send
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
@@ -159,6 +159,7 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     if ui is not None:
         app.register_blueprint(ui, url_prefix="/")
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    app.register_blueprint(ops_api.bp, url_prefix="/api/v1")
     app.register_blueprint(send.bp)
     app.register_blueprint(health.bp)
     dashboard.init_app(app, settings)
