@@ -136,6 +136,55 @@ SCHEMAS: dict[str, Any] = {
     "Skipped": obj({"execution_id": STR, "status": {"const": "skipped"}}, closed=True),
 }
 
+# -- operations (web/ops_api.py): schedules, pause/resume, reload ---------------------------------------------
+SCHEMAS.update({
+    "Schedule": obj({
+        "name": STR, "message": STR, "cron": nullable("string"), "every": nullable("number"), "timezone": STR,
+        "params": STR_MAP, "catchup": {"enum": ["skip", "once"]}, "overlap": {"enum": ["allow", "forbid"]},
+        "description": STR, "location": nullable("string"),
+        "next_fire": {"type": ["number", "null"], "description": "Unix time of the next tick."},
+        "last_tick": {"type": ["number", "null"], "description": "Unix time of the last tick sent (or skipped)."},
+        "last_sent_at": nullable("number"), "last_run": nullable("string"), "last_run_active": BOOL,
+        "sent": INT, "skipped": {"type": "integer", "description": "Ticks skipped by `overlap: forbid`."},
+    }, closed=True),
+    "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
+                  closed=True),
+    "ScheduleList": obj({"config_version": STR, "leader": ref("Leader"), "schedules": array(ref("Schedule"))},
+                        closed=True),
+    "JobPause": obj({"job": STR, "paused": BOOL, "changed": BOOL, "released": INT}, ("job", "paused", "changed"),
+                    closed=True),
+    "QueuePause": obj({"queue": STR, "paused": BOOL, "changed": BOOL}, closed=True),
+    "Paused": obj({"jobs": array(obj({"name": STR, "held": INT}, closed=True)),
+                   "queues": array(obj({"name": STR, "waiting": INT}, closed=True))}, closed=True),
+    "Reload": obj({"requested": INT, "config": ref("ConfigStatus")}, closed=True),
+})
+
+
+def ops_paths(a: bool) -> dict[str, Any]:
+    """The routes of web/ops_api.py."""
+    queue = path_param("queue", "Queue name.", r"^[A-Za-z0-9_.\-]{1,100}$")
+
+    def job_op(verb: str, summary: str) -> dict[str, Any]:
+        return {"post": op(summary, ("200", "JobPause", f"{verb}."), "403 404", (JOB,), auth=a)}
+
+    def queue_op(verb: str, summary: str) -> dict[str, Any]:
+        return {"post": op(summary, ("200", "QueuePause", f"{verb}."), "400 403", (queue,), auth=a)}
+
+    return {
+        "/api/v1/schedules": {"get": op("Schedules: next fire time, last tick sent; the leading scheduler.",
+                                        ("200", "ScheduleList", "The schedules."), auth=a)},
+        "/api/v1/jobs/{name}/pause": job_op("Paused", "Hold the executions its messages trigger (in order)."),
+        "/api/v1/jobs/{name}/resume": job_op("Resumed", "Queue what the job held, in order; run it again."),
+        "/api/v1/queues/{queue}/pause": queue_op("Paused", "Workers stop taking executions from the queue."),
+        "/api/v1/queues/{queue}/resume": queue_op("Resumed", "Workers take executions from the queue again."),
+        "/api/v1/paused": {"get": op("Paused jobs (with what they hold) and paused queues.",
+                                     ("200", "Paused", "What is paused."), auth=a)},
+        "/api/v1/config/reload": {"post": op(
+            "Every process reads its definition files again; broken files keep the old definitions.",
+            ("200", "Reload", "Requested; this process's definitions status."), "403", auth=a)},
+    }
+
+
 RESPONSES = {
     "400": "Bad input (the body or a parameter).", "401": "Credentials missing or wrong.",
     "403": "CSRF token missing (browser requests).", "404": "Not found.",
@@ -240,6 +289,7 @@ def paths(auth: bool) -> dict[str, Any]:
                                     ("200", "Graph", "The graph."), auth=a)},
         "/api/v1/config": {"get": op("Definitions loaded, and the errors of the files as they are now.",
                                      ("200", "ConfigStatus", "The status."), auth=a)},
+        **ops_paths(a),
         "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {
             "200": json_body({"type": "object"}, "The OpenAPI document."),
             **({"401": json_body(ref("Error"), RESPONSES["401"])} if a else {})}}},
