@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 
 from ..errors import InvalidInput, NotFound
 from ..messages import RUN_ID_RE, Message
+from ..pausing import paused_jobs
 from ..queries import stats_view
 from .send import accept, json_object, message_from_request
 
@@ -77,8 +78,8 @@ def valid_id(value: str, what: str) -> str:
 
 # -- jobs ----------------------------------------------------------------------------------------------
 
-def job_summary(job: Any, stats: dict[str, Any]) -> dict[str, Any]:
-    """One line of the jobs list: the definition's main fields and its latest status."""
+def job_summary(job: Any, stats: dict[str, Any], paused: bool = False) -> dict[str, Any]:
+    """One line of the jobs list: the definition's main fields, whether it is paused, and its latest status."""
     return {
         "name": job.name,
         "description": job.description,
@@ -86,6 +87,7 @@ def job_summary(job: Any, stats: dict[str, Any]) -> dict[str, Any]:
         "messages": list(job.messages),
         "queue": job.queue,
         "parent_success": job.parent_success,
+        "paused": paused,
         "stats": stats,
     }
 
@@ -96,7 +98,8 @@ def jobs() -> Any:
     ext = _ext()
     snap = ext.snapshot()
     stats = ext.queries.job_stats(j.name for j in snap.config.jobs)
-    items = [job_summary(j, stats[j.name]) for j in snap.config.jobs]
+    paused = paused_jobs(ext.r, ext.keys)
+    items = [job_summary(j, stats[j.name], j.name in paused) for j in snap.config.jobs]
     return jsonify({"config_version": snap.version, "jobs": items})
 
 
@@ -115,6 +118,7 @@ def job(name: str) -> Any:
         "job": spec.to_json(),
         "parents": sorted(graph.parents(name)),
         "children": sorted(graph.children(name)),
+        "paused": bool(ext.r.sismember(ext.keys.paused_jobs(), name)),
         "stats": ext.queries.job_stats([name]).get(name, stats_view({})),
         "executions": {"total": total, "offset": offset, "limit": limit, "items": items},
     })

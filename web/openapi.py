@@ -69,7 +69,7 @@ JOB_STATS = obj({
     "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
 })
 JOB_SUMMARY = obj({"name": STR, "description": STR, "triggers": STRINGS, "messages": STRINGS, "queue": STR,
-                   "parent_success": BOOL, "stats": ref("JobStats")}, closed=True)
+                   "parent_success": BOOL, "paused": BOOL, "stats": ref("JobStats")}, closed=True)
 EXECUTION = obj({
     "id": STR, "job": nullable("string"), "run": nullable("string"), "attempt": nullable("integer"),
     "status": nullable("string"), "queue": nullable("string"), "topic": nullable("string"),
@@ -112,7 +112,8 @@ PAGE = {"total": INT, "offset": INT, "limit": INT}
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR, "Problem": PROBLEM, "JobDef": JOB_DEF, "JobStats": JOB_STATS, "JobSummary": JOB_SUMMARY,
     "JobList": obj({"config_version": STR, "jobs": array(ref("JobSummary"))}, closed=True),
-    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "stats": ref("JobStats"),
+    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "paused": BOOL,
+                      "stats": ref("JobStats"),
                       "executions": obj({**PAGE, "items": array(ref("Execution"))}, closed=True)}, closed=True),
     "Execution": EXECUTION, "ExecutionDetail": EXECUTION_DETAIL, "Plan": PLAN, "RunJob": RUN_JOB, "Run": RUN,
     "RunDetail": RUN_DETAIL, "RunList": obj({**PAGE, "runs": array(ref("Run"))}, closed=True),
