@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from angora_rq.bus import send
 from angora_rq.messages import Message
@@ -42,7 +43,7 @@ def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, k
         sender = threading.Thread(target=lambda: run_ids.extend(_send_all(s, n)))
         sender.start()
         for _ in range(kills):
-            wait_for(lambda: s.r.xinfo_groups(s.keys.stream()), 30, what="the consumer group")
+            wait_for(lambda: _group_exists(s), 30, what="the consumer group")
             time.sleep(0.4)
             matcher.send_signal(signal.SIGKILL)
             matcher.wait()
@@ -63,6 +64,13 @@ def _send_all(s: System, n: int) -> list[str]:
         send(s.r, s.keys, msg)
         ids.append(msg.run_id)
     return ids
+
+
+def _group_exists(s: System) -> bool:
+    try:
+        return bool(s.r.xinfo_groups(s.keys.stream()))
+    except redis.exceptions.ResponseError:
+        return False  # the stream does not exist yet
 
 
 def _count(path: Path) -> int:
