@@ -19,6 +19,7 @@ from .state import Claimed, State
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
 TRIM_EVERY = 30.0
+STALE_HEARTBEAT = 86400.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Janitor:
             self.replay_orphans(now)
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
-            self.trim_runs()
+            self.trim(now)
 
     def promote(self, now: float) -> int:
         """Queue executions whose replay backoff is over."""
@@ -111,9 +112,22 @@ class Janitor:
                     continue  # someone else handled it; the next pass sees the new status
         return done
 
-    def trim_runs(self) -> None:
-        """Keep the runs index within max_runs."""
-        self.r.zremrangebyrank(self.keys.runs(), 0, -(self.settings.max_runs + 1))
+    def trim(self, now: float) -> None:
+        """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
+        k = self.keys
+        queues = [_s(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
+        beats = {_s(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
+        stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
+        with self.r.pipeline(transaction=False) as p:
+            p.zremrangebyrank(k.runs(), 0, -(self.settings.max_runs + 1))
+            p.zremrangebyscore(k.runs(), "-inf", now - self.settings.retention)
+            for q in queues:
+                # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
+                p.zremrangebyscore(K.rq_finished(q), 0, now)
+                p.zremrangebyscore(K.rq_failed(q), 0, now)
+            if stale:
+                p.hdel(k.heartbeats(), *stale)
+            p.execute()
 
 
 def claimed_from_hash(fields: dict[str, str]) -> Claimed:
