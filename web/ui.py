@@ -116,19 +116,23 @@ def merge_latest(stats: dict[str, Any], latest: dict[str, str]) -> None:
         stats["last_duration"] = _float(latest["duration"]) if latest["duration"] else stats["last_duration"]
 
 
+def all_job_states() -> dict[str, dict[str, Any]]:
+    """job_states of every defined job, read once per request (the dashboard and the header share it)."""
+    if "angora_states" not in g:
+        g.angora_states = job_states(j.name for j in _ext().snapshot().config.jobs)
+    return g.angora_states
+
+
 def header_counts() -> Optional[dict[str, int]]:
     """How many jobs are running and failing now, for the page header (None when unknown)."""
-    if "angora_counts" not in g:
-        try:
-            states = job_states(j.name for j in _ext().snapshot().config.jobs)
-        except AngoraError:
-            g.angora_counts = None
-        else:
-            g.angora_counts = {
-                "running": sum(1 for s in states.values() if s["status"] == "running"),
-                "failed": sum(1 for s in states.values() if s["status"] in FAILING),
-            }
-    return g.angora_counts
+    try:
+        states = all_job_states()
+    except AngoraError:
+        return None
+    return {
+        "running": sum(1 for s in states.values() if s["status"] == "running"),
+        "failed": sum(1 for s in states.values() if s["status"] in FAILING),
+    }
 
 
 @bp.context_processor
@@ -163,9 +167,8 @@ def require_id(value: str, what: str) -> str:
 def dashboard() -> str:
     """Every job with its status, last run, duration and success rate."""
     snap = _ext().snapshot()
-    jobs = snap.config.jobs
-    states = job_states(j.name for j in jobs)
-    rows = [{"job": j, **states[j.name]} for j in jobs]
+    states = all_job_states()
+    rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
     return render_template("dashboard.html", rows=rows, version=snap.version,
                            status=request.args.get("status", ""))
 
