@@ -43,9 +43,9 @@ def fingerprint(path: Path) -> tuple:
             return ((str(path), st.st_mtime_ns, st.st_size),)
         out = []
         for root, dirs, files in os.walk(path):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # as definitions: .git, editors' folders
             out.append((root, os.stat(root).st_mtime_ns, 0))
-            for name in sorted(files):
+            for name in sorted(f for f in files if not f.startswith(".")):
                 st = os.stat(os.path.join(root, name))
                 out.append((os.path.join(root, name), st.st_mtime_ns, st.st_size))
         return tuple(out)

@@ -3,6 +3,7 @@ and two `angora scheduler` processes end to end (each tick sent once; kill -9 of
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -300,3 +301,85 @@ def test_schedule_status(r: redis.Redis, keys: Keys) -> None:
     assert nightly["sent"] == 0 and nightly["last_run"] is None and nightly["next_fire"] > T0 + 61
     assert set(tick) >= {"name", "message", "cron", "every", "timezone", "params", "catchup", "overlap",
                          "next_fire", "last_tick", "last_sent_at", "last_run", "last_run_active", "sent", "skipped"}
+
+
+# -- end to end: `angora scheduler` processes --------------------------------------------------------------
+
+SCHEDULES_YML = """
+- schedule: beat_once
+  message: beat.once
+  every: 1s
+  catchup: once
+- schedule: beat_skip
+  message: beat.skip
+  every: 1s
+- name: listener
+  triggers: [beat.once, beat.skip]
+  command: "true"
+"""
+
+
+def covered(runs: list[dict[str, str]]) -> list[int]:
+    """Every tick (ms) the runs stand for: each run its own tick, a catch-up run also the ticks it covers."""
+    out: list[int] = []
+    for h in runs:
+        tick, covers = int(h["tick"]), int(h.get("covers") or 1)
+        out += [tick - 1000 * i for i in range(covers - 1, -1, -1)]
+    return out
+
+
+def test_two_schedulers_send_each_tick_once_and_survive_kill_9_of_the_leader(
+        angora_env: dict[str, str], tmp_path: Path, r: redis.Redis, keys: Keys) -> None:
+    from angora_testkit import System, wait_for, write_config
+
+    s = System(angora_env, write_config(tmp_path / "config", SCHEDULES_YML), tmp_path)
+    try:
+        procs = {"s1": s.start("scheduler", "--name", "s1"), "s2": s.start("scheduler", "--name", "s2")}
+        wait_for(lambda: len(runs_of(r, keys, "schedule:beat_once")) >= 4, 20, what=f"4 ticks ({s.logs()})")
+        leader = leader_status(r, keys)["holder"]
+        assert leader in procs
+        procs[leader].kill()  # SIGKILL: no resignation, the lease has to expire
+        procs[leader].wait()
+        other = "s2" if leader == "s1" else "s1"
+        # the bound of the requirement ("within 5 s"), used as a bound against hangs
+        wait_for(lambda: leader_status(r, keys)["holder"] == other, 5.0, what=f"takeover ({s.logs()})")
+        n = len(runs_of(r, keys, "schedule:beat_once"))
+        wait_for(lambda: len(runs_of(r, keys, "schedule:beat_once")) >= n + 3, 20, what="ticks after takeover")
+    finally:
+        s.stop()
+    for name in ("beat_once", "beat_skip"):
+        runs = runs_of(r, keys, f"schedule:{name}")
+        ticks = [int(h["tick"]) for h in runs]
+        assert len(ticks) == len(set(ticks)), f"{name}: a tick was sent twice: {ticks}"
+        assert all(t % 1000 == 0 for t in ticks)
+        assert all(h["topic"] == f"beat.{name[5:]}" for h in runs)
+        assert len({h["run_id"] for h in runs}) == len(runs)  # a new run per tick
+    once = covered(runs_of(r, keys, "schedule:beat_once"))
+    assert once == list(range(once[0], once[-1] + 1000, 1000)), "a tick of the `once` schedule was lost"
+    assert int(r.get(keys.scheduler_fence())) >= 2  # a new term after the takeover
+
+
+def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_path: Path, r: redis.Redis,
+                                               keys: Keys) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "s.yml").write_text(SCHEDULES_YML)
+    a = Scheduler(r, keys, Settings(), lambda: Config(jobs=(), schedules=(
+        ScheduleDef("beat_once", "beat.once", every=1.0, catchup="once"),)), name="cli-test")
+    a.step(T0)
+    a.step(T0 + 1.5)
+    out = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--json", "--config", str(cfg)],
+                         env=angora_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    rows = {row["name"]: row for row in body["schedules"]}
+    assert rows["beat_once"]["last_tick"] == T0 + 1 and rows["beat_once"]["sent"] == 1
+    assert rows["beat_skip"]["last_tick"] is None and rows["beat_skip"]["next_fire"] is not None
+    assert body["leader"]["holder"] == "cli-test"
+    text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
+                          env=angora_env, capture_output=True, text=True, timeout=60)
+    assert "beat_once" in text.stdout and "leader: cli-test" in text.stderr
