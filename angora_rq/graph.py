@@ -87,7 +87,7 @@ class Graph:
     @staticmethod
     def _bfs(roots: list[str], links: dict[str, list[str]]) -> dict[str, int]:
         depth: dict[str, int] = {}
-        queue = deque()
+        queue: deque[str] = deque()
         for r in roots:
             if r not in depth:
                 depth[r] = 0
@@ -120,7 +120,11 @@ class Graph:
                     out.append(_warn(job, f"message '{topic}' has no job listening to it"))
         triggered = {c for _, c, _ in self._edges}
         for s in self.schedules:
-            triggered.update(j.name for j in self.index.lookup(s.message))
+            listeners = self.index.lookup(s.message)
+            if not listeners:
+                out.append(Problem(s.location, f"message '{s.message}' has no job listening to it",
+                                   job=s.name, severity="warning", kind="schedule"))
+            triggered.update(j.name for j in listeners)
         for job in self.jobs.values():
             if job.name not in triggered:
                 out.append(_warn(job, "no job message or schedule triggers it; "
