@@ -108,3 +108,104 @@ def test_names_are_checked() -> None:
         pausing.check_job("nope", ["load"])
     assert pausing.check_job("load", ["load"]) == "load"
     assert pausing.check_job("anything", None) == "anything"
+
+
+# -- end to end: real matcher and worker processes, the CLI and the API ------------------------------------
+
+def cli(env: dict[str, str], *args: str) -> str:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "angora_rq.cli", *args], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_100_messages_held_while_paused_then_run_in_order(angora_env: dict[str, str], tmp_path: Path,
+                                                          r: redis.Redis, keys: Keys) -> None:
+    from angora_testkit import System, wait_for, write_config
+
+    out = tmp_path / "order.txt"
+    cfg = write_config(tmp_path / "config", f"""
+        - name: record
+          triggers: [ev.record]
+          command: ["sh", "-c", "echo \\"$ANGORA_PARAM_N\\" >> {out}"]
+    """)
+    s = System(angora_env, cfg, tmp_path)
+    env = s.env
+    try:
+        s.start("matcher")
+        s.start("worker", "-c", "1")  # one at a time: the order they run in is the order they were queued in
+        assert "job record paused" in cli(env, "pause", "record")
+        runs = [s.send("ev.record", {"N": str(i)}) for i in range(100)]
+        wait_for(lambda: r.llen(keys.paused_held("record")) == 100, 60, what=f"100 held ({s.logs()})")
+        assert "record" in cli(env, "paused") and "100 held" in cli(env, "paused")
+        time.sleep(1.0)  # give a wrongly started command the time to show
+        assert not out.exists()
+        assert s.q.run(runs[0])["jobs"]["record"]["status"] == "held"
+        assert "100 held execution(s) queued" in cli(env, "resume", "record")
+        for run_id in runs:
+            assert s.wait_run(run_id, 60)["status"] == "succeeded"
+    finally:
+        s.stop()
+    assert out.read_text().split() == [str(i) for i in range(100)]
+    assert "nothing is paused" in cli(env, "paused")
+
+
+def test_pausing_does_not_stop_a_running_command_and_a_paused_queue_waits(
+        angora_env: dict[str, str], tmp_path: Path, r: redis.Redis, keys: Keys) -> None:
+    from angora_testkit import System, wait_for, write_config
+
+    gate = tmp_path / "gate"
+    cfg = write_config(tmp_path / "config", f"""
+        - name: slow
+          triggers: [ev.slow]
+          command: ["sh", "-c", "while [ ! -e {gate} ]; do sleep 0.05; done"]
+        - name: quick
+          triggers: [ev.quick]
+          command: "true"
+          queue: etl
+    """)
+    s = System(angora_env, cfg, tmp_path)
+    try:
+        s.start("matcher")
+        s.start("worker", "-q", "default", "-q", "etl")
+        slow = s.send("ev.slow")
+        wait_for(lambda: s.q.run(slow)["jobs"].get("slow", {}).get("status") == "running", 30, what="slow running")
+        cli(s.env, "pause", "slow")
+        cli(s.env, "pause", "--queue", "etl")
+        quick = s.send("ev.quick")
+        wait_for(lambda: s.q.run(quick)["jobs"].get("quick", {}).get("status") == "queued", 30, what="quick queued")
+        gate.touch()
+        assert s.wait_run(slow)["status"] == "succeeded"  # paused after it started: it ran to its end
+        time.sleep(1.0)
+        assert s.q.run(quick)["jobs"]["quick"]["status"] == "queued"  # its queue is paused
+        assert "queue etl resumed" in cli(s.env, "resume", "--queue", "etl")
+        assert s.wait_run(quick)["status"] == "succeeded"
+    finally:
+        s.stop()
+
+
+def test_api_pause_resume_and_the_paused_flag(redis_url: str, keys: Keys, tmp_path: Path, r: redis.Redis) -> None:
+    from angora_rq.web import create_app
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    (cfg / "jobs.yml").write_text("- {name: load, triggers: [data.ready], command: 'true', queue: etl}\n")
+    app = create_app({"SETTINGS": Settings(redis_url=redis_url, prefix=keys.prefix, config_path=cfg,
+                                           data_dir=tmp_path / "data")})
+    c = app.test_client()
+    assert c.post("/api/v1/jobs/load/pause").get_json() == {"job": "load", "paused": True, "changed": True}
+    assert c.get("/api/v1/jobs").get_json()["jobs"][0]["paused"] is True
+    assert c.get("/api/v1/jobs/load").get_json()["paused"] is True
+    assert c.post("/api/v1/jobs/missing/pause").status_code == 404
+    held(r, keys, 3)
+    assert c.get("/api/v1/paused").get_json() == {"jobs": [{"name": "load", "held": 3}], "queues": []}
+    assert c.post("/api/v1/jobs/load/resume").get_json()["released"] == 3
+    assert c.get("/api/v1/jobs/load").get_json()["paused"] is False
+    assert c.post("/api/v1/queues/etl/pause").get_json() == {"queue": "etl", "paused": True, "changed": True}
+    assert c.post("/api/v1/queues/no%20way/pause").status_code == 400
+    assert c.get("/api/v1/paused").get_json()["queues"] == [{"name": "etl", "waiting": 3}]
+    assert c.post("/api/v1/queues/etl/resume").get_json()["paused"] is False
+    assert c.get("/api/v1/paused").get_json() == {"jobs": [], "queues": []}
