@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -16,7 +18,7 @@ import pytest
 import redis
 
 from angora_rq.cli.up_cmds import plan, redacted
-from angora_rq.redis_server import RedisServer, ping
+from angora_rq.redis_server import RedisServer, free_port, ping
 from angora_rq.supervisor import Policy, ProcSpec, Supervisor, SupervisorError
 
 BOUND = 30.0  # seconds: a bound against hangs, never a speed requirement
@@ -328,3 +330,42 @@ def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
     finally:
         assert first.finish() == 0
 
+
+
+def test_angora_up_runs_a_job_end_to_end(up_env: dict[str, str], tmp_path: Path) -> None:
+    # Real matcher, worker, scheduler and web, started by `up` on its embedded Redis; `angora send` finds that Redis itself.
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "jobs.yml").write_text(f"- {{name: touch, triggers: [e2e.go], command: [touch, '{tmp_path}/done']}}\n")
+    port = free_port()
+    env = {k: v for k, v in up_env.items() if not k.startswith("ANGORA_AUTH_")}
+    up = UpProcess(["--workers", "1", "--port", str(port), "--config", str(config)], env)
+    try:
+        assert f"http://127.0.0.1:{port}/" in up.wait_for("web UI:")
+        sent = subprocess.run([sys.executable, "-m", "angora_rq.cli", "send", "e2e.go"],
+                              env=env, capture_output=True, text=True, timeout=BOUND)
+        assert sent.returncode == 0, sent.stdout + sent.stderr + up.text()
+        deadline = time.monotonic() + BOUND
+        while not (tmp_path / "done").exists():
+            assert time.monotonic() < deadline and up.proc.poll() is None, "the job did not run:\n" + up.text()
+            time.sleep(0.05)
+        assert http_status(f"http://127.0.0.1:{port}/", deadline=time.monotonic() + BOUND) == 200, up.text()
+        children = descendants(up.proc.pid)
+    finally:
+        code = up.finish()
+    assert code == 0, up.text()
+    assert not [pid for pid in children if pid_alive(pid)]
+
+
+def http_status(url: str, deadline: float) -> int:
+    """The HTTP status of GET `url`, retrying while nothing listens yet."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
