@@ -27,7 +27,7 @@ CHAIN_STEPS = 20
 NEXT_FIRES = 5
 LIVE = frozenset({"held", "queued", "delayed", "running"})
 FAILING = frozenset({"failed", "killed"})
-RUN_STATUSES = ("running", "succeeded", "failed", "canceled")
+RUN_STATUSES = ("queued", "running", "canceling", "succeeded", "failed", "canceled")
 LATEST_FIELDS = ("status", "started", "ended", "duration", "created")
 
 

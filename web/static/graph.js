@@ -18,8 +18,11 @@
   function adjacency(ids, edges) {
     const preds = new Map(ids.map((id) => [id, []]));
     const succs = new Map(ids.map((id) => [id, []]));
+    const seen = new Set();
     for (const [a, b] of edges) {
-      if (a === b || !preds.has(a) || !preds.has(b)) continue;
+      const key = JSON.stringify([a, b]);
+      if (a === b || !preds.has(a) || !preds.has(b) || seen.has(key)) continue;  // one link per pair of jobs
+      seen.add(key);
       succs.get(a).push(b);
       preds.get(b).push(a);
     }
@@ -143,11 +146,17 @@
     el("path", { d: "M0,0 L8,4 L0,8 z", class: "arrowhead" }, marker);
     const root = el("g", { class: "viewport" }, svg);
     const edgeLayer = el("g", { class: "edges" }, root);
+    const links = new Map();  // one path per pair of jobs, naming every topic that links them
     for (const [a, b, label] of edges) {
       if (!lay.pos.has(a) || !lay.pos.has(b) || a === b) continue;
+      const key = JSON.stringify([a, b]);
+      if (!links.has(key)) links.set(key, { a, b, labels: [] });
+      if (label) links.get(key).labels.push(label);
+    }
+    for (const { a, b, labels } of links.values()) {
       const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b)), class: "edge",
         "marker-end": "url(#arrow)", "data-from": a, "data-to": b }, edgeLayer);
-      if (label) el("title", {}, path).textContent = `${a} \u2192 ${b} (${label})`;
+      el("title", {}, path).textContent = `${a} \u2192 ${b}${labels.length ? ` (${labels.join(", ")})` : ""}`;
     }
     const nodeLayer = el("g", { class: "nodes" }, root);
     const out = new Map();
@@ -161,7 +170,7 @@
       el("rect", { width: NODE_W, height: NODE_H, rx: "5" }, g);
       el("text", { x: "8", y: String(NODE_H / 2 + 4), class: "label" }, g).textContent = shorten(n.label || n.id);
       el("text", { x: String(NODE_W - 8), y: String(NODE_H / 2 + 4), class: "glyph", "text-anchor": "end" }, g);
-      el("title", {}, g).textContent = n.label || n.id;
+      el("title", {}, g).textContent = n.title ? `${n.label || n.id}: ${n.title}` : n.label || n.id;
       out.set(n.id, g);
     }
     return { nodes: out, layout: lay };
@@ -254,8 +263,9 @@
     return { nodes: ids.map((id) => ({ id, kind: "job" })), edges, depth: plan.depth };
   }
 
+  /** Nothing of the run is in flight any more (runs.summarize: active <= 0). */
   function runFinished(run) {
-    return run.active === 0 && run.status !== "running" && run.status !== "pending";
+    return run.active <= 0 && !["queued", "running", "canceling"].includes(run.status);
   }
 
   function fmtTime(ts) {
@@ -358,7 +368,8 @@
   /** Accept the few shapes a graph export may take: nodes as names or objects, edges as pairs or objects. */
   function normalizeGraph(g) {
     const nodes = (g.nodes || []).map((n) => (typeof n === "string" ? { id: n, kind: "job" }
-      : { id: n.id ?? n.name, label: n.label ?? n.name ?? n.id, kind: n.kind ?? n.type ?? "job" }));
+      : { id: n.id ?? n.name, label: n.label ?? n.name ?? n.id, kind: n.kind ?? n.type ?? "job",
+        title: n.description || "" }));
     const edges = (g.edges || []).map((e) => (Array.isArray(e) ? [e[0], e[1], e[2]]
       : [e.source ?? e.from ?? e.parent, e.target ?? e.to ?? e.child, e.topic ?? e.message ?? e.label]));
     return { nodes, edges };
