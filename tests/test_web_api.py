@@ -197,7 +197,7 @@ def test_parent_success_job_outside_a_run_is_409(client: FlaskClient) -> None:
 def test_run_detail_has_status_plan_and_pending_jobs(client: FlaskClient) -> None:
     started = run_job(client)
     body = conforms(client.get(f"/api/v1/runs/{started['run_id']}"), "/api/v1/runs/{run_id}")
-    assert body["status"] == "running"
+    assert body["status"] == "queued"  # nothing has started yet (runs.summarize)
     assert body["plan"]["jobs"] == ["extract", "load"]
     assert body["jobs"]["extract"]["status"] == "queued"
     assert body["jobs"]["load"]["status"] == "pending"
@@ -220,7 +220,7 @@ def test_runs_list_filters_and_pages(client: FlaskClient) -> None:
     assert [x["run_id"] for x in client.get(f"/api/v1/runs?since={mid}").get_json()["runs"]] == [second]
     assert [x["run_id"] for x in client.get(f"/api/v1/runs?until={mid}").get_json()["runs"]] == [first]
     assert [x["run_id"] for x in client.get("/api/v1/runs?limit=1&offset=1").get_json()["runs"]] == [first]
-    assert len(client.get("/api/v1/runs?status=running&job=extract").get_json()["runs"]) == 2
+    assert len(client.get("/api/v1/runs?status=queued&job=extract").get_json()["runs"]) == 2
     assert client.get("/api/v1/runs?status=succeeded").get_json()["runs"] == []
     assert client.get("/api/v1/runs?job=joined").get_json()["runs"] == []
     assert client.get(f"/api/v1/runs?since={mid}&until={mid - 1}").get_json()["runs"] == []
