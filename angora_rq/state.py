@@ -206,6 +206,10 @@ class State:
         k = self.keys
         pipe.eval(RELEASE, 3, k.slots(ex.spec.name), k.held(ex.spec.name), K.RQ_QUEUES,
                   ex.id, k.execution(""), K.rq_job(""), K.rq_queue(""), k.run(""))
+        # The released execution (same job, same queue) may go to any idle worker, not only to this one.
+        bell = k.bell(ex.queue)
+        pipe.rpush(bell, 1)
+        pipe.ltrim(bell, 0, BELL_CAP - 1)
 
     def _job_stats(self, pipe: Pipeline, job: str, ok: bool, outcome: OutcomeLike) -> None:
         key = self.keys.job_stats(job)
