@@ -84,7 +84,8 @@ EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
-    "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS}, "depth": {"type": "object"}}}
+    "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},
+    "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS}}
 RUN_JOB = obj({"status": STR, "execution": nullable("string"), "executions": INT})
 RUN = obj({
     "run_id": STR, "status": {"type": "string", "description": "Derived: running, succeeded, failed, ..."},
@@ -95,9 +96,10 @@ RUN = obj({
     "counts": {"type": "object", "additionalProperties": INT},
 }, ("run_id", "status", "active", "canceled", "plan", "jobs"))
 RUN_DETAIL = {"allOf": [ref("Run"), obj({"executions": array(ref("Execution"))})]}
-GRAPH = {"type": "object", "required": ["nodes", "edges"], "properties": {
-    "nodes": array({"type": "object"}), "edges": array({"type": ["object", "array"]}),
-    "config_version": STR}}
+GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "queue": STR, "parent_success": BOOL,
+                  "description": STR}, ("name", "triggers", "messages"))
+GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."}})
+GRAPH = obj({"nodes": array(GRAPH_NODE), "edges": array(GRAPH_EDGE), "config_version": STR})
 CONFIG_STATUS = obj({
     "path": STR, "loaded": BOOL, "valid": BOOL, "version": nullable("string"), "files": STRINGS, "jobs": INT,
     "schedules": INT, "warnings": array(ref("Problem")), "errors": array(ref("Problem"))}, closed=True)
