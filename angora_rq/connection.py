@@ -26,8 +26,12 @@ def redis_errors() -> Iterator[None]:
         raise Unavailable(f"Redis is not reachable: {e}") from e
     except redis.exceptions.TimeoutError as e:
         raise Unavailable(f"Redis did not answer in time: {e}") from e
+    except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError) as e:
+        # redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")).
+        raise Unavailable(f"Redis refused the write: {e}") from e
     except redis.exceptions.ResponseError as e:
         text = str(e)
-        if text.startswith(("OOM", "READONLY", "MISCONF", "LOADING", "BUSY")):
+        # Inside a Lua script the code stays in the text: "... -OOM command not allowed ...".
+        if text.startswith(("OOM", "READONLY", "MISCONF", "LOADING", "BUSY")) or "OOM command not allowed" in text:
             raise Unavailable(f"Redis refused the write: {text}") from e
         raise

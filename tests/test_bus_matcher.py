@@ -125,3 +125,14 @@ def test_parent_success_join_fires_once_when_every_parent_succeeded(r: redis.Red
     bus.send(r, keys, Message("p.done", {}, "run", "job:p2:y", 2.0))
     m.step(block_ms=10)
     assert r.hget(keys.run("run"), "n:j") == b"1"
+
+
+def test_redis_out_of_memory_is_unavailable_not_a_crash(r: redis.Redis, keys: Keys) -> None:
+    """With maxmemory + noeviction, writes fail with OOM (facts.md): sending must say 503, never crash."""
+    r.config_set("maxmemory", "1")  # this test's server is the session's own: restore right after
+    try:
+        with pytest.raises(Unavailable) as e:
+            bus.send(r, keys, Message.create("go"))
+        assert e.value.status == 503
+    finally:
+        r.config_set("maxmemory", "0")
