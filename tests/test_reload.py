@@ -108,3 +108,106 @@ def test_redis_down_is_not_fatal(keys: Keys, tmp_path: Path) -> None:
     rl = Reloader(dead, keys, src, clock=clock)
     clock.t += 5
     assert rl.check() is False
+
+
+# -- end to end: a matcher under load, two versions, then a broken file ------------------------------------
+
+V1 = """
+- {name: a, triggers: [ev.load], command: "true"}
+- {name: both, triggers: [ev.load], command: "true"}
+"""
+V2 = """
+- {name: b, triggers: [ev.load], command: "true"}
+- {name: both, triggers: [ev.load], command: "true"}
+"""
+BROKEN = V2 + """
+- name: c
+  trigers: [ev.load]
+  command: "true"
+"""
+
+
+def put(folder: Path, text: str) -> str:
+    """Replace the definitions atomically (as an editor or a deploy should) and return their version."""
+    from angora_rq.definitions import validate
+
+    tmp = folder.parent / "jobs.yml.new"
+    tmp.write_text(text)
+    os.replace(tmp, folder / "jobs.yml")
+    config, _ = validate(folder)
+    return config.version if config else ""
+
+
+def test_reload_under_load_switches_whole_versions_and_a_broken_file_changes_nothing(
+        angora_env: dict[str, str], tmp_path: Path, r: redis.Redis, keys: Keys, redis_url: str) -> None:
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from angora_rq.settings import Settings
+    from angora_rq.web import create_app
+    from angora_testkit import System, wait_for
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    v1 = put(cfg, V1)
+    s = System(angora_env, cfg, tmp_path)
+    sent: list[str] = []
+    app = create_app({"SETTINGS": Settings(redis_url=redis_url, prefix=keys.prefix, config_path=cfg,
+                                           data_dir=tmp_path / "data")})
+
+    def sender(n: int) -> None:
+        for i in range(n):
+            sent.append(s.send("ev.load", {"N": str(i)}))
+            time.sleep(0.01)
+
+    try:
+        matcher = s.start("matcher")
+        s.start("worker", "-c", "8")
+        s.start("worker", "-c", "8")
+        t = threading.Thread(target=sender, args=(300,))
+        t.start()
+        wait_for(lambda: len(sent) >= 100, 30)
+        s.wait_run(sent[0], 30)  # the matcher is up and matching with v1
+        v2 = put(cfg, V2)
+        reload = subprocess.run([sys.executable, "-m", "angora_rq.cli", "reload"], env=s.env, capture_output=True,
+                                text=True, timeout=60)
+        assert reload.returncode == 0 and v2 in reload.stdout, reload.stderr
+        api = app.test_client().post("/api/v1/config/reload").get_json()
+        assert api["requested"] == 2 and api["config"]["version"] == v2 and api["config"]["valid"] is True
+        t.join()
+        for run_id in sent:
+            s.wait_run(run_id, 60)
+        by_run = {run_id: s.executions(run_id) for run_id in sent}
+
+        # A broken file: refused by `angora reload`, by SIGHUP, by the file watch and by the web app.
+        put(cfg, BROKEN)
+        refused = subprocess.run([sys.executable, "-m", "angora_rq.cli", "reload"], env=s.env, capture_output=True,
+                                 text=True, timeout=60)
+        assert refused.returncode == 1 and "jobs.yml:" in refused.stderr and "trigers" in refused.stderr
+        matcher.send_signal(signal.SIGHUP)
+        wait_for(lambda: "stays in force" in s.logs(), 10, what="the matcher to refuse the broken files")
+        status = app.test_client().post("/api/v1/config/reload").get_json()["config"]
+        assert status["valid"] is False and status["version"] == v2
+        assert any("trigers" in e["message"] for e in status["errors"])
+        after = [s.send("ev.load", {"N": f"late{i}"}) for i in range(10)]
+        for run_id in after:
+            s.wait_run(run_id, 60)
+        late = [e for run_id in after for e in s.executions(run_id)]
+    finally:
+        s.stop()
+
+    jobs_of = {v1: {"a", "both"}, v2: {"b", "both"}}
+    seen = set()
+    for run_id, executions in by_run.items():
+        versions = {e["config_version"] for e in executions}
+        assert len(versions) == 1, f"run {run_id} was matched against more than one version: {executions}"
+        (version,) = versions
+        assert version in jobs_of
+        assert sorted(e["job"] for e in executions) == sorted(jobs_of[version])  # the whole version, once each
+        assert all(e["status"] == "succeeded" for e in executions)
+        seen.add(version)
+    assert seen == {v1, v2}
+    assert {(e["config_version"], e["job"]) for e in late} == {(v2, "b"), (v2, "both")} and len(late) == 20
