@@ -5,9 +5,9 @@ import time
 
 import redis
 
-from . import runner
 from .janitor import claimed_from_hash
 from .launch import command_spec
+from .runner import run
 from .keys import Keys
 from .settings import Settings
 from .state import HOST, State
@@ -28,7 +28,7 @@ def run_inline(r: redis.Redis, keys: Keys, settings: Settings, execution_id: str
         pipe.hset(keys.run(fields["run"]), f"s:{fields['job']}", "running")
         pipe.execute()
     ex = claimed_from_hash(fields)
-    outcome = runner.run(command_spec(ex, settings, str(settings.data_dir / "spool")))
+    outcome = run(command_spec(ex, settings, str(settings.data_dir / "spool")))
     with r.pipeline() as pipe:
         status = State(keys, settings).finalize(pipe, ex, outcome, time.time())
         pipe.execute()

@@ -17,7 +17,7 @@ def utc_iso(ts: float) -> str:
 
 def job_data(execution_id: str, prefix: str) -> bytes:
     """RQ's `data` field: zlib(pickle((func_name, instance, args, kwargs))) as DefaultSerializer writes it."""
-    payload = (JOB_FUNCTION, None, (execution_id, prefix), {})
+    payload: tuple = (JOB_FUNCTION, None, (execution_id, prefix), {})
     return zlib.compress(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
 
 

@@ -24,14 +24,20 @@ HOST = socket.gethostname()
 class OutcomeLike(Protocol):
     """What finalize needs of a finished command (runner.Outcome has it)."""
 
-    exit_code: Optional[int]
-    signal: Optional[int]
-    reason: str
-    started: float
-    ended: float
-    duration: float
-    tail: str
-
+    @property
+    def exit_code(self) -> Optional[int]: ...
+    @property
+    def signal(self) -> Optional[int]: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def ended(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def tail(self) -> str: ...
     @property
     def ok(self) -> bool: ...
 

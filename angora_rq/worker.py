@@ -209,7 +209,7 @@ class AngoraWorker:
         cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir)))
         self.active[ex.id] = Active(ex, cmd)
         self.stats.started += 1
-        if self.guardian is not None and getattr(cmd, "pgid", None):
+        if self.guardian is not None and cmd.pgid:
             self.guardian.track(cmd.pgid)
         try:
             self._sel.register(cmd.fileno(), selectors.EVENT_READ, ex.id)
@@ -340,6 +340,8 @@ def run_execution(execution_id: str, prefix: str = "angora") -> str:
     from .inline import run_inline
 
     job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_execution runs only inside an RQ worker")
     return run_inline(job.connection, Keys(prefix), Settings.from_env(), execution_id)
 
 
