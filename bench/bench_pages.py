@@ -58,12 +58,13 @@ def fill_executions(r: redis.Redis, keys: Keys, count: int, runs: list[str]) -> 
                 created = now - (count - i) * 10.0
                 ok = i % 10 != 0
                 run = runs[i % len(runs)]
-                p.hset(keys.execution(xid), mapping={
+                fields: dict[Any, Any] = {
                     "id": xid, "job": HOT, "run": run, "attempt": 1, "status": "succeeded" if ok else "failed",
                     "queue": "default", "topic": "bench.start", "origin": "bench", "params": "{}", "spec": spec,
                     "created": repr(created), "queued": repr(created), "started": repr(created + 0.01),
                     "ended": repr(created + 1.2), "duration": "1.190000", "exit_code": 0 if ok else 1,
-                    "reason": "exit", "tail": f"line {i}\n" * 20, "worker": "bench", "host": "bench"})
+                    "reason": "exit", "tail": f"line {i}\n" * 20, "worker": "bench", "host": "bench"}
+                p.hset(keys.execution(xid), mapping=fields)
                 p.zadd(keys.job_executions(HOT), {xid: created})
                 p.zadd(keys.run_executions(run), {xid: created})
             p.execute()
@@ -78,7 +79,7 @@ def fill_runs(r: redis.Redis, keys: Keys, names: list[str], runs: list[str], las
     now = time.time()
     with r.pipeline(transaction=False) as p:
         for k, run in enumerate(runs):
-            fields: dict[str, Any] = {"run_id": run, "created": repr(now - k), "topic": "bench.start",
+            fields: dict[Any, Any] = {"run_id": run, "created": repr(now - k), "topic": "bench.start",
                                       "origin": "bench", "plan": json.dumps(plan), "params": "{}", "active": 0}
             for j, name in enumerate(names):
                 fields[f"s:{name}"] = statuses[(j + k) % len(statuses)]

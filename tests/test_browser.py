@@ -212,13 +212,14 @@ def test_run_now_with_params_follows_the_output_live(system: tuple[str, Processe
     page.click("button:has-text('Run extract now')")
     page.wait_for_url("**/executions/*")
 
-    def finished() -> bool:
-        procs.check_alive()
-        return page.inner_text("[data-live-status]").strip() == "succeeded"
+    # The page follows the output live, then reloads itself once the execution has ended.
     try:
-        wait_until(finished, 60, "the execution page to show succeeded")
+        page.wait_for_selector("#output[data-running='']", state="attached", timeout=60_000)
+    except Exception as e:  # playwright's TimeoutError: say what the processes said
+        raise AssertionError(f"the execution page never showed the end: {e}\n{procs.logs()}") from e
     finally:
         screenshot(page, "browser-execution.png")
+    assert page.inner_text("[data-live-status]").strip() == "succeeded"
     assert "extracting by hand" in page.text_content("#output")
     page.goto(base + "/workflows")
     page.click("#graph [data-job='extract']")

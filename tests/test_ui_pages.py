@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 import redis
@@ -50,7 +50,7 @@ EVIL = "<script>alert('pwned')</script>"
 class Outcome:
     """A finished command, as state.finalize needs it."""
 
-    exit_code: int
+    exit_code: Optional[int]
     reason: str = "exit"
     signal: Any = None
     started: float = 0.0
@@ -110,6 +110,13 @@ def run_job(client: FlaskClient, name: str = "extract", **body: Any) -> dict[str
     resp = client.application.test_client().post(f"/api/v1/jobs/{name}/run", json=body)
     assert resp.status_code == 202, resp.get_json()
     return resp.get_json()
+
+
+def found(pattern: str, text: str) -> str:
+    """The first group of `pattern` in `text` (failing the test when absent)."""
+    match = re.search(pattern, text, re.S)
+    assert match, f"{pattern!r} not found"
+    return match.group(1)
 
 
 def page(client: FlaskClient, url: str, status: int = 200) -> str:
@@ -193,7 +200,7 @@ def test_run_page_embeds_the_run_for_the_graph_and_lists_jobs(client: FlaskClien
     started = run_job(client)
     finish(started["execution_id"])
     html = page(client, f"/runs/{started['run_id']}")
-    data = json.loads(re.search(r'<script type="application/json" id="graph-data">(.*?)</script>', html, re.S).group(1))
+    data = json.loads(found(r'<script type="application/json" id="graph-data">(.*?)</script>', html))
     assert data["run_id"] == started["run_id"]
     assert data["plan"]["jobs"][0] == "extract" and "load" in data["plan"]["jobs"]
     assert data["jobs"]["extract"]["status"] == "succeeded"
@@ -220,7 +227,7 @@ def test_execution_page_has_timings_actions_and_attempt_chain(client: FlaskClien
                                                               r: redis.Redis, keys: Keys) -> None:
     first = run_job(client, "load")["execution_id"]
     assert finish(first, exit_code=7, tail="boom\n") == "replaying"
-    second = r.hget(keys.execution(first), "next").decode()
+    second = decode({b"next": r.hget(keys.execution(first), "next")})["next"]
     html = page(client, f"/executions/{first}")
     assert "boom" in html and ">7<" in html
     assert f'data-post="/api/v1/executions/{first}/retry"' in html
@@ -250,12 +257,11 @@ def test_params_and_names_are_escaped(client: FlaskClient, finish: Finish) -> No
 
 def test_workflows_page_embeds_the_graph_and_highlights_a_topic(client: FlaskClient) -> None:
     html = page(client, "/workflows?topic=etl.extracted&job=extract")
-    data = json.loads(re.search(r'id="graph-data">(.*?)</script>', html, re.S).group(1))
+    data = json.loads(found(r'id="graph-data">(.*?)</script>', html))
     assert data["focus"] == "extract"
     assert data["marked"] == ["extract", "load"]
     assert data["graph"]["nodes"] and data["graph"]["edges"]
-    pattern = json.loads(re.search(r'id="graph-data">(.*?)</script>', page(client, "/workflows?topic=time.*"),
-                                   re.S).group(1))
+    pattern = json.loads(found(r'id="graph-data">(.*?)</script>', page(client, "/workflows?topic=time.*")))
     assert pattern["marked"] == ["nightly_only"]
 
 
@@ -277,7 +283,7 @@ def test_send_page_posts_to_the_api_and_follows_to_the_run(client: FlaskClient) 
 def test_forms_post_with_the_session_csrf_token(client: FlaskClient) -> None:
     """What angora.js does: read the token from the page's <meta>, send it as X-CSRF-Token."""
     html = page(client, "/messages/new")
-    token = re.search(r'<meta name="csrf-token" content="([^"]+)">', html).group(1)
+    token = found(r'<meta name="csrf-token" content="([^"]+)">', html)
     browser = {"Origin": "http://localhost", "Accept": "application/json"}
     refused = client.post("/api/v1/messages", json={"msg": "etl.start"}, headers=browser)
     assert refused.status_code == 403
