@@ -325,3 +325,17 @@ def test_without_definitions_pages_say_so(redis_url: str, keys: Keys, tmp_path: 
 def test_static_files_are_served(client: FlaskClient) -> None:
     for name in ("angora.css", "angora.js", "graph.js", "angora.svg"):
         assert client.get(f"/static/{name}").status_code == 200, name
+
+
+def test_with_auth_pages_need_a_login_and_offer_a_logout(settings: Settings) -> None:
+    from dataclasses import replace
+
+    client = create_app({"SETTINGS": replace(settings, auth_token="s3cret"), "TESTING": True}).test_client()
+    resp = client.get("/jobs/extract", headers={"Accept": "text/html"})
+    assert resp.status_code == 302 and "/login" in resp.headers["Location"]
+    login = page(client, "/login?next=/jobs/extract")
+    token = found(r'name="csrf_token" value="([^"]+)"', login)
+    resp = client.post("/login", data={"token": "s3cret", "csrf_token": token, "next": "/jobs/extract"})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/jobs/extract")
+    html = page(client, "/jobs/extract")
+    assert "Log out token" in html and 'action="/logout"' in html
