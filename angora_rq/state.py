@@ -87,6 +87,19 @@ class State:
     def __init__(self, keys: Keys, settings: Settings) -> None:
         self.keys = keys
         self.settings = settings
+        self._specs: dict[tuple[str, str], str] = {}
+
+    def _spec_json(self, job: JobDef, version: str) -> str:
+        """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
+        if not version:
+            return json.dumps(job.to_json())
+        key = (job.name, version)
+        text = self._specs.get(key)
+        if text is None:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            text = self._specs[key] = json.dumps(job.to_json())
+        return text
 
     # -- creating executions ----------------------------------------------------------------------
     def create(
@@ -109,7 +122,7 @@ class State:
         fields = {
             "id": xid, "job": job.name, "run": msg.run_id, "attempt": attempt, "status": status,
             "queue": job.queue, "topic": msg.topic, "entry": entry, "origin": msg.origin,
-            "params": json.dumps(msg.params), "spec": json.dumps(job.to_json()),
+            "params": json.dumps(msg.params), "spec": self._spec_json(job, config_version),
             "config_version": config_version, "created": repr(now), "queued": repr(now),
             "replay_of": replay_of, "delay_until": repr(delay_until) if delay_until else "",
             "limit": job.concurrency or 0,
