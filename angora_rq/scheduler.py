@@ -154,6 +154,10 @@ class Scheduler:
                 self._stop.wait(self._sleep_for(time.time()))
         finally:
             self.resign()
+            try:
+                self.r.hdel(self.keys.heartbeats(), f"scheduler:{self.name}")
+            except redis.exceptions.RedisError:
+                pass
 
     def stop(self, *_: Any) -> None:
         """Ask run() to return."""

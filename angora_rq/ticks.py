@@ -6,6 +6,7 @@ whole multiples of the interval since the Unix epoch, so every scheduler agrees 
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Optional
@@ -105,8 +106,8 @@ def from_ms(ms: int) -> datetime:
 
 
 def from_ts(ts: float) -> datetime:
-    """A unix time as an aware UTC datetime."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    """A unix time as an aware UTC datetime, rounded down to the microsecond (never later than `ts`)."""
+    return EPOCH + timedelta(microseconds=math.floor(ts * 1_000_000))
 
 
 def _every_us(every: float) -> int:
