@@ -339,3 +339,12 @@ def test_with_auth_pages_need_a_login_and_offer_a_logout(settings: Settings) -> 
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/jobs/extract")
     html = page(client, "/jobs/extract")
     assert "Log out token" in html and 'action="/logout"' in html
+
+
+def test_job_page_offers_pause_then_resume(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
+    """Pausing is a button on the job page, and a paused job says so and offers Resume."""
+    page = client.get("/jobs/extract").get_data(as_text=True)
+    assert "Pause extract" in page and "/api/v1/jobs/extract/pause" in page
+    r.sadd(keys.paused_jobs(), "extract")
+    page = client.get("/jobs/extract").get_data(as_text=True)
+    assert "Resume extract" in page and "/api/v1/jobs/extract/resume" in page and "badge paused" in page
