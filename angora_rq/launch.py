@@ -12,7 +12,7 @@ from .state import Claimed
 def command_spec(ex: Claimed, settings: Settings, spool_dir: str, base: Optional[Mapping[str, str]] = None) -> CommandSpec:
     """The runner's spec: $VARS from the worker's own environment only; params only as ANGORA_PARAM_*."""
     spec = ex.spec
-    base = dict(os.environ) if base is None else dict(base)
+    base = dict(os.environ) if base is None else base  # only read here: build_env makes the new dict
     extra = {
         "ANGORA_RUN_ID": ex.run, "ANGORA_MESSAGE": ex.topic, "ANGORA_JOB": spec.name,
         "ANGORA_ATTEMPT": str(ex.attempt), "ANGORA_EXECUTION_ID": ex.id,

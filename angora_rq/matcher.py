@@ -201,7 +201,7 @@ class Matcher:
     def _write(self, pipe: Any, batch: Batch, snap: Snapshot, runs: dict, taken: set, now: float,
                paused: set[str] | frozenset[str] = frozenset()) -> int:
         created = 0
-        per_entry: dict[str, int] = {e: 0 for e, _ in batch.entries}
+        absorbed: set[str] = set()
         for entry, msg in batch.entries:
             if msg.is_root:
                 self._set_plan(pipe, msg, snap, runs.setdefault(msg.run_id, {}))
@@ -210,17 +210,20 @@ class Matcher:
             if d.guard in taken or run.get("canceled") == "1" or not self._join_ready(d, snap, run):
                 continue
             taken.add(d.guard)
-            pipe.set(d.guard, 1, ex=DEDUPE_TTL)
             held = d.job.name in paused  # paused job: held, in order, until resumed (pausing.py)
+            # The entry's first execution takes over its message's count in the run (see below).
+            first = d.entry not in absorbed
+            absorbed.add(d.entry)
             xid = self.state.create(pipe, d.job, d.msg, now, entry=d.entry, config_version=snap.version,
-                                    status="held" if held else "queued")
+                                    status="held" if held else "queued", guard=d.guard, guard_ttl=DEDUPE_TTL,
+                                    active_delta=0 if first else 1)
             if held:
                 pipe.rpush(self.keys.paused_held(d.job.name), xid)
-            per_entry[d.entry] += 1
             created += 1
         for entry, msg in batch.entries:
-            # The message itself stops counting in its run; its executions now count instead.
-            pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
+            if entry not in absorbed:
+                # The message itself stops counting in its run (no execution took its place).
+                pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
         return created
 
     def _set_plan(self, pipe: Any, msg: Message, snap: Snapshot, run: dict[str, str]) -> None:

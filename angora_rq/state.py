@@ -14,6 +14,7 @@ from .keys import Keys
 from .messages import Message, new_execution_id
 from .model import JobDef
 from .rqcompat import job_mapping, utc_iso
+from .scripts import CREATE, FINISH
 from .settings import Settings
 
 TAIL_LIMIT = 65536
@@ -88,6 +89,7 @@ class State:
         self.keys = keys
         self.settings = settings
         self._specs: dict[tuple[str, str], str] = {}
+        self._scripts: dict[str, Any] = {}
 
     def _spec_json(self, job: JobDef, version: str) -> str:
         """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
@@ -100,6 +102,13 @@ class State:
                 self._specs.clear()
             text = self._specs[key] = json.dumps(job.to_json())
         return text
+
+    def _script(self, pipe: Pipeline, name: str, source: str) -> Any:
+        """A script of scripts.py, registered once (on the first pipeline's client)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = pipe.register_script(source)
+        return script
 
     # -- creating executions ----------------------------------------------------------------------
     def create(
@@ -115,8 +124,15 @@ class State:
         replay_of: str = "",
         delay_until: float = 0.0,
         status: str = "queued",
+        guard: str = "",
+        guard_ttl: int = 0,
+        active_delta: int = 1,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run.
+
+        `guard` (a dedupe/join key) is set with it; `active_delta` 0 lets the execution take over its message's
+        count in the run (the matcher's first dispatch of an entry) instead of adding one.
+        """
         k, ttl = self.keys, int(self.settings.retention)
         xid = new_execution_id()
         fields = {
@@ -127,24 +143,24 @@ class State:
             "replay_of": replay_of, "delay_until": repr(delay_until) if delay_until else "",
             "limit": job.concurrency or 0,
         }
-        pipe.hset(k.execution(xid), mapping=fields)
-        pipe.expire(k.execution(xid), ttl)
         description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
         rq_status = {"queued": "queued", "delayed": "scheduled"}.get(status, "deferred")
-        rqkey = K.rq_job(xid)
-        pipe.hset(rqkey, mapping=job_mapping(xid, k.prefix, job.queue, description,
-                                              job.timeout or self.settings.default_timeout, ttl, now, rq_status))
-        pipe.expire(rqkey, ttl)
-        if status == "queued":
-            self.enqueue(pipe, xid, job.queue)
-        elif status == "delayed":
-            pipe.zadd(k.delayed(), {xid: delay_until})
-        self._index(pipe, job.name, msg.run_id, xid, now)
-        run = k.run(msg.run_id)
-        pipe.hincrby(run, "active", 1)
-        pipe.hincrby(run, f"n:{job.name}", 1)
-        pipe.hset(run, mapping={f"s:{job.name}": status, f"e:{job.name}": xid})
-        pipe.expire(run, ttl)
+        rq_fields = job_mapping(xid, k.prefix, job.queue, description,
+                                job.timeout or self.settings.default_timeout, ttl, now, rq_status)
+        args: list[Any] = [
+            k.execution(xid), K.rq_job(xid), k.run(msg.run_id), k.job_executions(job.name),
+            k.run_executions(msg.run_id), k.job_stats(job.name), K.rq_queue(job.queue), k.bell(job.queue),
+            k.delayed(), K.RQ_QUEUES, ttl, self.settings.history, repr(now), xid, job.name, msg.run_id, status,
+            repr(delay_until), BELL_CAP, guard, guard_ttl, active_delta, len(fields), 0,
+        ]
+        for name, value in fields.items():
+            args += (name, value)
+        rq_start = len(args)
+        for name, value in rq_fields.items():
+            if value != "":  # the script writes RQ's always-empty fields itself
+                args += (name, value)
+        args[24 - 1] = (len(args) - rq_start) // 2
+        self._script(pipe, "create", CREATE)(args=args, client=pipe)
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
@@ -155,14 +171,6 @@ class State:
         bell = self.keys.bell(queue)
         pipe.rpush(bell, 1)
         pipe.ltrim(bell, 0, BELL_CAP - 1)
-
-    def _index(self, pipe: Pipeline, job: str, run_id: str, xid: str, now: float) -> None:
-        k, ttl = self.keys, int(self.settings.retention)
-        pipe.zadd(k.job_executions(job), {xid: now})
-        pipe.zremrangebyrank(k.job_executions(job), 0, -(self.settings.history + 1))
-        pipe.zadd(k.run_executions(run_id), {xid: now})
-        pipe.expire(k.run_executions(run_id), ttl)
-        pipe.hset(k.job_stats(job), mapping={"last_execution": xid, "last_run": run_id, "last_status": "queued"})
 
     # -- finishing executions ---------------------------------------------------------------------
     def finalize(
@@ -179,16 +187,9 @@ class State:
         ok = outcome.ok
         replay = not ok and outcome.reason != "killed" and replay_allowed(spec, ex.attempt)
         status = "succeeded" if ok else "killed" if outcome.reason == "killed" else "replaying" if replay else "failed"
-        self._record(pipe, ex, outcome, status, pid)
-        if worker:
-            pipe.lrem(self.keys.worker_inflight(worker), 1, ex.id)
-        self._rq_done(pipe, ex, ok, now)
         if spec.concurrency:
-            self._release(pipe, ex)
-        run = self.keys.run(ex.run)
-        pipe.hset(run, f"s:{spec.name}", status)
-        pipe.hincrby(run, "active", -1)
-        self._job_stats(pipe, spec.name, ok, outcome)
+            self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
+        self._record(pipe, ex, outcome, status, pid, worker, now)
         if ok:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
@@ -196,9 +197,11 @@ class State:
             self._replay(pipe, ex, now)
         return status
 
-    def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int) -> None:
-        ek = self.keys.execution(ex.id)
-        pipe.hset(ek, mapping={
+    def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
+                now: float) -> None:
+        """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
+        k, ttl, ok = self.keys, int(self.settings.retention), outcome.ok
+        fields = {
             "status": status,
             "exit_code": "" if outcome.exit_code is None else outcome.exit_code,
             "signal": outcome.signal or "",
@@ -208,16 +211,17 @@ class State:
             "duration": f"{outcome.duration:.6f}",
             "tail": outcome.tail[-TAIL_LIMIT:],
             "pid": pid or "",
-        })
-        pipe.expire(ek, int(self.settings.retention))
-
-    def _rq_done(self, pipe: Pipeline, ex: Claimed, ok: bool, now: float) -> None:
-        ttl = int(self.settings.retention)
-        rqkey = K.rq_job(ex.id)
-        pipe.hset(rqkey, mapping={"status": "finished" if ok else "failed", "ended_at": utc_iso(now)})
-        pipe.expire(rqkey, ttl)
-        pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
-        pipe.zadd((K.rq_finished if ok else K.rq_failed)(ex.queue), {ex.id: now + ttl})
+        }
+        args: list[Any] = [
+            k.execution(ex.id), K.rq_job(ex.id), k.run(ex.run), k.job_stats(ex.spec.name),
+            k.worker_inflight(worker) if worker else "", K.rq_started(ex.queue),
+            (K.rq_finished if ok else K.rq_failed)(ex.queue), ttl, ex.id, status, ex.spec.name, "1" if ok else "0",
+            "finished" if ok else "failed", utc_iso(now), now + ttl, fields["started"], fields["ended"],
+            fields["duration"], len(fields),
+        ]
+        for name, value in fields.items():
+            args += (name, value)
+        self._script(pipe, "finish", FINISH)(args=args, client=pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         from .scripts import RELEASE
@@ -229,17 +233,6 @@ class State:
         bell = k.bell(ex.queue)
         pipe.rpush(bell, 1)
         pipe.ltrim(bell, 0, BELL_CAP - 1)
-
-    def _job_stats(self, pipe: Pipeline, job: str, ok: bool, outcome: OutcomeLike) -> None:
-        key = self.keys.job_stats(job)
-        pipe.hset(key, mapping={
-            "last_status": "succeeded" if ok else "failed",
-            "last_started": repr(outcome.started),
-            "last_ended": repr(outcome.ended),
-            "last_duration": f"{outcome.duration:.6f}",
-        })
-        pipe.hincrby(key, "succeeded" if ok else "failed", 1)
-        pipe.hincrby(key, "total", 1)
 
     def _replay(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
         delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)

@@ -98,6 +98,8 @@ class AngoraWorker:
         self.guardian: Optional[Guardian] = None
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
+        # The worker's own environment, read once: $VARS expand from it and commands inherit it.
+        self._env = dict(os.environ)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -206,7 +208,7 @@ class AngoraWorker:
         return n
 
     def _start(self, ex: Claimed) -> None:
-        cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir)))
+        cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
         self.active[ex.id] = Active(ex, cmd)
         self.stats.started += 1
         if self.guardian is not None and cmd.pgid:

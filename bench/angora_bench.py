@@ -1,0 +1,359 @@
+"""Angora's half of the benchmark: real `angora` processes (matcher, workers, gunicorn web) on a private Redis.
+
+Each function does ONE measurement and returns a JSON-able dict; bench/run.py repeats them and compares them
+with the peers (bench/peers.py) measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import redis
+
+from angora_rq import keys as K
+from angora_rq.bus import send, send_in
+from angora_rq.configsource import ConfigSource
+from angora_rq.keys import Keys
+from angora_rq.matcher import Matcher
+from angora_rq.messages import Message
+from angora_rq.redis_server import free_port
+from angora_rq.settings import Settings
+
+from harness import BENCH_DIR, Procs, commands_total, percentile, tree_rss_mib, wait_until
+
+CLI = [sys.executable, "-m", "angora_rq.cli"]
+JOBS_YAML = """\
+- name: bench_true
+  triggers: [bench.true]
+  command: "true"
+  replay: 0
+- name: chain_1
+  triggers: [bench.chain]
+  command: "true"
+  messages: [bench.chain.2]
+  replay: 0
+- name: chain_2
+  triggers: [bench.chain.2]
+  command: "true"
+  messages: [bench.chain.3]
+  replay: 0
+- name: chain_3
+  triggers: [bench.chain.3]
+  command: "true"
+  replay: 0
+"""
+# Gunicorn as the Procfile runs it.
+GUNICORN = ["-m", "gunicorn", "--workers", "2", "--threads", "4", "--no-control-socket", "--log-level", "warning"]
+
+
+def write_config(folder: Path, filler: int = 0) -> Path:
+    """The benchmark's jobs, plus `filler` more jobs with exact and pattern triggers nothing sends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.yml").write_text(JOBS_YAML)
+    per_file = 10_000
+    for f in range(0, filler, per_file):
+        lines = []
+        for i in range(f, min(filler, f + per_file)):
+            trigger = f"filler.{i % 97}.*" if i % 20 == 0 else f"filler.job.{i}"
+            lines.append(f"- name: filler_{i}\n  triggers: ['{trigger}']\n  command: echo {i}\n")
+        (folder / f"filler_{f // per_file:03}.yml").write_text("".join(lines))
+    return folder
+
+
+def angora_env(url: str, config: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment of Angora's processes for one measurement."""
+    env = dict(os.environ, REDIS_URL=url, ANGORA_CONFIG=str(config), ANGORA_DATA_DIR=str(data_dir),
+               ANGORA_PREFIX="angora", PYTHONUNBUFFERED="1", ANGORA_BACKLOG="10000000")
+    env.pop("ANGORA_AUTH_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def system(url: str, log_dir: Path, workers: int = 2, concurrency: Optional[int] = None,
+           web: bool = False, matcher: bool = True) -> Iterator[dict[str, Any]]:
+    """Matcher, workers and (optionally) gunicorn serving the app, started as a user would; idle when yielded."""
+    work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
+    config = write_config(work / "config")
+    env = angora_env(url, config, work / "data")
+    r = redis.Redis.from_url(url)
+    keys = Keys("angora")
+    info: dict[str, Any] = {"r": r, "keys": keys, "pids": {}}
+    with Procs(log_dir, env) as procs:
+        if matcher:
+            info["pids"]["matcher"] = procs.start("matcher", [*CLI, "matcher"]).pid
+        for i in range(workers):
+            args = ["-c", str(concurrency)] if concurrency else []
+            info["pids"][f"worker{i}"] = procs.start(f"worker{i}", [*CLI, "worker", *args]).pid
+        if web:
+            port = free_port()
+            info["port"] = port
+            procs.start("web", [sys.executable, *GUNICORN, "--bind", f"127.0.0.1:{port}",
+                                "angora_rq.web:create_app()"])
+            wait_until(lambda: _port_open(port), 60, 0.05, "gunicorn to listen")
+        wait_until(lambda: r.scard(keys.workers()) >= workers, 60, 0.05, "workers to register")
+        if matcher:
+            wait_until(lambda: _matcher_ready(r, keys), 60, 0.05, "the matcher to join its group")
+        procs.check()
+        yield info
+        procs.check()
+
+
+def _matcher_ready(r: redis.Redis, keys: Keys) -> bool:
+    try:
+        return any(int(g["consumers"]) > 0 for g in r.xinfo_groups(keys.stream()))
+    except redis.ResponseError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class HttpClient:
+    """A minimal HTTP/1.1 keep-alive client: cheap enough on CPU that it does not hide the server's cost."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def post_form(self, path: str, body: str) -> tuple[int, bytes]:
+        """POST an urlencoded body; return (status, body)."""
+        data = body.encode()
+        self.sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded"
+                          b"\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
+        return self._response()
+
+    def _response(self) -> tuple[int, bytes]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(self.buf) < length:
+            self._fill()
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, body
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        self.buf += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
+    return int(r.hget(keys.job_stats(job), "succeeded") or 0)
+
+
+def _send_http(port: int, n: int, clients: int = 4) -> None:
+    """n POST /send msg=bench.true over `clients` keep-alive connections."""
+    errors: list[BaseException] = []
+
+    def one(count: int) -> None:
+        c = HttpClient(port)
+        try:
+            for _ in range(count):
+                status, body = c.post_form("/send", "msg=bench.true")
+                if status != 202:
+                    raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
+        except BaseException as e:  # reported by the caller
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=one, args=(n // clients + (i < n % clients),)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int = 2,
+               concurrency: Optional[int] = None) -> dict[str, Any]:
+    """n trivial jobs (`true`) sent through /send (via='http') or the Python API (via='api'), until all finished."""
+    with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
+        r, keys = s["r"], s["keys"]
+        polls = [0]
+
+        def done() -> bool:
+            polls[0] += 1
+            return _succeeded(r, keys, "bench_true") >= n
+
+        c0 = commands_total(r)
+        t0 = time.perf_counter()
+        if via == "http":
+            sender = threading.Thread(target=_send_http, args=(s["port"], n))
+        else:
+            sender = threading.Thread(target=_send_api, args=(r, keys, n))
+        sender.start()
+        t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
+        sender.join()
+        cmds = commands_total(r) - c0 - polls[0] - 1
+        failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
+    seconds = t_end - t0
+    return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
+            "failed": failed, "workers": workers, "via": via}
+
+
+def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:
+    """n messages through angora_rq.bus.send, one call each (what `angora send` does, without the process)."""
+    for _ in range(n):
+        send(r, keys, Message.create("bench.true", None, None, origin="bench"))
+
+
+def dispatch(url: str, n: int, definitions: int) -> dict[str, Any]:
+    """Messages/s through the matcher (in this process) into queued RQ jobs, with `definitions` jobs loaded."""
+    work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
+    config = write_config(work / "config", filler=max(0, definitions - 4))
+    source = ConfigSource(config)
+    loaded = len(source.current().config.jobs)
+    r = redis.Redis.from_url(url)
+    keys = Keys("angora")
+    matcher = Matcher(r, keys, Settings.from_env({"ANGORA_BACKLOG": "10000000"}), source.current)
+    from angora_rq.bus import ensure_group
+
+    ensure_group(r, keys)
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+    c0 = commands_total(r)
+    t0 = time.perf_counter()
+    handled = 0
+    while handled < n:
+        handled += matcher.step(block_ms=1)
+    seconds = time.perf_counter() - t0
+    cmds = commands_total(r) - c0
+    queued = r.llen(K.rq_queue("default"))
+    if queued != n:
+        raise RuntimeError(f"the matcher queued {queued} jobs for {n} messages")
+    return {"messages": n, "seconds": seconds, "messages_per_s": n / seconds, "definitions": loaded,
+            "redis_cmds_per_message": cmds / n}
+
+
+def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
+    """On an idle system: /send -> command start, and /send -> end of a 3-job chain; p50/p99 in ms."""
+    with system(url, log_dir, web=True) as s:
+        r, keys = s["r"], s["keys"]
+        client = HttpClient(s["port"])
+        start_ms, chain_ms = [], []
+        try:
+            for _ in range(reps):
+                start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", "started"))
+                time.sleep(0.01)
+                chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", "ended"))
+                time.sleep(0.01)
+        finally:
+            client.close()
+    return {"send_to_start_p50_ms": percentile(start_ms, 50), "send_to_start_p99_ms": percentile(start_ms, 99),
+            "chain3_p50_ms": percentile(chain_ms, 50), "chain3_p99_ms": percentile(chain_ms, 99),
+            "samples": reps}
+
+
+def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job: str, field: str) -> float:
+    """Send one message; wait until `job` has finished in its run; ms from just before the POST to its `field`."""
+    t0 = time.time()
+    status, body = client.post_form("/send", f"msg={topic}")
+    if status != 202:
+        raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
+    run_id = json.loads(body)["run_id"]
+    run_key = keys.run(run_id)
+    xid = wait_until(lambda: r.hget(run_key, f"e:{job}"), 30, 0.0005, f"{job} to be dispatched")
+    xid = r.hget(run_key, f"e:{job}").decode()
+    wait_until(lambda: r.hget(keys.execution(xid), "ended"), 30, 0.0005, f"{job} to finish")
+    return (float(r.hget(keys.execution(xid), field)) - t0) * 1000
+
+
+def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) -> dict[str, Any]:
+    """Requests/s of POST /send (matcher stopped: the web side alone) vs a bare Flask route, same gunicorn flags."""
+    work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
+    env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=str(BENCH_DIR))
+    out = {}
+    for name, app in (("angora_send", "angora_rq.web:create_app()"), ("bare_flask", "bare_app:app")):
+        port = free_port()
+        with Procs(log_dir, env) as procs:
+            procs.start(f"gunicorn-{name}", [sys.executable, *GUNICORN, "--bind", f"127.0.0.1:{port}", app])
+            wait_until(lambda: _port_open(port), 60, 0.05, "gunicorn to listen")
+            _hammer(port, 0.5, clients)  # warm up both gunicorn workers
+            out[name] = _hammer(port, seconds, clients)
+    out["ratio"] = out["angora_send"] / out["bare_flask"]
+    return out
+
+
+def _hammer(port: int, seconds: float, clients: int) -> float:
+    """POST /send from `clients` keep-alive connections for `seconds`; requests/s answered 202."""
+    counts = [0] * clients
+    errors: list[BaseException] = []
+    stop = time.perf_counter() + seconds
+
+    def one(i: int) -> None:
+        c = HttpClient(port)
+        try:
+            while time.perf_counter() < stop:
+                status, body = c.post_form("/send", "msg=bench.true")
+                if status != 202:
+                    raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
+                counts[i] += 1
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            c.close()
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
+    """Idle worker RSS (with its guardian) after n jobs; Redis bytes per retained execution and per queued message."""
+    r = redis.Redis.from_url(url)
+    keys = Keys("angora")
+    with system(url, log_dir, workers=1) as s:
+        before = _used_memory(r)
+        _send_api(r, keys, n)
+        wait_until(lambda: _succeeded(r, keys, "bench_true") >= n, max(60.0, n / 20), 0.01, "jobs to finish")
+        time.sleep(3)  # let the worker settle (heartbeats, live tails) before reading its size
+        worker_mib = tree_rss_mib(s["pids"]["worker0"])
+        per_exec = (_used_memory(r) - before) / n
+    before = _used_memory(r)
+    pipe = r.pipeline(transaction=False)
+    for _ in range(n):
+        send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
+    pipe.execute()
+    per_msg = (_used_memory(r) - before) / n
+    return {"idle_worker_rss_mib": worker_mib, "redis_bytes_per_execution": per_exec,
+            "redis_bytes_per_queued_message": per_msg, "jobs": n}
+
+
+def _used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])

@@ -1,0 +1,12 @@
+"""The control for /send's requests/s: a bare Flask route under the same gunicorn flags, doing no work."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+
+app = Flask(__name__)
+
+
+@app.post("/send")
+def send() -> tuple:
+    """Answer like /send does, without validating or storing anything."""
+    return jsonify({"run_id": "x", "message_id": "0-0"}), 202

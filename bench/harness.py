@@ -1,0 +1,167 @@
+"""Shared pieces of the benchmarks: a private Redis, child processes, command counts, statistics.
+
+Every benchmark in `bench/` uses these so that Angora and its peers are measured on the same Redis, the same way.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import redis
+
+from angora_rq.redis_server import RedisServer, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def start_redis(data_dir: Path, appendonly: bool = True) -> RedisServer:
+    """A private redis-server on a free loopback port (AOF everysec, as `angora up` ships it)."""
+    return RedisServer(data_dir=data_dir, port=free_port(), appendonly=appendonly,
+                       extra_args=("--databases", "64")).start()
+
+
+def fresh_db(server: RedisServer, db: int) -> str:
+    """URL of database `db` of our own server, emptied (FLUSHDB on a server this benchmark started)."""
+    url = f"{server.url}/{db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def commands_total(r: redis.Redis) -> int:
+    """Redis commands executed so far on the whole server (INFO commandstats), minus INFO itself."""
+    stats = r.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.002, what: str = "") -> float:
+    """Poll predicate until truthy; return the perf_counter time it became true. Raises TimeoutError."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        if predicate():
+            return time.perf_counter()
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Procs:
+    """Child processes of one measurement, stopped together (SIGTERM, then SIGKILL)."""
+
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], env: Optional[dict[str, str]] = None,
+              cwd: Optional[Path] = None) -> subprocess.Popen:
+        """Start argv with output to <log_dir>/<name>.log, in its own process group."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(list(argv), env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def check(self) -> None:
+        """Raise if a child died early (its log says why)."""
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[:3]} exited with {p.returncode}; see logs in {self.log_dir}")
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every group, wait up to grace, SIGKILL what is left."""
+        for p in self.procs:
+            _killpg(p, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _killpg(p, signal.SIGKILL)
+                p.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> "Procs":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _killpg(p: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of one process, MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of a process and all its descendants, MiB."""
+    return sum(rss_mib(p) for p in descendants(pid) + [pid] if Path(f"/proc/{p}").exists())
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant pid of pid (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median and spread of repeated measurements."""
+    vals = sorted(values)
+    if not vals:
+        return {"median": None, "min": None, "max": None, "runs": []}
+    return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "runs": list(values)}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest rank."""
+    vals = sorted(values)
+    k = max(0, min(len(vals) - 1, int(round(q / 100 * len(vals) + 0.5)) - 1))
+    return vals[k]
+
+
+def machine() -> dict[str, Any]:
+    """What this ran on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import rq
+
+    return {"cpus": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "kernel": platform.release(), "rq": rq.__version__, "python_exe": sys.executable}
