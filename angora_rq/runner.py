@@ -43,6 +43,14 @@ def expand_argv(template: Sequence[str], env: Mapping[str, str]) -> list[str]:
     return [expand_path(arg, env) for arg in template]
 
 
+class CleanEnv(dict):
+    """An environment already without ANGORA_PARAM_* (a worker's own, filtered once instead of per command)."""
+
+    @classmethod
+    def of(cls, env: Mapping[str, str]) -> "CleanEnv":
+        return cls((k, v) for k, v in env.items() if not k.startswith(PARAM_PREFIX))
+
+
 def build_env(base: Mapping[str, str], job: JobDef, message_params: Mapping[str, str],
               extra: Mapping[str, str]) -> dict[str, str]:
     """The command's environment: base + job.env + ANGORA_PARAM_<NAME upper-cased> + extra (later wins).
@@ -51,7 +59,10 @@ def build_env(base: Mapping[str, str], job: JobDef, message_params: Mapping[str,
     message params override the job's defaults; ANGORA_PARAM_* inherited from `base` are dropped so a job
     only ever sees its own params.
     """
-    env = {k: v for k, v in base.items() if not k.startswith(PARAM_PREFIX)}
+    if isinstance(base, CleanEnv):
+        env = dict(base)
+    else:
+        env = {k: v for k, v in base.items() if not k.startswith(PARAM_PREFIX)}
     env.update({k: expand_path(v, base) for k, v in job.env.items()})
     for params in (job.params, message_params):
         env.update({PARAM_PREFIX + k.upper(): v for k, v in params.items()})

@@ -62,7 +62,7 @@ class Claimed:
         run, attempt, topic, params, queue, created = (_s(f) for f in fields)
         return cls(
             id=_s(id_),
-            spec=JobDef.from_json(json.loads(_s(spec))),
+            spec=_spec(_s(spec)),
             run=run,
             attempt=int(attempt or 1),
             topic=topic,
@@ -70,6 +70,19 @@ class Claimed:
             queue=queue,
             created=float(created or 0),
         )
+
+
+_specs: dict[str, JobDef] = {}
+
+
+def _spec(text: str) -> JobDef:
+    """The JobDef of a stored spec; parsed once per distinct text (every execution of a job version shares it)."""
+    job = _specs.get(text)
+    if job is None:
+        if len(_specs) > 4096:
+            _specs.clear()
+        job = _specs[text] = JobDef.from_json(json.loads(text))
+    return job
 
 
 def replay_allowed(spec: JobDef, attempt: int) -> bool:

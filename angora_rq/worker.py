@@ -99,7 +99,7 @@ class AngoraWorker:
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
-        self._env = dict(os.environ)
+        self._env = runner.CleanEnv.of(os.environ)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> None:

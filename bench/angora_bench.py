@@ -27,9 +27,11 @@ from angora_rq.messages import Message
 from angora_rq.redis_server import free_port
 from angora_rq.settings import Settings
 
-from harness import BENCH_DIR, Procs, commands_total, percentile, tree_rss_mib, wait_until
+from harness import (BENCH_DIR, Procs, commands_total, percentile, rss_mib, tree_pss_mib, tree_rss_mib,
+                     wait_until)
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
+WARMUP = 50  # messages sent and finished before a measurement starts
 JOBS_YAML = """\
 - name: bench_true
   triggers: [bench.true]
@@ -195,18 +197,19 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
     """n trivial jobs (`true`) sent through /send (via='http') or the Python API (via='api'), until all finished."""
     with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
         r, keys = s["r"], s["keys"]
+        send_n = (lambda k: _send_http(s["port"], k)) if via == "http" else (lambda k: _send_api(r, keys, k))
+        # Warm up the path first (gunicorn's workers, each process's connections and scripts).
+        send_n(WARMUP)
+        wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP, 60, 0.01, "warm-up jobs")
         polls = [0]
 
         def done() -> bool:
             polls[0] += 1
-            return _succeeded(r, keys, "bench_true") >= n
+            return _succeeded(r, keys, "bench_true") >= WARMUP + n
 
         c0 = commands_total(r)
         t0 = time.perf_counter()
-        if via == "http":
-            sender = threading.Thread(target=_send_http, args=(s["port"], n))
-        else:
-            sender = threading.Thread(target=_send_api, args=(r, keys, n))
+        sender = threading.Thread(target=send_n, args=(n,))
         sender.start()
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
@@ -260,9 +263,13 @@ def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
     with system(url, log_dir, web=True) as s:
         r, keys = s["r"], s["keys"]
         client = HttpClient(s["port"])
-        start_ms, chain_ms = [], []
+        start_ms: list[float] = []
+        chain_ms: list[float] = []
         try:
-            for _ in range(reps):
+            for i in range(reps + 10):  # the first 10 warm up gunicorn's workers and are not counted
+                if i == 10:
+                    start_ms.clear()
+                    chain_ms.clear()
                 start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", "started"))
                 time.sleep(0.01)
                 chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", "ended"))
@@ -335,7 +342,7 @@ def _hammer(port: int, seconds: float, clients: int) -> float:
 
 
 def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
-    """Idle worker RSS (with its guardian) after n jobs; Redis bytes per retained execution and per queued message."""
+    """Idle worker RSS (alone, and with its guardian process) after n jobs; Redis bytes per retained execution and per queued message."""
     r = redis.Redis.from_url(url)
     keys = Keys("angora")
     with system(url, log_dir, workers=1) as s:
@@ -343,7 +350,8 @@ def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
         _send_api(r, keys, n)
         wait_until(lambda: _succeeded(r, keys, "bench_true") >= n, max(60.0, n / 20), 0.01, "jobs to finish")
         time.sleep(3)  # let the worker settle (heartbeats, live tails) before reading its size
-        worker_mib = tree_rss_mib(s["pids"]["worker0"])
+        pid = s["pids"]["worker0"]
+        worker_mib, worker_tree_mib, worker_tree_pss = rss_mib(pid), tree_rss_mib(pid), tree_pss_mib(pid)
         per_exec = (_used_memory(r) - before) / n
     before = _used_memory(r)
     pipe = r.pipeline(transaction=False)
@@ -351,7 +359,8 @@ def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
         send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
     pipe.execute()
     per_msg = (_used_memory(r) - before) / n
-    return {"idle_worker_rss_mib": worker_mib, "redis_bytes_per_execution": per_exec,
+    return {"idle_worker_rss_mib": worker_mib, "idle_worker_with_guardian_rss_mib": worker_tree_mib,
+            "idle_worker_with_guardian_pss_mib": worker_tree_pss, "redis_bytes_per_execution": per_exec,
             "redis_bytes_per_queued_message": per_msg, "jobs": n}
 
 

@@ -113,6 +113,20 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size of one process, MiB: shared pages (libpython, libssl) split among their users."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tree_pss_mib(pid: int) -> float:
+    """PSS of a process and all its descendants, MiB."""
+    return sum(pss_mib(p) for p in descendants(pid) + [pid] if Path(f"/proc/{p}").exists())
+
+
 def tree_rss_mib(pid: int) -> float:
     """RSS of a process and all its descendants, MiB."""
     return sum(rss_mib(p) for p in descendants(pid) + [pid] if Path(f"/proc/{p}").exists())

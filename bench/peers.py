@@ -43,6 +43,8 @@ RQ_MODES: dict[str, tuple[list[str], int, int]] = {  # mode -> (rq CLI arguments
 }
 CELERY_SKIPPED = {"skipped": "celery not installed (pip install '.[bench]')"}
 
+WARMUP = 20  # jobs run before each throughput measurement (fewer than Angora's 50: stock RQ is slow)
+
 
 def _timeout(n: int) -> float:
     """How long n jobs may take before we call it a hang (10 jobs/s is far below any peer)."""
@@ -123,12 +125,15 @@ def rq_throughput(url: str, n: int, log_dir: Path, mode: str) -> dict[str, Any]:
     datas = [Queue.prepare_data("peer_tasks.run_true") for _ in range(n)]
     with Procs(log_dir) as procs:
         _wait_rq_idle(r, tag, _start_rq(procs, url, mode, tag, env), procs)
+        # Warm up as Angora's measurement does: a few jobs run and finish before the clock starts.
+        q.enqueue_many([Queue.prepare_data("peer_tasks.run_true") for _ in range(WARMUP)])
+        _wait_count(r, env["BENCH_DONE_KEY"], WARMUP, _timeout(WARMUP), procs)
         c0 = commands_total(r)
         t0 = time.perf_counter()
         pipe = r.pipeline()
         q.enqueue_many(datas, pipeline=pipe)
         pipe.execute()
-        t1, polls = _wait_count(r, env["BENCH_DONE_KEY"], n, _timeout(n), procs)
+        t1, polls = _wait_count(r, env["BENCH_DONE_KEY"], WARMUP + n, _timeout(n), procs)
         time.sleep(SETTLE)
         c1 = commands_total(r)
     return _rate(n, t1 - t0, (c1 - c0 - polls - n) / n)
@@ -213,10 +218,13 @@ def celery_throughput(url: str, n: int, log_dir: Path) -> dict[str, Any]:
     r = redis.Redis.from_url(url)
     tag = _tag("celery")
     with _celery(url, log_dir, tag) as (client, procs):
+        done_key = _env(url, tag)["BENCH_DONE_KEY"]
+        _send_celery(client, WARMUP)  # warm-up, as for Angora
+        _wait_count(r, done_key, WARMUP, _timeout(WARMUP), procs)
         c0 = commands_total(r)
         t0 = time.perf_counter()
         _send_celery(client, n)
-        t1, polls = _wait_count(r, _env(url, tag)["BENCH_DONE_KEY"], n, _timeout(n), procs)
+        t1, polls = _wait_count(r, done_key, WARMUP + n, _timeout(n), procs)
         time.sleep(SETTLE)
         c1 = commands_total(r)
     return _rate(n, t1 - t0, (c1 - c0 - polls - n) / n)
