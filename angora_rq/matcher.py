@@ -28,6 +28,7 @@ from .state import State
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 MAX_WATCH_RETRIES = 20
+HEARTBEAT_EVERY = 0.5
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Matcher:
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
+        self._last_beat = 0.0
         self._own_pending_done = False
 
     # -- loop -------------------------------------------------------------------------------------
@@ -104,8 +106,11 @@ class Matcher:
         return len(entries)
 
     def _housekeeping(self, now: float) -> None:
-        hb = self.keys.heartbeats()
-        self.r.hset(hb, f"matcher:{self.name}", repr(now))
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            # At most twice a second: under a trickle of messages each batch is small, and a beat per batch was
+            # a round trip per message. Idle, step() blocks up to a second, so beats stay under ~1.5 s apart.
+            self._last_beat = now
+            self.r.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
         self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
         if now - self._last_trim > 1.0:
             self._last_trim = now

@@ -120,6 +120,9 @@ return nxt
 # Create one execution and its RQ job, queue (or delay) it, index it and count it in its run: the writes of
 # State.create in one command, because redis-py's per-command cost (~18 us) dominated the matcher's dispatch.
 # With a guard key, the guard is set too (the matcher's dedupe/join key, WATCHed by the caller).
+# Sent with EVAL, not EVALSHA: inside MULTI a NOSCRIPT (Redis restarted) would fail this command alone while
+# the rest of the transaction (the XACK) went through; redis-py's EVALSHA pipelines also cost a SCRIPT EXISTS
+# round trip per batch.
 # KEYS: none (names come from Keys on the client, so keys.py stays the one place that builds them)
 # ARGV: 1 exec key, 2 rq job key, 3 run key, 4 job execs zset, 5 run execs zset, 6 job stats hash, 7 rq queue,
 #       8 bell list, 9 delayed zset, 10 rq queues set, 11 ttl, 12 history, 13 now, 14 id, 15 job, 16 run id,

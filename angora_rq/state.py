@@ -102,7 +102,6 @@ class State:
         self.keys = keys
         self.settings = settings
         self._specs: dict[tuple[str, str], str] = {}
-        self._scripts: dict[str, Any] = {}
 
     def _spec_json(self, job: JobDef, version: str) -> str:
         """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
@@ -115,13 +114,6 @@ class State:
                 self._specs.clear()
             text = self._specs[key] = json.dumps(job.to_json())
         return text
-
-    def _script(self, pipe: Pipeline, name: str, source: str) -> Any:
-        """A script of scripts.py, registered once (on the first pipeline's client)."""
-        script = self._scripts.get(name)
-        if script is None:
-            script = self._scripts[name] = pipe.register_script(source)
-        return script
 
     # -- creating executions ----------------------------------------------------------------------
     def create(
@@ -173,7 +165,7 @@ class State:
             if value != "":  # the script writes RQ's always-empty fields itself
                 args += (name, value)
         args[24 - 1] = (len(args) - rq_start) // 2
-        self._script(pipe, "create", CREATE)(args=args, client=pipe)
+        pipe.eval(CREATE, 0, *args)
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
@@ -234,7 +226,7 @@ class State:
         ]
         for name, value in fields.items():
             args += (name, value)
-        self._script(pipe, "finish", FINISH)(args=args, client=pipe)
+        pipe.eval(FINISH, 0, *args)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         from .scripts import RELEASE

@@ -29,14 +29,19 @@ SECTIONS = ("throughput", "dispatch", "latency", "send_rps", "memory")
 # Targets of issue 4, as (result path, comparison, value) checked on the medians.
 TARGETS = [
     ("throughput.angora_http.jobs_per_s", ">=", 500, "trivial jobs/s end to end through /send"),
-    ("ratios.http_vs_rq_worker", ">=", 15, "x stock `rq worker`"),
-    ("ratios.http_vs_celery", ">=", 1.8, "x Celery prefork -c 2"),
-    ("ratios.http_vs_spawn_ceiling", ">=", 0.30, "of the spawn ceiling"),
+    ("ratios.http_vs_rq_worker", ">=", 15, "x stock `rq worker` (through /send)"),
+    ("ratios.http_vs_celery", ">=", 1.8, "x Celery prefork -c 2 (through /send)"),
+    ("ratios.http_vs_spawn_ceiling", ">=", 0.30, "of the spawn ceiling (through /send)"),
+    ("throughput.angora_api.jobs_per_s", ">=", 500, "trivial jobs/s end to end through the Python API"),
+    ("ratios.api_vs_rq_worker", ">=", 15, "x stock `rq worker` (Python API, like the peers' clients)"),
+    ("ratios.api_vs_celery", ">=", 1.8, "x Celery prefork -c 2 (Python API, like Celery's client)"),
+    ("ratios.api_vs_spawn_ceiling", ">=", 0.30, "of the spawn ceiling (Python API)"),
     ("ratios.dispatch_vs_enqueue_many", ">=", 0.90, "of enqueue_many's rate (10 definitions)"),
     ("ratios.dispatch_100k_vs_10", ">=", 0.90, "dispatch with 100,000 definitions vs 10 (no slower)"),
     ("latency.angora.send_to_start_p50_ms", "<", 5, "ms /send -> command start, p50"),
     ("latency.angora.chain3_p50_ms", "<", 15, "ms 3-job chain, p50"),
-    ("memory.angora.idle_worker_rss_mib", "<", 40, "MiB idle worker RSS"),
+    ("memory.angora.idle_worker_rss_mib", "<", 40, "MiB idle worker RSS (the worker process)"),
+    ("memory.angora.idle_worker_with_guardian_rss_mib", "<", 40, "MiB idle worker RSS with its guardian"),
 ]
 
 
@@ -144,10 +149,10 @@ def ratios(res: dict[str, Any]) -> dict[str, Any]:
         x, y = get(res, a), get(res, b)
         return x / y if _num(x) and _num(y) and y else None
 
-    http = "throughput.angora_http.jobs_per_s"
-    out = {f"http_vs_{peer}": ratio(http, f"throughput.{peer}.jobs_per_s")
-           for peer in ("rq_worker", "rq_worker_2", "rq_pool_simple_2", "celery", "spawn_ceiling")}
-    out["api_vs_rq_worker"] = ratio("throughput.angora_api.jobs_per_s", "throughput.rq_worker.jobs_per_s")
+    out = {}
+    for via in ("http", "api"):
+        for peer in ("rq_worker", "rq_worker_2", "rq_pool_simple_2", "celery", "spawn_ceiling"):
+            out[f"{via}_vs_{peer}"] = ratio(f"throughput.angora_{via}.jobs_per_s", f"throughput.{peer}.jobs_per_s")
     out["dispatch_vs_enqueue_many"] = ratio("dispatch.angora_10_defs.messages_per_s",
                                             "dispatch.rq_enqueue_many.messages_per_s")
     out["dispatch_100k_vs_10"] = ratio("dispatch.angora_100k_defs.messages_per_s",
@@ -172,16 +177,20 @@ def table(res: dict[str, Any]) -> str:
              f"rq {res['machine']['rq']}; repetitions: {res['args']['reps']} (medians; spread in the JSON)", ""]
     tp = res.get("throughput")
     if tp:
-        lines += ["| throughput (trivial `true` jobs) | jobs/s | Redis cmds/job | Angora /send is |",
-                  "|---|---:|---:|---:|"]
+        lines += ["| throughput (trivial `true` jobs) | jobs/s | spread | Redis cmds/job | Angora /send is | "
+                  "Angora API is |", "|---|---:|---:|---:|---:|---:|"]
         http = get(res, "throughput.angora_http.jobs_per_s")
+        api = get(res, "throughput.angora_api.jobs_per_s")
         for name, d in tp.items():
             if "skipped" in d:
-                lines.append(f"| {name} | skipped: {d['skipped']} | | |")
+                lines.append(f"| {name} | skipped: {d['skipped']} | | | | |")
                 continue
             rate, cmds = d.get("jobs_per_s"), d.get("redis_cmds_per_job")
-            rel = f"{http / rate:.2f}x" if _num(http) and _num(rate) and name != "angora_http" else ""
-            lines.append(f"| {name} | {rate:,.0f} | {_f(cmds)} | {rel} |")
+            spread = d.get("jobs_per_s_spread", {})
+            rng = f"{spread['min']:,.0f}-{spread['max']:,.0f}" if _num(spread.get("min")) else ""
+            rel = [f"{a / rate:.2f}x" if _num(a) and _num(rate) and not name.startswith("angora") else ""
+                   for a in (http, api)]
+            lines.append(f"| {name} | {rate:,.0f} | {rng} | {_f(cmds)} | {rel[0]} | {rel[1]} |")
         lines.append("")
     dp = res.get("dispatch")
     if dp:
@@ -209,7 +218,11 @@ def table(res: dict[str, Any]) -> str:
     if mem:
         a, p = mem["angora"], mem["peers"]
         lines += ["| memory | |", "|---|---:|",
-                  f"| Angora idle worker (with its guardian), RSS MiB | {_f(a['idle_worker_rss_mib'])} |"]
+                  f"| Angora idle worker process, RSS MiB | {_f(a['idle_worker_rss_mib'])} |",
+                  f"| Angora idle worker + its guardian process, RSS MiB | "
+                  f"{_f(a.get('idle_worker_with_guardian_rss_mib'))} |",
+                  f"| Angora idle worker + its guardian process, PSS MiB | "
+                  f"{_f(a.get('idle_worker_with_guardian_pss_mib'))} |"]
         for k, v in p.items():
             if _num(v):
                 lines.append(f"| {k} | {_f(v)} |")
