@@ -131,13 +131,22 @@ class Guardian:
         os.set_blocking(write_end, False)
         return cls(proc, write_end)
 
-    def track(self, pgid: int) -> None:
-        """Ask the guardian to end this process group if the worker dies."""
-        self._send(b"+%d\n" % pgid)
+    def track(self, pgid: int, flush: bool = True) -> None:
+        """Ask the guardian to end this process group if the worker dies (flush=False: at the next flush())."""
+        self._pending += b"+%d\n" % pgid
+        if flush:
+            self.flush()
 
-    def untrack(self, pgid: int) -> None:
-        """The group has ended: forget it."""
-        self._send(b"-%d\n" % pgid)
+    def untrack(self, pgid: int, flush: bool = True) -> None:
+        """The group has ended: forget it (flush=False: at the next flush())."""
+        self._pending += b"-%d\n" % pgid
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is pending: one write per worker loop step instead of one per line (each wakes the guardian)."""
+        if self._pending:
+            self._send(b"")
 
     def close(self, timeout: float = 5.0) -> None:
         """Clean shutdown (the worker has ended its commands): the guardian exits and ends nothing."""

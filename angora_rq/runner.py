@@ -346,7 +346,6 @@ class _Spawned:
         return self.returncode
 
 
-_fds_swept = False
 _found: dict[tuple[str, str], str] = {}  # (name, PATH) -> the file found last time
 
 
@@ -356,12 +355,10 @@ def _posix_spawn(argv: Sequence[str], env: Mapping[str, str], out: int) -> int:
     posix_spawn (vfork + exec in C) costs ~120 us less per command than Popen, which is most of the
     difference at thousands of commands a second. What Popen(close_fds=True, start_new_session=True) did and
     posix_spawn does not is done here: PATH is searched in the command's own environment, SIGPIPE/SIGXFSZ are
-    reset to their defaults, and no descriptor but 0-2 reaches the child (ours are all close-on-exec).
+    reset to their defaults, and no descriptor but 0-2 reaches the child (any inheritable one is made
+    close-on-exec first).
     """
-    global _fds_swept
-    if not _fds_swept:
-        _no_inherited_fds()
-        _fds_swept = True
+    _no_inherited_fds()  # every time (~15 us): a library may have made one inheritable since the last command
     path = _which(argv[0], env)
     actions = [(os.POSIX_SPAWN_DUP2, _devnull_fd(), 0)]
     if out >= 0:
@@ -396,7 +393,7 @@ def _which(name: str, env: Mapping[str, str]) -> str:
 
 
 def _no_inherited_fds() -> None:
-    """Mark every descriptor above 2 that this process inherited as close-on-exec (Python's own already are)."""
+    """Mark every inheritable descriptor above 2 close-on-exec (inherited ones, or made so by a library)."""
     try:
         fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
     except OSError:
@@ -404,9 +401,10 @@ def _no_inherited_fds() -> None:
     for fd in fds:
         if fd > 2:
             try:
-                os.set_inheritable(fd, False)
+                if os.get_inheritable(fd):
+                    os.set_inheritable(fd, False)
             except OSError:
-                pass
+                pass  # the listing's own descriptor, already closed
 
 
 # -- small helpers -------------------------------------------------------------------------------------

@@ -202,9 +202,13 @@ class AngoraWorker:
         reply = self.scripts.claim(keys=[k.worker_inflight(self.name), k.paused_queues()], args=args)
         self.stats.claims += 1
         n = 0
-        for i in range(0, len(reply), 3):
-            self._start(Claimed.from_claim(reply[i], reply[i + 1], reply[i + 2]))
-            n += 1
+        try:
+            for i in range(0, len(reply), 3):
+                self._start(Claimed.from_claim(reply[i], reply[i + 1], reply[i + 2]))
+                n += 1
+        finally:
+            if self.guardian is not None:
+                self.guardian.flush()
         return n
 
     def _start(self, ex: Claimed) -> None:
@@ -212,7 +216,7 @@ class AngoraWorker:
         self.active[ex.id] = Active(ex, cmd)
         self.stats.started += 1
         if self.guardian is not None and cmd.pgid:
-            self.guardian.track(cmd.pgid)
+            self.guardian.track(cmd.pgid, flush=False)  # written once the claimed batch has started
         try:
             self._sel.register(cmd.fileno(), selectors.EVENT_READ, ex.id)
         except (ValueError, OSError):
@@ -247,6 +251,8 @@ class AngoraWorker:
                 done.append((a, outcome))
                 del self.active[xid]
                 self._forget(a)
+        if self.guardian is not None:
+            self.guardian.flush()
         if done:
             with self.r.pipeline() as pipe:
                 for a, outcome in done:
@@ -265,7 +271,7 @@ class AngoraWorker:
         except (KeyError, ValueError, OSError):
             pass
         if self.guardian is not None and getattr(a.cmd, "pgid", None):
-            self.guardian.untrack(a.cmd.pgid)
+            self.guardian.untrack(a.cmd.pgid, flush=False)  # written after the reap
         a.cmd.close()
 
     # -- control, stop, heartbeat -----------------------------------------------------------------

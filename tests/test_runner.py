@@ -224,3 +224,49 @@ def test_spawn_rate_is_reported(tmp_path: Path) -> None:
     outcomes, rate = run_many(2000, 8, tmp_path)
     assert all(o.ok for o in outcomes)
     print(f"\nrunner: {rate:.0f} `true` commands/s (start+poll, 8 in flight, one process)")
+
+
+# -- the two ways of starting (posix_spawn without cwd, Popen with it) give the command the same world ----------
+def _child_view(tmp_path: Path, **kw: Any) -> dict[str, Any]:
+    """What a command (not Python: it would set its own SIGPIPE) sees: descriptors, ignored signals, session."""
+    status = runner.run(spec(["cat", "/proc/self/status", "/proc/self/stat"], tmp_path, **kw))
+    fds = runner.run(spec(["ls", "/proc/self/fd"], tmp_path, **kw))
+    pwd = runner.run(spec(["pwd"], tmp_path, **kw))
+    assert status.ok and fds.ok and pwd.ok, (status.tail, fds.tail, pwd.tail)
+    ignored = int(status.tail.split("SigIgn:")[1].split()[0], 16)
+    stat = status.tail.rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+    pid = int(status.tail.split("\nPid:")[1].split()[0])
+    return {"sigpipe_ignored": bool(ignored & (1 << (signal.SIGPIPE - 1))),
+            "leader": int(stat[2]) == int(stat[3]) == pid,
+            "fds": sorted(int(f) for f in fds.tail.split()), "cwd": pwd.tail.strip()}
+
+
+@pytest.mark.parametrize("cwd", [None, "/"])
+def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any) -> None:
+    leaked_r, leaked_w = os.pipe()
+    os.set_inheritable(leaked_r, True)  # a descriptor this process (the worker) holds, marked inheritable
+    try:
+        view = _child_view(tmp_path, cwd=cwd)
+    finally:
+        os.close(leaked_r)
+        os.close(leaked_w)
+    # Python itself ignores SIGPIPE at start; a command must get the default back (`yes | head` must end).
+    assert view["sigpipe_ignored"] is False
+    assert view["leader"] is True
+    # 0-2, plus the one ls opened to read /proc/self/fd: nothing of the worker's leaks through.
+    assert view["fds"][:3] == [0, 1, 2] and len(view["fds"]) == 4, view["fds"]
+    if cwd:
+        assert view["cwd"] == cwd
+
+
+def test_path_is_searched_in_the_commands_environment(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "angora-test-tool"
+    tool.write_text("#!/bin/sh\necho from-tool\n")
+    tool.chmod(0o755)
+    out = runner.run(spec(["angora-test-tool"], tmp_path, env={**ENV, "PATH": f"{bindir}:{ENV['PATH']}"}))
+    assert out.ok and out.tail == "from-tool\n"
+    tool.chmod(0o644)  # found but not executable: like execvp, Permission denied (126), not "not found"
+    out = runner.run(spec(["angora-test-tool"], tmp_path, env={**ENV, "PATH": f"{bindir}:{ENV['PATH']}"}))
+    assert (out.exit_code, out.reason) == (126, "spawn_error") and "Permission denied" in out.tail
