@@ -97,3 +97,52 @@ def test_control_without_dedupe_shows_duplicates(angora_env: dict[str, str], tmp
     runs = run_with_matcher_kills(angora_env, tmp_path, n=5000, kills=5, unsafe=True)
     assert len(runs) == 5000, "the naive matcher must not lose messages either (it acknowledges last)"
     assert any(v > 1 for v in runs.values()), "the kills should have caught the naive matcher between steps"
+
+
+# -- chaos (long: ./scripts/test -m chaos) --------------------------------------------------------------------
+CHAOS_JOBS = """
+- name: record
+  triggers: [crash.test]
+  command: ["sh", "-c", "sleep 0.01; echo $ANGORA_RUN_ID >> {out}"]
+"""
+
+
+@pytest.mark.chaos
+def test_chaos_two_matchers_and_workers_killed_under_load(angora_env: dict[str, str], tmp_path: Path) -> None:
+    """20,000 messages; two matchers and two workers, one of each SIGKILLed and restarted every ~0.7 s.
+
+    Matchers: every message dispatched exactly once. Workers: a killed worker's commands are ended by its guardian
+    and replayed (replay unlimited here), so every run's command completes at least once; a second completion can
+    only be a command that finished in the instant before its worker died unrecorded, so those stay rare.
+    """
+    n, rounds = 20_000, 20
+    out = tmp_path / "ran.txt"
+    cfg = write_config(tmp_path / "config", CHAOS_JOBS.replace("{out}", str(out)))
+    s = System(dict(angora_env, ANGORA_CLAIM_IDLE="1", ANGORA_REPLAY_MAX_DELAY="1"), cfg, tmp_path)
+    try:
+        workers = [s.start("worker", "-c", "8") for _ in range(2)]
+        matchers = [s.start("matcher") for _ in range(2)]
+        run_ids: list[str] = []
+        sender = threading.Thread(target=lambda: run_ids.extend(_send_all(s, n)))
+        sender.start()
+        for i in range(rounds):
+            time.sleep(0.7)
+            group, k = (matchers, "matcher") if i % 2 == 0 else (workers, "worker")
+            victim = group.pop(0)
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            group.append(s.start(k, *(("-c", "8") if k == "worker" else ())))
+        sender.join()
+        wait_for(lambda: _settled(s, run_ids) and len(set(out.read_text().split())) >= n, 300, interval=1.0,
+                 what=f"all {n} runs to complete ({_count(out)} lines so far)")
+        ran = collections.Counter(out.read_text().split())
+        assert set(ran) == set(run_ids), f"{len(set(run_ids) - set(ran))} runs never completed"
+        dispatched = collections.Counter()
+        for rid in run_ids[:2000]:  # executions per run: 1, or more only through 'worker lost' replays
+            for ex in s.executions(rid):
+                dispatched[(rid, ex["attempt"])] += 1
+        assert all(v == 1 for v in dispatched.values()), "an attempt was dispatched twice"
+        twice = sum(1 for v in ran.values() if v > 1)
+        assert twice <= rounds // 2 * 16, f"{twice} runs completed twice: more than the killed workers held"
+    finally:
+        s.stop()
