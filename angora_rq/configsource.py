@@ -1,6 +1,7 @@
 """Where a process gets its definitions: the files, held as an immutable Snapshot that reload() swaps whole."""
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from pathlib import Path
@@ -16,11 +17,12 @@ log = logging.getLogger(__name__)
 class ConfigSource:
     """The current definitions of this process; a broken reload keeps the previous ones in force."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, freeze: bool = False) -> None:
         from .definitions import load_config
 
         self.path = Path(path)
-        self._snap = _ready(Snapshot(load_config(self.path)))
+        self.freeze = freeze
+        self._snap = _ready(Snapshot(load_config(self.path)), freeze)
         self._lock = threading.Lock()
         self.last_errors: list[Problem] = []
 
@@ -42,7 +44,7 @@ class ConfigSource:
             self.last_errors = []
             if config.version == self._snap.version:
                 return False, []
-            self._snap = _ready(Snapshot(config))
+            self._snap = _ready(Snapshot(config), self.freeze)
             log.info("definitions reloaded: version %s (%d jobs)", config.version, len(config.jobs))
             return True, []
 
@@ -54,8 +56,16 @@ def optional_source(path: Optional[Path | str]) -> Optional[ConfigSource]:
     return ConfigSource(path)
 
 
-def _ready(snap: Snapshot) -> Snapshot:
+def _ready(snap: Snapshot, freeze: bool) -> Snapshot:
     """Build the graph now, before the snapshot is in force: with 100,000 jobs it takes about a second, which
-    the first message after a (re)load would otherwise wait for."""
+    the first message after a (re)load would otherwise wait for.
+
+    freeze (long-running roles only, it is process-wide): what was just built lives as long as the snapshot, so
+    keep the cyclic GC from walking it on every full collection (100,000 definitions are millions of objects:
+    dispatch ran ~20% slower than with 10 without it); refcounting still frees it after a reload.
+    """
     snap.graph
+    if freeze:
+        gc.collect()
+        gc.freeze()
     return snap

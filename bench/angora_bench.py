@@ -230,7 +230,7 @@ def dispatch(url: str, n: int, definitions: int) -> dict[str, Any]:
     """Messages/s through the matcher (in this process) into queued RQ jobs, with `definitions` jobs loaded."""
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
     config = write_config(work / "config", filler=max(0, definitions - 4))
-    source = ConfigSource(config)
+    source = ConfigSource(config, freeze=True)  # as `angora matcher` loads it
     loaded = len(source.current().config.jobs)
     r = redis.Redis.from_url(url)
     keys = Keys("angora")

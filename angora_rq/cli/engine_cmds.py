@@ -89,7 +89,7 @@ def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: O
     from ..reload import Reloader
 
     s, r, keys = _env(ctx)
-    source = ConfigSource(config_path or s.config_path)
+    source = ConfigSource(config_path or s.config_path, freeze=True)
     unsafe = os.environ.get("ANGORA_MATCHER_UNSAFE_NO_DEDUPE") == "1"  # crash-test control only
     reloader = Reloader(r, keys, source)  # SIGHUP, `angora reload`, the API, or changed files
     m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch, dedupe=not unsafe)
