@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import redis
 
@@ -167,29 +167,41 @@ def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
     return int(r.hget(keys.job_stats(job), "succeeded") or 0)
 
 
-def _send_http(port: int, n: int, clients: int = 4) -> None:
-    """n POST /send msg=bench.true over `clients` keep-alive connections."""
+def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], None]) -> None:
+    """Run work(client, i) in `clients` threads, each on its own keep-alive connection; re-raise the first error."""
     errors: list[BaseException] = []
 
-    def one(count: int) -> None:
+    def one(i: int) -> None:
         c = HttpClient(port)
         try:
-            for _ in range(count):
-                status, body = c.post_form("/send", "msg=bench.true")
-                if status != 202:
-                    raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
-        except BaseException as e:  # reported by the caller
+            work(c, i)
+        except BaseException as e:  # re-raised below, in the caller's thread
             errors.append(e)
         finally:
             c.close()
 
-    threads = [threading.Thread(target=one, args=(n // clients + (i < n % clients),)) for i in range(clients)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
+
+
+def _post_send(c: HttpClient) -> None:
+    status, body = c.post_form("/send", "msg=bench.true")
+    if status != 202:
+        raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
+
+
+def _send_http(port: int, n: int, clients: int = 4) -> None:
+    """n POST /send msg=bench.true over `clients` keep-alive connections."""
+    def work(c: HttpClient, i: int) -> None:
+        for _ in range(n // clients + (i < n % clients)):
+            _post_send(c)
+
+    _on_connections(port, clients, work)
 
 
 def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int = 2,
@@ -314,30 +326,15 @@ def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) ->
 def _hammer(port: int, seconds: float, clients: int) -> float:
     """POST /send from `clients` keep-alive connections for `seconds`; requests/s answered 202."""
     counts = [0] * clients
-    errors: list[BaseException] = []
     stop = time.perf_counter() + seconds
 
-    def one(i: int) -> None:
-        c = HttpClient(port)
-        try:
-            while time.perf_counter() < stop:
-                status, body = c.post_form("/send", "msg=bench.true")
-                if status != 202:
-                    raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
-                counts[i] += 1
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            c.close()
+    def work(c: HttpClient, i: int) -> None:
+        while time.perf_counter() < stop:
+            _post_send(c)
+            counts[i] += 1
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    _on_connections(port, clients, work)
     return sum(counts) / (time.perf_counter() - t0)
 
 

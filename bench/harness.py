@@ -104,22 +104,23 @@ def _killpg(p: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of one process, MiB."""
-    with open(f"/proc/{pid}/status") as f:
+def _proc_kib(path: str, field: str) -> float:
+    """A `field:  N kB` line of a /proc file, in MiB."""
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of one process, MiB."""
+    return _proc_kib(f"/proc/{pid}/status", "VmRSS:")
 
 
 def pss_mib(pid: int) -> float:
     """Proportional set size of one process, MiB: shared pages (libpython, libssl) split among their users."""
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def tree_pss_mib(pid: int) -> float:
