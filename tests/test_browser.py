@@ -6,7 +6,6 @@ Screenshots go to test-output/ at the repository root.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time

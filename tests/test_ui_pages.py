@@ -134,7 +134,7 @@ def test_every_page_renders_with_real_data(client: FlaskClient, finish: Finish) 
     assert finish(started["execution_id"]) == "succeeded"
     run_id, xid = started["run_id"], started["execution_id"]
     for url in ["/", "/?status=failed", "/jobs/extract", "/jobs/extract?page=2", "/jobs/report", "/runs",
-                "/runs?status=succeeded", f"/runs?job=extract&page=2", f"/runs/{run_id}", f"/executions/{xid}",
+                "/runs?status=succeeded", "/runs?job=extract&page=2", f"/runs/{run_id}", f"/executions/{xid}",
                 "/workflows", "/workflows?topic=etl.extracted&job=extract", "/workflows?job=load",
                 "/schedules", "/config", "/messages/new", "/messages/new?topic=etl.start"]:
         html = page(client, url)
