@@ -99,22 +99,24 @@ class Queries:
         filtered = status is not None or job is not None
         window = limit * 20 if filtered else limit
         ids = [_s(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
-        with self.r.pipeline(transaction=False) as p:
-            for rid in ids:
-                p.hgetall(self.keys.run(rid))
-            raws = p.execute()
-        out = []
-        for raw in raws:
-            if not raw:
-                continue
-            view = run_view(decode(raw))
-            if status and view["status"] != status:
-                continue
-            if job and job not in view["jobs"]:
-                continue
-            out.append(view)
-            if len(out) >= limit:
-                break
+        out: list[dict[str, Any]] = []
+        # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
+        for start in range(0, len(ids), max(limit, 1)):
+            with self.r.pipeline(transaction=False) as p:
+                for rid in ids[start:start + max(limit, 1)]:
+                    p.hgetall(self.keys.run(rid))
+                raws = p.execute()
+            for raw in raws:
+                if not raw:
+                    continue
+                view = run_view(decode(raw))
+                if status and view["status"] != status:
+                    continue
+                if job and job not in view["jobs"]:
+                    continue
+                out.append(view)
+                if len(out) >= limit:
+                    return total, out
         return total, out
 
     def job_stats(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -118,3 +118,4 @@ def test_job_data_template_is_the_plain_pickle() -> None:
     for xid in ("0123456789abcdef" * 2, "short-id"):
         assert job_data(xid, "pfx") == _pickle(xid, "pfx")
         assert pickle.loads(job_data(xid, "pfx")) == ("angora_rq.worker.run_execution", None, (xid, "pfx"), {})
+
