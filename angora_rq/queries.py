@@ -101,9 +101,10 @@ class Queries:
         ids = [_s(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
         out: list[dict[str, Any]] = []
         # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
-        for start in range(0, len(ids), max(limit, 1)):
+        chunk = max(limit, 1)
+        for start in range(0, len(ids), chunk):
             with self.r.pipeline(transaction=False) as p:
-                for rid in ids[start:start + max(limit, 1)]:
+                for rid in ids[start:start + chunk]:
                     p.hgetall(self.keys.run(rid))
                 raws = p.execute()
             for raw in raws:

@@ -127,7 +127,7 @@ return nxt
 # ARGV: 1 exec key, 2 rq job key, 3 run key, 4 job execs zset, 5 run execs zset, 6 job stats hash, 7 rq queue,
 #       8 bell list, 9 delayed zset, 10 rq queues set, 11 ttl, 12 history, 13 now, 14 id, 15 job, 16 run id,
 #       17 status, 18 delay_until, 19 bell cap, 20 guard key ('' = none), 21 guard ttl, 22 run 'active' delta,
-#       23 n exec fields, 24 n rq fields, exec pairs..., rq pairs... (RQ's always-empty fields are added here)
+#       23 n exec fields, 24 n rq fields, exec pairs..., rq pairs...
 CREATE = """
 local ttl = tonumber(ARGV[11])
 local ne, nr = tonumber(ARGV[23]), tonumber(ARGV[24])
@@ -136,9 +136,8 @@ local f = {}
 for i = 1, ne * 2 do f[i] = ARGV[24 + i] end
 redis.call('HSET', ARGV[1], unpack(f))
 redis.call('EXPIRE', ARGV[1], ttl)
-f = {'success_callback_name', '', 'failure_callback_name', '', 'stopped_callback_name', '', 'started_at', '',
-     'ended_at', '', 'last_heartbeat', '', 'worker_name', '', 'group_id', ''}
-for i = 1, nr * 2 do f[16 + i] = ARGV[24 + ne * 2 + i] end
+f = {}
+for i = 1, nr * 2 do f[i] = ARGV[24 + ne * 2 + i] end
 redis.call('HSET', ARGV[2], unpack(f))
 redis.call('EXPIRE', ARGV[2], ttl)
 local id, status = ARGV[14], ARGV[17]

@@ -156,15 +156,11 @@ class State:
             k.execution(xid), K.rq_job(xid), k.run(msg.run_id), k.job_executions(job.name),
             k.run_executions(msg.run_id), k.job_stats(job.name), K.rq_queue(job.queue), k.bell(job.queue),
             k.delayed(), K.RQ_QUEUES, ttl, self.settings.history, repr(now), xid, job.name, msg.run_id, status,
-            repr(delay_until), BELL_CAP, guard, guard_ttl, active_delta, len(fields), 0,
+            repr(delay_until), BELL_CAP, guard, guard_ttl, active_delta, len(fields), len(rq_fields),
         ]
-        for name, value in fields.items():
-            args += (name, value)
-        rq_start = len(args)
-        for name, value in rq_fields.items():
-            if value != "":  # the script writes RQ's always-empty fields itself
+        for mapping in (fields, rq_fields):
+            for name, value in mapping.items():
                 args += (name, value)
-        args[24 - 1] = (len(args) - rq_start) // 2
         pipe.eval(CREATE, 0, *args)
         return xid
 
