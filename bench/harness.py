@@ -41,12 +41,18 @@ def commands_total(r: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.002, what: str = "") -> float:
-    """Poll predicate until truthy; return the perf_counter time it became true. Raises TimeoutError."""
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.002, what: str = "",
+               procs: Optional["Procs"] = None) -> float:
+    """Poll predicate until truthy; return the perf_counter time it became true.
+
+    Raises TimeoutError, or at once (through procs.check()) when one of `procs` died.
+    """
     deadline = time.perf_counter() + timeout
     while True:
         if predicate():
             return time.perf_counter()
+        if procs is not None:
+            procs.check()
         if time.perf_counter() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(interval)

@@ -29,7 +29,8 @@ import redis  # noqa: E402
 from rq import Queue, Worker  # noqa: E402
 
 import peer_tasks  # noqa: E402
-from harness import Procs, commands_total, descendants, fresh_db, percentile, start_redis, tree_rss_mib  # noqa: E402
+from harness import (Procs, commands_total, descendants, fresh_db, percentile, start_redis,  # noqa: E402
+                     tree_rss_mib, wait_until)
 
 POLL = 0.005  # done-counter poll interval: one GET per poll, subtracted from the command count
 SETTLE = 0.2  # after the last INCR, let the worker finish that job's bookkeeping before reading the counters
@@ -65,19 +66,15 @@ def _env(url: str, tag: str) -> dict[str, str]:
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, procs: Optional[Procs] = None,
           interval: float = POLL) -> tuple[float, int]:
-    """Poll until predicate is truthy; return (perf_counter time, number of polls). Raises on timeout or if a
-    child died (its log is in the measurement's log_dir)."""
-    deadline = time.perf_counter() + timeout
+    """harness.wait_until, also counting the polls (their Redis commands are subtracted from the peer's)."""
     polls = 0
-    while True:
+
+    def counted() -> Any:
+        nonlocal polls
         polls += 1
-        if predicate():
-            return time.perf_counter(), polls
-        if procs is not None:
-            procs.check()
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+        return predicate()
+
+    return wait_until(counted, timeout, interval, what, procs), polls
 
 
 def _wait_count(r: redis.Redis, key: str, n: int, timeout: float, procs: Optional[Procs]) -> tuple[float, int]:
