@@ -10,19 +10,21 @@ from redis.client import Pipeline
 from .connection import redis_errors
 from .errors import Unavailable
 from .keys import MATCHER_GROUP, Keys
+from .link import link_for
 from .messages import Message
-from .scripts import Scripts
+from .scripts import Scripts, shared_scripts
 
 
 def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Optional[Scripts] = None) -> str:
-    """Accept a root message (HTTP, CLI, scheduler): one round trip; `Unavailable` when over budget or OOM."""
-    scripts = scripts or _shared_scripts(r)
+    """Accept a root message (HTTP, CLI, scheduler): one round trip on this thread's Link; `Unavailable` when over
+    budget or OOM."""
+    scripts = scripts or shared_scripts()
     fields = msg.to_fields()
     flat = [x for kv in fields.items() for x in kv]
     args = [backlog, repr(msg.sent_at or time.time()), msg.run_id, len(fields), *flat, msg.topic, msg.origin]
     with redis_errors():
         try:
-            entry = scripts.send(keys=[keys.stream(), keys.run(msg.run_id), keys.runs()], args=args, client=r)
+            entry = link_for(r).script(scripts.send, [keys.stream(), keys.run(msg.run_id), keys.runs()], args)
         except redis.exceptions.ResponseError as e:
             if "BACKLOG" in str(e):
                 raise Unavailable(
@@ -31,20 +33,6 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Op
                 ) from e
             raise
     return entry.decode() if isinstance(entry, bytes) else str(entry)
-
-
-_scripts: Optional[Scripts] = None
-
-
-def _shared_scripts(r: redis.Redis) -> Scripts:
-    """One Scripts for every caller that passes none: registering them hashes five scripts (~200 us a request).
-
-    Safe to share: each call names its client, and a script's SHA does not depend on the client.
-    """
-    global _scripts
-    if _scripts is None:
-        _scripts = Scripts(r)
-    return _scripts
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

@@ -1,8 +1,8 @@
 """The matcher: reads the message stream in a consumer group and dispatches one execution per matched job.
 
-Each batch is read, then dispatched and acknowledged in ONE MULTI/EXEC guarded by WATCH on a dedupe key per
-(entry, job) (per (run, job) for parent_success joins): a matcher killed at any instant loses nothing (its
-entries stay pending and are claimed by another matcher) and dispatches nothing twice.
+Each batch is read, then dispatched and acknowledged by ONE Lua call (dispatch.py) that sets a dedupe key per
+(entry, job) (per (run, job) for parent_success joins) with SET NX: a matcher killed at any instant loses nothing
+(its entries stay pending and are claimed by another matcher) and dispatches nothing twice.
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional
 import redis
 
 from . import bus
+from .dispatch import Dispatcher, Outgoing
 from .keys import MATCHER_GROUP, Keys
+from .link import Link
 from .messages import Message
 from .model import JobDef
 from .settings import Settings
@@ -27,7 +29,6 @@ from .state import State
 
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
-MAX_WATCH_RETRIES = 20
 HEARTBEAT_EVERY = 0.5
 
 
@@ -72,6 +73,8 @@ class Matcher:
         # that proves duplicates are visible without the guard.
         self.dedupe = dedupe
         self.state = State(keys, settings)
+        self.link = Link(r)  # the hot path's own connection (link.py)
+        self.dispatcher = Dispatcher(self.link, keys, settings)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
@@ -128,8 +131,11 @@ class Matcher:
         claimed = self._claim_stale()
         if claimed:
             return claimed
-        got = self.r.xreadgroup(MATCHER_GROUP, self.name, {stream: ">"}, count=self.batch_size, block=block_ms)
-        return [(_s(i), f) for i, f in (got[0][1] if got else [])]
+        got = self.link.call("XREADGROUP", "GROUP", MATCHER_GROUP, self.name, "COUNT", self.batch_size,
+                             "BLOCK", block_ms, "STREAMS", stream, ">")
+        # RESP3 (redis-py 8's default) answers with a map {stream: entries}, RESP2 with [[stream, entries]].
+        items = next(iter(got.values())) if isinstance(got, dict) else got[0][1] if got else []
+        return [(i.decode(), dict(zip(f[::2], f[1::2]))) for i, f in items if f]
 
     def _claim_stale(self) -> list[tuple[str, dict]]:
         """Entries pending on another (dead or stuck) matcher for longer than claim_idle."""
@@ -164,75 +170,35 @@ class Matcher:
         batch = self.plan_batch(entries, snap)
         if not self.dedupe:
             return self._process_unsafe(batch, snap, now)
-        for _ in range(MAX_WATCH_RETRIES):
-            with self.r.pipeline() as pipe:
-                try:
-                    return self._transact(pipe, batch, snap, now)
-                except redis.exceptions.WatchError:
-                    continue  # another matcher touched a guard: read again and decide again
-        raise RuntimeError("matcher: batch kept conflicting with other matchers")
-
-    def _transact(self, pipe: Any, batch: Batch, snap: Snapshot, now: float) -> int:
-        guards = sorted({d.guard for d in batch.dispatches})
-        if guards:
-            # The paused set too: a resume between this read and EXEC must not leave an execution held for ever.
-            pipe.watch(*guards, self.keys.paused_jobs())
-        taken, runs, paused = self._read_state(guards, batch)
-        pipe.multi()
-        created = self._write(pipe, batch, snap, runs, taken, now, paused)
-        pipe.xack(self.keys.stream(), MATCHER_GROUP, *[e for e, _ in batch.entries])
-        pipe.execute()
-        return created
-
-    def _read_state(self, guards: list[str], batch: Batch) -> tuple[set[str], dict[str, dict[str, str]], set[str]]:
-        """Which guards are taken, the hashes of the batch's runs and the paused jobs: one round trip.
-
-        Read on a plain pipeline after WATCH: a guard written meanwhile still aborts the EXEC.
-        """
-        run_ids = sorted({m.run_id for _, m in batch.entries})
-        with self.r.pipeline(transaction=False) as rp:
-            if guards:
-                rp.mget(guards)
-                rp.smembers(self.keys.paused_jobs())
-            for run_id in run_ids:
-                rp.hgetall(self.keys.run(run_id))
-            replies = rp.execute()
-        values = replies.pop(0) if guards else []
-        paused = {_s(v) for v in replies.pop(0)} if guards else set()
-        taken = {g for g, v in zip(guards, values) if v is not None}
-        runs = {rid: {_s(k): _s(v) for k, v in raw.items()} for rid, raw in zip(run_ids, replies)}
-        return taken, runs, paused
-
-    def _write(self, pipe: Any, batch: Batch, snap: Snapshot, runs: dict, taken: set, now: float,
-               paused: set[str] | frozenset[str] = frozenset()) -> int:
-        created = 0
-        absorbed: set[str] = set()
+        runs = self._read_runs(batch)
+        out = Outgoing([], [])
+        index: dict[str, int] = {}
         for entry, msg in batch.entries:
-            if msg.is_root:
-                self._set_plan(pipe, msg, snap, runs.setdefault(msg.run_id, {}))
+            plan = self._plan_json(msg, snap, runs.setdefault(msg.run_id, {})) if msg.is_root else ""
+            index[entry] = len(out.messages)
+            out.messages.append((entry, msg, plan))
         for d in batch.dispatches:
-            run = runs.get(d.msg.run_id, {})
-            if d.guard in taken or run.get("canceled") == "1" or not self._join_ready(d, snap, run):
-                continue
-            taken.add(d.guard)
-            held = d.job.name in paused  # paused job: held, in order, until resumed (pausing.py)
-            # The entry's first execution takes over its message's count in the run (see below).
-            first = d.entry not in absorbed
-            absorbed.add(d.entry)
-            xid = self.state.create(pipe, d.job, d.msg, now, entry=d.entry, config_version=snap.version,
-                                    status="held" if held else "queued", guard=d.guard, guard_ttl=DEDUPE_TTL,
-                                    active_delta=0 if first else 1)
-            if held:
-                pipe.rpush(self.keys.paused_held(d.job.name), xid)
-            created += 1
-        for entry, msg in batch.entries:
-            if entry not in absorbed:
-                # The message itself stops counting in its run (no execution took its place).
-                pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
-        return created
+            # A join whose parents have not all succeeded is not tried; guards, pauses and cancels are checked
+            # by the script itself, atomically with the writes.
+            if self._join_ready(d, snap, runs.get(d.msg.run_id, {})):
+                out.dispatches.append((index[d.entry], d.job, d.guard))
+        return self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
 
-    def _set_plan(self, pipe: Any, msg: Message, snap: Snapshot, run: dict[str, str]) -> None:
-        """Record the run's plan from its root message (merged with any plan it already has)."""
+    def _read_runs(self, batch: Batch) -> dict[str, dict[str, str]]:
+        """The runs a batch must read first: root messages' (for their plans) and joins' (every status)."""
+        modes = {m.run_id: "plan" for _, m in batch.entries if m.is_root}
+        modes.update((d.msg.run_id, "all") for d in batch.dispatches if d.job.parent_success)
+        if not modes:
+            return {}
+        args: list[Any] = [len(modes)]
+        for run_id, mode in modes.items():
+            args += (self.keys.run(run_id), mode)
+        replies = self.link.script(self.dispatcher.scripts.read_runs, (), args)
+        return {run_id: {_s(k): _s(v) for k, v in zip(flat[::2], flat[1::2])}
+                for run_id, flat in zip(modes, replies)}
+
+    def _plan_json(self, msg: Message, snap: Snapshot, run: dict[str, str]) -> str:
+        """The run's plan to record for a root message: its own, merged with any plan the run already has."""
         plan = snap.plan(msg.topic)
         if run.get("plan"):
             old = json.loads(run["plan"])
@@ -240,8 +206,7 @@ class Matcher:
             plan = {"jobs": jobs, "parents": {**plan["parents"], **old["parents"]},
                     "depth": {**plan.get("depth", {}), **old.get("depth", {})}}
         run["plan"] = json.dumps(plan)
-        pipe.hset(self.keys.run(msg.run_id), mapping={
-            "plan": run["plan"], "config_version": snap.version, "params": json.dumps(msg.params)})
+        return run["plan"]
 
     def _join_ready(self, d: Dispatch, snap: Snapshot, run: dict[str, str]) -> bool:
         """A parent_success job starts once every parent (within the run's plan) has succeeded in the run."""

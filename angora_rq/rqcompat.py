@@ -28,6 +28,13 @@ def job_data(execution_id: str, prefix: str) -> bytes:
     return _pickle(execution_id, prefix)
 
 
+def job_data_parts(prefix: str) -> tuple[bytes, bytes]:
+    """`data` split around the execution id: head + id + tail == job_data(id, prefix) for a 32-character id."""
+    job_data(_PLACEHOLDER, prefix)
+    head, _, tail = _templates[prefix].partition(_PLACEHOLDER.encode())
+    return head, tail
+
+
 _PLACEHOLDER = "\x00" * 32  # execution ids are 32 hex characters; NUL never occurs in a prefix
 _templates: dict[str, bytes] = {}
 

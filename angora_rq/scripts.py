@@ -189,6 +189,126 @@ redis.call('HINCRBY', ARGV[4], 'total', 1)
 return 1
 """
 
+# The pre-read of a matcher batch: what Python needs to plan it (run plans, and the statuses a join waits on).
+# ARGV: n runs, then per run: key, mode ('plan' = the plan field only, 'all' = the whole hash)
+READ_RUNS = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local key, mode = ARGV[2 * i], ARGV[2 * i + 1]
+  if mode == 'all' then
+    out[i] = redis.call('HGETALL', key)
+  else
+    local plan = redis.call('HGET', key, 'plan')
+    out[i] = plan and {'plan', plan} or {}
+  end
+end
+return out
+"""
+
+# A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
+# the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
+# and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
+# Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
+# Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
+# per-argument cost of the client, not Redis, was most of a dispatch.
+# ARGV header: 1 now, 2 now (RQ's format), 3 ttl, 4 history, 5 guard ttl, 6 config version, 7 bell cap,
+#   8 exec key prefix, 9 rq job key prefix, 10 stream, 11 group, 12 paused jobs set, 13 rq queues set,
+#   14 rq data head, 15 rq data tail, 16 n jobs, 17 n messages, 18 n dispatches, then
+#   per job (11 + 2n): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held list,
+#     n rq fields, rq field pairs (created_at, enqueued_at, data, description and status are set per execution)
+#   per message (8): entry, run id, topic, origin, params, run key, run execs key, plan ('' = not a root)
+#   per dispatch (4): message number, job number, execution id, guard key
+DISPATCH = """
+local now, iso, ttl, history = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local guard_ttl, version, bell_cap = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local nj, nm, nd = tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18])
+local p = 19
+local jobs = {}
+for j = 1, nj do
+  local job = {name = ARGV[p], queue = ARGV[p + 1], spec = ARGV[p + 2], limit = ARGV[p + 3], stats = ARGV[p + 4],
+               execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], rq = {}, at = {},
+               n = 0}
+  local nrq = tonumber(ARGV[p + 9])
+  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 9 + i] end
+  for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
+  job.paused = redis.call('SISMEMBER', ARGV[12], job.name) == 1
+  jobs[j] = job
+  p = p + 10 + nrq * 2
+end
+local msgs, entries = {}, {}
+for m = 1, nm do
+  msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
+             rkey = ARGV[p + 5], rexecs = ARGV[p + 6], absorbed = false}
+  entries[m] = ARGV[p]
+  if ARGV[p + 7] ~= '' then
+    redis.call('HSET', ARGV[p + 5], 'plan', ARGV[p + 7], 'config_version', version, 'params', ARGV[p + 4])
+  end
+  p = p + 8
+end
+local canceled, bells, touched, created = {}, {}, {}, 0
+for d = 1, nd do
+  local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
+  local id, guard = ARGV[p + 2], ARGV[p + 3]
+  p = p + 4
+  if canceled[msg.rkey] == nil then canceled[msg.rkey] = redis.call('HGET', msg.rkey, 'canceled') == '1' end
+  if not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
+    local status = job.paused and 'held' or 'queued'
+    local ek = ARGV[8] .. id
+    redis.call('HSET', ek, 'id', id, 'job', job.name, 'run', msg.run, 'attempt', 1, 'status', status,
+               'queue', job.queue, 'topic', msg.topic, 'entry', msg.entry, 'origin', msg.origin,
+               'params', msg.params, 'spec', job.spec, 'config_version', version, 'created', now, 'queued', now,
+               'replay_of', '', 'delay_until', '', 'limit', job.limit)
+    redis.call('EXPIRE', ek, ttl)
+    local rq, at = job.rq, job.at
+    rq[at.created_at], rq[at.enqueued_at] = iso, iso
+    rq[at.data] = ARGV[14] .. id .. ARGV[15]
+    rq[at.description] = job.name .. ' (run ' .. msg.run .. ', attempt 1)'
+    rq[at.status] = job.paused and 'deferred' or 'queued'
+    redis.call('HSET', ARGV[9] .. id, unpack(rq))
+    redis.call('EXPIRE', ARGV[9] .. id, ttl)
+    if job.paused then
+      redis.call('RPUSH', job.held, id)
+    else
+      redis.call('RPUSH', job.qkey, id)
+      bells[job.bell] = (bells[job.bell] or 0) + 1
+      redis.call('SADD', ARGV[13], job.qkey)
+    end
+    redis.call('ZADD', job.execs, now, id)
+    job.n, job.last, job.run = job.n + 1, id, msg.run
+    redis.call('ZADD', msg.rexecs, now, id)
+    -- The message's first execution takes over its count in the run; every further one adds one.
+    if msg.absorbed then redis.call('HINCRBY', msg.rkey, 'active', 1) end
+    msg.absorbed = true
+    redis.call('HINCRBY', msg.rkey, 'n:' .. job.name, 1)
+    redis.call('HSET', msg.rkey, 's:' .. job.name, status, 'e:' .. job.name, id)
+    touched[msg.rkey] = msg.rexecs
+    created = created + 1
+  end
+end
+for m = 1, nm do
+  -- A message that started nothing stops counting in its run.
+  if not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, 'active', -1) end
+end
+for rkey, rexecs in pairs(touched) do
+  redis.call('EXPIRE', rkey, ttl)
+  redis.call('EXPIRE', rexecs, ttl)
+end
+for _, job in ipairs(jobs) do
+  if job.n > 0 then
+    redis.call('ZREMRANGEBYRANK', job.execs, 0, -(history + 1))
+    redis.call('HSET', job.stats, 'last_execution', job.last, 'last_run', job.run, 'last_status', 'queued')
+  end
+end
+for bell, n in pairs(bells) do
+  local ones = {}
+  for i = 1, math.min(n, bell_cap) do ones[i] = 1 end
+  redis.call('RPUSH', bell, unpack(ones))
+  redis.call('LTRIM', bell, 0, bell_cap - 1)
+end
+redis.call('XACK', ARGV[10], ARGV[11], unpack(entries))
+return created
+"""
+
 
 class Scripts:
     """The scripts registered on one client (EVALSHA, reloaded transparently by redis-py)."""
@@ -199,3 +319,19 @@ class Scripts:
         self.promote = r.register_script(PROMOTE)
         self.reap = r.register_script(REAP)
         self.release = r.register_script(RELEASE)
+        self.read_runs = r.register_script(READ_RUNS)
+        self.dispatch = r.register_script(DISPATCH)
+
+
+_shared: Scripts | None = None
+
+
+def shared_scripts() -> Scripts:
+    """One Scripts for callers that run them through a Link (which needs only their text and SHA).
+
+    Registering hashes every script (~200 us); the client they are registered on is never used to connect.
+    """
+    global _shared
+    if _shared is None:
+        _shared = Scripts(redis.Redis())
+    return _shared
