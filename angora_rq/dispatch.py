@@ -23,7 +23,7 @@ _PER_EXECUTION = ("created_at", "enqueued_at", "data", "description", "status")
 class Outgoing:
     """One batch as the DISPATCH script takes it: entries with their plans, and the (entry, job) pairs to try."""
 
-    messages: list[tuple[str, Message, str]]  # (entry, message, plan JSON or '' when not a root message)
+    messages: list[tuple[str, Message, str]]  # (entry, message, plan: '', '=' + JSON or '?' + JSON, see DISPATCH)
     dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
 
 
@@ -38,8 +38,12 @@ class Dispatcher:
         self._jobs: dict[tuple[str, str], list[Any]] = {}
         self._head, self._tail = job_data_parts(keys.prefix)
 
-    def dispatch(self, batch: Outgoing, version: str, now: float, guard_ttl: int) -> int:
-        """Create every execution whose guard is free and acknowledge every entry: one round trip."""
+    def dispatch(self, batch: Outgoing, version: str, now: float, guard_ttl: int) -> tuple[int, list[tuple[int, str]]]:
+        """Create every execution whose guard is free and acknowledge every entry: one round trip.
+
+        Returns the executions created and, for '?' plans the run already had another plan for, (index into
+        batch.messages, that plan).
+        """
         k, ttl = self.keys, int(self.settings.retention)
         job_no: dict[str, int] = {}
         job_args: list[Any] = []
@@ -57,7 +61,8 @@ class Dispatcher:
                      k.run_executions(msg.run_id), plan)
         for m, job, guard in batch.dispatches:
             args += (m + 1, job_no[job.name], new_execution_id(), guard)
-        return int(self.link.script(self.scripts.dispatch, (), args))
+        created, *conflicts = self.link.script(self.scripts.dispatch, (), args)
+        return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
     def _job_args(self, job: JobDef, version: str, ttl: int) -> list[Any]:
         """A job's constant arguments (name, queue, spec, keys, RQ fields), built once per definitions version."""

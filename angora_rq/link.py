@@ -49,28 +49,38 @@ class Link:
         The pipeline only records (`pipe.hset(...)` etc.); its own execute() would add ~10 us per command. Every
         reply is read before the first error is raised, so the connection stays in step.
         """
+        return self.execute_then(pipe, None)[0]
+
+    def execute_then(self, pipe: Pipeline, then: Optional[Sequence[Any]]) -> tuple[list[Any], Any]:
+        """execute(pipe), plus one more command in the same round trip, after the transaction.
+
+        Returns the pipeline's replies and that command's reply, or the error it got (returned, not raised: the
+        pipeline's writes are done either way and the caller decides).
+        """
         commands = [args for args, _ in pipe.command_stack]
         pipe.reset()
-        if not commands:
-            return []
-        if pipe.transaction:
+        if pipe.transaction and commands:
             commands = [("MULTI",), *commands, ("EXEC",)]
+        n = len(commands)
+        if then is not None:
+            commands.append(then)
+        if not commands:
+            return [], None
         conn = self._connection()
         conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)], check_health=False)
         replies: list[Any] = []
-        error: Optional[Exception] = None
         for _ in commands:
             try:
                 replies.append(conn.read_response())
             except redis.exceptions.ResponseError as e:
                 replies.append(e)
-                error = error or e
-        if pipe.transaction:
-            replies = replies[-1] if isinstance(replies[-1], list) else replies
-            error = error or next((x for x in replies if isinstance(x, Exception)), None)
+        last = replies.pop() if then is not None else None
+        if pipe.transaction and n and isinstance(replies[-1], list):
+            replies = replies[-1]
+        error = next((x for x in replies if isinstance(x, Exception)), None)
         if error is not None:
             raise error
-        return replies
+        return replies, last
 
     def close(self) -> None:
         """Give the connection back to its pool."""

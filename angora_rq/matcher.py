@@ -30,6 +30,7 @@ from .state import State
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
+MAX_PLAN_RETRIES = 10
 
 
 @dataclass
@@ -170,11 +171,16 @@ class Matcher:
         batch = self.plan_batch(entries, snap)
         if not self.dedupe:
             return self._process_unsafe(batch, snap, now)
-        runs = self._read_runs(batch)
+        # Only joins need the runs read first. Otherwise a root message's plan is written unless its run already
+        # has one (rare: a second root message in a run), which the script hands back to be merged afterwards.
+        joins = any(d.job.parent_success for d in batch.dispatches)
+        runs = self._read_runs(batch) if joins else {}
         out = Outgoing([], [])
         index: dict[str, int] = {}
         for entry, msg in batch.entries:
-            plan = self._plan_json(msg, snap, runs.setdefault(msg.run_id, {})) if msg.is_root else ""
+            plan = ""
+            if msg.is_root:
+                plan = ("=" if joins else "?") + self._plan_json(msg, snap, runs.setdefault(msg.run_id, {}))
             index[entry] = len(out.messages)
             out.messages.append((entry, msg, plan))
         for d in batch.dispatches:
@@ -182,7 +188,22 @@ class Matcher:
             # by the script itself, atomically with the writes.
             if self._join_ready(d, snap, runs.get(d.msg.run_id, {})):
                 out.dispatches.append((index[d.entry], d.job, d.guard))
-        return self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
+        created, conflicts = self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
+        for m, old in conflicts:
+            self._merge_plan(out.messages[m][1], snap, old)
+        return created
+
+    def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
+        """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""
+        script = self.dispatcher.scripts.set_plan
+        for _ in range(MAX_PLAN_RETRIES):
+            merged = self._plan_json(msg, snap, {"plan": old})
+            old = self.link.script(script, (self.keys.run(msg.run_id),),
+                                   (old, merged, snap.version, json.dumps(msg.params)))
+            if old is None:
+                return
+            old = _s(old)
+        log.warning("matcher %s: the plan of run %s kept changing; left as it is", self.name, msg.run_id)
 
     def _read_runs(self, batch: Batch) -> dict[str, dict[str, str]]:
         """The runs a batch must read first: root messages' (for their plans) and joins' (every status)."""

@@ -216,7 +216,10 @@ return out
 #   14 rq data head, 15 rq data tail, 16 n jobs, 17 n messages, 18 n dispatches, then
 #   per job (11 + 2n): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held list,
 #     n rq fields, rq field pairs (created_at, enqueued_at, data, description and status are set per execution)
-#   per message (8): entry, run id, topic, origin, params, run key, run execs key, plan ('' = not a root)
+#   per message (8): entry, run id, topic, origin, params, run key, run execs key, plan: '' (not a root message),
+#     '=' .. JSON (the caller read and merged the run's plan: write it) or '?' .. JSON (write it unless the run
+#     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
+# Returns: {executions created, message number, old plan, ...}
 #   per dispatch (4): message number, job number, execution id, guard key
 DISPATCH = """
 local now, iso, ttl, history = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -235,13 +238,21 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 10 + nrq * 2
 end
-local msgs, entries = {}, {}
+local msgs, entries, conflicts = {}, {}, {}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
              rkey = ARGV[p + 5], rexecs = ARGV[p + 6], absorbed = false}
   entries[m] = ARGV[p]
-  if ARGV[p + 7] ~= '' then
-    redis.call('HSET', ARGV[p + 5], 'plan', ARGV[p + 7], 'config_version', version, 'params', ARGV[p + 4])
+  local plan = ARGV[p + 7]
+  if plan ~= '' then
+    local old = plan:sub(1, 1) == '?' and redis.call('HGET', ARGV[p + 5], 'plan')
+    plan = plan:sub(2)
+    if old and old ~= plan then
+      conflicts[#conflicts + 1] = m
+      conflicts[#conflicts + 1] = old
+    else
+      redis.call('HSET', ARGV[p + 5], 'plan', plan, 'config_version', version, 'params', ARGV[p + 4])
+    end
   end
   p = p + 8
 end
@@ -306,7 +317,16 @@ for bell, n in pairs(bells) do
   redis.call('LTRIM', bell, 0, bell_cap - 1)
 end
 redis.call('XACK', ARGV[10], ARGV[11], unpack(entries))
-return created
+return {created, unpack(conflicts)}
+"""
+
+# Record a run's merged plan unless it changed since it was read (then return the current one to merge again).
+# KEYS: run   ARGV: plan read, merged plan, config version, params
+SET_PLAN = """
+local cur = redis.call('HGET', KEYS[1], 'plan')
+if cur and cur ~= ARGV[1] then return cur end
+redis.call('HSET', KEYS[1], 'plan', ARGV[2], 'config_version', ARGV[3], 'params', ARGV[4])
+return false
 """
 
 
@@ -321,6 +341,7 @@ class Scripts:
         self.release = r.register_script(RELEASE)
         self.read_runs = r.register_script(READ_RUNS)
         self.dispatch = r.register_script(DISPATCH)
+        self.set_plan = r.register_script(SET_PLAN)
 
 
 _shared: Scripts | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from typing import Mapping, Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Mapping, Optional, Sequence
 
 
 class Spawned:
@@ -28,6 +29,23 @@ class Spawned:
 
 
 _found: dict[tuple[str, str], str] = {}  # (name, PATH) -> the file found last time
+_in_batch = False
+
+
+@contextmanager
+def batch() -> Iterator[None]:
+    """Spawns inside check for inheritable descriptors once, on entry, instead of once each.
+
+    For a worker starting a claimed batch: between those spawns only the runner runs, and everything it opens
+    is close-on-exec.
+    """
+    global _in_batch
+    _no_inherited_fds()
+    outer, _in_batch = _in_batch, True
+    try:
+        yield
+    finally:
+        _in_batch = outer
 
 
 def posix_spawn(argv: Sequence[str], env: Mapping[str, str], out: int, devnull: int) -> int:
@@ -39,7 +57,8 @@ def posix_spawn(argv: Sequence[str], env: Mapping[str, str], out: int, devnull: 
     reset to their defaults, and no descriptor but 0-2 reaches the child (any inheritable one is made
     close-on-exec first).
     """
-    _no_inherited_fds()  # every time (~15 us): a library may have made one inheritable since the last command
+    if not _in_batch:
+        _no_inherited_fds()  # every time (~20 us): a library may have made one inheritable since the last command
     path = _which(argv[0], env)
     actions = [(os.POSIX_SPAWN_DUP2, devnull, 0)]
     if out >= 0:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import redis
+from rq.job import Job
 
 from angora_rq import bus
 from angora_rq import keys as K
@@ -136,3 +137,67 @@ def test_redis_out_of_memory_is_unavailable_not_a_crash(r: redis.Redis, keys: Ke
         assert e.value.status == 503
     finally:
         r.config_set("maxmemory", "0")
+
+
+def _hash(r: redis.Redis, key: str) -> dict[str, str]:
+    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+
+
+def test_a_dispatched_execution_is_recorded_as_state_create_records_it(r: redis.Redis, keys: Keys) -> None:
+    """The batch script (DISPATCH) and the single-execution path (CREATE) write the same records."""
+    from angora_rq.state import State
+
+    job = dataclasses.replace(A, queue="etl", timeout=30.0, concurrency=2)
+    settings = Settings(prefix=keys.prefix)
+    m = Matcher(r, keys, settings, lambda: snap(job), name="m")
+    bus.ensure_group(r, keys)
+    bus.send(r, keys, Message.create("go", {"N": "1"}, "r1", origin="test"))
+    assert m.step(block_ms=10, now=1000.0) == 1
+    (xid,) = [x.decode() for x in r.lrange(K.rq_queue("etl"), 0, -1)]
+    with r.pipeline() as pipe:
+        other = State(keys, settings).create(pipe, job, Message.create("go", {"N": "1"}, "r2", origin="test"), 1000.0,
+                                             entry="9-9", config_version="v1")
+        pipe.execute()
+    for key in (keys.execution, K.rq_job):
+        mine, theirs = _hash(r, key(xid)), _hash(r, key(other))
+        assert mine.keys() == theirs.keys()
+        differ = {f for f in mine if mine[f] != theirs[f]}
+        # Only what names the execution, its run and its stream entry may differ.
+        assert differ <= {"id", "run", "entry", "data", "description"}, differ
+        assert 0 < r.ttl(key(xid)) <= settings.retention
+    assert Job.fetch(xid, connection=r).args == (xid, keys.prefix)
+    assert r.zscore(keys.job_executions(job.name), xid) == 1000.0
+    assert r.zscore(keys.run_executions("r1"), xid) == 1000.0
+    assert _hash(r, keys.job_stats(job.name))["last_execution"] == other  # the later of the two
+    assert r.get(keys.dedupe(_hash(r, keys.execution(xid))["entry"], job.name)) == b"1"
+
+
+def test_a_second_root_message_merges_its_plan_into_the_run(r: redis.Redis, keys: Keys) -> None:
+    d = JobDef(name="d", triggers=("other",), command=("true",))
+    s = snap(A, B, d)
+    m = Matcher(r, keys, Settings(prefix=keys.prefix), lambda: s, name="m")
+    bus.ensure_group(r, keys)
+    bus.send(r, keys, Message.create("go", run_id="r1"))
+    m.step(block_ms=10)
+    assert json.loads(r.hget(keys.run("r1"), "plan"))["jobs"] == ["a", "b"]
+    bus.send(r, keys, Message.create("other", run_id="r1"))  # another batch: the script hands the old plan back
+    m.step(block_ms=10)
+    assert json.loads(r.hget(keys.run("r1"), "plan"))["jobs"] == ["a", "b", "d"]
+    bus.send(r, keys, Message.create("go", run_id="r2"))
+    bus.send(r, keys, Message.create("other", run_id="r2"))  # the same batch
+    assert m.step(block_ms=10) == 2
+    assert json.loads(r.hget(keys.run("r2"), "plan"))["jobs"] == ["a", "b", "d"]
+    assert r.hget(keys.run("r2"), "n:a") == b"1" and r.hget(keys.run("r2"), "n:d") == b"1"
+
+
+def test_a_canceled_run_dispatches_nothing_and_its_messages_are_acknowledged(r: redis.Redis, keys: Keys) -> None:
+    m = Matcher(r, keys, Settings(prefix=keys.prefix), lambda: snap(A, C), name="m")
+    bus.ensure_group(r, keys)
+    bus.send(r, keys, Message.create("go", run_id="r1"))
+    r.hset(keys.run("r1"), "canceled", "1")
+    bus.send(r, keys, Message.create("go", run_id="r2"))
+    assert m.step(block_ms=10) == 2
+    assert r.llen(K.rq_queue("default")) == 2  # a and c of r2 only
+    assert r.hget(keys.run("r1"), "active") == b"0" and r.hget(keys.run("r1"), "n:a") is None
+    assert r.hget(keys.run("r2"), "active") == b"2"
+    assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
