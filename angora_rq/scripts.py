@@ -29,17 +29,19 @@ return id
 CLAIM = """
 local n = tonumber(ARGV[1])
 local nq = tonumber(ARGV[14])
-local out = {}
+local out, ids = {}, {}
 for qi = 1, nq do
   local q = ARGV[14 + qi]
-  if #out >= n then break end
+  if #ids >= n then break end
   if redis.call('SISMEMBER', KEYS[2], q) == 0 then
     local qkey = ARGV[13] .. q
-    while #out < n do
+    while #ids < n do
       local id = redis.call('LPOP', qkey)
       if not id then break end
       local ek = ARGV[7] .. id
-      local e = redis.call('HMGET', ek, 'status', 'job', 'run', 'limit')
+      -- Everything the worker needs, in one read (the spec too: rarely wasted on a skipped execution).
+      local e = redis.call('HMGET', ek, 'status', 'job', 'run', 'limit', 'spec', 'attempt', 'topic', 'params',
+                           'queue', 'created')
       local run = ARGV[8] .. (e[3] or '')
       local limit = tonumber(e[4] or '0') or 0
       if e[1] ~= 'queued' then
@@ -60,14 +62,15 @@ for qi = 1, nq do
         redis.call('HSET', ARGV[9] .. id, 'status', 'started', 'started_at', ARGV[6], 'worker_name', ARGV[3],
                    'last_heartbeat', ARGV[6])
         redis.call('ZADD', ARGV[10] .. q, ARGV[5], id .. ':' .. id)
-        redis.call('RPUSH', KEYS[1], id)
+        ids[#ids + 1] = id
         out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', ek, 'spec')
-        out[#out + 1] = redis.call('HMGET', ek, 'run', 'attempt', 'topic', 'params', 'queue', 'created')
+        out[#out + 1] = e[5]
+        out[#out + 1] = {e[3], e[6], e[7], e[8], e[9], e[10]}
       end
     end
   end
 end
+if #ids > 0 then redis.call('RPUSH', KEYS[1], unpack(ids)) end
 return out
 """
 
@@ -230,7 +233,7 @@ local jobs = {}
 for j = 1, nj do
   local job = {name = ARGV[p], queue = ARGV[p + 1], spec = ARGV[p + 2], limit = ARGV[p + 3], stats = ARGV[p + 4],
                execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], rq = {}, at = {},
-               n = 0}
+               n = 0, scores = {}}
   local nrq = tonumber(ARGV[p + 9])
   for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 9 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
@@ -256,7 +259,7 @@ for m = 1, nm do
   end
   p = p + 8
 end
-local canceled, bells, touched, created = {}, {}, {}, 0
+local canceled, bells, touched, created, queued, queues = {}, {}, {}, 0, {}, {}
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, guard = ARGV[p + 2], ARGV[p + 3]
@@ -280,11 +283,19 @@ for d = 1, nd do
     if job.paused then
       redis.call('RPUSH', job.held, id)
     else
-      redis.call('RPUSH', job.qkey, id)
-      bells[job.bell] = (bells[job.bell] or 0) + 1
-      redis.call('SADD', ARGV[13], job.qkey)
+      -- Queued at the end, in this order, one RPUSH per queue.
+      local q = queued[job.qkey]
+      if not q then
+        q = {}
+        queued[job.qkey] = q
+        queues[#queues + 1] = job.qkey
+        bells[job.bell] = 0
+      end
+      q[#q + 1] = id
+      bells[job.bell] = bells[job.bell] + 1
     end
-    redis.call('ZADD', job.execs, now, id)
+    job.scores[#job.scores + 1] = now
+    job.scores[#job.scores + 1] = id
     job.n, job.last, job.run = job.n + 1, id, msg.run
     redis.call('ZADD', msg.rexecs, now, id)
     -- The message's first execution takes over its count in the run; every further one adds one.
@@ -304,8 +315,16 @@ for rkey, rexecs in pairs(touched) do
   redis.call('EXPIRE', rkey, ttl)
   redis.call('EXPIRE', rexecs, ttl)
 end
+for _, qkey in ipairs(queues) do
+  local ids = queued[qkey]
+  for i = 1, #ids, 1000 do  -- unpack() is limited to a few thousand values
+    redis.call('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+  redis.call('SADD', ARGV[13], qkey)
+end
 for _, job in ipairs(jobs) do
   if job.n > 0 then
+    redis.call('ZADD', job.execs, unpack(job.scores))
     redis.call('ZREMRANGEBYRANK', job.execs, 0, -(history + 1))
     redis.call('HSET', job.stats, 'last_execution', job.last, 'last_run', job.run, 'last_status', 'queued')
   end

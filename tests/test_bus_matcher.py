@@ -201,3 +201,19 @@ def test_a_canceled_run_dispatches_nothing_and_its_messages_are_acknowledged(r: 
     assert r.hget(keys.run("r1"), "active") == b"0" and r.hget(keys.run("r1"), "n:a") is None
     assert r.hget(keys.run("r2"), "active") == b"2"
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
+
+
+def test_a_topic_that_starts_many_jobs_queues_them_all_in_order(r: redis.Redis, keys: Keys) -> None:
+    """100 messages x 120 jobs in one batch: 12,000 executions pushed to one queue (more than Lua's unpack limit)."""
+    jobs = [JobDef(name=f"j{i:03}", triggers=("wide",), command=("true",)) for i in range(120)]
+    s = snap(*jobs)
+    m = Matcher(r, keys, Settings(prefix=keys.prefix), lambda: s, name="m")
+    bus.ensure_group(r, keys)
+    for i in range(100):
+        bus.send(r, keys, Message.create("wide", run_id=f"r{i}"))
+    assert m.step(block_ms=10) == 100
+    queued = [x.decode() for x in r.lrange(K.rq_queue("default"), 0, -1)]
+    assert len(queued) == 12_000
+    names = [r.hget(keys.execution(x), "job").decode() for x in queued[:240]]
+    assert names == [j.name for j in jobs] * 2  # message by message, each in definition order
+    assert r.hget(keys.run("r99"), "active") == b"120"
