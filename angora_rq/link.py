@@ -4,7 +4,8 @@ redis-py 8 spends ~100 us of client CPU on every command it runs through `Redis.
 `Pipeline.execute` (pool checkout, retry wrapper, metrics hooks, reply callbacks), against ~30 us to pack the same
 command with hiredis, write it and read the raw reply on a connection kept for the purpose. At a few commands per
 job that difference was a large share of a job's cost. A Link uses only redis-py's connection-level API
-(`send_packed_command`, `read_response`), so errors, reconnection and the reply parser are still redis-py's.
+(`send_packed_command`, `read_response`), so errors, reconnection, the health check of a connection left idle
+(`health_check_interval`: a PING first, retried on a fresh connection) and the reply parser are still redis-py's.
 
 Replies are raw (bytes, lists, ints: no per-command decoding). A Link belongs to one thread; `link_for()` keeps one
 per thread and connection pool for callers that share a client across threads (the web app).
@@ -32,7 +33,7 @@ class Link:
     def call(self, *args: Any) -> Any:
         """Run one command (str, bytes or int arguments) and return its raw reply; error replies raise."""
         conn = self._connection()
-        conn.send_packed_command([hiredis.pack_command(args)], check_health=False)
+        conn.send_packed_command([hiredis.pack_command(args)])
         return conn.read_response()
 
     def script(self, script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
@@ -67,7 +68,7 @@ class Link:
         if not commands:
             return [], None
         conn = self._connection()
-        conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)], check_health=False)
+        conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
         replies: list[Any] = []
         for _ in commands:
             try:
