@@ -7,10 +7,10 @@ from typing import Any
 
 from . import keys as K
 from .keys import MATCHER_GROUP, Keys
+from .link import Link
 from .messages import Message, new_execution_id
 from .model import JobDef
 from .rqcompat import job_data_parts, job_mapping, utc_iso
-from .link import Link
 from .scripts import shared_scripts
 from .settings import Settings
 from .state import BELL_CAP

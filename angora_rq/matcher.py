@@ -220,13 +220,14 @@ class Matcher:
 
     def _plan_json(self, msg: Message, snap: Snapshot, run: dict[str, str]) -> str:
         """The run's plan to record for a root message: its own, merged with any plan the run already has."""
-        plan = snap.plan(msg.topic)
-        if run.get("plan"):
-            old = json.loads(run["plan"])
-            jobs = old["jobs"] + [j for j in plan["jobs"] if j not in old["jobs"]]
-            plan = {"jobs": jobs, "parents": {**plan["parents"], **old["parents"]},
-                    "depth": {**plan.get("depth", {}), **old.get("depth", {})}}
-        run["plan"] = json.dumps(plan)
+        if not run.get("plan"):
+            run["plan"] = snap.plan_json(msg.topic)
+            return run["plan"]
+        plan, old = snap.plan(msg.topic), json.loads(run["plan"])
+        jobs = old["jobs"] + [j for j in plan["jobs"] if j not in old["jobs"]]
+        merged = {"jobs": jobs, "parents": {**plan["parents"], **old["parents"]},
+                  "depth": {**plan.get("depth", {}), **old.get("depth", {})}}
+        run["plan"] = json.dumps(merged)
         return run["plan"]
 
     def _join_ready(self, d: Dispatch, snap: Snapshot, run: dict[str, str]) -> bool:

@@ -1,6 +1,7 @@
 """A loaded configuration with its trigger index, graph and cached run plans (pure)."""
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ class Snapshot:
     index: TriggerIndex = field(init=False)
     _graph: Any = field(init=False, default=None)
     _plans: "OrderedDict[str, dict]" = field(init=False, default_factory=OrderedDict)
+    _plan_texts: dict[str, tuple[dict, str]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = TriggerIndex(self.config.jobs)
@@ -52,6 +54,16 @@ class Snapshot:
         if len(self._plans) > PLAN_CACHE:
             self._plans.popitem(last=False)
         return plan
+
+    def plan_json(self, topic: str) -> str:
+        """plan(topic) as JSON text, cached with it (recorded with every root message of that topic)."""
+        plan = self.plan(topic)
+        text = self._plan_texts.get(topic)
+        if text is None or text[0] is not plan:
+            text = self._plan_texts[topic] = (plan, json.dumps(plan))
+            if len(self._plan_texts) > PLAN_CACHE:
+                self._plan_texts.clear()
+        return text[1]
 
     def join_parents(self, job: str, plan_jobs: list[str] | None) -> list[str]:
         """Parents a parent_success join waits for: those in the run's plan, else every parent."""
