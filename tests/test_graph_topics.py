@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from collections import deque
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from angora_rq.graph import Graph
 from angora_rq.model import JobDef, ScheduleDef
 from angora_rq.runs import summarize
+from angora_rq import topics
 from angora_rq.topics import TriggerIndex, topic_matches
 
 SEG = st.sampled_from(["a", "b", "c", "d"])
@@ -24,10 +26,21 @@ def jobs_strategy() -> st.SearchStrategy[list[JobDef]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(jobs=jobs_strategy(), topic=TOPIC)
-def test_lookup_equals_a_brute_force_scan(jobs: list[JobDef], topic: str) -> None:
-    expected = [j.name for j in jobs if any(topic_matches(t, topic) for t in j.triggers)]
-    assert [j.name for j in TriggerIndex(jobs).lookup(topic)] == expected
+@given(jobs=jobs_strategy(), topics=st.lists(TOPIC, min_size=1, max_size=6))
+def test_lookup_equals_a_brute_force_scan(jobs: list[JobDef], topics: list[str]) -> None:
+    index = TriggerIndex(jobs)
+    for topic in topics + topics[::-1]:  # asked again: the remembered answer must be the same
+        expected = [j.name for j in jobs if any(topic_matches(t, topic) for t in j.triggers)]
+        assert [j.name for j in index.lookup(topic)] == expected
+
+
+def test_lookups_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(topics, "LOOKUPS_KEPT", 3)
+    index = TriggerIndex([JobDef(name="j", triggers=("a.*",), command=("true",))])
+    for seg in "abcdefg":
+        assert [j.name for j in index.lookup(f"a.{seg}")] == ["j"]
+        assert len(index._found) <= 3
+    assert index.lookup("b.a") == ()
 
 
 @settings(max_examples=200, deadline=None)
