@@ -80,8 +80,9 @@ LOOKUPS_KEPT = 4096
 class TriggerIndex:
     """Jobs by trigger: a dict for exact topics (O(1)), a segment trie for patterns (no scan of all jobs)."""
 
-    def __init__(self, jobs: Iterable["JobDef"]) -> None:
+    def __init__(self, jobs: Iterable["JobDef"], remember: Optional[int] = None) -> None:
         self.jobs: list[JobDef] = list(jobs)
+        self._remember = LOOKUPS_KEPT if remember is None else remember  # 0: compute every lookup
         self._exact: dict[str, list[int]] = {}
         self._found: dict[str, tuple[JobDef, ...]] = {}  # lookups so far (the index never changes once built)
         self._trie = _Node()
@@ -107,9 +108,10 @@ class TriggerIndex:
             if self._has_patterns:
                 self._walk(self._trie, topic.split("."), 0, found, set())
             jobs = tuple(self.jobs[i] for i in sorted(found))
-            if len(self._found) >= LOOKUPS_KEPT:
-                self._found.clear()
-            self._found[topic] = jobs
+            if self._remember:
+                if len(self._found) >= self._remember:
+                    self._found.clear()
+                self._found[topic] = jobs
         return jobs
 
     def _walk(self, node: _Node, segs: list[str], i: int, found: set[int], seen: set[tuple[int, int]]) -> None:

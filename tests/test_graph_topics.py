@@ -3,13 +3,11 @@ from __future__ import annotations
 
 from collections import deque
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from angora_rq.graph import Graph
 from angora_rq.model import JobDef, ScheduleDef
 from angora_rq.runs import summarize
-from angora_rq import topics
 from angora_rq.topics import TriggerIndex, topic_matches
 
 SEG = st.sampled_from(["a", "b", "c", "d"])
@@ -34,13 +32,14 @@ def test_lookup_equals_a_brute_force_scan(jobs: list[JobDef], topics: list[str])
         assert [j.name for j in index.lookup(topic)] == expected
 
 
-def test_lookups_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(topics, "LOOKUPS_KEPT", 3)
-    index = TriggerIndex([JobDef(name="j", triggers=("a.*",), command=("true",))])
+def test_lookups_kept_are_bounded() -> None:
+    index = TriggerIndex([JobDef(name="j", triggers=("a.*",), command=("true",))], remember=3)
     for seg in "abcdefg":
         assert [j.name for j in index.lookup(f"a.{seg}")] == ["j"]
         assert len(index._found) <= 3
     assert index.lookup("b.a") == ()
+    cold = TriggerIndex(index.jobs, remember=0)
+    assert [j.name for j in cold.lookup("a.b")] == ["j"] and cold._found == {}
 
 
 @settings(max_examples=200, deadline=None)
