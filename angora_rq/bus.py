@@ -16,8 +16,7 @@ from .scripts import Scripts, shared_scripts
 
 
 def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Optional[Scripts] = None) -> str:
-    """Accept a root message (HTTP, CLI, scheduler): one round trip on this thread's Link; `Unavailable` when over
-    budget or OOM."""
+    """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Unavailable` when over budget or OOM."""
     scripts = scripts or shared_scripts()
     fields = msg.to_fields()
     flat = [x for kv in fields.items() for x in kv]
