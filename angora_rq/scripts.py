@@ -121,26 +121,23 @@ return nxt
 """
 
 # Create one execution and its RQ job, queue (or delay) it, index it and count it in its run: the writes of
-# State.create in one command, because redis-py's per-command cost (~18 us) dominated the matcher's dispatch.
-# With a guard key, the guard is set too (the matcher's dedupe/join key, WATCHed by the caller).
+# State.create in one command (replays, manual runs; the matcher's batches use DISPATCH).
 # Sent with EVAL, not EVALSHA: inside MULTI a NOSCRIPT (Redis restarted) would fail this command alone while
 # the rest of the transaction (the XACK) went through; redis-py's EVALSHA pipelines also cost a SCRIPT EXISTS
 # round trip per batch.
 # KEYS: none (names come from Keys on the client, so keys.py stays the one place that builds them)
 # ARGV: 1 exec key, 2 rq job key, 3 run key, 4 job execs zset, 5 run execs zset, 6 job stats hash, 7 rq queue,
 #       8 bell list, 9 delayed zset, 10 rq queues set, 11 ttl, 12 history, 13 now, 14 id, 15 job, 16 run id,
-#       17 status, 18 delay_until, 19 bell cap, 20 guard key ('' = none), 21 guard ttl, 22 run 'active' delta,
-#       23 n exec fields, 24 n rq fields, exec pairs..., rq pairs...
+#       17 status, 18 delay_until, 19 bell cap, 20 n exec fields, 21 n rq fields, exec pairs..., rq pairs...
 CREATE = """
 local ttl = tonumber(ARGV[11])
-local ne, nr = tonumber(ARGV[23]), tonumber(ARGV[24])
-if ARGV[20] ~= '' then redis.call('SET', ARGV[20], 1, 'EX', tonumber(ARGV[21])) end
+local ne, nr = tonumber(ARGV[20]), tonumber(ARGV[21])
 local f = {}
-for i = 1, ne * 2 do f[i] = ARGV[24 + i] end
+for i = 1, ne * 2 do f[i] = ARGV[21 + i] end
 redis.call('HSET', ARGV[1], unpack(f))
 redis.call('EXPIRE', ARGV[1], ttl)
 f = {}
-for i = 1, nr * 2 do f[i] = ARGV[24 + ne * 2 + i] end
+for i = 1, nr * 2 do f[i] = ARGV[21 + ne * 2 + i] end
 redis.call('HSET', ARGV[2], unpack(f))
 redis.call('EXPIRE', ARGV[2], ttl)
 local id, status = ARGV[14], ARGV[17]
@@ -157,8 +154,7 @@ redis.call('ZREMRANGEBYRANK', ARGV[4], 0, -(tonumber(ARGV[12]) + 1))
 redis.call('ZADD', ARGV[5], ARGV[13], id)
 redis.call('EXPIRE', ARGV[5], ttl)
 redis.call('HSET', ARGV[6], 'last_execution', id, 'last_run', ARGV[16], 'last_status', 'queued')
-local delta = tonumber(ARGV[22])
-if delta ~= 0 then redis.call('HINCRBY', ARGV[3], 'active', delta) end
+redis.call('HINCRBY', ARGV[3], 'active', 1)
 redis.call('HINCRBY', ARGV[3], 'n:' .. ARGV[15], 1)
 redis.call('HSET', ARGV[3], 's:' .. ARGV[15], status, 'e:' .. ARGV[15], id)
 redis.call('EXPIRE', ARGV[3], ttl)

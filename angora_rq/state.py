@@ -129,15 +129,8 @@ class State:
         replay_of: str = "",
         delay_until: float = 0.0,
         status: str = "queued",
-        guard: str = "",
-        guard_ttl: int = 0,
-        active_delta: int = 1,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run.
-
-        `guard` (a dedupe/join key) is set with it; `active_delta` 0 lets the execution take over its message's
-        count in the run (the matcher's first dispatch of an entry) instead of adding one.
-        """
+        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
         k, ttl = self.keys, int(self.settings.retention)
         xid = new_execution_id()
         fields = {
@@ -156,7 +149,7 @@ class State:
             k.execution(xid), K.rq_job(xid), k.run(msg.run_id), k.job_executions(job.name),
             k.run_executions(msg.run_id), k.job_stats(job.name), K.rq_queue(job.queue), k.bell(job.queue),
             k.delayed(), K.RQ_QUEUES, ttl, self.settings.history, repr(now), xid, job.name, msg.run_id, status,
-            repr(delay_until), BELL_CAP, guard, guard_ttl, active_delta, len(fields), len(rq_fields),
+            repr(delay_until), BELL_CAP, len(fields), len(rq_fields),
         ]
         for mapping in (fields, rq_fields):
             for name, value in mapping.items():

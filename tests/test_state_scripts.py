@@ -36,7 +36,7 @@ def s(d: dict) -> dict[str, str]:
 def create(r: redis.Redis, keys: Keys, state: State, run_id: str = "run1") -> str:
     with r.pipeline() as pipe:
         xid = state.create(pipe, JOB, Message.create("data.ready", {"N": "1"}, run_id, origin="test"), 1000.0,
-                           entry="1-0", config_version="v1", guard=keys.dedupe("1-0", "load"), guard_ttl=60)
+                           entry="1-0", config_version="v1")
         pipe.execute()
     return xid
 
@@ -51,7 +51,6 @@ def test_create_writes_execution_rq_job_queue_indices_and_run(r: redis.Redis, ke
     assert r.lrange(K.rq_queue("etl"), 0, -1) == [xid.encode()]
     assert K.rq_queue("etl").encode() in r.smembers(K.RQ_QUEUES)
     assert r.llen(keys.bell("etl")) == 1
-    assert r.get(keys.dedupe("1-0", "load")) == b"1" and 0 < r.ttl(keys.dedupe("1-0", "load")) <= 60
     assert r.zscore(keys.job_executions("load"), xid) == 1000.0
     assert r.zscore(keys.run_executions("run1"), xid) == 1000.0
     run = s(r.hgetall(keys.run("run1")))
@@ -64,13 +63,13 @@ def test_create_writes_execution_rq_job_queue_indices_and_run(r: redis.Redis, ke
     assert s(r.hgetall(K.rq_job(xid)))["worker_name"] == ""
 
 
-def test_active_delta_and_history_trim(r: redis.Redis, keys: Keys) -> None:
+def test_counts_and_history_trim(r: redis.Redis, keys: Keys) -> None:
     state = State(keys, Settings(history=3))
     with r.pipeline() as pipe:
         for i in range(5):
-            state.create(pipe, JOB, Message.create("data.ready", None, "run2"), 1000.0 + i, active_delta=0)
+            state.create(pipe, JOB, Message.create("data.ready", None, "run2"), 1000.0 + i)
         pipe.execute()
-    assert r.hget(keys.run("run2"), "active") is None  # delta 0: the count is left alone
+    assert r.hget(keys.run("run2"), "active") == b"5"  # each execution counts in its run
     assert r.hget(keys.run("run2"), "n:load") == b"5"
     assert r.zcard(keys.job_executions("load")) == 3
 
