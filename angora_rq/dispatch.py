@@ -13,7 +13,7 @@ from .model import JobDef
 from .rqcompat import job_data_parts, job_mapping, utc_iso
 from .scripts import shared_scripts
 from .settings import Settings
-from .state import BELL_CAP
+from .state import BELL_CAP, spec_json
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
 _PER_EXECUTION = ("created_at", "enqueued_at", "data", "description", "status")
@@ -73,7 +73,7 @@ class Dispatcher:
             k = self.keys
             rq = job_mapping("", k.prefix, job.queue, "", job.timeout or self.settings.default_timeout, ttl, 0.0)
             assert all(name in rq for name in _PER_EXECUTION)
-            cached = [job.name, job.queue, json.dumps(job.to_json()), job.concurrency or 0, k.job_stats(job.name),
+            cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
                       k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
                       k.paused_held(job.name), len(rq)]
             for name, value in rq.items():

@@ -19,8 +19,7 @@ class Snapshot:
     config: Config
     index: TriggerIndex = field(init=False)
     _graph: Any = field(init=False, default=None)
-    _plans: "OrderedDict[str, dict]" = field(init=False, default_factory=OrderedDict)
-    _plan_texts: dict[str, tuple[dict, str]] = field(init=False, default_factory=dict)
+    _plans: "OrderedDict[str, tuple[dict, str]]" = field(init=False, default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
         self.index = TriggerIndex(self.config.jobs)
@@ -45,25 +44,22 @@ class Snapshot:
 
     def plan(self, topic: str) -> dict:
         """The run plan of a root message as JSON-ready data, cached per topic (bounded)."""
+        return self._plan_entry(topic)[0]
+
+    def plan_json(self, topic: str) -> str:
+        """plan(topic) as JSON text (recorded with every root message of that topic), cached with it."""
+        return self._plan_entry(topic)[1]
+
+    def _plan_entry(self, topic: str) -> tuple[dict, str]:
         cached = self._plans.get(topic)
         if cached is not None:
             self._plans.move_to_end(topic)
             return cached
         plan = self.graph.plan(topic).to_json()
-        self._plans[topic] = plan
+        entry = self._plans[topic] = (plan, json.dumps(plan))
         if len(self._plans) > PLAN_CACHE:
             self._plans.popitem(last=False)
-        return plan
-
-    def plan_json(self, topic: str) -> str:
-        """plan(topic) as JSON text, cached with it (recorded with every root message of that topic)."""
-        plan = self.plan(topic)
-        text = self._plan_texts.get(topic)
-        if text is None or text[0] is not plan:
-            text = self._plan_texts[topic] = (plan, json.dumps(plan))
-            if len(self._plan_texts) > PLAN_CACHE:
-                self._plan_texts.clear()
-        return text[1]
+        return entry
 
     def join_parents(self, job: str, plan_jobs: list[str] | None) -> list[str]:
         """Parents a parent_success join waits for: those in the run's plan, else every parent."""

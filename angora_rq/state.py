@@ -85,6 +85,11 @@ def _spec(text: str) -> JobDef:
     return job
 
 
+def spec_json(job: JobDef) -> str:
+    """A job's spec as stored with each execution (the worker parses each distinct text once)."""
+    return json.dumps(job.to_json())
+
+
 def replay_allowed(spec: JobDef, attempt: int) -> bool:
     """Whether a failed attempt (1-based) may run again: `replay` None = always, N = N more attempts."""
     return spec.replay is None or attempt <= spec.replay
@@ -106,13 +111,13 @@ class State:
     def _spec_json(self, job: JobDef, version: str) -> str:
         """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
         if not version:
-            return json.dumps(job.to_json())
+            return spec_json(job)
         key = (job.name, version)
         text = self._specs.get(key)
         if text is None:
             if len(self._specs) > 10_000:
                 self._specs.clear()
-            text = self._specs[key] = json.dumps(job.to_json())
+            text = self._specs[key] = spec_json(job)
         return text
 
     # -- creating executions ----------------------------------------------------------------------
