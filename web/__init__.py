@@ -143,7 +143,7 @@ def angora() -> Angora:
 
 def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     """Build the web app: `config` overrides Flask settings; config["SETTINGS"] replaces Settings.from_env()."""
-    from . import api, auth, dashboard, health, ops_api, send
+    from . import api, auth, dashboard, health, intake, ops_api, send
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
@@ -164,6 +164,7 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     app.register_blueprint(health.bp)
     dashboard.init_app(app, settings)
     register_error_handlers(app)
+    intake.install(app)
     return app
 
 

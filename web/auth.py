@@ -48,6 +48,9 @@ JSON_PREFIXES = ("/api/", "/send", "/healthz")
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 KDF_SALT = b"angora-web-session-key-v1"
+# Every answer carries these; answers under JSON_PREFIXES also carry Cache-Control: no-store.
+SECURITY_HEADERS = (("X-Frame-Options", "DENY"), ("X-Content-Type-Options", "nosniff"),
+                    ("Referrer-Policy", "same-origin"))
 
 
 def cookie_config() -> dict[str, Any]:
@@ -121,9 +124,8 @@ def _stored_key(path: Path) -> bytes:
 
 def security_headers(resp: Response) -> Response:
     """No framing (clickjacking), no MIME sniffing, no referrers to other sites; API answers are not cached."""
-    resp.headers.setdefault("X-Frame-Options", "DENY")
-    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    for name, value in SECURITY_HEADERS:
+        resp.headers.setdefault(name, value)
     if request.path.startswith(JSON_PREFIXES):
         resp.headers.setdefault("Cache-Control", "no-store")
     return resp
@@ -135,7 +137,7 @@ def _settings() -> Settings:
 
 # -- who is calling ------------------------------------------------------------------------------------
 
-def _same(given: str, expected: Optional[str]) -> bool:
+def same_secret(given: str, expected: Optional[str]) -> bool:
     """Constant-time comparison; False when nothing is configured."""
     if not expected:
         return False
@@ -144,8 +146,8 @@ def _same(given: str, expected: Optional[str]) -> bool:
 
 def check_password(settings: Settings, user: str, password: str) -> bool:
     """Whether user:password are the configured ones (both compared, always)."""
-    user_ok = _same(user, settings.auth_user)
-    password_ok = _same(password, settings.auth_password)
+    user_ok = same_secret(user, settings.auth_user)
+    password_ok = same_secret(password, settings.auth_password)
     return user_ok and password_ok and bool(settings.auth_user and settings.auth_password)
 
 
@@ -154,7 +156,7 @@ def header_user(settings: Settings) -> Optional[str]:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer":
-        return "token" if _same(value.strip(), settings.auth_token) else None
+        return "token" if same_secret(value.strip(), settings.auth_token) else None
     creds = request.authorization
     if creds is not None and creds.type == "basic":
         if check_password(settings, creds.username or "", creds.password or ""):
@@ -324,7 +326,7 @@ def login() -> Any:
 def _form_user(settings: Settings) -> Optional[str]:
     form = request.form
     token = form.get("token", "")
-    if token and _same(token, settings.auth_token):
+    if token and same_secret(token, settings.auth_token):
         return "token"
     user, password = form.get("username", ""), form.get("password", "")
     if user and check_password(settings, user, password):

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, jsonify, request
+from werkzeug.datastructures import MultiDict
 
 from ..bus import send as bus_send
 from ..connection import redis_errors
@@ -19,16 +20,25 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 PARAM_PREFIX = "param."
 
 
-def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any]:
-    """The request body as a JSON object with only `allowed` keys; {} for an empty optional body."""
+def json_body() -> Any:
+    """The request body parsed as JSON (None when it is not valid JSON); InvalidInput when empty or not JSON."""
     if not request.get_data(cache=True):
-        if required:
-            raise InvalidInput("the request body is empty; send a JSON object")
-        return {}
+        raise InvalidInput("the request body is empty; send a JSON object")
     if not request.is_json:
         raise InvalidInput("send the body as JSON (Content-Type: application/json)",
                            detail={"content_type": request.mimetype or None})
-    body = request.get_json(silent=True)
+    return request.get_json(silent=True)
+
+
+def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any]:
+    """The request body as a JSON object with only `allowed` keys; {} for an empty optional body."""
+    if not required and not request.get_data(cache=True):
+        return {}
+    return object_fields(json_body(), allowed)
+
+
+def object_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """`body` (parsed JSON) if it is an object with only `allowed` keys and valid Unicode, else InvalidInput."""
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -41,9 +51,14 @@ def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any
     return body
 
 
-def message_from_form() -> Message:
+def json_message(body: Any) -> Message:
+    """A message from a parsed JSON body: {msg, params, run_id}."""
+    fields = object_fields(body, JSON_FIELDS)
+    return Message.create(fields.get("msg"), fields.get("params"), fields.get("run_id"), origin="http")
+
+
+def form_message(form: MultiDict) -> Message:
     """A message from form fields: msg, run_id, params (a JSON object) and/or param.KEY=VALUE."""
-    form = request.form
     unknown = sorted(k for k in form if k not in FORM_FIELDS and not k.startswith(PARAM_PREFIX))
     if unknown:
         raise InvalidInput(f"unknown form field(s): {', '.join(unknown)[:200]}",
@@ -68,16 +83,15 @@ def message_from_form() -> Message:
 def message_from_request() -> Message:
     """A validated message from a JSON or form body (InvalidInput otherwise)."""
     if request.mimetype in FORM_TYPES:
-        return message_from_form()
-    body = json_object(JSON_FIELDS)
-    return Message.create(body.get("msg"), body.get("params"), body.get("run_id"), origin="http")
+        return form_message(request.form)
+    return json_message(json_body())
 
 
-def accept(msg: Message) -> dict[str, str]:
+def accept(msg: Message, ext: Any = None) -> dict[str, str]:
     """Put a root message on the bus (503 when Redis is down/full or over the backlog budget)."""
     from . import angora
 
-    ext = angora()
+    ext = ext or angora()
     with redis_errors():
         entry = bus_send(ext.r, ext.keys, msg, backlog=ext.settings.backlog)
     return {"run_id": msg.run_id, "message_id": entry}
