@@ -1,4 +1,4 @@
-"""Angora's half of the benchmark: real `angora` processes (matcher, workers, gunicorn web) on a private Redis.
+"""Angora's half of the benchmark: real `angora` processes (matcher, workers, the Procfile's web) on a private Redis.
 
 Each function does ONE measurement and returns a JSON-able dict; bench/run.py repeats them and compares them
 with the peers (bench/peers.py) measured in the same run.
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import socket
 import sys
 import tempfile
@@ -52,8 +54,19 @@ JOBS_YAML = """\
   command: "true"
   replay: 0
 """
-# Gunicorn as the Procfile runs it.
-GUNICORN = ["-m", "gunicorn", "--workers", "2", "--threads", "4", "--no-control-socket", "--log-level", "warning"]
+APP = "angora_rq.web:create_app"
+PROCFILE = BENCH_DIR.parent / "Procfile"
+
+
+def web_server(port: int, app: str = APP) -> list[str]:
+    """The Procfile's `web:` command as argv, on 127.0.0.1:`port`, serving `app` (a factory like APP)."""
+    line = next(x for x in PROCFILE.read_text().splitlines() if x.startswith("web:"))
+    argv = shlex.split(line[len("web:"):].replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1"))
+    argv = [app if a == APP else a for a in argv]
+    if APP not in line or app not in argv:
+        raise RuntimeError(f"cannot find the app {APP} in the Procfile's web line: {line}")
+    exe = shutil.which(argv[0], path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    return [exe or argv[0], *argv[1:]]
 
 
 def write_config(folder: Path, filler: int = 0) -> Path:
@@ -82,7 +95,7 @@ def angora_env(url: str, config: Path, data_dir: Path, **extra: str) -> dict[str
 @contextmanager
 def system(url: str, log_dir: Path, workers: int = 2, concurrency: Optional[int] = None,
            web: bool = False, matcher: bool = True) -> Iterator[dict[str, Any]]:
-    """Matcher, workers and (optionally) gunicorn serving the app, started as a user would; idle when yielded."""
+    """Matcher, workers and (optionally) the Procfile's web server, started as a user would; idle when yielded."""
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
     config = write_config(work / "config")
     env = angora_env(url, config, work / "data")
@@ -98,9 +111,8 @@ def system(url: str, log_dir: Path, workers: int = 2, concurrency: Optional[int]
         if web:
             port = free_port()
             info["port"] = port
-            procs.start("web", [sys.executable, *GUNICORN, "--bind", f"127.0.0.1:{port}",
-                                "angora_rq.web:create_app()"])
-            wait_until(lambda: _port_open(port), 60, 0.05, "gunicorn to listen")
+            procs.start("web", web_server(port))
+            wait_until(lambda: _port_open(port), 60, 0.05, "the web server to listen")
         wait_until(lambda: r.scard(keys.workers()) >= workers, 60, 0.05, "workers to register")
         if matcher:
             wait_until(lambda: _matcher_ready(r, keys), 60, 0.05, "the matcher to join its group")
@@ -210,7 +222,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
     with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
         r, keys = s["r"], s["keys"]
         send_n = (lambda k: _send_http(s["port"], k)) if via == "http" else (lambda k: _send_api(r, keys, k))
-        # Warm up the path first (gunicorn's workers, each process's connections and scripts).
+        # Warm up the path first (the web server's workers, each process's connections and scripts).
         send_n(WARMUP)
         wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP, 60, 0.01, "warm-up jobs")
         polls = [0]
@@ -278,7 +290,7 @@ def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
         start_ms: list[float] = []
         chain_ms: list[float] = []
         try:
-            for i in range(reps + 10):  # the first 10 warm up gunicorn's workers and are not counted
+            for i in range(reps + 10):  # the first 10 warm up the web workers and are not counted
                 if i == 10:
                     start_ms.clear()
                     chain_ms.clear()
@@ -308,16 +320,16 @@ def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job
 
 
 def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) -> dict[str, Any]:
-    """Requests/s of POST /send (matcher stopped: the web side alone) vs a bare Flask route, same gunicorn flags."""
+    """Requests/s of POST /send (matcher stopped: the web side alone) vs a bare Flask route, same server and flags."""
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
     env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=str(BENCH_DIR))
     out = {}
-    for name, app in (("angora_send", "angora_rq.web:create_app()"), ("bare_flask", "bare_app:app")):
+    for name, app in (("angora_send", APP), ("bare_flask", "bare_app:create_app")):
         port = free_port()
         with Procs(log_dir, env) as procs:
-            procs.start(f"gunicorn-{name}", [sys.executable, *GUNICORN, "--bind", f"127.0.0.1:{port}", app])
-            wait_until(lambda: _port_open(port), 60, 0.05, "gunicorn to listen")
-            _hammer(port, 0.5, clients)  # warm up both gunicorn workers
+            procs.start(f"web-{name}", web_server(port, app))
+            wait_until(lambda: _port_open(port), 60, 0.05, "the web server to listen")
+            _hammer(port, 0.5, clients)  # warm up both web workers
             out[name] = _hammer(port, seconds, clients)
     out["ratio"] = out["angora_send"] / out["bare_flask"]
     return out

@@ -1,4 +1,4 @@
-"""The control for /send's requests/s: a bare Flask route under the same gunicorn flags, doing no work."""
+"""The control for /send's requests/s: a bare Flask route under the Procfile's web server, doing no work."""
 from __future__ import annotations
 
 from flask import Flask, jsonify
@@ -10,3 +10,8 @@ app = Flask(__name__)
 def send() -> tuple:
     """Answer like /send does, without validating or storing anything."""
     return jsonify({"run_id": "x", "message_id": "0-0"}), 202
+
+
+def create_app() -> Flask:
+    """The app, for servers started with the Procfile's factory flag."""
+    return app

@@ -211,7 +211,7 @@ def table(res: dict[str, Any]) -> str:
         lines.append("")
     sr = res.get("send_rps")
     if sr:
-        lines += ["| web (gunicorn, Procfile flags) | requests/s |", "|---|---:|",
+        lines += ["| web (the Procfile's server and flags) | requests/s |", "|---|---:|",
                   f"| Angora POST /send | {sr['angora_send']:,.0f} |", f"| bare Flask route | {sr['bare_flask']:,.0f} |",
                   f"| ratio | {sr['ratio']:.2f} |", ""]
     mem = res.get("memory")

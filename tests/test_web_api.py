@@ -104,20 +104,6 @@ def test_factory_builds_resources_without_connecting() -> None:
     assert not hasattr(web, "app")
 
 
-def test_gunicorn_import_string_builds_the_app(monkeypatch: pytest.MonkeyPatch, redis_url: str,
-                                               config_dir: Path, tmp_path: Path) -> None:
-    """The Procfile's `gunicorn 'angora_rq.web:create_app()'` loads a Flask app from the environment."""
-    from gunicorn.util import import_app
-
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("ANGORA_CONFIG", str(config_dir))
-    monkeypatch.setenv("ANGORA_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("ANGORA_AUTH_TOKEN", raising=False)
-    app = import_app("angora_rq.web:create_app()")
-    assert isinstance(app, Flask)
-    assert app.test_client().get("/healthz").status_code == 200
-
-
 # -- jobs ----------------------------------------------------------------------------------------------
 
 def test_jobs_list_has_definitions_and_stats(client: FlaskClient) -> None:

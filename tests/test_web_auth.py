@@ -179,7 +179,7 @@ def test_secret_key_is_derived_or_configured(monkeypatch: pytest.MonkeyPatch, tm
     assert secret_key(a) == secret_key(a) != secret_key(b)
     assert TOKEN.encode() not in secret_key(Settings(auth_token=TOKEN))
     open_ = Settings(data_dir=tmp_path / "d")
-    assert secret_key(open_) == secret_key(open_)  # kept on disk: shared by gunicorn workers
+    assert secret_key(open_) == secret_key(open_)  # kept on disk: shared by the web server's workers
     assert oct((tmp_path / "d" / "web-secret-key").stat().st_mode & 0o777) == "0o600"
     monkeypatch.setenv("ANGORA_SECRET_KEY", "configured")
     assert secret_key(a) == b"configured"

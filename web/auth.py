@@ -104,7 +104,7 @@ def secret_key(settings: Settings) -> bytes:
 
 
 def _stored_key(path: Path) -> bytes:
-    """A random key kept in a 0600 file, so every gunicorn worker and restart shares it (no auth: CSRF only)."""
+    """A random key kept in a 0600 file, so every web server worker and restart shares it (no auth: CSRF only)."""
     try:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):

@@ -1,4 +1,4 @@
-"""`angora web`: the UI, the JSON API and rq-dashboard on Flask's threaded server (gunicorn in production)."""
+"""`angora web`: the UI, the JSON API and rq-dashboard on Flask's threaded server (the Procfile runs granian in production)."""
 from __future__ import annotations
 
 import signal
