@@ -94,8 +94,8 @@ class Bench:
     def dispatch(self) -> dict[str, Any]:
         n = self.args.messages
         systems = {
-            "angora_10_defs": lambda: A.dispatch(self.db(), n, 10),
-            "angora_100k_defs": lambda: A.dispatch(self.db(), n, self.args.definitions),
+            "angora_10_defs": lambda: A.dispatch(self.db(), n, 10, self.logs("angora")),
+            "angora_100k_defs": lambda: A.dispatch(self.db(), n, self.args.definitions, self.logs("angora")),
             "rq_enqueue_many": lambda: _as_messages(P.rq_enqueue_many_rate(self.db(), n)),
         }
         return self.repeat(systems, "messages_per_s")
