@@ -36,6 +36,9 @@ class Graph:
 
     def __init__(self, jobs: Iterable[JobDef], schedules: Iterable[ScheduleDef] = ()) -> None:
         self.jobs: dict[str, JobDef] = {j.name: j for j in jobs}
+        # Definition order ranks a plan's jobs of equal depth. Built here, with the graph: built lazily, it cost the
+        # first plan (the first message of the matcher) ~40 ms with 100,000 definitions.
+        self._order = {name: i for i, name in enumerate(self.jobs)}
         self.schedules = tuple(schedules)
         self.index = TriggerIndex(self.jobs.values())
         self._children: dict[str, list[str]] = {n: [] for n in self.jobs}
@@ -65,7 +68,7 @@ class Graph:
         """The run plan of a message: the jobs it triggers and everything downstream (cycles terminate)."""
         roots = [j.name for j in self.index.lookup(topic)]
         depth = self._bfs(roots, self._children)
-        jobs = tuple(sorted(depth, key=lambda n: (depth[n], self._position(n))))
+        jobs = tuple(sorted(depth, key=lambda n: (depth[n], self._order[n])))
         inside = set(jobs)
         parents = {n: tuple(p for p in self._parents[n] if p in inside) for n in jobs}
         joins = tuple(n for n in jobs if self.jobs[n].parent_success)
@@ -78,11 +81,6 @@ class Graph:
     def downstream(self, name: str) -> tuple[str, ...]:
         """Every job `name` can lead to (transitively), excluding itself unless on a cycle."""
         return self._reach(name, self._children)
-
-    def _position(self, name: str) -> int:
-        if not hasattr(self, "_order"):
-            self._order = {n: i for i, n in enumerate(self.jobs)}
-        return self._order[name]
 
     @staticmethod
     def _bfs(roots: list[str], links: dict[str, list[str]]) -> dict[str, int]:
@@ -166,7 +164,7 @@ class Graph:
                             if w == node:
                                 break
                         if len(comp) > 1 or node in self._children[node]:
-                            out.append(sorted(comp, key=self._position))
+                            out.append(sorted(comp, key=self._order.__getitem__))
                 elif nxt not in index:
                     index[nxt] = low[nxt] = counter
                     counter += 1
