@@ -3,9 +3,9 @@
 Through Flask a message cost ~690 us of CPU in-process, most of it Werkzeug's form parsing, the request context, the
 hooks and the response object; through this lane ~205 (bench/README.md). This WSGI middleware answers the common
 request itself: a form or JSON body from a script (no browser headers with auth off; a valid Bearer token with auth
-on), parsed by the same validators as the Flask views (web/send.py). Everything else, including every request that does not validate, goes to Flask
-unchanged, so each error and edge case keeps a single implementation. An error raised while sending is handed to
-Flask too (`hand_over`), so its answer is the one Flask's error handlers give.
+on), parsed by the same validators as the Flask views (web/send.py). Everything else, including every request that
+does not validate, goes to Flask unchanged, so each error and edge case keeps a single implementation. An error
+raised while sending is handed to Flask too (`hand_over`), so its answer is the one Flask's error handlers give.
 """
 from __future__ import annotations
 
