@@ -142,3 +142,12 @@ def test_procfile_web_under_concurrent_scripts(server: str, r: redis.Redis, keys
     assert [a[0] for a in answers] == [202] * 400
     assert len({json.loads(a[2])["run_id"] for a in answers}) == 400
     assert r.xlen(keys.stream()) == 400
+
+
+def test_procfile_web_knows_its_own_origin(server: str) -> None:
+    """rq-dashboard's buttons are accepted when the browser's Origin is this site: the server must pass the Host."""
+    assert call(server + "/api/v1/jobs/hello/run", b"{}", {"Content-Type": "application/json"})[0] == 202
+    evil, _, _ = call(server + "/rq/queue/default/compact", b"", {"Origin": "http://evil.example"}, method="POST")
+    same, _, body = call(server + "/rq/queue/default/compact", b"", {"Origin": server}, method="POST")
+    assert evil == 403
+    assert same == 200 and json.loads(body)["status"] == "OK"
