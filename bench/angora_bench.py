@@ -254,9 +254,9 @@ def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:
 def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any]:
     """Messages/s through an `angora matcher` process into queued RQ jobs, with `definitions` jobs loaded.
 
-    The matcher runs as users run it, in its own process: measured inside this long-lived benchmark process, its
-    speed also depended on what the earlier sections left in this heap (0.68-0.71x with 100,000 definitions in full
-    runs, 0.90-1.04x when run alone).
+    The matcher runs as users run it, in its own process, not inside this long-lived benchmark process (there, with
+    100,000 definitions, it measured 0.68-0.71x in full runs and 0.90-1.04x alone; the full runs' extra gap was not
+    explained).
     """
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
     filler = max(0, definitions - 4)
