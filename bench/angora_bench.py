@@ -125,6 +125,16 @@ def _matcher_ready(r: redis.Redis, keys: Keys) -> bool:
         return False
 
 
+def _fill_stream(r: redis.Redis, keys: Keys, n: int) -> None:
+    """Put n `bench.true` messages on the stream as internal messages are sent, on pipelines of 1,000."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
 def _pending(r: redis.Redis, keys: Keys) -> int:
     return int(r.xpending(keys.stream(), K.MATCHER_GROUP)["pending"])
 
@@ -274,12 +284,7 @@ def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any
             return r.llen(K.rq_queue("default")) >= n
 
         cpu0, c0, t0 = cpu_seconds(matcher.pid), commands_total(r), time.perf_counter()
-        pipe = r.pipeline(transaction=False)
-        for i in range(n):
-            send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
-            if i % 1000 == 999:
-                pipe.execute()
-        pipe.execute()
+        _fill_stream(r, keys, n)
         t_end = wait_until(queued, max(60.0, n / 100), 0.002, f"{n} jobs to be queued")
         cpu = cpu_seconds(matcher.pid) - cpu0
         cmds = commands_total(r) - c0 - polls[0] - 1 - 2 * n  # less the polls and the messages' own XADD + HINCRBY
@@ -374,10 +379,7 @@ def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
         worker_mib, worker_tree_mib, worker_tree_pss = rss_mib(pid), tree_rss_mib(pid), tree_pss_mib(pid)
         per_exec = (_used_memory(r) - before) / n
     before = _used_memory(r)
-    pipe = r.pipeline(transaction=False)
-    for _ in range(n):
-        send_in(pipe, keys, Message.create("bench.true", None, None, origin="bench"))
-    pipe.execute()
+    _fill_stream(r, keys, n)
     per_msg = (_used_memory(r) - before) / n
     return {"idle_worker_rss_mib": worker_mib, "idle_worker_with_guardian_rss_mib": worker_tree_mib,
             "idle_worker_with_guardian_pss_mib": worker_tree_pss, "redis_bytes_per_execution": per_exec,
