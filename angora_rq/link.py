@@ -39,10 +39,10 @@ class Link:
     def script(self, script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         """EVALSHA a registered script, loading it once if the server does not know it (e.g. after a restart)."""
         try:
-            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self.call(*evalsha(script, keys, args))
         except redis.exceptions.NoScriptError:
             script.sha = self.call("SCRIPT", "LOAD", script.script).decode()
-            return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self.call(*evalsha(script, keys, args))
 
     def execute(self, pipe: Pipeline) -> list[Any]:
         """Run what a redis-py pipeline has queued (inside MULTI/EXEC if it is transactional) in one round trip.
@@ -95,6 +95,11 @@ class Link:
             self._pid = os.getpid()
             self._conn = self._pool.get_connection()
         return self._conn
+
+
+def evalsha(script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> tuple[Any, ...]:
+    """The EVALSHA command that runs `script` (for Link.call, or as execute_then's command)."""
+    return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
 
 _local = threading.local()

@@ -27,7 +27,7 @@ from .guardian import Guardian
 from .janitor import Janitor
 from .keys import Keys
 from .launch import command_spec
-from .link import Link
+from .link import Link, evalsha
 from .scripts import Scripts
 from .settings import Settings
 from .state import HOST, Claimed, State
@@ -273,8 +273,7 @@ class AngoraWorker:
             claim = None
             if free > 0 and not self.stopping:
                 # The next claim rides in the same round trip as this batch's records.
-                keys, args = self._claim_call(now, free)
-                claim = ("EVALSHA", self.scripts.claim.sha, len(keys), *keys, *args)
+                claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
             with self.r.pipeline() as pipe:
                 for a, outcome in done:
                     if a.hand_back:
