@@ -129,8 +129,8 @@ class Guardian:
             raise
 
     # track and untrack run once per command each (~1,000 commands a second): a few memory stores, no system call.
-    def track(self, pgid: int, flush: bool = True) -> None:
-        """End this process group if the worker dies (at once: `flush` is kept for callers, and ignored)."""
+    def track(self, pgid: int) -> None:
+        """End this process group if the worker dies (from now on: the table is shared memory)."""
         slots = self._slots
         if pgid in slots:
             return
@@ -144,8 +144,8 @@ class Guardian:
         m[at:at + DIGITS] = str(pgid).rjust(DIGITS).encode()
         m[at + DIGITS] = TRACKED  # last: the line counts only once it is whole
 
-    def untrack(self, pgid: int, flush: bool = True) -> None:
-        """The group has ended: forget it (at once: `flush` is kept for callers, and ignored)."""
+    def untrack(self, pgid: int) -> None:
+        """The group has ended: forget it."""
         at = self._slots.pop(pgid, None)
         if at is not None:
             assert self._map is not None
@@ -153,7 +153,7 @@ class Guardian:
             self._free.append(at)
 
     def flush(self) -> None:
-        """Nothing waits to be written any more; at most once a second, say so if the guardian has died."""
+        """At most once a second, say so if the guardian has died (track/untrack have nothing to write out)."""
         now = time.monotonic()
         if now < self._next_check or self._pipe < 0:
             return

@@ -231,7 +231,7 @@ class AngoraWorker:
         self.active[ex.id] = Active(ex, cmd)
         self.stats.started += 1
         if self.guardian is not None and cmd.pgid:
-            self.guardian.track(cmd.pgid, flush=False)  # written once the claimed batch has started
+            self.guardian.track(cmd.pgid)
         try:
             self._sel.register(cmd.fileno(), selectors.EVENT_READ, ex.id)
         except (ValueError, OSError):
@@ -298,7 +298,7 @@ class AngoraWorker:
         except (KeyError, ValueError, OSError):
             pass
         if self.guardian is not None and getattr(a.cmd, "pgid", None):
-            self.guardian.untrack(a.cmd.pgid, flush=False)  # written after the reap
+            self.guardian.untrack(a.cmd.pgid)
         a.cmd.close()
 
     # -- control, stop, heartbeat -----------------------------------------------------------------

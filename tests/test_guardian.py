@@ -35,7 +35,7 @@ HELPER = textwrap.dedent("""
     out = {"guardian": guardian.pid, "tracked": [], "untracked": []}
     for argv in tracked:
         out["tracked"].append(start(argv))
-        guardian.track(out["tracked"][-1], flush=False)
+        guardian.track(out["tracked"][-1])
     guardian.flush()
     for argv in untracked:
         out["untracked"].append(start(argv))
