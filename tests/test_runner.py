@@ -259,6 +259,21 @@ def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any) -> None:
         assert view["cwd"] == cwd
 
 
+def test_commands_started_in_a_batch_inherit_nothing_either(tmp_path: Path) -> None:
+    """spawn.batch() (a worker's claimed batch) scans for inheritable descriptors once, on entry."""
+    from angora_rq import spawn
+
+    leaked_r, leaked_w = os.pipe()
+    os.set_inheritable(leaked_r, True)
+    try:
+        with spawn.batch():
+            view = _child_view(tmp_path)
+    finally:
+        os.close(leaked_r)
+        os.close(leaked_w)
+    assert view["fds"][:3] == [0, 1, 2] and len(view["fds"]) == 4, view["fds"]
+
+
 def test_path_is_searched_in_the_commands_environment(tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
