@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -508,6 +509,19 @@ def test_angora_web_serves_on_loopback_and_stops_on_sigterm(
     assert "UNAUTHENTICATED" in text and "loopback" in text and "127.0.0.1" in text
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
+
+
+def test_angora_web_on_a_port_in_use_says_so(angora_env: dict[str, str], angora_exe: list[str],
+                                             config_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([*angora_exe, "web", "--port", str(port)], capture_output=True, text=True, timeout=60,
+                             env=dict(angora_env, ANGORA_CONFIG=str(config_dir)))
+    assert out.returncode != 0
+    assert f"cannot serve on 127.0.0.1:{port}" in out.stderr and "in use" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
 
 
 def test_angora_web_help_lists_options() -> None:

@@ -59,4 +59,7 @@ def web(ctx: click.Context, port: Optional[int], host: Optional[str], config_pat
     # One worker process with threads (the Procfile runs two): the same server as production, a small footprint.
     server = Granian(APP, address=bind, port=port, interface=Interfaces.WSGI, factory=True, workers=1,
                      blocking_threads=THREADS, log_level=LogLevels.warning)
-    server.serve()  # returns after SIGINT/SIGTERM, once requests in flight are answered
+    try:
+        server.serve()  # returns after SIGINT/SIGTERM, once requests in flight are answered
+    except (OSError, RuntimeError) as e:  # granian reports a failed bind as RuntimeError("... (os error 98)")
+        raise click.ClickException(f"cannot serve on {bind}:{port}: {e}") from e
