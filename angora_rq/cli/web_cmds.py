@@ -14,6 +14,8 @@ from ..settings import Settings
 LOOPBACK = "127.0.0.1"
 APP = "angora_rq.web:create_app"
 THREADS = 4
+# A granian worker SIGTERMed while it starts never stops, and without this its server waits for it for ever.
+KILL_AFTER = 5
 
 
 def choose_host(settings: Settings, host: Optional[str]) -> str:
@@ -58,7 +60,7 @@ def web(ctx: click.Context, port: Optional[int], host: Optional[str], config_pat
         click.echo(line, err=True)
     # One worker process with threads (the Procfile runs two): the same server as production, a small footprint.
     server = Granian(APP, address=bind, port=port, interface=Interfaces.WSGI, factory=True, workers=1,
-                     blocking_threads=THREADS, log_level=LogLevels.warning)
+                     blocking_threads=THREADS, log_level=LogLevels.warning, workers_kill_timeout=KILL_AFTER)
     try:
         server.serve()  # returns after SIGINT/SIGTERM, once requests in flight are answered
     except (OSError, RuntimeError) as e:  # granian reports a failed bind as RuntimeError("... (os error 98)")
