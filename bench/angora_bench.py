@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import redis
 
-from angora_rq import keys as K
-from angora_rq.bus import send, send_in
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.redis_server import free_port
+from angora_rq.core import keys as K
+from angora_rq.store.bus import send, send_in
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.processes.redis_server import free_port
 
 from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, rss_mib, tree_pss_mib, tree_rss_mib,
                      wait_until)
@@ -256,7 +256,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
 
 
 def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:
-    """n messages through angora_rq.bus.send, one call each (what `angora send` does, without the process)."""
+    """n messages through angora_rq.store.bus.send, one call each (what `angora send` does, without the process)."""
     for _ in range(n):
         send(r, keys, Message.create("bench.true", None, None, origin="bench"))
 

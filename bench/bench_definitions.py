@@ -14,10 +14,10 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from angora_rq.definitions import load_config
-from angora_rq.graph import Graph
-from angora_rq.model import JobDef
-from angora_rq.topics import TriggerIndex
+from angora_rq.definitions.load import load_config
+from angora_rq.core.graph import Graph
+from angora_rq.core.model import JobDef
+from angora_rq.core.topics import TriggerIndex
 
 
 def write_definitions(folder: Path, n: int, per_file: int = 1000) -> None:

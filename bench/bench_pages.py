@@ -21,9 +21,9 @@ from typing import Any
 
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.redis_server import RedisServer, free_port
-from angora_rq.settings import Settings
+from angora_rq.core.keys import Keys
+from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.core.settings import Settings
 
 JOBS = 150
 RUNS = 2_000

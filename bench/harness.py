@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import redis
 
-from angora_rq.redis_server import RedisServer, free_port
+from angora_rq.processes.redis_server import RedisServer, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 

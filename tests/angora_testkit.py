@@ -12,10 +12,10 @@ from typing import Any, Callable, Optional
 
 import redis
 
-from angora_rq.bus import send
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.queries import Queries
+from angora_rq.store.bus import send
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.store.queries import Queries
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
 

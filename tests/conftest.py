@@ -11,8 +11,8 @@ from typing import Iterator
 import pytest
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.redis_server import RedisServer, free_port
+from angora_rq.core.keys import Keys
+from angora_rq.processes.redis_server import RedisServer, free_port
 
 DATABASES = 256
 _db_numbers = itertools.cycle(range(1, DATABASES))

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(os.environ.get("ANGORA_SOURCE_ROOT", Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "bench" / "run.py"
 
 

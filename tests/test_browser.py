@@ -107,7 +107,7 @@ class Processes:
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Processes]]:
     """`angora web` on a free port, a matcher and a worker, on this test's Redis db and definitions."""
-    from angora_rq.redis_server import free_port
+    from angora_rq.processes.redis_server import free_port
 
     config = tmp_path / "config"
     config.mkdir()

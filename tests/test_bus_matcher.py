@@ -8,15 +8,15 @@ import pytest
 import redis
 from rq.job import Job
 
-from angora_rq import bus
-from angora_rq import keys as K
-from angora_rq.errors import Unavailable
-from angora_rq.keys import MATCHER_GROUP, Keys
-from angora_rq.matcher import Matcher
-from angora_rq.messages import Message
-from angora_rq.model import Config, JobDef
-from angora_rq.settings import Settings
-from angora_rq.snapshot import Snapshot
+from angora_rq.store import bus
+from angora_rq.core import keys as K
+from angora_rq.core.errors import Unavailable
+from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.processes.matcher import Matcher
+from angora_rq.core.messages import Message
+from angora_rq.core.model import Config, JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.core.snapshot import Snapshot
 
 
 def snap(*jobs: JobDef) -> Snapshot:
@@ -145,7 +145,7 @@ def _hash(r: redis.Redis, key: str) -> dict[str, str]:
 
 def test_a_dispatched_execution_is_recorded_as_state_create_records_it(r: redis.Redis, keys: Keys) -> None:
     """The batch script (DISPATCH) and the single-execution path (CREATE) write the same records."""
-    from angora_rq.state import State
+    from angora_rq.store.state import State
 
     job = dataclasses.replace(A, queue="etl", timeout=30.0, concurrency=2)
     settings = Settings(prefix=keys.prefix)

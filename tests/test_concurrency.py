@@ -6,7 +6,7 @@ from pathlib import Path
 
 import redis
 
-from angora_rq.keys import Keys
+from angora_rq.core.keys import Keys
 from angora_testkit import System, python_cmd, write_config
 
 # Each command counts itself in and out under an exclusive flock and records the most it ever saw running.

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from angora_rq.bus import send
-from angora_rq.messages import Message
+from angora_rq.store.bus import send
+from angora_rq.core.messages import Message
 from angora_testkit import System, wait_for, write_config
 
 JOBS = """

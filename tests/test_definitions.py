@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from angora_rq.definitions import load_config, parse_text, validate
-from angora_rq.errors import AngoraError, DefinitionError
-from angora_rq.model import JobDef, Location, Problem, ScheduleDef
+from angora_rq.definitions.load import load_config, parse_text, validate
+from angora_rq.core.errors import AngoraError, DefinitionError
+from angora_rq.core.model import JobDef, Location, Problem, ScheduleDef
 
 HERE = Path(__file__).parent
 MALFORMED = HERE / "malformed"

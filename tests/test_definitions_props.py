@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from angora_rq.definitions import load_config, parse_text
-from angora_rq.errors import DefinitionError
-from angora_rq.model import Problem
+from angora_rq.definitions.load import load_config, parse_text
+from angora_rq.core.errors import DefinitionError
+from angora_rq.core.model import Problem
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from angora_rq.control import Control
-from angora_rq.settings import Settings
+from angora_rq.store.control import Control
+from angora_rq.core.settings import Settings
 from angora_testkit import System, pid_alive, wait_for, write_config
 
 Make = Callable[..., System]

@@ -5,10 +5,10 @@ from collections import deque
 
 from hypothesis import given, settings, strategies as st
 
-from angora_rq.graph import Graph
-from angora_rq.model import JobDef, ScheduleDef
-from angora_rq.runs import summarize
-from angora_rq.topics import TriggerIndex, topic_matches
+from angora_rq.core.graph import Graph
+from angora_rq.core.model import JobDef, ScheduleDef
+from angora_rq.core.runs import summarize
+from angora_rq.core.topics import TriggerIndex, topic_matches
 
 SEG = st.sampled_from(["a", "b", "c", "d"])
 TOPIC = st.lists(SEG, min_size=1, max_size=4).map(".".join)

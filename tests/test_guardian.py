@@ -13,18 +13,18 @@ from typing import Iterator
 
 import pytest
 
-from angora_rq import guardian as guardian_module
-from angora_rq.errors import AngoraError
-from angora_rq.guardian import FIRST_SLOTS, SLOT, Guardian
-from angora_rq.supervisor import group_members
+from angora_rq.commands import guardian as guardian_module
+from angora_rq.core.errors import AngoraError
+from angora_rq.commands.guardian import FIRST_SLOTS, SLOT, Guardian
+from angora_rq.processes.supervisor import group_members
 from test_runner import eventually, gone
 
 # A worker-like owner: starts a guardian and commands the way the worker does (runner.start, own session each),
 # tracks some, prints {"guardian": pid, "tracked": [pgid...], "untracked": [pgid...]}, then sleeps.
 HELPER = textwrap.dedent("""
     import json, os, sys, time
-    from angora_rq import runner
-    from angora_rq.guardian import Guardian
+    from angora_rq.commands import runner
+    from angora_rq.commands.guardian import Guardian
 
     spool, grace, tracked, untracked = sys.argv[1], float(sys.argv[2]), *json.loads(sys.argv[3])
     guardian = Guardian.start(grace=grace)
@@ -199,7 +199,7 @@ def test_a_dead_guardian_is_reported(started: Started, caplog: pytest.LogCapture
     started.groups.append(guardian.pid)
     os.kill(guardian.pid, signal.SIGKILL)
     guardian.proc.wait()
-    with caplog.at_level(logging.ERROR, logger="angora_rq.guardian"):
+    with caplog.at_level(logging.ERROR, logger="angora_rq.commands.guardian"):
         guardian.flush()
     assert "is gone" in caplog.text
     guardian.close()

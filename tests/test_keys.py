@@ -6,8 +6,8 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from angora_rq import keys as K
-from angora_rq.keys import Keys
+from angora_rq.core import keys as K
+from angora_rq.core.keys import Keys
 
 
 def test_rq_key_names_match_rq() -> None:

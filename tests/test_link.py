@@ -6,7 +6,7 @@ import threading
 import pytest
 import redis
 
-from angora_rq.link import Link, link_for
+from angora_rq.store.link import Link, link_for
 
 
 def test_call_returns_raw_replies_and_raises_error_replies(r: redis.Redis) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from angora_rq.errors import InvalidInput
-from angora_rq.messages import Message, check_params, check_run_id, check_topic, parse_param_args
+from angora_rq.core.errors import InvalidInput
+from angora_rq.core.messages import Message, check_params, check_run_id, check_topic, parse_param_args
 
 
 @pytest.mark.parametrize("topic", ["", "a..b", ".a", "a.", "a b", "a.*", "a.#", "x" * 300, None, 5])

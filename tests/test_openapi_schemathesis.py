@@ -14,8 +14,8 @@ import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, settings
 
-from angora_rq.keys import Keys
-from angora_rq.settings import Settings
+from angora_rq.core.keys import Keys
+from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
 from angora_rq.web.openapi import document
 

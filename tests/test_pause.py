@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from angora_rq import keys as K
-from angora_rq import pausing
-from angora_rq.errors import InvalidInput, NotFound
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.model import JobDef
-from angora_rq.scripts import Scripts
-from angora_rq.settings import Settings
-from angora_rq.state import State
+from angora_rq.core import keys as K
+from angora_rq.store import pausing
+from angora_rq.core.errors import InvalidInput, NotFound
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.store.scripts import Scripts
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import State
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl")
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.queries import Queries
+from angora_rq.core.keys import Keys
+from angora_rq.store.queries import Queries
 
 
 def test_filtered_runs_list_reads_chunks_and_finds_matches_past_the_first(r: redis.Redis, keys: Keys) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from angora_rq.errors import AngoraError
-from angora_rq.redis_server import RedisServer, free_port, ping
+from angora_rq.core.errors import AngoraError
+from angora_rq.processes.redis_server import RedisServer, free_port, ping
 
 
 def pid_alive(pid: int) -> bool:
@@ -107,7 +107,7 @@ def test_server_dies_with_its_parent(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from angora_rq.redis_server import RedisServer\n"
+        "from angora_rq.processes.redis_server import RedisServer\n"
         "s = RedisServer(data_dir=Path(sys.argv[1]), unix_socket=Path(sys.argv[1]) / 'r.sock').start()\n"
         "print(s.pid, flush=True)\n"
         "time.sleep(300)\n"

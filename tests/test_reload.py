@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.reload import Reloader, fingerprint, request_reload
+from angora_rq.core.keys import Keys
+from angora_rq.definitions.reload import Reloader, fingerprint, request_reload
 
 
 @dataclass
@@ -129,7 +129,7 @@ BROKEN = V2 + """
 
 def put(folder: Path, text: str) -> str:
     """Replace the definitions atomically (as an editor or a deploy should) and return their version."""
-    from angora_rq.definitions import validate
+    from angora_rq.definitions.load import validate
 
     tmp = folder.parent / "jobs.yml.new"
     tmp.write_text(text)
@@ -146,7 +146,7 @@ def test_reload_under_load_switches_whole_versions_and_a_broken_file_changes_not
     import threading
     import time
 
-    from angora_rq.settings import Settings
+    from angora_rq.core.settings import Settings
     from angora_rq.web import create_app
     from angora_testkit import System, wait_for
 

@@ -6,13 +6,13 @@ import time
 
 import redis
 
-from angora_rq import keys as K
-from angora_rq.janitor import Janitor
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.model import JobDef
-from angora_rq.settings import Settings
-from angora_rq.state import State
+from angora_rq.core import keys as K
+from angora_rq.processes.janitor import Janitor
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import State
 
 JOB = JobDef(name="j", triggers=("go",), command=("true",))
 

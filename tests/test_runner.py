@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 import pytest
 
-from angora_rq import runner
-from angora_rq.model import JobDef
-from angora_rq.runner import CommandSpec
+from angora_rq.commands import runner
+from angora_rq.core.model import JobDef
+from angora_rq.commands.runner import CommandSpec
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/home/someone", "SECRET": "s3cret"}
 NASTY = {
@@ -261,7 +261,7 @@ def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any) -> None:
 
 def test_commands_started_in_a_batch_inherit_nothing_either(tmp_path: Path) -> None:
     """spawn.batch() (a worker's claimed batch) scans for inheritable descriptors once, on entry."""
-    from angora_rq import spawn
+    from angora_rq.commands import spawn
 
     leaked_r, leaked_w = os.pipe()
     os.set_inheritable(leaked_r, True)

@@ -12,13 +12,13 @@ from croniter import croniter
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from angora_rq.bus import send as bus_send
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.model import Config, ScheduleDef
-from angora_rq.scheduler import Scheduler, leader_status, schedule_status
-from angora_rq.settings import Settings
-from angora_rq.ticks import (GRACE, US, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire,
+from angora_rq.store.bus import send as bus_send
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.processes.scheduler import Scheduler, leader_status, schedule_status
+from angora_rq.core.settings import Settings
+from angora_rq.core.ticks import (GRACE, US, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire,
                              to_ms)
 
 UTC = timezone.utc

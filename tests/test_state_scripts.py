@@ -6,13 +6,13 @@ import pickle
 import redis
 from rq.job import Job
 
-from angora_rq import keys as K
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.model import JobDef
-from angora_rq.rqcompat import _pickle, job_data
-from angora_rq.settings import Settings
-from angora_rq.state import Claimed, State
+from angora_rq.core import keys as K
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.rqcompat import _pickle, job_data
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import Claimed, State
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
 
@@ -58,7 +58,7 @@ def test_create_writes_execution_rq_job_queue_indices_and_run(r: redis.Redis, ke
     assert s(r.hgetall(keys.job_stats("load")))["last_execution"] == xid
     # RQ reads the job as one of its own: function, arguments, queue, status, and its always-empty fields.
     job = Job.fetch(xid, connection=r)
-    assert job.func_name == "angora_rq.worker.run_execution" and job.args == (xid, keys.prefix)
+    assert job.func_name == "angora_rq.processes.worker.run_execution" and job.args == (xid, keys.prefix)
     assert job.origin == "etl" and job.get_status() == "queued"
     assert s(r.hgetall(K.rq_job(xid)))["worker_name"] == ""
 
@@ -116,5 +116,5 @@ def test_finish_failure_goes_to_rq_failed_and_counts(r: redis.Redis, keys: Keys)
 def test_job_data_template_is_the_plain_pickle() -> None:
     for xid in ("0123456789abcdef" * 2, "short-id"):
         assert job_data(xid, "pfx") == _pickle(xid, "pfx")
-        assert pickle.loads(job_data(xid, "pfx")) == ("angora_rq.worker.run_execution", None, (xid, "pfx"), {})
+        assert pickle.loads(job_data(xid, "pfx")) == ("angora_rq.processes.worker.run_execution", None, (xid, "pfx"), {})
 

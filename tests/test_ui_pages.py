@@ -13,11 +13,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from angora_rq.janitor import claimed_from_hash
-from angora_rq.keys import Keys
-from angora_rq.queries import decode
-from angora_rq.settings import Settings
-from angora_rq.state import State
+from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.core.keys import Keys
+from angora_rq.store.queries import decode
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import State
 from angora_rq.web import create_app
 
 JOBS = """\

@@ -19,9 +19,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from angora_rq.keys import Keys
-from angora_rq.redis_server import free_port
-from angora_rq.settings import Settings
+from angora_rq.core.keys import Keys
+from angora_rq.processes.redis_server import free_port
+from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
 from angora_rq.web.openapi import document
 

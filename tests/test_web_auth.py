@@ -10,8 +10,8 @@ import pytest
 from flask import Flask, render_template_string
 from flask.testing import FlaskClient
 
-from angora_rq.keys import Keys
-from angora_rq.settings import Settings
+from angora_rq.core.keys import Keys
+from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
 from angora_rq.web.auth import secret_key
 

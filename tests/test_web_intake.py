@@ -13,8 +13,8 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
-from angora_rq.keys import Keys
-from angora_rq.settings import Settings
+from angora_rq.core.keys import Keys
+from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
 from angora_rq.web.intake import Intake
 

@@ -20,8 +20,8 @@ from typing import Any, Iterator, Optional
 import pytest
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.redis_server import RedisServer, free_port
+from angora_rq.core.keys import Keys
+from angora_rq.processes.redis_server import RedisServer, free_port
 
 PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import redis
 
-from angora_rq.keys import Keys
-from angora_rq.messages import Message
-from angora_rq.model import JobDef
-from angora_rq.settings import Settings
-from angora_rq.state import State
-from angora_rq.worker import AngoraWorker
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import State
+from angora_rq.processes.worker import AngoraWorker
 
 JOB = JobDef("nap", ("go",), ("sleep", "0.3"), replay=0)
 

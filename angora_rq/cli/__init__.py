@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from ..errors import AngoraError
-from ..settings import Settings
+from angora_rq.core.errors import AngoraError
+from angora_rq.core.settings import Settings
 
 
 class AngoraGroup(click.Group):
@@ -49,8 +49,8 @@ def main(ctx: click.Context, log_level: str) -> None:
 
 
 # Command modules register themselves on `main`.
-from . import definitions_cmds  # noqa: E402,F401
-from . import engine_cmds  # noqa: E402,F401
-from . import ops_cmds  # noqa: E402,F401
-from . import web_cmds  # noqa: E402,F401
-from . import up_cmds  # noqa: E402,F401
+from angora_rq.cli import definitions_cmds  # noqa: E402,F401
+from angora_rq.cli import engine_cmds  # noqa: E402,F401
+from angora_rq.cli import ops_cmds  # noqa: E402,F401
+from angora_rq.cli import web_cmds  # noqa: E402,F401
+from angora_rq.cli import up_cmds  # noqa: E402,F401

@@ -1,4 +1,4 @@
 """`python -m angora_rq.cli` runs the `angora` command."""
-from . import main
+from angora_rq.cli import main
 
 main(prog_name="angora")

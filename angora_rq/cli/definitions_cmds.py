@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from . import main, settings_from
-from ..model import Config, Problem
+from angora_rq.cli import main, settings_from
+from angora_rq.core.model import Config, Problem
 
 config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG",
                              default=None, help="Definitions folder or file [default: ./config].")
@@ -17,7 +17,7 @@ config_option = click.option("--config", "config_path", type=click.Path(path_typ
 
 def _load(ctx: click.Context, config_path: Optional[Path]) -> Config:
     """The valid configuration, or print every error and exit 1."""
-    from ..definitions import validate
+    from angora_rq.definitions.load import validate
 
     config, problems = validate(config_path or settings_from(ctx).config_path)
     if config is None:
@@ -34,7 +34,7 @@ def _load(ctx: click.Context, config_path: Optional[Path]) -> Config:
 @click.pass_context
 def validate(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Check the definitions: every error and warning as file:line:col; exit 1 when invalid."""
-    from ..definitions import validate as run_validation
+    from angora_rq.definitions.load import validate as run_validation
 
     config, problems = run_validation(config_path or settings_from(ctx).config_path)
     errors = [p for p in problems if p.severity == "error"]
@@ -80,7 +80,7 @@ def jobs(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None
 @click.pass_context
 def graph(ctx: click.Context, config_path: Optional[Path], fmt: str) -> None:
     """Print the workflow graph (jobs linked by the messages they send)."""
-    from ..graph import Graph
+    from angora_rq.core.graph import Graph
 
     config = _load(ctx, config_path)
     g = Graph(config.jobs, config.schedules)
@@ -96,8 +96,8 @@ def graph(ctx: click.Context, config_path: Optional[Path], fmt: str) -> None:
 @click.pass_context
 def explain(ctx: click.Context, topic: str, config_path: Optional[Path]) -> None:
     """Which jobs a message would start, and its whole downstream plan."""
-    from ..graph import Graph
-    from ..messages import check_topic
+    from angora_rq.core.graph import Graph
+    from angora_rq.core.messages import check_topic
 
     config = _load(ctx, config_path)
     check_topic(topic)

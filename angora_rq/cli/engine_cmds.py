@@ -10,10 +10,10 @@ from typing import Any, Optional
 
 import click
 
-from . import main, settings_from
-from ..connection import connect, redis_errors
-from ..keys import Keys
-from ..messages import Message, parse_param_args
+from angora_rq.cli import main, settings_from
+from angora_rq.store.connection import connect, redis_errors
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message, parse_param_args
 
 config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG",
                              default=None, help="Definitions folder or file [default: ./config].")
@@ -42,7 +42,7 @@ def _on_stop(fn: Any) -> None:
 def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Optional[str], wait: bool,
          timeout: Optional[float], config_path: Optional[Path]) -> None:
     """Send a message; prints its run id."""
-    from ..bus import send as bus_send
+    from angora_rq.store.bus import send as bus_send
 
     s, r, keys = _env(ctx)
     msg = Message.create(topic, parse_param_args(params), run_id, origin="cli")
@@ -55,8 +55,8 @@ def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Option
 
 def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int:
     """Print each job's outcome as the run goes; 0 when it succeeded, 1 when it failed, 2 on timeout."""
-    from ..queries import Queries
-    from ..runs import is_terminal
+    from angora_rq.store.queries import Queries
+    from angora_rq.core.runs import is_terminal
 
     q, shown, deadline = Queries(r, keys), set(), None if timeout is None else time.monotonic() + timeout
     while True:
@@ -84,9 +84,9 @@ def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: O
     """Run a matcher: turn messages into executions (any number may run)."""
     import os
 
-    from ..configsource import ConfigSource
-    from ..matcher import Matcher
-    from ..reload import Reloader
+    from angora_rq.definitions.source import ConfigSource
+    from angora_rq.processes.matcher import Matcher
+    from angora_rq.definitions.reload import Reloader
 
     s, r, keys = _env(ctx)
     source = ConfigSource(config_path or s.config_path, freeze=True)
@@ -112,7 +112,7 @@ def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: O
 def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, concurrency: Optional[int],
            name: Optional[str], grace: float) -> None:
     """Run a worker: execute the commands of the given queues."""
-    from ..worker import AngoraWorker
+    from angora_rq.processes.worker import AngoraWorker
 
     s, r, keys = _env(ctx)
     w = AngoraWorker(r, keys, s, queues=queues or ("default",), concurrency=concurrency, name=name,
@@ -129,7 +129,7 @@ def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, concurrency
 @click.pass_context
 def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool) -> None:
     """Show a run (its plan and every job's status), or the latest runs."""
-    from ..queries import Queries
+    from angora_rq.store.queries import Queries
 
     _, r, keys = _env(ctx)
     q = Queries(r, keys)
@@ -162,8 +162,8 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
 def run_cmd(ctx: click.Context, job: str, params: tuple[str, ...], run_id: Optional[str],
             config_path: Optional[Path]) -> None:
     """Run a job by hand now; prints the run id and execution id."""
-    from ..configsource import ConfigSource
-    from ..control import Control
+    from angora_rq.definitions.source import ConfigSource
+    from angora_rq.store.control import Control
 
     s, r, keys = _env(ctx)
     snap = ConfigSource(config_path or s.config_path).current()

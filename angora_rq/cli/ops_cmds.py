@@ -8,13 +8,13 @@ from typing import Any, Optional
 
 import click
 
-from . import main
-from .engine_cmds import _env, _on_stop, config_option
-from ..connection import redis_errors
+from angora_rq.cli import main
+from angora_rq.cli.engine_cmds import _env, _on_stop, config_option
+from angora_rq.store.connection import redis_errors
 
 
 def _source(path: Optional[Path], settings: Any) -> Any:
-    from ..configsource import ConfigSource
+    from angora_rq.definitions.source import ConfigSource
 
     return ConfigSource(path or settings.config_path)
 
@@ -33,8 +33,8 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
     """Run a scheduler: send each schedule's message on its ticks (any number may run; one leads)."""
     import signal
 
-    from ..reload import Reloader
-    from ..scheduler import Scheduler
+    from angora_rq.definitions.reload import Reloader
+    from angora_rq.processes.scheduler import Scheduler
 
     s, r, keys = _env(ctx)
     source = _source(config_path, s)
@@ -53,7 +53,7 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 @click.pass_context
 def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Show every schedule: when it fires next, the last tick sent, and which scheduler leads."""
-    from ..scheduler import leader_status, schedule_status
+    from angora_rq.processes.scheduler import leader_status, schedule_status
 
     s, r, keys = _env(ctx)
     snap = _source(config_path, s).current()
@@ -73,8 +73,8 @@ def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) ->
 
 def _job_names(config_path: Optional[Path], settings: Any) -> Optional[list[str]]:
     """Defined job names, or None when the definitions cannot be read (pausing still works by name)."""
-    from ..configsource import optional_source
-    from ..errors import AngoraError
+    from angora_rq.definitions.source import optional_source
+    from angora_rq.core.errors import AngoraError
 
     try:
         source = optional_source(config_path or settings.config_path)
@@ -85,7 +85,7 @@ def _job_names(config_path: Optional[Path], settings: Any) -> Optional[list[str]
 
 def _pause_or_resume(ctx: click.Context, pause: bool, job: Optional[str], queue: Optional[str],
                      config_path: Optional[Path]) -> None:
-    from .. import pausing
+    from angora_rq.store import pausing
 
     if bool(job) == bool(queue):
         raise click.UsageError("give a JOB or --queue QUEUE (one of them)")
@@ -130,7 +130,7 @@ def resume(ctx: click.Context, job: Optional[str], queue: Optional[str], config_
 @click.pass_context
 def paused(ctx: click.Context, as_json: bool) -> None:
     """List paused jobs (with how many executions each holds) and paused queues."""
-    from ..pausing import paused as paused_view
+    from angora_rq.store.pausing import paused as paused_view
 
     _, r, keys = _env(ctx)
     with redis_errors():
@@ -151,8 +151,8 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
     """Make every matcher, scheduler and web process read its definition files again (on every host)."""
-    from ..definitions import validate
-    from ..reload import request_reload
+    from angora_rq.definitions.load import validate
+    from angora_rq.definitions.reload import request_reload
 
     s, r, keys = _env(ctx)
     path = Path(config_path or s.config_path)

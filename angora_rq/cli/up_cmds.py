@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import click
 
-from . import main, settings_from
-from ..redis_server import RedisServer
-from ..settings import Settings
-from ..supervisor import Policy, ProcSpec, Supervisor
+from angora_rq.cli import main, settings_from
+from angora_rq.processes.redis_server import RedisServer
+from angora_rq.core.settings import Settings
+from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor
 
 
 def role_argv(role: str, overrides: dict[str, list[str]]) -> list[str]:
@@ -54,9 +54,6 @@ def child_env(redis_url: str, config_path: Optional[Path]) -> dict[str, str]:
     env = {
         "REDIS_URL": redis_url,
         "PYTHONUNBUFFERED": "1",  # line by line through the pipe, not in 8 KiB blocks
-        # Python >= 3.11: do not put the cwd first on sys.path, so a source checkout in the cwd cannot shadow
-        # the installed package (whose angora_rq.web comes from another folder).
-        "PYTHONSAFEPATH": "1",
     }
     if config_path is not None:
         env["ANGORA_CONFIG"] = str(config_path.resolve())

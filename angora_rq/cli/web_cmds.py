@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from . import main, settings_from
-from ..settings import Settings
+from angora_rq.cli import main, settings_from
+from angora_rq.core.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 APP = "angora_rq.web:create_app"

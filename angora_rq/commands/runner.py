@@ -1,0 +1,380 @@
+"""Run one command: argv and environment from a job, output to its log, timeout and kill of its process group.
+
+Non-blocking by design: a worker starts many commands, waits on their `fileno()` (pidfds) with one selector,
+and calls `poll(now)` when one is readable or when `next_deadline()` has passed. No threads, no shell, no
+wrapper process: one `Popen` per command.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping, Optional, Sequence
+
+from angora_rq.core.model import JobDef
+from angora_rq.commands.spawn import Spawned, posix_spawn
+
+log = logging.getLogger(__name__)
+
+TAIL_LIMIT = 65536
+PARAM_PREFIX = "ANGORA_PARAM_"
+_VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_no_tmpfile: set[str] = set()  # spool dirs whose filesystem refuses O_TMPFILE
+_devnull = -1
+
+
+# -- argv and environment (pure) --------------------------------------------------------------------
+def expand_path(text: str, env: Mapping[str, str]) -> str:
+    """Replace `$VAR` and `${VAR}` from `env`; unknown variables stay as written; nothing else happens."""
+    if "$" not in text:
+        return text
+    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
+
+
+def expand_argv(template: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """Expand variables in each argument: one template argument is one argv element (no globbing, no splitting)."""
+    return [expand_path(arg, env) for arg in template]
+
+
+class CleanEnv(dict):
+    """An environment already without ANGORA_PARAM_* (a worker's own, filtered once instead of per command)."""
+
+    @classmethod
+    def of(cls, env: Mapping[str, str]) -> "CleanEnv":
+        return cls((k, v) for k, v in env.items() if not k.startswith(PARAM_PREFIX))
+
+
+def build_env(base: Mapping[str, str], job: JobDef, message_params: Mapping[str, str],
+              extra: Mapping[str, str]) -> dict[str, str]:
+    """The command's environment: base + job.env + ANGORA_PARAM_<NAME upper-cased> + extra (later wins).
+
+    job.env values are expanded from `base`; params are values only (never expanded, never in argv);
+    message params override the job's defaults; ANGORA_PARAM_* inherited from `base` are dropped so a job
+    only ever sees its own params.
+    """
+    if isinstance(base, CleanEnv):
+        env = dict(base)
+    else:
+        env = {k: v for k, v in base.items() if not k.startswith(PARAM_PREFIX)}
+    env.update({k: expand_path(v, base) for k, v in job.env.items()})
+    for params in (job.params, message_params):
+        env.update({PARAM_PREFIX + k.upper(): v for k, v in params.items()})
+    env.update(extra)
+    return env
+
+
+# -- results -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommandSpec:
+    """Everything needed to start one command; timeout None or <= 0 means none."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: Optional[str] = None
+    log_path: Optional[str] = None  # <log>/<name>.log, appended to between marker lines
+    timeout: Optional[float] = None
+    kill_grace: float = 5.0
+    header: str = "angora"
+    spool_dir: Optional[str] = None  # output goes to an unnamed file here when there is no log
+    tail_limit: int = TAIL_LIMIT
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended: reason is 'exit', 'timeout', 'killed' or 'spawn_error'; tail is its last output."""
+
+    exit_code: Optional[int]
+    signal: Optional[int]
+    reason: str
+    started: float
+    ended: float
+    duration: float
+    tail: str
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0 by itself."""
+        return self.exit_code == 0 and self.reason == "exit"
+
+    def status(self) -> str:
+        """'0', '42' or 'signal SIGTERM'."""
+        return _status(self.exit_code, self.signal)
+
+
+# -- a running command -----------------------------------------------------------------------------------
+class RunningCommand:
+    """A started command (or one that could not start): poll it, kill it, read its output.
+
+    Times are wall-clock (`time.time()`), like the `now` a worker loop passes in. When the leader exits,
+    whatever is left of its process group is SIGKILLed: a job's processes must not outlive it (a command
+    that wants a daemon must detach it into its own session, e.g. `setsid -f`).
+    """
+
+    def __init__(self, spec: CommandSpec, started: float, out_fd: int, offset: int) -> None:
+        self.spec = spec
+        self.started = started
+        self.pid: Optional[int] = None
+        self.pgid: Optional[int] = None  # == pid: every command leads its own session and group
+        self._t0 = time.monotonic()
+        self._out = out_fd  # log or spool file; -1 when it could not be opened
+        self._offset = offset  # where this execution's output starts in it
+        self._popen: Optional[subprocess.Popen[bytes] | Spawned] = None
+        self._pidfd = -1
+        self._deadline = started + spec.timeout if spec.timeout and spec.timeout > 0 else None
+        self._reason = "exit"
+        self._kill_at: Optional[float] = None  # end of the grace after SIGTERM
+        self._outcome: Optional[Outcome] = None
+        self._reported = False
+
+    def fileno(self) -> int:
+        """A pidfd, readable once the leader has exited; ValueError if there is no process to wait on."""
+        if self._pidfd < 0:
+            raise ValueError("no process to wait on")
+        return self._pidfd
+
+    def next_deadline(self) -> Optional[float]:
+        """When poll() must run again even if fileno() stays quiet (timeout, end of grace), or None."""
+        if self._outcome is not None:
+            return None if self._reported else self._outcome.ended  # e.g. a spawn error: report it now
+        if self._pidfd < 0:
+            return time.time() + 0.05  # no pidfd (rare): fall back to polling
+        if self._kill_at is not None:
+            return self._kill_at
+        return self._deadline if self._reason == "exit" else None
+
+    def poll(self, now: Optional[float] = None) -> Optional[Outcome]:
+        """The outcome once the command has ended, else None; enforces the timeout and the kill grace."""
+        if self._outcome is None:
+            assert self._popen is not None
+            code = self._popen.poll()
+            if code is not None:
+                self._finish(code)
+            else:
+                self._enforce(time.time() if now is None else now)
+        if self._outcome is not None:
+            self._reported = True
+        return self._outcome
+
+    def kill(self, reason: str = "killed") -> None:
+        """Begin SIGTERM -> kill_grace -> SIGKILL of the whole group; later polls complete it."""
+        if self._outcome is None and self._popen is not None and self._popen.returncode is None:
+            self._terminate(reason, time.time())
+
+    def read_tail(self, limit: int = TAIL_LIMIT) -> str:
+        """The last `limit` bytes of this execution's output so far (decoded), for a live view."""
+        if self._outcome is not None:
+            return self._outcome.tail[-limit:] if limit else ""
+        return _decode(_read_tail(self._out, self._offset, limit))
+
+    def wait(self) -> Outcome:
+        """Block until the command has ended (a helper built on poll)."""
+        poller = select.poll()
+        if self._pidfd >= 0:
+            poller.register(self._pidfd, select.POLLIN)
+        while (outcome := self.poll()) is None:
+            deadline = self.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.time()) * 1000
+            poller.poll(timeout)
+        return outcome
+
+    def close(self) -> None:
+        """Release the pidfd (after unregistering it from any selector) and the output file."""
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        self._close_out()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: os may already be gone
+            pass
+
+    # -- internals --
+    def _spawn(self) -> None:
+        spec = self.spec
+        if not spec.argv:
+            raise FileNotFoundError(2, "empty command", "")
+        if spec.cwd:
+            self._popen = subprocess.Popen(
+                list(spec.argv), stdin=_devnull_fd(), stdout=self._out, stderr=subprocess.STDOUT,
+                cwd=spec.cwd, env=spec.env, close_fds=True, start_new_session=True)
+        else:
+            self._popen = Spawned(posix_spawn(spec.argv, spec.env, self._out, _devnull_fd()))
+        self.pid = self.pgid = self._popen.pid
+        try:
+            self._pidfd = os.pidfd_open(self.pid)  # the unreaped child cannot vanish before this
+        except OSError as e:
+            log.warning("runner: no pidfd for pid %s (%s): polling instead", self.pid, e)
+
+    def _fail(self, error: BaseException) -> None:
+        """Record a command that could not start: 127 when not found, else 126, and say why in its output."""
+        self._reason = "spawn_error"
+        errno_ = getattr(error, "errno", None)
+        text = getattr(error, "strerror", None) or str(error)
+        if self.spec.cwd and getattr(error, "filename", None) == self.spec.cwd:
+            what = f"cannot change to directory {self.spec.cwd!r}"
+        else:
+            what = f"cannot run {(self.spec.argv[0] if self.spec.argv else '')!r}"
+        if self._out >= 0:
+            _write(self._out, f"angora: {what}: {text}\n")
+        self._finish(127 if errno_ == errno.ENOENT else 126, f"angora: {what}: {text}")
+
+    def _terminate(self, reason: str, now: float) -> None:
+        if self._reason != "exit":
+            return  # already ending: the first reason wins and the grace is not restarted
+        self._reason = reason
+        if self.spec.kill_grace > 0:
+            _signal_group(self.pgid, signal.SIGTERM)
+            self._kill_at = now + self.spec.kill_grace
+        else:
+            _signal_group(self.pgid, signal.SIGKILL)
+
+    def _enforce(self, now: float) -> None:
+        if self._kill_at is not None and now >= self._kill_at:
+            self._kill_at = None
+            _signal_group(self.pgid, signal.SIGKILL)
+        elif self._reason == "exit" and self._deadline is not None and now >= self._deadline:
+            self._terminate("timeout", now)
+
+    def _finish(self, returncode: int, tail: Optional[str] = None) -> None:
+        # Reaped just now, so the group id cannot have been reused yet: end any member left behind.
+        leftovers = self.pgid is not None and _signal_group(self.pgid, signal.SIGKILL)
+        duration = time.monotonic() - self._t0
+        code, sig = (returncode, None) if returncode >= 0 else (None, -returncode)
+        data = _read_tail(self._out, self._offset, self.spec.tail_limit)
+        if self.spec.log_path and self._out >= 0:
+            note = "; killed leftover processes" if leftovers else ""
+            nl = "\n" if data and not data.endswith(b"\n") else ""
+            _write(self._out, f"{nl}=== {self.spec.header} exited {_status(code, sig)} after {duration:.3f}s "
+                              f"({self._reason}{note}) ===\n")
+        self._close_out()
+        self._outcome = Outcome(code, sig, self._reason, self.started, self.started + duration, duration,
+                                _decode(data) if data or tail is None else tail)
+
+    def _close_out(self) -> None:
+        if self._out >= 0:
+            os.close(self._out)
+            self._out = -1
+
+
+# -- starting --------------------------------------------------------------------------------------------
+def start(spec: CommandSpec) -> RunningCommand:
+    """Start a command in its own session; never raises for a command that cannot start (see Outcome)."""
+    started = time.time()
+    try:
+        out, offset = _open_output(spec, started)
+    except OSError as e:
+        cmd = RunningCommand(spec, started, -1, 0)
+        where = spec.log_path or spec.spool_dir
+        cmd._reason = "spawn_error"
+        cmd._finish(126, f"angora: cannot open output file in {where!r}: {e.strerror or e}")
+        return cmd
+    cmd = RunningCommand(spec, started, out, offset)
+    try:
+        cmd._spawn()
+    except (OSError, ValueError, TypeError, subprocess.SubprocessError) as e:
+        cmd._fail(e)
+    return cmd
+
+
+def run(spec: CommandSpec) -> Outcome:
+    """Start a command and wait for its outcome (blocking)."""
+    cmd = start(spec)
+    try:
+        return cmd.wait()
+    finally:
+        cmd.close()
+
+
+def _open_output(spec: CommandSpec, started: float) -> tuple[int, int]:
+    """Open the log (after a start marker) or a spool file; return the fd and where this output begins."""
+    if spec.log_path:
+        fd = _open_in_dir(spec.log_path, os.path.dirname(spec.log_path), _LOG_FLAGS, 0o644)
+        when = datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="milliseconds")
+        _write(fd, f"=== {spec.header} started {when.replace('+00:00', 'Z')} ===\n")
+        return fd, os.lseek(fd, 0, os.SEEK_CUR)  # our own offset: right after our marker
+    spool = spec.spool_dir or "/tmp"
+    if spool not in _no_tmpfile:
+        try:
+            # An unnamed file: nothing to delete afterwards, nothing left behind if the worker is killed.
+            return _open_in_dir(spool, spool, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600), 0
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE here
+                raise
+            _no_tmpfile.add(spool)
+    path = os.path.join(spool, f"angora-{os.getpid()}-{time.monotonic_ns()}.out")
+    fd = _open_in_dir(path, spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    os.unlink(path)  # the open fds (ours, the child's) keep it readable
+    return fd, 0
+
+
+def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
+    """os.open, creating the directory on the first miss (so the common case costs one syscall)."""
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        os.makedirs(directory or ".", exist_ok=True)
+        return os.open(path, flags, mode)
+
+
+# -- small helpers -------------------------------------------------------------------------------------
+def _signal_group(pgid: Optional[int], sig: int) -> bool:
+    """Send `sig` to a process group; True if it had members."""
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError as e:  # a member changed its user (setuid): nothing more we can do
+        log.warning("runner: cannot signal process group %s: %s", pgid, e)
+        return False
+
+
+def _read_tail(fd: int, offset: int, limit: int) -> bytes:
+    if fd < 0 or limit <= 0:
+        return b""
+    end = os.fstat(fd).st_size
+    begin = max(offset if end >= offset else 0, end - limit)  # end < offset: the log was truncated
+    data = os.pread(fd, end - begin, begin) if end > begin else b""
+    if begin > offset:  # cut inside the output: skip a split UTF-8 character
+        data = data[next((i for i, b in enumerate(data[:4]) if b & 0xC0 != 0x80), 0):]
+    return data
+
+
+def _decode(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _write(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode("utf-8", errors="replace"))
+    except OSError as e:  # a full disk must not turn into an exception in the worker loop
+        log.warning("runner: cannot write to output file: %s", e)
+
+
+def _status(code: Optional[int], sig: Optional[int]) -> str:
+    if sig is None:
+        return str(code)
+    try:
+        return f"signal {signal.Signals(sig).name}"
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _devnull_fd() -> int:
+    """One /dev/null fd for every child's stdin (saves an open and a close per command)."""
+    global _devnull
+    if _devnull < 0:
+        _devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull

@@ -1,0 +1,111 @@
+"""Runtime settings read from the environment (ANGORA_*, plus Heroku's REDIS_URL and PORT)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Mapping
+
+from angora_rq.core.errors import AngoraError
+
+
+def default_data_dir() -> Path:
+    """Where the embedded Redis keeps its data and socket: $XDG_DATA_HOME/angora or ~/.local/share/angora."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "angora"
+
+
+def parse_seconds(text: str | int | float) -> float:
+    """Parse `30`, `30s`, `5m`, `2h`, `1d` into seconds; raise ValueError when malformed or negative."""
+    if isinstance(text, bool):
+        raise ValueError(f"not a duration: {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = text.strip().lower()
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+        mult = 1.0
+        for suffix in ("ms", "s", "m", "h", "d"):
+            if s.endswith(suffix):
+                s, mult = s[: -len(suffix)].strip(), units[suffix]
+                break
+        try:
+            value = float(s) * mult
+        except ValueError:
+            raise ValueError(f"not a duration: {text!r} (use seconds, or 30s, 5m, 2h, 1d)") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"not a duration: {text!r} (must be a finite, non-negative number)")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know about its environment; build with Settings.from_env()."""
+
+    redis_url: str | None = None
+    config_path: Path = Path("config")
+    prefix: str = "angora"
+    data_dir: Path = field(default_factory=default_data_dir)
+    port: int = 5000
+    bind: str | None = None
+    auth_token: str | None = None
+    auth_user: str | None = None
+    auth_password: str | None = None
+    backlog: int = 100_000
+    retention: float = 7 * 86400.0
+    history: int = 1000
+    max_runs: int = 10_000
+    default_timeout: float = 3600.0
+    kill_grace: float = 5.0
+    replay_max_delay: float = 300.0
+    worker_concurrency: int = 8
+    worker_ttl: float = 10.0
+    claim_idle: float = 5.0
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read ANGORA_* (and REDIS_URL, PORT) from `env` (default os.environ)."""
+        env = os.environ if env is None else env
+        s = cls()
+        try:
+            return replace(
+                s,
+                redis_url=env.get("REDIS_URL") or env.get("ANGORA_REDIS_URL") or None,
+                config_path=Path(env.get("ANGORA_CONFIG", str(s.config_path))),
+                prefix=env.get("ANGORA_PREFIX", s.prefix),
+                data_dir=Path(env["ANGORA_DATA_DIR"]) if env.get("ANGORA_DATA_DIR") else s.data_dir,
+                port=int(env.get("PORT") or env.get("ANGORA_PORT") or s.port),
+                bind=env.get("ANGORA_BIND") or None,
+                auth_token=env.get("ANGORA_AUTH_TOKEN") or None,
+                auth_user=env.get("ANGORA_AUTH_USER") or None,
+                auth_password=env.get("ANGORA_AUTH_PASSWORD") or None,
+                backlog=int(env.get("ANGORA_BACKLOG", s.backlog)),
+                retention=parse_seconds(env.get("ANGORA_RETENTION", s.retention)),
+                history=int(env.get("ANGORA_HISTORY", s.history)),
+                max_runs=int(env.get("ANGORA_MAX_RUNS", s.max_runs)),
+                default_timeout=parse_seconds(env.get("ANGORA_DEFAULT_TIMEOUT", s.default_timeout)),
+                kill_grace=parse_seconds(env.get("ANGORA_KILL_GRACE", s.kill_grace)),
+                replay_max_delay=parse_seconds(env.get("ANGORA_REPLAY_MAX_DELAY", s.replay_max_delay)),
+                worker_concurrency=int(env.get("ANGORA_WORKER_CONCURRENCY", s.worker_concurrency)),
+                worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
+                claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
+                log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
+            )
+        except ValueError as e:
+            raise AngoraError(f"bad setting in the environment: {e}") from e
+
+    @property
+    def auth_enabled(self) -> bool:
+        """True when the web app must require credentials."""
+        return bool(self.auth_token or (self.auth_user and self.auth_password))
+
+    @property
+    def embedded_socket(self) -> Path:
+        """Unix socket of the embedded Redis that `angora up` starts when REDIS_URL is unset."""
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """REDIS_URL, else the embedded server's socket."""
+        return self.redis_url or f"unix://{self.embedded_socket}"

@@ -1,0 +1,115 @@
+"""Hot reload: a process picks up changed definition files without a restart.
+
+A process reloads its ConfigSource (which swaps a whole Snapshot, and keeps the old one when the files are broken)
+when any of these happens, noticed by `Reloader.check()`, which the loop calls once per iteration:
+- SIGHUP (`Reloader.request`, safe in a signal handler: it only sets a flag);
+- a reload request published in Redis by `angora reload` or the API from any host: a counter in `keys.config()`,
+  read at most once a second (one HGET);
+- the files changed: their names, sizes and mtimes, looked at every 2 seconds (a few stat calls).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import redis
+
+from angora_rq.core.keys import Keys
+
+log = logging.getLogger(__name__)
+CHECK_EVERY = 1.0
+WATCH_EVERY = 2.0
+REQUESTS = "reload"  # field of keys.config(): how many reloads were requested, ever
+_UNSET = object()
+
+
+def request_reload(r: redis.Redis, keys: Keys, now: Optional[float] = None) -> int:
+    """Ask every matcher, scheduler and web process (on every host) to read its definition files again."""
+    with r.pipeline() as p:
+        p.hincrby(keys.config(), REQUESTS, 1)
+        p.hset(keys.config(), "reload_requested_at", repr(time.time() if now is None else now))
+        count, _ = p.execute()
+    return int(count)
+
+
+def fingerprint(path: Path) -> tuple:
+    """What changes when a definition file is added, removed, renamed or written (no file is read)."""
+    try:
+        if path.is_file():
+            st = path.stat()
+            return ((str(path), st.st_mtime_ns, st.st_size),)
+        out = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # as definitions: .git, editors' folders
+            out.append((root, os.stat(root).st_mtime_ns, 0))
+            for name in sorted(f for f in files if not f.startswith(".")):
+                st = os.stat(os.path.join(root, name))
+                out.append((os.path.join(root, name), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+    except OSError as e:
+        return (("unreadable", str(e)),)
+
+
+class Reloader:
+    """Decides when this process reloads `source` (a ConfigSource); `current()` checks, then returns the snapshot."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, source: Any, check_every: float = CHECK_EVERY,
+                 watch_every: float = WATCH_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.r = r
+        self.keys = keys
+        self.source = source
+        self.check_every = check_every
+        self.watch_every = watch_every
+        self.clock = clock
+        self._wanted = False
+        self._seen: Any = _UNSET
+        self._requested()  # requests made before now are already in what the source loaded
+        self._files = fingerprint(source.path)
+        self._last_check = self._last_watch = clock()
+
+    def request(self, *_: Any) -> None:
+        """Reload at the next check (what SIGHUP does; safe inside a signal handler)."""
+        self._wanted = True
+
+    def current(self) -> Any:
+        """The snapshot in force, after a check."""
+        self.check()
+        return self.source.current()
+
+    def check(self) -> bool:
+        """Reload if asked (signal, Redis request) or if the files changed; True when new definitions took over."""
+        now = self.clock()
+        wanted, self._wanted = self._wanted, False
+        if now - self._last_check >= self.check_every:
+            self._last_check = now
+            wanted = self._requested() or wanted
+        if now - self._last_watch >= self.watch_every:
+            self._last_watch = now
+            files = fingerprint(self.source.path)
+            if files != self._files:
+                self._files = files
+                wanted = True
+        if not wanted:
+            return False
+        old = self.source.current().version
+        switched, errors = self.source.reload()
+        if switched:
+            log.info("definitions: version %s -> %s", old, self.source.current().version)
+        elif errors:
+            log.error("definitions: the files have %d error(s); version %s stays in force:\n%s", len(errors), old,
+                      "\n".join(str(p) for p in errors))
+        return switched
+
+    def _requested(self) -> bool:
+        """True when the request counter moved since the last look (the first look only remembers it)."""
+        try:
+            seen = self.r.hget(self.keys.config(), REQUESTS)
+        except redis.exceptions.RedisError as e:
+            log.warning("could not read reload requests: %s", e)
+            return False
+        changed = self._seen is not _UNSET and seen != self._seen
+        self._seen = seen
+        return changed

@@ -1,0 +1,257 @@
+"""The matcher: reads the message stream in a consumer group and dispatches one execution per matched job.
+
+Each batch is read, then dispatched and acknowledged by ONE Lua call (dispatch.py) that sets a dedupe key per
+(entry, job) (per (run, job) for parent_success joins) with SET NX: a matcher killed at any instant loses nothing
+(its entries stay pending and are claimed by another matcher) and dispatches nothing twice.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import redis
+
+from angora_rq.store import bus
+from angora_rq.store.dispatch import Dispatcher, Outgoing
+from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.store.link import Link
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.state import State
+
+log = logging.getLogger(__name__)
+DEDUPE_TTL = 86400
+HEARTBEAT_EVERY = 0.5
+MAX_PLAN_RETRIES = 10
+
+
+@dataclass
+class Dispatch:
+    """One (entry, job) the matcher may start, and the key that makes it happen once."""
+
+    entry: str
+    msg: Message
+    job: JobDef
+    guard: str
+
+
+@dataclass
+class Batch:
+    """Decoded entries of one read, with what each may dispatch."""
+
+    entries: list[tuple[str, Message]] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+
+
+class Matcher:
+    """One matcher process: `step()` handles one batch, `run()` loops until stopped."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        snapshot: Callable[[], Snapshot],
+        name: Optional[str] = None,
+        batch_size: int = 100,
+        dedupe: bool = True,
+    ) -> None:
+        self.r = r
+        self.keys = keys
+        self.settings = settings
+        self.snapshot = snapshot
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.batch_size = batch_size
+        # dedupe=False is the naive design (dispatch, then acknowledge separately): only for the crash test
+        # that proves duplicates are visible without the guard.
+        self.dedupe = dedupe
+        self.state = State(keys, settings)
+        self.link = Link(r)  # the hot path's own connection (link.py)
+        self.dispatcher = Dispatcher(self.link, keys, settings)
+        self.stopping = False
+        self._last_claim = 0.0
+        self._last_trim = 0.0
+        self._last_beat = 0.0
+        self._own_pending_done = False
+
+    # -- loop -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Loop over step() until stop() is called."""
+        bus.ensure_group(self.r, self.keys)
+        while not self.stopping:
+            try:
+                self.step()
+            except redis.exceptions.ConnectionError as e:
+                log.warning("matcher %s: Redis connection lost (%s); retrying", self.name, e)
+                time.sleep(1.0)
+            except Exception:
+                log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
+                time.sleep(1.0)
+
+    def stop(self, *_: Any) -> None:
+        """Ask run() to return after the current batch."""
+        self.stopping = True
+
+    def step(self, block_ms: int = 1000, now: Optional[float] = None) -> int:
+        """Read and dispatch one batch (own pending first, then claimed, then new); return entries handled."""
+        now = time.time() if now is None else now
+        self._housekeeping(now)
+        entries = self._read(block_ms)
+        if entries:
+            self.process(entries, now)
+        return len(entries)
+
+    def _housekeeping(self, now: float) -> None:
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            # At most twice a second: under a trickle of messages each batch is small, and a beat per batch was
+            # a round trip per message. Idle, step() blocks up to a second, so beats stay under ~1.5 s apart.
+            self._last_beat = now
+            self.r.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
+        self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
+        if now - self._last_trim > 1.0:
+            self._last_trim = now
+            bus.trim(self.r, self.keys)
+
+    def _read(self, block_ms: int) -> list[tuple[str, dict]]:
+        stream = self.keys.stream()
+        if not self._own_pending_done:
+            # After a restart under the same name: what this consumer read but never acknowledged.
+            got = self.r.xreadgroup(MATCHER_GROUP, self.name, {stream: "0"}, count=self.batch_size)
+            items = got[0][1] if got else []
+            if items:
+                return [(_s(i), f) for i, f in items if f]
+            self._own_pending_done = True
+        claimed = self._claim_stale()
+        if claimed:
+            return claimed
+        got = self.link.call("XREADGROUP", "GROUP", MATCHER_GROUP, self.name, "COUNT", self.batch_size,
+                             "BLOCK", block_ms, "STREAMS", stream, ">")
+        # RESP3 (redis-py 8's default) answers with a map {stream: entries}, RESP2 with [[stream, entries]].
+        items = next(iter(got.values())) if isinstance(got, dict) else got[0][1] if got else []
+        return [(i.decode(), dict(zip(f[::2], f[1::2]))) for i, f in items if f]
+
+    def _claim_stale(self) -> list[tuple[str, dict]]:
+        """Entries pending on another (dead or stuck) matcher for longer than claim_idle."""
+        now = time.monotonic()
+        if now - self._last_claim < min(1.0, self.settings.claim_idle / 2):
+            return []
+        self._last_claim = now
+        reply = self.r.xautoclaim(self.keys.stream(), MATCHER_GROUP, self.name,
+                                  min_idle_time=int(self.settings.claim_idle * 1000), count=self.batch_size)
+        # Redis 6.2 replies with 2 elements, 7.x with 3: do not tuple-unpack (facts.md).
+        items = reply[1] if len(reply) > 1 else []
+        out = [(_s(i), f) for i, f in items if f]
+        if out:
+            log.info("matcher %s: claimed %d entries from a stalled matcher", self.name, len(out))
+        return out
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def plan_batch(self, entries: list[tuple[str, dict]], snap: Snapshot) -> Batch:
+        """Decode entries and list what each may dispatch (pure but for the index lookup)."""
+        batch = Batch()
+        for entry, fields in entries:
+            msg = Message.from_fields(fields)
+            batch.entries.append((entry, msg))
+            for job in snap.lookup(msg.topic):
+                guard = self.keys.join(msg.run_id, job.name) if job.parent_success else self.keys.dedupe(entry, job.name)
+                batch.dispatches.append(Dispatch(entry, msg, job, guard))
+        return batch
+
+    def process(self, entries: list[tuple[str, dict]], now: float) -> int:
+        """Dispatch and acknowledge a batch exactly once; return the number of executions created."""
+        snap = self.snapshot()
+        batch = self.plan_batch(entries, snap)
+        if not self.dedupe:
+            return self._process_unsafe(batch, snap, now)
+        # Only joins need the runs read first. Otherwise a root message's plan is written unless its run already
+        # has one (rare: a second root message in a run), which the script hands back to be merged afterwards.
+        joins = any(d.job.parent_success for d in batch.dispatches)
+        runs = self._read_runs(batch) if joins else {}
+        out = Outgoing([], [])
+        index: dict[str, int] = {}
+        for entry, msg in batch.entries:
+            plan = ""
+            if msg.is_root:
+                plan = ("=" if joins else "?") + self._plan_json(msg, snap, runs.setdefault(msg.run_id, {}))
+            index[entry] = len(out.messages)
+            out.messages.append((entry, msg, plan))
+        for d in batch.dispatches:
+            # A join whose parents have not all succeeded is not tried; guards, pauses and cancels are checked
+            # by the script itself, atomically with the writes.
+            if self._join_ready(d, snap, runs.get(d.msg.run_id, {})):
+                out.dispatches.append((index[d.entry], d.job, d.guard))
+        created, conflicts = self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
+        for m, old in conflicts:
+            self._merge_plan(out.messages[m][1], snap, old)
+        return created
+
+    def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
+        """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""
+        script = self.dispatcher.scripts.set_plan
+        for _ in range(MAX_PLAN_RETRIES):
+            merged = self._plan_json(msg, snap, {"plan": old})
+            old = self.link.script(script, (self.keys.run(msg.run_id),),
+                                   (old, merged, snap.version, json.dumps(msg.params)))
+            if old is None:
+                return
+            old = _s(old)
+        log.warning("matcher %s: the plan of run %s kept changing; left as it is", self.name, msg.run_id)
+
+    def _read_runs(self, batch: Batch) -> dict[str, dict[str, str]]:
+        """The runs a batch must read first: root messages' (for their plans) and joins' (every status)."""
+        modes = {m.run_id: "plan" for _, m in batch.entries if m.is_root}
+        modes.update((d.msg.run_id, "all") for d in batch.dispatches if d.job.parent_success)
+        if not modes:
+            return {}
+        args: list[Any] = [len(modes)]
+        for run_id, mode in modes.items():
+            args += (self.keys.run(run_id), mode)
+        replies = self.link.script(self.dispatcher.scripts.read_runs, (), args)
+        return {run_id: {_s(k): _s(v) for k, v in zip(flat[::2], flat[1::2])}
+                for run_id, flat in zip(modes, replies)}
+
+    def _plan_json(self, msg: Message, snap: Snapshot, run: dict[str, str]) -> str:
+        """The run's plan to record for a root message: its own, merged with any plan the run already has."""
+        if not run.get("plan"):
+            run["plan"] = snap.plan_json(msg.topic)
+            return run["plan"]
+        plan, old = snap.plan(msg.topic), json.loads(run["plan"])
+        jobs = old["jobs"] + [j for j in plan["jobs"] if j not in old["jobs"]]
+        merged = {"jobs": jobs, "parents": {**plan["parents"], **old["parents"]},
+                  "depth": {**plan.get("depth", {}), **old.get("depth", {})}}
+        run["plan"] = json.dumps(merged)
+        return run["plan"]
+
+    def _join_ready(self, d: Dispatch, snap: Snapshot, run: dict[str, str]) -> bool:
+        """A parent_success job starts once every parent (within the run's plan) has succeeded in the run."""
+        if not d.job.parent_success:
+            return True
+        plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
+        parents = snap.join_parents(d.job.name, plan_jobs)
+        return all(run.get(f"s:{p}") in ("succeeded", "skipped") for p in parents)
+
+    def _process_unsafe(self, batch: Batch, snap: Snapshot, now: float) -> int:
+        """The naive design, kept only as a control for the crash test: dispatch, then acknowledge later."""
+        created = 0
+        for entry, msg in batch.entries:
+            with self.r.pipeline() as pipe:
+                for d in batch.dispatches:
+                    if d.entry == entry:
+                        self.state.create(pipe, d.job, d.msg, now, entry=entry, config_version=snap.version)
+                        created += 1
+                pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
+                pipe.execute()
+        self.r.xack(self.keys.stream(), MATCHER_GROUP, *[e for e, _ in batch.entries])
+        return created
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

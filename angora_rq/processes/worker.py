@@ -1,0 +1,390 @@
+"""The Angora worker: runs several commands at once per process, with pipelined bookkeeping.
+
+Executions stay RQ jobs (`rq:queue:<q>`, `rq:job:<id>`, registries, `rq:workers`), so rq-dashboard shows them and a
+stock `rq worker` can run them too (slowly) through `run_execution`. This worker claims them in batches with one Lua
+call, waits on the commands' pidfds and a wake-up pipe in one selector, and records each batch of finished commands
+in one MULTI/EXEC.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import redis
+
+from angora_rq.core import keys as K
+from angora_rq.commands import runner, spawn
+from angora_rq.commands.guardian import Guardian
+from angora_rq.processes.janitor import Janitor
+from angora_rq.core.keys import Keys
+from angora_rq.commands.launch import command_spec
+from angora_rq.store.link import Link, evalsha
+from angora_rq.store.scripts import Scripts
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import HOST, Claimed, State
+
+log = logging.getLogger(__name__)
+HEARTBEAT_EVERY = 2.0
+LIVE_TAIL_EVERY = 1.0
+
+
+@dataclass
+class Active:
+    """A command this worker is running."""
+
+    ex: Claimed
+    cmd: Any  # runner.RunningCommand
+    hand_back: bool = False
+
+
+@dataclass
+class WorkerStats:
+    """Counters for logs and benchmarks."""
+
+    started: int = 0
+    finished: int = 0
+    claims: int = 0
+    finalizes: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class AngoraWorker:
+    """One worker process: `step()` does one iteration, `run()` loops until stopped (or idle, with burst)."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        settings: Settings,
+        queues: tuple[str, ...] = ("default",),
+        concurrency: Optional[int] = None,
+        name: Optional[str] = None,
+        burst: bool = False,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.r = r
+        self.keys = keys
+        self.settings = settings
+        self.queues = tuple(queues)
+        self.concurrency = concurrency or settings.worker_concurrency
+        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.burst = burst
+        self.stop_grace = stop_grace
+        self.state = State(keys, settings)
+        self.scripts = Scripts(r)
+        self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
+        self.janitor = Janitor(r, keys, settings, self.scripts)
+        self.active: dict[str, Active] = {}
+        self.stats = WorkerStats()
+        self.stopping = False
+        self.forced = False
+        self._stop_at = 0.0
+        self._control: deque[str] = deque()
+        self._want_work = threading.Event()
+        self._quit_waiter = threading.Event()
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._last_beat = 0.0
+        self._last_tail = 0.0
+        self.guardian: Optional[Guardian] = None
+        self._rq_worker: Any = None
+        self.spool_dir = settings.data_dir / "spool"
+        # The worker's own environment, read once: $VARS expand from it and commands inherit it.
+        self._env = runner.CleanEnv.of(os.environ)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Register, loop over step() until stopped (or, with burst, until idle), then clean up."""
+        self.start()
+        try:
+            while not self.done():
+                try:
+                    self.step()
+                except redis.exceptions.ConnectionError as e:
+                    log.warning("worker %s: Redis connection lost (%s); retrying", self.name, e)
+                    time.sleep(1.0)
+        finally:
+            self.close()
+
+    def start(self) -> None:
+        """Register this worker (Angora and RQ), start the guardian and the wake-up thread."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.guardian = Guardian.start(grace=self.settings.kill_grace)
+        self._register()
+        threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
+
+    def done(self) -> bool:
+        """True when the loop should end."""
+        if self.active:
+            return False
+        return self.stopping or (self.burst and self._idle_checked)
+
+    _idle_checked = False
+
+    def request_stop(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
+        """First signal: stop claiming, let commands finish for stop_grace, then hand them back. Second: now."""
+        if self.stopping:
+            self.forced = True
+            self._stop_at = 0.0
+        else:
+            self.stopping = True
+            self._stop_at = time.monotonic() + self.stop_grace
+            log.info("worker %s: stopping (%d running; grace %.0fs)", self.name, len(self.active), self.stop_grace)
+        self._wake()
+
+    def close(self) -> None:
+        """Unregister and stop the helper thread and the guardian."""
+        self._quit_waiter.set()
+        try:
+            with self.r.pipeline() as p:
+                p.delete(self.keys.worker_alive(self.name))
+                p.srem(self.keys.workers(), self.name)
+                p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
+                p.execute()
+            if self._rq_worker is not None:
+                self._rq_worker.register_death()
+        except redis.exceptions.RedisError as e:
+            log.warning("worker %s: could not unregister: %s", self.name, e)
+        if self.guardian is not None:
+            self.guardian.close()
+
+    def _register(self) -> None:
+        from rq import Queue, Worker
+
+        with self.r.pipeline() as p:
+            p.sadd(self.keys.workers(), self.name)
+            p.set(self.keys.worker_alive(self.name), 1, ex=int(self.settings.worker_ttl))
+            p.execute()
+        try:
+            qs = [Queue(q, connection=self.r) for q in self.queues]
+            self._rq_worker = Worker(qs, connection=self.r, name=self.name)
+            self._rq_worker.register_birth()
+        except Exception as e:  # rq-dashboard visibility only; never fatal
+            log.warning("worker %s: could not register with RQ: %s", self.name, e)
+            self._rq_worker = None
+
+    # -- one iteration ----------------------------------------------------------------------------
+    def step(self, max_wait: float = 1.0) -> int:
+        """Claim work for free slots, wait for something to happen, record what finished."""
+        now = time.time()
+        self._housekeeping(now)
+        claimed = 0
+        if not self.stopping and not self._claimed_at_reap:
+            claimed = self._claim(now)
+        self._claimed_at_reap = False
+        if self.burst and not claimed and not self.active:
+            self._idle_checked = True
+            return 0
+        free = self.concurrency - len(self.active)
+        if free > 0 and not self.stopping:
+            self._want_work.set()
+        else:
+            self._want_work.clear()
+        self._wait(self._wait_timeout(max_wait, claimed))
+        self._handle_control()
+        self._handle_stop()
+        return self._reap(time.time())
+
+    _claimed_at_reap = False  # the last reap claimed too: the next step need not ask again
+
+    def _claim(self, now: float) -> int:
+        free = self.concurrency - len(self.active)
+        if free <= 0:
+            return 0
+        return self._start_claimed(self.link.script(self.scripts.claim, *self._claim_call(now, free)))
+
+    def _claim_call(self, now: float, free: int) -> tuple[tuple[str, str], list[Any]]:
+        """KEYS and ARGV of the CLAIM script for up to `free` executions."""
+        k = self.keys
+        args = [free, repr(now), self.name, HOST, now + self.settings.default_timeout + 600, _iso(now),
+                k.execution(""), k.run(""), K.rq_job(""), K.rq_started(""), k.slots(""), k.held(""),
+                K.rq_queue(""), len(self.queues), *self.queues]
+        return (k.worker_inflight(self.name), k.paused_queues()), args
+
+    def _start_claimed(self, reply: list) -> int:
+        """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
+        self.stats.claims += 1
+        n = 0
+        try:
+            with spawn.batch():
+                for i in range(0, len(reply), 3):
+                    self._start(Claimed.from_claim(reply[i], reply[i + 1], reply[i + 2]))
+                    n += 1
+        finally:
+            if self.guardian is not None:
+                self.guardian.flush()
+        return n
+
+    def _start(self, ex: Claimed) -> None:
+        cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
+        self.active[ex.id] = Active(ex, cmd)
+        self.stats.started += 1
+        if self.guardian is not None and cmd.pgid:
+            self.guardian.track(cmd.pgid)
+        try:
+            self._sel.register(cmd.fileno(), selectors.EVENT_READ, ex.id)
+        except (ValueError, OSError):
+            pass  # already finished (spawn error): the next poll reports it
+
+    def _wait_timeout(self, max_wait: float, claimed: int) -> float:
+        if claimed and len(self.active) < self.concurrency:
+            return 0.0  # there may be more work queued: claim again right away
+        deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
+        timeout = max_wait
+        if deadlines:
+            timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
+        if self.stopping and self._stop_at:
+            timeout = min(timeout, max(0.0, self._stop_at - time.monotonic()))
+        return timeout
+
+    def _wait(self, timeout: float) -> None:
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    def _reap(self, now: float) -> int:
+        """Poll every running command; record all that finished in one transaction."""
+        done = []
+        for xid, a in list(self.active.items()):
+            outcome = a.cmd.poll(now)
+            if outcome is not None:
+                done.append((a, outcome))
+                del self.active[xid]
+                self._forget(a)
+        if self.guardian is not None:
+            self.guardian.flush()
+        if done:
+            free = self.concurrency - len(self.active)
+            claim = None
+            if free > 0 and not self.stopping:
+                # The next claim rides in the same round trip as this batch's records.
+                claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
+            with self.r.pipeline() as pipe:
+                for a, outcome in done:
+                    if a.hand_back:
+                        self.state.hand_back(pipe, a.ex, self.name)
+                    else:
+                        self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
+                _, reply = self.link.execute_then(pipe, claim)
+            self.stats.finished += len(done)
+            self.stats.finalizes += 1
+            if claim is not None:
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    reply = self.link.script(self.scripts.claim, *self._claim_call(now, free))  # loads it
+                elif isinstance(reply, Exception):
+                    raise reply
+                self._start_claimed(reply)
+                self._claimed_at_reap = True
+        return len(done)
+
+    def _forget(self, a: Active) -> None:
+        try:
+            self._sel.unregister(a.cmd.fileno())
+        except (KeyError, ValueError, OSError):
+            pass
+        if self.guardian is not None and getattr(a.cmd, "pgid", None):
+            self.guardian.untrack(a.cmd.pgid)
+        a.cmd.close()
+
+    # -- control, stop, heartbeat -----------------------------------------------------------------
+    def _handle_control(self) -> None:
+        while self._control:
+            verb, _, xid = self._control.popleft().partition(" ")
+            a = self.active.get(xid)
+            if verb == "kill" and a is not None:
+                log.info("worker %s: killing execution %s (%s)", self.name, xid, a.ex.spec.name)
+                a.cmd.kill("killed")
+
+    def _handle_stop(self) -> None:
+        if not self.stopping or not self.active:
+            return
+        if self.forced or time.monotonic() >= self._stop_at:
+            for a in self.active.values():
+                if not a.hand_back:
+                    a.hand_back = True
+                    a.cmd.kill("killed")
+
+    def _housekeeping(self, now: float) -> None:
+        if now - self._last_beat >= HEARTBEAT_EVERY:
+            self._last_beat = now
+            with self.r.pipeline() as p:
+                p.set(self.keys.worker_alive(self.name), 1, ex=int(self.settings.worker_ttl))
+                p.sadd(self.keys.workers(), self.name)
+                p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
+                p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
+                p.hset(K.rq_worker(self.name), "last_heartbeat", _iso(now))
+                p.execute()
+            self.janitor.step(now)
+        if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
+            self._last_tail = now
+            self._live_tails(now)
+
+    def _live_tails(self, now: float) -> None:
+        """Copy the output tail of commands running for over a second into Redis, for the UI's live view."""
+        slow = [a for a in self.active.values() if now - a.cmd.started > LIVE_TAIL_EVERY]
+        if slow:
+            with self.r.pipeline(transaction=False) as p:
+                for a in slow:
+                    p.hset(self.keys.execution(a.ex.id), mapping={"tail": a.cmd.read_tail(), "pid": a.cmd.pid})
+                p.execute()
+
+    def _waiter(self) -> None:
+        """Block on Redis for control requests and (when there are free slots) queue bells; wake the loop."""
+        control = self.keys.worker_control(self.name)
+        bells = [self.keys.bell(q) for q in self.queues]
+        link = Link(self.r)  # this thread's own connection; each bell costs ~30 us of CPU instead of ~100
+        while not self._quit_waiter.is_set():
+            try:
+                watch = [control] + (bells if self._want_work.is_set() else [])
+                got = link.call("BLPOP", *watch, 1)
+            except redis.exceptions.RedisError:
+                time.sleep(0.5)
+                continue
+            if got:
+                key, value = (_s(got[0]), _s(got[1]))
+                if key == control:
+                    self._control.append(value)
+                self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+
+def run_execution(execution_id: str, prefix: str = "angora") -> str:
+    """The RQ job function: lets a stock `rq worker` run an Angora execution (in-process, one at a time)."""
+    from rq import get_current_job
+
+    from angora_rq.processes.inline import run_inline
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("run_execution runs only inside an RQ worker")
+    return run_inline(job.connection, Keys(prefix), Settings.from_env(), execution_id)
+
+
+def _iso(ts: float) -> str:
+    from angora_rq.core.rqcompat import utc_iso
+
+    return utc_iso(ts)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -1,0 +1,151 @@
+"""Steering: run a job by hand, cancel a run, kill, retry or skip an execution."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Optional
+
+import redis
+
+from angora_rq.core import keys as K
+from angora_rq.store.bus import send_in
+from angora_rq.core.errors import Conflict, NotFound
+from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
+from angora_rq.store.queries import decode
+from angora_rq.core.settings import Settings
+from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.state import State
+
+WAITING = ("queued", "delayed", "held")
+FAILED = ("failed", "killed", "upstream_failed", "replaying", "canceled")
+
+
+class Control:
+    """Actions a user takes from the CLI, the API or the UI."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings) -> None:
+        self.r = r
+        self.keys = keys
+        self.settings = settings
+        self.state = State(keys, settings)
+
+    def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None) -> dict[str, str]:
+        """Start one job now (origin `manual`); a parent_success job needs its parents to have succeeded in the run."""
+        job = snap.config.job(name)
+        if job is None:
+            raise NotFound(f"no job named {name!r}")
+        params = check_params(params)
+        run_id = check_run_id(run_id) if run_id else new_run_id()
+        run = decode(self.r.hgetall(self.keys.run(run_id)))
+        if job.parent_success:
+            self._check_parents(snap, name, run, run_id)
+        topic = next((t for t in job.triggers if "*" not in t and "#" not in t), "manual")
+        now = time.time()
+        msg = Message(topic, params, run_id, "manual", now)
+        with self.r.pipeline() as pipe:
+            if not run:
+                plan = manual_plan(snap, name)
+                pipe.hset(self.keys.run(run_id), mapping={
+                    "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
+                    "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version})
+                pipe.zadd(self.keys.runs(), {run_id: now})
+            xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
+            pipe.execute()
+        return {"run_id": run_id, "execution_id": xid}
+
+    def _check_parents(self, snap: Snapshot, name: str, run: dict[str, str], run_id: str) -> None:
+        plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
+        parents = snap.join_parents(name, plan_jobs)
+        if not run:
+            raise Conflict(f"job {name!r} has parent_success: run it inside an existing run (--run-id) "
+                           f"where its parents {parents} have succeeded")
+        missing = [p for p in parents if run.get(f"s:{p}") not in ("succeeded", "skipped")]
+        if missing:
+            raise Conflict(f"job {name!r} has parent_success and these parents have not succeeded "
+                           f"in run {run_id}: {', '.join(missing)}")
+
+    def cancel_run(self, run_id: str) -> None:
+        """No further job of the run starts; running commands finish (kill them to stop them)."""
+        if not self.r.exists(self.keys.run(run_id)):
+            raise NotFound(f"no run {run_id!r}")
+        self.r.hset(self.keys.run(run_id), "canceled", "1")
+
+    def kill(self, xid: str) -> str:
+        """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
+        ek = self.keys.execution(xid)
+        with self.r.pipeline() as pipe:
+            pipe.watch(ek)
+            f = decode(pipe.hgetall(ek))
+            if not f:
+                raise NotFound(f"no execution {xid!r}")
+            status = f.get("status")
+            pipe.multi()
+            if status == "running" and f.get("worker") and f.get("worker") != "rq":
+                pipe.rpush(self.keys.worker_control(f["worker"]), f"kill {xid}")
+                result = "kill requested"
+            elif status in WAITING:
+                self._drop_waiting(pipe, f, "killed")
+                result = "killed"
+            else:
+                raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
+            pipe.execute()
+        return result
+
+    def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
+        xid, run = f["id"], self.keys.run(f["run"])
+        pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
+        pipe.hset(K.rq_job(xid), "status", "canceled")
+        pipe.zrem(self.keys.delayed(), xid)
+        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
+        pipe.lrem(self.keys.held(f["job"]), 1, xid)
+        pipe.hset(run, f"s:{f['job']}", status)
+        pipe.hincrby(run, "active", -1)
+
+    def retry(self, xid: str) -> str:
+        """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
+        f = self._finished(xid)
+        ex = claimed_from_hash(f)
+        msg = Message(ex.topic, ex.params, ex.run, f"retry:{xid}", time.time())
+        with self.r.pipeline() as pipe:
+            nxt = self.state.create(pipe, ex.spec, msg, msg.sent_at, attempt=ex.attempt + 1, replay_of=xid,
+                                    config_version=f.get("config_version", ""))
+            pipe.hset(self.keys.execution(xid), "next", nxt)
+            pipe.execute()
+        return nxt
+
+    def skip(self, xid: str) -> None:
+        """Mark a failed execution succeeded (`skipped`) and send its messages so its children proceed."""
+        f = self._finished(xid)
+        if f.get("status") not in FAILED:
+            raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
+        ex = claimed_from_hash(f)
+        now = time.time()
+        with self.r.pipeline() as pipe:
+            if f.get("next"):
+                nxt = decode(self.r.hgetall(self.keys.execution(f["next"])))
+                if nxt.get("status") in WAITING:
+                    self._drop_waiting(pipe, nxt, "canceled")
+            pipe.hset(self.keys.execution(xid), "status", "skipped")
+            pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            for topic in ex.spec.messages:
+                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
+            pipe.execute()
+
+    def _finished(self, xid: str) -> dict[str, str]:
+        f = decode(self.r.hgetall(self.keys.execution(xid)))
+        if not f:
+            raise NotFound(f"no execution {xid!r}")
+        if f.get("status") in WAITING + ("running",):
+            raise Conflict(f"execution {xid} is still {f['status']}")
+        return f
+
+
+def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
+    """The plan of a job run by hand: the job and everything downstream of it."""
+    graph = snap.graph
+    jobs = [name] + [j for j in graph.downstream(name) if j != name]
+    inside = set(jobs)
+    parents = {j: [p for p in graph.parents(j) if p in inside] for j in jobs}
+    return {"jobs": jobs, "parents": parents, "depth": {}}

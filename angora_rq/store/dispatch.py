@@ -1,0 +1,83 @@
+"""A matcher batch's writes: one DISPATCH script call (see scripts.py) creates, guards, queues and acknowledges."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from angora_rq.core import keys as K
+from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.store.link import Link
+from angora_rq.core.messages import Message, new_execution_id
+from angora_rq.core.model import JobDef
+from angora_rq.core.rqcompat import job_data_parts, job_mapping, utc_iso
+from angora_rq.store.scripts import shared_scripts
+from angora_rq.core.settings import Settings
+from angora_rq.store.state import BELL_CAP, spec_json
+
+# RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
+_PER_EXECUTION = ("created_at", "enqueued_at", "data", "description", "status")
+
+
+@dataclass
+class Outgoing:
+    """One batch as the DISPATCH script takes it: entries with their plans, and the (entry, job) pairs to try."""
+
+    messages: list[tuple[str, Message, str]]  # (entry, message, plan: '', '=' + JSON or '?' + JSON, see DISPATCH)
+    dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
+
+
+class Dispatcher:
+    """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
+
+    def __init__(self, link: Link, keys: Keys, settings: Settings) -> None:
+        self.link = link
+        self.keys = keys
+        self.settings = settings
+        self.scripts = shared_scripts()
+        self._jobs: dict[tuple[str, str], list[Any]] = {}
+        self._head, self._tail = job_data_parts(keys.prefix)
+
+    def dispatch(self, batch: Outgoing, version: str, now: float, guard_ttl: int) -> tuple[int, list[tuple[int, str]]]:
+        """Create every execution whose guard is free and acknowledge every entry: one round trip.
+
+        Returns the executions created and, for '?' plans the run already had another plan for, (index into
+        batch.messages, that plan).
+        """
+        k, ttl = self.keys, int(self.settings.retention)
+        job_no: dict[str, int] = {}
+        job_args: list[Any] = []
+        for _, job, _ in batch.dispatches:
+            if job.name not in job_no:
+                job_no[job.name] = len(job_no) + 1
+                job_args += self._job_args(job, version, ttl)
+        args: list[Any] = [
+            repr(now), utc_iso(now), ttl, self.settings.history, guard_ttl, version, BELL_CAP, k.execution(""),
+            K.rq_job(""), k.stream(), MATCHER_GROUP, k.paused_jobs(), K.RQ_QUEUES, self._head, self._tail,
+            len(job_no), len(batch.messages), len(batch.dispatches), *job_args,
+        ]
+        for entry, msg, plan in batch.messages:
+            args += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params), k.run(msg.run_id),
+                     k.run_executions(msg.run_id), plan)
+        for m, job, guard in batch.dispatches:
+            args += (m + 1, job_no[job.name], new_execution_id(), guard)
+        created, *conflicts = self.link.script(self.scripts.dispatch, (), args)
+        return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
+
+    def _job_args(self, job: JobDef, version: str, ttl: int) -> list[Any]:
+        """A job's constant arguments (name, queue, spec, keys, RQ fields), built once per definitions version."""
+        cached = self._jobs.get((job.name, version)) if version else None
+        if cached is None:
+            if len(self._jobs) > 10_000:
+                self._jobs.clear()
+            k = self.keys
+            rq = job_mapping("", k.prefix, job.queue, "", job.timeout or self.settings.default_timeout, ttl, 0.0)
+            assert all(name in rq for name in _PER_EXECUTION)
+            cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
+                      k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
+                      k.paused_held(job.name), len(rq)]
+            for name, value in rq.items():
+                cached += (name, value)
+            if version:  # without a version the same name may stand for another definition next time
+                self._jobs[(job.name, version)] = cached
+        return cached

@@ -1,0 +1,183 @@
+"""Reads for the CLI and the web app: executions, runs, job statistics (bounded, index-driven, no scans)."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Optional
+
+import redis
+
+from angora_rq.core.errors import NotFound
+from angora_rq.core.keys import Keys
+
+LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
+               "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
+NUMERIC = {"attempt": int, "created": float, "started": float, "ended": float, "duration": float, "exit_code": int}
+
+
+def decode(raw: dict) -> dict[str, Any]:
+    """A Redis hash as str -> str."""
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, Any]:
+    """An execution hash as JSON-ready data (numbers typed, params and spec parsed)."""
+    out: dict[str, Any] = {}
+    for name in LIST_FIELDS:
+        value = fields.get(name, "")
+        conv = NUMERIC.get(name)
+        out[name] = (conv(float(value)) if conv is int else conv(value)) if conv and value not in ("", None) else (value or None)
+    out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
+    if with_tail:
+        out["tail"] = fields.get("tail", "")
+        out["spec"] = json.loads(fields["spec"]) if fields.get("spec") else None
+    return out
+
+
+class Queries:
+    """Read-only views over what Angora keeps in Redis."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.r = r
+        self.keys = keys
+
+    def execution(self, xid: str) -> dict[str, Any]:
+        """One execution with its output tail; NotFound if unknown or expired."""
+        raw = self.r.hgetall(self.keys.execution(xid))
+        if not raw:
+            raise NotFound(f"no execution {xid!r}")
+        return execution_view(decode(raw))
+
+    def executions(self, ids: Iterable[str], with_tail: bool = False) -> list[dict[str, Any]]:
+        """Several executions in one round trip (expired ones skipped)."""
+        ids = list(ids)
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                if with_tail:
+                    p.hgetall(self.keys.execution(xid))
+                else:
+                    p.hmget(self.keys.execution(xid), *LIST_FIELDS, "params")
+            replies = p.execute()
+        out = []
+        for reply in replies:
+            fields = decode(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), (_s(v) for v in reply)))
+            if fields.get("id"):
+                out.append(execution_view(fields, with_tail))
+        return out
+
+    def job_executions(self, job: str, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
+        """A job's executions, newest first, and how many are kept."""
+        key = self.keys.job_executions(job)
+        with self.r.pipeline(transaction=False) as p:
+            p.zcard(key)
+            p.zrevrange(key, offset, offset + limit - 1)
+            total, ids = p.execute()
+        return int(total), self.executions(_s(i) for i in ids)
+
+    def run_executions(self, run_id: str) -> list[dict[str, Any]]:
+        """Every execution of a run, oldest first."""
+        ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
+        return self.executions(_s(i) for i in ids)
+
+    def run_hash(self, run_id: str) -> dict[str, str]:
+        """A run's raw hash; NotFound if unknown or expired."""
+        raw = self.r.hgetall(self.keys.run(run_id))
+        if not raw:
+            raise NotFound(f"no run {run_id!r}")
+        return decode(raw)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A run with its plan, every planned job's status (pending included) and its overall status."""
+        return run_view(self.run_hash(run_id))
+
+    def runs(self, offset: int = 0, limit: int = 50, status: Optional[str] = None, job: Optional[str] = None,
+             since: Optional[float] = None, until: Optional[float] = None) -> tuple[int, list[dict[str, Any]]]:
+        """Runs newest first, filtered; filters look at up to 20 pages of the index, never the whole keyspace."""
+        key = self.keys.runs()
+        hi = "+inf" if until is None else until
+        lo = "-inf" if since is None else since
+        total = int(self.r.zcount(key, lo, hi))
+        filtered = status is not None or job is not None
+        window = limit * 20 if filtered else limit
+        ids = [_s(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
+        out: list[dict[str, Any]] = []
+        # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
+        chunk = max(limit, 1)
+        for start in range(0, len(ids), chunk):
+            with self.r.pipeline(transaction=False) as p:
+                for rid in ids[start:start + chunk]:
+                    p.hgetall(self.keys.run(rid))
+                raws = p.execute()
+            for raw in raws:
+                if not raw:
+                    continue
+                view = run_view(decode(raw))
+                if status and view["status"] != status:
+                    continue
+                if job and job not in view["jobs"]:
+                    continue
+                out.append(view)
+                if len(out) >= limit:
+                    return total, out
+        return total, out
+
+    def job_stats(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Latest status and counters of several jobs in one round trip."""
+        names = list(names)
+        with self.r.pipeline(transaction=False) as p:
+            for n in names:
+                p.hgetall(self.keys.job_stats(n))
+            replies = p.execute()
+        return {n: stats_view(decode(raw)) for n, raw in zip(names, replies)}
+
+
+def stats_view(f: dict[str, str]) -> dict[str, Any]:
+    """Job stats as JSON-ready data, with a success rate."""
+    ok, bad = int(f.get("succeeded") or 0), int(f.get("failed") or 0)
+    return {
+        "last_status": f.get("last_status") or None,
+        "last_execution": f.get("last_execution") or None,
+        "last_run": f.get("last_run") or None,
+        "last_started": float(f["last_started"]) if f.get("last_started") else None,
+        "last_ended": float(f["last_ended"]) if f.get("last_ended") else None,
+        "last_duration": float(f["last_duration"]) if f.get("last_duration") else None,
+        "succeeded": ok,
+        "failed": bad,
+        "total": int(f.get("total") or 0),
+        "success_rate": (ok / (ok + bad)) if ok + bad else None,
+    }
+
+
+def run_view(h: dict[str, str]) -> dict[str, Any]:
+    """A run hash as JSON-ready data, with statuses derived by runs.summarize."""
+    from angora_rq.core.runs import summarize
+
+    plan = json.loads(h["plan"]) if h.get("plan") else {"jobs": [], "parents": {}, "depth": {}}
+    statuses = {k[2:]: v for k, v in h.items() if k.startswith("s:")}
+    active = int(h.get("active") or 0)
+    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get("canceled") == "1")
+    jobs = {
+        name: {
+            "status": st,
+            "execution": h.get(f"e:{name}") or None,
+            "executions": int(h.get(f"n:{name}") or 0),
+        }
+        for name, st in summary.jobs.items()
+    }
+    return {
+        "run_id": h.get("run_id"),
+        "status": summary.status,
+        "topic": h.get("topic"),
+        "origin": h.get("origin"),
+        "created": float(h["created"]) if h.get("created") else None,
+        "params": json.loads(h["params"]) if h.get("params") else {},
+        "config_version": h.get("config_version") or None,
+        "active": active,
+        "canceled": h.get("canceled") == "1",
+        "plan": plan,
+        "jobs": jobs,
+        "counts": summary.counts,
+    }
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))

@@ -1,0 +1,32 @@
+"""rq-dashboard mounted at /rq on the same app, behind the same authentication (auth.authenticate)."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, request
+
+from angora_rq.core.errors import NotFound
+from angora_rq.core.settings import Settings
+
+URL_PREFIX = "/rq"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Register rq-dashboard's blueprint on Angora's Redis; no connection is made here."""
+    import rq_dashboard  # needs `six` (facts.md)
+
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", settings.effective_redis_url)
+    # Deleting an execution's RQ job behind Angora's back would leave its run waiting: use kill/skip instead.
+    app.config.setdefault("RQ_DASHBOARD_DISABLE_DELETE", True)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
+    rq_dashboard.web.setup_rq_connection(app)  # required, else every page fails
+    app.before_request(_one_instance)
+
+
+def _one_instance() -> Any:
+    """Angora has one Redis: rq-dashboard instance numbers other than 0 are 404, not its LookupError."""
+    if request.blueprint != "rq_dashboard" or not request.view_args:
+        return None
+    if request.view_args.get("instance_number", 0) != 0:
+        raise NotFound("rq-dashboard instance not found: Angora has one Redis (instance 0)")
+    return None

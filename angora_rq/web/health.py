@@ -1,0 +1,59 @@
+"""`GET /healthz`: Redis reachable (200, else 503), and which matchers and workers beat recently."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from flask import Blueprint, jsonify
+
+bp = Blueprint("health", __name__)
+
+ALIVE_SECONDS = 15.0
+ROLES = ("matcher", "worker")
+
+
+def processes(beats: dict[Any, Any], now: float) -> dict[str, list[dict[str, Any]]]:
+    """Heartbeat hash fields `<role>:<name>` -> unix time, grouped by role, newest first, with `alive`."""
+    out: dict[str, list[dict[str, Any]]] = {role: [] for role in ROLES}
+    for field, value in beats.items():
+        role, _, name = _s(field).partition(":")
+        if role not in out or not name:
+            continue
+        try:
+            beat = float(_s(value))
+        except ValueError:
+            continue
+        age = max(0.0, now - beat)
+        out[role].append({"name": name, "last_beat": beat, "age": round(age, 3), "alive": age < ALIVE_SECONDS})
+    for items in out.values():
+        items.sort(key=lambda p: -p["last_beat"])
+    return out
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    """200 when Redis answers (status `degraded` when no matcher or no worker is alive); 503 when it does not."""
+    from angora_rq.web import angora
+
+    ext = angora()
+    now = time.time()
+    try:
+        beats = ext.r.hgetall(ext.keys.heartbeats())
+    except redis.exceptions.RedisError as e:
+        body = {"status": "unavailable", "time": now, "redis": {"ok": False, "error": str(e)[:300]},
+                "matchers": [], "workers": []}
+        return jsonify(body), 503
+    procs = processes(beats, now)
+    alive = all(any(p["alive"] for p in procs[role]) for role in ROLES)
+    return jsonify({
+        "status": "ok" if alive else "degraded",
+        "time": now,
+        "redis": {"ok": True, "error": None},
+        "matchers": procs["matcher"],
+        "workers": procs["worker"],
+    }), 200
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
