@@ -35,10 +35,11 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 
     from angora_rq.definitions.reload import Reloader
     from angora_rq.processes.scheduler import Scheduler
+    from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
     source = _source(config_path, s)
-    reloader = Reloader(r, keys, source)
+    reloader = Reloader(reload_requests(r, keys), source)
     sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
     _on_stop(sched.stop)
     signal.signal(signal.SIGHUP, reloader.request)
@@ -53,7 +54,7 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 @click.pass_context
 def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Show every schedule: when it fires next, the last tick sent, and which scheduler leads."""
-    from angora_rq.processes.scheduler import leader_status, schedule_status
+    from angora_rq.store.schedules import leader_status, schedule_status
 
     s, r, keys = _env(ctx)
     snap = _source(config_path, s).current()
@@ -152,7 +153,7 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
     """Make every matcher, scheduler and web process read its definition files again (on every host)."""
     from angora_rq.definitions.load import validate
-    from angora_rq.definitions.reload import request_reload
+    from angora_rq.store.reloads import request_reload
 
     s, r, keys = _env(ctx)
     path = Path(config_path or s.config_path)
