@@ -155,8 +155,9 @@ def test_the_web_app_reloads_through_a_reloader_as_every_process_does(redis_url:
     st = path.stat()
     path.write_text(V2)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    v2 = validate(cfg)[0].version
-    assert len(V1) == len(V2) and v2 != v1
+    config, _ = validate(cfg)
+    assert config is not None and len(V1) == len(V2) and config.version != v1
+    v2 = config.version
     defs.reloader.clock = lambda: time.monotonic() + 60  # long enough for the counter and the files to be looked at
     assert client.get("/api/v1/config").get_json()["version"] == v1
     request_reload(r, keys)
