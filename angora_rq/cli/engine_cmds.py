@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli.group import main, settings_from
 from angora_rq.store.connection import connect, redis_errors
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, parse_param_args

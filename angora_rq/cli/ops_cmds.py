@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import main
+from angora_rq.cli.group import main
 from angora_rq.cli.engine_cmds import _env, _on_stop, config_option
 from angora_rq.store.connection import redis_errors
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli.group import main, settings_from
 from angora_rq.processes.redis_server import RedisServer
 from angora_rq.core.settings import Settings
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor
