@@ -14,7 +14,8 @@ from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
-from angora_rq.store.scripts import Scripts
+from angora_rq.processes.worker import claim_call
+from angora_rq.store.link import Link
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
 
@@ -36,10 +37,7 @@ def held(r: redis.Redis, keys: Keys, n: int, job: JobDef = JOB) -> list[str]:
 
 def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...], n: int = 100) -> list[str]:
     """The worker's CLAIM call (what AngoraWorker._claim sends), returning the claimed ids."""
-    now = time.time()
-    args = [n, repr(now), "w1", "host", now + 600, "2024-01-01T00:00:00Z", keys.execution(""), keys.run(""),
-            K.rq_job(""), K.rq_started(""), keys.slots(""), keys.held(""), K.rq_queue(""), len(queues), *queues]
-    reply = Scripts(r).claim(keys=[keys.worker_inflight("w1"), keys.paused_queues()], args=args)
+    reply = claim_call(keys, Settings(), "w1", queues, time.time(), n).run(Link(r))
     return [x.decode() for x in reply[0::3]]
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+from angora_rq.core.schema import SUCCEEDED, Run
 from angora_rq.core.snapshot import Snapshot
-
-DONE = ("succeeded", "skipped")  # a parent in one of these lets a parent_success job start
 
 
 def merge_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +26,7 @@ def run_plan_json(snap: Snapshot, topic: str, recorded: str = "") -> str:
 def missing_parents(snap: Snapshot, job: str, run: Mapping[str, str]) -> list[str]:
     """Parents a parent_success job still waits for in a run (its hash): those in the run's plan, else every one."""
     plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
-    return [p for p in snap.join_parents(job, plan_jobs) if run.get(f"s:{p}") not in DONE]
+    return [p for p in snap.join_parents(job, plan_jobs) if run.get(Run.job_status + p) not in SUCCEEDED]
 
 
 def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:

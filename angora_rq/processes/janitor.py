@@ -11,7 +11,8 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
-from angora_rq.store.scripts import Scripts
+from angora_rq.store.link import link_for
+from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
 
@@ -46,11 +47,10 @@ class Lost:
 class Janitor:
     """`step(now)` promotes due replays, reaps dead workers (replaying their executions) and trims indices."""
 
-    def __init__(self, r: Redis, keys: Keys, settings: Settings, scripts: Optional[Scripts] = None) -> None:
+    def __init__(self, r: Redis, keys: Keys, settings: Settings) -> None:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.scripts = scripts or Scripts(r)
         self.state = State(keys, settings)
         self._last_reap = 0.0
         self._last_trim = 0.0
@@ -70,10 +70,9 @@ class Janitor:
     def promote(self, now: float) -> int:
         """Queue executions whose replay backoff is over."""
         k = self.keys
-        return int(self.scripts.promote(
-            keys=[k.delayed(), K.RQ_QUEUES],
-            args=[repr(now), 500, k.execution(""), K.rq_job(""), K.rq_queue("")],
-        ))
+        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, now=repr(now), limit=500,
+                                exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
+                                rq_queue_prefix=K.rq_queue("")).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
         """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic)."""
@@ -81,8 +80,8 @@ class Janitor:
         moved = 0
         for raw in self.r.smembers(k.workers()):
             name = to_str(raw)
-            n = int(self.scripts.reap(
-                keys=[k.worker_alive(name), k.worker_inflight(name), k.orphans(), k.workers()], args=[name]))
+            n = int(REAP.bind(alive=k.worker_alive(name), inflight=k.worker_inflight(name), orphans=k.orphans(),
+                              workers=k.workers(), worker=name).run(link_for(self.r)))
             if n >= 0:
                 log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
                 self.r.hdel(k.heartbeats(), f"worker:{name}")

@@ -21,6 +21,7 @@ from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import Link
+from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import missing_parents, run_plan_json
@@ -191,11 +192,10 @@ class Matcher:
 
     def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
         """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""
-        script = self.dispatcher.scripts.set_plan
         for _ in range(MAX_PLAN_RETRIES):
             merged = run_plan_json(snap, msg.topic, old)
-            old = self.link.script(script, (self.keys.run(msg.run_id),),
-                                   (old, merged, snap.version, json.dumps(msg.params)))
+            old = SET_PLAN.bind(run=self.keys.run(msg.run_id), read=old, merged=merged, config_version=snap.version,
+                                params=json.dumps(msg.params)).run(self.link)
             if old is None:
                 return
             old = to_str(old)
@@ -207,9 +207,9 @@ class Matcher:
         modes.update((d.msg.run_id, "all") for d in batch.dispatches if d.job.parent_success)
         if not modes:
             return {}
-        args: list[Any] = [len(modes)]
+        runs: list[Any] = []
         for run_id, mode in modes.items():
-            args += (self.keys.run(run_id), mode)
-        replies = self.link.script(self.dispatcher.scripts.read_runs, (), args)
+            runs += (self.keys.run(run_id), mode)
+        replies = READ_RUNS.bind(runs=runs).run(self.link)
         return {run_id: {to_str(k): to_str(v) for k, v in zip(flat[::2], flat[1::2])}
                 for run_id, flat in zip(modes, replies)}

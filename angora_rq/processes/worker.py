@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from angora_rq.store.connection import Redis, RedisConnectionError, RedisError, NoScriptError
+from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.commands import runner, spawn
@@ -28,8 +28,8 @@ from angora_rq.processes.janitor import Janitor
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import Claimed
-from angora_rq.store.link import Link, evalsha
-from angora_rq.store.scripts import Scripts
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import HOST, State
 
@@ -81,9 +81,8 @@ class AngoraWorker:
         self.burst = burst
         self.stop_grace = stop_grace
         self.state = State(keys, settings)
-        self.scripts = Scripts(r)
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
-        self.janitor = Janitor(r, keys, settings, self.scripts)
+        self.janitor = Janitor(r, keys, settings)
         self.active: dict[str, Active] = {}
         self.stats = WorkerStats()
         self.stopping = False
@@ -203,15 +202,8 @@ class AngoraWorker:
         free = self.concurrency - len(self.active)
         if free <= 0:
             return 0
-        return self._start_claimed(self.link.script(self.scripts.claim, *self._claim_call(now, free)))
-
-    def _claim_call(self, now: float, free: int) -> tuple[tuple[str, str], list[Any]]:
-        """KEYS and ARGV of the CLAIM script for up to `free` executions."""
-        k = self.keys
-        args = [free, repr(now), self.name, HOST, now + self.settings.default_timeout + 600, _iso(now),
-                k.execution(""), k.run(""), K.rq_job(""), K.rq_started(""), k.slots(""), k.held(""),
-                K.rq_queue(""), len(self.queues), *self.queues]
-        return (k.worker_inflight(self.name), k.paused_queues()), args
+        claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
+        return self._start_claimed(claim.run(self.link))
 
     def _start_claimed(self, reply: list) -> int:
         """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
@@ -274,21 +266,20 @@ class AngoraWorker:
             claim = None
             if free > 0 and not self.stopping:
                 # The next claim rides in the same round trip as this batch's records.
-                claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
+                claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
             with self.r.pipeline() as pipe:
                 for a, outcome in done:
                     if a.hand_back:
                         self.state.hand_back(pipe, a.ex, self.name)
                     else:
                         self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
-                _, reply = self.link.execute_then(pipe, claim)
+                if claim is None:
+                    self.link.execute(pipe)
+                else:
+                    _, reply = claim.run_after(self.link, pipe)
             self.stats.finished += len(done)
             self.stats.finalizes += 1
             if claim is not None:
-                if isinstance(reply, NoScriptError):
-                    reply = self.link.script(self.scripts.claim, *self._claim_call(now, free))  # loads it
-                elif isinstance(reply, Exception):
-                    raise reply
                 self._start_claimed(reply)
                 self._claimed_at_reap = True
         return len(done)
@@ -367,6 +358,17 @@ class AngoraWorker:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass
+
+
+def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, ...], now: float, free: int) -> Bound:
+    """The CLAIM call of worker `worker` for up to `free` executions from `queues`."""
+    k = keys
+    return CLAIM.bind(
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now), worker=worker,
+        host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=k.execution(""),
+        run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
+        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
+    )
 
 
 def run_execution(execution_id: str, prefix: str = "angora") -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import redis
 from redis.client import Pipeline
@@ -13,18 +12,18 @@ from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message
-from angora_rq.store.scripts import Scripts, shared_scripts
+from angora_rq.core.schema import Run
+from angora_rq.store.scripts import SEND, field_pairs
 
 
-def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Optional[Scripts] = None) -> str:
+def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
     """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Unavailable` when over budget or OOM."""
-    scripts = scripts or shared_scripts()
-    fields = msg.to_fields()
-    flat = [x for kv in fields.items() for x in kv]
-    args = [backlog, repr(msg.sent_at or time.time()), msg.run_id, len(fields), *flat, msg.topic, msg.origin]
+    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), budget=backlog,
+                     now=repr(msg.sent_at or time.time()), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
+                     fields=field_pairs(msg.to_fields()))
     with redis_errors():
         try:
-            entry = link_for(r).script(scripts.send, [keys.stream(), keys.run(msg.run_id), keys.runs()], args)
+            entry = call.run(link_for(r))
         except redis.exceptions.ResponseError as e:
             if "BACKLOG" in str(e):
                 raise Unavailable(
@@ -38,7 +37,7 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Op
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:
     """Queue an internal message (sent by a job that succeeded) on a pipeline, counted in its run."""
     pipe.xadd(keys.stream(), msg.to_fields())  # type: ignore[arg-type]
-    pipe.hincrby(keys.run(msg.run_id), "active", 1)
+    pipe.hincrby(keys.run(msg.run_id), Run.active, 1)
 
 
 def ensure_group(r: redis.Redis, keys: Keys) -> None:

@@ -15,12 +15,10 @@ from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
 from angora_rq.core.plans import manual_plan, missing_parents
+from angora_rq.core.schema import SKIPPABLE, WAITING, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.state import State
-
-WAITING = ("queued", "delayed", "held")
-FAILED = ("failed", "killed", "upstream_failed", "replaying", "canceled")
 
 
 class Control:
@@ -117,7 +115,7 @@ class Control:
     def skip(self, xid: str) -> None:
         """Mark a failed execution succeeded (`skipped`) and send its messages so its children proceed."""
         f = self._finished(xid)
-        if f.get("status") not in FAILED:
+        if f.get("status") not in SKIPPABLE:
             raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
         ex = Claimed.from_hash(f)
         now = time.time()
@@ -136,7 +134,7 @@ class Control:
         f = to_str_dict(self.r.hgetall(self.keys.execution(xid)))
         if not f:
             raise NotFound(f"no execution {xid!r}")
-        if f.get("status") in WAITING + ("running",):
+        if f.get("status") in WAITING | {Status.running}:
             raise Conflict(f"execution {xid} is still {f['status']}")
         return f
 

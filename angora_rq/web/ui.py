@@ -17,6 +17,7 @@ from flask import Blueprint, g, render_template, request
 from angora_rq.core.codec import to_str
 from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
+from angora_rq.core.schema import FAILED, WAITING, Status
 from angora_rq.core.topics import topic_matches
 from angora_rq.store.schedules import leader_status, schedule_status
 
@@ -27,8 +28,7 @@ MAX_PAGE = 40_000
 FILTER_WINDOW = 20  # Queries.runs scans limit * 20 index entries when filtering
 CHAIN_STEPS = 20
 NEXT_FIRES = 5
-LIVE = frozenset({"held", "queued", "delayed", "running"})
-FAILING = frozenset({"failed", "killed"})
+LIVE = WAITING | {Status.running}
 RUN_STATUSES = ("queued", "running", "canceling", "succeeded", "failed", "canceled")
 LATEST_FIELDS = ("status", "started", "ended", "duration", "created")
 
@@ -133,7 +133,7 @@ def header_counts() -> Optional[dict[str, int]]:
         return None
     return {
         "running": sum(1 for s in states.values() if s["status"] == "running"),
-        "failed": sum(1 for s in states.values() if s["status"] in FAILING),
+        "failed": sum(1 for s in states.values() if s["status"] in FAILED),
     }
 
 
