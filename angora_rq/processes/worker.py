@@ -276,7 +276,7 @@ class AngoraWorker:
                 claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
             with self.r.pipeline() as pipe:
                 for a, outcome in done:
-                    if a.hand_back:
+                    if a.hand_back or (self.stopping and stopped_with_us(outcome)):
                         self.state.hand_back(pipe, a.ex, self.name)
                     else:
                         self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
@@ -366,6 +366,14 @@ class AngoraWorker:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass
+
+
+def stopped_with_us(outcome: runner.Outcome) -> bool:
+    """Whether a command ended by SIGTERM/SIGINT from outside (not a timeout or kill of ours), as when a platform
+    stops every process of a host at once (Heroku does so on each deploy and daily restart): run elsewhere."""
+    by_signal = outcome.signal in (signal.SIGTERM, signal.SIGINT)
+    by_code = outcome.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGINT)  # a shell that caught it and left
+    return outcome.reason == "exit" and (by_signal or by_code)
 
 
 def run_execution(execution_id: str, prefix: str = "angora") -> str:
