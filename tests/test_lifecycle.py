@@ -18,10 +18,14 @@ HEROKU_GRACE = 30  # seconds between SIGTERM and SIGKILL on a dyno
 LONG_ONCE = """
 - name: long
   triggers: [long]
-  command:
-    - sh
-    - -c
-    - 'if [ -e {tmp}/ran ]; then echo finished > {tmp}/done; exit 0; fi; touch {tmp}/ran; echo $$ > {tmp}/pid; exec sleep 60'
+  command: [sh, '{tmp}/long.sh']
+"""
+# Long the first time (its pid noted), quick the second.
+LONG_SH = """\
+if [ -e {tmp}/ran ]; then echo finished > {tmp}/done; exit 0; fi
+touch {tmp}/ran
+echo $$ > {tmp}/pid
+exec sleep 60
 """
 
 
@@ -36,6 +40,7 @@ def procfile_line(role: str) -> str:
 
 def test_sigterm_to_the_worker_and_its_command_hands_it_back(angora_env: dict[str, str], tmp_path: Path) -> None:
     # Heroku (and systemd's default KillMode) send SIGTERM to every process of the dyno at once, the commands too.
+    (tmp_path / "long.sh").write_text(LONG_SH.replace("{tmp}", str(tmp_path)))
     s = System(angora_env, write_config(tmp_path / "config", LONG_ONCE.replace("{tmp}", str(tmp_path))), tmp_path)
     try:
         s.start("matcher")
