@@ -133,10 +133,11 @@ def test_groups_ignoring_sigterm_are_killed_after_the_grace(tmp_path: Path, star
 def test_untracked_groups_are_left_alone(tmp_path: Path, started: Started) -> None:
     owner = Owner(tmp_path, started, [SLEEPERS], [SLEEPERS], 0.2)
     owner_untracking = Owner(tmp_path, started, [SLEEPERS], [SLEEPERS], 0.2, UNTRACK="1")
-    for o in (owner, owner_untracking):
+    owners = (owner, owner_untracking)
+    for o in owners:
         o.sigkill()
-    for o in (owner, owner_untracking):
-        assert eventually(lambda: o.all_gone(o.tracked) and gone(o.guardian))
+    assert eventually(lambda: all(o.all_gone(o.tracked) and gone(o.guardian) for o in owners))
+    for o in owners:
         assert o.none_gone(o.untracked)
 
 

@@ -320,7 +320,8 @@ def test_angora_up_runs_and_stops_cleanly(up_env: dict[str, str], tmp_path: Path
 
 
 def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
-    args = ["--no-web", "--no-scheduler", "--workers", "0", "--role-command", f"matcher={sys.executable} -c \"import time; time.sleep(300)\""]
+    sleeper = f"matcher={sys.executable} -c \"import time; time.sleep(300)\""
+    args = ["--no-web", "--no-scheduler", "--workers", "0", "--role-command", sleeper]
     first = UpProcess(args, up_env)
     try:
         first.wait_for("matcher started")
@@ -335,7 +336,8 @@ def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
 
 
 def test_angora_up_runs_a_job_end_to_end(up_env: dict[str, str], tmp_path: Path) -> None:
-    # Real matcher, worker, scheduler and web, started by `up` on its embedded Redis; `angora send` finds that Redis itself.
+    # Real matcher, worker, scheduler and web, started by `up` on its embedded Redis; `angora send` finds that Redis
+    # itself.
     config = tmp_path / "config"
     config.mkdir()
     (config / "jobs.yml").write_text(f"- {{name: touch, triggers: [e2e.go], command: [touch, '{tmp_path}/done']}}\n")

@@ -9,7 +9,8 @@ from angora_rq.core.settings import Settings
 from angora_rq.store.state import Claimed
 
 
-def command_spec(ex: Claimed, settings: Settings, spool_dir: str, base: Optional[Mapping[str, str]] = None) -> CommandSpec:
+def command_spec(ex: Claimed, settings: Settings, spool_dir: str,
+                 base: Optional[Mapping[str, str]] = None) -> CommandSpec:
     """The runner's spec: $VARS from the worker's own environment only; params only as ANGORA_PARAM_*."""
     spec = ex.spec
     base = dict(os.environ) if base is None else base  # only read here: build_env makes the new dict

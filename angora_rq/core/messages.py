@@ -57,7 +57,8 @@ def check_params(params: Any) -> dict[str, str]:
     total = 0
     for k, v in params.items():
         if not isinstance(k, str) or not PARAM_NAME_RE.match(k):
-            raise InvalidInput(f"param name {str(k)[:80]!r} is not valid (letters, digits, _; not starting with a digit)")
+            raise InvalidInput(f"param name {str(k)[:80]!r} is not valid "
+                               "(letters, digits, _; not starting with a digit)")
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise InvalidInput(f"param {k!r} must be a string")
         v = str(v)

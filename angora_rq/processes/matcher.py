@@ -161,7 +161,8 @@ class Matcher:
             msg = Message.from_fields(fields)
             batch.entries.append((entry, msg))
             for job in snap.lookup(msg.topic):
-                guard = self.keys.join(msg.run_id, job.name) if job.parent_success else self.keys.dedupe(entry, job.name)
+                guard = (self.keys.join(msg.run_id, job.name) if job.parent_success
+                         else self.keys.dedupe(entry, job.name))
                 batch.dispatches.append(Dispatch(entry, msg, job, guard))
         return batch
 

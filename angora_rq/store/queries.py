@@ -25,7 +25,10 @@ def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, 
     for name in LIST_FIELDS:
         value = fields.get(name, "")
         conv = NUMERIC.get(name)
-        out[name] = (conv(float(value)) if conv is int else conv(value)) if conv and value not in ("", None) else (value or None)
+        if conv and value not in ("", None):
+            out[name] = conv(float(value)) if conv is int else conv(value)
+        else:
+            out[name] = value or None
     out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
     if with_tail:
         out["tail"] = fields.get("tail", "")

@@ -50,7 +50,8 @@ def time_arg(name: str) -> Optional[float]:
     try:
         value = float(raw.strip())
     except ValueError:
-        raise InvalidInput(f"query parameter {name!r} must be a unix time in seconds", detail={name: raw[:80]}) from None
+        raise InvalidInput(f"query parameter {name!r} must be a unix time in seconds",
+                           detail={name: raw[:80]}) from None
     if not math.isfinite(value) or value < 0:
         raise InvalidInput(f"query parameter {name!r} must be a finite, non-negative unix time")
     return value
