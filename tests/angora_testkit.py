@@ -46,10 +46,14 @@ class System:
 
     def start(self, role: str, *args: str, extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         """Start `angora <role> args...`; output goes to a file named after it."""
+        return self.start_argv(role, [*CLI, role, *args], extra_env)
+
+    def start_argv(self, role: str, argv: list[str], extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+        """Start any command (e.g. a process built in tests/) with this system's environment, as `start` does."""
         self._n += 1
         name = f"{role}{self._n}"
         out = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen([*CLI, role, *args], env=dict(self.env, **(extra_env or {})),
+        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})),
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
-from angora_rq.cli import main
+from angora_rq.cli.group import main
 
 GOOD = """
 - {name: a, triggers: [go], command: "true", messages: [a.done]}

@@ -1,12 +1,14 @@
 """Crash safety: a matcher SIGKILLed while messages flow loses nothing and dispatches nothing twice.
 
-A control run with the naive matcher (dispatch, then acknowledge separately; no dedupe) must show duplicates
-under the same kills, which proves the test can see them.
+A control run with the naive matcher (tests/naive_matcher.py: dispatch, then acknowledge separately; no dedupe)
+must show duplicates under the same kills, which proves the test can see them.
 """
 from __future__ import annotations
 
 import collections
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ JOBS = """
   command: ["sh", "-c", "echo $ANGORA_RUN_ID >> {out}"]
   replay: 0
 """
+NAIVE_MATCHER = [sys.executable, str(Path(__file__).with_name("naive_matcher.py"))]
 
 
 def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, kills: int,
@@ -32,14 +35,15 @@ def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, k
     """Send n messages while SIGKILLing the matcher `kills` times; return how often each run's command ran."""
     out = tmp_path / "ran.txt"
     cfg = write_config(tmp_path / "config", JOBS.replace("{out}", str(out)))
-    env = dict(angora_env, ANGORA_CLAIM_IDLE="1")
-    if unsafe:
-        env["ANGORA_MATCHER_UNSAFE_NO_DEDUPE"] = "1"
-    s = System(env, cfg, tmp_path)
+    s = System(dict(angora_env, ANGORA_CLAIM_IDLE="1"), cfg, tmp_path)
+
+    def start_matcher() -> subprocess.Popen:
+        return s.start_argv("matcher", NAIVE_MATCHER) if unsafe else s.start("matcher")
+
     try:
         s.start("worker", "-c", "8")
         s.start("worker", "-c", "8")
-        matcher = s.start("matcher")
+        matcher = start_matcher()
         run_ids: list[str] = []
         sender = threading.Thread(target=lambda: run_ids.extend(_send_all(s, n)))
         sender.start()
@@ -48,7 +52,7 @@ def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, k
             time.sleep(0.4)  # the matcher's working time before the kill: any moment will do, no event to wait for
             matcher.send_signal(signal.SIGKILL)
             matcher.wait()
-            matcher = s.start("matcher")
+            matcher = start_matcher()
         sender.join()
         assert len(run_ids) == n
         wait_for(lambda: _count(out) >= n and _settled(s, run_ids), 180, interval=0.5,

@@ -16,7 +16,7 @@ import pytest
 from angora_rq.commands import guardian as guardian_module
 from angora_rq.core.errors import AngoraError
 from angora_rq.commands.guardian import FIRST_SLOTS, SLOT, Guardian
-from angora_rq.processes.supervisor import group_members
+from angora_rq.commands.signals import group_members
 from test_runner import eventually, gone
 
 # A worker-like owner: starts a guardian and commands the way the worker does (runner.start, own session each),
@@ -25,13 +25,14 @@ HELPER = textwrap.dedent("""
     import json, os, sys, time
     from angora_rq.commands import runner
     from angora_rq.commands.guardian import Guardian
+    from angora_rq.core.command import CommandSpec
 
     spool, grace, tracked, untracked = sys.argv[1], float(sys.argv[2]), *json.loads(sys.argv[3])
     guardian = Guardian.start(grace=grace)
     for i in range(int(os.environ.get("FILLER", "0"))):
         guardian.track(4_200_000 + i)  # above Linux's PID_MAX_LIMIT: groups that cannot exist, filling slots
     def start(argv):
-        return runner.start(runner.CommandSpec(argv=argv, env=dict(os.environ), spool_dir=spool)).pgid
+        return runner.start(CommandSpec(argv=argv, env=dict(os.environ), spool_dir=spool)).pgid
     out = {"guardian": guardian.pid, "tracked": [], "untracked": []}
     for argv in tracked:
         out["tracked"].append(start(argv))

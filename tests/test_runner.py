@@ -11,8 +11,9 @@ from typing import Any, Callable
 import pytest
 
 from angora_rq.commands import runner
+from angora_rq.core import command
+from angora_rq.core.command import CommandSpec
 from angora_rq.core.model import JobDef
-from angora_rq.commands.runner import CommandSpec
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/home/someone", "SECRET": "s3cret"}
 NASTY = {
@@ -50,24 +51,24 @@ def gone(pid: int) -> bool:
 # -- argv and environment ------------------------------------------------------------------------------
 def test_expand_argv_from_env_only_one_argument_each() -> None:
     env = {"HOME": "/home/me", "SPACED": "a b *"}
-    argv = runner.expand_argv(["ls", "$HOME/x", "${HOME}y", "$NOPE", "${NOPE}", "$", "*", "$SPACED"], env)
+    argv = command.expand_argv(["ls", "$HOME/x", "${HOME}y", "$NOPE", "${NOPE}", "$", "*", "$SPACED"], env)
     assert argv == ["ls", "/home/me/x", "/home/mey", "$NOPE", "${NOPE}", "$", "*", "a b *"]
-    assert runner.expand_path("$HOME/logs/$(x)", env) == "/home/me/logs/$(x)"
+    assert command.expand_path("$HOME/logs/$(x)", env) == "/home/me/logs/$(x)"
 
 
 def test_build_env_params_upper_cased_message_overrides_job() -> None:
     job = JobDef(name="j", triggers=("t",), command=("env",), env={"OUT": "$HOME/out", "N": "1"},
                  params={"day": "mon", "keep": "k"})
     base = {"HOME": "/h", "ANGORA_PARAM_LEAKED": "x", "N": "0"}
-    env = runner.build_env(base, job, {"day": "tue"}, {"ANGORA_JOB": "j"})
+    env = command.build_env(base, job, {"day": "tue"}, {"ANGORA_JOB": "j"})
     assert env == {"HOME": "/h", "N": "1", "OUT": "/h/out", "ANGORA_PARAM_DAY": "tue",
                    "ANGORA_PARAM_KEEP": "k", "ANGORA_JOB": "j"}
 
 
 def test_params_are_values_never_code_nor_argv(tmp_path: Path) -> None:
     job = JobDef(name="j", triggers=("t",), command=("env",), params={"opt": "default"})
-    env = runner.build_env(ENV, job, NASTY, {})
-    argv = runner.expand_argv(["printenv", "ANGORA_PARAM_SEMI", "$ANGORA_PARAM_OPT"], ENV)
+    env = command.build_env(ENV, job, NASTY, {})
+    argv = command.expand_argv(["printenv", "ANGORA_PARAM_SEMI", "$ANGORA_PARAM_OPT"], ENV)
     assert argv == ["printenv", "ANGORA_PARAM_SEMI", "$ANGORA_PARAM_OPT"]
     out = runner.run(spec(["env"], tmp_path, env=env, cwd=str(tmp_path)))
     assert out.ok

@@ -16,7 +16,8 @@ from angora_rq.store.bus import send as bus_send
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, ScheduleDef
-from angora_rq.processes.scheduler import Scheduler, leader_status, schedule_status
+from angora_rq.processes.scheduler import Scheduler
+from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import (GRACE, US, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire,
                              to_ms)

@@ -12,7 +12,8 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import _pickle, job_data
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import Claimed, State
+from angora_rq.core.execution import Claimed
+from angora_rq.store.state import State
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
 

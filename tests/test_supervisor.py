@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from angora_rq.cli.up_cmds import plan, redacted
-from angora_rq.processes.redis_server import RedisServer, free_port, ping
+from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.store.connection import ping
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor, SupervisorError
 
 BOUND = 30.0  # seconds: a bound against hangs, never a speed requirement

@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import checks, main, settings_from
+from angora_rq.cli import checks
+from angora_rq.cli.group import main, settings_from
 from angora_rq.store.connection import connect, redis_errors
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, parse_param_args
@@ -84,19 +85,17 @@ def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int
 @click.pass_context
 def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: Optional[str]) -> None:
     """Run a matcher: turn messages into executions (any number may run)."""
-    import os
-
+    from angora_rq.definitions.reload import Reloader
     from angora_rq.definitions.source import ConfigSource
     from angora_rq.processes.matcher import Matcher
-    from angora_rq.definitions.reload import Reloader
+    from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
     checks.definitions_ready(config_path or s.config_path)
     checks.redis_ready(s, r)
     source = ConfigSource(config_path or s.config_path, freeze=True)
-    unsafe = os.environ.get("ANGORA_MATCHER_UNSAFE_NO_DEDUPE") == "1"  # crash-test control only
-    reloader = Reloader(r, keys, source)  # SIGHUP, `angora reload`, the API, or changed files
-    m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch, dedupe=not unsafe)
+    reloader = Reloader(reload_requests(r, keys), source)  # SIGHUP, `angora reload`, the API, or changed files
+    m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch)
     _on_stop(m.stop)
     signal.signal(signal.SIGHUP, reloader.request)
     log.info("matcher %s: %d jobs, version %s", m.name, len(source.current().config.jobs), source.current().version)

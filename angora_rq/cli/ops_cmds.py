@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import checks, main
+from angora_rq.cli import checks
+from angora_rq.cli.group import main
 from angora_rq.cli.engine_cmds import _env, _on_stop, config_option
 from angora_rq.store.connection import redis_errors
 
@@ -36,12 +37,13 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 
     from angora_rq.definitions.reload import Reloader
     from angora_rq.processes.scheduler import Scheduler
+    from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
     checks.definitions_ready(config_path or s.config_path)
     checks.redis_ready(s, r)
     source = _source(config_path, s)
-    reloader = Reloader(r, keys, source)
+    reloader = Reloader(reload_requests(r, keys), source)
     sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
     _on_stop(sched.stop)
     signal.signal(signal.SIGHUP, reloader.request)
@@ -57,7 +59,7 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 @click.pass_context
 def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Show every schedule: when it fires next, the last tick sent, and which scheduler leads."""
-    from angora_rq.processes.scheduler import leader_status, schedule_status
+    from angora_rq.store.schedules import leader_status, schedule_status
 
     s, r, keys = _env(ctx)
     snap = _source(config_path, s).current()
@@ -156,7 +158,7 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
     """Make every matcher, scheduler and web process read its definition files again (on every host)."""
     from angora_rq.definitions.load import validate
-    from angora_rq.definitions.reload import request_reload
+    from angora_rq.store.reloads import request_reload
 
     s, r, keys = _env(ctx)
     path = Path(config_path or s.config_path)

@@ -10,7 +10,8 @@ from typing import Optional
 
 import click
 
-from angora_rq.cli import checks, main, settings_from
+from angora_rq.cli import checks
+from angora_rq.cli.group import main, settings_from
 from angora_rq.processes.redis_server import RedisServer, which_redis_server
 from angora_rq.core.settings import Settings, redacted
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor

@@ -9,84 +9,26 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import select
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 
-from angora_rq.core.model import JobDef
+from angora_rq.core.command import TAIL_LIMIT, CommandSpec
+from angora_rq.commands.signals import signal_group
 from angora_rq.commands.spawn import Spawned, posix_spawn
 
 log = logging.getLogger(__name__)
 
-TAIL_LIMIT = 65536
-PARAM_PREFIX = "ANGORA_PARAM_"
-_VAR = re.compile(r"\$(?:([A-Za-z_][A-Za-z0-9_]*)|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 _LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _no_tmpfile: set[str] = set()  # spool dirs whose filesystem refuses O_TMPFILE
 _devnull = -1
 
 
-# -- argv and environment (pure) --------------------------------------------------------------------
-def expand_path(text: str, env: Mapping[str, str]) -> str:
-    """Replace `$VAR` and `${VAR}` from `env`; unknown variables stay as written; nothing else happens."""
-    if "$" not in text:
-        return text
-    return _VAR.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
-
-
-def expand_argv(template: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """Expand variables in each argument: one template argument is one argv element (no globbing, no splitting)."""
-    return [expand_path(arg, env) for arg in template]
-
-
-class CleanEnv(dict):
-    """An environment already without ANGORA_PARAM_* (a worker's own, filtered once instead of per command)."""
-
-    @classmethod
-    def of(cls, env: Mapping[str, str]) -> "CleanEnv":
-        return cls((k, v) for k, v in env.items() if not k.startswith(PARAM_PREFIX))
-
-
-def build_env(base: Mapping[str, str], job: JobDef, message_params: Mapping[str, str],
-              extra: Mapping[str, str]) -> dict[str, str]:
-    """The command's environment: base + job.env + ANGORA_PARAM_<NAME upper-cased> + extra (later wins).
-
-    job.env values are expanded from `base`; params are values only (never expanded, never in argv);
-    message params override the job's defaults; ANGORA_PARAM_* inherited from `base` are dropped so a job
-    only ever sees its own params.
-    """
-    if isinstance(base, CleanEnv):
-        env = dict(base)
-    else:
-        env = {k: v for k, v in base.items() if not k.startswith(PARAM_PREFIX)}
-    env.update({k: expand_path(v, base) for k, v in job.env.items()})
-    for params in (job.params, message_params):
-        env.update({PARAM_PREFIX + k.upper(): v for k, v in params.items()})
-    env.update(extra)
-    return env
-
-
 # -- results -------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CommandSpec:
-    """Everything needed to start one command; timeout None or <= 0 means none."""
-
-    argv: Sequence[str]
-    env: Mapping[str, str]
-    cwd: Optional[str] = None
-    log_path: Optional[str] = None  # <log>/<name>.log, appended to between marker lines
-    timeout: Optional[float] = None
-    kill_grace: float = 5.0
-    header: str = "angora"
-    spool_dir: Optional[str] = None  # output goes to an unnamed file here when there is no log
-    tail_limit: int = TAIL_LIMIT
-
-
 @dataclass(frozen=True)
 class Outcome:
     """How a command ended: reason is 'exit', 'timeout', 'killed' or 'spawn_error'; tail is its last output."""
@@ -233,21 +175,21 @@ class RunningCommand:
             return  # already ending: the first reason wins and the grace is not restarted
         self._reason = reason
         if self.spec.kill_grace > 0:
-            _signal_group(self.pgid, signal.SIGTERM)
+            signal_group(self.pgid, signal.SIGTERM)
             self._kill_at = now + self.spec.kill_grace
         else:
-            _signal_group(self.pgid, signal.SIGKILL)
+            signal_group(self.pgid, signal.SIGKILL)
 
     def _enforce(self, now: float) -> None:
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
-            _signal_group(self.pgid, signal.SIGKILL)
+            signal_group(self.pgid, signal.SIGKILL)
         elif self._reason == "exit" and self._deadline is not None and now >= self._deadline:
             self._terminate("timeout", now)
 
     def _finish(self, returncode: int, tail: Optional[str] = None) -> None:
         # Reaped just now, so the group id cannot have been reused yet: end any member left behind.
-        leftovers = self.pgid is not None and _signal_group(self.pgid, signal.SIGKILL)
+        leftovers = self.pgid is not None and signal_group(self.pgid, signal.SIGKILL)
         duration = time.monotonic() - self._t0
         code, sig = (returncode, None) if returncode >= 0 else (None, -returncode)
         data = _read_tail(self._out, self._offset, self.spec.tail_limit)
@@ -327,20 +269,6 @@ def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
 
 
 # -- small helpers -------------------------------------------------------------------------------------
-def _signal_group(pgid: Optional[int], sig: int) -> bool:
-    """Send `sig` to a process group; True if it had members."""
-    if pgid is None:
-        return False
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError as e:  # a member changed its user (setuid): nothing more we can do
-        log.warning("runner: cannot signal process group %s: %s", pgid, e)
-        return False
-
-
 def _read_tail(fd: int, offset: int, limit: int) -> bytes:
     if fd < 0 or limit <= 0:
         return b""

@@ -1,20 +1,19 @@
 """Housekeeping any worker or matcher runs: due replays, dead workers' executions, bounded indices."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-import redis
-
+from angora_rq.store.connection import Redis, WatchError
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
+from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
-from angora_rq.core.model import JobDef
 from angora_rq.store.scripts import Scripts
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import Claimed, State
+from angora_rq.store.state import State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -47,7 +46,7 @@ class Lost:
 class Janitor:
     """`step(now)` promotes due replays, reaps dead workers (replaying their executions) and trims indices."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, scripts: Optional[Scripts] = None) -> None:
+    def __init__(self, r: Redis, keys: Keys, settings: Settings, scripts: Optional[Scripts] = None) -> None:
         self.r = r
         self.keys = keys
         self.settings = settings
@@ -81,7 +80,7 @@ class Janitor:
         k = self.keys
         moved = 0
         for raw in self.r.smembers(k.workers()):
-            name = _s(raw)
+            name = to_str(raw)
             n = int(self.scripts.reap(
                 keys=[k.worker_alive(name), k.worker_inflight(name), k.orphans(), k.workers()], args=[name]))
             if n >= 0:
@@ -95,28 +94,28 @@ class Janitor:
         k = self.keys
         done = 0
         for raw in self.r.lrange(k.orphans(), 0, 99):
-            xid = _s(raw)
+            xid = to_str(raw)
             with self.r.pipeline() as pipe:
                 try:
                     pipe.watch(k.execution(xid))
-                    fields = {_s(a): _s(b) for a, b in pipe.hgetall(k.execution(xid)).items()}
+                    fields = to_str_dict(pipe.hgetall(k.execution(xid)))
                     pipe.multi()
                     if fields.get("status") == "running":
-                        ex = claimed_from_hash(fields)
+                        ex = Claimed.from_hash(fields)
                         started = float(fields.get("started") or now)
                         self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
                         done += 1
                     pipe.lrem(k.orphans(), 1, xid)
                     pipe.execute()
-                except redis.exceptions.WatchError:
+                except WatchError:
                     continue  # someone else handled it; the next pass sees the new status
         return done
 
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
         k = self.keys
-        queues = [_s(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
-        beats = {_s(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
+        queues = [to_str(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
+        beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
         with self.r.pipeline(transaction=False) as p:
             p.zremrangebyrank(k.runs(), 0, -(self.settings.max_runs + 1))
@@ -128,21 +127,3 @@ class Janitor:
             if stale:
                 p.hdel(k.heartbeats(), *stale)
             p.execute()
-
-
-def claimed_from_hash(fields: dict[str, str]) -> Claimed:
-    """Rebuild what a worker held about an execution from its hash."""
-    return Claimed(
-        id=fields["id"],
-        spec=JobDef.from_json(json.loads(fields["spec"])),
-        run=fields.get("run", ""),
-        attempt=int(fields.get("attempt") or 1),
-        topic=fields.get("topic", ""),
-        params=json.loads(fields["params"]) if fields.get("params") else {},
-        queue=fields.get("queue") or "default",
-        created=float(fields.get("created") or 0),
-    )
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -73,19 +73,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Optional[Callable[[], None]]:
     return preexec
 
 
-def ping(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis server answers PING at `url`."""
-    import redis  # local import: keep this module cheap to import
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 def _tail(paths: Sequence[Path], limit: int = 2000) -> str:
     """The last `limit` characters of each existing file, joined."""
     parts = [p.read_text(errors="replace")[-limit:].strip() for p in paths if p.exists()]
@@ -176,6 +163,8 @@ class RedisServer:
 
     def _check_socket(self) -> None:
         """Refuse a socket with a live server behind it; remove a stale one."""
+        from angora_rq.store.connection import ping  # imports redis: only when a server is started
+
         if self.unix_socket is None:
             return
         if len(str(self.unix_socket)) > MAX_SOCKET_PATH:
@@ -189,6 +178,8 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll until PING answers; raise with the log tail if the server exits or stays silent."""
+        from angora_rq.store.connection import ping
+
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

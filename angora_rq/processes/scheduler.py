@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Optional, Sequence
 
-import redis
-
+from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
+from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
@@ -30,7 +30,7 @@ from angora_rq.store.scripts import SEND
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import GRACE, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire, to_ms
 
-__all__ = ["Scheduler", "next_fire", "prev_fire", "due_ticks", "schedule_status", "leader_status"]
+__all__ = ["Scheduler", "next_fire", "prev_fire", "due_ticks"]
 
 log = logging.getLogger(__name__)
 LEASE_TTL = 3.0
@@ -110,7 +110,7 @@ class Lease:
 class Scheduler:
     """One scheduler process: `step()` keeps the lease and sends what is due; `run()` loops until stopped."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, config: Callable[[], Config],
+    def __init__(self, r: Redis, keys: Keys, settings: Settings, config: Callable[[], Config],
                  name: Optional[str] = None, ttl: float = LEASE_TTL, renew_every: float = RENEW_EVERY,
                  grace: float = GRACE) -> None:
         self.r = r
@@ -142,7 +142,7 @@ class Scheduler:
             while not self._stop.is_set():
                 try:
                     self.step()
-                except redis.exceptions.ConnectionError as e:
+                except RedisConnectionError as e:
                     log.warning("scheduler %s: Redis connection lost (%s); retrying", self.name, e)
                     self.lease = None
                     self._stop.wait(1.0)
@@ -156,7 +156,7 @@ class Scheduler:
             self.resign()
             try:
                 self.r.hdel(self.keys.heartbeats(), f"scheduler:{self.name}")
-            except redis.exceptions.RedisError:
+            except RedisError:
                 pass
 
     def stop(self, *_: Any) -> None:
@@ -186,7 +186,7 @@ class Scheduler:
         if self.lease is not None:
             try:
                 self._resign(keys=[self.keys.scheduler_lease()], args=[self.lease.value])
-            except redis.exceptions.RedisError:
+            except RedisError:
                 pass
             self.lease = None
 
@@ -259,7 +259,7 @@ class Scheduler:
                 self.lease.value, to_ms(tick), self.lease.token, k.run(""), s.overlap, mode, s.name, covers]
         reply = self._tick(keys=[k.stream(), k.run(msg.run_id), k.runs(), k.scheduler_lease(), k.schedule(s.name)],
                            args=args)
-        outcome, detail = (_s(x) for x in reply)
+        outcome, detail = (to_str(x) for x in reply)
         if outcome == "fenced":
             self._fenced_out()
         elif outcome == "sent":
@@ -277,61 +277,3 @@ class Scheduler:
                 soonest = now + wait
             wait = min(wait, soonest - now)
         return max(0.005, wait)
-
-
-# -- status for the CLI, the API and the Schedules page ---------------------------------------------
-
-def leader_status(r: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """Who leads the schedulers: {"holder", "token", "ttl"} (holder None when no scheduler runs)."""
-    with r.pipeline(transaction=False) as p:
-        p.get(keys.scheduler_lease())
-        p.pttl(keys.scheduler_lease())
-        value, pttl = p.execute()
-    if not value:
-        return {"holder": None, "token": None, "ttl": None}
-    holder, _, token = _s(value).rpartition(" ")
-    return {"holder": holder, "token": int(token) if token.isdigit() else None,
-            "ttl": pttl / 1000 if pttl and pttl > 0 else None}
-
-
-def schedule_status(r: redis.Redis, keys: Keys, snapshot: Any, now: Optional[float] = None) -> list[dict[str, Any]]:
-    """Every schedule of the definitions with its next fire time and what was last sent (times: unix seconds).
-
-    `snapshot` is a Snapshot or a Config. One round trip.
-    """
-    config: Config = getattr(snapshot, "config", snapshot)
-    now = time.time() if now is None else now
-    schedules = list(config.schedules)
-    with r.pipeline(transaction=False) as p:
-        for s in schedules:
-            p.hgetall(keys.schedule(s.name))
-        states = p.execute()
-    runs: list[Any] = []
-    with r.pipeline(transaction=False) as p:
-        for raw in states:
-            p.hget(keys.run(_s(raw.get(b"run", b"")) or "-"), "active")
-        runs = p.execute()
-    return [_status_row(s, {_s(k): _s(v) for k, v in raw.items()}, active, now)
-            for s, raw, active in zip(schedules, states, runs)]
-
-
-def _status_row(s: ScheduleDef, st: dict[str, str], active: Any, now: float) -> dict[str, Any]:
-    try:
-        nxt: Optional[float] = next_fire(s, from_ts(now)).timestamp()
-    except ValueError:
-        nxt = None
-    last = int(st["last"]) / 1000 if st.get("last") else None
-    return {
-        **s.to_json(),
-        "next_fire": nxt,
-        "last_tick": last,
-        "last_sent_at": float(st["sent_at"]) if st.get("sent_at") else None,
-        "last_run": st.get("run") or None,
-        "last_run_active": bool(active) and int(_s(active) or 0) > 0,
-        "sent": int(st.get("sent") or 0),
-        "skipped": int(st.get("skipped") or 0),
-    }
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))

@@ -19,18 +19,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import redis
-
+from angora_rq.store.connection import Redis, RedisConnectionError, RedisError, NoScriptError
+from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.commands import runner, spawn
 from angora_rq.commands.guardian import Guardian
 from angora_rq.processes.janitor import Janitor
 from angora_rq.core.keys import Keys
-from angora_rq.commands.launch import command_spec
+from angora_rq.core.command import CleanEnv, command_spec
+from angora_rq.core.execution import Claimed
 from angora_rq.store.link import Link, evalsha
 from angora_rq.store.scripts import Scripts
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, Claimed, State
+from angora_rq.store.state import HOST, State
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 2.0
@@ -62,7 +63,7 @@ class AngoraWorker:
 
     def __init__(
         self,
-        r: redis.Redis,
+        r: Redis,
         keys: Keys,
         settings: Settings,
         queues: tuple[str, ...] = ("default",),
@@ -101,7 +102,7 @@ class AngoraWorker:
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
-        self._env = runner.CleanEnv.of(os.environ)
+        self._env = CleanEnv.of(os.environ)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -111,7 +112,7 @@ class AngoraWorker:
             while not self.done():
                 try:
                     self.step()
-                except redis.exceptions.ConnectionError as e:
+                except RedisConnectionError as e:
                     log.warning("worker %s: Redis connection lost (%s); retrying", self.name, e)
                     time.sleep(1.0)
         finally:
@@ -154,7 +155,7 @@ class AngoraWorker:
                 p.execute()
             if self._rq_worker is not None:
                 self._rq_worker.register_death()
-        except redis.exceptions.RedisError as e:
+        except RedisError as e:
             log.warning("worker %s: could not unregister: %s", self.name, e)
         if self.guardian is not None:
             self.guardian.close()
@@ -284,7 +285,7 @@ class AngoraWorker:
             self.stats.finished += len(done)
             self.stats.finalizes += 1
             if claim is not None:
-                if isinstance(reply, redis.exceptions.NoScriptError):
+                if isinstance(reply, NoScriptError):
                     reply = self.link.script(self.scripts.claim, *self._claim_call(now, free))  # loads it
                 elif isinstance(reply, Exception):
                     raise reply
@@ -352,11 +353,11 @@ class AngoraWorker:
             try:
                 watch = [control] + (bells if self._want_work.is_set() else [])
                 got = link.call("BLPOP", *watch, 1)
-            except redis.exceptions.RedisError:
+            except RedisError:
                 time.sleep(0.5)
                 continue
             if got:
-                key, value = (_s(got[0]), _s(got[1]))
+                key, value = (to_str(got[0]), to_str(got[1]))
                 if key == control:
                     self._control.append(value)
                 self._wake()
@@ -392,7 +393,3 @@ def _iso(ts: float) -> str:
     from angora_rq.core.rqcompat import utc_iso
 
     return utc_iso(ts)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -7,6 +7,7 @@ from typing import Optional
 import redis
 from redis.client import Pipeline
 
+from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
@@ -31,7 +32,7 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Op
                     detail={"backlog": backlog},
                 ) from e
             raise
-    return entry.decode() if isinstance(entry, bytes) else str(entry)
+    return to_str(entry)
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:
@@ -52,21 +53,22 @@ def ensure_group(r: redis.Redis, keys: Keys) -> None:
 def trim(r: redis.Redis, keys: Keys) -> int:
     """Drop entries every matcher is done with: below the oldest pending entry and the last delivered one.
 
-    Never `MAXLEN ~`: that drops entries nobody has read yet (facts.md).
+    Never `MAXLEN ~`: it drops delivered-but-unacknowledged and undelivered entries alike (measured: 4,000 of
+    6,000 messages lost while every XADD returned OK).
     """
     stream = keys.stream()
     groups = r.xinfo_groups(stream)
-    group = next((g for g in groups if _s(g["name"]) == MATCHER_GROUP), None)
+    group = next((g for g in groups if to_str(g["name"]) == MATCHER_GROUP), None)
     if group is None:
         return 0
-    last = _s(group["last-delivered-id"])
+    last = to_str(group["last-delivered-id"])
     if last in ("0-0", "0"):
         return 0
     ms, seq = (int(x) for x in last.split("-"))
     min_id = f"{ms}-{seq + 1}"
     pending = r.xpending(stream, MATCHER_GROUP)
     if pending and pending.get("pending"):
-        oldest = _s(pending["min"])
+        oldest = to_str(pending["min"])
         if _id_lt(oldest, min_id):
             min_id = oldest
     return int(r.xtrim(stream, minid=min_id, approximate=False))
@@ -81,7 +83,3 @@ def _id_lt(a: str, b: str) -> bool:
     am, asq = (int(x) for x in a.split("-"))
     bm, bsq = (int(x) for x in b.split("-"))
     return (am, asq) < (bm, bsq)
-
-
-def _s(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

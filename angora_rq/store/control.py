@@ -7,13 +7,14 @@ from typing import Any, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
-from angora_rq.store.queries import decode
+from angora_rq.core.plans import manual_plan, missing_parents
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.state import State
@@ -38,7 +39,7 @@ class Control:
             raise NotFound(f"no job named {name!r}")
         params = check_params(params)
         run_id = check_run_id(run_id) if run_id else new_run_id()
-        run = decode(self.r.hgetall(self.keys.run(run_id)))
+        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
         if job.parent_success:
             self._check_parents(snap, name, run, run_id)
         topic = next((t for t in job.triggers if "*" not in t and "#" not in t), "manual")
@@ -56,12 +57,10 @@ class Control:
         return {"run_id": run_id, "execution_id": xid}
 
     def _check_parents(self, snap: Snapshot, name: str, run: dict[str, str], run_id: str) -> None:
-        plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
-        parents = snap.join_parents(name, plan_jobs)
+        missing = missing_parents(snap, name, run)
         if not run:
             raise Conflict(f"job {name!r} has parent_success: run it inside an existing run (--run-id) "
-                           f"where its parents {parents} have succeeded")
-        missing = [p for p in parents if run.get(f"s:{p}") not in ("succeeded", "skipped")]
+                           f"where its parents {missing} have succeeded")
         if missing:
             raise Conflict(f"job {name!r} has parent_success and these parents have not succeeded "
                            f"in run {run_id}: {', '.join(missing)}")
@@ -77,7 +76,7 @@ class Control:
         ek = self.keys.execution(xid)
         with self.r.pipeline() as pipe:
             pipe.watch(ek)
-            f = decode(pipe.hgetall(ek))
+            f = to_str_dict(pipe.hgetall(ek))
             if not f:
                 raise NotFound(f"no execution {xid!r}")
             status = f.get("status")
@@ -106,7 +105,7 @@ class Control:
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
         f = self._finished(xid)
-        ex = claimed_from_hash(f)
+        ex = Claimed.from_hash(f)
         msg = Message(ex.topic, ex.params, ex.run, f"retry:{xid}", time.time())
         with self.r.pipeline() as pipe:
             nxt = self.state.create(pipe, ex.spec, msg, msg.sent_at, attempt=ex.attempt + 1, replay_of=xid,
@@ -120,11 +119,11 @@ class Control:
         f = self._finished(xid)
         if f.get("status") not in FAILED:
             raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
-        ex = claimed_from_hash(f)
+        ex = Claimed.from_hash(f)
         now = time.time()
         with self.r.pipeline() as pipe:
             if f.get("next"):
-                nxt = decode(self.r.hgetall(self.keys.execution(f["next"])))
+                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f["next"])))
                 if nxt.get("status") in WAITING:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
@@ -134,18 +133,10 @@ class Control:
             pipe.execute()
 
     def _finished(self, xid: str) -> dict[str, str]:
-        f = decode(self.r.hgetall(self.keys.execution(xid)))
+        f = to_str_dict(self.r.hgetall(self.keys.execution(xid)))
         if not f:
             raise NotFound(f"no execution {xid!r}")
         if f.get("status") in WAITING + ("running",):
             raise Conflict(f"execution {xid} is still {f['status']}")
         return f
 
-
-def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
-    """The plan of a job run by hand: the job and everything downstream of it."""
-    graph = snap.graph
-    jobs = [name] + [j for j in graph.downstream(name) if j != name]
-    inside = set(jobs)
-    parents = {j: [p for p in graph.parents(j) if p in inside] for j in jobs}
-    return {"jobs": jobs, "parents": parents, "depth": {}}

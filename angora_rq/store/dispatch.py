@@ -13,7 +13,8 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_data_parts, job_mapping, utc_iso
 from angora_rq.store.scripts import shared_scripts
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import BELL_CAP, spec_json
+from angora_rq.core.execution import spec_json
+from angora_rq.store.state import BELL_CAP
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
 _PER_EXECUTION = ("created_at", "enqueued_at", "data", "description", "status")

@@ -1,9 +1,10 @@
 """Pause and resume jobs and queues.
 
-- A paused job (`keys.paused_jobs()`): the matcher still dispatches the messages that trigger it, but creates
-  each execution `held` and appends it to `keys.paused_held(job)` instead of queueing it (matcher.py), in the
-  same transaction that watches the paused set. Resume is one Lua call: the job leaves the set and its held
-  executions go, in order, to the end of their RQ queue. Nothing is lost, nothing runs while paused.
+- A paused job (`keys.paused_jobs()`): the matcher still dispatches the messages that trigger it, but its
+  DISPATCH script (scripts.py) creates each execution `held` and appends it to `keys.paused_held(job)` instead
+  of queueing it; the script reads the paused set itself, atomically with those writes, so a pause takes effect
+  from the next batch. Resume is one Lua call: the job leaves the set and its held executions go, in order, to
+  the end of their RQ queue. Nothing is lost, nothing runs while paused.
 - A paused queue (`keys.paused_queues()`): workers take nothing from it (the CLAIM script checks the set).
 - Pausing never stops a running command; kill does that.
 """
@@ -15,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
@@ -100,7 +102,7 @@ def resume_queue(r: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
 
 def paused_jobs(r: redis.Redis, keys: Keys) -> set[str]:
     """Names of the paused jobs."""
-    return {_s(v) for v in r.smembers(keys.paused_jobs())}
+    return {to_str(v) for v in r.smembers(keys.paused_jobs())}
 
 
 def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         p.smembers(keys.paused_jobs())
         p.smembers(keys.paused_queues())
         jobs_raw, queues_raw = p.execute()
-    jobs, queues = sorted(_s(v) for v in jobs_raw), sorted(_s(v) for v in queues_raw)
+    jobs, queues = sorted(to_str(v) for v in jobs_raw), sorted(to_str(v) for v in queues_raw)
     with r.pipeline(transaction=False) as p:
         for j in jobs:
             p.llen(keys.paused_held(j))
@@ -120,7 +122,3 @@ def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         "jobs": [{"name": j, "held": int(n)} for j, n in zip(jobs, counts[:len(jobs)])],
         "queues": [{"name": q, "waiting": int(n)} for q, n in zip(queues, counts[len(jobs):])],
     }
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

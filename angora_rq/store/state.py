@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import socket
-from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any
 
 from redis.client import Pipeline
 
+from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
@@ -20,84 +20,6 @@ from angora_rq.core.settings import Settings
 TAIL_LIMIT = 65536
 BELL_CAP = 64
 HOST = socket.gethostname()
-
-
-class OutcomeLike(Protocol):
-    """What finalize needs of a finished command (runner.Outcome has it)."""
-
-    @property
-    def exit_code(self) -> Optional[int]: ...
-    @property
-    def signal(self) -> Optional[int]: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def started(self) -> float: ...
-    @property
-    def ended(self) -> float: ...
-    @property
-    def duration(self) -> float: ...
-    @property
-    def tail(self) -> str: ...
-    @property
-    def ok(self) -> bool: ...
-
-
-@dataclass
-class Claimed:
-    """An execution a worker has claimed: what it needs to run and finalize it."""
-
-    id: str
-    spec: JobDef
-    run: str
-    attempt: int
-    topic: str
-    params: dict[str, str]
-    queue: str
-    created: float
-
-    @classmethod
-    def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
-        """Build from the CLAIM script's reply for one execution."""
-        run, attempt, topic, params, queue, created = (_s(f) for f in fields)
-        return cls(
-            id=_s(id_),
-            spec=_spec(_s(spec)),
-            run=run,
-            attempt=int(attempt or 1),
-            topic=topic,
-            params=json.loads(params) if params else {},
-            queue=queue,
-            created=float(created or 0),
-        )
-
-
-_specs: dict[str, JobDef] = {}
-
-
-def _spec(text: str) -> JobDef:
-    """The JobDef of a stored spec; parsed once per distinct text (every execution of a job version shares it)."""
-    job = _specs.get(text)
-    if job is None:
-        if len(_specs) > 4096:
-            _specs.clear()
-        job = _specs[text] = JobDef.from_json(json.loads(text))
-    return job
-
-
-def spec_json(job: JobDef) -> str:
-    """A job's spec as stored with each execution (the worker parses each distinct text once)."""
-    return json.dumps(job.to_json())
-
-
-def replay_allowed(spec: JobDef, attempt: int) -> bool:
-    """Whether a failed attempt (1-based) may run again: `replay` None = always, N = N more attempts."""
-    return spec.replay is None or attempt <= spec.replay
-
-
-def replay_delay(spec: JobDef, attempt: int, cap: float) -> float:
-    """Backoff before the next attempt: replay_delay doubling per attempt, capped."""
-    return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
 
 
 class State:
@@ -183,16 +105,14 @@ class State:
     ) -> str:
         """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
         spec = ex.spec
-        ok = outcome.ok
-        replay = not ok and outcome.reason != "killed" and replay_allowed(spec, ex.attempt)
-        status = "succeeded" if ok else "killed" if outcome.reason == "killed" else "replaying" if replay else "failed"
+        status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now)
-        if ok:
+        if status == "succeeded":
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
-        elif replay:
+        elif status == "replaying":
             self._replay(pipe, ex, now)
         return status
 
@@ -253,7 +173,3 @@ class State:
         if ex.spec.concurrency:
             pipe.srem(k.slots(ex.spec.name), ex.id)
         self.enqueue(pipe, ex.id, ex.queue, at_front=True)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))
