@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
+from angora_rq.cli import checks
 from angora_rq.cli.group import main
 from angora_rq.cli.engine_cmds import _env, _on_stop, config_option
 from angora_rq.store.connection import redis_errors
@@ -38,13 +40,16 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
     from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
+    checks.definitions_ready(config_path or s.config_path)
+    checks.redis_ready(s, r)
     source = _source(config_path, s)
     reloader = Reloader(reload_requests(r, keys), source)
     sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
     _on_stop(sched.stop)
     signal.signal(signal.SIGHUP, reloader.request)
     config = source.current().config
-    click.echo(f"scheduler {sched.name}: {len(config.schedules)} schedules, version {config.version}", err=True)
+    logging.getLogger("angora_rq.cli").info("scheduler %s: %d schedules, version %s", sched.name,
+                                            len(config.schedules), config.version)
     sched.run()
 
 

@@ -269,7 +269,7 @@ class AngoraWorker:
                 claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
             with self.r.pipeline() as pipe:
                 for a, outcome in done:
-                    if a.hand_back:
+                    if a.hand_back or (self.stopping and stopped_with_us(outcome)):
                         self.state.hand_back(pipe, a.ex, self.name)
                     else:
                         self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
@@ -369,6 +369,14 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
         run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
         held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
     )
+
+
+def stopped_with_us(outcome: runner.Outcome) -> bool:
+    """Whether a command ended by SIGTERM/SIGINT from outside (not a timeout or kill of ours), as when a platform
+    stops every process of a host at once (Heroku does so on each deploy and daily restart): run elsewhere."""
+    by_signal = outcome.signal in (signal.SIGTERM, signal.SIGINT)
+    by_code = outcome.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGINT)  # a shell that caught it and left
+    return outcome.reason == "exit" and (by_signal or by_code)
 
 
 def run_execution(execution_id: str, prefix: str = "angora") -> str:
