@@ -1,6 +1,7 @@
 """AngoraWorker in this process, step by step, on a real redis-server."""
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -138,3 +139,28 @@ def test_a_sigkilled_workers_commands_leave_no_process_behind(
         proc.kill()
         proc.wait()
         kill_sleepers(tag)
+
+
+def test_executions_of_a_job_sharing_its_log_each_keep_their_own_tail(r: redis.Redis, keys: Keys,
+                                                                      tmp_path: Path) -> None:
+    settings = _settings(keys, tmp_path)
+    job = JobDef("logged", ("go",), ("sh", "-c", "echo start $ANGORA_RUN_ID; sleep 2.5; echo end $ANGORA_RUN_ID >&2"),
+                 log=str(tmp_path / "logs"), replay=0)
+    ids = {run: _create(r, keys, settings, job, run=run) for run in ("runA", "runB")}
+
+    def tails() -> dict[str, str]:
+        return {run: (r.hget(keys.execution(xid), "tail") or b"").decode() for run, xid in ids.items()}
+
+    worker = AngoraWorker(r, keys, settings, concurrency=2, name="w1")
+    worker.start()
+    try:
+        # The live view (copied while they run), then the final tails: each holds its own lines only.
+        _step_until(worker, lambda: tails() == {run: f"start {run}\n" for run in ids})
+        _step_until(worker, lambda: all(_status(r, keys, xid)[0] == "succeeded" for xid in ids.values()))
+    finally:
+        worker.close()
+    assert tails() == {run: f"start {run}\nend {run}\n" for run in ids}
+    log = (tmp_path / "logs" / "logged.log").read_text()
+    for run, xid in ids.items():  # one whole block each
+        header = f"=== angora job=logged execution={xid} attempt=1 run={run}"
+        assert re.search(rf"{header} started \S+ ===\nstart {run}\nend {run}\n{header} exited 0 after ", log), log
