@@ -27,8 +27,8 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.processes.redis_server import free_port
 
-from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, rss_mib, tree_pss_mib, tree_rss_mib,
-                     wait_until)
+from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, redis_cpu_seconds, rss_mib,
+                     tree_pss_mib, tree_rss_mib, wait_until)
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
 WARMUP = 50  # messages sent and finished before a measurement starts
@@ -243,16 +243,18 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
             polls[0] += 1
             return _succeeded(r, keys, "bench_true") >= WARMUP + n
 
-        c0 = commands_total(r)
+        c0, rcpu0 = commands_total(r), redis_cpu_seconds(r)
         t0 = time.perf_counter()
         sender = threading.Thread(target=send_n, args=(n,))
         sender.start()
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
+        redis_cpu = redis_cpu_seconds(r) - rcpu0  # the polls' HGETs included: a few us each
         failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
+            "redis_cpu_us_per_job": redis_cpu / n * 1e6,
             "failed": failed, "workers": workers, "via": via}
 
 
