@@ -25,6 +25,7 @@ from angora_rq.core import keys as K
 from angora_rq.store.bus import send, send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
+from angora_rq.core.schema import Exec, JobStats, Run
 from angora_rq.processes.redis_server import free_port
 
 from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, redis_cpu_seconds, rss_mib,
@@ -188,7 +189,7 @@ class HttpClient:
 
 
 def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
-    return int(r.hget(keys.job_stats(job), "succeeded") or 0)
+    return int(r.hget(keys.job_stats(job), JobStats.succeeded) or 0)
 
 
 def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], None]) -> None:
@@ -251,7 +252,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
         redis_cpu = redis_cpu_seconds(r) - rcpu0  # the polls' HGETs included: a few us each
-        failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
+        failed = int(r.hget(keys.job_stats("bench_true"), JobStats.failed) or 0)
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
             "redis_cpu_us_per_job": redis_cpu / n * 1e6,
@@ -313,9 +314,9 @@ def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
                 if i == 10:
                     start_ms.clear()
                     chain_ms.clear()
-                start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", "started"))
+                start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", Exec.started))
                 time.sleep(0.01)
-                chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", "ended"))
+                chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", Exec.ended))
                 time.sleep(0.01)
         finally:
             client.close()
@@ -332,9 +333,9 @@ def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job
         raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
     run_id = json.loads(body)["run_id"]
     run_key = keys.run(run_id)
-    xid = wait_until(lambda: r.hget(run_key, f"e:{job}"), 30, 0.0005, f"{job} to be dispatched")
-    xid = r.hget(run_key, f"e:{job}").decode()
-    wait_until(lambda: r.hget(keys.execution(xid), "ended"), 30, 0.0005, f"{job} to finish")
+    xid = wait_until(lambda: r.hget(run_key, Run.job_execution + job), 30, 0.0005, f"{job} to be dispatched")
+    xid = r.hget(run_key, Run.job_execution + job).decode()
+    wait_until(lambda: r.hget(keys.execution(xid), Exec.ended), 30, 0.0005, f"{job} to finish")
     return (float(r.hget(keys.execution(xid), field)) - t0) * 1000
 
 

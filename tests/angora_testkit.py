@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str_dict
+from angora_rq.core.schema import Exec, JobStats, Names, Run
 from angora_rq.store.bus import send
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
@@ -100,6 +102,33 @@ class System:
                 p.wait()
 
 
+def named(raw: dict, names: type[Names]) -> dict[str, str]:
+    """A Redis hash (raw reply) with each field of `names` (core/schema.py) under its Python name; other fields
+    (a run's `s:<job>`...) as they are."""
+    back = {v: k for k, v in names.fields().items()}
+    return {back.get(k, k): v for k, v in to_str_dict(raw).items()}
+
+
+def hash_as(r: redis.Redis, key: str, names: type[Names]) -> dict[str, str]:
+    """`named` of the hash at `key`."""
+    return named(r.hgetall(key), names)
+
+
+def fields(r: redis.Redis, key: str) -> dict[str, str]:
+    """An execution's, a run's or a job's stats hash with its fields under their Python names (any other hash
+    decoded as it is); a run's execution count per job as `n:<job>`."""
+    kind = key.split(":")[1] if ":" in key and not key.startswith("rq:") else ""
+    names = {"exec": Exec, "run": Run, "job": JobStats}.get(kind)
+    if names is None:
+        return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+    out = hash_as(r, key, names)
+    if names is Run:
+        for k, v in list(out.items()):
+            if k.startswith(Run.execution):
+                out[f"n:{v}"] = str(int(out.get(f"n:{v}", 0)) + 1)
+    return out
+
+
 def write_config(folder: Path, text: str, name: str = "jobs.yml") -> Path:
     """Write one definitions file (dedented) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,5 +208,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers",
-           "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "wait_for", "write_config", "named", "hash_as", "fields", "pid_alive", "python_cmd", "os",
+           "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

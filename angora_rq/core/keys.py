@@ -21,14 +21,6 @@ class Keys:
         """Stream of every accepted message (consumer group MATCHER_GROUP)."""
         return f"{self.prefix}:messages"
 
-    def dedupe(self, entry_id: str, job: str) -> str:
-        """Marker that stream entry `entry_id` has been dispatched to `job`."""
-        return f"{self.prefix}:dedupe:{entry_id}:{job}"
-
-    def join(self, run_id: str, job: str) -> str:
-        """Marker that the parent_success join of `job` in `run_id` has fired."""
-        return f"{self.prefix}:join:{run_id}:{job}"
-
     # -- executions, jobs, runs --------------------------------------------------------------------
     def execution(self, execution_id: str) -> str:
         """Hash of one execution (one attempt of one job in one run)."""
@@ -38,21 +30,33 @@ class Keys:
         """Hash of a job's latest status and counters."""
         return f"{self.prefix}:job:{job}"
 
+    def tail(self, execution_id: str) -> str:
+        """String holding an execution's output tail while it runs, and after when too long for its hash."""
+        return f"{self.prefix}:tail:{execution_id}"
+
     def job_executions(self, job: str) -> str:
-        """Sorted set of a job's execution ids, scored by creation time."""
+        """List of a job's latest execution ids, newest first (the job's history index, `history` long)."""
         return f"{self.prefix}:job:{job}:execs"
 
     def run(self, run_id: str) -> str:
-        """Hash of a run: plan, per-job statuses, counters."""
+        """Hash of a run: plan, per-job statuses, its executions, counters."""
         return f"{self.prefix}:run:{run_id}"
 
-    def run_executions(self, run_id: str) -> str:
-        """Sorted set of a run's execution ids, scored by creation time."""
-        return f"{self.prefix}:run:{run_id}:execs"
-
     def runs(self) -> str:
-        """Sorted set of run ids, scored by start time."""
+        """Sorted set of run ids, scored by start time: every run kept, the order history is trimmed in."""
         return f"{self.prefix}:runs"
+
+    def definitions(self, version: str) -> str:
+        """Hash of one definitions version: the specs and run plans its executions and runs refer to."""
+        return f"{self.prefix}:defs:{version}"
+
+    def definitions_index(self) -> str:
+        """Sorted set of definitions versions, scored by their last use (the janitor drops unused ones)."""
+        return f"{self.prefix}:defs"
+
+    def schema(self) -> str:
+        """String: the version of the layout of everything under the prefix (see store/layout.py)."""
+        return f"{self.prefix}:schema"
 
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""

@@ -55,7 +55,7 @@ class Settings:
     backlog: int = 100_000
     retention: float = 7 * 86400.0
     history: int = 1000
-    max_runs: int = 10_000
+    max_runs: int = 0  # runs kept at most (0: no count limit; retention and the storage budget decide)
     default_timeout: float = 3600.0
     kill_grace: float = 5.0
     replay_max_delay: float = 300.0

@@ -7,11 +7,11 @@ import time
 from angora_rq.store.connection import Redis
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.command import command_spec
-from angora_rq.core.execution import Claimed
+from angora_rq.core.schema import Exec, Run, Status
 from angora_rq.commands.runner import run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, State
+from angora_rq.store.state import HOST, State, load_claimed
 
 
 def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> str:
@@ -20,15 +20,16 @@ def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> s
     with r.pipeline() as pipe:
         pipe.watch(ek)
         fields = to_str_dict(pipe.hgetall(ek))
-        if fields.get("status") != "queued":
+        if fields.get(Exec.status) != Status.queued:
             pipe.reset()
-            return fields.get("status", "missing")
+            return fields.get(Exec.status, "missing")
         now = time.time()
         pipe.multi()
-        pipe.hset(ek, mapping={"status": "running", "started": repr(now), "host": HOST, "worker": "rq"})
-        pipe.hset(keys.run(fields["run"]), f"s:{fields['job']}", "running")
+        pipe.hset(ek, mapping={Exec.status: Status.running, Exec.started: repr(now), Exec.host: HOST,
+                               Exec.worker: "rq"})
+        pipe.hset(keys.run(fields[Exec.run]), Run.job_status + fields[Exec.job], Status.running)
         pipe.execute()
-    ex = Claimed.from_hash(fields)
+    ex = load_claimed(r, keys, execution_id, fields)
     outcome = run(command_spec(ex, settings, str(settings.data_dir / "spool"), os.environ))
     with r.pipeline() as pipe:
         status = State(keys, settings).finalize(pipe, ex, outcome, time.time())

@@ -9,12 +9,13 @@ from typing import Optional
 from angora_rq.store.connection import Redis, WatchError
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
-from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Exec, Status
+from angora_rq.core.settings import Settings
+from angora_rq.store import history
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import PROMOTE, REAP
-from angora_rq.core.settings import Settings
-from angora_rq.store.state import State
+from angora_rq.store.state import State, load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -98,10 +99,10 @@ class Janitor:
                 try:
                     pipe.watch(k.execution(xid))
                     fields = to_str_dict(pipe.hgetall(k.execution(xid)))
+                    ex = load_claimed(pipe, k, xid, fields) if fields.get(Exec.status) == Status.running else None
                     pipe.multi()
-                    if fields.get("status") == "running":
-                        ex = Claimed.from_hash(fields)
-                        started = float(fields.get("started") or now)
+                    if ex is not None:
+                        started = float(fields.get(Exec.started) or now)
                         self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
                         done += 1
                     pipe.lrem(k.orphans(), 1, xid)
@@ -111,14 +112,19 @@ class Janitor:
         return done
 
     def trim(self, now: float) -> None:
-        """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
-        k = self.keys
-        queues = [to_str(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
-        beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
+        """Bound what would otherwise grow: finished history (by age and count), definitions versions nothing
+        refers to, RQ's finished/failed registries, stale heartbeats."""
+        k, r = self.keys, self.r
+        history.drop_oldest(r, k, until=now - self.settings.retention)
+        if self.settings.max_runs:
+            over = int(r.zcard(k.runs())) - self.settings.max_runs
+            if over > 0:
+                history.drop_oldest(r, k, count=over)
+        history.drop_unused_versions(r, k, now)
+        queues = [to_str(q).split(":", 2)[-1] for q in r.smembers(K.RQ_QUEUES)]
+        beats = {to_str(a): float(b) for a, b in r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
-        with self.r.pipeline(transaction=False) as p:
-            p.zremrangebyrank(k.runs(), 0, -(self.settings.max_runs + 1))
-            p.zremrangebyscore(k.runs(), "-inf", now - self.settings.retention)
+        with r.pipeline(transaction=False) as p:
             for q in queues:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
                 p.zremrangebyscore(K.rq_finished(q), 0, now)

@@ -29,6 +29,7 @@ from angora_rq.processes.janitor import Janitor
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import Claimed
+from angora_rq.core.schema import Exec
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -46,6 +47,7 @@ class Active:
     ex: Claimed
     cmd: Any  # runner.RunningCommand
     hand_back: bool = False
+    live: bool = False  # its tail key has been written while it ran
 
 
 @dataclass
@@ -281,7 +283,7 @@ class AngoraWorker:
                     if a.hand_back or (self.stopping and stopped_with_us(outcome)):
                         self.state.hand_back(pipe, a.ex, self.name)
                     else:
-                        self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
+                        self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid, live=a.live)
                 if claim is None:
                     self.link.execute(pipe)
                 else:
@@ -348,7 +350,10 @@ class AngoraWorker:
         if slow:
             with self.r.pipeline(transaction=False) as p:
                 for a in slow:
-                    p.hset(self.keys.execution(a.ex.id), mapping={"tail": a.cmd.read_tail(), "pid": a.cmd.pid})
+                    p.set(self.keys.tail(a.ex.id), a.cmd.read_tail())
+                    if not a.live:
+                        p.hset(self.keys.execution(a.ex.id), Exec.pid, a.cmd.pid)
+                    a.live = True
                 p.execute()
 
     def _waiter(self) -> None:
@@ -383,7 +388,7 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
         inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now), worker=worker,
         host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=k.execution(""),
         run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
-        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
+        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), defs_prefix=k.definitions(""), queues=queues,
     )
 
 
@@ -395,8 +400,11 @@ def stopped_with_us(outcome: runner.Outcome) -> bool:
     return outcome.reason == "exit" and (by_signal or by_code)
 
 
-def run_execution(execution_id: str, prefix: str = "angora") -> str:
-    """The RQ job function: lets a stock `rq worker` run an Angora execution (in-process, one at a time)."""
+def run_execution(execution_id: Optional[str] = None, prefix: Optional[str] = None) -> str:
+    """The RQ job function: lets a stock `rq worker` run an Angora execution (in-process, one at a time).
+
+    The execution is the RQ job's own id and the prefix ANGORA_PREFIX's (rqcompat.job_data: the arguments are
+    left out of RQ's record); both are taken as arguments too."""
     from rq import get_current_job
 
     from angora_rq.processes.inline import run_inline
@@ -404,7 +412,8 @@ def run_execution(execution_id: str, prefix: str = "angora") -> str:
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_execution runs only inside an RQ worker")
-    return run_inline(job.connection, Keys(prefix), Settings.from_env(), execution_id)
+    settings = Settings.from_env()
+    return run_inline(job.connection, Keys(prefix or settings.prefix), settings, execution_id or job.id)
 
 
 def _iso(ts: float) -> str:

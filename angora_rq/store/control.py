@@ -11,16 +11,18 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.core.execution import Claimed
+from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
 from angora_rq.core.plans import manual_plan, missing_parents
-from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
+from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, RqJob, RqStatus, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
-from angora_rq.store.state import State
+from angora_rq.store.queries import Queries
+from angora_rq.store.state import State, load_claimed
 
 ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
+XID = "id"  # in a row: the execution's id (the key's, not a field)
 CANCEL_TRIES = 20
 
 
@@ -40,7 +42,10 @@ class Control:
             raise NotFound(f"no job named {name!r}")
         params = check_params(params)
         run_id = check_run_id(run_id) if run_id else new_run_id()
-        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
+        try:
+            run = Queries(self.r, self.keys).run_hash(run_id)  # with its plan's JSON, for the join's parents
+        except NotFound:
+            run = {}
         if job.parent_success:
             self._check_parents(snap, name, run, run_id)
         topic = next((t for t in job.triggers if "*" not in t and "#" not in t), "manual")
@@ -48,10 +53,13 @@ class Control:
         msg = Message(topic, params, run_id, "manual", now)
         with self.r.pipeline() as pipe:
             if not run:
-                plan = manual_plan(snap, name)
-                pipe.hset(self.keys.run(run_id), mapping={
-                    "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
-                    "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version})
+                version = snap.version or UNVERSIONED
+                ref = self.state.record_plan(pipe, version, json.dumps(manual_plan(snap, name)), now)
+                fields = {Run.created: repr(now), Run.topic: topic, Run.origin: "manual", Run.plan: ref,
+                          Run.config_version: version}
+                if params:
+                    fields[Run.params] = json.dumps(params)
+                pipe.hset(self.keys.run(run_id), mapping=fields)
                 pipe.zadd(self.keys.runs(), {run_id: now})
             xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
             pipe.execute()
@@ -73,10 +81,11 @@ class Control:
         for _ in range(CANCEL_TRIES):
             with self.r.pipeline() as pipe:
                 # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
-                pipe.watch(rk, self.keys.run_executions(run_id))
-                if not pipe.exists(rk):
+                pipe.watch(rk)
+                fields = [to_str(f) for f in pipe.hkeys(rk)]
+                if not fields:
                     raise NotFound(f"no run {run_id!r}")
-                ids = [to_str(x) for x in pipe.zrange(self.keys.run_executions(run_id), 0, -1)]
+                ids = [f[len(Run.execution):] for f in fields if f.startswith(Run.execution)]
                 if ids:
                     pipe.watch(*(self.keys.execution(x) for x in ids))
                 rows = self._rows(ids)
@@ -87,13 +96,13 @@ class Control:
                 for f in waiting:
                     self._drop_waiting(pipe, f, Status.canceled)
                 for f in running if kill else ():
-                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[Exec.id]}")
+                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[XID]}")
                 try:
                     pipe.execute()
                 except redis.WatchError:
                     continue
-            return {"run_id": run_id, "canceled": True, "dropped": [f[Exec.id] for f in waiting],
-                    "kill_requested": [f[Exec.id] for f in running] if kill else []}
+            return {"run_id": run_id, "canceled": True, "dropped": [f[XID] for f in waiting],
+                    "kill_requested": [f[XID] for f in running] if kill else []}
         raise Conflict(f"run {run_id} kept changing while it was being canceled; try again")
 
     def _rows(self, ids: list[str]) -> list[dict[str, str]]:
@@ -102,7 +111,7 @@ class Control:
             for xid in ids:
                 p.hmget(self.keys.execution(xid), *ROW)
             replies = p.execute()
-        return [{**to_str_dict(dict(zip(ROW, reply))), Exec.id: xid} for xid, reply in zip(ids, replies)]
+        return [{**to_str_dict(dict(zip(ROW, reply))), XID: xid} for xid, reply in zip(ids, replies)]
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
@@ -112,13 +121,13 @@ class Control:
             f = to_str_dict(pipe.hgetall(ek))
             if not f:
                 raise NotFound(f"no execution {xid!r}")
-            status = f.get("status")
+            status = f.get(Exec.status)
             pipe.multi()
-            if status == "running" and f.get("worker") and f.get("worker") != "rq":
-                pipe.rpush(self.keys.worker_control(f["worker"]), f"kill {xid}")
+            if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
+                pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
                 result = "kill requested"
             elif status in WAITING:
-                self._drop_waiting(pipe, f, "killed")
+                self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
                 result = "killed"
             else:
                 raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
@@ -126,42 +135,43 @@ class Control:
         return result
 
     def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
-        xid, run = f["id"], self.keys.run(f["run"])
-        pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
-        pipe.hset(K.rq_job(xid), "status", "canceled")
+        """An execution not started yet (its row, XID included) ends as `status`: out of every queue and list."""
+        xid, run, job = f[XID], self.keys.run(f[Exec.run]), f[Exec.job]
+        pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(time.time())})
+        pipe.hset(K.rq_job(xid), RqJob.status, RqStatus.canceled)
         pipe.zrem(self.keys.delayed(), xid)
-        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
-        pipe.lrem(self.keys.held(f["job"]), 1, xid)
-        pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
-        pipe.hset(run, f"s:{f['job']}", status)
-        pipe.hincrby(run, "active", -1)
+        pipe.lrem(K.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
+        pipe.lrem(self.keys.held(job), 1, xid)
+        pipe.lrem(self.keys.paused_held(job), 1, xid)
+        pipe.hset(run, Run.job_status + job, status)
+        pipe.hincrby(run, Run.active, -1)
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
         f = self._finished(xid)
-        ex = Claimed.from_hash(f)
+        ex = load_claimed(self.r, self.keys, xid, f)
         msg = Message(ex.topic, ex.params, ex.run, f"retry:{xid}", time.time())
         with self.r.pipeline() as pipe:
             nxt = self.state.create(pipe, ex.spec, msg, msg.sent_at, attempt=ex.attempt + 1, replay_of=xid,
-                                    config_version=f.get("config_version", ""))
-            pipe.hset(self.keys.execution(xid), "next", nxt)
+                                    config_version=ex.version)
+            pipe.hset(self.keys.execution(xid), Exec.next, nxt)
             pipe.execute()
         return nxt
 
     def skip(self, xid: str) -> None:
         """Mark a failed execution succeeded (`skipped`) and send its messages so its children proceed."""
         f = self._finished(xid)
-        if f.get("status") not in SKIPPABLE:
-            raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
-        ex = Claimed.from_hash(f)
+        if f.get(Exec.status) not in SKIPPABLE:
+            raise Conflict(f"execution {xid} is {f.get(Exec.status)}; only failed ones can be skipped")
+        ex = load_claimed(self.r, self.keys, xid, f)
         now = time.time()
         with self.r.pipeline() as pipe:
-            if f.get("next"):
-                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f["next"])))
-                if nxt.get("status") in WAITING:
-                    self._drop_waiting(pipe, nxt, "canceled")
-            pipe.hset(self.keys.execution(xid), "status", "skipped")
-            pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            if f.get(Exec.next):
+                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f[Exec.next])))
+                if nxt.get(Exec.status) in WAITING:
+                    self._drop_waiting(pipe, {**nxt, XID: f[Exec.next]}, Status.canceled)
+            pipe.hset(self.keys.execution(xid), Exec.status, Status.skipped)
+            pipe.hset(self.keys.run(ex.run), Run.job_status + ex.spec.name, Status.skipped)
             for topic in ex.spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
             pipe.execute()
@@ -170,7 +180,7 @@ class Control:
         f = to_str_dict(self.r.hgetall(self.keys.execution(xid)))
         if not f:
             raise NotFound(f"no execution {xid!r}")
-        if f.get("status") in WAITING | {Status.running}:
-            raise Conflict(f"execution {xid} is still {f['status']}")
+        if f.get(Exec.status) in WAITING | {Status.running}:
+            raise Conflict(f"execution {xid} is still {f[Exec.status]}")
         return f
 

@@ -6,19 +6,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from angora_rq.core import keys as K
+from angora_rq.core.codec import to_str
+from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import Link
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
-from angora_rq.core.rqcompat import job_data_parts, job_mapping, utc_iso
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import RqJob
-from angora_rq.store.scripts import DISPATCH, field_pairs
 from angora_rq.core.settings import Settings
-from angora_rq.core.execution import spec_json
-from angora_rq.store.state import BELL_CAP
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import DISPATCH, field_pairs
+from angora_rq.store.state import BELL_CAP, State
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
-_PER_EXECUTION = (RqJob.created_at, RqJob.enqueued_at, RqJob.data, RqJob.description, RqJob.status)
+_PER_EXECUTION = (RqJob.created_at, RqJob.description, RqJob.status)
 
 
 @dataclass
@@ -26,56 +28,65 @@ class Outgoing:
     """One batch as the DISPATCH script takes it: entries with their plans, and the (entry, job) pairs to try."""
 
     messages: list[tuple[str, Message, str]]  # (entry, message, plan: '', '=' + JSON or '?' + JSON, see DISPATCH)
-    dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
+    dispatches: list[tuple[int, JobDef]]  # (index into messages, job); a parent_success job is tried once per run
 
 
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
         self.link = link
         self.keys = keys
         self.settings = settings
+        self.consumer = consumer
         self._jobs: dict[tuple[str, str], list[Any]] = {}
-        self._head, self._tail = job_data_parts(keys.prefix)
+        self._state = State(keys, settings)
 
-    def dispatch(self, batch: Outgoing, version: str, now: float, guard_ttl: int) -> tuple[int, list[tuple[int, str]]]:
-        """Create every execution whose guard is free and acknowledge every entry: one round trip.
+    def dispatch(self, batch: Outgoing, version: str, now: float) -> tuple[int, list[tuple[int, str]]]:
+        """Create every execution of the entries still pending for this matcher and acknowledge them: one round trip.
 
         Returns the executions created and, for '?' plans the run already had another plan for, (index into
-        batch.messages, that plan).
+        batch.messages, that plan's JSON).
         """
-        k, ttl = self.keys, int(self.settings.retention)
+        k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
-        for _, job, _ in batch.dispatches:
+        for _, job in batch.dispatches:
             if job.name not in job_no:
                 job_no[job.name] = len(job_no) + 1
-                rest += self._job_args(job, version, ttl)
+                rest += self._job_args(job, version)
+        sent: set[str] = set()
         for entry, msg, plan in batch.messages:
-            rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params), k.run(msg.run_id),
-                     k.run_executions(msg.run_id), plan)
-        for m, job, guard in batch.dispatches:
-            rest += (m + 1, job_no[job.name], new_execution_id(), guard)
+            mode, text = plan[:1], plan[1:]
+            if text:
+                ref = plan_ref(text)
+                text = ref if ref in sent else f"{ref} {text}"  # the JSON travels once per batch
+                sent.add(ref)
+            rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params) if msg.params else "",
+                     k.run(msg.run_id), mode, text)
+        for m, job in batch.dispatches:
+            rest += (m + 1, job_no[job.name], new_execution_id(), "1" if job.parent_success else "")
+        batch_version = version or UNVERSIONED
         created, *conflicts = DISPATCH.bind(
-            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, now=repr(now), now_iso=utc_iso(now),
-            ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
-            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, data_head=self._head,
-            data_tail=self._tail, n_jobs=len(job_no), n_messages=len(batch.messages),
-            n_dispatches=len(batch.dispatches), batch=rest,
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
+            defs_index=k.definitions_index(), now=repr(now), now_iso=utc_iso(now), history=self.settings.history,
+            group=MATCHER_GROUP, consumer=self.consumer, config_version=batch_version, bell_cap=BELL_CAP,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
+            n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
-        return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
+        return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
-    def _job_args(self, job: JobDef, version: str, ttl: int) -> list[Any]:
+    def _job_args(self, job: JobDef, version: str) -> list[Any]:
         """A job's constant arguments (name, queue, spec, keys, RQ fields), built once per definitions version."""
         cached = self._jobs.get((job.name, version)) if version else None
         if cached is None:
             if len(self._jobs) > 10_000:
                 self._jobs.clear()
             k = self.keys
-            rq = job_mapping("", k.prefix, job.queue, "", job.timeout or self.settings.default_timeout, ttl, 0.0)
+            rq = job_mapping(job.queue, "", job.timeout or self.settings.default_timeout, 0.0)
             assert all(name in rq for name in _PER_EXECUTION)
-            cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
+            spec, spec_v = self._state.spec(job, version)
+            cached = [job.name, job.queue, spec, spec_v, job.concurrency or "", k.job_stats(job.name),
                       k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
                       k.paused_held(job.name), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time

@@ -8,27 +8,34 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
+from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import Keys
+from angora_rq.core.plans import PLAN_JSON
+from angora_rq.core.schema import Defs, Exec, JobStats, Run
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
 NUMERIC = {"attempt": int, "created": float, "started": float, "ended": float, "duration": float, "exit_code": int}
 
 
-def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, Any]:
-    """An execution hash as JSON-ready data (numbers typed, params and spec parsed)."""
+def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
+                   spec: Optional[str] = None) -> dict[str, Any]:
+    """An execution hash (decoded) as JSON-ready data: API names, numbers typed, params parsed; with `tail` (its
+    hash's or its tail key's) the output and the spec (its JSON, '' when no longer known) too."""
     out: dict[str, Any] = {}
     for name in LIST_FIELDS:
-        value = fields.get(name, "")
+        value = xid if name == "id" else fields.get(getattr(Exec, name), "")
         conv = NUMERIC.get(name)
         if conv and value not in ("", None):
             out[name] = conv(float(value)) if conv is int else conv(value)
         else:
             out[name] = value or None
-    out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
-    if with_tail:
-        out["tail"] = fields.get("tail", "")
-        out["spec"] = json.loads(fields["spec"]) if fields.get("spec") else None
+    if (out["config_version"] or "").startswith(UNVERSIONED):
+        out["config_version"] = None  # created outside loaded definitions: the version is the spec's own
+    out["params"] = json.loads(fields[Exec.params]) if fields.get(Exec.params) else {}
+    if tail is not None:
+        out["tail"] = fields.get(Exec.tail) or tail
+        out["spec"] = json.loads(spec) if spec else None
     return out
 
 
@@ -40,53 +47,66 @@ class Queries:
         self.keys = keys
 
     def execution(self, xid: str) -> dict[str, Any]:
-        """One execution with its output tail; NotFound if unknown or expired."""
-        raw = self.r.hgetall(self.keys.execution(xid))
+        """One execution with its output tail and its job's spec; NotFound if unknown or dropped."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hgetall(self.keys.execution(xid))
+            p.get(self.keys.tail(xid))
+            raw, tail = p.execute()
         if not raw:
             raise NotFound(f"no execution {xid!r}")
-        return execution_view(to_str_dict(raw))
+        fields = to_str_dict(raw)
+        spec = self.r.hget(self.keys.definitions(fields.get(Exec.config_version, "")),
+                           Defs.job + fields.get(Exec.job, ""))
+        return execution_view(xid, fields, to_str(tail), to_str(spec))
 
-    def executions(self, ids: Iterable[str], with_tail: bool = False) -> list[dict[str, Any]]:
-        """Several executions in one round trip (expired ones skipped)."""
+    def executions(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        """Several executions in one round trip (dropped ones skipped)."""
         ids = list(ids)
         with self.r.pipeline(transaction=False) as p:
             for xid in ids:
-                if with_tail:
-                    p.hgetall(self.keys.execution(xid))
-                else:
-                    p.hmget(self.keys.execution(xid), *LIST_FIELDS, "params")
+                p.hgetall(self.keys.execution(xid))
             replies = p.execute()
-        out = []
-        for reply in replies:
-            fields = to_str_dict(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), map(to_str, reply)))
-            if fields.get("id"):
-                out.append(execution_view(fields, with_tail))
-        return out
+        return [execution_view(xid, to_str_dict(raw)) for xid, raw in zip(ids, replies) if raw]
 
     def job_executions(self, job: str, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
-        """A job's executions, newest first, and how many are kept."""
+        """A job's executions, newest first, and how many its history index holds."""
         key = self.keys.job_executions(job)
         with self.r.pipeline(transaction=False) as p:
-            p.zcard(key)
-            p.zrevrange(key, offset, offset + limit - 1)
+            p.llen(key)
+            p.lrange(key, offset, offset + limit - 1)
             total, ids = p.execute()
         return int(total), self.executions(to_str(i) for i in ids)
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
-        """Every execution of a run, oldest first."""
-        ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
-        return self.executions(to_str(i) for i in ids)
+        """Every execution of a run (up to 1,000), oldest first."""
+        ids = [f[len(Run.execution):] for f in map(to_str, self.r.hkeys(self.keys.run(run_id)))
+               if f.startswith(Run.execution)]
+        views = self.executions(ids[:1000])
+        return sorted(views, key=lambda v: (v["created"] or 0.0, v["attempt"] or 0))
 
     def run_hash(self, run_id: str) -> dict[str, str]:
-        """A run's raw hash; NotFound if unknown or expired."""
+        """A run's hash (decoded) with its plan's JSON under PLAN_JSON; NotFound if unknown or dropped."""
         raw = self.r.hgetall(self.keys.run(run_id))
         if not raw:
             raise NotFound(f"no run {run_id!r}")
-        return to_str_dict(raw)
+        return self._with_plans([to_str_dict(raw)])[0]
+
+    def _with_plans(self, runs: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Runs' hashes with each one's plan JSON (PLAN_JSON) read from its definitions version, one round trip."""
+        refs = sorted({(h.get(Run.config_version, ""), h[Run.plan]) for h in runs if h.get(Run.plan)})
+        if refs:
+            with self.r.pipeline(transaction=False) as p:
+                for version, ref in refs:
+                    p.hget(self.keys.definitions(version), Defs.plan + ref)
+                plans = dict(zip(refs, map(to_str, p.execute())))
+            for h in runs:
+                if h.get(Run.plan):
+                    h[PLAN_JSON] = plans[(h.get(Run.config_version, ""), h[Run.plan])]
+        return runs
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A run with its plan, every planned job's status (pending included) and its overall status."""
-        return run_view(self.run_hash(run_id))
+        return run_view(run_id, self.run_hash(run_id))
 
     def runs(self, offset: int = 0, limit: int = 50, status: Optional[str] = None, job: Optional[str] = None,
              since: Optional[float] = None, until: Optional[float] = None) -> tuple[int, list[dict[str, Any]]]:
@@ -102,14 +122,14 @@ class Queries:
         # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
         chunk = max(limit, 1)
         for start in range(0, len(ids), chunk):
+            part = ids[start:start + chunk]
             with self.r.pipeline(transaction=False) as p:
-                for rid in ids[start:start + chunk]:
+                for rid in part:
                     p.hgetall(self.keys.run(rid))
                 raws = p.execute()
-            for raw in raws:
-                if not raw:
-                    continue
-                view = run_view(to_str_dict(raw))
+            found = [(rid, to_str_dict(raw)) for rid, raw in zip(part, raws) if raw]
+            for (rid, _), h in zip(found, self._with_plans([h for _, h in found])):
+                view = run_view(rid, h)
                 if status and view["status"] != status:
                     continue
                 if job and job not in view["jobs"]:
@@ -131,47 +151,52 @@ class Queries:
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
     """Job stats as JSON-ready data, with a success rate."""
-    ok, bad = int(f.get("succeeded") or 0), int(f.get("failed") or 0)
+    ok, bad = int(f.get(JobStats.succeeded) or 0), int(f.get(JobStats.failed) or 0)
     return {
-        "last_status": f.get("last_status") or None,
-        "last_execution": f.get("last_execution") or None,
-        "last_run": f.get("last_run") or None,
-        "last_started": float(f["last_started"]) if f.get("last_started") else None,
-        "last_ended": float(f["last_ended"]) if f.get("last_ended") else None,
-        "last_duration": float(f["last_duration"]) if f.get("last_duration") else None,
+        "last_status": f.get(JobStats.last_status) or None,
+        "last_execution": f.get(JobStats.last_execution) or None,
+        "last_run": f.get(JobStats.last_run) or None,
+        "last_started": float(f[JobStats.last_started]) if f.get(JobStats.last_started) else None,
+        "last_ended": float(f[JobStats.last_ended]) if f.get(JobStats.last_ended) else None,
+        "last_duration": float(f[JobStats.last_duration]) if f.get(JobStats.last_duration) else None,
         "succeeded": ok,
         "failed": bad,
-        "total": int(f.get("total") or 0),
+        "total": ok + bad,
         "success_rate": (ok / (ok + bad)) if ok + bad else None,
     }
 
 
-def run_view(h: dict[str, str]) -> dict[str, Any]:
-    """A run hash as JSON-ready data, with statuses derived by runs.summarize."""
+def run_view(run_id: str, h: dict[str, str]) -> dict[str, Any]:
+    """A run hash (with its plan's JSON under PLAN_JSON) as JSON-ready data, statuses derived by runs.summarize."""
     from angora_rq.core.runs import summarize
 
-    plan = json.loads(h["plan"]) if h.get("plan") else {"jobs": [], "parents": {}, "depth": {}}
-    statuses = {k[2:]: v for k, v in h.items() if k.startswith("s:")}
-    active = int(h.get("active") or 0)
-    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get("canceled") == "1")
+    plan = json.loads(h[PLAN_JSON]) if h.get(PLAN_JSON) else {"jobs": [], "parents": {}, "depth": {}}
+    statuses = {k[len(Run.job_status):]: v for k, v in h.items() if k.startswith(Run.job_status)}
+    counts: dict[str, int] = {}
+    for k, v in h.items():
+        if k.startswith(Run.execution):
+            counts[v] = counts.get(v, 0) + 1
+    active = int(h.get(Run.active) or 0)
+    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get(Run.canceled) == "1")
     jobs = {
         name: {
             "status": st,
-            "execution": h.get(f"e:{name}") or None,
-            "executions": int(h.get(f"n:{name}") or 0),
+            "execution": h.get(Run.job_execution + name) or None,
+            "executions": counts.get(name, 0),
         }
         for name, st in summary.jobs.items()
     }
+    version = h.get(Run.config_version) or None
     return {
-        "run_id": h.get("run_id"),
+        "run_id": run_id,
         "status": summary.status,
-        "topic": h.get("topic"),
-        "origin": h.get("origin"),
-        "created": float(h["created"]) if h.get("created") else None,
-        "params": json.loads(h["params"]) if h.get("params") else {},
-        "config_version": h.get("config_version") or None,
+        "topic": h.get(Run.topic),
+        "origin": h.get(Run.origin),
+        "created": float(h[Run.created]) if h.get(Run.created) else None,
+        "params": json.loads(h[Run.params]) if h.get(Run.params) else {},
+        "config_version": None if version == UNVERSIONED else version,
         "active": active,
-        "canceled": h.get("canceled") == "1",
+        "canceled": h.get(Run.canceled) == "1",
         "plan": plan,
         "jobs": jobs,
         "counts": summary.counts,

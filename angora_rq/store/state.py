@@ -3,22 +3,26 @@ from __future__ import annotations
 
 import json
 import socket
+from typing import Any
 
 from redis.client import Pipeline
 
-from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json
+from angora_rq.core.codec import to_str
+from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json, spec_version
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
-from angora_rq.core.rqcompat import job_mapping, utc_iso
-from angora_rq.core.schema import Exec, RqJob, RqStatus, Run, Status
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.rqcompat import description, job_mapping, utc_iso
+from angora_rq.core.schema import Defs, Exec, RqJob, RqStatus, Run, Status
 from angora_rq.store.scripts import CREATE, FINISH, RELEASE, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
-BELL_CAP = 64
+TAIL_INLINE = 64  # bytes: a tail this short stays in the execution's hash (hash-max-ziplist-value), a longer one
+BELL_CAP = 64     # goes to its own key
 HOST = socket.gethostname()
 
 
@@ -28,19 +32,20 @@ class State:
     def __init__(self, keys: Keys, settings: Settings) -> None:
         self.keys = keys
         self.settings = settings
-        self._specs: dict[tuple[str, str], str] = {}
+        self._specs: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def _spec_json(self, job: JobDef, version: str) -> str:
-        """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
-        if not version:
-            return spec_json(job)
+    def spec(self, job: JobDef, version: str) -> tuple[str, str]:
+        """A job's spec JSON and the version it is recorded under; cached per (job, version) on the hot path."""
         key = (job.name, version)
-        text = self._specs.get(key)
-        if text is None:
+        cached = self._specs.get(key) if version else None
+        if cached is None:
             if len(self._specs) > 10_000:
                 self._specs.clear()
-            text = self._specs[key] = spec_json(job)
-        return text
+            text = spec_json(job)
+            cached = (text, spec_version(version, text))
+            if version:  # without a version the same name may stand for another definition next time
+                self._specs[key] = cached
+        return cached
 
     # -- creating executions ----------------------------------------------------------------------
     def create(
@@ -50,7 +55,6 @@ class State:
         msg: Message,
         now: float,
         *,
-        entry: str = "",
         config_version: str = "",
         attempt: int = 1,
         replay_of: str = "",
@@ -58,28 +62,36 @@ class State:
         status: str = Status.queued,
     ) -> str:
         """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
-        k, ttl = self.keys, int(self.settings.retention)
+        k = self.keys
         xid = new_execution_id()
+        spec, version = self.spec(job, config_version)
         fields = {
-            Exec.id: xid, Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
-            Exec.queue: job.queue, Exec.topic: msg.topic, Exec.entry: entry, Exec.origin: msg.origin,
-            Exec.params: json.dumps(msg.params), Exec.spec: self._spec_json(job, config_version),
-            Exec.config_version: config_version, Exec.created: repr(now), Exec.queued: repr(now),
-            Exec.replay_of: replay_of, Exec.delay_until: repr(delay_until) if delay_until else "",
-            Exec.limit: job.concurrency or 0,
+            Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
+            Exec.queue: job.queue, Exec.topic: msg.topic, Exec.origin: msg.origin,
+            Exec.params: json.dumps(msg.params) if msg.params else "", Exec.config_version: version,
+            Exec.created: repr(now), Exec.replay_of: replay_of,
+            Exec.delay_until: repr(delay_until) if delay_until else "", Exec.limit: job.concurrency or "",
         }
-        description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
+        fields = {f: v for f, v in fields.items() if v != ""}
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
-        rq_fields = job_mapping(xid, k.prefix, job.queue, description,
-                                job.timeout or self.settings.default_timeout, ttl, now, rq_status)
+        rq_fields = job_mapping(job.queue, description(job.name, msg.run_id, attempt),
+                                job.timeout or self.settings.default_timeout, now, rq_status)
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
-            run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue),
-            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, ttl=ttl, history=self.settings.history,
-            now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status, delay_until=repr(delay_until),
-            bell_cap=BELL_CAP, n_exec=len(fields), fields=[*field_pairs(fields), *field_pairs(rq_fields)],
+            stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
+            rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(),
+            history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
+            delay_until=repr(delay_until), bell_cap=BELL_CAP, spec=spec, version=version, n_exec=len(fields),
+            fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         return xid
+
+    def record_plan(self, pipe: Pipeline, version: str, plan: str, now: float) -> str:
+        """Record a run plan's JSON under its definitions version; returns the ref a run keeps (Run.plan)."""
+        ref = plan_ref(plan)
+        pipe.hsetnx(self.keys.definitions(version), Defs.plan + ref, plan)
+        pipe.zadd(self.keys.definitions_index(), {version: now})
+        return ref
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
         """Put an execution's RQ job in its queue and ring the queue's bell for idle workers."""
@@ -99,13 +111,16 @@ class State:
         now: float,
         worker: str = "",
         pid: int = 0,
+        live: bool = False,
     ) -> str:
-        """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
+        """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status.
+
+        live: whether its tail key was written while it ran (worker._live_tails)."""
         spec = ex.spec
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
-        self._record(pipe, ex, outcome, status, pid, worker, now)
+        self._record(pipe, ex, outcome, status, pid, worker, now, live)
         if status == Status.succeeded:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
@@ -114,9 +129,11 @@ class State:
         return status
 
     def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
-                now: float) -> None:
+                now: float, live: bool) -> None:
         """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
-        k, ttl, ok = self.keys, int(self.settings.retention), outcome.ok
+        k, ok = self.keys, outcome.ok
+        tail = outcome.tail[-TAIL_LIMIT:]
+        inline = len(tail.encode()) <= TAIL_INLINE
         fields = {
             Exec.status: status,
             Exec.exit_code: "" if outcome.exit_code is None else outcome.exit_code,
@@ -125,16 +142,17 @@ class State:
             Exec.started: repr(outcome.started),
             Exec.ended: repr(outcome.ended),
             Exec.duration: f"{outcome.duration:.6f}",
-            Exec.tail: outcome.tail[-TAIL_LIMIT:],
+            Exec.tail: tail if inline else "",
             Exec.pid: pid or "",
         }
         FINISH.bind(
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
             inflight=k.worker_inflight(worker) if worker else "", rq_started=K.rq_started(ex.queue),
-            rq_ended=(K.rq_finished if ok else K.rq_failed)(ex.queue), ttl=ttl, id=ex.id, status=status,
-            job=ex.spec.name, ok="1" if ok else "0", rq_status=RqStatus.finished if ok else RqStatus.failed,
-            ended_iso=utc_iso(now), registry_score=now + ttl, started=fields[Exec.started],
-            ended=fields[Exec.ended], duration=fields[Exec.duration], fields=field_pairs(fields),
+            rq_failed=K.rq_failed(ex.queue), tail=k.tail(ex.id), id=ex.id, status=status, job=ex.spec.name,
+            ok="1" if ok else "0", ended_iso=utc_iso(now), registry_score=now + self.settings.retention,
+            started=fields[Exec.started], ended=fields[Exec.ended], duration=fields[Exec.duration],
+            tail_text="" if inline else tail, live="1" if live else "0",
+            fields=field_pairs({f: v for f, v in fields.items() if v != ""}),
         ).queue(pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
@@ -152,19 +170,27 @@ class State:
         the run was canceled meanwhile: nothing is left waiting)."""
         delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
-        nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
-                          delay_until=now + delay, status=Status.delayed)
+        nxt = self.create(pipe, ex.spec, msg, now, config_version=ex.version, attempt=ex.attempt + 1,
+                          replay_of=ex.id, delay_until=now + delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
 
     def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:
         """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent."""
         k = self.keys
-        pipe.hset(k.execution(ex.id), mapping={Exec.status: Status.queued, Exec.started: "", Exec.worker: "",
-                                               Exec.host: ""})
-        pipe.hset(K.rq_job(ex.id), mapping={RqJob.status: RqStatus.queued, RqJob.started_at: "", RqJob.worker_name: ""})
+        pipe.hset(k.execution(ex.id), Exec.status, Status.queued)
+        pipe.hdel(k.execution(ex.id), Exec.started, Exec.worker, Exec.host, Exec.pid, Exec.tail)
+        pipe.hset(K.rq_job(ex.id), RqJob.status, RqStatus.queued)
+        pipe.hdel(K.rq_job(ex.id), RqJob.started_at, RqJob.worker_name)
+        pipe.delete(k.tail(ex.id))
         pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
         pipe.hset(k.run(ex.run), Run.job_status + ex.spec.name, Status.queued)
         pipe.lrem(k.worker_inflight(worker), 1, ex.id)
         if ex.spec.concurrency:
             pipe.srem(k.slots(ex.spec.name), ex.id)
         self.enqueue(pipe, ex.id, ex.queue, at_front=True)
+
+
+def load_claimed(r: Any, keys: Keys, xid: str, fields: dict[str, str]) -> Claimed:
+    """An execution as a worker holds it, from its hash (decoded) and its spec, read from its definitions version."""
+    spec = r.hget(keys.definitions(fields.get(Exec.config_version, "")), Defs.job + fields.get(Exec.job, ""))
+    return Claimed.from_hash(xid, fields, to_str(spec))

@@ -9,10 +9,12 @@ import redis
 
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Run
 from angora_rq.core.messages import Message
 from angora_rq.store import bus
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
+from angora_testkit import hash_as
 
 T = 1_700_000_000_000  # a tick, in ms
 
@@ -28,15 +30,15 @@ def test_send_adds_the_entry_and_creates_and_counts_its_run(r: redis.Redis, keys
     entry = bus.send(r, keys, msg)
     [(got, fields)] = r.xrange(keys.stream())
     assert got.decode() == entry and {k.decode(): v.decode() for k, v in fields.items()} == msg.to_fields()
-    assert h(r, keys.run("run1")) == {"run_id": "run1", "created": "1000.0", "topic": "data.ready", "origin": "http",
-                                      "active": "1"}
+    assert hash_as(r, keys.run("run1"), Run) == {"created": "1000.0", "topic": "data.ready", "origin": "http",
+                                                 "active": "1"}
     assert r.zscore(keys.runs(), "run1") == 1000.0
 
 
 def test_a_second_root_message_in_a_run_counts_but_keeps_the_runs_fields(r: redis.Redis, keys: Keys) -> None:
     bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http", now=1000.0))
     bus.send(r, keys, Message.create("other", None, "run1", origin="cli", now=1001.0))
-    run = h(r, keys.run("run1"))
+    run = hash_as(r, keys.run("run1"), Run)
     assert (run["active"], run["topic"], run["origin"], run["created"]) == ("2", "data.ready", "http", "1000.0")
     assert r.xlen(keys.stream()) == 2 and r.zscore(keys.runs(), "run1") == 1000.0
 
@@ -103,7 +105,7 @@ def test_a_tick_sends_the_message_as_send_does_and_records_itself(r: redis.Redis
     assert outcome == "sent"
     [(got, fields)] = r.xrange(keys.stream())
     assert got.decode() == entry and fields[b"t"] == b"beat" and fields[b"o"] == b"schedule:s"
-    run = h(r, keys.run("run1"))
+    run = hash_as(r, keys.run("run1"), Run)
     assert (run["active"], run["origin"], run["schedule"], run["tick"], run["covers"]) == (
         "1", "schedule:s", "s", str(T), "1")
     st = h(r, keys.schedule("s"))
@@ -138,7 +140,7 @@ def test_overlap_forbid_skips_while_the_last_run_is_active(r: redis.Redis, keys:
     assert tick(r, keys, T + 1000, "run2", overlap="forbid") == ("overlap", "run1")
     st = h(r, keys.schedule("s"))
     assert (st["last"], st["last_skipped"], st["skipped"], st["run"]) == (str(T + 1000), str(T + 1000), "1", "run1")
-    r.hset(keys.run("run1"), "active", 0)
+    r.hset(keys.run("run1"), Run.active, 0)
     assert tick(r, keys, T + 2000, "run3", overlap="forbid")[0] == "sent"
 
 

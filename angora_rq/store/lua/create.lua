@@ -1,15 +1,16 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
--- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues
--- ARGV: ttl history now id job run_id status delay_until bell_cap n_exec fields...
--- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1.
+-- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index
+-- ARGV: history now id job run_id status delay_until bell_cap spec version n_exec fields...
+-- fields: the execution's n_exec field/value pairs, then the RQ job's; spec: the job's JSON, recorded under its
+-- definitions version unless there already. Returns 1.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
 -- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
+redis.call('HSETNX', defs, DEFS.job .. job, spec)
+redis.call('ZADD', defs_index, now, version)
 redis.call('HSET', exec, unpack(ARGV, fields, rq_fields - 1))
-redis.call('EXPIRE', exec, ttl)
 redis.call('HSET', rq_job, unpack(ARGV, rq_fields))
-redis.call('EXPIRE', rq_job, ttl)
 local job_status = status == STATUS.delayed and STATUS.replaying or status  -- a replay: its attempt is replaying
 if status == STATUS.delayed and redis.call('HGET', run, RUN.canceled) == '1' then
   -- A replay in a run canceled while its attempt ran: recorded canceled, never due (the run ends now).
@@ -25,13 +26,9 @@ if status == STATUS.queued then
 elseif status == STATUS.delayed then
   redis.call('ZADD', delayed, delay_until, id)
 end
-redis.call('ZADD', job_execs, now, id)
-redis.call('ZREMRANGEBYRANK', job_execs, 0, -(tonumber(history) + 1))
-redis.call('ZADD', run_execs, now, id)
-redis.call('EXPIRE', run_execs, ttl)
+redis.call('LPUSH', job_execs, id)
+redis.call('LTRIM', job_execs, 0, tonumber(history) - 1)
 redis.call('HSET', stats, JOBSTATS.last_execution, id, JOBSTATS.last_run, run_id, JOBSTATS.last_status, STATUS.queued)
 if status ~= STATUS.canceled then redis.call('HINCRBY', run, RUN.active, 1) end
-redis.call('HINCRBY', run, RUN.job_count .. job, 1)
-redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id)
-redis.call('EXPIRE', run, ttl)
+redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id, RUN.execution .. id, job)
 return 1

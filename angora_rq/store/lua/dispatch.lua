@@ -1,76 +1,90 @@
--- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
--- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
--- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
+-- A whole matcher batch in one call: for each message still pending for this matcher (so dispatched by nobody
+-- yet), and each job it triggers (a parent_success join once per run: the run's join field), create the execution
+-- and its RQ job as CREATE does, queue it (or hold it if its job is paused), index it and count it in its run;
+-- record the root messages' plans; ring each queue's bell once; XACK the entries it handled.
+-- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed), and the
+-- pending check makes a second dispatch of an entry (claimed from a stalled matcher meanwhile) a no-op.
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues
--- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group
--- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
+-- KEYS: stream paused_jobs rq_queues defs defs_index
+-- ARGV: now now_iso history group consumer config_version bell_cap exec_prefix rq_job_prefix defs_prefix
+-- ARGV: n_jobs n_messages n_dispatches batch...
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
---   job (11 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
---     list, n rq fields, rq field pairs (created_at, enqueued_at, data, description and status are set per
---     execution; data is data_head .. id .. data_tail)
---   message (8): entry, run id, topic, origin, params, run key, run execs key, plan: '' (not a root message),
---     '=' .. JSON (the caller read and merged the run's plan: write it) or '?' .. JSON (write it unless the run
---     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
---   dispatch (4): message number, job number, execution id, guard key ('' = none)
--- A guard already taken (the pair was dispatched before) or a canceled run creates nothing.
--- Returns {executions created, then per plan conflict: message number, old plan}.
+--   job (11 + 2n values): name, queue, spec, version (its spec's: config_version, or spec_version's own),
+--     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, n rq fields, rq field
+--     pairs (created_at, description and status are set per execution)
+-- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
+--   message (8): entry, run id, topic, origin, params ('' = none), run key, plan mode, plan: mode '' (not a root
+--     message), '=' (the caller read and merged the run's plan: write it) or '?' (write it unless the run already
+--     has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN); plan is
+--     the ref and its JSON ('ref json', or 'ref' alone when an earlier message of the batch carried the JSON)
+--   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
+-- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
+-- Returns {executions created, then per plan conflict: message number, old plan JSON}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
-local jobs = {}
+local jobs, versions = {}, {[config_version] = true}
 for j = 1, nj do
-  local job = {name = ARGV[p], queue = ARGV[p + 1], spec = ARGV[p + 2], limit = ARGV[p + 3], stats = ARGV[p + 4],
-               execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], rq = {}, at = {},
-               n = 0, scores = {}}
-  local nrq = tonumber(ARGV[p + 9])
-  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 9 + i] end
+  local job = {name = ARGV[p], queue = ARGV[p + 1], version = ARGV[p + 3], limit = ARGV[p + 4], stats = ARGV[p + 5],
+               execs = ARGV[p + 6], qkey = ARGV[p + 7], bell = ARGV[p + 8], held = ARGV[p + 9], rq = {}, at = {},
+               ids = {}}
+  redis.call('HSETNX', defs_prefix .. job.version, DEFS.job .. job.name, ARGV[p + 2])
+  versions[job.version] = true
+  local nrq = tonumber(ARGV[p + 10])
+  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 10 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
   job.paused = redis.call('SISMEMBER', paused_jobs, job.name) == 1
   jobs[j] = job
-  p = p + 10 + nrq * 2
+  p = p + 11 + nrq * 2
 end
+for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
 local msgs, entries, conflicts = {}, {}, {}
 for m = 1, nm do
-  msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
-             rkey = ARGV[p + 5], rexecs = ARGV[p + 6], absorbed = false}
-  entries[m] = ARGV[p]
-  local plan = ARGV[p + 7]
-  if plan ~= '' then
-    local old = plan:sub(1, 1) == '?' and redis.call('HGET', ARGV[p + 5], RUN.plan)
-    plan = plan:sub(2)
-    if old and old ~= plan then
-      conflicts[#conflicts + 1] = m
-      conflicts[#conflicts + 1] = old
-    else
-      redis.call('HSET', ARGV[p + 5], RUN.plan, plan, RUN.config_version, config_version, RUN.params, ARGV[p + 4])
+  local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
+               rkey = ARGV[p + 5], absorbed = false}
+  msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
+  msgs[m] = msg
+  local mode, plan = ARGV[p + 6], ARGV[p + 7]
+  if msg.live then
+    entries[#entries + 1] = msg.entry
+    if mode ~= '' then
+      local sp = plan:find(' ', 1, true)
+      local ref = sp and plan:sub(1, sp - 1) or plan
+      if sp then redis.call('HSETNX', defs, DEFS.plan .. ref, plan:sub(sp + 1)) end
+      local old = mode == '?' and redis.call('HMGET', msg.rkey, RUN.plan, RUN.config_version)
+      if old and old[1] and old[1] ~= ref then
+        conflicts[#conflicts + 1] = m
+        conflicts[#conflicts + 1] = redis.call('HGET', defs_prefix .. old[2], DEFS.plan .. old[1]) or ''
+      else
+        redis.call('HSET', msg.rkey, RUN.plan, ref, RUN.config_version, config_version)
+        if msg.params ~= '' then redis.call('HSET', msg.rkey, RUN.params, msg.params) end
+      end
     end
   end
   p = p + 8
 end
-local canceled, bells, touched, created, queued, queues = {}, {}, {}, 0, {}, {}
+local canceled, bells, created, queued, queues = {}, {}, 0, {}, {}
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
-  local id, guard = ARGV[p + 2], ARGV[p + 3]
+  local id, join = ARGV[p + 2], ARGV[p + 3]
   p = p + 4
-  if canceled[msg.rkey] == nil then canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1' end
-  if not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
+  if msg.live and canceled[msg.rkey] == nil then
+    canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1'
+  end
+  if msg.live and not canceled[msg.rkey]
+      and (join == '' or redis.call('HSETNX', msg.rkey, RUN.join .. job.name, 1) == 1) then
     local status = job.paused and STATUS.held or STATUS.queued
-    local ek = exec_prefix .. id
-    redis.call('HSET', ek, EXEC.id, id, EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status,
-               EXEC.queue, job.queue, EXEC.topic, msg.topic, EXEC.entry, msg.entry, EXEC.origin, msg.origin,
-               EXEC.params, msg.params, EXEC.spec, job.spec, EXEC.config_version, config_version, EXEC.created, now,
-               EXEC.queued, now, EXEC.replay_of, '', EXEC.delay_until, '', EXEC.limit, job.limit)
-    redis.call('EXPIRE', ek, ttl)
+    local f = {EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status, EXEC.queue, job.queue,
+               EXEC.topic, msg.topic, EXEC.origin, msg.origin, EXEC.config_version, job.version, EXEC.created, now}
+    if msg.params ~= '' then f[#f + 1] = EXEC.params; f[#f + 1] = msg.params end
+    if job.limit ~= '' then f[#f + 1] = EXEC.limit; f[#f + 1] = job.limit end
+    redis.call('HSET', exec_prefix .. id, unpack(f))
     local rq, at = job.rq, job.at
-    rq[at[RQJOB.created_at]], rq[at[RQJOB.enqueued_at]] = now_iso, now_iso
-    rq[at[RQJOB.data]] = data_head .. id .. data_tail
-    rq[at[RQJOB.description]] = job.name .. ' (run ' .. msg.run .. ', attempt 1)'
+    rq[at[RQJOB.created_at]] = now_iso
+    rq[at[RQJOB.description]] = string.sub(job.name .. ' (run ' .. msg.run .. ', attempt 1)', 1, 64)
     rq[at[RQJOB.status]] = job.paused and RQSTATUS.deferred or RQSTATUS.queued
     redis.call('HSET', rq_job_prefix .. id, unpack(rq))
-    redis.call('EXPIRE', rq_job_prefix .. id, ttl)
     if job.paused then
       redis.call('RPUSH', job.held, id)
     else
@@ -85,26 +99,19 @@ for d = 1, nd do
       q[#q + 1] = id
       bells[job.bell] = bells[job.bell] + 1
     end
-    job.scores[#job.scores + 1] = now
-    job.scores[#job.scores + 1] = id
-    job.n, job.last, job.run = job.n + 1, id, msg.run
-    redis.call('ZADD', msg.rexecs, now, id)
+    job.ids[#job.ids + 1] = id
+    job.last, job.run = id, msg.run
     -- The message's first execution takes over its count in the run; every further one adds one.
     if msg.absorbed then redis.call('HINCRBY', msg.rkey, RUN.active, 1) end
     msg.absorbed = true
-    redis.call('HINCRBY', msg.rkey, RUN.job_count .. job.name, 1)
-    redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
-    touched[msg.rkey] = msg.rexecs
+    redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id,
+               RUN.execution .. id, job.name)
     created = created + 1
   end
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
-end
-for rkey, rexecs in pairs(touched) do
-  redis.call('EXPIRE', rkey, ttl)
-  redis.call('EXPIRE', rexecs, ttl)
+  if msgs[m].live and not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
 end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
@@ -114,9 +121,11 @@ for _, qkey in ipairs(queues) do
   redis.call('SADD', rq_queues, qkey)
 end
 for _, job in ipairs(jobs) do
-  if job.n > 0 then
-    redis.call('ZADD', job.execs, unpack(job.scores))
-    redis.call('ZREMRANGEBYRANK', job.execs, 0, -(keep + 1))
+  if #job.ids > 0 then
+    for i = 1, #job.ids, 1000 do
+      redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
+    end
+    redis.call('LTRIM', job.execs, 0, keep - 1)
     redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
                JOBSTATS.last_status, STATUS.queued)
   end
@@ -127,5 +136,5 @@ for bell, n in pairs(bells) do
   redis.call('RPUSH', bell, unpack(ones))
   redis.call('LTRIM', bell, 0, cap - 1)
 end
-redis.call('XACK', stream, group, unpack(entries))
+if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
 return {created, unpack(conflicts)}

@@ -8,9 +8,10 @@ if cap > 0 and redis.call('XLEN', stream) >= cap then
   return redis.error_reply('BACKLOG stream holds ' .. cap .. ' messages or more')
 end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
-redis.call('HINCRBY', run, RUN.active, 1)
 if redis.call('HSETNX', run, RUN.created, now) == 1 then
-  redis.call('HSET', run, RUN.run_id, run_id, RUN.topic, topic, RUN.origin, origin)
+  redis.call('HSET', run, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
+else
+  redis.call('HINCRBY', run, RUN.active, 1)
 end
 return id
