@@ -130,11 +130,12 @@ class Control:
         pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
         pipe.hset(K.rq_job(xid), "status", "canceled")
         pipe.zrem(self.keys.delayed(), xid)
-        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
+        pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        pipe.decr(self.keys.work())
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
