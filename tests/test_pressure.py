@@ -11,12 +11,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
 from angora_testkit import CLI, System, wait_for, write_config
-from angora_rq.core.pressure import MESSAGE_BYTES, WORK_RETRY_AFTER
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.pressure import MESSAGE_BYTES, WORK_RETRY_AFTER, Budget, Memory, memory_limit
+from angora_rq.core.settings import Settings
 from angora_rq.processes.redis_server import free_port
+from angora_rq.store import bus
+from angora_rq.store.pressure import Pressure
 
 FLOOD = """\
 - name: step_a
@@ -155,6 +161,41 @@ def check_flood(got: dict[str, Any], sends: int, budget: int) -> None:
     assert got["work"] == 0 and got["active"] == 0
 
 
+# -- the budgets' arithmetic and readings ---------------------------------------------------------------------
+
+def test_the_memory_budget_comes_from_the_setting_else_maxmemory_else_the_host() -> None:
+    assert memory_limit({"maxmemory": 1000, "total_system_memory": 10**9}, 500) == (500, "ANGORA_MAX_MEMORY")
+    assert memory_limit({"maxmemory": 1000, "total_system_memory": 10**9}, 0) == (900, "maxmemory")
+    assert memory_limit({"maxmemory": 0, "total_system_memory": 2000}, 0) == (1000, "system memory")
+    assert memory_limit({}, 0) == (0, "")
+    room = Memory(used=100, limit=100 + 5 * MESSAGE_BYTES + 1, source="maxmemory", accepted=40)
+    assert room.accepted_cap == 45 and Budget(memory=room).accepted_cap == "45"
+    assert Memory(used=10**9, limit=1, source="maxmemory", accepted=40).accepted_cap == 40  # full: none more
+    assert Budget(work=3).accepted_cap == "" and Memory(5, 0, "", 7).accepted_cap is None
+
+
+def test_memory_is_read_at_most_once_a_second(r: redis.Redis, keys: Keys) -> None:
+    now = [100.0]
+    pressure = Pressure(r, keys, Settings(), clock=lambda: now[0])
+    first = pressure.budget().memory
+    assert first is not None and first.limit > 0 and first.accepted == 0
+    for _ in range(50):
+        bus.send(r, keys, Message.create("t"), pressure.budget())
+        now[0] += 0.01
+    assert pressure.budget().memory is first  # 50 messages, half a second: no new reading
+    now[0] += 0.5
+    second = pressure.budget().memory
+    assert second is not first and second is not None and second.accepted == 50
+
+
+def test_a_redis_that_refuses_info_has_only_the_work_budget(keys: Keys) -> None:
+    pressure = Pressure(fakeredis.FakeRedis(), keys, Settings(backlog=7))  # fakeredis has no INFO
+    assert pressure.budget() == Budget(work=7, memory=None)
+    assert pressure.usage()["memory"] == {"used": None, "limit": None, "source": None, "ratio": None, "full": False}
+
+
+# -- with real processes --------------------------------------------------------------------------------------
+
 def test_past_the_work_budget_send_is_503_and_every_accepted_message_runs(angora_env: dict[str, str],
                                                                            tmp_path: Path) -> None:
     got = flood(angora_env, tmp_path, sends=200, threads=2, budget="50")
@@ -203,7 +244,6 @@ COUNTED = """\
 def test_the_work_counter_follows_every_run_to_zero(angora_env: dict[str, str], tmp_path: Path) -> None:
     """Fan-out, a join, replays, a concurrency limit (held executions), messages that start nothing, a paused job
     and a canceled run: once everything is over, the counter is back at zero, as every run's `active` is."""
-    from angora_rq.core.settings import Settings
     from angora_rq.store.control import Control
     from angora_rq.store.pausing import pause_job, resume_job
 
@@ -231,8 +271,6 @@ def test_the_work_counter_follows_every_run_to_zero(angora_env: dict[str, str], 
 def test_chaos_200000_sends_with_the_workers_stopped(angora_env: dict[str, str], tmp_path: Path) -> None:
     """The issue's flood at the default budget (20,000): the rest is refused; Redis grows by at most
     MESSAGE_BYTES per accepted message (~6 KB measured); after the workers start, every accepted message runs."""
-    from angora_rq.core.settings import Settings
-
     budget = Settings().backlog
     got = flood(angora_env, tmp_path, sends=200_000, threads=8, budget=None)
     check_flood(got, 200_000, budget)

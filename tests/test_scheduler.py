@@ -375,7 +375,7 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
     cfg = tmp_path / "config"
     cfg.mkdir()
     (cfg / "s.yml").write_text(SCHEDULES_YML)
-    a = Scheduler(r, keys, Settings(), lambda: Config(jobs=(), schedules=(
+    a = Scheduler(r, keys, Settings(backlog=1), lambda: Config(jobs=(), schedules=(
         ScheduleDef("beat_once", "beat.once", every=1.0, catchup="once"),)), name="cli-test")
     a.step(T0)
     a.step(T0 + 1.5)
@@ -390,3 +390,7 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
     text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
                           env=angora_env, capture_output=True, text=True, timeout=60)
     assert "beat_once" in text.stdout and "leader: cli-test" in text.stderr
+    a.step(T0 + 2.5)  # the work budget (1) is used up by the tick sent: this one is skipped, and the command says why
+    text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
+                          env=angora_env, capture_output=True, text=True, timeout=60)
+    assert "skipped 1" in text.stdout and "work budget used up: 1 of 1" in text.stdout, text.stdout
