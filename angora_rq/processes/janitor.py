@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import redis
+from redis.client import Pipeline
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.model import JobDef
+from angora_rq.store.fence import write_if_running
 from angora_rq.store.scripts import Scripts
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import Claimed, State
@@ -77,39 +79,46 @@ class Janitor:
         ))
 
     def reap_workers(self) -> int:
-        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic)."""
+        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).
+
+        However a worker left (killed, or stopped while Redis was out of reach), its name stays in the workers set
+        until this step has taken what its inflight list held.
+        """
+        return sum(max(0, self.reap_worker(_s(raw))) for raw in self.r.smembers(self.keys.workers()))
+
+    def reap_worker(self, name: str) -> int:
+        """Take one worker's inflight executions if its heartbeat has expired; -1 while it is alive."""
         k = self.keys
-        moved = 0
-        for raw in self.r.smembers(k.workers()):
-            name = _s(raw)
-            n = int(self.scripts.reap(
-                keys=[k.worker_alive(name), k.worker_inflight(name), k.orphans(), k.workers()], args=[name]))
-            if n >= 0:
-                log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
-                self.r.hdel(k.heartbeats(), f"worker:{name}")
-                moved += n
-        return moved
+        n = int(self.scripts.reap(
+            keys=[k.worker_alive(name), k.worker_inflight(name), k.orphans(), k.workers()], args=[name]))
+        if n > 0:
+            log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
+        if n >= 0:
+            self.r.hdel(k.heartbeats(), f"worker:{name}")
+        return n
 
     def replay_orphans(self, now: float) -> int:
-        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy."""
+        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy.
+
+        Fenced like a worker's own record (fence.py): an execution whose end its worker (or a worker that read the
+        end from disk) recorded first is only taken off the list.
+        """
         k = self.keys
         done = 0
         for raw in self.r.lrange(k.orphans(), 0, 99):
             xid = _s(raw)
-            with self.r.pipeline() as pipe:
-                try:
-                    pipe.watch(k.execution(xid))
-                    fields = {_s(a): _s(b) for a, b in pipe.hgetall(k.execution(xid)).items()}
-                    pipe.multi()
-                    if fields.get("status") == "running":
-                        ex = claimed_from_hash(fields)
-                        started = float(fields.get("started") or now)
-                        self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
-                        done += 1
-                    pipe.lrem(k.orphans(), 1, xid)
-                    pipe.execute()
-                except redis.exceptions.WatchError:
-                    continue  # someone else handled it; the next pass sees the new status
+
+            def lost(pipe: Pipeline, fields: dict[str, str]) -> None:
+                started = float(fields.get("started") or now)
+                ex = claimed_from_hash(fields)
+                self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
+                pipe.lrem(k.orphans(), 1, ex.id)
+
+            written = write_if_running(self.r, k.execution(xid), None, lost)
+            if written:
+                done += 1
+            elif written is False:
+                self.r.lrem(k.orphans(), 1, xid)
         return done
 
     def trim(self, now: float) -> None:

@@ -1,0 +1,117 @@
+"""Outcomes a worker has not recorded in Redis yet: kept in memory, written to disk when the worker must exit.
+
+A command's end is recorded once Redis has it. Until then the worker keeps it (`Unrecorded`); a worker that must
+exit while Redis cannot be reached writes what it still holds to `<data dir>/outcomes/<prefix>/<worker>.jsonl`, and
+the next worker on the host records those lines (fenced: only while each execution is still `running` under the
+worker that ran it). If no worker comes, the janitor replays those executions once the dead worker's heartbeat has
+expired: at least once, either way.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+from urllib.parse import quote
+
+from angora_rq.store.state import Claimed, OutcomeLike
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished command's outcome as finalize records it; plain data, so it can go to disk and back."""
+
+    exit_code: Optional[int]
+    signal: Optional[int]
+    reason: str
+    started: float
+    ended: float
+    duration: float
+    tail: str
+    ok: bool
+
+    @classmethod
+    def of(cls, outcome: OutcomeLike) -> "Result":
+        """Copy what finalize reads of an outcome."""
+        return cls(outcome.exit_code, outcome.signal, outcome.reason, outcome.started, outcome.ended,
+                   outcome.duration, outcome.tail, outcome.ok)
+
+
+@dataclass
+class Unrecorded:
+    """An execution whose command has ended (or was stopped to be handed back) and whose record is not in Redis."""
+
+    xid: str
+    owner: str  # the worker that ran it: the execution's `worker` field while it is running
+    outcome: OutcomeLike
+    pid: int = 0
+    hand_back: bool = False
+    ex: Optional[Claimed] = None  # what the worker claimed; None for lines read back from disk
+    checked: bool = False  # record only after checking the execution is still running under `owner`
+
+    def to_json(self) -> str:
+        """One line of a spill file."""
+        return json.dumps({"id": self.xid, "owner": self.owner, "pid": self.pid, "hand_back": self.hand_back,
+                           "outcome": dataclasses.asdict(Result.of(self.outcome))})
+
+    @classmethod
+    def from_json(cls, line: str) -> "Unrecorded":
+        """Read a spill file's line back (always checked: the writer is gone)."""
+        d = json.loads(line)
+        return cls(d["id"], d["owner"], Result(**d["outcome"]), d.get("pid", 0), d.get("hand_back", False),
+                   checked=True)
+
+
+def spill_folder(data_dir: Path, prefix: str) -> Path:
+    """Where the workers of one deployment (key prefix) on this host leave what they could not record."""
+    return data_dir / "outcomes" / quote(prefix, safe="")
+
+
+def spill(folder: Path, worker: str, items: list[Unrecorded]) -> Path:
+    """Write items to `<folder>/<worker>.jsonl` (complete or not at all: a temporary file, fsync, rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{quote(worker, safe='')}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(item.to_json() + "\n" for item in items)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def spilled(folder: Path) -> Iterator[list[tuple[Path, list[Unrecorded]]]]:
+    """The spill files no other worker is reading, locked while the caller records them.
+
+    The caller deletes each file it has recorded; a worker that dies meanwhile drops its locks with its process.
+    """
+    held: list[Any] = []
+    found: list[tuple[Path, list[Unrecorded]]] = []
+    try:
+        for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+            try:
+                f = open(path)
+            except FileNotFoundError:
+                continue  # recorded and removed by another worker just now
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            held.append(f)
+            try:
+                found.append((path, [Unrecorded.from_json(line) for line in f if line.strip()]))
+            except (ValueError, KeyError, TypeError) as e:
+                log.error("unreadable outcomes file %s left in place: %s", path, e)
+        yield found
+    finally:
+        for f in held:
+            f.close()
