@@ -26,6 +26,7 @@ class ResettingProxy:
         self.resets = 0
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._aim: Optional[tuple[bytes, bool]] = None
+        self.down = False  # set_down(True): every connection reset, new ones refused (an outage)
         self._muted: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()  # replies dropped
         self._loop = asyncio.new_event_loop()
         self._server: Optional[asyncio.base_events.Server] = None
@@ -50,6 +51,12 @@ class ResettingProxy:
         self.resets += 1
         return n
 
+    def set_down(self, down: bool) -> None:
+        """Cut Redis off (reset what is open, refuse what comes) or let clients through again."""
+        self.down = down
+        if down:
+            self.reset()
+
     def reset_on(self, marker: bytes, deliver: bool) -> None:
         """Reset the connection of the next client write that contains `marker` (see the class docstring)."""
         self._aim = (marker, deliver)
@@ -69,6 +76,9 @@ class ResettingProxy:
         self._loop.run_forever()
 
     async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            _abort(c_writer)
+            return
         try:
             u_reader, u_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -139,6 +149,10 @@ class ResettingProxy:
         if self._server is not None:
             self._server.close()
         await self._reset()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _abort(writer: asyncio.StreamWriter) -> None:
