@@ -39,6 +39,9 @@ JOBS = """
   triggers: [f1.b]
   command: ["sh", "-c", "echo $ANGORA_RUN_ID f1_b $ANGORA_ATTEMPT >> {out}"]
   replay_delay: 0.2
+- schedule: heartbeat
+  every: 1s
+  message: ticks.nobody.listens
 """
 WAITING = ("running", "queued", "delayed", "held")
 
@@ -208,6 +211,8 @@ def run_restarts(s: System, out: Path, server: RedisServer, sender: Sender, plan
     sender.join(600)
     figures = settle(s, out, sender.accepted, restarts, timeout=180)
     print(figures.line(name) + f"; refused sends {sender.refused}")
+    dead = {n: p.returncode for n, p in s.procs.items() if p.poll() is not None}
+    assert not dead, f"processes that did not survive the outages: {dead}\n{s.logs()}"
     return figures
 
 
@@ -218,9 +223,13 @@ def test_redis_killed_and_shut_down_while_workflows_flow(own_redis: RedisServer,
         s.start("matcher")
         s.start("worker", "-c", "8")
         s.start("worker", "-c", "8")
+        s.start("scheduler")
         sender = Sender(api_sender(own_redis.url, s.keys), n=400, rate=100)
         figures = run_restarts(s, out, own_redis, sender, [(1.0, "kill"), (1.0, "shutdown")], 1.5, "restarts")
         check(figures, s)
+        back = time.time()
+        wait_for(lambda: int(s.r.hget(s.keys.schedule("heartbeat"), "last") or 0) / 1000 > back, 30,
+                 what="the scheduler to send ticks again")
     finally:
         s.stop()
 
@@ -238,6 +247,7 @@ def test_chaos_redis_restarted_six_times_under_5000_workflows_through_send(
         s.start("matcher")
         s.start("worker", "-c", "8")
         s.start("worker", "-c", "8")
+        s.start("scheduler")
         wait_for(lambda: _answers(port), 60, what="the web server")
         sender = Sender(http_sender(port), n=5000, rate=200)
         plan = [(2.0, "kill"), (2.5, "kill"), (2.5, "shutdown"), (2.5, "kill"), (2.5, "kill"), (2.5, "kill")]
@@ -312,8 +322,15 @@ def reset_during(s: System, out: Path, proxy: ResettingProxy, n: int, resets: in
                 time.sleep(0.001)
     sender.join(600)
     figures = settle(s, out, sender.accepted, [], timeout=180)
-    print(figures.line(name) + f"; resets {proxy.resets}")
+    print(figures.line(name) + f"; resets {proxy.resets}; " + recoveries(s))
     return figures
+
+
+def recoveries(s: System) -> str:
+    """What the workers' logs say they recovered from (shows the resets hit where it matters)."""
+    text = "".join(p.read_text(errors="replace") for p in s.workdir.glob("worker*.log"))
+    return (f"worker logs: {text.count('Redis unreachable')} outages, {text.count('found again')} lost claim "
+            f"replies, {text.count('already recorded')} ends already recorded")
 
 
 # -- a worker stopped in the middle of an outage ---------------------------------------------------------------------

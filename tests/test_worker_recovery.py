@@ -101,7 +101,7 @@ def test_an_end_whose_record_fails_is_kept_and_counted_once(r: redis.Redis, keys
     worker.link = LosingLink(r, "execute", deliver)
     worker.start()
     try:
-        step_until(worker, lambda: worker.link.lost and not worker.unrecorded)  # type: ignore[attr-defined]
+        step_until(worker, lambda: worker.link.lost and not worker.outbox)  # type: ignore[attr-defined]
     finally:
         worker.close()
     counted_once(r, keys, xid, TRUE)
@@ -167,7 +167,7 @@ def test_a_worker_stopped_during_an_outage_leaves_its_ends_on_disk_for_the_next(
     first.start()
     step_until(first, lambda: len(first.active) == 2)
     proxy.set_down(True)
-    step_until(first, lambda: len(first.unrecorded) == 2)
+    step_until(first, lambda: len(first.outbox) == 2)
     first.request_stop()
     step_until(first, first.done)
     first.close()
@@ -194,12 +194,12 @@ def test_ends_are_kept_through_an_outage_and_recorded_when_redis_is_back(
     try:
         step_until(worker, lambda: len(worker.active) == 2)
         proxy.set_down(True)
-        step_until(worker, lambda: len(worker.unrecorded) == 2)
+        step_until(worker, lambda: len(worker.outbox) == 2)
         for _ in range(5):
             worker.step(max_wait=0.05)  # still out of reach: kept, not dropped
-        assert len(worker.unrecorded) == 2
+        assert len(worker.outbox) == 2
         proxy.set_down(False)
-        step_until(worker, lambda: not worker.unrecorded)
+        step_until(worker, lambda: not worker.outbox)
     finally:
         worker.close()
     assert all(status(r, keys, x) == "succeeded" for x in ids)

@@ -139,6 +139,23 @@ class Janitor:
             p.execute()
 
 
+def lost_claims(r: redis.Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:
+    """What a worker's inflight list holds that the worker does not know of: a CLAIM whose reply was lost.
+
+    Entries whose execution is no longer running under the worker are stale and removed.
+    """
+    inflight, found = keys.worker_inflight(worker), []
+    for xid in [_s(x) for x in r.lrange(inflight, 0, -1)]:
+        if xid in known:
+            continue
+        fields = {_s(a): _s(b) for a, b in r.hgetall(keys.execution(xid)).items()}
+        if fields.get("status") == "running" and fields.get("worker") == worker:
+            found.append(claimed_from_hash(fields))
+        else:
+            r.lrem(inflight, 1, xid)
+    return found
+
+
 def claimed_from_hash(fields: dict[str, str]) -> Claimed:
     """Rebuild what a worker held about an execution from its hash."""
     return Claimed(

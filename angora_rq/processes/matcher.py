@@ -25,6 +25,7 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.processes.outage import UNREACHABLE, Outage
 from angora_rq.store.state import State
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ MAX_PLAN_RETRIES = 10
 CONSUMERS_EVERY = 10.0
 # A matcher reads at least once a second, so a consumer idle this long with nothing pending is a dead matcher's.
 DEAD_CONSUMER_IDLE = 60.0
-RETRY_FIRST, RETRY_MAX = 0.05, 0.5  # seconds between attempts to reach Redis again, doubling
 
 
 @dataclass
@@ -90,21 +90,19 @@ class Matcher:
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
         """Loop over step() until stop() is called; wait out Redis outages (what was read stays pending)."""
-        group, backoff, down = False, RETRY_FIRST, False
+        group, outage = False, Outage(f"matcher {self.name}")
         while not self.stopping:
             try:
                 if not group:
                     bus.ensure_group(self.r, self.keys)  # here, not before the loop: Redis may be down at start
                     group = True
                 self.step()
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-                if not down:
-                    log.warning("matcher %s: Redis unreachable (%s); retrying", self.name, e)
-                down, backoff = True, RETRY_FIRST if not down else min(RETRY_MAX, backoff * 2)
+                outage.reached()
+            except UNREACHABLE as e:
+                outage.failed(e)
                 # A batch whose reply was lost may not have been dispatched: read this consumer's pending again.
                 self._own_pending_done = False
-                time.sleep(backoff)
-                continue
+                time.sleep(outage.wait())
             except redis.exceptions.ResponseError as e:
                 if "NOGROUP" in str(e):  # a Redis that came back empty: the group goes with the stream
                     group = False
@@ -114,9 +112,6 @@ class Matcher:
             except Exception:
                 log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
                 time.sleep(1.0)
-            if down:
-                log.warning("matcher %s: Redis is back", self.name)
-                down = False
 
     def stop(self, *_: Any) -> None:
         """Ask run() to return after the current batch."""

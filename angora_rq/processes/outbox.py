@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
-from angora_rq.store.state import Claimed, OutcomeLike
+import redis
+
+from angora_rq.core.keys import Keys
+from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.store.fence import write_if_running
+from angora_rq.store.state import Claimed, OutcomeLike, State
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +120,71 @@ def spilled(folder: Path) -> Iterator[list[tuple[Path, list[Unrecorded]]]]:
     finally:
         for f in held:
             f.close()
+
+
+class Outbox:
+    """The ends one worker holds until Redis has them, oldest first; writes the ones in doubt, fenced."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, state: State, data_dir: Path, owner: str) -> None:
+        self.r = r
+        self.keys = keys
+        self.state = state
+        self.owner = owner
+        self.items: list[Unrecorded] = []
+        self.folder = spill_folder(data_dir, keys.prefix)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Unrecorded) -> None:
+        """Keep an end until it is recorded."""
+        self.items.append(item)
+
+    def sure(self) -> list[Unrecorded]:
+        """The ends that may go in the usual transaction (nothing in doubt about them)."""
+        return [u for u in self.items if not u.checked and u.ex is not None]
+
+    def doubt(self, items: Optional[list[Unrecorded]] = None) -> None:
+        """From now on write these (default: all) only after checking their executions are still the owner's."""
+        for u in self.items if items is None else items:
+            u.checked = True
+
+    def drop(self, done: list[Unrecorded]) -> None:
+        """Forget ends that are recorded (or that turned out to be someone else's to record)."""
+        gone = {id(u) for u in done}
+        self.items = [u for u in self.items if id(u) not in gone]
+
+    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float) -> None:
+        """Queue an end's record on a transaction: hand the execution back, or finalize it."""
+        if u.hand_back:
+            self.state.hand_back(pipe, ex, u.owner)
+        else:
+            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid)
+
+    def record_checked(self, now: float, everything: bool = False) -> None:
+        """Write the ends in doubt (or all of them) one by one, each fenced (fence.py)."""
+        for u in [u for u in self.items if everything or u.checked]:
+            if self._record_one(u, now):
+                self.drop([u])
+
+    def _record_one(self, u: Unrecorded, now: float) -> bool:
+        """Write one end if its execution is still running under the worker that ran it; True once done with it."""
+        def write(pipe: Any, fields: dict[str, str]) -> None:
+            self.write(pipe, u, u.ex or claimed_from_hash(fields), now)
+
+        done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
+        if done is False:
+            log.info("worker %s: execution %s was already recorded or replayed; this end is not", self.owner, u.xid)
+        return done is not None
+
+    def record_spilled(self, now: float) -> None:
+        """Record the ends that workers of this host wrote to disk when they had to exit during an outage."""
+        with spilled(self.folder) as files:
+            for path, items in files:
+                if all([self._record_one(u, now) for u in items]):
+                    path.unlink(missing_ok=True)
+                    log.warning("worker %s: recorded %d end(s) left on disk in %s", self.owner, len(items), path)
+
+    def spill(self) -> Path:
+        """Write every end held to this worker's file (it must exit and Redis cannot be reached)."""
+        return spill(self.folder, self.owner, self.items)

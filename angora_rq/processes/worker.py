@@ -33,12 +33,10 @@ from angora_rq.commands.guardian import Guardian
 from angora_rq.processes.janitor import Janitor
 from angora_rq.core.keys import Keys
 from angora_rq.commands.launch import command_spec
-from angora_rq.processes import outbox
-from angora_rq.processes.janitor import claimed_from_hash
-from angora_rq.processes.outbox import Result, Unrecorded
-from angora_rq.store.fence import write_if_running
+from angora_rq.processes.janitor import lost_claims
+from angora_rq.processes.outage import UNREACHABLE, Outage
+from angora_rq.processes.outbox import Outbox, Result, Unrecorded
 from angora_rq.store.link import Link, evalsha
-from angora_rq.store.queries import decode
 from angora_rq.store.scripts import Scripts
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import HOST, Claimed, State
@@ -50,8 +48,6 @@ SPILL_SCAN_EVERY = 2.0
 # Of the heartbeat's TTL, what is not counted on when deciding that no janitor can have taken this worker's
 # executions (the beat's transit, a clock that drifts): past it, records are written only after a check.
 ALIVE_MARGIN = 2.0
-RETRY_FIRST, RETRY_MAX = 0.05, 0.5  # seconds between attempts to reach Redis again, doubling
-OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 @dataclass
@@ -102,8 +98,8 @@ class AngoraWorker:
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
         self.janitor = Janitor(r, keys, settings, self.scripts)
         self.active: dict[str, Active] = {}
-        self.unrecorded: list[Unrecorded] = []  # ended, not yet in Redis (oldest first)
-        self.outbox_dir = outbox.spill_folder(settings.data_dir, keys.prefix)
+        self.outbox = Outbox(r, keys, self.state, settings.data_dir, self.name)  # ended, not yet in Redis
+        self.outage = Outage(f"worker {self.name}")
         self.stats = WorkerStats()
         self.stopping = False
         self.forced = False
@@ -118,9 +114,6 @@ class AngoraWorker:
         self._last_beat = 0.0
         self._last_tail = 0.0
         self._next_spill_scan = 0.0
-        self._down = False  # Redis unreachable: retry at _retry_at, backing off
-        self._retry_at = 0.0
-        self._backoff = RETRY_FIRST
         self._alive_until = 0.0  # monotonic time until which this worker's heartbeat key surely exists
         self._registered = False  # a heartbeat has been acknowledged since start
         self._needs_register = True
@@ -156,7 +149,7 @@ class AngoraWorker:
         """True when the loop should end: nothing running, and nothing unrecorded unless the grace is over."""
         if self.active:
             return False
-        if self.unrecorded and not self.forced and not (self.stopping and time.monotonic() >= self._stop_at):
+        if self.outbox and not self.forced and not (self.stopping and time.monotonic() >= self._stop_at):
             return False
         return self.stopping or (self.burst and self._idle_checked)
 
@@ -180,16 +173,16 @@ class AngoraWorker:
         try:
             if self._recheck:
                 self._recheck_inflight(time.time())
-            if self.unrecorded:
+            if self.outbox:
                 self._record(time.time())
         except Exception as e:
-            log.warning("worker %s: could not record %d outcome(s): %s", self.name, len(self.unrecorded), e)
-        if self.unrecorded:
+            log.warning("worker %s: could not record %d end(s): %s", self.name, len(self.outbox), e)
+        if self.outbox:
             # Not unregistered: the heartbeat expires on its own, which leaves the next worker on this host time
             # to record the file before the janitor replays these executions.
-            path = outbox.spill(self.outbox_dir, self.name, self.unrecorded)
-            log.warning("worker %s: %d outcome(s) not recorded; written to %s for the next worker on this host",
-                        self.name, len(self.unrecorded), path)
+            path = self.outbox.spill()
+            log.warning("worker %s: %d end(s) not recorded; written to %s for the next worker on this host",
+                        self.name, len(self.outbox), path)
         else:
             self._unregister()
         if self.guardian is not None:
@@ -233,7 +226,7 @@ class AngoraWorker:
         if self._online(now) and not self.stopping and not self._claimed_at_reap:
             claimed = self._attempt(self._claim, now) or 0
         self._claimed_at_reap = False
-        if self.burst and not claimed and not self.active and not self.unrecorded and not self._down:
+        if self.burst and not claimed and not self.active and not self.outbox and not self.outage.down:
             self._idle_checked = True
             return 0
         free = self.concurrency - len(self.active)
@@ -245,7 +238,7 @@ class AngoraWorker:
         self._handle_control()
         self._handle_stop()
         finished = self._reap(time.time())
-        if self.unrecorded and not self._down:
+        if self.outbox and not self.outage.down:
             self._attempt(self._record, time.time())
         return finished
 
@@ -307,8 +300,8 @@ class AngoraWorker:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
             timeout = min(timeout, max(0.0, self._stop_at - time.monotonic()))
-        if self._down:
-            timeout = min(timeout, max(0.0, self._retry_at - time.monotonic()))
+        if self.outage.down:
+            timeout = min(timeout, self.outage.wait())
         return timeout
 
     def _wait(self, timeout: float) -> None:
@@ -326,8 +319,7 @@ class AngoraWorker:
         for xid, a in list(self.active.items()):
             outcome = a.cmd.poll(now)
             if outcome is not None:
-                self.unrecorded.append(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, a.hand_back, a.ex,
-                                                  a.checked))
+                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, a.hand_back, a.ex, a.checked))
                 del self.active[xid]
                 self._forget(a)
                 n += 1
@@ -341,12 +333,10 @@ class AngoraWorker:
         """Record what ended: in one transaction (with the next claim) while no janitor can have taken this
         worker's executions, else one by one after a check. What is not recorded stays for the next try."""
         sure = self._alive_certain()
-        batch = [u for u in self.unrecorded if sure and not u.checked and u.ex is not None]
+        batch = self.outbox.sure() if sure else []
         if batch:
             self._record_batch(batch, now)
-        for u in [u for u in self.unrecorded if u.checked or not sure]:
-            if self._record_checked(u, now):
-                self._drop([u])
+        self.outbox.record_checked(now, everything=not sure)
 
     def _record_batch(self, batch: list[Unrecorded], now: float) -> None:
         free = self.concurrency - len(self.active)
@@ -356,16 +346,14 @@ class AngoraWorker:
             claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
         with self.r.pipeline() as pipe:
             for u in batch:
-                self._write(pipe, u, u.ex, now)
+                self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
             try:
                 _, reply = self.link.execute_then(pipe, claim)
             except BaseException:
-                # Applied or not, nobody can tell: from now on these are written only after a check.
-                for u in batch:
-                    u.checked = True
+                self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
                 raise
-        self._drop(batch)
+        self.outbox.drop(batch)
         self.stats.finalizes += 1
         if claim is not None:
             if isinstance(reply, redis.exceptions.NoScriptError):
@@ -376,63 +364,26 @@ class AngoraWorker:
             self._start_claimed(reply)
             self._claimed_at_reap = True
 
-    def _record_checked(self, u: Unrecorded, now: float) -> bool:
-        """Write one end if its execution is still running under the worker that ran it; True once done with it."""
-        def write(pipe: Any, fields: dict[str, str]) -> None:
-            self._write(pipe, u, u.ex or claimed_from_hash(fields), now)
-
-        done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
-        if done is False:
-            log.info("worker %s: execution %s was already recorded or replayed; this end is not", self.name, u.xid)
-        return done is not None
-
-    def _write(self, pipe: Any, u: Unrecorded, ex: Any, now: float) -> None:
-        if u.hand_back:
-            self.state.hand_back(pipe, ex, u.owner)
-        else:
-            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid)
-
-    def _drop(self, done: list[Unrecorded]) -> None:
-        gone = {id(u) for u in done}
-        self.unrecorded = [u for u in self.unrecorded if id(u) not in gone]
-
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""
-        return not self._down and time.monotonic() < self._alive_until
+        return not self.outage.down and time.monotonic() < self._alive_until
 
     def _recheck_inflight(self, now: float) -> None:
         """After a CLAIM whose reply was lost: start what it claimed (hand it back when stopping)."""
-        inflight = self.keys.worker_inflight(self.name)
-        known = set(self.active) | {u.xid for u in self.unrecorded}
-        found = []
-        for xid in [_s(x) for x in self.r.lrange(inflight, 0, -1)]:
-            if xid in known:
-                continue
-            fields = decode(self.r.hgetall(self.keys.execution(xid)))
-            if fields.get("status") == "running" and fields.get("worker") == self.name:
-                found.append(claimed_from_hash(fields))
-            else:
-                self.r.lrem(inflight, 1, xid)  # its end was recorded: a stale entry
+        found = lost_claims(self.r, self.keys, self.name, set(self.active) | {u.xid for u in self.outbox.items})
         self._recheck = False
         if found:
             log.warning("worker %s: %d claimed execution(s) found again after a lost reply", self.name, len(found))
         if self.stopping:
             unrun = Result(None, None, "killed", now, now, 0.0, "", False)
-            self.unrecorded += [Unrecorded(ex.id, self.name, unrun, hand_back=True, ex=ex) for ex in found]
+            for ex in found:
+                self.outbox.add(Unrecorded(ex.id, self.name, unrun, hand_back=True, ex=ex))
             return
         with spawn.batch():
             for ex in found:
                 self._start(ex)
         if self.guardian is not None:
             self.guardian.flush()
-
-    def _record_spilled(self, now: float) -> None:
-        """Record the ends that workers of this host wrote to disk when they had to exit during an outage."""
-        with outbox.spilled(self.outbox_dir) as files:
-            for path, items in files:
-                if all([self._record_checked(u, now) for u in items]):
-                    path.unlink(missing_ok=True)
-                    log.warning("worker %s: recorded %d end(s) left on disk in %s", self.name, len(items), path)
 
     def _forget(self, a: Active) -> None:
         try:
@@ -463,7 +414,7 @@ class AngoraWorker:
 
     def _online(self, now: float) -> bool:
         """Housekeeping, and recovery after an outage; False while Redis cannot be reached."""
-        if self._down and time.monotonic() < self._retry_at:
+        if not self.outage.due():
             return False
         try:
             if self._needs_register:
@@ -471,38 +422,31 @@ class AngoraWorker:
             self._housekeeping(now)
             if self._recheck:
                 self._recheck_inflight(now)
-        except OUTAGE as e:
-            self._went_down(e)
+        except UNREACHABLE as e:
+            self._lost(e)
             return False
-        if self._down:
-            self._down = False
-            log.warning("worker %s: Redis is back; %d end(s) to record", self.name, len(self.unrecorded))
+        self.outage.reached()
         return True
 
     def _attempt(self, fn: Any, *args: Any) -> Any:
         """fn(*args), or None when Redis cannot be reached (then retried after a backoff)."""
         try:
             return fn(*args)
-        except OUTAGE as e:
-            self._went_down(e)
+        except UNREACHABLE as e:
+            self._lost(e)
             return None
 
-    def _went_down(self, e: Exception) -> None:
-        if not self._down:
-            log.warning("worker %s: Redis unreachable (%s); ends are kept until it is back", self.name, e)
-            self._down, self._backoff = True, RETRY_FIRST
-        else:
-            self._backoff = min(RETRY_MAX, self._backoff * 2)
-        self._retry_at = time.monotonic() + self._backoff
+    def _lost(self, e: Exception) -> None:
+        self.outage.failed(e)
         self._claimed_at_reap = False
 
     def _housekeeping(self, now: float) -> None:
-        if self._down or now - self._last_beat >= HEARTBEAT_EVERY:
+        if self.outage.down or now - self._last_beat >= HEARTBEAT_EVERY:
             self._beat(now)
             if time.monotonic() >= self._next_spill_scan:
                 # Before the janitor: ends on disk are recorded before it replays their executions.
                 self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
-                self._record_spilled(now)
+                self.outbox.record_spilled(now)
             self.janitor.step(now)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
@@ -527,8 +471,7 @@ class AngoraWorker:
                         self.name)
             for a in self.active.values():
                 a.checked = True
-            for u in self.unrecorded:
-                u.checked = True
+            self.outbox.doubt()
         self._registered = True
 
     def _live_tails(self, now: float) -> None:
