@@ -17,7 +17,7 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor
-from angora_rq.processes.worker import AngoraWorker
+from angora_rq.processes.worker import AngoraWorker, claim_call
 from angora_rq.store.link import Link
 from angora_rq.store.state import State
 from tcp_proxy import ResettingProxy
@@ -127,7 +127,7 @@ def test_a_worker_that_leaves_hands_what_it_claimed_unknowingly_to_the_janitor(
     worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
     worker.start()
     worker.step(max_wait=0.0)
-    Link(r).script(worker.scripts.claim, *worker._claim_call(time.time(), 1))  # its reply lost on the way
+    claim_call(keys, settings, "w1", ("default",), time.time(), 1).run(Link(r))  # its reply lost on the way
     assert status(r, keys, xid) == "running"
     worker.close()
     Janitor(r, keys, settings).step(time.time())

@@ -1,20 +1,15 @@
-"""Waiting out Redis: which errors mean it is out of reach, and when a loop should try again."""
+"""Waiting out Redis (store.connection.UNREACHABLE errors): when a loop should try again, and saying so once."""
 from __future__ import annotations
 
 import logging
 import time
 
-import redis
-
 log = logging.getLogger(__name__)
-
-# Redis restarting, shut down, loading its AOF (BusyLoadingError is a ConnectionError), or a connection reset.
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 RETRY_FIRST, RETRY_MAX = 0.05, 0.5  # seconds between attempts, doubling: a restart is noticed within half a second
 
 
 class Outage:
-    """Whether one process's loop can reach Redis; `failed()` on an UNREACHABLE error, `reached()` on success."""
+    """Whether one process's loop can reach Redis: `failed()` on an UNREACHABLE error, `reached()` on success."""
 
     def __init__(self, who: str) -> None:
         self.who = who

@@ -19,34 +19,17 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 from urllib.parse import quote
 
-import redis
-
+from angora_rq.commands.runner import Outcome
+from angora_rq.core.execution import Claimed, OutcomeLike
 from angora_rq.core.keys import Keys
-from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.store.connection import Redis
 from angora_rq.store.fence import write_if_running
-from angora_rq.store.state import Claimed, OutcomeLike, State
+from angora_rq.store.state import State
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Result:
-    """A finished command's outcome as finalize records it; plain data, so it can go to disk and back."""
-
-    exit_code: Optional[int]
-    signal: Optional[int]
-    reason: str
-    started: float
-    ended: float
-    duration: float
-    tail: str
-    ok: bool
-
-    @classmethod
-    def of(cls, outcome: OutcomeLike) -> "Result":
-        """Copy what finalize reads of an outcome."""
-        return cls(outcome.exit_code, outcome.signal, outcome.reason, outcome.started, outcome.ended,
-                   outcome.duration, outcome.tail, outcome.ok)
+OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
 
 
 @dataclass
@@ -63,14 +46,15 @@ class Unrecorded:
 
     def to_json(self) -> str:
         """One line of a spill file."""
+        outcome = {name: getattr(self.outcome, name) for name in OUTCOME_FIELDS}
         return json.dumps({"id": self.xid, "owner": self.owner, "pid": self.pid, "hand_back": self.hand_back,
-                           "outcome": dataclasses.asdict(Result.of(self.outcome))})
+                           "outcome": outcome})
 
     @classmethod
     def from_json(cls, line: str) -> "Unrecorded":
         """Read a spill file's line back (always checked: the writer is gone)."""
         d = json.loads(line)
-        return cls(d["id"], d["owner"], Result(**d["outcome"]), d.get("pid", 0), d.get("hand_back", False),
+        return cls(d["id"], d["owner"], Outcome(**d["outcome"]), d.get("pid", 0), d.get("hand_back", False),
                    checked=True)
 
 
@@ -125,7 +109,7 @@ def spilled(folder: Path) -> Iterator[list[tuple[Path, list[Unrecorded]]]]:
 class Outbox:
     """The ends one worker holds until Redis has them, oldest first; writes the ones in doubt, fenced."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, state: State, data_dir: Path, owner: str) -> None:
+    def __init__(self, r: Redis, keys: Keys, state: State, data_dir: Path, owner: str) -> None:
         self.r = r
         self.keys = keys
         self.state = state
@@ -170,7 +154,7 @@ class Outbox:
     def _record_one(self, u: Unrecorded, now: float) -> bool:
         """Write one end if its execution is still running under the worker that ran it; True once done with it."""
         def write(pipe: Any, fields: dict[str, str]) -> None:
-            self.write(pipe, u, u.ex or claimed_from_hash(fields), now)
+            self.write(pipe, u, u.ex or Claimed.from_hash(fields), now)
 
         done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
         if done is False:

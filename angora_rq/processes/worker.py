@@ -25,21 +25,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import redis
-
+from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
+from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.commands import runner, spawn
 from angora_rq.commands.guardian import Guardian
-from angora_rq.processes.janitor import Janitor
+from angora_rq.commands.reaper import Orphans
+from angora_rq.processes.janitor import Janitor, lost_claims
+from angora_rq.processes.outage import Outage
+from angora_rq.processes.outbox import Outbox, Unrecorded
 from angora_rq.core.keys import Keys
-from angora_rq.commands.launch import command_spec
-from angora_rq.processes.janitor import lost_claims
-from angora_rq.processes.outage import UNREACHABLE, Outage
-from angora_rq.processes.outbox import Outbox, Result, Unrecorded
-from angora_rq.store.link import Link, evalsha
-from angora_rq.store.scripts import Scripts
+from angora_rq.core.command import CleanEnv, command_spec
+from angora_rq.core.execution import Claimed
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, Claimed, State
+from angora_rq.store.state import HOST, State
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 2.0
@@ -76,7 +77,7 @@ class AngoraWorker:
 
     def __init__(
         self,
-        r: redis.Redis,
+        r: Redis,
         keys: Keys,
         settings: Settings,
         queues: tuple[str, ...] = ("default",),
@@ -94,9 +95,8 @@ class AngoraWorker:
         self.burst = burst
         self.stop_grace = stop_grace
         self.state = State(keys, settings)
-        self.scripts = Scripts(r)
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
-        self.janitor = Janitor(r, keys, settings, self.scripts)
+        self.janitor = Janitor(r, keys, settings)
         self.active: dict[str, Active] = {}
         self.outbox = Outbox(r, keys, self.state, settings.data_dir, self.name)  # ended, not yet in Redis
         self.outage = Outage(f"worker {self.name}")
@@ -119,10 +119,11 @@ class AngoraWorker:
         self._needs_register = True
         self._recheck = False  # a CLAIM's reply was lost: look for what it claimed in the inflight list
         self.guardian: Optional[Guardian] = None
+        self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
-        self._env = runner.CleanEnv.of(os.environ)
+        self._env = CleanEnv.of(os.environ)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -142,6 +143,8 @@ class AngoraWorker:
         """Start the guardian and the wake-up thread, and register if Redis answers (else the first step does)."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
+        self._env.update(self.guardian.environment())
+        self.orphans.adopt()
         self._attempt(self._register)
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
 
@@ -185,6 +188,7 @@ class AngoraWorker:
                         self.name, len(self.outbox), path)
         else:
             self._unregister()
+        self.orphans.release(self._known_pids())
         if self.guardian is not None:
             self.guardian.close()
 
@@ -199,7 +203,7 @@ class AngoraWorker:
             self.janitor.reap_worker(self.name)
             if self._rq_worker is not None:
                 self._rq_worker.register_death()
-        except redis.exceptions.RedisError as e:
+        except RedisError as e:
             log.warning("worker %s: could not unregister (the janitor will once the heartbeat expires): %s",
                         self.name, e)
 
@@ -248,23 +252,12 @@ class AngoraWorker:
         free = self.concurrency - len(self.active)
         if free <= 0:
             return 0
-        return self._start_claimed(self._claim_now(now, free))
-
-    def _claim_now(self, now: float, free: int) -> list:
-        """Run CLAIM; if its reply is lost it may have run, so what it claimed is looked for again later."""
         try:
-            return self.link.script(self.scripts.claim, *self._claim_call(now, free))
+            reply = claim_call(self.keys, self.settings, self.name, self.queues, now, free).run(self.link)
         except BaseException:
-            self._recheck = True
+            self._recheck = True  # it may have run: what it claimed waits in the inflight list
             raise
-
-    def _claim_call(self, now: float, free: int) -> tuple[tuple[str, str], list[Any]]:
-        """KEYS and ARGV of the CLAIM script for up to `free` executions."""
-        k = self.keys
-        args = [free, repr(now), self.name, HOST, now + self.settings.default_timeout + 600, _iso(now),
-                k.execution(""), k.run(""), K.rq_job(""), K.rq_started(""), k.slots(""), k.held(""),
-                K.rq_queue(""), len(self.queues), *self.queues]
-        return (k.worker_inflight(self.name), k.paused_queues()), args
+        return self._start_claimed(reply)
 
     def _start_claimed(self, reply: list) -> int:
         """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
@@ -295,6 +288,8 @@ class AngoraWorker:
         if claimed and len(self.active) < self.concurrency:
             return 0.0  # there may be more work queued: claim again right away
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
+        if (sweep := self.orphans.next_deadline()) is not None:
+            deadlines.append(sweep)
         timeout = max_wait
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
@@ -319,10 +314,13 @@ class AngoraWorker:
         for xid, a in list(self.active.items()):
             outcome = a.cmd.poll(now)
             if outcome is not None:
-                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, a.hand_back, a.ex, a.checked))
+                hand_back = a.hand_back or (self.stopping and stopped_with_us(outcome))
+                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked))
                 del self.active[xid]
                 self._forget(a)
+                self.orphans.ended(xid, outcome.reason, now)
                 n += 1
+        self.orphans.step(now, self._known_pids, self.active.keys)
         if self.guardian is not None:
             self.guardian.flush()
         self.stats.finished += n
@@ -343,12 +341,15 @@ class AngoraWorker:
         claim = None
         if free > 0 and not self.stopping:
             # The next claim rides in the same round trip as this batch's records.
-            claim = evalsha(self.scripts.claim, *self._claim_call(now, free))
+            claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
         with self.r.pipeline() as pipe:
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
             try:
-                _, reply = self.link.execute_then(pipe, claim)
+                if claim is None:
+                    self.link.execute(pipe)
+                else:
+                    _, reply = claim.run_after(self.link, pipe)
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
@@ -356,11 +357,6 @@ class AngoraWorker:
         self.outbox.drop(batch)
         self.stats.finalizes += 1
         if claim is not None:
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                reply = self._claim_now(now, free)  # loads it
-            elif isinstance(reply, Exception):
-                self._recheck = True
-                raise reply
             self._start_claimed(reply)
             self._claimed_at_reap = True
 
@@ -375,7 +371,7 @@ class AngoraWorker:
         if found:
             log.warning("worker %s: %d claimed execution(s) found again after a lost reply", self.name, len(found))
         if self.stopping:
-            unrun = Result(None, None, "killed", now, now, 0.0, "", False)
+            unrun = runner.Outcome(None, None, "killed", now, now, 0.0, "")
             for ex in found:
                 self.outbox.add(Unrecorded(ex.id, self.name, unrun, hand_back=True, ex=ex))
             return
@@ -384,6 +380,13 @@ class AngoraWorker:
                 self._start(ex)
         if self.guardian is not None:
             self.guardian.flush()
+
+    def _known_pids(self) -> set[int]:
+        """This worker's children that it started: its commands' leaders and its guardian."""
+        pids = {a.cmd.pid for a in self.active.values() if a.cmd.pid}
+        if self.guardian is not None:
+            pids.add(self.guardian.pid)
+        return pids
 
     def _forget(self, a: Active) -> None:
         try:
@@ -492,11 +495,11 @@ class AngoraWorker:
             try:
                 watch = [control] + (bells if self._want_work.is_set() else [])
                 got = link.call("BLPOP", *watch, 1)
-            except redis.exceptions.RedisError:
+            except RedisError:
                 time.sleep(0.5)
                 continue
             if got:
-                key, value = (_s(got[0]), _s(got[1]))
+                key, value = (to_str(got[0]), to_str(got[1]))
                 if key == control:
                     self._control.append(value)
                 self._wake()
@@ -506,6 +509,25 @@ class AngoraWorker:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass
+
+
+def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, ...], now: float, free: int) -> Bound:
+    """The CLAIM call of worker `worker` for up to `free` executions from `queues`."""
+    k = keys
+    return CLAIM.bind(
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now), worker=worker,
+        host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=k.execution(""),
+        run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
+        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
+    )
+
+
+def stopped_with_us(outcome: runner.Outcome) -> bool:
+    """Whether a command ended by SIGTERM/SIGINT from outside (not a timeout or kill of ours), as when a platform
+    stops every process of a host at once (Heroku does so on each deploy and daily restart): run elsewhere."""
+    by_signal = outcome.signal in (signal.SIGTERM, signal.SIGINT)
+    by_code = outcome.exit_code in (128 + signal.SIGTERM, 128 + signal.SIGINT)  # a shell that caught it and left
+    return outcome.reason == "exit" and (by_signal or by_code)
 
 
 def run_execution(execution_id: str, prefix: str = "angora") -> str:
@@ -524,7 +546,3 @@ def _iso(ts: float) -> str:
     from angora_rq.core.rqcompat import utc_iso
 
     return utc_iso(ts)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -3,15 +3,13 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import redis
-from redis.client import Pipeline
-
-from angora_rq.store.queries import decode
+from angora_rq.core.codec import to_str_dict
+from angora_rq.store.connection import Pipeline, Redis, WatchError
 
 MAX_TRIES = 10
 
 
-def write_if_running(r: redis.Redis, execution_key: str, owner: Optional[str],
+def write_if_running(r: Redis, execution_key: str, owner: Optional[str],
                      write: Callable[[Pipeline, dict[str, str]], None]) -> Optional[bool]:
     """Run `write(pipe, fields)` in one transaction if the execution is `running` (under `owner`, when given).
 
@@ -23,13 +21,13 @@ def write_if_running(r: redis.Redis, execution_key: str, owner: Optional[str],
         with r.pipeline() as pipe:
             try:
                 pipe.watch(execution_key)
-                fields = decode(pipe.hgetall(execution_key))
+                fields = to_str_dict(pipe.hgetall(execution_key))
                 if fields.get("status") != "running" or (owner is not None and fields.get("worker") != owner):
                     return False
                 pipe.multi()
                 write(pipe, fields)
                 pipe.execute()
                 return True
-            except redis.exceptions.WatchError:
+            except WatchError:
                 continue
     return None
