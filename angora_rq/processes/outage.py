@@ -5,7 +5,7 @@ import logging
 import time
 
 log = logging.getLogger(__name__)
-RETRY_FIRST, RETRY_MAX = 0.05, 0.5  # seconds between attempts, doubling: a restart is noticed within half a second
+RETRY_FIRST, RETRY_MAX = 0.05, 0.25  # seconds between attempts, doubling: a restart is noticed within 0.25 s
 
 
 class Outage:
