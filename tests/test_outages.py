@@ -97,8 +97,8 @@ def api_sender(url: str, keys: Keys) -> Callable[[], str]:
     return send_one
 
 
-def http_sender(port: int) -> Callable[[], str]:
-    """One `POST /send` (the original's form); anything but 202 is a refusal."""
+def http_sender(port: int, refusals: collections.Counter) -> Callable[[], str]:
+    """One `POST /send` (the original's form); anything but 202 is a refusal, counted by status in `refusals`."""
     import requests
 
     session = requests.Session()
@@ -106,6 +106,7 @@ def http_sender(port: int) -> Callable[[], str]:
     def send_one() -> str:
         resp = session.post(f"http://127.0.0.1:{port}/send", data={"msg": "f1.a"}, timeout=10)
         if resp.status_code != 202:
+            refusals[resp.status_code] += 1
             raise Unavailable(f"{resp.status_code}: {resp.text[:200]}")
         return str(resp.json()["run_id"])
     return send_one
@@ -249,10 +250,12 @@ def test_chaos_redis_restarted_six_times_under_5000_workflows_through_send(
         s.start("worker", "-c", "8")
         s.start("scheduler")
         wait_for(lambda: _answers(port), 60, what="the web server")
-        sender = Sender(http_sender(port), n=5000, rate=200)
+        refusals: collections.Counter = collections.Counter()
+        sender = Sender(http_sender(port, refusals), n=5000, rate=200)
         plan = [(2.0, "kill"), (2.5, "kill"), (2.5, "shutdown"), (2.5, "kill"), (2.5, "kill"), (2.5, "kill")]
         figures = run_restarts(s, out, own_redis, sender, plan, 3.0, "chaos restarts")
         check(figures, s)
+        assert set(refusals) <= {503}, f"/send refused with {dict(refusals)} (503 expected while Redis is down)"
     finally:
         s.stop()
 
