@@ -170,6 +170,9 @@ def test_the_memory_budget_comes_from_the_setting_else_maxmemory_else_the_host()
     assert memory_limit({}, 0) == (0, "")
     room = Memory(used=100, limit=100 + 5 * MESSAGE_BYTES + 1, source="maxmemory", accepted=40)
     assert room.accepted_cap == 45 and Budget(memory=room).accepted_cap == "45"
+    # Messages still on the stream at the reading will cost their executions: charged too.
+    waiting = Memory(used=100, limit=100 + 5 * MESSAGE_BYTES, source="maxmemory", accepted=40, waiting=2)
+    assert waiting.accepted_cap == 43
     assert Memory(used=10**9, limit=1, source="maxmemory", accepted=40).accepted_cap == 40  # full: none more
     assert Budget(work=3).accepted_cap == "" and Memory(5, 0, "", 7).accepted_cap is None
 
@@ -185,7 +188,7 @@ def test_memory_is_read_at_most_once_a_second(r: redis.Redis, keys: Keys) -> Non
     assert pressure.budget().memory is first  # 50 messages, half a second: no new reading
     now[0] += 0.5
     second = pressure.budget().memory
-    assert second is not first and second is not None and second.accepted == 50
+    assert second is not first and second is not None and second.accepted == 50 and second.waiting == 50
 
 
 def test_a_redis_that_refuses_info_has_only_the_work_budget(keys: Keys) -> None:

@@ -4,8 +4,9 @@
   the `work` counter every script that moves a run's `active` moves too; at most `ANGORA_BACKLOG`.
 - **Memory**: Redis' `used_memory` at most the memory budget: `ANGORA_MAX_MEMORY`, else MAXMEMORY_SHARE of
   `maxmemory`, else SYSTEM_SHARE of the Redis host's memory. INFO memory is read at most once a second per process;
-  between two readings each root message accepted (the `accepted` counter, global, counted by SEND) is charged
-  MESSAGE_BYTES, so every process together stops at the budget without reading INFO per message.
+  each message on the stream at the reading (not dispatched yet: its execution is not in `used_memory`) and each
+  root message accepted since (the `accepted` counter, global, counted by SEND) is charged MESSAGE_BYTES, so every
+  process together stops at the budget without reading INFO per message.
 
 SEND checks both with two O(1) reads (`BUDGET work <used> <budget>` or `BUDGET memory <accepted> <cap>` when one
 is used up); follow-up messages of finished jobs are never refused but count against both.
@@ -38,13 +39,14 @@ class Memory:
     limit: int  # bytes; 0 = no memory budget
     source: str  # where the limit comes from: "ANGORA_MAX_MEMORY", "maxmemory", "system memory" or ""
     accepted: int  # the `accepted` counter at the reading
+    waiting: int = 0  # entries on the stream at the reading (the matcher trims what it has dispatched every second)
 
     @property
     def accepted_cap(self) -> Optional[int]:
         """The `accepted` counter's value past which the memory budget is used up (None: no memory budget)."""
         if not self.limit:
             return None
-        return self.accepted + max(0, (self.limit - self.used) // MESSAGE_BYTES)
+        return self.accepted + max(0, (self.limit - self.used) // MESSAGE_BYTES - self.waiting)
 
 
 def memory_limit(info: Mapping[str, Any], configured: int) -> tuple[int, str]:

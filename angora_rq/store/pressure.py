@@ -53,21 +53,24 @@ class Pressure:
         return self._memory
 
     def _read(self) -> Optional[Memory]:
-        """INFO memory and the `accepted` counter, in one round trip (None when Redis refuses INFO)."""
+        """INFO memory, the `accepted` counter and the stream's length, in one round trip (None when Redis refuses
+        INFO)."""
         with self.r.pipeline(transaction=False) as p:
             p.info("memory")
             p.get(self.keys.accepted())
+            p.xlen(self.keys.stream())
             replies: list[Any] = p.execute(raise_on_error=False)
-        info, accepted = replies
-        if isinstance(accepted, Exception):
-            raise accepted
+        info, accepted, waiting = replies
+        for reply in (accepted, waiting):
+            if isinstance(reply, Exception):
+                raise reply
         if isinstance(info, Exception):  # INFO disabled or renamed (some managed Redis): no memory budget
             if not self._info_refused:
                 log.warning("Redis refuses INFO (%s): no memory budget, only the work budget applies", info)
                 self._info_refused = True
             return None
         limit, source = memory_limit(info, self.settings.max_memory)
-        return Memory(int(info.get("used_memory") or 0), limit, source, int(to_str(accepted) or 0))
+        return Memory(int(info.get("used_memory") or 0), limit, source, int(to_str(accepted) or 0), int(waiting))
 
     def usage(self) -> dict[str, Any]:
         """How much of each budget is used (core.pressure.usage): one GET, plus the memory reading when due."""
