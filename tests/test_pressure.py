@@ -43,13 +43,15 @@ def counter(r: redis.Redis, key: str) -> int:
     return int(r.get(key) or 0)
 
 
-def total_active(s: System) -> int:
-    """Every run's `active`, summed (what the `work` counter must equal)."""
+def work_and_active(s: System) -> tuple[int, int]:
+    """The `work` counter and every run's `active` summed (what it must equal), read in one transaction."""
     runs = [x.decode() for x in s.r.zrange(s.keys.runs(), 0, -1)]
-    with s.r.pipeline(transaction=False) as p:
+    with s.r.pipeline(transaction=True) as p:
+        p.get(s.keys.work())
         for run in runs:
             p.hget(s.keys.run(run), "active")
-        return sum(int(v or 0) for v in p.execute())
+        work, *actives = p.execute()
+    return int(work or 0), sum(int(v or 0) for v in actives)
 
 
 class Sender:
@@ -141,8 +143,7 @@ def flood(angora_env: dict[str, str], tmp_path: Path, sends: int, threads: int,
                  max(120, len(accepted) / 50), 0.2, f"every accepted workflow to run ({s.logs()})")
         time.sleep(0.5)  # anything run twice would show now
         return {"sender": sender, "a": lines(out / "a.txt"), "b": lines(out / "b.txt"),
-                "status": status, "memory": (before, after), "work": counter(s.r, s.keys.work()),
-                "active": total_active(s)}
+                "status": status, "memory": (before, after), "work": work_and_active(s)}
     finally:
         s.stop()
 
@@ -158,7 +159,7 @@ def check_flood(got: dict[str, Any], sends: int, budget: int) -> None:
     assert got["status"]["work"]["full"] and got["status"]["work"]["limit"] == budget
     # Every accepted message ran, once; its follow-up too, though the budget was full when it was sent.
     assert sorted(got["a"]) == sorted(accepted) and sorted(got["b"]) == sorted(accepted)
-    assert got["work"] == 0 and got["active"] == 0
+    assert got["work"] == (0, 0)
 
 
 # -- the budgets' arithmetic and readings ---------------------------------------------------------------------
@@ -258,12 +259,13 @@ def test_the_work_counter_follows_every_run_to_zero(angora_env: dict[str, str], 
         control = Control(s.r, s.keys, Settings.from_env(angora_env))
         wait_for(lambda: s.r.llen(s.keys.paused_held("narrow")) == 20, 30, 0.05, f"the matcher ({s.logs()})")
         control.cancel_run(runs[0])  # its executions are queued: dropped now
-        assert counter(s.r, s.keys.work()) == total_active(s) > 0
+        work, active = work_and_active(s)
+        assert work == active > 0
         s.start("worker", "-c", "4")
         resume_job(s.r, s.keys, "narrow")
         for run in runs:
             s.wait_run(run, timeout=60)
-        assert counter(s.r, s.keys.work()) == total_active(s) == 0
+        assert work_and_active(s) == (0, 0)
     finally:
         s.stop()
 
