@@ -1,7 +1,7 @@
 """Every Redis key name Angora uses, in one place (pure: no I/O).
 
 Angora's own keys share one prefix. RQ's keys are fixed by RQ (rq-dashboard must find them); they are
-spelled here too so that nothing else builds a key, and tests/test_keys.py checks them against RQ's classes.
+spelled here too so that nothing else builds a key, and tests/core/test_keys.py checks them against RQ's classes.
 
 Two deployments with different prefixes may share a Redis database. RQ has one namespace (`rq:`), so each
 deployment's queues carry its prefix in the name RQ knows them by (`Keys.rq_name`): `rq:queue:default` under the

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 from angora_rq.core.errors import Overloaded
 
 # Charged per accepted message until the next INFO reading: above the measured cost of a one-job message once
-# dispatched (execution and RQ job hashes, its run, index entries: 6,443 bytes in tests/test_pressure.py's flood).
+# dispatched (execution and RQ job hashes, its run, index entries: 6,443 bytes in tests/e2e/test_pressure.py's flood).
 MESSAGE_BYTES = 8192
 # Of `maxmemory`: the rest is headroom for what accepted work still writes (executions of messages not yet
 # dispatched at the last reading, follow-up messages, replays, bookkeeping), which is never refused.
