@@ -7,10 +7,10 @@ from typing import Any, Optional
 from flask import Blueprint, jsonify, request
 
 from angora_rq.core.errors import InvalidInput, NotFound
-from angora_rq.core.messages import RUN_ID_RE, Message
+from angora_rq.core.messages import RUN_ID_RE
 from angora_rq.store.pausing import paused_jobs
 from angora_rq.store.queries import stats_view
-from angora_rq.web.send import accept, json_object, message_from_request
+from angora_rq.web.send import answer_send, json_object
 
 bp = Blueprint("api", __name__)
 
@@ -204,8 +204,7 @@ def skip(xid: str) -> Any:
 @bp.post("/messages")
 def messages() -> Any:
     """Send a message (same as /send): 202 {run_id, message_id}."""
-    msg: Message = message_from_request()
-    return jsonify(accept(msg)), 202
+    return answer_send()
 
 
 @bp.get("/graph")

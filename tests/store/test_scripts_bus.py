@@ -9,7 +9,7 @@ import redis
 
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import Keys
-from angora_rq.core.messages import Message
+from angora_rq.core.messages import Message, fingerprint
 from angora_rq.store import bus
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
@@ -84,9 +84,10 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
          mode: str = "send", overlap: str = "allow", budget: int = 0) -> tuple[str, str]:
     msg = Message.create("beat", {"K": "v"}, run_id, origin="schedule:s", now=tick_ms / 1000)
     reply: Any = TICK.bind(
-        stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), lease=keys.scheduler_lease(),
-        schedule=keys.schedule("s"), budget=budget, now=repr(msg.sent_at), run_id=run_id, topic=msg.topic,
-        origin=msg.origin, lease_value=lease_value, tick_ms=tick_ms, token=token, run_prefix=keys.run(""),
+        stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), idem=keys.tick_idempotency("s", tick_ms),
+        lease=keys.scheduler_lease(), schedule=keys.schedule("s"), budget=budget, now=repr(msg.sent_at),
+        run_id=run_id, topic=msg.topic, origin=msg.origin, idem_ttl=60, fingerprint=fingerprint(msg),
+        lease_value=lease_value, tick_ms=tick_ms, token=token, run_prefix=keys.run(""),
         overlap=overlap, mode=mode, schedule_name="s", covers=1, fields=field_pairs(msg.to_fields()),
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()

@@ -1,10 +1,12 @@
 -- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
 -- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
+-- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry, and
+-- count in `metrics` the entries this call acknowledged (root and job messages apart; a batch claimed twice is
+-- counted once: XACK counts only entries still pending).
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues
+-- KEYS: stream paused_jobs rq_queues metrics
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group
 -- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
@@ -32,11 +34,12 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 10 + nrq * 2
 end
-local msgs, entries, conflicts = {}, {}, {}
+local msgs, entries, conflicts = {}, {root = {}, job = {}}, {}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
              rkey = ARGV[p + 5], rexecs = ARGV[p + 6], absorbed = false}
-  entries[m] = ARGV[p]
+  local kind = string.sub(msgs[m].origin, 1, 4) == 'job:' and entries.job or entries.root
+  kind[#kind + 1] = ARGV[p]
   local plan = ARGV[p + 7]
   if plan ~= '' then
     local old = plan:sub(1, 1) == '?' and redis.call('HGET', ARGV[p + 5], RUN.plan)
@@ -127,5 +130,10 @@ for bell, n in pairs(bells) do
   redis.call('RPUSH', bell, unpack(ones))
   redis.call('LTRIM', bell, 0, cap - 1)
 end
-redis.call('XACK', stream, group, unpack(entries))
+for kind, ids in pairs(entries) do
+  if #ids > 0 then
+    local acked = redis.call('XACK', stream, group, unpack(ids))
+    if acked > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, acked) end
+  end
+end
 return {created, unpack(conflicts)}
