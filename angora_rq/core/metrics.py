@@ -13,7 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional
 
+from angora_rq.core.codec import to_str
 from angora_rq.core.schema import JobStats, Status
+
+ALIVE_SECONDS = 15.0  # a process whose heartbeat (Keys.heartbeats) is older is not counted alive
 
 # Upper bounds (seconds) of the duration buckets: Prometheus' `le`. The last bucket is +Inf.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -118,3 +121,24 @@ def duration_stats(rows: Iterable[tuple[str, str]]) -> DurationStats:
         succeeded += status == Status.succeeded
     durations.sort()
     return DurationStats(total, len(durations), succeeded, percentile(durations, 50), percentile(durations, 95))
+
+
+def alive_by_role(beats: Mapping[str, str], now: float, within: float = ALIVE_SECONDS) -> dict[str, int]:
+    """Heartbeat hash fields `<role>:<name>` -> unix time, as processes that beat within `within` s, per role."""
+    out: dict[str, int] = {}
+    for name, value in beats.items():
+        role, _, who = to_str(name).partition(":")
+        try:
+            fresh = now - float(to_str(value)) < within
+        except ValueError:
+            continue
+        if who:
+            out[role] = out.get(role, 0) + fresh
+    return out
+
+
+def entry_age(entry_id: Optional[str], now: float) -> float:
+    """Seconds since a stream entry was added (its id starts with the server's time in ms); 0 for none."""
+    if not entry_id:
+        return 0.0
+    return max(0.0, now - int(entry_id.partition("-")[0]) / 1000)

@@ -10,7 +10,7 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
-from angora_rq.core.schema import Exec, Status
+from angora_rq.core.schema import Exec, Run, Status
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
@@ -185,6 +185,7 @@ def run_view(h: dict[str, str]) -> dict[str, Any]:
         "config_version": h.get("config_version") or None,
         "active": active,
         "canceled": h.get("canceled") == "1",
+        "rerun_of": h.get(Run.rerun_of) or None,
         "plan": plan,
         "jobs": jobs,
         "counts": summary.counts,

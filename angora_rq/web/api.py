@@ -42,6 +42,17 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def flag_arg(name: str) -> bool:
+    """A boolean query parameter: true/1 or false/0 (absent: false; InvalidInput otherwise)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in ("true", "1", "false", "0"):
+        raise InvalidInput(f"query parameter {name!r} must be true or false", detail={name: raw[:80]})
+    return value in ("true", "1")
+
+
 def time_arg(name: str) -> Optional[float]:
     """A unix-time query parameter (seconds, may be fractional), or None."""
     raw = request.args.get(name)
@@ -106,7 +117,8 @@ def jobs() -> Any:
 
 @bp.get("/jobs/<name>")
 def job(name: str) -> Any:
-    """One job: its definition, parents and children, statistics and recent executions (paged)."""
+    """One job: its definition, parents and children, statistics, p50/p95 duration and success rate over its
+    retained history, and recent executions (paged)."""
     ext = _ext()
     snap = ext.snapshot()
     spec = snap.config.job(name)
@@ -121,6 +133,7 @@ def job(name: str) -> Any:
         "children": sorted(graph.children(name)),
         "paused": bool(ext.r.sismember(ext.keys.paused_jobs(), name)),
         "stats": ext.queries.job_stats([name]).get(name, stats_view({})),
+        "history": ext.queries.job_durations(name).to_json(),
         "executions": {"total": total, "offset": offset, "limit": limit, "items": items},
     })
 
@@ -163,6 +176,17 @@ def cancel_run(run_id: str) -> Any:
     """Start no further job of the run (running commands finish; kill them to stop them)."""
     _ext().control.cancel_run(valid_id(run_id, "run"))
     return jsonify({"run_id": run_id, "canceled": True})
+
+
+@bp.post("/runs/<run_id>/rerun")
+def rerun(run_id: str) -> Any:
+    """A new run of the run's root message and params: 202 {run_id, rerun_of, ...}; with `?failed=true`, its
+    failed, killed and canceled jobs again in the same run (once it has finished): 202 {run_id, executions}."""
+    ext = _ext()
+    failed = flag_arg("failed")
+    rid = valid_id(run_id, "run")
+    action = ext.control.rerun_failed if failed else ext.control.rerun
+    return jsonify(action(ext.snapshot(), rid)), 202
 
 
 # -- executions ----------------------------------------------------------------------------------------
