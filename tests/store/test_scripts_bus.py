@@ -120,6 +120,16 @@ def test_the_same_tick_twice_is_sent_once(r: redis.Redis, keys: Keys) -> None:
 
 
 @pytest.mark.usefixtures("leader")
+def test_a_tick_sent_before_is_not_sent_again_when_its_schedule_state_is_lost(r: redis.Redis, keys: Keys) -> None:
+    _, entry = tick(r, keys, T, "run1")
+    r.delete(keys.schedule("s"))  # e.g. restored from an older backup: the tick looks new to the fence
+    assert tick(r, keys, T, "run2") == ("replayed", entry)
+    assert r.xlen(keys.stream()) == 1 and not r.exists(keys.run("run2"))
+    assert h(r, keys.schedule("s"))["last"] == str(T)  # recorded: the next tick is the next one
+    assert tick(r, keys, T + 1000, "run3")[0] == "sent"
+
+
+@pytest.mark.usefixtures("leader")
 def test_a_term_that_lost_the_lease_or_an_older_token_is_fenced(r: redis.Redis, keys: Keys) -> None:
     assert tick(r, keys, T, "run1", lease_value="b 2") == ("fenced", "")
     r.hset(keys.schedule("s"), "token", 5)  # a newer term recorded a tick before this one's lease came back
