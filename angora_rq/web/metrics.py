@@ -3,6 +3,8 @@
 No counter lives in a web process: each scrape reads the counts every matcher, worker and web process of every
 host keeps in Redis, so any web process answers the same and a restart loses nothing. The auth rules are the
 API's; ANGORA_METRICS_TOKEN, when set, is a bearer token that opens /metrics alone (web/auth.py).
+Angora's job is the label `angora_job`: Prometheus gives every scraped series a `job` label of its own (the scrape
+job) and would rename ours to `exported_job`.
 """
 from __future__ import annotations
 
@@ -68,9 +70,9 @@ class Scrape:
         """Commands that ended, per job and final status, with their durations as histograms."""
         ended = CounterMetricFamily("angora_executions", "Commands that ended, by job and final status "
                                     "(succeeded, failed, killed, replaying: failed, another attempt follows).",
-                                    labels=["job", "status"])
+                                    labels=["angora_job", "status"])
         durations = HistogramMetricFamily("angora_execution_duration_seconds", "How long commands ran, by job and "
-                                          "final status.", labels=["job", "status"])
+                                          "final status.", labels=["angora_job", "status"])
         for job, stats in sorted(self.s.jobs.items()):
             for status, n in sorted(status_counts(stats).items()):
                 ended.add_metric([job, status], n)
@@ -90,7 +92,7 @@ class Scrape:
             queued.add_metric([q], s.queued[q])
             running.add_metric([q], s.running[q])
         held = GaugeMetricFamily("angora_executions_held", "Executions held, by job and why (concurrency: waiting "
-                                 "for a slot; paused: their job is paused).", labels=["job", "reason"])
+                                 "for a slot; paused: their job is paused).", labels=["angora_job", "reason"])
         for job in sorted(s.held):
             held.add_metric([job, "concurrency"], s.held[job])
             held.add_metric([job, "paused"], s.paused_held[job])
