@@ -150,9 +150,11 @@ def test_metrics_count_what_the_processes_did(system: System) -> None:
         system.wait_run(run_id)
     held = system.send("m.held")
     parked = system.send("m.parked")
-    for run_id, job, status in ((held, "held", "held"), (parked, "parked", "queued")):
-        wait_for(lambda r=run_id, j=job, st=status: system.q.run(r)["jobs"].get(j, {}).get("status") == st,
-                 what=f"{job} {status}")
+    def status_of(run_id: str, job: str) -> str:
+        return system.q.run(run_id)["jobs"].get(job, {}).get("status", "")
+
+    wait_for(lambda: status_of(held, "held") == "held", what="the paused job's execution held")
+    wait_for(lambda: status_of(parked, "parked") == "queued", what="the parked execution queued")
     assert client.post("/send", data=b"msg=bad..topic", content_type="application/x-www-form-urlencoded"
                        ).status_code == 400
     m = scrape(web)

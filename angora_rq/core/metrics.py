@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.schema import JobStats, Status
@@ -123,7 +123,7 @@ def duration_stats(rows: Iterable[tuple[str, str]]) -> DurationStats:
     return DurationStats(total, len(durations), succeeded, percentile(durations, 50), percentile(durations, 95))
 
 
-def alive_by_role(beats: Mapping[str, str], now: float, within: float = ALIVE_SECONDS) -> dict[str, int]:
+def alive_by_role(beats: Mapping[Any, Any], now: float, within: float = ALIVE_SECONDS) -> dict[str, int]:
     """Heartbeat hash fields `<role>:<name>` -> unix time, as processes that beat within `within` s, per role."""
     out: dict[str, int] = {}
     for name, value in beats.items():
