@@ -301,6 +301,8 @@ REPORTER = ("import os, time, redis; r = redis.Redis.from_url(os.environ['REDIS_
 
 def test_angora_up_runs_and_stops_cleanly(up_env: dict[str, str], tmp_path: Path) -> None:
     role = f"{sys.executable} -u -c \"{REPORTER}\""
+    (tmp_path / "cfg").mkdir()  # `up` checks the definitions before it starts anything
+    (tmp_path / "cfg" / "jobs.yml").write_text("- {name: noop, triggers: [noop], command: 'true'}\n")
     up = UpProcess(["--no-web", "--no-scheduler", "--workers", "2", "--grace", "3", "--config", str(tmp_path / "cfg"),
                     "--role-command", f"matcher={role}", "--role-command", f"worker={role}"], up_env)
     try:

@@ -1,7 +1,6 @@
 """The `angora` click group, its logging and settings; the command modules register on `main`."""
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
@@ -9,6 +8,11 @@ import click
 
 from angora_rq.core.errors import AngoraError
 from angora_rq.core.settings import Settings
+from angora_rq.processes import logs
+
+# Long-running processes: their logs are their output, on stdout (what platforms and journald collect). The
+# other commands print results on stdout and keep their logs on stderr.
+ROLES = frozenset({"matcher", "worker", "scheduler", "web", "up"})
 
 
 class AngoraGroup(click.Group):
@@ -21,13 +25,9 @@ class AngoraGroup(click.Group):
             raise click.ClickException(e.message) from e
 
 
-def setup_logging(level: str) -> None:
-    """Only the CLI configures logging: one line per record on stderr."""
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, fmt: str = "text", role: bool = False) -> None:
+    """Only the CLI configures logging: one line per event, on stdout for the roles and on stderr otherwise."""
+    logs.configure(level, fmt, sys.stdout if role else sys.stderr)
 
 
 def settings_from(ctx: click.Context) -> Settings:
@@ -41,8 +41,9 @@ def settings_from(ctx: click.Context) -> Settings:
 @click.pass_context
 def main(ctx: click.Context, log_level: str) -> None:
     """Angora: Linux commands declared in YAML, triggered by messages, run by RQ workers on Redis."""
-    setup_logging(log_level)
     try:
-        ctx.ensure_object(dict)["settings"] = Settings.from_env()
+        settings = Settings.from_env()
     except AngoraError as e:
         raise click.ClickException(e.message) from e
+    setup_logging(log_level, settings.log_format, role=ctx.invoked_subcommand in ROLES)
+    ctx.ensure_object(dict)["settings"] = settings

@@ -1,4 +1,4 @@
-"""Steering commands, the UI's buttons on the command line: kill, retry, skip, cancel, rerun, logs.
+"""Steering commands, the UI's buttons on the command line: kill, retry, skip, rerun, logs (cancel: ops_cmds).
 
 Each is a thin layer over store/control.py (or store/queries.py for logs), the code the API calls; `--json`
 prints what the API answers, for scripts.
@@ -15,7 +15,6 @@ import click
 
 from angora_rq.cli.engine_cmds import _env, config_option
 from angora_rq.cli.group import main
-from angora_rq.core.errors import Conflict
 from angora_rq.core.schema import SUCCEEDED, WAITING, Status
 from angora_rq.store.connection import redis_errors
 
@@ -66,31 +65,6 @@ def skip(ctx: click.Context, execution_id: str, as_json: bool) -> None:
     with redis_errors():
         _control(ctx).skip(execution_id)
     _emit({"execution_id": execution_id, "status": Status.skipped}, as_json, f"{execution_id}: skipped")
-
-
-@main.command()
-@click.argument("run_id")
-@click.option("--kill", "kill_running", is_flag=True, help="Also kill the run's running commands (else they finish).")
-@json_option
-@click.pass_context
-def cancel(ctx: click.Context, run_id: str, kill_running: bool, as_json: bool) -> None:
-    """Cancel a run: no further job of it starts."""
-    from angora_rq.store.queries import Queries
-
-    control = _control(ctx)
-    killed: list[str] = []
-    with redis_errors():
-        control.cancel_run(run_id)
-        running = Queries(control.r, control.keys).run_executions(run_id) if kill_running else []
-        for ex in running:
-            if ex["status"] == Status.running:
-                try:
-                    control.kill(ex["id"])
-                except Conflict:
-                    continue  # it ended meanwhile
-                killed.append(ex["id"])
-    note = f"; kill requested for {len(killed)} running execution(s)" if kill_running else ""
-    _emit({"run_id": run_id, "canceled": True, "kill_requested": killed}, as_json, f"run {run_id} canceled{note}")
 
 
 @main.command()

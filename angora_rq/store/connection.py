@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import ssl
 from typing import Iterator, Optional
 
 import redis
@@ -14,13 +15,16 @@ from redis.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError  # not the builtin ConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
-from angora_rq.core.errors import Unavailable
-from angora_rq.core.settings import Settings
+from angora_rq.core.errors import AngoraError, Unavailable
+from angora_rq.core.settings import Settings, redacted
 
 __all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
-           "connect", "ping", "unavailable", "redis_errors"]
+           "UNREACHABLE", "connect", "ping", "unavailable", "redis_errors", "first_contact"]
 
 Redis = redis.Redis
+# Redis out of reach: restarting, shut down, loading its AOF (BusyLoadingError is a ConnectionError), a connection
+# reset or refused, no answer in time. What a loop waits out (processes/outage.py), and a 503 over HTTP.
+UNREACHABLE = (RedisConnectionError, redis.exceptions.TimeoutError)
 # redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")) ...
 REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
 # ... but not from MISCONF or BUSY, and an error raised inside a Lua script may carry it in its text: "... -OOM ...".
@@ -73,3 +77,32 @@ def redis_errors() -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from e
+
+
+TLS_HELP = ("for a self-signed certificate (Heroku Redis, many managed servers) set ANGORA_REDIS_TLS_VERIFY=none, "
+            "or give the CA that signed it with ANGORA_REDIS_TLS_CA=/path/to/ca.pem")
+
+
+def first_contact(r: redis.Redis, url: str) -> Optional[str]:
+    """PING once, before a process starts its work.
+
+    Settings that cannot work raise AngoraError saying what to do (a certificate not trusted, TLS spoken to a
+    plain port, a password refused); a server that does not answer (yet) only returns a warning, as the
+    processes' loops retry until it does.
+    """
+    where = redacted(url)
+    try:
+        r.ping()
+    except redis.exceptions.AuthenticationError as e:  # NOAUTH, WRONGPASS
+        raise AngoraError(f"Redis at {where} refused the credentials ({e}): give the password in REDIS_URL "
+                          "(redis://:PASSWORD@host:port)") from e
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        cause = e.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise AngoraError(f"Redis at {where}: the server's TLS certificate is not trusted "
+                              f"({cause.verify_message}); {TLS_HELP}") from e
+        if isinstance(cause, ssl.SSLError):
+            raise AngoraError(f"Redis at {where}: TLS failed ({cause.reason or cause}); rediss:// needs a TLS "
+                              "port, redis:// a plain one") from e
+        return f"Redis at {where} does not answer yet ({e}); retrying"
+    return None

@@ -14,6 +14,7 @@ from flask import Flask, Response, current_app, jsonify, make_response, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
+from angora_rq.processes import logs
 from angora_rq.store.connection import Redis, connect, unavailable
 from angora_rq.store.control import Control
 from angora_rq.store.reloads import reload_requests
@@ -160,6 +161,8 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
+    # The entry point of the web role under a WSGI server (the Procfile's granian): log like the other roles.
+    logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config())
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order

@@ -173,9 +173,10 @@ def run(run_id: str) -> Any:
 
 @bp.post("/runs/<run_id>/cancel")
 def cancel_run(run_id: str) -> Any:
-    """Start no further job of the run (running commands finish; kill them to stop them)."""
-    _ext().control.cancel_run(valid_id(run_id, "run"))
-    return jsonify({"run_id": run_id, "canceled": True})
+    """Start no further job of the run: its waiting executions are dropped now; running commands finish, or with
+    `?kill=true` are killed."""
+    kill = flag_arg("kill")
+    return jsonify(_ext().control.cancel_run(valid_id(run_id, "run"), kill=kill))
 
 
 @bp.post("/runs/<run_id>/rerun")

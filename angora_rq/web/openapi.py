@@ -149,7 +149,8 @@ SCHEMAS: dict[str, Any] = {
                                           "first answer; nothing was sent)."}}, ("run_id", "message_id"), closed=True),
     "RunRequest": obj({"params": PARAMS_IN, "run_id": RUN_ID_IN}, (), closed=True),
     "Started": obj({"run_id": STR, "execution_id": STR}, closed=True),
-    "Canceled": obj({"run_id": STR, "canceled": {"const": True}}, closed=True),
+    "Canceled": obj({"run_id": STR, "canceled": {"const": True}, "dropped": array(STR),
+                     "kill_requested": array(STR)}, closed=True),
     "Rerun": obj({
         "run_id": {"type": "string", "description": "The new run (a re-run), or the same run (failed jobs)."},
         "rerun_of": STR, "message_id": STR, "execution_id": STR,
@@ -298,13 +299,16 @@ def paths(auth: bool) -> dict[str, Any]:
             OFFSET, limit(50)), auth=a)},
         "/api/v1/runs/{run_id}": {"get": op("One run: status, plan, every job's status, executions.",
                                             ("200", "RunDetail", "The run."), "404", (RUN_ID,), auth=a)},
-        "/api/v1/runs/{run_id}/cancel": {"post": op("Start no further job of the run.",
-                                                    ("200", "Canceled", "Canceled."), "403 404", (RUN_ID,), auth=a)},
+        "/api/v1/runs/{run_id}/cancel": {"post": op(
+            "Start no further job of the run: its waiting executions (queued, delayed replays, held) are dropped "
+            "now (`dropped`); running commands finish, or with kill=true are killed (`kill_requested`).",
+            ("200", "Canceled", "Canceled."), "400 403 404 409", (RUN_ID, query(
+                "kill", BOOL, "Also kill the run's running commands.")), auth=a)},
         "/api/v1/runs/{run_id}/rerun": {"post": op(
             "Re-run a run: a new run of its root message and params; with failed=true, its failed, killed and "
             "canceled jobs again in the same run.", ("202", "Rerun", "Started."), "400 403 404 409", (
-                RUN_ID, query("failed", {"type": "string", "enum": ["true", "false", "1", "0"]},
-                              "Re-run only the failed jobs, in the same run (once it has finished).")), auth=a)},
+                RUN_ID, query("failed", BOOL, "Re-run only the failed jobs, in the same run (once it has finished).")),
+            auth=a)},
         "/api/v1/executions/{execution_id}": {"get": op(
             "One execution with its output tail.", ("200", "ExecutionDetail", "The execution."), "400 404", (
                 XID, query("tail", {"type": "integer", "minimum": 0, "maximum": 65536, "default": 65536},
