@@ -70,8 +70,8 @@ def test_rerun_failed_jobs_then_rerun_the_run(system: tuple[str, Processes], bro
     assert wait_until(lambda: finished(base, run_id), 30, "the run to fail")["status"] == "failed"
     page.goto(f"{base}/runs/{run_id}")
     (tmp_path / "fixed").touch()
-    page.get_by_role("button", name="Re-run failed jobs").click()
-    page.wait_for_load_state("load")
+    with page.expect_navigation():  # the action reloads the page once the API has answered
+        page.get_by_role("button", name="Re-run failed jobs").click()
     run = wait_until(lambda: finished(base, run_id), 30, f"the re-run of the failed jobs\n{procs.logs()}")
     assert run["status"] == "succeeded" and run["jobs"]["store"]["status"] == "succeeded"
     page.reload()
