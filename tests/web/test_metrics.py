@@ -24,7 +24,7 @@ from angora_rq.store.queries import Queries
 from angora_rq.web import create_app
 from angora_testkit import System, wait_for, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- pure ----------------------------------------------------------------------------------------------------
