@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from angora_rq.cli.steer_cmds import tail_delta
-from angora_testkit import CLI, System, python_cmd, wait_for, write_config
+from angora_testkit import CLI, System, python_cmd, running, wait_for
 
 TICKS = "import time\nfor i in range(10):\n    print('tick', i, flush=True)\n    time.sleep(0.4)"
 JOBS = f"""
@@ -24,15 +24,12 @@ JOBS = f"""
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[System]:
-    s = System(angora_env, write_config(tmp_path / "config", JOBS), tmp_path)
-    s.start("matcher")
-    s.start("worker")
-    yield s
-    s.stop()
+    with running(angora_env, JOBS, tmp_path) as s:
+        yield s
 
 
 def angora(s: System, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=s.env, capture_output=True, text=True, timeout=120)
+    return s.cli(*args)
 
 
 def execution_of(s: System, run_id: str, job: str, status: str) -> str:

@@ -14,7 +14,7 @@ from flask import Flask
 
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
-from angora_testkit import CLI, System, write_config
+from angora_testkit import System, running, write_config
 
 # `flaky` fails until the file `fixed` exists; `join` waits for both `first` and `flaky`.
 JOBS = """
@@ -28,15 +28,12 @@ JOBS = """
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[System]:
-    s = System(angora_env, write_config(tmp_path / "config", JOBS.format(fixed=tmp_path / "fixed")), tmp_path)
-    s.start("matcher")
-    s.start("worker")
-    yield s
-    s.stop()
+    with running(angora_env, JOBS.format(fixed=tmp_path / "fixed"), tmp_path) as s:
+        yield s
 
 
 def angora(s: System, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=s.env, capture_output=True, text=True, timeout=120)
+    return s.cli(*args)
 
 
 def app_for(s: System) -> Flask:

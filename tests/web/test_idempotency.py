@@ -21,7 +21,7 @@ from angora_rq.core.messages import MAX_KEY, Message, check_idempotency_key
 from angora_rq.core.settings import Settings
 from angora_rq.store.bus import submit
 from angora_rq.web import create_app
-from angora_testkit import CLI, System, write_config
+from angora_testkit import running, write_config
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -176,13 +176,9 @@ def test_send_with_a_key_twice_runs_the_workflow_once(angora_env: dict[str, str]
     - {{name: mark, triggers: [idem.go], command: [sh, -c, 'echo x >> {marks}'], messages: [idem.next]}}
     - {{name: after, triggers: [idem.next], command: "true"}}
     """
-    s = System(angora_env, write_config(tmp_path / "config", jobs), tmp_path)
-    s.start("matcher")
-    s.start("worker")
-    try:
+    with running(angora_env, jobs, tmp_path) as s:
         def send(*extra: str) -> subprocess.CompletedProcess:
-            return subprocess.run([*CLI, "send", "idem.go", "-p", "N=1", "--key", "order-42", *extra], env=s.env,
-                                  capture_output=True, text=True, timeout=60)
+            return s.cli("send", "idem.go", "-p", "N=1", "--key", "order-42", *extra)
         first = send("--json")
         assert first.returncode == 0, first.stderr
         answer = json.loads(first.stdout)
@@ -193,12 +189,9 @@ def test_send_with_a_key_twice_runs_the_workflow_once(angora_env: dict[str, str]
         assert "nothing sent" in again.stderr
         reused = send("-p", "N=2")  # -p given twice: N=2 wins, another message under the same key
         assert reused.returncode != 0 and "another message" in reused.stderr and "Traceback" not in reused.stderr
-        bad = subprocess.run([*CLI, "send", "idem.go", "--key", "x" * 201], env=s.env, capture_output=True,
-                             text=True, timeout=60)
+        bad = s.cli("send", "idem.go", "--key", "x" * 201)
         assert bad.returncode != 0 and "longer than 200" in bad.stderr
         marker = s.send("idem.go")  # a later run: when it is done, nothing from the repeats can still come
         s.wait_run(marker)
         assert marks.read_text().count("x") == 2  # the first send and the marker, not the repeat
         assert len(s.executions(answer["run_id"])) == 2
-    finally:
-        s.stop()

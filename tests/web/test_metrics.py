@@ -22,7 +22,7 @@ from angora_rq.store.bus import submit
 from angora_rq.store.metrics import read_sample
 from angora_rq.store.queries import Queries
 from angora_rq.web import create_app
-from angora_testkit import System, wait_for, write_config
+from angora_testkit import System, running, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,11 +112,8 @@ JOBS = """
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[System]:
-    s = System(angora_env, write_config(tmp_path / "config", JOBS), tmp_path)
-    s.start("matcher")
-    s.start("worker")
-    yield s
-    s.stop()
+    with running(angora_env, JOBS, tmp_path) as s:
+        yield s
 
 
 def app_for(s: System, **overrides: Any) -> Flask:
