@@ -187,8 +187,15 @@ class HttpClient:
         self.sock.close()
 
 
+def _counts(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
+    """A job's counters as the API reads them (commands that ended, per final status and duration bucket)."""
+    from angora_rq.store.queries import Queries
+
+    return Queries(r, keys).job_stats([job])[job]
+
+
 def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
-    return int(r.hget(keys.job_stats(job), "succeeded") or 0)
+    return int(_counts(r, keys, job)["succeeded"])
 
 
 def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], None]) -> None:
@@ -250,7 +257,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
-        failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
+        failed = int(_counts(r, keys, "bench_true")["failed"])
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
             "failed": failed, "workers": workers, "via": via}

@@ -157,14 +157,18 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--kill", is_flag=True, help="Also kill the run's running commands (else they finish).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (as the API's).")
 @click.pass_context
-def cancel(ctx: click.Context, run_id: str, kill: bool) -> None:
+def cancel(ctx: click.Context, run_id: str, kill: bool, as_json: bool) -> None:
     """Cancel a run: no further job of it starts, its waiting executions are dropped now."""
     from angora_rq.store.control import Control
 
     s, r, keys = _env(ctx)
     with redis_errors():
         out = Control(r, keys, s).cancel_run(run_id, kill=kill)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
     killing = f"; kill requested for {len(out['kill_requested'])} running" if kill else ""
     click.echo(f"run {run_id} canceled: {len(out['dropped'])} waiting execution(s) dropped{killing}")
 

@@ -49,6 +49,18 @@ class Keys:
         """Marker that the parent_success join of `job` in `run_id` has fired."""
         return f"{self.prefix}:join:{run_id}:{job}"
 
+    def idempotency(self, key: str) -> str:
+        """The first answer to a send made with the Idempotency-Key `key` (run id, entry id, fingerprint)."""
+        return f"{self.prefix}:idem:send:{key}"
+
+    def tick_idempotency(self, schedule: str, tick_ms: int) -> str:
+        """The first answer to a schedule's tick, as `idempotency` (its own namespace: no user key can take it)."""
+        return f"{self.prefix}:idem:tick:{schedule}:{tick_ms}"
+
+    def metrics(self) -> str:
+        """Hash of counters kept for /metrics (fields: schema.Metrics) that no other record holds."""
+        return f"{self.prefix}:metrics"
+
     # -- executions, jobs, runs --------------------------------------------------------------------
     def execution(self, execution_id: str) -> str:
         """Hash of one execution (one attempt of one job in one run)."""

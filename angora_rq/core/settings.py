@@ -87,6 +87,8 @@ class Settings:
     worker_concurrency: int = 8
     worker_ttl: float = 10.0
     claim_idle: float = 5.0
+    idempotency_ttl: float = 86400.0
+    metrics_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     redis_tls_verify: str | None = None
@@ -120,6 +122,8 @@ class Settings:
                 worker_concurrency=int(env.get("ANGORA_WORKER_CONCURRENCY", s.worker_concurrency)),
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
+                idempotency_ttl=parse_seconds(env.get("ANGORA_IDEMPOTENCY_TTL", s.idempotency_ttl)),
+                metrics_token=env.get("ANGORA_METRICS_TOKEN") or None,
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
@@ -132,6 +136,10 @@ class Settings:
             raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS) "
                               f"or unix://; it starts with {scheme + ':'!r}")
         return settings
+
+    def __post_init__(self) -> None:
+        if self.idempotency_ttl < 1:
+            raise AngoraError("bad setting in the environment: ANGORA_IDEMPOTENCY_TTL must be 1s or more")
 
     @property
     def auth_enabled(self) -> bool:

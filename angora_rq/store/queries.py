@@ -9,6 +9,8 @@ import redis
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
 from angora_rq.core.keys import Keys
+from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
+from angora_rq.core.schema import Exec, Run, Status
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
@@ -72,6 +74,15 @@ class Queries:
             total, ids = p.execute()
         return int(total), self.executions(to_str(i) for i in ids)
 
+    def job_durations(self, job: str) -> DurationStats:
+        """p50/p95 duration and success rate over the job's retained history (`history` executions at most)."""
+        ids = self.r.zrange(self.keys.job_executions(job), 0, -1)
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration)
+            replies = p.execute()
+        return duration_stats((to_str(st), to_str(d)) for st, d in replies if st is not None)
+
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run, oldest first."""
         ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
@@ -130,8 +141,10 @@ class Queries:
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
-    """Job stats as JSON-ready data, with a success rate."""
-    ok, bad = int(f.get("succeeded") or 0), int(f.get("failed") or 0)
+    """Job stats as JSON-ready data, with a success rate (commands that ended: failed counts every failure)."""
+    counts = status_counts(f)
+    ok = counts.get(Status.succeeded, 0)
+    bad = sum(counts.values()) - ok
     return {
         "last_status": f.get("last_status") or None,
         "last_execution": f.get("last_execution") or None,
@@ -141,7 +154,7 @@ def stats_view(f: dict[str, str]) -> dict[str, Any]:
         "last_duration": float(f["last_duration"]) if f.get("last_duration") else None,
         "succeeded": ok,
         "failed": bad,
-        "total": int(f.get("total") or 0),
+        "total": ok + bad,
         "success_rate": (ok / (ok + bad)) if ok + bad else None,
     }
 
@@ -172,6 +185,7 @@ def run_view(h: dict[str, str]) -> dict[str, Any]:
         "config_version": h.get("config_version") or None,
         "active": active,
         "canceled": h.get("canceled") == "1",
+        "rerun_of": h.get(Run.rerun_of) or None,
         "plan": plan,
         "jobs": jobs,
         "counts": summary.counts,

@@ -11,6 +11,7 @@ from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
+from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import Exec, RqJob, RqStatus, Run, Status
@@ -135,7 +136,8 @@ class State:
             rq_ended=(k.rq_finished if ok else k.rq_failed)(ex.queue), work=k.work(), ttl=ttl, id=ex.id, status=status,
             job=ex.spec.name, ok="1" if ok else "0", rq_status=RqStatus.finished if ok else RqStatus.failed,
             ended_iso=utc_iso(now), registry_score=now + ttl, started=fields[Exec.started],
-            ended=fields[Exec.ended], duration=fields[Exec.duration], fields=field_pairs(fields),
+            ended=fields[Exec.ended], duration=fields[Exec.duration], bucket=bucket_bound(outcome.duration),
+            fields=field_pairs(fields),
         ).queue(pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:

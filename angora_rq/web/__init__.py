@@ -161,7 +161,7 @@ def angora() -> Angora:
 
 def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     """Build the web app: `config` overrides Flask settings; config["SETTINGS"] replaces Settings.from_env()."""
-    from angora_rq.web import api, auth, dashboard, health, intake, ops_api, send
+    from angora_rq.web import api, auth, dashboard, health, intake, metrics, ops_api, send
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
@@ -182,6 +182,7 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     app.register_blueprint(ops_api.bp, url_prefix="/api/v1")
     app.register_blueprint(send.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     dashboard.init_app(app, settings)
     register_error_handlers(app)
     intake.install(app)

@@ -50,7 +50,8 @@ def test_every_key_has_the_prefix() -> None:
         k.job_executions("j"), k.run("r"), k.run_executions("r"), k.runs(), k.delayed(), k.workers(),
         k.worker_alive("w"), k.worker_inflight("w"), k.worker_control("w"), k.bell("q"), k.orphans(),
         k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
-        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(),
+        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(), k.idempotency("s"),
+        k.tick_idempotency("s", 1), k.metrics(),
     ]
     assert all(n.startswith("pfx:") for n in names)
     assert len(set(names)) == len(names)

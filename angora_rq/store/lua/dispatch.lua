@@ -1,10 +1,12 @@
 -- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
 -- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
+-- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry, and
+-- count in `metrics` the entries still pending it dispatched (root and job messages apart: one HINCRBY per kind
+-- per batch; a batch dispatched twice is counted once).
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues work
+-- KEYS: stream paused_jobs rq_queues work metrics
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
 -- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
@@ -33,7 +35,7 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 10 + nrq * 2
 end
-local msgs, entries, conflicts = {}, {}, {}
+local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
              rkey = ARGV[p + 5], rexecs = ARGV[p + 6], plan = ARGV[p + 7], absorbed = false, live = false}
@@ -53,6 +55,10 @@ end
 for m = 1, nm do
   local msg = msgs[m]
   msg.live = pending[msg.entry] == true
+  if msg.live then
+    local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
+    counted[kind] = counted[kind] + 1
+  end
   local plan = msg.plan
   if msg.live and plan ~= '' then
     local old = plan:sub(1, 1) == '?' and redis.call('HGET', msg.rkey, RUN.plan)
@@ -152,4 +158,7 @@ for bell, n in pairs(bells) do
 end
 if moved ~= 0 then redis.call('INCRBY', work, moved) end
 redis.call('XACK', stream, group, unpack(entries))
+for kind, n in pairs(counted) do
+  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
+end
 return {created, unpack(conflicts)}
