@@ -1,6 +1,7 @@
 """Start Angora's real processes (matcher, workers) for end-to-end tests, the way a user does."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import redis
 
@@ -100,6 +101,22 @@ class System:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `angora args...` as a user does, with this system's environment; output captured as text."""
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], jobs: str, workdir: Path) -> Iterator[System]:
+    """A System on the definitions `jobs` (YAML text) with a matcher and a worker started; stopped on the way out."""
+    s = System(env, write_config(workdir / "config", jobs), workdir)
+    s.start("matcher")
+    s.start("worker")
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 def named(raw: dict, names: type[Names]) -> dict[str, str]:
@@ -208,5 +225,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "named", "hash_as", "fields", "pid_alive", "python_cmd", "os",
-           "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "running", "wait_for", "write_config", "named", "hash_as", "fields", "pid_alive", "python_cmd",
+           "os", "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

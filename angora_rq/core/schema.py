@@ -74,6 +74,7 @@ class Run(Names):
     job_execution = "e:"  # + job: the latest execution's id
     execution = "x:"  # + execution id: its job (every execution of the run)
     join = "j:"  # + job: the parent_success join of the job has fired in this run
+    rerun_of = "rr"  # a run started by `rerun`: the run it repeats
 
 
 class JobStats(Names):
@@ -85,8 +86,11 @@ class JobStats(Names):
     last_started = "lst"
     last_ended = "len"
     last_duration = "ld"
-    succeeded = "ok"
-    failed = "ko"
+    succeeded = "succeeded"  # these three: counts written before `count`/`seconds` replaced them (still read)
+    failed = "failed"
+    total = "total"
+    count = "h:"  # + final status + ":" + bucket bound: commands that ended so, in that duration bucket
+    seconds = "d:"  # + final status: their durations' sum
 
 
 class Defs(Names):
@@ -94,6 +98,13 @@ class Defs(Names):
 
     job = "j:"  # + job name: JSON of JobDef.to_json()
     plan = "p:"  # + plan ref (core.plans.plan_ref): a run plan's JSON
+
+
+class Metrics(Names):
+    """Fields of the counters hash (`Keys.metrics`): what /metrics reports that no other record counts."""
+
+    messages = "messages:"  # + 'root' or 'job': messages the matchers took off the stream (acknowledged)
+    refused = "refused:"  # + reason (invalid, backlog, key_reuse): sends refused
 
 
 class Schedule(Names):
@@ -107,6 +118,7 @@ class Schedule(Names):
     sent = "sent"
     skipped = "skipped"
     last_skipped = "last_skipped"
+    skip_reason = "skip_reason"  # why the last skipped tick was skipped: `overlap <run>` or a budget's reason
 
 
 class RqJob(Names):
@@ -171,6 +183,7 @@ SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it s
 
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
-    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "DEFS": Defs, "SCHEDULE": Schedule, "RQJOB": RqJob,
+    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "DEFS": Defs, "METRICS": Metrics, "SCHEDULE": Schedule,
+    "RQJOB": RqJob,
     "STATUS": Status, "RQSTATUS": RqStatus,
 }

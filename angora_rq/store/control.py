@@ -1,4 +1,4 @@
-"""Steering: run a job by hand, cancel a run, kill, retry or skip an execution."""
+"""Steering: run a job by hand, cancel or re-run a run, kill, retry or skip an execution."""
 from __future__ import annotations
 
 import json
@@ -9,20 +9,25 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
-from angora_rq.store.bus import send_in
+from angora_rq.store.bus import send_in, submit
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.core.execution import UNVERSIONED
+from angora_rq.core.execution import UNVERSIONED, Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
-from angora_rq.core.plans import manual_plan, missing_parents
+from angora_rq.core.plans import PLAN_JSON, manual_plan, missing_parents
 from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, RqJob, RqStatus, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.connection import WatchError
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
 from angora_rq.store.state import State, load_claimed
 
 ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
 XID = "id"  # in a row: the execution's id (the key's, not a field)
+# What `rerun --failed` starts again: jobs whose latest execution ran and failed, was killed, or was canceled.
+RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
+RERUN_TRIES = 10
 CANCEL_TRIES = 20
 
 
@@ -35,7 +40,8 @@ class Control:
         self.settings = settings
         self.state = State(keys, settings)
 
-    def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None) -> dict[str, str]:
+    def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None,
+                rerun_of: str = "") -> dict[str, str]:
         """Start one job now (origin `manual`); a parent_success job needs its parents to have succeeded in the run."""
         job = snap.config.job(name)
         if job is None:
@@ -59,6 +65,8 @@ class Control:
                           Run.config_version: version}
                 if params:
                     fields[Run.params] = json.dumps(params)
+                if rerun_of:
+                    fields[Run.rerun_of] = rerun_of
                 pipe.hset(self.keys.run(run_id), mapping=fields)
                 pipe.zadd(self.keys.runs(), {run_id: now})
             xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
@@ -113,6 +121,68 @@ class Control:
             replies = p.execute()
         return [{**to_str_dict(dict(zip(ROW, reply))), XID: xid} for xid, reply in zip(ids, replies)]
 
+    def rerun(self, snap: Snapshot, run_id: str) -> dict[str, str]:
+        """A new run of a run's root message and params (of a run started by hand: that job by hand again)."""
+        run = Queries(self.r, self.keys).run_hash(run_id)
+        params = json.loads(run.get(Run.params) or "{}")
+        new = new_run_id()
+        if run.get(Run.origin) == "manual":
+            jobs = json.loads(run[PLAN_JSON])["jobs"] if run.get(PLAN_JSON) else []
+            if not jobs:
+                raise Conflict(f"run {run_id} was started by hand but its plan names no job")
+            started = self.run_job(snap, jobs[0], params, new, rerun_of=run_id)
+            return {"run_id": new, "rerun_of": run_id, "execution_id": started["execution_id"]}
+        if not run.get(Run.topic):
+            raise Conflict(f"run {run_id} has no root message to send again")
+        msg = Message(run[Run.topic], params, new, f"rerun:{run_id}", time.time())
+        sent = submit(self.r, self.keys, msg, Pressure(self.r, self.keys, self.settings).budget())
+        self.r.hset(self.keys.run(new), Run.rerun_of, run_id)
+        return {"run_id": new, "rerun_of": run_id, "message_id": sent.message_id}
+
+    def rerun_failed(self, snap: Snapshot, run_id: str) -> dict[str, Any]:
+        """Start a finished run's failed, killed and canceled jobs again, in the same run (with the definitions in
+        force): a new attempt of each one's latest execution. The jobs their failure held back (upstream_failed)
+        follow as they succeed, parent_success joins included: they are matched again like any message."""
+        rk = self.keys.run(run_id)
+        for _ in range(RERUN_TRIES):
+            with self.r.pipeline() as pipe:
+                pipe.watch(rk)  # a concurrent re-run (or anything reopening the run) makes this one try again
+                run = to_str_dict(pipe.hgetall(rk))
+                execs = self._rerunnable(pipe, run_id, run)
+                now = time.time()
+                pipe.multi()
+                pipe.hdel(rk, Run.canceled)
+                started = [self._again(pipe, snap, run_id, ex, now) for ex in execs]
+                try:
+                    pipe.execute()
+                except WatchError:
+                    continue
+            return {"run_id": run_id, "executions": started}
+        raise Conflict(f"run {run_id} kept changing while its failed jobs were being started again; try again")
+
+    def _rerunnable(self, pipe: Any, run_id: str, run: dict[str, str]) -> list[Claimed]:
+        """The latest execution of each job `rerun_failed` starts again (NotFound, Conflict when there is none)."""
+        if not run:
+            raise NotFound(f"no run {run_id!r}")
+        if int(run.get(Run.active) or 0) > 0:
+            raise Conflict(f"run {run_id} is still running; re-run its failed jobs once it has finished")
+        jobs = [k[len(Run.job_status):] for k, v in run.items() if k.startswith(Run.job_status) and v in RERUNNABLE]
+        ids = [run.get(Run.job_execution + job, "") for job in jobs]
+        found = [(xid, to_str_dict(pipe.hgetall(self.keys.execution(xid)))) for xid in ids]
+        execs = [load_claimed(pipe, self.keys, xid, f) for xid, f in found if f]  # a dropped one cannot be repeated
+        if not execs:
+            raise Conflict(f"run {run_id} has no failed, killed or canceled job to re-run")
+        return execs
+
+    def _again(self, pipe: Any, snap: Snapshot, run_id: str, ex: Claimed, now: float) -> dict[str, str]:
+        """Queue a new attempt of an execution in its run, with its job's definition in force if it still has one."""
+        job = snap.config.job(ex.spec.name)
+        msg = Message(ex.topic, ex.params, run_id, f"rerun:{ex.id}", now)
+        nxt = self.state.create(pipe, job or ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
+                                config_version=snap.version if job else ex.version)
+        pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
+        return {"job": ex.spec.name, "execution_id": nxt, "rerun_of": ex.id}
+
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
         ek = self.keys.execution(xid)
@@ -140,11 +210,12 @@ class Control:
         pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(time.time())})
         pipe.hset(K.rq_job(xid), RqJob.status, RqStatus.canceled)
         pipe.zrem(self.keys.delayed(), xid)
-        pipe.lrem(K.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
+        pipe.lrem(self.keys.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
         pipe.lrem(self.keys.held(job), 1, xid)
         pipe.lrem(self.keys.paused_held(job), 1, xid)
         pipe.hset(run, Run.job_status + job, status)
         pipe.hincrby(run, Run.active, -1)
+        pipe.decr(self.keys.work())
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""

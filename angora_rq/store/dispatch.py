@@ -31,6 +31,12 @@ class Outgoing:
     dispatches: list[tuple[int, JobDef]]  # (index into messages, job); a parent_success job is tried once per run
 
 
+def entry_order(entry: str) -> tuple[int, int]:
+    """A stream entry id as what orders it: (milliseconds, sequence)."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
@@ -67,10 +73,12 @@ class Dispatcher:
         for m, job in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), "1" if job.parent_success else "")
         batch_version = version or UNVERSIONED
+        ids = sorted((entry_order(e), e) for e, _, _ in batch.messages) or [((0, 0), "0-0")]
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
-            defs_index=k.definitions_index(), now=repr(now), now_iso=utc_iso(now), history=self.settings.history,
-            group=MATCHER_GROUP, consumer=self.consumer, config_version=batch_version, bell_cap=BELL_CAP,
+            defs_index=k.definitions_index(), work=k.work(), metrics=k.metrics(), now=repr(now),
+            now_iso=utc_iso(now), history=self.settings.history, group=MATCHER_GROUP, consumer=self.consumer,
+            first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
             n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
@@ -83,11 +91,11 @@ class Dispatcher:
             if len(self._jobs) > 10_000:
                 self._jobs.clear()
             k = self.keys
-            rq = job_mapping(job.queue, "", job.timeout or self.settings.default_timeout, 0.0)
+            rq = job_mapping(k.rq_name(job.queue), "", job.timeout or self.settings.default_timeout, 0.0)
             assert all(name in rq for name in _PER_EXECUTION)
             spec, spec_v = self._state.spec(job, version)
             cached = [job.name, job.queue, spec, spec_v, job.concurrency or "", k.job_stats(job.name),
-                      k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
+                      k.job_executions(job.name), k.rq_queue(job.queue), k.bell(job.queue),
                       k.paused_held(job.name), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached

@@ -40,7 +40,7 @@ def drop_runs(r: Redis, keys: Keys, run_ids: list[str]) -> tuple[Dropped, int]:
         return Dropped(), 0
     runs, execs, kept = DROP_RUNS.bind(
         runs=keys.runs(), run_prefix=keys.run(""), exec_prefix=keys.execution(""), rq_job_prefix=K.rq_job(""),
-        tail_prefix=keys.tail(""), rq_failed_prefix=K.rq_failed(""), run_ids=run_ids,
+        tail_prefix=keys.tail(""), rq_failed_prefix=keys.rq_failed(""), run_ids=run_ids,
     ).run(link_for(r))
     return Dropped(int(runs), int(execs)), int(kept)
 

@@ -11,7 +11,8 @@ from angora_rq.core.errors import NotFound
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import Keys
 from angora_rq.core.plans import PLAN_JSON
-from angora_rq.core.schema import Defs, Exec, JobStats, Run
+from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
+from angora_rq.core.schema import Defs, Exec, JobStats, Run, Status
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
@@ -76,6 +77,15 @@ class Queries:
             p.lrange(key, offset, offset + limit - 1)
             total, ids = p.execute()
         return int(total), self.executions(to_str(i) for i in ids)
+
+    def job_durations(self, job: str) -> DurationStats:
+        """p50/p95 duration and success rate over the job's retained history (`history` executions at most)."""
+        ids = self.r.lrange(self.keys.job_executions(job), 0, -1)
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration)
+            replies = p.execute()
+        return duration_stats((to_str(st), to_str(d)) for st, d in replies if st is not None)
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run (up to 1,000), oldest first."""
@@ -150,8 +160,10 @@ class Queries:
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
-    """Job stats as JSON-ready data, with a success rate."""
-    ok, bad = int(f.get(JobStats.succeeded) or 0), int(f.get(JobStats.failed) or 0)
+    """Job stats as JSON-ready data, with a success rate (commands that ended: failed counts every failure)."""
+    counts = status_counts(f)
+    ok = counts.get(Status.succeeded, 0)
+    bad = sum(counts.values()) - ok
     return {
         "last_status": f.get(JobStats.last_status) or None,
         "last_execution": f.get(JobStats.last_execution) or None,
@@ -197,6 +209,7 @@ def run_view(run_id: str, h: dict[str, str]) -> dict[str, Any]:
         "config_version": None if version == UNVERSIONED else version,
         "active": active,
         "canceled": h.get(Run.canceled) == "1",
+        "rerun_of": h.get(Run.rerun_of) or None,
         "plan": plan,
         "jobs": jobs,
         "counts": summary.counts,

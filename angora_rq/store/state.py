@@ -13,6 +13,7 @@ from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
+from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import description, job_mapping, utc_iso
@@ -74,12 +75,12 @@ class State:
         }
         fields = {f: v for f, v in fields.items() if v != ""}
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
-        rq_fields = job_mapping(job.queue, description(job.name, msg.run_id, attempt),
+        rq_fields = job_mapping(k.rq_name(job.queue), description(job.name, msg.run_id, attempt),
                                 job.timeout or self.settings.default_timeout, now, rq_status)
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
-            stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
-            rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(),
+            stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
+            rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(), work=k.work(),
             history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
             delay_until=repr(delay_until), bell_cap=BELL_CAP, spec=spec, version=version, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
@@ -95,7 +96,7 @@ class State:
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
         """Put an execution's RQ job in its queue and ring the queue's bell for idle workers."""
-        qkey = K.rq_queue(queue)
+        qkey = self.keys.rq_queue(queue)
         (pipe.lpush if at_front else pipe.rpush)(qkey, xid)
         pipe.sadd(K.RQ_QUEUES, qkey)
         bell = self.keys.bell(queue)
@@ -147,8 +148,9 @@ class State:
         }
         FINISH.bind(
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
-            inflight=k.worker_inflight(worker) if worker else "", rq_started=K.rq_started(ex.queue),
-            rq_failed=K.rq_failed(ex.queue), tail=k.tail(ex.id), id=ex.id, status=status, job=ex.spec.name,
+            inflight=k.worker_inflight(worker) if worker else "", rq_started=k.rq_started(ex.queue),
+            rq_failed=k.rq_failed(ex.queue), tail=k.tail(ex.id), work=k.work(), id=ex.id, status=status,
+            job=ex.spec.name, bucket=bucket_bound(outcome.duration),
             ok="1" if ok else "0", ended_iso=utc_iso(now), registry_score=now + self.settings.retention,
             started=fields[Exec.started], ended=fields[Exec.ended], duration=fields[Exec.duration],
             tail_text="" if inline else tail, live="1" if live else "0",
@@ -158,7 +160,7 @@ class State:
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         k = self.keys
         RELEASE.bind(slots=k.slots(ex.spec.name), held=k.held(ex.spec.name), rq_queues=K.RQ_QUEUES, id=ex.id,
-                     exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=K.rq_queue(""),
+                     exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""),
                      run_prefix=k.run("")).queue(pipe)
         # The released execution (same job, same queue) may go to any idle worker, not only to this one.
         bell = k.bell(ex.queue)
@@ -182,7 +184,7 @@ class State:
         pipe.hset(K.rq_job(ex.id), RqJob.status, RqStatus.queued)
         pipe.hdel(K.rq_job(ex.id), RqJob.started_at, RqJob.worker_name)
         pipe.delete(k.tail(ex.id))
-        pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
+        pipe.zrem(k.rq_started(ex.queue), f"{ex.id}:{ex.id}")
         pipe.hset(k.run(ex.run), Run.job_status + ex.spec.name, Status.queued)
         pipe.lrem(k.worker_inflight(worker), 1, ex.id)
         if ex.spec.concurrency:

@@ -3,7 +3,9 @@
 Credentials (only when ANGORA_AUTH_TOKEN, or ANGORA_AUTH_USER + ANGORA_AUTH_PASSWORD, is set):
 scripts send `Authorization: Bearer <token>` (or HTTP Basic user:password); browsers log in at /login, which
 sets a signed session cookie. `/healthz`, `/login` and static files stay open. Unauthenticated API calls
-get 401 JSON; unauthenticated pages redirect to /login?next=<page>.
+get 401 JSON; unauthenticated pages redirect to /login?next=<page>. `/metrics` follows the API's rules, and
+ANGORA_METRICS_TOKEN, when set, is one more bearer token that opens it (it alone; it is then required even
+with auth off).
 
 CSRF: every POST/PUT/PATCH/DELETE from a browser must carry the session's token, checked here by a
 before_request hook, so views never check it themselves. Requests authenticated by an Authorization header
@@ -44,7 +46,8 @@ bp = Blueprint("auth", __name__)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
 BROWSER_HEADERS = ("Cookie", "Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode")
-JSON_PREFIXES = ("/api/", "/send", "/healthz")
+JSON_PREFIXES = ("/api/", "/send", "/healthz", "/metrics")
+METRICS_ENDPOINT = "metrics.metrics"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 KDF_SALT = b"angora-web-session-key-v1"
@@ -182,6 +185,11 @@ def authenticate() -> Any:
     settings = _settings()
     g.angora_user = None
     g.header_auth = False
+    if request.endpoint == METRICS_ENDPOINT and settings.metrics_token:
+        if scrape_token(settings):
+            return None
+        if not settings.auth_enabled:
+            return unauthorized()  # a scrape token is set: /metrics is not open, even with auth off
     if not settings.auth_enabled:
         return None
     user = header_user(settings) if request.headers.get("Authorization") else None
@@ -194,6 +202,15 @@ def authenticate() -> Any:
     if _is_open(request.endpoint):
         return None
     return unauthorized()
+
+
+def scrape_token(settings: Settings) -> bool:
+    """Whether the request carries ANGORA_METRICS_TOKEN as its bearer token (it then opens /metrics)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and same_secret(value.strip(), settings.metrics_token):
+        g.angora_user, g.header_auth = "metrics", True
+        return True
+    return False
 
 
 def _is_open(endpoint: Optional[str]) -> bool:

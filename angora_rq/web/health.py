@@ -8,10 +8,9 @@ from flask import Blueprint, jsonify
 
 from angora_rq.store.connection import RedisError
 from angora_rq.core.codec import to_str
+from angora_rq.core.metrics import ALIVE_SECONDS
 
 bp = Blueprint("health", __name__)
-
-ALIVE_SECONDS = 15.0
 ROLES = ("matcher", "worker")
 
 

@@ -172,12 +172,12 @@ def dashboard() -> str:
     states = all_job_states()
     rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
     return render_template("dashboard.html", rows=rows, version=snap.version,
-                           status=request.args.get("status", ""))
+                           status=request.args.get("status", ""), budgets=_ext().pressure.usage())
 
 
 @bp.get("/jobs/<name>")
 def job(name: str) -> str:
-    """One job: definition, neighbours, paged execution history, latest output and a Run now form."""
+    """One job: definition, neighbours, duration statistics, paged execution history, latest output, Run now."""
     ext = _ext()
     snap = ext.snapshot()
     spec = snap.config.job(name)
@@ -188,7 +188,8 @@ def job(name: str) -> str:
     state = job_states([name])[name]
     return render_template("job.html", job=spec, state=state, history=history, paging=pages(total, page),
                            parents=sorted(snap.graph.parents(name)), children=sorted(snap.graph.children(name)),
-                           latest=latest_execution(state.get("last_execution")))
+                           latest=latest_execution(state.get("last_execution")),
+                           durations=ext.queries.job_durations(name))
 
 
 def latest_execution(xid: Optional[str]) -> Optional[dict[str, Any]]:

@@ -1,11 +1,12 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues
+-- KEYS: inflight paused_queues work
 -- ARGV: want now worker host started_expiry now_iso
 -- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix defs_prefix
 -- ARGV: queues...
 -- *_prefix: a key is the prefix .. an execution id, a job, a queue or a definitions version; started_expiry: the
--- RQ started registry's score. An id whose execution is no longer queued (killed, canceled or deleted while
--- queued) is dropped; one of a canceled run is canceled; one over its job's concurrency limit goes to its held list.
+-- RQ started registry's score; work: the deployment's counter of unfinished work. An id whose execution is no
+-- longer queued (killed, canceled or deleted while queued) is dropped; one of a canceled run is canceled; one over
+-- its job's concurrency limit goes to its held list.
 -- Returns, per execution started: id, spec ('' if its definitions version lost it), {run, attempt, topic, params,
 -- queue, created, config_version, job}.
 local n = tonumber(want)
@@ -34,6 +35,7 @@ for qi = queues, #ARGV do
           redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
           redis.call('HINCRBY', run, RUN.active, -1)
+          redis.call('DECR', work)
         elseif limit > 0 and redis.call('SCARD', slots_prefix .. e[2]) >= limit then
           redis.call('HSET', ek, EXEC.status, STATUS.held)
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.held)

@@ -1,9 +1,10 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
--- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index
+-- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index work
 -- ARGV: history now id job run_id status delay_until bell_cap spec version n_exec fields...
 -- fields: the execution's n_exec field/value pairs, then the RQ job's; spec: the job's JSON, recorded under its
--- definitions version unless there already. Returns 1.
+-- definitions version unless there already; work: the deployment's counter of unfinished work (moves with the
+-- run's `active`). Returns 1.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
 -- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
@@ -29,6 +30,9 @@ end
 redis.call('LPUSH', job_execs, id)
 redis.call('LTRIM', job_execs, 0, tonumber(history) - 1)
 redis.call('HSET', stats, JOBSTATS.last_execution, id, JOBSTATS.last_run, run_id, JOBSTATS.last_status, STATUS.queued)
-if status ~= STATUS.canceled then redis.call('HINCRBY', run, RUN.active, 1) end
+if status ~= STATUS.canceled then
+  redis.call('HINCRBY', run, RUN.active, 1)
+  redis.call('INCR', work)
+end
 redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id, RUN.execution .. id, job)
 return 1

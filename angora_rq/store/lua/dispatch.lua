@@ -1,24 +1,27 @@
 -- A whole matcher batch in one call: for each message still pending for this matcher (so dispatched by nobody
 -- yet), and each job it triggers (a parent_success join once per run: the run's join field), create the execution
 -- and its RQ job as CREATE does, queue it (or hold it if its job is paused), index it and count it in its run;
--- record the root messages' plans; ring each queue's bell once; XACK the entries it handled.
+-- record the root messages' plans; ring each queue's bell once; XACK the entries it handled, and count them in
+-- `metrics` (root and job messages apart: one HINCRBY per kind per batch; a batch dispatched twice counts once).
+-- `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed), and the
 -- pending check makes a second dispatch of an entry (claimed from a stalled matcher meanwhile) a no-op.
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues defs defs_index
--- ARGV: now now_iso history group consumer config_version bell_cap exec_prefix rq_job_prefix defs_prefix
--- ARGV: n_jobs n_messages n_dispatches batch...
+-- KEYS: stream paused_jobs rq_queues defs defs_index work metrics
+-- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
+-- ARGV: defs_prefix n_jobs n_messages n_dispatches batch...
+-- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (11 + 2n values): name, queue, spec, version (its spec's: config_version, or spec_version's own),
 --     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, n rq fields, rq field
 --     pairs (created_at, description and status are set per execution)
--- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 --   message (8): entry, run id, topic, origin, params ('' = none), run key, plan mode, plan: mode '' (not a root
 --     message), '=' (the caller read and merged the run's plan: write it) or '?' (write it unless the run already
 --     has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN); plan is
 --     the ref and its JSON ('ref json', or 'ref' alone when an earlier message of the batch carried the JSON)
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
+-- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
@@ -39,15 +42,26 @@ for j = 1, nj do
   p = p + 11 + nrq * 2
 end
 for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
-local msgs, entries, conflicts = {}, {}, {}
+-- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
+-- more of this consumer's entries than the read returns).
+local pending, room = {}, nm + 100
+local got = nm > 0 and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
+for _, e in ipairs(got) do pending[e[1]] = true end
+local exact = #got < room
+local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
 for m = 1, nm do
   local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
                rkey = ARGV[p + 5], absorbed = false}
-  msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
+  msg.live = pending[msg.entry] == true
+  if not msg.live and not exact then
+    msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
+  end
   msgs[m] = msg
   local mode, plan = ARGV[p + 6], ARGV[p + 7]
   if msg.live then
     entries[#entries + 1] = msg.entry
+    local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
+    counted[kind] = counted[kind] + 1
     if mode ~= '' then
       local sp = plan:find(' ', 1, true)
       local ref = sp and plan:sub(1, sp - 1) or plan
@@ -64,7 +78,7 @@ for m = 1, nm do
   end
   p = p + 8
 end
-local canceled, bells, created, queued, queues = {}, {}, 0, {}, {}
+local canceled, bells, created, queued, queues, moved = {}, {}, 0, {}, {}, 0
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, join = ARGV[p + 2], ARGV[p + 3]
@@ -102,7 +116,10 @@ for d = 1, nd do
     job.ids[#job.ids + 1] = id
     job.last, job.run = id, msg.run
     -- The message's first execution takes over its count in the run; every further one adds one.
-    if msg.absorbed then redis.call('HINCRBY', msg.rkey, RUN.active, 1) end
+    if msg.absorbed then
+      redis.call('HINCRBY', msg.rkey, RUN.active, 1)
+      moved = moved + 1
+    end
     msg.absorbed = true
     redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id,
                RUN.execution .. id, job.name)
@@ -111,7 +128,10 @@ for d = 1, nd do
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if msgs[m].live and not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
+  if msgs[m].live and not msgs[m].absorbed then
+    redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
+    moved = moved - 1
+  end
 end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
@@ -136,5 +156,9 @@ for bell, n in pairs(bells) do
   redis.call('RPUSH', bell, unpack(ones))
   redis.call('LTRIM', bell, 0, cap - 1)
 end
+if moved ~= 0 then redis.call('INCRBY', work, moved) end
 if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
+for kind, n in pairs(counted) do
+  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
+end
 return {created, unpack(conflicts)}
