@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import click
 
 from angora_rq.cli import main, settings_from
+from angora_rq.cli.web_cmds import check_exposure, choose_host
 from angora_rq.processes.redis_server import RedisServer
 from angora_rq.core.settings import Settings
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor
@@ -91,6 +92,8 @@ def up(ctx: click.Context, workers: int, scheduler: bool, port: Optional[int], n
        redis_port: Optional[int], grace: float, config_path: Optional[Path], role_commands: tuple[str, ...]) -> None:
     """Run the whole system: Redis (unless REDIS_URL is set), matcher, workers, scheduler and web."""
     s = settings_from(ctx)
+    if not no_web:
+        check_exposure(s, choose_host(s, None))  # before anything starts: the web role would refuse anyway
     redis = None if s.redis_url else embedded_redis(s, redis_port)
     url = s.redis_url or (redis.url if redis else "")
     web_port = None if no_web else (port or s.port)

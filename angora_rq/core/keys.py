@@ -128,6 +128,23 @@ class Keys:
         """Hash of one schedule's state (last tick, next fire time, fencing token)."""
         return f"{self.prefix}:schedule:{name}"
 
+    def running_version(self) -> str:
+        """The definitions version the matchers run (expires when no matcher publishes it); the web follows it."""
+        return f"{self.prefix}:config:running"
+
+    # -- the web role --------------------------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """The web sessions' signing key, generated once (unless ANGORA_SECRET_KEY is set)."""
+        return f"{self.prefix}:web:secret"
+
+    def web_session(self, session_id: str) -> str:
+        """A logged-in browser session (value: credentials fingerprint); deleted at logout, expires with it."""
+        return f"{self.prefix}:web:session:{session_id}"
+
+    def login_failures(self, client: str) -> str:
+        """Counter of failed logins from one client address in the current window."""
+        return f"{self.prefix}:web:login-failures:{client}"
+
 
 # -- RQ's own key names (fixed by RQ; checked against RQ in tests) -------------------------------------
 RQ_QUEUES = "rq:queues"

@@ -38,6 +38,29 @@ def parse_seconds(text: str | int | float) -> float:
     return value
 
 
+RQ_DASHBOARD_MODES = ("readonly", "full", "off")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (ANGORA_ALLOWED_HOSTS), lower-cased; None when unset or empty."""
+    names = tuple(n.strip().lower() for n in (text or "").split(",") if n.strip())
+    return names or None
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    value = int(env.get(name) or 0)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment; build with Settings.from_env()."""
@@ -62,6 +85,12 @@ class Settings:
     worker_ttl: float = 10.0
     claim_idle: float = 5.0
     log_level: str = "INFO"
+    auth_off: bool = False  # ANGORA_AUTH=off: serve without credentials even off loopback (warned at every start)
+    secret_key: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
+    proxy_hops: int = 0
+    cookie_secure: bool = False
+    rq_dashboard: str = "readonly"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -91,6 +120,12 @@ class Settings:
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
+                auth_off=_choice(env, "ANGORA_AUTH", ("on", "off"), "on") == "off",
+                secret_key=env.get("ANGORA_SECRET_KEY") or None,
+                allowed_hosts=_names(env.get("ANGORA_ALLOWED_HOSTS")),
+                proxy_hops=_count(env, "ANGORA_PROXY_HOPS"),
+                cookie_secure=env.get("ANGORA_COOKIE_SECURE", "") == "1",
+                rq_dashboard=_choice(env, "ANGORA_RQ_DASHBOARD", RQ_DASHBOARD_MODES, s.rq_dashboard),
             )
         except ValueError as e:
             raise AngoraError(f"bad setting in the environment: {e}") from e

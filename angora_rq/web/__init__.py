@@ -15,9 +15,11 @@ import redis
 from flask import Flask, Response, current_app, jsonify, make_response, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from angora_rq.store.connection import connect
 from angora_rq.store.control import Control
+from angora_rq.store.link import release_link
 from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Unavailable
 from angora_rq.core.keys import Keys
 from angora_rq.store.queries import Queries
@@ -32,6 +34,7 @@ REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, r
 # ... and inside a Lua script's error text they come back as "-OOM ...".
 REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b")
 MAX_BODY = 1024 * 1024
+REDIS_CONNECTIONS = 16  # per server process, whatever its thread count (web/server.py)
 
 
 class Definitions:
@@ -122,7 +125,7 @@ class Angora:
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
         """Build the resources; nothing connects until the first command."""
-        r = connect(settings, socket_timeout=10)
+        r = connect(settings, pool_size=REDIS_CONNECTIONS, socket_timeout=10)
         keys = Keys(settings.prefix)
         return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), Definitions(settings.config_path))
 
@@ -147,8 +150,9 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
+    refuse_exposure(settings)
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config())
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config(settings))
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.config.update(config)
     ext = Angora.create(settings)
@@ -164,8 +168,21 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     app.register_blueprint(health.bp)
     dashboard.init_app(app, settings)
     register_error_handlers(app)
+    app.teardown_request(lambda _: release_link(ext.r))  # the thread's held connection goes back to the pool
     intake.install(app)
+    if settings.proxy_hops:  # outermost, so that the fast lane, the Host check and the cookies see the client's view
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore
     return app
+
+
+def refuse_exposure(settings: Settings) -> None:
+    """AngoraError when the settings say the app is bound off loopback without credentials (core.security)."""
+    from angora_rq.core.security import exposure
+
+    error, _ = exposure(settings, settings.bind) if settings.bind else (None, None)
+    if error:
+        raise AngoraError(error)
 
 
 def _ui_blueprint() -> Any:
@@ -202,7 +219,11 @@ def error_response(status: int, message: str, detail: Any = None) -> Response:
 
 
 def _angora_error(e: AngoraError) -> Response:
-    return error_response(e.status, e.message, e.detail)
+    resp = error_response(e.status, e.message, e.detail)
+    retry_after = getattr(e, "retry_after", None)
+    if retry_after:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 def _http_error(e: HTTPException) -> Any:

@@ -253,7 +253,8 @@ def paths(auth: bool) -> dict[str, Any]:
     return {
         "/send": {"post": op("Send a message (the original form: msg=topic).", ("202", "Accepted", "Accepted."),
                              "400 403", body=MESSAGE_BODY, auth=a)},
-        "/healthz": {"get": {"summary": "Redis reachable; matchers and workers with their last heartbeat.",
+        "/healthz": {"get": {"summary": "Redis reachable; to an authenticated caller (or with auth off), matchers and "
+                                        "workers with their last heartbeat.",
                              "security": [], "responses": {
                                  "200": json_body(ref("Health"), "Redis answers."),
                                  "503": json_body(ref("Health"), "Redis does not answer.")}}},
