@@ -20,6 +20,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from angora_rq.store.connection import connect
 from angora_rq.store.control import Control
 from angora_rq.store.link import release_link
+from angora_rq.store.versions import running_version
 from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Unavailable
 from angora_rq.core.keys import Keys
 from angora_rq.store.queries import Queries
@@ -121,6 +122,7 @@ class Angora:
     queries: Queries
     control: Control
     definitions: Definitions
+    _followed: Optional[str] = None  # the matchers' version last seen (and reloaded for)
 
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
@@ -135,8 +137,27 @@ class Angora:
         return self.definitions.source
 
     def snapshot(self) -> Snapshot:
-        """The definitions in force."""
+        """The definitions in force: read again first when the matchers run another version than ours."""
+        self.follow_matchers()
         return self.definitions.snapshot()
+
+    def config_status(self) -> dict[str, Any]:
+        """Definitions.status(), and the version the matchers run (they and this app read the same files)."""
+        running = self.follow_matchers()
+        return dict(self.definitions.status(), matchers_version=running)
+
+    def follow_matchers(self) -> Optional[str]:
+        """The version the matchers run (published in Redis; None when none runs or Redis is down); reload the
+        files once for each new one, so that a job a matcher runs is never unknown here."""
+        try:
+            running = running_version(self.r, self.keys)
+        except redis.exceptions.RedisError:
+            return None
+        source = self.definitions.source
+        if running and running != self._followed and (source is None or source.current().version != running):
+            self._followed = running
+            self.definitions.refresh(force=True)
+        return running
 
 
 def angora() -> Angora:
