@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -348,7 +349,7 @@ def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) ->
         port = free_port()
         with Procs(log_dir, env) as procs:
             procs.start(f"web-{name}", web_server(port, app))
-            wait_until(lambda: _port_open(port), 60, 0.05, "the web server to listen")
+            wait_until(partial(_port_open, port), 60, 0.05, "the web server to listen")
             _hammer(port, 0.5, clients)  # warm up both web workers
             out[name] = _hammer(port, seconds, clients)
     out["ratio"] = out["angora_send"] / out["bare_flask"]
@@ -371,7 +372,8 @@ def _hammer(port: int, seconds: float, clients: int) -> float:
 
 
 def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
-    """Idle worker RSS (alone, and with its guardian process) after n jobs; Redis bytes per retained execution and per queued message."""
+    """Idle worker RSS (alone, and with its guardian process) after n jobs; Redis bytes per retained execution
+    and per queued message."""
     r = redis.Redis.from_url(url)
     keys = Keys("angora")
     with system(url, log_dir, workers=1) as s:

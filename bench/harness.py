@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, cast
 
 import redis
 
@@ -81,7 +81,8 @@ class Procs:
         """Raise if a child died early (its log says why)."""
         for p in self.procs:
             if p.poll() is not None:
-                raise RuntimeError(f"{p.args[:3]} exited with {p.returncode}; see logs in {self.log_dir}")
+                argv = cast("list[str]", p.args)  # start() always passes a list of str
+                raise RuntimeError(f"{argv[:3]} exited with {p.returncode}; see logs in {self.log_dir}")
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every group, wait up to grace, SIGKILL what is left."""

@@ -96,6 +96,9 @@ def make_app(url: str, queue: str) -> Any:
     return capp
 
 
+app: Any  # declared only, so that the module's __getattr__ below builds it on first access
+
+
 def __getattr__(name: str) -> Any:
     """`app`, what `celery -A peer_tasks worker` loads, built on first access (from BENCH_REDIS_URL)."""
     # Lazy on purpose: a forking `rq worker` imports this module afresh in every work horse, and importing Celery

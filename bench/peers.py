@@ -27,6 +27,7 @@ if str(BENCH_DIR) not in sys.path:  # workers import `peer_tasks` by that name, 
 
 import redis  # noqa: E402
 from rq import Queue, Worker  # noqa: E402
+from rq.worker import BaseWorker  # noqa: E402
 
 import peer_tasks  # noqa: E402
 from harness import (Procs, commands_total, descendants, fresh_db, percentile, start_redis,  # noqa: E402
@@ -102,7 +103,7 @@ def _start_rq(procs: Procs, url: str, mode: str, queue: str, env: dict[str, str]
     return copies * registers
 
 
-def _idle_workers(r: redis.Redis, queue: str) -> list[Worker]:
+def _idle_workers(r: redis.Redis, queue: str) -> list[BaseWorker]:
     """Workers registered on `queue` that are idle."""
     return [w for w in Worker.all(queue=Queue(queue, connection=r)) if w.get_state() == "idle"]
 

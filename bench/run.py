@@ -202,7 +202,8 @@ def table(res: dict[str, Any]) -> str:
     if lat:
         a = lat["angora"]
         lines += ["| latency (idle system) | p50 ms | p99 ms |", "|---|---:|---:|",
-                  f"| Angora /send -> command start | {_f(a['send_to_start_p50_ms'])} | {_f(a['send_to_start_p99_ms'])} |",
+                  f"| Angora /send -> command start | {_f(a['send_to_start_p50_ms'])} "
+                  f"| {_f(a['send_to_start_p99_ms'])} |",
                   f"| Angora 3-job chain, /send -> last end | {_f(a['chain3_p50_ms'])} | {_f(a['chain3_p99_ms'])} |"]
         for peer in ("rq_worker", "rq_simple"):
             d = lat.get(peer, {})
@@ -212,7 +213,8 @@ def table(res: dict[str, Any]) -> str:
     sr = res.get("send_rps")
     if sr:
         lines += ["| web (the Procfile's server and flags) | requests/s |", "|---|---:|",
-                  f"| Angora POST /send | {sr['angora_send']:,.0f} |", f"| bare Flask route | {sr['bare_flask']:,.0f} |",
+                  f"| Angora POST /send | {sr['angora_send']:,.0f} |",
+                  f"| bare Flask route | {sr['bare_flask']:,.0f} |",
                   f"| ratio | {sr['ratio']:.2f} |", ""]
     mem = res.get("memory")
     if mem:

@@ -17,6 +17,7 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from naive_matcher import NaiveMatcher
 
 
 def snap(*jobs: JobDef) -> Snapshot:
@@ -96,9 +97,9 @@ def test_without_dedupe_the_same_race_dispatches_twice(r: redis.Redis, keys: Key
     bus.ensure_group(r, keys)
     for i in range(5):
         bus.send(r, keys, Message.create("go", run_id=f"r{i}"))
-    slow = Matcher(r, keys, settings, lambda: s, name="slow", dedupe=False)
+    slow = NaiveMatcher(r, keys, settings, lambda: s, name="slow")
     stale = slow._read(block_ms=10)
-    fast = Matcher(r, keys, settings, lambda: s, name="fast", dedupe=False)
+    fast = NaiveMatcher(r, keys, settings, lambda: s, name="fast")
     fast._own_pending_done = True
     fast.step(block_ms=10)
     slow.process(stale, now=0.0)
@@ -129,7 +130,7 @@ def test_parent_success_join_fires_once_when_every_parent_succeeded(r: redis.Red
 
 
 def test_redis_out_of_memory_is_unavailable_not_a_crash(r: redis.Redis, keys: Keys) -> None:
-    """With maxmemory + noeviction, writes fail with OOM (facts.md): sending must say 503, never crash."""
+    """With maxmemory + noeviction, writes fail with OOM while reads work: sending must say 503, never crash."""
     r.config_set("maxmemory", "1")  # this test's server is the session's own: restore right after
     try:
         with pytest.raises(Unavailable) as e:

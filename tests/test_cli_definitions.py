@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
-from angora_rq.cli import main
+from angora_rq.cli.group import main
 
 GOOD = """
 - {name: a, triggers: [go], command: "true", messages: [a.done]}
@@ -14,7 +14,7 @@ GOOD = """
 """
 
 
-def run(*args: str) -> object:
+def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 

@@ -1,12 +1,14 @@
 """Crash safety: a matcher SIGKILLed while messages flow loses nothing and dispatches nothing twice.
 
-A control run with the naive matcher (dispatch, then acknowledge separately; no dedupe) must show duplicates
-under the same kills, which proves the test can see them.
+A control run with the naive matcher (tests/naive_matcher.py: dispatch, then acknowledge separately; no dedupe)
+must show duplicates under the same kills, which proves the test can see them.
 """
 from __future__ import annotations
 
 import collections
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from angora_rq.core import keys as K
 from angora_rq.store.bus import send
 from angora_rq.core.messages import Message
 from angora_testkit import System, wait_for, write_config
@@ -24,6 +27,7 @@ JOBS = """
   command: ["sh", "-c", "echo $ANGORA_RUN_ID >> {out}"]
   replay: 0
 """
+NAIVE_MATCHER = [sys.executable, str(Path(__file__).with_name("naive_matcher.py"))]
 
 
 def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, kills: int,
@@ -31,23 +35,24 @@ def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, k
     """Send n messages while SIGKILLing the matcher `kills` times; return how often each run's command ran."""
     out = tmp_path / "ran.txt"
     cfg = write_config(tmp_path / "config", JOBS.replace("{out}", str(out)))
-    env = dict(angora_env, ANGORA_CLAIM_IDLE="1")
-    if unsafe:
-        env["ANGORA_MATCHER_UNSAFE_NO_DEDUPE"] = "1"
-    s = System(env, cfg, tmp_path)
+    s = System(dict(angora_env, ANGORA_CLAIM_IDLE="1"), cfg, tmp_path)
+
+    def start_matcher() -> subprocess.Popen:
+        return s.start_argv("matcher", NAIVE_MATCHER) if unsafe else s.start("matcher")
+
     try:
         s.start("worker", "-c", "8")
         s.start("worker", "-c", "8")
-        matcher = s.start("matcher")
+        matcher = start_matcher()
         run_ids: list[str] = []
         sender = threading.Thread(target=lambda: run_ids.extend(_send_all(s, n)))
         sender.start()
         for _ in range(kills):
             wait_for(lambda: _group_exists(s), 30, what="the consumer group")
-            time.sleep(0.4)
+            time.sleep(0.4)  # the matcher's working time before the kill: any moment will do, no event to wait for
             matcher.send_signal(signal.SIGKILL)
             matcher.wait()
-            matcher = s.start("matcher")
+            matcher = start_matcher()
         sender.join()
         assert len(run_ids) == n
         wait_for(lambda: _count(out) >= n and _settled(s, run_ids), 180, interval=0.5,
@@ -78,16 +83,16 @@ def _count(path: Path) -> int:
 
 
 def _settled(s: System, run_ids: list[str]) -> bool:  # noqa: ARG001
-    """No message pending in the stream and no execution queued or running."""
+    """No message pending in the stream and no execution queued or running: every dispatch (a duplicate too) has
+    run to its end, so the commands' output is final."""
     pending = s.r.xpending(s.keys.stream(), "matchers")["pending"]
-    return pending == 0 and s.r.llen("rq:queue:default") == 0
+    return pending == 0 and s.r.llen(K.rq_queue("default")) == 0 and s.r.zcard(K.rq_started("default")) == 0
 
 
 @pytest.mark.parametrize("n", [5000])
 def test_matcher_sigkilled_five_times_loses_nothing_and_runs_nothing_twice(
         angora_env: dict[str, str], tmp_path: Path, n: int) -> None:
     runs = run_with_matcher_kills(angora_env, tmp_path, n=n, kills=5, unsafe=False)
-    time.sleep(1.0)  # let any (wrong) duplicate that is still queued show up
     dupes = {k: v for k, v in runs.items() if v > 1}
     assert not dupes, f"{len(dupes)} runs ran more than once"
     assert len(runs) == n
@@ -137,7 +142,7 @@ def test_chaos_two_matchers_and_workers_killed_under_load(angora_env: dict[str, 
                  what=f"all {n} runs to complete ({_count(out)} lines so far)")
         ran = collections.Counter(out.read_text().split())
         assert set(ran) == set(run_ids), f"{len(set(run_ids) - set(ran))} runs never completed"
-        dispatched = collections.Counter()
+        dispatched: collections.Counter[tuple[str, int]] = collections.Counter()
         for rid in run_ids[:2000]:  # executions per run: 1, or more only through 'worker lost' replays
             for ex in s.executions(rid):
                 dispatched[(rid, ex["attempt"])] += 1

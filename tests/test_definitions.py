@@ -85,7 +85,8 @@ def test_explicitly_tagged_or_odd_scalars_are_errors_not_crashes(field: str, val
 
 def test_problem_text_names_the_job_and_points_at_the_node() -> None:
     _, _, problems = parse_text("- name: load\n  triggers: [a]\n  command: ls\n  trigers: [x]\n", "config/etl.yml")
-    assert [str(p) for p in problems] == ["config/etl.yml:4:3: job 'load': unknown key 'trigers' (did you mean 'triggers'?)"]
+    assert [str(p) for p in problems] == [
+        "config/etl.yml:4:3: job 'load': unknown key 'trigers' (did you mean 'triggers'?)"]
     assert problems[0] == Problem(Location("config/etl.yml", 4, 3), "unknown key 'trigers' (did you mean 'triggers'?)",
                                   job="load")
 

@@ -81,7 +81,8 @@ def schedules(draw: st.DrawFn, name: str) -> tuple[dict[str, Any], dict[str, Any
     else:
         written["every"], expected["every"] = draw(durations(1))
     for key, values in (("timezone", st.sampled_from(["UTC", "Europe/Paris", "America/New_York"])),
-                        ("catchup", st.sampled_from(["skip", "once"])), ("overlap", st.sampled_from(["allow", "forbid"])),
+                        ("catchup", st.sampled_from(["skip", "once"])),
+                        ("overlap", st.sampled_from(["allow", "forbid"])),
                         ("description", TEXT), ("params", st.dictionaries(ENV_NAME, TEXT, max_size=3))):
         if draw(st.booleans()):
             written[key] = expected[key] = draw(values)

@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from angora_rq.core import keys as K
 from angora_rq.store.control import Control
 from angora_rq.core.settings import Settings
 from angora_testkit import System, pid_alive, wait_for, write_config
@@ -154,9 +155,12 @@ def test_unlimited_replay_backs_off_until_stopped_by_hand(system: Make, angora_e
     control = Control(s.r, s.keys, Settings.from_env(angora_env))
     control.cancel_run(run_id)
     run = s.wait_run(run_id)
-    n = len(s.executions(run_id))
-    time.sleep(1.0)
-    assert len(s.executions(run_id)) == n
+    # The run is over once a worker has taken the waiting attempt and dropped it (canceled). A dropped attempt has
+    # no successor, and nothing is left delayed, queued or running that could start one.
+    last = max(s.executions(run_id), key=lambda e: e["attempt"])
+    assert last["status"] == "canceled"
+    assert s.r.zcard(s.keys.delayed()) == 0
+    assert s.r.llen(K.rq_queue("default")) == 0 and s.r.zcard(K.rq_started("default")) == 0
     assert run["status"] == "canceled"
 
 

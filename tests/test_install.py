@@ -39,6 +39,16 @@ def test_web_templates_and_static_files_are_installed() -> None:
 
 
 @needs_install
+def test_lua_scripts_are_installed() -> None:
+    spec = importlib.util.find_spec("angora_rq.store")
+    assert spec is not None and spec.submodule_search_locations
+    installed = Path(list(spec.submodule_search_locations)[0]) / "lua"
+    source = Path(__file__).resolve().parents[1] / "angora_rq" / "store" / "lua"
+    wanted = sorted(p.name for p in source.glob("*.lua"))
+    assert wanted and sorted(p.name for p in installed.glob("*.lua")) == wanted
+
+
+@needs_install
 def test_console_script_is_installed() -> None:
     exe = Path(sysconfig.get_paths()["scripts"]) / "angora"
     assert exe.exists()

@@ -1,7 +1,9 @@
 """The hot paths' Link against a real redis-server: raw replies, errors, scripts, transactions, reconnection."""
 from __future__ import annotations
 
+import hashlib
 import threading
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -19,8 +21,19 @@ def test_call_returns_raw_replies_and_raises_error_replies(r: redis.Redis) -> No
     assert link.call("GET", "k") == b"7"  # the connection is still in step
 
 
+@dataclass(frozen=True)
+class Lua:
+    """What a Link needs of a script: its text and SHA1."""
+
+    text: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
 def test_script_loads_itself_after_the_server_forgot_it(r: redis.Redis) -> None:
-    script = r.register_script("return ARGV[1] .. KEYS[1]")
+    script = Lua("return ARGV[1] .. KEYS[1]")
     link = Link(r)
     assert link.script(script, ["k"], ["a"]) == b"ak"
     r.script_flush()

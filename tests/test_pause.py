@@ -14,7 +14,8 @@ from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
-from angora_rq.store.scripts import Scripts
+from angora_rq.processes.worker import claim_call
+from angora_rq.store.link import Link
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
 
@@ -36,10 +37,7 @@ def held(r: redis.Redis, keys: Keys, n: int, job: JobDef = JOB) -> list[str]:
 
 def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...], n: int = 100) -> list[str]:
     """The worker's CLAIM call (what AngoraWorker._claim sends), returning the claimed ids."""
-    now = time.time()
-    args = [n, repr(now), "w1", "host", now + 600, "2024-01-01T00:00:00Z", keys.execution(""), keys.run(""),
-            K.rq_job(""), K.rq_started(""), keys.slots(""), keys.held(""), K.rq_queue(""), len(queues), *queues]
-    reply = Scripts(r).claim(keys=[keys.worker_inflight("w1"), keys.paused_queues()], args=args)
+    reply = claim_call(keys, Settings(), "w1", queues, time.time(), n).run(Link(r))
     return [x.decode() for x in reply[0::3]]
 
 
@@ -131,6 +129,7 @@ def test_100_messages_held_while_paused_then_run_in_order(angora_env: dict[str, 
         - name: record
           triggers: [ev.record]
           command: ["sh", "-c", "echo \\"$ANGORA_PARAM_N\\" >> {out}"]
+        - {{name: marker, triggers: [ev.marker], command: "true"}}
     """)
     s = System(angora_env, cfg, tmp_path)
     env = s.env
@@ -141,7 +140,9 @@ def test_100_messages_held_while_paused_then_run_in_order(angora_env: dict[str, 
         runs = [s.send("ev.record", {"N": str(i)}) for i in range(100)]
         wait_for(lambda: r.llen(keys.paused_held("record")) == 100, 60, what=f"100 held ({s.logs()})")
         assert "record" in cli(env, "paused") and "100 held" in cli(env, "paused")
-        time.sleep(1.0)  # give a wrongly started command the time to show
+        # A later message for a job that is not paused, on the same queue and the same one-at-a-time worker: once
+        # it has run, any record execution wrongly queued before it has run too.
+        assert s.wait_run(s.send("ev.marker"), 60)["status"] == "succeeded"
         assert not out.exists()
         assert s.q.run(runs[0])["jobs"]["record"]["status"] == "held"
         assert "100 held execution(s) queued" in cli(env, "resume", "record")
@@ -166,6 +167,7 @@ def test_pausing_does_not_stop_a_running_command_and_a_paused_queue_waits(
           triggers: [ev.quick]
           command: "true"
           queue: etl
+        - {{name: marker, triggers: [ev.marker], command: "true"}}
     """)
     s = System(angora_env, cfg, tmp_path)
     try:
@@ -179,7 +181,8 @@ def test_pausing_does_not_stop_a_running_command_and_a_paused_queue_waits(
         wait_for(lambda: s.q.run(quick)["jobs"].get("quick", {}).get("status") == "queued", 30, what="quick queued")
         gate.touch()
         assert s.wait_run(slow)["status"] == "succeeded"  # paused after it started: it ran to its end
-        time.sleep(1.0)
+        # A later message on the worker's other queue: the claim that took it looked at etl after quick was queued.
+        assert s.wait_run(s.send("ev.marker"))["status"] == "succeeded"
         assert s.q.run(quick)["jobs"]["quick"]["status"] == "queued"  # its queue is paused
         assert "queue etl resumed" in cli(s.env, "resume", "--queue", "etl")
         assert s.wait_run(quick)["status"] == "succeeded"

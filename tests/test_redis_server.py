@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from angora_rq.core.errors import AngoraError
-from angora_rq.processes.redis_server import RedisServer, free_port, ping
+from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.store.connection import ping
 
 
 def pid_alive(pid: int) -> bool:

@@ -10,7 +10,8 @@ from typing import Any
 import redis
 
 from angora_rq.core.keys import Keys
-from angora_rq.definitions.reload import Reloader, fingerprint, request_reload
+from angora_rq.definitions.reload import Reloader, fingerprint
+from angora_rq.store.reloads import reload_requests, request_reload
 
 
 @dataclass
@@ -39,9 +40,31 @@ class Clock:
 
 
 def make(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Reloader, FakeSource, Clock]:
+    """A Reloader past its first check, as in a process's first loop iteration."""
     (tmp_path / "jobs.yml").write_text("[]\n")
     source, clock = FakeSource(tmp_path), Clock()
-    return Reloader(r, keys, source, check_every=1.0, watch_every=2.0, clock=clock), source, clock
+    rl = Reloader(reload_requests(r, keys), source, check_every=1.0, watch_every=2.0, clock=clock)
+    rl.check()
+    return rl, source, clock
+
+
+def test_building_a_reloader_reads_no_counter_and_its_first_check_only_remembers_it(tmp_path: Path) -> None:
+    reads: list[int] = []
+
+    def requests() -> str:  # any callable will do (the store's reads Redis): here a counter that always moved
+        reads.append(1)
+        return str(len(reads))
+
+    (tmp_path / "jobs.yml").write_text("[]\n")
+    src, clock = FakeSource(tmp_path), Clock()
+    rl = Reloader(requests, src, clock=clock)
+    assert reads == []
+    assert rl.check() is False and len(reads) == 1 and src.reloads == 0
+    rl.check()
+    assert len(reads) == 1  # at most one look a second
+    clock.t += 1.0
+    rl.check()
+    assert len(reads) == 2 and src.reloads == 1
 
 
 def test_nothing_changed_nothing_reloaded(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
@@ -105,10 +128,41 @@ def test_redis_down_is_not_fatal(keys: Keys, tmp_path: Path) -> None:
     dead: Any = Dead()
     (tmp_path / "jobs.yml").write_text("[]\n")
     src, clock = FakeSource(tmp_path), Clock()
-    rl = Reloader(dead, keys, src, clock=clock)
+    rl = Reloader(reload_requests(dead, keys), src, clock=clock)
     clock.t += 5
     assert rl.check() is False
 
+
+
+def test_the_web_app_reloads_through_a_reloader_as_every_process_does(redis_url: str, r: redis.Redis, keys: Keys,
+                                                                     tmp_path: Path) -> None:
+    import time
+
+    from angora_rq.core.settings import Settings
+    from angora_rq.definitions.load import validate
+    from angora_rq.web import create_app
+
+    cfg = tmp_path / "config"
+    cfg.mkdir()
+    path = cfg / "jobs.yml"
+    path.write_text(V1)
+    app = create_app({"SETTINGS": Settings(redis_url=redis_url, prefix=keys.prefix, config_path=cfg,
+                                           data_dir=tmp_path / "data")})
+    defs, client = app.extensions["angora"].definitions, app.test_client()
+    assert isinstance(defs.reloader, Reloader) and defs.source is defs.reloader.source
+    v1 = client.get("/api/v1/config").get_json()["version"]
+    # V2 is as long as V1; with the mtime put back, the files look unchanged: only a request can show them.
+    st = path.stat()
+    path.write_text(V2)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    config, _ = validate(cfg)
+    assert config is not None and len(V1) == len(V2) and config.version != v1
+    v2 = config.version
+    defs.reloader.clock = lambda: time.monotonic() + 60  # long enough for the counter and the files to be looked at
+    assert client.get("/api/v1/config").get_json()["version"] == v1
+    request_reload(r, keys)
+    defs.reloader.clock = lambda: time.monotonic() + 120
+    assert client.get("/api/v1/config").get_json()["version"] == v2
 
 # -- end to end: a matcher under load, two versions, then a broken file ------------------------------------
 

@@ -1,10 +1,9 @@
 """`queue: NAME`: a routed job runs only on a worker serving its queue (`angora worker -q NAME`)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from angora_testkit import System, write_config
+from angora_testkit import System, wait_for, write_config
 
 
 def test_a_routed_job_runs_only_on_a_worker_of_its_queue(angora_env: dict[str, str], tmp_path: Path) -> None:
@@ -22,7 +21,10 @@ def test_a_routed_job_runs_only_on_a_worker_of_its_queue(angora_env: dict[str, s
         for run_id in runs:
             assert s.wait_run(run_id, 60)["status"] == "succeeded", s.logs()
         gamma = s.send("ev.gamma")
-        time.sleep(1.5)  # no worker serves gamma: its execution must still be waiting
+        wait_for(lambda: s.executions(gamma), 30, what="gamma's execution to be queued")
+        # A later message on a served queue: once it has run, the (idle) workers have had gamma's execution in
+        # front of them and must have left it waiting, since no worker serves gamma.
+        assert s.wait_run(s.send("ev.route", {"N": "later"}), 60)["status"] == "succeeded", s.logs()
         (waiting,) = s.executions(gamma)
     finally:
         s.stop()

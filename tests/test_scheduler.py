@@ -16,7 +16,8 @@ from angora_rq.store.bus import send as bus_send
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, ScheduleDef
-from angora_rq.processes.scheduler import Scheduler, leader_status, schedule_status
+from angora_rq.processes.scheduler import Scheduler
+from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import (GRACE, US, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire,
                              to_ms)
@@ -55,7 +56,8 @@ def is_tick(s: ScheduleDef, t: datetime) -> bool:
 
 @PURE
 @given(schedules, instants)
-@example(ScheduleDef("s", "m", cron="30 1 * * *", timezone="America/New_York"), datetime(2024, 11, 3, 5, 29, tzinfo=UTC))
+@example(ScheduleDef("s", "m", cron="30 1 * * *", timezone="America/New_York"),
+         datetime(2024, 11, 3, 5, 29, tzinfo=UTC))
 @example(ScheduleDef("s", "m", cron="30 2 * * *", timezone="America/New_York"), datetime(2024, 3, 10, 6, 0, tzinfo=UTC))
 def test_next_fire_is_the_first_tick_after(s: ScheduleDef, after: datetime) -> None:
     nxt = next_fire(s, after)
@@ -133,13 +135,14 @@ def test_catch_up_once_after_an_outage() -> None:
     s = ScheduleDef("s", "m", every=60.0, catchup="once")
     last = datetime(2024, 5, 5, 12, 0, tzinfo=UTC)
     now = datetime(2024, 5, 5, 13, 0, 2, tzinfo=UTC)
-    assert due_ticks(s, last, now) == [datetime(2024, 5, 5, 12, 59, tzinfo=UTC), datetime(2024, 5, 5, 13, 0, tzinfo=UTC)]
+    assert due_ticks(s, last, now) == [datetime(2024, 5, 5, 12, 59, tzinfo=UTC),
+                                       datetime(2024, 5, 5, 13, 0, tzinfo=UTC)]
     assert due_ticks(s.__class__("s", "m", every=60.0), last, now) == [datetime(2024, 5, 5, 13, 0, tzinfo=UTC)]
     assert missed_count(s, last, datetime(2024, 5, 5, 12, 59, tzinfo=UTC)) == 59
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(every_schedules.filter(lambda s: s.every >= 0.1), cron_schedules), instants,
+@given(st.one_of(every_schedules.filter(lambda s: (s.every or 0) >= 0.1), cron_schedules), instants,
        st.lists(st.one_of(st.floats(0.01, GRACE * 0.99), st.floats(GRACE, 4 * 86_400)), min_size=1, max_size=40))
 def test_a_scheduler_loop_never_doubles_and_loses_only_what_skip_allows(
         s: ScheduleDef, start: datetime, gaps: list[float]) -> None:
@@ -372,6 +375,9 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
         ScheduleDef("beat_once", "beat.once", every=1.0, catchup="once"),)), name="cli-test")
     a.step(T0)
     a.step(T0 + 1.5)
+    # The leader stays alive for the rest of the test: its lease (3 s) would otherwise lapse while two CLI
+    # processes start on a loaded machine, and "leader: none" is then the right answer.
+    r.pexpire(keys.scheduler_lease(), 120_000)
     out = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--json", "--config", str(cfg)],
                          env=angora_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

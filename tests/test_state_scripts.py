@@ -12,7 +12,8 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import _pickle, job_data
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import Claimed, State
+from angora_rq.core.execution import Claimed
+from angora_rq.store.state import State
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
 
@@ -79,7 +80,8 @@ def test_finish_records_result_registries_stats_and_messages(r: redis.Redis, key
     xid = create(r, keys, state)
     r.rpush(keys.worker_inflight("w1"), xid)
     r.zadd(K.rq_started("etl"), {f"{xid}:{xid}": 1})
-    ex = Claimed(id=xid, spec=JOB, run="run1", attempt=1, topic="data.ready", params={"N": "1"}, queue="etl", created=1000.0)
+    ex = Claimed(id=xid, spec=JOB, run="run1", attempt=1, topic="data.ready", params={"N": "1"}, queue="etl",
+                 created=1000.0)
     with r.pipeline() as pipe:
         assert state.finalize(pipe, ex, Done(0), 1002.0, worker="w1", pid=42) == "succeeded"
         pipe.execute()
@@ -116,5 +118,6 @@ def test_finish_failure_goes_to_rq_failed_and_counts(r: redis.Redis, keys: Keys)
 def test_job_data_template_is_the_plain_pickle() -> None:
     for xid in ("0123456789abcdef" * 2, "short-id"):
         assert job_data(xid, "pfx") == _pickle(xid, "pfx")
-        assert pickle.loads(job_data(xid, "pfx")) == ("angora_rq.processes.worker.run_execution", None, (xid, "pfx"), {})
+        assert pickle.loads(job_data(xid, "pfx")) == (
+            "angora_rq.processes.worker.run_execution", None, (xid, "pfx"), {})
 

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from angora_rq.cli.up_cmds import plan, redacted
-from angora_rq.processes.redis_server import RedisServer, free_port, ping
+from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.store.connection import ping
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor, SupervisorError
 
 BOUND = 30.0  # seconds: a bound against hangs, never a speed requirement
@@ -300,6 +301,8 @@ REPORTER = ("import os, time, redis; r = redis.Redis.from_url(os.environ['REDIS_
 
 def test_angora_up_runs_and_stops_cleanly(up_env: dict[str, str], tmp_path: Path) -> None:
     role = f"{sys.executable} -u -c \"{REPORTER}\""
+    (tmp_path / "cfg").mkdir()  # `up` checks the definitions before it starts anything
+    (tmp_path / "cfg" / "jobs.yml").write_text("- {name: noop, triggers: [noop], command: 'true'}\n")
     up = UpProcess(["--no-web", "--no-scheduler", "--workers", "2", "--grace", "3", "--config", str(tmp_path / "cfg"),
                     "--role-command", f"matcher={role}", "--role-command", f"worker={role}"], up_env)
     try:
@@ -318,7 +321,8 @@ def test_angora_up_runs_and_stops_cleanly(up_env: dict[str, str], tmp_path: Path
 
 
 def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
-    args = ["--no-web", "--no-scheduler", "--workers", "0", "--role-command", f"matcher={sys.executable} -c \"import time; time.sleep(300)\""]
+    sleeper = f"matcher={sys.executable} -c \"import time; time.sleep(300)\""
+    args = ["--no-web", "--no-scheduler", "--workers", "0", "--role-command", sleeper]
     first = UpProcess(args, up_env)
     try:
         first.wait_for("matcher started")
@@ -333,7 +337,8 @@ def test_second_angora_up_is_refused(up_env: dict[str, str]) -> None:
 
 
 def test_angora_up_runs_a_job_end_to_end(up_env: dict[str, str], tmp_path: Path) -> None:
-    # Real matcher, worker, scheduler and web, started by `up` on its embedded Redis; `angora send` finds that Redis itself.
+    # Real matcher, worker, scheduler and web, started by `up` on its embedded Redis; `angora send` finds that Redis
+    # itself.
     config = tmp_path / "config"
     config.mkdir()
     (config / "jobs.yml").write_text(f"- {{name: touch, triggers: [e2e.go], command: [touch, '{tmp_path}/done']}}\n")

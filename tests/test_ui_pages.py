@@ -13,9 +13,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.core.codec import to_str_dict
+from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
-from angora_rq.store.queries import decode
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
 from angora_rq.web import create_app
@@ -95,7 +95,7 @@ Finish = Callable[..., str]
 def finish(r: redis.Redis, keys: Keys, settings: Settings) -> Finish:
     """Finish a queued execution the way a worker does (state.finalize); returns its final status."""
     def done(xid: str, exit_code: int = 0, tail: str = "ok\n", reason: str = "exit") -> str:
-        ex = claimed_from_hash(decode(r.hgetall(keys.execution(xid))))
+        ex = Claimed.from_hash(to_str_dict(r.hgetall(keys.execution(xid))))
         now = time.time()
         with r.pipeline() as pipe:
             status = State(keys, settings).finalize(pipe, ex, Outcome(exit_code, reason, started=now - 0.25,
@@ -207,6 +207,7 @@ def test_run_page_embeds_the_run_for_the_graph_and_lists_jobs(client: FlaskClien
     assert f'data-poll="/api/v1/runs/{started["run_id"]}"' in html
     assert '<tr data-job="extract">' in html and '<tr data-job="report">' in html
     assert f'data-post="/api/v1/runs/{started["run_id"]}/cancel"' in html
+    assert f'data-post="/api/v1/runs/{started["run_id"]}/cancel?kill=true"' in html  # "Cancel and kill"
     assert 'src="/static/graph.js"' in html
 
 
@@ -227,7 +228,7 @@ def test_execution_page_has_timings_actions_and_attempt_chain(client: FlaskClien
                                                               r: redis.Redis, keys: Keys) -> None:
     first = run_job(client, "load")["execution_id"]
     assert finish(first, exit_code=7, tail="boom\n") == "replaying"
-    second = decode({b"next": r.hget(keys.execution(first), "next")})["next"]
+    second = to_str_dict({b"next": r.hget(keys.execution(first), "next")})["next"]
     html = page(client, f"/executions/{first}")
     assert "boom" in html and ">7<" in html
     assert f'data-post="/api/v1/executions/{first}/retry"' in html

@@ -19,7 +19,6 @@ from angora_rq.web import create_app
 from angora_rq.web.intake import Intake
 
 FORM = "application/x-www-form-urlencoded"
-MakeApp = Callable[..., Flask]
 
 
 class Counted:
@@ -32,6 +31,9 @@ class Counted:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         self.calls += 1
         return self.flask_app(environ, start_response)
+
+
+MakeApp = Callable[..., tuple[Flask, Counted]]
 
 
 @pytest.fixture

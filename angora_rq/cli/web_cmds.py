@@ -9,7 +9,7 @@ from typing import Optional
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli.group import main, settings_from
 from angora_rq.core.security import exposure, is_loopback
 from angora_rq.core.settings import Settings
 

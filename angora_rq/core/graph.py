@@ -129,7 +129,8 @@ class Graph:
                                       "it runs only when a message is sent from outside (/send, angora send)"))
         for cycle in self.cycles():
             first = self.jobs[cycle[0]]
-            out.append(_warn(first, "message cycle: " + " -> ".join([*cycle, cycle[0]]) + " (allowed; make sure it ends)"))
+            loop = " -> ".join([*cycle, cycle[0]])
+            out.append(_warn(first, f"message cycle: {loop} (allowed; make sure it ends)"))
         return out
 
     def cycles(self) -> list[list[str]]:

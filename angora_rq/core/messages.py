@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from angora_rq.core.codec import to_str_dict
 from angora_rq.core.errors import InvalidInput
 
 MAX_TOPIC = 256
@@ -59,7 +60,8 @@ def check_params(params: Any) -> dict[str, str]:
     total = 0
     for k, v in params.items():
         if not isinstance(k, str) or not PARAM_NAME_RE.match(k):
-            raise InvalidInput(f"param name {str(k)[:80]!r} is not valid (letters, digits, _; not starting with a digit)")
+            raise InvalidInput(f"param name {str(k)[:80]!r} is not valid "
+                               "(letters, digits, _; not starting with a digit)")
         other = folded.setdefault(k.upper(), k)
         if other != k:
             raise InvalidInput(f"param names {other!r} and {k!r} differ only in case; give one of them")
@@ -138,7 +140,7 @@ class Message:
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> "Message":
         """Decode stream entry fields (bytes or str keys/values)."""
-        d = {_s(k): _s(v) for k, v in fields.items()}
+        d = to_str_dict(fields)
         return cls(
             topic=d.get("t", ""),
             params=json.loads(d["p"]) if d.get("p") else {},
@@ -151,7 +153,3 @@ class Message:
     def is_root(self) -> bool:
         """True when the message starts or joins a run from outside (not sent by a job)."""
         return not self.origin.startswith("job:")
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

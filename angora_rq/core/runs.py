@@ -5,15 +5,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-FAILED = frozenset({"failed", "killed", "upstream_failed"})
-SUCCEEDED = frozenset({"succeeded", "skipped"})
-WAITING = frozenset({"held", "queued", "delayed", "pending"})
-TERMINAL = FAILED | SUCCEEDED | {"not_triggered", "canceled"}
+from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Status
 
 
 def is_terminal(status: str) -> bool:
     """True for a status that will not change by itself."""
-    return status in TERMINAL
+    return status in FINAL
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ def _overall(jobs: Mapping[str, str], finished: bool, canceled: bool) -> str:
     if not finished:
         if canceled:
             return "canceling"
-        started = [s for s in jobs.values() if s not in WAITING]
+        started = [s for s in jobs.values() if s not in NOT_STARTED]
         return "running" if started else "queued"
     if canceled:
         return "canceled"
@@ -65,7 +62,7 @@ def _ancestor_failed(name: str, parents: Mapping[str, Sequence[str]], jobs: Mapp
         if p in seen:
             continue
         seen.add(p)
-        if jobs.get(p) in FAILED or jobs.get(p) == "canceled":
+        if jobs.get(p) in FAILED or jobs.get(p) == Status.canceled:
             return True
         todo.extend(parents.get(p, ()))
     return False

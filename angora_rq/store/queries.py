@@ -6,6 +6,7 @@ from typing import Any, Iterable, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
@@ -15,18 +16,16 @@ LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origi
 NUMERIC = {"attempt": int, "created": float, "started": float, "ended": float, "duration": float, "exit_code": int}
 
 
-def decode(raw: dict) -> dict[str, Any]:
-    """A Redis hash as str -> str."""
-    return {_s(k): _s(v) for k, v in raw.items()}
-
-
 def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, Any]:
     """An execution hash as JSON-ready data (numbers typed, params and spec parsed)."""
     out: dict[str, Any] = {}
     for name in LIST_FIELDS:
         value = fields.get(name, "")
         conv = NUMERIC.get(name)
-        out[name] = (conv(float(value)) if conv is int else conv(value)) if conv and value not in ("", None) else (value or None)
+        if conv and value not in ("", None):
+            out[name] = conv(float(value)) if conv is int else conv(value)
+        else:
+            out[name] = value or None
     out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
     if with_tail:
         out["tail"] = fields.get("tail", "")
@@ -54,7 +53,7 @@ class Queries:
         raw = self.r.hgetall(self.keys.execution(xid))
         if not raw:
             raise NotFound(f"no execution {xid!r}")
-        return execution_view(decode(raw))
+        return execution_view(to_str_dict(raw))
 
     def executions(self, ids: Iterable[str], with_tail: bool = False) -> list[dict[str, Any]]:
         """Several executions in one round trip (expired ones skipped)."""
@@ -68,7 +67,7 @@ class Queries:
             replies = p.execute()
         out = []
         for reply in replies:
-            fields = decode(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), (_s(v) for v in reply)))
+            fields = to_str_dict(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), map(to_str, reply)))
             if fields.get("id"):
                 out.append(execution_view(fields, with_tail))
         return out
@@ -80,19 +79,19 @@ class Queries:
             p.zcard(key)
             p.zrevrange(key, offset, offset + limit - 1)
             total, ids = p.execute()
-        return int(total), self.executions(_s(i) for i in ids)
+        return int(total), self.executions(to_str(i) for i in ids)
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run, oldest first."""
         ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
-        return self.executions(_s(i) for i in ids)
+        return self.executions(to_str(i) for i in ids)
 
     def run_hash(self, run_id: str) -> dict[str, str]:
         """A run's raw hash; NotFound if unknown or expired."""
         raw = self.r.hgetall(self.keys.run(run_id))
         if not raw:
             raise NotFound(f"no run {run_id!r}")
-        return decode(raw)
+        return to_str_dict(raw)
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A run with its plan, every planned job's status (pending included) and its overall status."""
@@ -107,7 +106,7 @@ class Queries:
         total = int(self.r.zcount(key, lo, hi))
         filtered = status is not None or job is not None
         window = limit * 20 if filtered else limit
-        ids = [_s(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
+        ids = [to_str(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
         out: list[dict[str, Any]] = []
         # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
         chunk = max(limit, 1)
@@ -119,7 +118,7 @@ class Queries:
             for raw in raws:
                 if not raw:
                     continue
-                view = run_view(decode(raw))
+                view = run_view(to_str_dict(raw))
                 if status and view["status"] != status:
                     continue
                 if job and job not in view["jobs"]:
@@ -136,7 +135,7 @@ class Queries:
             for n in names:
                 p.hgetall(self.keys.job_stats(n))
             replies = p.execute()
-        return {n: stats_view(decode(raw)) for n, raw in zip(names, replies)}
+        return {n: stats_view(to_str_dict(raw)) for n, raw in zip(names, replies)}
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
@@ -186,7 +185,3 @@ def run_view(h: dict[str, str]) -> dict[str, Any]:
         "jobs": jobs,
         "counts": summary.counts,
     }
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import redis
-
 from angora_rq.core.keys import Keys
+from angora_rq.store.connection import Redis
 from angora_rq.store.link import link_for
 
 RUNNING_SECONDS = 60  # gone a minute after the last matcher stops publishing it
@@ -16,7 +15,7 @@ def publish_running_version(conn: Any, keys: Keys, version: str) -> None:
     conn.set(keys.running_version(), version, ex=RUNNING_SECONDS)
 
 
-def running_version(r: redis.Redis, keys: Keys) -> Optional[str]:
+def running_version(r: Redis, keys: Keys) -> Optional[str]:
     """The definitions version the matchers run (the last one published), or None when no matcher runs."""
     value = link_for(r).call("GET", keys.running_version())
     return value.decode() if isinstance(value, bytes) else value

@@ -232,7 +232,8 @@ LOGIN_PAGE = """<!doctype html>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password">{% endif %}
 {% if with_token %}<label for="token">{% if with_password %}Or the API token{% else %}API token{% endif %}</label>
-<input id="token" name="token" type="password" autocomplete="off" {% if not with_password %}autofocus{% endif %}>{% endif %}
+<input id="token" name="token" type="password" autocomplete="off"
+ {%- if not with_password %} autofocus{% endif %}>{% endif %}
 <button type="submit">Log in</button></form></body></html>"""
 
 

@@ -36,7 +36,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Register rq-dashboard's blueprint on Angora's Redis (unless it is off); no connection is made here."""
     if settings.rq_dashboard == "off":
         return
-    import rq_dashboard  # needs `six` (facts.md)
+    import rq_dashboard  # rq-dashboard 0.9.0 imports `six` without declaring it (a dependency of Angora)
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", settings.effective_redis_url)
     app.config.setdefault("RQ_DASHBOARD_DISABLE_DELETE", True)
@@ -92,11 +92,9 @@ def _check_args(args: dict[str, Any]) -> None:
 def _compact_check(queue: str) -> Any:
     """Compacting an unknown queue is 404; an empty one has nothing to compact (RQ's RENAME of the missing list
     was a 503)."""
-    from flask import jsonify
+    from flask import current_app, jsonify
 
-    from angora_rq.web import angora
-
-    ext = angora()
+    ext = current_app.extensions["angora"]
     known, length = ext.queries.rq_queue_state(queue)
     if not known:
         raise NotFound(f"no RQ queue named {queue[:80]!r}")

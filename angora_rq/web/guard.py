@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, jsonify, request, session
 
+from angora_rq.core.errors import Forbidden
 from angora_rq.core.security import allowed_hosts, host_allowed
 from angora_rq.core.settings import Settings
 
@@ -127,11 +128,9 @@ def same_origin(origin: str) -> bool:
     return bool(netloc) and netloc == request.host.lower()
 
 
-def _refuse(message: str, detail: str) -> Response:
-    from angora_rq.web import error_response
-
+def _refuse(message: str, detail: str) -> Any:
     log.warning("%s: %s %r", message, request.method, request.path)
-    return error_response(403, message, detail)
+    raise Forbidden(message, detail)  # answered by the app's error handlers (JSON, or a page for browsers)
 
 
 def _form_token() -> Optional[str]:
