@@ -122,7 +122,7 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
         assert _group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
         output = (tmp_path / "web.log").read_text()
         assert "Traceback" not in output, output[-3000:]
-        assert "WARNING: ANGORA_AUTH=off: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in output, output[-3000:]
+        assert "ANGORA_AUTH=off: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in output, output[-3000:]
     r.close()
 
 

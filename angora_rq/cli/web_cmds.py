@@ -41,9 +41,7 @@ def startup_lines(settings: Settings, host: str, port: int) -> list[str]:
     elif is_loopback(host):
         lines.append("angora web: WARNING: UNAUTHENTICATED (no ANGORA_AUTH_TOKEN or ANGORA_AUTH_USER/PASSWORD); "
                      "bound to loopback only. Set credentials before exposing it with --host/ANGORA_BIND.")
-    else:
-        lines.append(f"angora web: WARNING: UNAUTHENTICATED (ANGORA_AUTH=off) and listening on {host}: anyone who "
-                     "can reach this port can run jobs. Set ANGORA_AUTH_TOKEN.")
+    # Off loopback without credentials (ANGORA_AUTH=off): check_exposure has logged its warning.
     return lines
 
 

@@ -45,8 +45,8 @@ def exposure(settings: Settings, host: str) -> tuple[Optional[str], Optional[str
     if settings.auth_enabled or is_loopback(host):
         return None, None
     if settings.auth_off:
-        return None, (f"WARNING: ANGORA_AUTH=off: serving on {host} WITHOUT AUTHENTICATION; anyone who can reach "
-                      "this port can run jobs")
+        return None, (f"ANGORA_AUTH=off: serving on {host} WITHOUT AUTHENTICATION; anyone who can reach this port "
+                      "can run jobs (set ANGORA_AUTH_TOKEN)")
     return (f"refusing to serve on {host} without authentication: set ANGORA_AUTH_TOKEN (or ANGORA_AUTH_USER and "
             "ANGORA_AUTH_PASSWORD), bind to 127.0.0.1, or set ANGORA_AUTH=off to serve unauthenticated anyway",
             None)
