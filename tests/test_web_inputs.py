@@ -159,11 +159,13 @@ def test_login_redirects_only_to_this_site(make_app: MakeApp, target: str) -> No
 def test_web_follows_the_version_the_matchers_run(make_app: MakeApp, config: Path, r: redis.Redis,
                                                   keys: Keys) -> None:
     """Before: the web read its files again at most every 2 s, on requests; a job the matchers already ran
-    was 404 in between (and for good when a broken file came next)."""
+    was 404 in between (and for good when a broken file came next). Now a new version published by the matchers
+    makes it read them at once."""
     app = make_app()
-    app.extensions["angora"].definitions.recheck = 3600.0  # only following the matchers may reload it here
     client = app.test_client()
     assert client.get("/api/v1/jobs/hello").status_code == 200
+    reloader = app.extensions["angora"].definitions.reloader
+    reloader.watch_every = reloader.check_every = 3600.0  # only following the matchers may reload it here
     (config / "more.yml").write_text("- name: later\n  triggers: [say.later]\n  command: echo later\n")
     assert client.get("/api/v1/jobs/later").status_code == 404  # the matchers still run the first version
     new = load_config(config).version
