@@ -170,6 +170,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             wait_until(lambda: _port_open(port) and _request(port, "healthz") == 200, 60, 0.05,
                        "the web server to answer", procs)
             alone = timed_requests(port, min(10.0, args.seconds), args.fast)
+            rss_alone = tree_rss_mib(web.pid)
             slow = SlowClients(port, args.slow)
             slow.start()
             wait_until(lambda: slow.opened >= args.slow, 60, 0.05, "the slow connections to open")
@@ -181,7 +182,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             slow.stop()
             procs.check()
         return {"slow_connections": args.slow, "held_open_at_least": held, "reopened": slow.closed_by_server,
-                "connect_failures": slow.failed, "server_rss_mib": rss, "seconds": args.seconds,
+                "connect_failures": slow.failed, "server_rss_mib": rss, "server_rss_mib_alone": rss_alone,
+                "seconds": args.seconds,
                 "fast_clients": args.fast,
                 "alone": alone, "with_slow_clients": loaded, "server": " ".join(argv[1:]), "machine": machine()}
     finally:
@@ -192,7 +194,8 @@ def table(res: dict[str, Any]) -> str:
     """The figures as Markdown."""
     lines = [f"{res['slow_connections']} slow connections (at least {res['held_open_at_least']} held open at once, "
              f"{res['reopened']} reopened after the server closed them), {res['seconds']:g} s, "
-             f"{res['fast_clients']} other clients; the server's processes: {res['server_rss_mib']:.0f} MiB RSS", "",
+             f"{res['fast_clients']} other clients; the server's processes: {res['server_rss_mib']:.0f} MiB RSS "
+             f"({res['server_rss_mib_alone']:.0f} without the slow clients)", "",
              "| other clients' requests | answered | errors | p50 ms | p99 ms | max ms |",
              "|---|---:|---:|---:|---:|---:|"]
     for phase in ("alone", "with_slow_clients"):
