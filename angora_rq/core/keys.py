@@ -164,6 +164,23 @@ class Keys:
     def rq_name(self, queue: str) -> str:
         """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
         return queue if self.prefix == DEFAULT_PREFIX else f"{self.prefix}:{queue}"
+    def running_version(self) -> str:
+        """The definitions version the matchers run (expires when no matcher publishes it); the web follows it."""
+        return f"{self.prefix}:config:running"
+
+    # -- the web role --------------------------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """The web sessions' signing key, generated once (unless ANGORA_SECRET_KEY is set)."""
+        return f"{self.prefix}:web:secret"
+
+    def web_session(self, session_id: str) -> str:
+        """A logged-in browser session (value: credentials fingerprint); deleted at logout, expires with it."""
+        return f"{self.prefix}:web:session:{session_id}"
+
+    def login_failures(self, client: str) -> str:
+        """Counter of failed logins from one client address in the current window."""
+        return f"{self.prefix}:web:login-failures:{client}"
+
 
     def rq_queue(self, queue: str) -> str:
         """RQ's list of queued job ids (`rq_queue("")` is the prefix of every queue of this deployment)."""

@@ -8,6 +8,7 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
+from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
 from angora_rq.core.schema import Exec, Run, Status
@@ -40,6 +41,14 @@ class Queries:
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self.r = r
         self.keys = keys
+
+    def rq_queue_state(self, queue: str) -> tuple[bool, int]:
+        """Whether RQ knows the queue (its set of queues), and how many job ids its list holds."""
+        with self.r.pipeline(transaction=False) as p:
+            p.sismember(K.RQ_QUEUES, self.keys.rq_queue(queue))
+            p.llen(self.keys.rq_queue(queue))
+            known, length = p.execute()
+        return bool(known), int(length)
 
     def execution(self, xid: str) -> dict[str, Any]:
         """One execution with its output tail; NotFound if unknown or expired."""

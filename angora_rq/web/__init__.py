@@ -13,12 +13,15 @@ from typing import Any, Callable, Optional
 from flask import Flask, Response, current_app, jsonify, make_response, request
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from angora_rq.processes import logs
-from angora_rq.store.connection import Redis, connect, unavailable
+from angora_rq.store.connection import Redis, RedisError, connect, unavailable
 from angora_rq.store.control import Control
+from angora_rq.store.link import release_link
 from angora_rq.store.reloads import reload_requests
-from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Overloaded, Unavailable
+from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Unavailable
+from angora_rq.store.versions import running_version
 from angora_rq.core.keys import Keys
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 2.0
 MAX_BODY = 1024 * 1024
+REDIS_CONNECTIONS = 16  # per server process, whatever its thread count (web/server.py)
 
 
 class Definitions:
@@ -134,11 +138,12 @@ class Angora:
     control: Control
     definitions: Definitions
     pressure: Pressure
+    _followed: Optional[str] = None  # the matchers' version last seen (and reloaded for)
 
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
         """Build the resources; nothing connects until the first command."""
-        r = connect(settings, socket_timeout=10)
+        r = connect(settings, pool_size=REDIS_CONNECTIONS, socket_timeout=10)
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
         return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), definitions,
@@ -150,8 +155,27 @@ class Angora:
         return self.definitions.source
 
     def snapshot(self) -> Snapshot:
-        """The definitions in force."""
+        """The definitions in force: read again first when the matchers run another version than ours."""
+        self.follow_matchers()
         return self.definitions.snapshot()
+
+    def config_status(self) -> dict[str, Any]:
+        """Definitions.status(), and the version the matchers run (they and this app read the same files)."""
+        running = self.follow_matchers()
+        return dict(self.definitions.status(), matchers_version=running)
+
+    def follow_matchers(self) -> Optional[str]:
+        """The version the matchers run (published in Redis; None when none runs or Redis is down); reload the
+        files once for each new one, so that a job a matcher runs is never unknown here."""
+        try:
+            running = running_version(self.r, self.keys)
+        except RedisError:
+            return None
+        source = self.definitions.source
+        if running and running != self._followed and (source is None or source.current().version != running):
+            self._followed = running
+            self.definitions.refresh(force=True)
+        return running
 
 
 def angora() -> Angora:
@@ -167,8 +191,9 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     settings = config.pop("SETTINGS", None) or Settings.from_env()
     # The entry point of the web role under a WSGI server (the Procfile's granian): log like the other roles.
     logs.configure(settings.log_level, settings.log_format)
+    refuse_exposure(settings)
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config())
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config(settings))
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
     app.config.update(config)
     ext = Angora.create(settings)
@@ -185,8 +210,21 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     app.register_blueprint(metrics.bp)
     dashboard.init_app(app, settings)
     register_error_handlers(app)
+    app.teardown_request(lambda _: release_link(ext.r))  # the thread's held connection goes back to the pool
     intake.install(app)
+    if settings.proxy_hops:  # outermost, so that the fast lane, the Host check and the cookies see the client's view
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)  # type: ignore
     return app
+
+
+def refuse_exposure(settings: Settings) -> None:
+    """AngoraError when the settings say the app is bound off loopback without credentials (core.security)."""
+    from angora_rq.core.security import exposure
+
+    error, _ = exposure(settings, settings.bind) if settings.bind else (None, None)
+    if error:
+        raise AngoraError(error)
 
 
 def _ui_blueprint() -> Any:
@@ -224,8 +262,9 @@ def error_response(status: int, message: str, detail: Any = None) -> Response:
 
 def _angora_error(e: AngoraError) -> Response:
     resp = error_response(e.status, e.message, e.detail)
-    if isinstance(e, Overloaded):
-        resp.headers["Retry-After"] = str(e.retry_after)
+    retry_after = getattr(e, "retry_after", None)
+    if retry_after:
+        resp.headers["Retry-After"] = str(retry_after)
     return resp
 
 

@@ -243,8 +243,9 @@ def graph() -> Any:
 
 @bp.get("/config")
 def config() -> Any:
-    """The definitions loaded (version, files, warnings) and the errors of the files as they are now."""
-    return jsonify(_ext().definitions.status())
+    """The definitions loaded (version, files, warnings), the errors of the files as they are now, and the
+    version the matchers run (they and this app read the same files the same way)."""
+    return jsonify(_ext().config_status())
 
 
 @bp.get("/openapi.json")

@@ -119,4 +119,4 @@ def reload_config() -> Any:
     ext = _ext()
     n = request_reload(ext.r, ext.keys)
     ext.definitions.refresh(force=True)
-    return jsonify({"requested": n, "config": ext.definitions.status()})
+    return jsonify({"requested": n, "config": ext.config_status()})
