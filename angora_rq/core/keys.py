@@ -184,7 +184,7 @@ class Keys:
 
     def rq_queue(self, queue: str) -> str:
         """RQ's list of queued job ids (`rq_queue("")` is the prefix of every queue of this deployment)."""
-        return f"rq:queue:{self.rq_name(queue)}"
+        return rq_queue_named(self.rq_name(queue))
 
     def rq_started(self, queue: str) -> str:
         """RQ's StartedJobRegistry (members `job_id:execution_id`, score = expiry)."""
@@ -210,6 +210,11 @@ class Keys:
 # -- RQ's keys shared by every deployment on the database (fixed by RQ; checked against RQ in tests) ----------
 RQ_QUEUES = "rq:queues"
 RQ_WORKERS = "rq:workers"
+
+
+def rq_queue_named(rq_name: str) -> str:
+    """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
+    return f"rq:queue:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:

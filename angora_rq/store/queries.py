@@ -42,11 +42,11 @@ class Queries:
         self.r = r
         self.keys = keys
 
-    def rq_queue_state(self, queue: str) -> tuple[bool, int]:
-        """Whether RQ knows the queue (its set of queues), and how many job ids its list holds."""
+    def rq_queue_state(self, rq_name: str) -> tuple[bool, int]:
+        """Whether RQ knows the queue named `rq_name` by RQ (its set of queues), and how many ids its list holds."""
         with self.r.pipeline(transaction=False) as p:
-            p.sismember(K.RQ_QUEUES, self.keys.rq_queue(queue))
-            p.llen(self.keys.rq_queue(queue))
+            p.sismember(K.RQ_QUEUES, K.rq_queue_named(rq_name))
+            p.llen(K.rq_queue_named(rq_name))
             known, length = p.execute()
         return bool(known), int(length)
 

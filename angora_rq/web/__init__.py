@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from angora_rq.processes import logs
-from angora_rq.store.connection import Redis, RedisError, connect, unavailable
+from angora_rq.store.connection import Redis, RedisError, ResponseError, connect, unavailable
 from angora_rq.store.control import Control
 from angora_rq.store.link import release_link
 from angora_rq.store.reloads import reload_requests
@@ -293,9 +293,12 @@ def _unexpected(e: BaseException) -> Response:
 
 
 def from_library_error(e: BaseException) -> Optional[AngoraError]:
-    """Redis trouble -> Unavailable (store.connection.unavailable); rq's unknown job -> NotFound; else None."""
+    """Redis trouble -> Unavailable (store.connection.unavailable); rq's unknown job, or a key that does not exist
+    (rq-dashboard's compact of an unknown queue renames a missing list) -> NotFound; else None."""
     from rq.exceptions import NoSuchJobError
 
     if isinstance(e, NoSuchJobError):
         return NotFound(str(e) or "no such RQ job")
+    if isinstance(e, ResponseError) and "no such key" in str(e).lower():
+        return NotFound("no such queue or job")
     return unavailable(e)

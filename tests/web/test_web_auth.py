@@ -215,12 +215,17 @@ def test_rq_dashboard_buttons_need_the_token_and_this_origin(make_app: MakeApp) 
     assert client.post("/api/v1/jobs/hello/run", json={}, headers=BEARER).status_code == 202  # queue exists
     login(client, token=TOKEN)
     token = session_csrf(client)
-    evil = client.post("/rq/queue/default/compact", headers={"Origin": "https://evil.example", "X-CSRF-Token": token})
+    compact = f"/rq/queue/{app.extensions['angora'].keys.rq_name('default')}/compact"  # RQ's name of the queue
+    evil = client.post(compact, headers={"Origin": "https://evil.example", "X-CSRF-Token": token})
     assert evil.status_code == 403
-    no_token = client.post("/rq/queue/default/compact", headers={"Origin": "http://localhost"})
+    no_token = client.post(compact, headers={"Origin": "http://localhost"})
     assert no_token.status_code == 403
-    ok = client.post("/rq/queue/default/compact", headers={"Origin": "http://localhost", "X-CSRF-Token": token})
+    ok = client.post(compact, headers={"Origin": "http://localhost", "X-CSRF-Token": token})
     assert ok.status_code == 200 and ok.get_json()["status"] == "OK"
+    # A queue RQ does not know: 404, not a 503 from Redis' "no such key".
+    same = {"Origin": "http://localhost", "X-CSRF-Token": token}
+    missing = client.post("/rq/queue/nosuchqueue/compact", headers=same)
+    assert missing.status_code == 404
 
 
 def test_csrf_token_and_current_user_for_templates(app: Flask) -> None:

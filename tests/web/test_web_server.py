@@ -229,7 +229,7 @@ def test_procfile_web_knows_its_own_origin(web: Web) -> None:
     token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
 
     def compact(origin: str) -> tuple[int, bytes]:
-        req = urllib.request.Request(server + "/rq/queue/default/compact", b"", method="POST",
+        req = urllib.request.Request(server + f"/rq/queue/{web.keys.rq_name('default')}/compact", b"", method="POST",
                                      headers={"Origin": origin, "X-CSRF-Token": token})
         try:
             with browser.open(req, timeout=30) as resp:
