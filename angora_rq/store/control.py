@@ -102,6 +102,8 @@ class Control:
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        if f.get("replay_of"):
+            self.state.settle_replayed(pipe, xid)
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""

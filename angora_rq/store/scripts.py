@@ -188,6 +188,18 @@ redis.call('HINCRBY', ARGV[4], 'total', 1)
 return 1
 """
 
+# An attempt that ended or was dropped settles the attempt it replays: that one stops showing `replaying` (a replay
+# is scheduled) and shows `failed`. Sent only for attempts after the first.
+# KEYS: this execution   ARGV: execution key prefix
+SETTLE_REPLAYED = """
+local prev = redis.call('HGET', KEYS[1], 'replay_of')
+if prev and prev ~= '' then
+  local pk = ARGV[1] .. prev
+  if redis.call('HGET', pk, 'status') == 'replaying' then redis.call('HSET', pk, 'status', 'failed') end
+end
+return 1
+"""
+
 # The pre-read of a matcher batch: what Python needs to plan it (run plans, and the statuses a join waits on).
 # ARGV: n runs, then per run: key, mode ('plan' = the plan field only, 'all' = the whole hash)
 READ_RUNS = """

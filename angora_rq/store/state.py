@@ -14,7 +14,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_mapping, utc_iso
-from angora_rq.store.scripts import CREATE, FINISH
+from angora_rq.store.scripts import CREATE, FINISH, SETTLE_REPLAYED
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -189,6 +189,8 @@ class State:
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now)
+        if ex.attempt > 1:
+            self.settle_replayed(pipe, ex.id)
         if ok:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
@@ -221,6 +223,10 @@ class State:
         for name, value in fields.items():
             args += (name, value)
         pipe.eval(FINISH, 0, *args)
+
+    def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
+        """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
+        pipe.eval(SETTLE_REPLAYED, 1, self.keys.execution(xid), self.keys.execution(""))
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         from angora_rq.store.scripts import RELEASE

@@ -2,7 +2,7 @@
 
 Credentials (only when ANGORA_AUTH_TOKEN, or ANGORA_AUTH_USER + ANGORA_AUTH_PASSWORD, is set):
 scripts send `Authorization: Bearer <token>` (or HTTP Basic user:password); browsers log in at /login, which
-sets a signed session cookie. `/healthz`, `/login` and static files stay open. Unauthenticated API calls
+sets a signed session cookie. `/healthz`, `/login`, `/favicon.ico` and static files stay open. Unauthenticated API calls
 get 401 JSON; unauthenticated pages redirect to /login?next=<page>.
 
 CSRF: every POST/PUT/PATCH/DELETE from a browser must carry the session's token, checked here by a
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
+OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static", "favicon"})
 BROWSER_HEADERS = ("Cookie", "Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode")
 JSON_PREFIXES = ("/api/", "/send", "/healthz")
 CSRF_FIELD = "csrf_token"
