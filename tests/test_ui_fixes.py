@@ -1,5 +1,6 @@
 """Counts labelled for what they count, settled attempts, the definitions-errors banner, error pages, the favicon
 and the way back from rq-dashboard (Flask's test client on a real Redis)."""
+# ruff: noqa: F811  (the fixtures imported from test_ui_pages are parameters of the tests below)
 from __future__ import annotations
 
 import re
@@ -95,8 +96,7 @@ def test_error_page_is_styled_even_when_redis_is_down(settings: Settings) -> Non
     from angora_rq.processes.redis_server import free_port
 
     down = replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    client = create_app({"SETTINGS": down, "TESTING": True}).test_client()
-    resp = client.get("/", headers={"Accept": "text/html"})
+    resp = create_app({"SETTINGS": down, "TESTING": True}).test_client().get("/", headers={"Accept": "text/html"})
     html = resp.get_data(as_text=True)
     assert resp.status_code == 503 and 'href="/static/angora.css"' in html and "Redis is not reachable" in html
 
