@@ -12,12 +12,14 @@ import redis
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.model import JobDef
+from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import Scripts
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import Claimed, State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
+SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -54,7 +56,9 @@ class Janitor:
         self.scripts = scripts or Scripts(r)
         self.state = State(keys, settings)
         self._last_reap = 0.0
+        self._last_settle = 0.0
         self._last_trim = 0.0
+        self.run_index = RunIndex(r, keys)
 
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
@@ -64,6 +68,9 @@ class Janitor:
             self._last_reap = now
             self.reap_workers()
             self.replay_orphans(now)
+        if now - self._last_settle >= SETTLE_EVERY:
+            self._last_settle = now
+            self.run_index.settle()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -127,7 +134,10 @@ class Janitor:
                 p.zremrangebyscore(K.rq_failed(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
-            p.execute()
+            p.zrange(k.runs(), 0, 0, withscores=True)
+            oldest = p.execute()[-1]
+        # The run indexes keep what the runs index keeps.
+        self.run_index.trim(oldest[0][1] if oldest else now - self.settings.retention)
 
 
 def claimed_from_hash(fields: dict[str, str]) -> Claimed:

@@ -26,6 +26,7 @@ import redis
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.store.bus import send_keys
 from angora_rq.store.scripts import SEND
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import GRACE, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire, to_ms
@@ -62,7 +63,7 @@ return 0
 """
 
 # Send (or, mode 'mark', only record) one tick, fenced. Wraps bus's SEND unchanged as a function.
-# KEYS: stream, run, runs (as SEND), lease, schedule state
+# KEYS: stream, run, runs, runs unsettled (as SEND), lease, schedule state
 # ARGV: SEND's args (budget, now, run_id, n, fields..., topic, origin), then: "holder token", tick_ms, token,
 #       run_prefix, overlap, mode, schedule name, covers
 # -> {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | backlog
@@ -73,27 +74,27 @@ local base = 6 + tonumber(ARGV[4]) * 2
 local holder, tick_s, token_s = ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
 local tick, token = tonumber(tick_s), tonumber(token_s)
 local run_prefix, overlap, mode = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
-if redis.call('GET', KEYS[4]) ~= holder then return {'fenced', ''} end
-local st = redis.call('HMGET', KEYS[5], 'last', 'token', 'run')
+if redis.call('GET', KEYS[5]) ~= holder then return {'fenced', ''} end
+local st = redis.call('HMGET', KEYS[6], 'last', 'token', 'run')
 if st[2] and tonumber(st[2]) > token then return {'fenced', ''} end
 if st[1] and tonumber(st[1]) >= tick then return {'stale', st[1]} end
 if mode == 'mark' then
-  redis.call('HSET', KEYS[5], 'last', tick_s, 'token', token_s)
+  redis.call('HSET', KEYS[6], 'last', tick_s, 'token', token_s)
   return {'marked', ''}
 end
 if overlap == 'forbid' and st[3] and st[3] ~= '' then
   local active = tonumber(redis.call('HGET', run_prefix .. st[3], 'active') or '0') or 0
   if active > 0 then
-    redis.call('HSET', KEYS[5], 'last', tick_s, 'token', token_s, 'last_skipped', tick_s)
-    redis.call('HINCRBY', KEYS[5], 'skipped', 1)
+    redis.call('HSET', KEYS[6], 'last', tick_s, 'token', token_s, 'last_skipped', tick_s)
+    redis.call('HINCRBY', KEYS[6], 'skipped', 1)
     return {'overlap', st[3]}
   end
 end
 local id = send_message()
 if type(id) == 'table' then return {'backlog', ''} end
 redis.call('HSET', KEYS[2], 'schedule', ARGV[base + 7], 'tick', tick_s, 'covers', ARGV[base + 8])
-redis.call('HSET', KEYS[5], 'last', tick_s, 'token', token_s, 'run', ARGV[3], 'entry', id, 'sent_at', ARGV[2])
-redis.call('HINCRBY', KEYS[5], 'sent', 1)
+redis.call('HSET', KEYS[6], 'last', tick_s, 'token', token_s, 'run', ARGV[3], 'entry', id, 'sent_at', ARGV[2])
+redis.call('HINCRBY', KEYS[6], 'sent', 1)
 return {'sent', id}
 """
 
@@ -257,8 +258,7 @@ class Scheduler:
         k = self.keys
         args = [self.settings.backlog, repr(now), msg.run_id, len(fields), *flat, msg.topic, msg.origin,
                 self.lease.value, to_ms(tick), self.lease.token, k.run(""), s.overlap, mode, s.name, covers]
-        reply = self._tick(keys=[k.stream(), k.run(msg.run_id), k.runs(), k.scheduler_lease(), k.schedule(s.name)],
-                           args=args)
+        reply = self._tick(keys=[*send_keys(k, msg.run_id), k.scheduler_lease(), k.schedule(s.name)], args=args)
         outcome, detail = (_s(x) for x in reply)
         if outcome == "fenced":
             self._fenced_out()

@@ -23,7 +23,7 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Op
     args = [backlog, repr(msg.sent_at or time.time()), msg.run_id, len(fields), *flat, msg.topic, msg.origin]
     with redis_errors():
         try:
-            entry = link_for(r).script(scripts.send, [keys.stream(), keys.run(msg.run_id), keys.runs()], args)
+            entry = link_for(r).script(scripts.send, send_keys(keys, msg.run_id), args)
         except redis.exceptions.ResponseError as e:
             if "BACKLOG" in str(e):
                 raise Unavailable(
@@ -32,6 +32,11 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, scripts: Op
                 ) from e
             raise
     return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+def send_keys(keys: Keys, run_id: str) -> list[str]:
+    """The KEYS of the SEND script (the scheduler's TICK passes them too, then its own)."""
+    return [keys.stream(), keys.run(run_id), keys.runs(), keys.runs_unsettled()]
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

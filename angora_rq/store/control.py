@@ -70,7 +70,10 @@ class Control:
         """No further job of the run starts; running commands finish (kill them to stop them)."""
         if not self.r.exists(self.keys.run(run_id)):
             raise NotFound(f"no run {run_id!r}")
-        self.r.hset(self.keys.run(run_id), "canceled", "1")
+        with self.r.pipeline() as pipe:
+            pipe.hset(self.keys.run(run_id), "canceled", "1")
+            pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes must look again
+            pipe.execute()
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
@@ -131,6 +134,7 @@ class Control:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
             for topic in ex.spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
             pipe.execute()

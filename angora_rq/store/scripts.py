@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import redis
 
-# Accept a root message unless the stream is over its backlog budget; count it in its run.
-# KEYS: stream, run, runs   ARGV: budget (0 = none), now, run_id, n_fields, field, value, ..., topic, origin
+# Accept a root message unless the stream is over its backlog budget; count it in its run, which is (again) live:
+# the run indexes must look at it (runs unsettled: bump its change counter).
+# KEYS: stream, run, runs, runs unsettled   ARGV: budget (0 = none), now, run_id, n_fields, field, value, ...,
+#       topic, origin
 SEND = """
 local budget = tonumber(ARGV[1])
 if budget > 0 and redis.call('XLEN', KEYS[1]) >= budget then
@@ -19,6 +21,7 @@ if redis.call('HSETNX', KEYS[2], 'created', ARGV[2]) == 1 then
   redis.call('HSET', KEYS[2], 'run_id', ARGV[3], 'topic', ARGV[5 + n * 2], 'origin', ARGV[6 + n * 2])
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 end
+redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
 return id
 """
 
@@ -198,6 +201,33 @@ if prev and prev ~= '' then
   if redis.call('HGET', pk, 'status') == 'replaying' then redis.call('HSET', pk, 'status', 'failed') end
 end
 return 1
+"""
+
+# Record what a settler (store/runindex.py) read of some unsettled runs, for each run only if nothing reopened it
+# since the read (its change counter is still the one read): take it out of the finished-run indexes it is not in
+# any more; a finished run goes into its status's index and leaves the unsettled hash; a run that is gone leaves it.
+# ARGV: 1 unsettled hash, 2 n status indexes, status, key, ..., then per run: id, counter read, outcome
+#   (a status with an index, 'live' or 'gone'), start time
+# Returns how many runs left the unsettled hash.
+SETTLE_RUNS = """
+local unsettled, ns = ARGV[1], tonumber(ARGV[2])
+local index = {}
+for i = 1, ns do index[ARGV[1 + 2 * i]] = ARGV[2 + 2 * i] end
+local settled = 0
+for p = 3 + 2 * ns, #ARGV, 4 do
+  local id, seen, outcome, created = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3]
+  if (redis.call('HGET', unsettled, id) or '') == seen then
+    for status, key in pairs(index) do
+      if status ~= outcome then redis.call('ZREM', key, id) end
+    end
+    if index[outcome] then redis.call('ZADD', index[outcome], created, id) end
+    if outcome ~= 'live' then
+      redis.call('HDEL', unsettled, id)
+      settled = settled + 1
+    end
+  end
+end
+return settled
 """
 
 # The pre-read of a matcher batch: what Python needs to plan it (run plans, and the statuses a join waits on).

@@ -160,6 +160,7 @@ class State:
             for name, value in mapping.items():
                 args += (name, value)
         pipe.eval(CREATE, 0, *args)
+        pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
