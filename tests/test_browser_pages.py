@@ -1,0 +1,113 @@
+"""Every page in a real headless Chromium against real `angora web`, matcher, worker and scheduler processes (one
+set for the module): how pages read, a screenshot of each under test-output/.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from angora_testkit import System, write_config
+from test_browser import CHROMIUM, CHROMIUM_ARGS, answers, screenshot, wait_until
+
+JOBS = """\
+- name: extract
+  description: get the rows
+  triggers: [demo.start]
+  command: [sh, -c, 'echo extracting; sleep 0.3']
+  messages: [demo.extracted]
+- name: load
+  triggers: [demo.extracted]
+  command: [sh, -c, 'echo loading']
+- name: flaky
+  triggers: [demo.flaky]
+  command: [sh, -c, 'echo boom; exit 3']
+  replay: 1
+  replay_delay: 0.1
+- schedule: hourly
+  every: 1h
+  message: demo.start
+"""
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
+]
+
+
+@pytest.fixture(scope="module")
+def angora(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, System]]:
+    """web, matcher, worker and scheduler on db 0 of the session's Redis (no other test uses it), own prefix."""
+    import os
+    import uuid
+
+    from angora_rq.processes.redis_server import free_port
+
+    url = f"{redis_server.url}/0"
+    redis.Redis.from_url(url).flushdb()  # a server this session started
+    tmp = tmp_path_factory.mktemp("pages")
+    env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=f"p{uuid.uuid4().hex[:8]}", ANGORA_DATA_DIR=str(tmp / "data"),
+               PYTHONUNBUFFERED="1")
+    env.pop("ANGORA_AUTH_TOKEN", None)
+    system = System(env, write_config(tmp / "config", JOBS), tmp)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        system.start("web", "--port", str(port))
+        for role in ("matcher", "worker", "scheduler"):
+            system.start(role)
+        wait_until(lambda: answers(f"{base}/healthz"), 30, f"angora web on {base}")
+        yield base, system
+    finally:
+        system.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh page; its JavaScript errors are collected on page.errors and fail the test."""
+    pg = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.errors = errors
+    pg.set_default_timeout(15_000)
+    yield pg
+    pg.close()
+    assert not errors, errors
+
+
+def api(base: str, path: str) -> Any:
+    with urllib.request.urlopen(base + path, timeout=10) as resp:
+        return json.load(resp)
+
+
+def finished_run(system: System, topic: str) -> dict[str, Any]:
+    return system.wait_run(system.send(topic), timeout=60)
+
+
+def test_the_attempts_list_reads_as_a_sequence(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    run = finished_run(system, "demo.flaky")
+    attempts = sorted(system.executions(run["run_id"]), key=lambda e: e["attempt"])
+    assert [e["status"] for e in attempts] == ["failed", "failed"]
+    page.goto(f"{base}/executions/{attempts[1]['id']}")
+    items = page.locator("ol.chain li")
+    assert items.count() == 2
+    assert page.eval_on_selector("ol.chain li", "li => getComputedStyle(li).listStyleType") == "none"
+    assert page.eval_on_selector("ol.chain li + li", "li => getComputedStyle(li, '::before').content") == '"\u2192"'
+    first, second = (items.nth(i).bounding_box() for i in range(2))
+    assert first["x"] + first["width"] < second["x"]  # side by side, apart
+    assert [t.split() for t in items.all_inner_texts()] == [["attempt", "1", "failed"], ["attempt", "2", "failed"]]
+    screenshot(page, "page-execution-attempts.png")
