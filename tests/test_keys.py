@@ -4,7 +4,7 @@ from __future__ import annotations
 import fakeredis
 from rq import Queue, Worker
 from rq.job import Job
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
@@ -19,6 +19,7 @@ def test_rq_key_names_match_rq() -> None:
     assert K.rq_started("etl") == StartedJobRegistry("etl", connection=conn).key
     assert K.rq_finished("etl") == FinishedJobRegistry("etl", connection=conn).key
     assert K.rq_failed("etl") == FailedJobRegistry("etl", connection=conn).key
+    assert K.rq_canceled("etl") == CanceledJobRegistry("etl", connection=conn).key
     assert K.RQ_WORKERS == Worker.redis_workers_keys
     assert K.rq_worker("w1") == Worker.redis_worker_namespace_prefix + "w1"
 
@@ -30,7 +31,8 @@ def test_every_key_has_the_prefix() -> None:
         k.job_executions("j"), k.run("r"), k.run_executions("r"), k.runs(), k.delayed(), k.workers(),
         k.worker_alive("w"), k.worker_inflight("w"), k.worker_control("w"), k.bell("q"), k.orphans(),
         k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
-        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"),
+        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.runs_unsettled(), k.runs_index_built(),
+        k.runs_by_status("failed"), k.runs_by_job("j"), k.runs_indexed_jobs(), k.runs_scratch("t"),
     ]
     assert all(n.startswith("pfx:") for n in names)
     assert len(set(names)) == len(names)

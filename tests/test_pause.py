@@ -38,7 +38,8 @@ def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...], n: int = 100) -> 
     """The worker's CLAIM call (what AngoraWorker._claim sends), returning the claimed ids."""
     now = time.time()
     args = [n, repr(now), "w1", "host", now + 600, "2024-01-01T00:00:00Z", keys.execution(""), keys.run(""),
-            K.rq_job(""), K.rq_started(""), keys.slots(""), keys.held(""), K.rq_queue(""), len(queues), *queues]
+            K.rq_job(""), K.rq_started(""), keys.slots(""), keys.held(""), K.rq_queue(""), len(queues), *queues,
+            K.rq_canceled(""), now + 600]
     reply = Scripts(r).claim(keys=[keys.worker_inflight("w1"), keys.paused_queues()], args=args)
     return [x.decode() for x in reply[0::3]]
 

@@ -185,6 +185,11 @@ def rq_failed(queue: str) -> str:
     return f"rq:failed:{queue}"
 
 
+def rq_canceled(queue: str) -> str:
+    """RQ's CanceledJobRegistry (Angora's score = expiry, like the finished and failed registries)."""
+    return f"rq:canceled:{queue}"
+
+
 def rq_worker(name: str) -> str:
     """RQ's worker hash."""
     return f"rq:worker:{name}"

@@ -120,7 +120,7 @@ class Janitor:
         return done
 
     def trim(self, now: float) -> None:
-        """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
+        """Bound what would otherwise grow: the runs indexes, RQ's finished/failed/canceled registries, heartbeats."""
         k = self.keys
         queues = [_s(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
         beats = {_s(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
@@ -132,6 +132,7 @@ class Janitor:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
                 p.zremrangebyscore(K.rq_finished(q), 0, now)
                 p.zremrangebyscore(K.rq_failed(q), 0, now)
+                p.zremrangebyscore(K.rq_canceled(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
             p.zrange(k.runs(), 0, 0, withscores=True)

@@ -99,6 +99,7 @@ class AngoraWorker:
         self._last_tail = 0.0
         self.guardian: Optional[Guardian] = None
         self._rq_worker: Any = None
+        self._rq_state = ""  # the state last written to RQ's worker hash
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
         self._env = runner.CleanEnv.of(os.environ)
@@ -170,6 +171,7 @@ class AngoraWorker:
             qs = [Queue(q, connection=self.r) for q in self.queues]
             self._rq_worker = Worker(qs, connection=self.r, name=self.name)
             self._rq_worker.register_birth()
+            self._show_state(busy=False)
         except Exception as e:  # rq-dashboard visibility only; never fatal
             log.warning("worker %s: could not register with RQ: %s", self.name, e)
             self._rq_worker = None
@@ -209,7 +211,7 @@ class AngoraWorker:
         k = self.keys
         args = [free, repr(now), self.name, HOST, now + self.settings.default_timeout + 600, _iso(now),
                 k.execution(""), k.run(""), K.rq_job(""), K.rq_started(""), k.slots(""), k.held(""),
-                K.rq_queue(""), len(self.queues), *self.queues]
+                K.rq_queue(""), len(self.queues), *self.queues, K.rq_canceled(""), now + self.settings.retention]
         return (k.worker_inflight(self.name), k.paused_queues()), args
 
     def _start_claimed(self, reply: list) -> int:
@@ -224,7 +226,29 @@ class AngoraWorker:
         finally:
             if self.guardian is not None:
                 self.guardian.flush()
+        if n:
+            self._show_state(busy=True)
         return n
+
+    # -- what RQ's tools show (rq-dashboard, `rq info`) -----------------------------------------------
+    def _show_state(self, busy: bool, pipe: Any = None) -> None:
+        """RQ's worker state: `busy` as soon as a command starts; `idle` (written by the heartbeat) when none runs.
+        Written only when it changes: a worker that stays busy pays nothing."""
+        state = "busy" if busy else "idle"
+        if state != self._rq_state:
+            self._rq_state = state
+            (pipe if pipe is not None else self.r).hset(K.rq_worker(self.name), "state", state)
+
+    def _count_for_rq(self, pipe: Any, outcomes: list[Any]) -> None:
+        """RQ's per-worker counters (finished, failed, working time), in the batch's own transaction."""
+        if not outcomes:
+            return
+        key, ok = K.rq_worker(self.name), sum(1 for o in outcomes if o.ok)
+        if ok:
+            pipe.hincrby(key, "successful_job_count", ok)
+        if len(outcomes) > ok:
+            pipe.hincrby(key, "failed_job_count", len(outcomes) - ok)
+        pipe.hincrbyfloat(key, "total_working_time", sum(o.duration for o in outcomes))
 
     def _start(self, ex: Claimed) -> None:
         cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
@@ -280,6 +304,7 @@ class AngoraWorker:
                         self.state.hand_back(pipe, a.ex, self.name)
                     else:
                         self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
+                self._count_for_rq(pipe, [outcome for a, outcome in done if not a.hand_back])
                 _, reply = self.link.execute_then(pipe, claim)
             self.stats.finished += len(done)
             self.stats.finalizes += 1
@@ -328,6 +353,8 @@ class AngoraWorker:
                 p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
                 p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
                 p.hset(K.rq_worker(self.name), "last_heartbeat", _iso(now))
+                if not self.active:
+                    self._show_state(busy=False, pipe=p)
                 p.execute()
             self.janitor.step(now)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:

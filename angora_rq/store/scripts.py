@@ -28,7 +28,8 @@ return id
 # Claim up to N queued executions from the worker's queues into its inflight list and mark them running.
 # KEYS: inflight list, paused-queues set
 # ARGV: n, now, worker, host, rq_started_expiry, now_iso, exec_prefix, run_prefix, rqjob_prefix,
-#       rqwip_prefix, slots_prefix, held_prefix, rqqueue_prefix, n_queues, queue...
+#       rqwip_prefix, slots_prefix, held_prefix, rqqueue_prefix, n_queues, queue..., rqcanceled_prefix,
+#       rq_canceled_expiry
 CLAIM = """
 local n = tonumber(ARGV[1])
 local nq = tonumber(ARGV[14])
@@ -52,6 +53,7 @@ for qi = 1, nq do
       elseif redis.call('HGET', run, 'canceled') == '1' then
         redis.call('HSET', ek, 'status', 'canceled', 'ended', ARGV[2])
         redis.call('HSET', ARGV[9] .. id, 'status', 'canceled', 'ended_at', ARGV[6])
+        redis.call('ZADD', ARGV[15 + nq] .. q, ARGV[16 + nq], id)
         redis.call('HSET', run, 's:' .. e[2], 'canceled')
         redis.call('HINCRBY', run, 'active', -1)
       elseif limit > 0 and redis.call('SCARD', ARGV[11] .. e[2]) >= limit then
