@@ -1,5 +1,6 @@
-"""Every page in a real headless Chromium against real `angora web`, matcher, worker and scheduler processes (one
-set for the module): how pages read, a screenshot of each under test-output/.
+"""Every page in a real headless Chromium against the Procfile's web server and real matcher, worker and scheduler
+processes (one set for the module): live updates without reload, the live indicator, keyboard shortcuts, the run
+timeline and job chart, axe-core's accessibility rules (light and dark), a screenshot of each page in test-output/.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import redis
 
 from angora_testkit import System, write_config
 from test_browser import CHROMIUM, CHROMIUM_ARGS, answers, screenshot, wait_until
+from test_web_server import procfile_web
 
 JOBS = """\
 - name: extract
@@ -41,11 +43,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def angora(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, System]]:
-    """web, matcher, worker and scheduler on db 0 of the session's Redis (no other test uses it), own prefix."""
+    """The Procfile's web line (granian, 2 workers) with a matcher, a worker and a scheduler, on db 0 of the
+    session's Redis (test_web_server's module uses it too, one module at a time) under their own prefix."""
     import os
     import uuid
-
-    from angora_rq.processes.redis_server import free_port
 
     url = f"{redis_server.url}/0"
     redis.Redis.from_url(url).flushdb()  # a server this session started
@@ -53,15 +54,14 @@ def angora(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=f"p{uuid.uuid4().hex[:8]}", ANGORA_DATA_DIR=str(tmp / "data"),
                PYTHONUNBUFFERED="1")
     env.pop("ANGORA_AUTH_TOKEN", None)
-    system = System(env, write_config(tmp / "config", JOBS), tmp)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    system = System(env, write_config(tmp / "config", JOBS, name="demo.yml"), tmp)
     try:
-        system.start("web", "--port", str(port))
-        for role in ("matcher", "worker", "scheduler"):
-            system.start(role)
-        wait_until(lambda: answers(f"{base}/healthz"), 30, f"angora web on {base}")
-        yield base, system
+        with procfile_web(env, tmp) as (_, port):  # serves tmp/config: demo.yml and its own jobs.yml
+            base = f"http://127.0.0.1:{port}"
+            wait_until(lambda: answers(f"{base}/healthz"), 60, f"the Procfile's web server on {base}")
+            for role in ("matcher", "worker", "scheduler"):
+                system.start(role)
+            yield base, system
     finally:
         system.stop()
 
@@ -111,3 +111,49 @@ def test_the_attempts_list_reads_as_a_sequence(angora: tuple[str, System], page:
     assert first["x"] + first["width"] < second["x"]  # side by side, apart
     assert [t.split() for t in items.all_inner_texts()] == [["attempt", "1", "failed"], ["attempt", "2", "failed"]]
     screenshot(page, "page-execution-attempts.png")
+
+
+def ids_of(base: str, system: System) -> dict[str, str]:
+    """A finished run of the demo chain, and ids to open pages with."""
+    run = finished_run(system, "demo.start")
+    ex = system.executions(run["run_id"])
+    return {"run": run["run_id"], "execution": ex[0]["id"]}
+
+
+PAGES = [
+    ("dashboard", "/"), ("runs", "/runs"), ("runs-failed", "/runs?status=failed"), ("run", "/runs/{run}"),
+    ("execution", "/executions/{execution}"), ("job", "/jobs/extract"), ("workflows", "/workflows"),
+    ("schedules", "/schedules"), ("config", "/config"), ("send", "/messages/new"), ("not-found", "/no/such/page"),
+]
+
+
+def serious_violations(page: Any) -> list[str]:
+    """axe-core's serious and critical violations on the page (axe-playwright-python ships axe-core)."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    found = Axe().run(page).response["violations"]
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+            for v in found if v["impact"] in ("serious", "critical")]
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_page_passes_axe_and_is_photographed(angora: tuple[str, System], chromium: Any, scheme: str) -> None:
+    base, system = angora
+    ids = ids_of(base, system)
+    finished_run(system, "demo.flaky")
+    pg = chromium.new_page(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    problems = {}
+    try:
+        for name, path in PAGES:
+            pg.goto(base + path.format(**ids))
+            pg.wait_for_load_state("networkidle")
+            screenshot(pg, f"page-{name}-{scheme}.png")
+            found = serious_violations(pg)
+            if found:
+                problems[name] = found
+    finally:
+        pg.close()
+    assert not problems, problems
+    assert not errors, errors

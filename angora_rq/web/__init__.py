@@ -169,6 +169,14 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     return app
 
 
+def revalidate(resp: Response) -> Response:
+    """ETag a successful GET answer and answer 304 to a matching If-None-Match (live pages poll with it)."""
+    if request.method == "GET" and resp.status_code == 200 and not resp.direct_passthrough:
+        resp.add_etag()
+        resp.make_conditional(request)
+    return resp
+
+
 def favicon() -> Response:
     """The icon browsers ask for at /favicon.ico (pages also name the SVG one)."""
     static = current_app.static_folder or ""
@@ -210,7 +218,7 @@ def error_response(status: int, message: str, detail: Any = None) -> Response:
 def error_page(status: int, message: str) -> str:
     """The styled error page; a bare one if even that cannot be drawn (the layout reads Redis for its header)."""
     try:
-        # header_counts=None: an error page must not depend on Redis answering.
+        # no header counts: an error page must not depend on Redis answering.
         return render_template("error.html", status=status, message=message, header_counts=_no_counts)
     except Exception:  # noqa: BLE001 - the error being reported matters more than this one
         log.exception("cannot draw the error page")
@@ -218,8 +226,8 @@ def error_page(status: int, message: str) -> str:
                 f"<p>{escape(message)}</p><p><a href=\"/\">Angora home</a></p>")
 
 
-def _no_counts() -> None:
-    return None
+def _no_counts() -> dict[str, int]:
+    return {}
 
 
 def _angora_error(e: AngoraError) -> Response:

@@ -23,6 +23,8 @@ bp = Blueprint("ui", __name__)
 PAGE_SIZE = 25
 MAX_PAGE = 40_000
 CHAIN_STEPS = 20
+CHART_SIZE = 100  # executions in the job page's chart
+CHART_FIELDS = ("id", "status", "attempt", "created", "started", "ended", "duration")
 NEXT_FIRES = 5
 LIVE = frozenset({"held", "queued", "delayed", "running"})
 FAILING = frozenset({"failed", "killed"})
@@ -134,6 +136,14 @@ def header_counts() -> Optional[dict[str, int]]:
     }
 
 
+@bp.after_request
+def conditional(resp: Any) -> Any:
+    """An ETag on every page: a live page polling an unchanged page gets 304 and no body."""
+    from angora_rq.web import revalidate
+
+    return revalidate(resp)
+
+
 @bp.context_processor
 def layout_context() -> dict[str, Any]:
     """What the base layout needs on every page."""
@@ -183,7 +193,8 @@ def job(name: str) -> str:
     page = page_arg()
     total, history = ext.queries.job_executions(name, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     state = job_states([name])[name]
-    return render_template("job.html", job=spec, state=state, history=history, paging=pages(total, page),
+    recent = [{k: e[k] for k in CHART_FIELDS} for e in reversed(ext.queries.job_executions(name, 0, CHART_SIZE)[1])]
+    return render_template("job.html", job=spec, state=state, history=history, paging=pages(total, page), recent=recent,
                            parents=sorted(snap.graph.parents(name)), children=sorted(snap.graph.children(name)),
                            latest=latest_execution(state.get("last_execution")))
 
@@ -235,7 +246,7 @@ def run_jobs(view: dict[str, Any]) -> list[str]:
 def execution(xid: str) -> str:
     """One execution: status, timings, exit code, attempt chain, output (live while it runs), actions."""
     view = _ext().queries.execution(require_id(xid, "execution"))
-    return render_template("execution.html", ex=view, chain=attempt_chain(view), live=view["status"] in LIVE)
+    return render_template("execution.html", ex=view, chain=attempt_chain(view), running=view["status"] in LIVE)
 
 
 def attempt_chain(view: dict[str, Any]) -> list[dict[str, Any]]:

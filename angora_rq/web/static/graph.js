@@ -358,13 +358,7 @@
     return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "\u2013";
   }
 
-  function fmtDuration(s) {
-    if (s === null || s === undefined) return "\u2013";
-    if (s < 10) return `${s.toFixed(2)} s`;
-    if (s < 60) return `${s.toFixed(1)} s`;
-    if (s < 3600) return `${Math.floor(s / 60)} m ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
-    return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} m`;
-  }
+  const fmtDuration = (s) => window.Angora.duration(s);
 
   function link(href, text, code) {
     const a = document.createElement("a");
@@ -404,10 +398,20 @@
       row.insertCell().appendChild(link(`/executions/${e.id}`, e.id.slice(0, 12), true));
       row.insertCell().appendChild(link(`/jobs/${encodeURIComponent(e.job)}`, e.job));
       row.insertCell().appendChild(window.Angora.badge(e.status));
-      const cells = [String(e.attempt), fmtTime(e.started || e.created), fmtDuration(e.duration),
+      const cells = [String(e.attempt), timeEl(e.started || e.created), fmtDuration(e.duration),
         e.exit_code === null || e.exit_code === undefined ? "" : String(e.exit_code)];
-      cells.forEach((text, i) => { const c = row.insertCell(); c.textContent = text; if (i !== 1) c.className = "num"; });
+      cells.forEach((v, i) => { const c = row.insertCell(); c.append(v); if (i !== 1) c.className = "num"; });
     }
+    window.Angora.relativeTimes(table);
+  }
+
+  /** A <time> as the server's `time` macro writes it (angora.js shows it relative). */
+  function timeEl(ts) {
+    if (!ts) return "\u2013";
+    const t = document.createElement("time");
+    t.setAttribute("datetime", new Date(ts * 1000).toISOString());
+    t.textContent = fmtTime(ts);
+    return t;
   }
 
   function setupRun(svg, viewerApi, initial) {
@@ -433,20 +437,31 @@
       svg.dataset.finished = runFinished(run) ? "yes" : "";
       if (table) updateJobsTable(table, run, g.nodes.map((n) => n.id));
       updateExecutions(execTable, run.executions);
+      const timeline = document.getElementById("timeline");
+      if (timeline && window.AngoraTimeline) window.AngoraTimeline.render(timeline, run);
     };
     render(initial);
+    // Every second while the run is in flight; every few seconds once it has ended (a retry may reopen it).
+    let etag = "", last = initial;
     const poll = async () => {
-      try {
-        const resp = await fetch(table.dataset.poll, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        if (resp.ok) {
-          const run = await resp.json();
-          render(run);
-          if (runFinished(run)) return;
-        }
-      } catch (e) { /* the server restarted or the network blinked: try again */ }
-      setTimeout(poll, POLL_MS);
+      const live = window.Angora.live;
+      if (live.on && !document.hidden) {
+        try {
+          const headers = { Accept: "application/json" };
+          if (etag) headers["If-None-Match"] = etag;
+          const resp = await fetch(table.dataset.poll, { headers, credentials: "same-origin", cache: "no-store" });
+          if (resp.status === 200) {
+            etag = resp.headers.get("ETag") || "";
+            last = await resp.json();
+            render(last);
+          } else if (resp.status === 304 && !runFinished(last)) {
+            render(last);  // running bars of the timeline grow with the clock
+          }
+        } catch (e) { /* the server restarted or the network blinked: try again */ }
+      }
+      setTimeout(poll, runFinished(last) ? POLL_MS * 5 : POLL_MS);
     };
-    if (!runFinished(initial)) setTimeout(poll, POLL_MS);
+    setTimeout(poll, POLL_MS);
   }
 
   // -- workflows page: whole graph, click to highlight --------------------------------------------------------
