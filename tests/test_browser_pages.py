@@ -30,9 +30,15 @@ JOBS = """\
   command: [sh, -c, 'echo boom; exit 3']
   replay: 1
   replay_delay: 0.1
+- name: slow
+  triggers: [demo.slow]
+  command: [sh, -c, 'echo started; sleep 2; echo done']
 - schedule: hourly
   every: 1h
   message: demo.start
+- schedule: often
+  every: 5s
+  message: demo.tick
 """
 
 pytestmark = [
@@ -157,3 +163,162 @@ def test_every_page_passes_axe_and_is_photographed(angora: tuple[str, System], c
         pg.close()
     assert not problems, problems
     assert not errors, errors
+
+
+# -- live updates, without reload ----------------------------------------------------------------------------------
+
+def stay(page: Any) -> None:
+    """Mark the page: a reload would lose the mark."""
+    page.evaluate("window.__stayed = 1")
+
+
+def stayed(page: Any) -> bool:
+    return page.evaluate("window.__stayed === 1")
+
+
+def test_dashboard_updates_live(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    page.goto(base + "/")
+    assert page.get_attribute("#live", "data-state") == "on" and page.is_visible("#live")
+    count = "#jobs tr:has(a[href='/jobs/load']) td:last-child"
+    before = int(page.inner_text(count))
+    stay(page)
+    finished_run(system, "demo.start")
+    page.wait_for_function(f"Number(document.querySelector(\"{count}\").textContent) === {before + 1}",
+                           timeout=20_000)
+    assert stayed(page)
+    screenshot(page, "live-dashboard.png")
+
+
+def test_runs_list_updates_live(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    page.goto(base + "/runs")
+    stay(page)
+    run_id = system.send("demo.start")
+    page.wait_for_selector(f"#runs-list a[href='/runs/{run_id}']", timeout=20_000)
+    assert stayed(page)
+
+
+def test_run_page_draws_a_live_timeline(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    run_id = system.send("demo.slow")
+    page.goto(f"{base}/runs/{run_id}")
+    stay(page)
+    page.wait_for_selector("#timeline g.row.st-running rect.run", timeout=20_000)
+    page.wait_for_selector("#graph[data-finished='yes']", timeout=30_000)
+    rows = page.eval_on_selector_all("#timeline g.row", "rs => rs.map(r => [r.getAttribute('class'), "
+                                     "r.querySelectorAll('rect.run').length])")
+    assert rows == [["row st-succeeded", 1]]
+    assert "waited" in page.text_content("#timeline g.row title")
+    assert stayed(page)
+    screenshot(page, "live-run-timeline.png")
+
+
+def test_execution_page_follows_the_execution_to_its_end(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    run_id = system.send("demo.slow")
+    xid = wait_until(lambda: next((e["id"] for e in system.executions(run_id)), None), 20, "the execution")
+    page.goto(f"{base}/executions/{xid}")
+    stay(page)
+    page.wait_for_selector("#ex-status .st-succeeded", timeout=30_000)
+    page.wait_for_function("document.querySelector('#output').textContent.includes('done')", timeout=10_000)
+    page.wait_for_function("document.querySelector(\"#ex-facts [data-field='exit_code']\").textContent.trim() === '0'",
+                           timeout=10_000)
+    assert page.query_selector("#ex-facts [data-field='ended'] time") is not None
+    assert page.query_selector("#ex-actions form[data-post$='/retry']") is not None
+    assert stayed(page)
+
+
+def test_job_page_updates_live_with_its_chart(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    page.goto(base + "/jobs/extract")
+    bars = page.locator("#job-chart rect.bar").count()
+    rows = page.locator("#job-history tbody tr").count()
+    stay(page)
+    finished_run(system, "demo.start")
+    page.wait_for_function(f"document.querySelectorAll('#job-chart rect.bar').length === {bars + 1}", timeout=20_000)
+    page.wait_for_function(f"document.querySelectorAll('#job-history tbody tr').length === {min(rows + 1, 25)}",
+                           timeout=20_000)
+    assert page.locator("#job-chart polyline.rate").count() == 1
+    assert stayed(page)
+    screenshot(page, "live-job.png")
+
+
+def test_schedules_page_updates_live(angora: tuple[str, System], page: Any) -> None:
+    base, _ = angora
+    page.goto(base + "/schedules")
+    cell = ("[...document.querySelectorAll('#schedules tbody tr')]"
+            ".find((r) => r.querySelector('th').textContent.includes('often')).lastElementChild")
+    first = page.evaluate(f"{cell}.innerHTML")
+    stay(page)
+    page.wait_for_function(f"{cell}.innerHTML !== {json.dumps(first)}", timeout=30_000)
+    assert "sent" in page.evaluate(f"{cell}.textContent") and stayed(page)
+
+
+def test_the_live_button_pauses_and_resumes(angora: tuple[str, System], page: Any) -> None:
+    base, _ = angora
+
+    def is_poll(req: Any) -> bool:
+        return bool(req.headers.get("x-angora-live"))
+    page.goto(base + "/runs")
+    page.wait_for_event("request", is_poll, timeout=20_000)
+    page.click("#live")
+    assert page.get_attribute("#live", "data-state") == "paused"
+    assert page.get_attribute("#live", "aria-pressed") == "false"
+    polls: list[str] = []
+    page.on("request", lambda req: polls.append(req.url) if is_poll(req) else None)
+    page.wait_for_timeout(7000)  # longer than the slowest poll interval
+    assert polls == []
+    page.focus("#live")
+    page.keyboard.press("Enter")  # a real button: the keyboard works too
+    assert page.get_attribute("#live", "data-state") == "on"
+    page.wait_for_event("request", is_poll, timeout=20_000)
+
+
+def test_keyboard_shortcuts(angora: tuple[str, System], page: Any) -> None:
+    base, _ = angora
+    page.goto(base + "/")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "job-filter"
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    first = page.evaluate("document.activeElement.getAttribute('href')")
+    page.keyboard.press("j")
+    second = page.evaluate("document.activeElement.getAttribute('href')")
+    assert first.startswith("/jobs/") and second.startswith("/jobs/") and first != second
+    page.keyboard.press("k")
+    assert page.evaluate("document.activeElement.getAttribute('href')") == first
+    page.keyboard.press("?")
+    assert page.is_visible("#keys-help")
+    screenshot(page, "keys-help.png")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#keys-help")
+    page.keyboard.press("g")
+    page.keyboard.press("r")
+    page.wait_for_url("**/runs")
+
+
+@pytest.fixture(scope="module")
+def auth_web(angora: tuple[str, System], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second Procfile web server on the same Redis and prefix, with a token required."""
+    _, system = angora
+    tmp = tmp_path_factory.mktemp("auth")
+    write_config(tmp / "config", JOBS, name="demo.yml")
+    with procfile_web(dict(system.env, ANGORA_AUTH_TOKEN="s3cret-token"), tmp) as (_, port):
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: answers(f"{base}/healthz"), 60, f"the second web server on {base}")
+        yield base
+
+
+def test_live_updates_work_behind_auth(angora: tuple[str, System], auth_web: str, page: Any) -> None:
+    _, system = angora
+    page.goto(auth_web + "/runs")
+    page.wait_for_url("**/login**")
+    page.fill("#token", "s3cret-token")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/runs")
+    assert page.get_attribute("#live", "data-state") == "on"
+    stay(page)
+    run_id = system.send("demo.start")
+    page.wait_for_selector(f"#runs-list a[href='/runs/{run_id}']", timeout=20_000)
+    assert stayed(page) and page.get_attribute("#live", "data-state") == "on"

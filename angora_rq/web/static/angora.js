@@ -156,7 +156,7 @@
 
   /** Poll the page's own URL (ETag: unchanged pages cost a 304) and replace each region whose HTML changed. */
   const live = {
-    on: false, timer: 0, etag: "", busy: false, button: null,
+    on: false, timer: 0, etag: "", busy: false, again: false, button: null,
     start() {
       this.button = document.getElementById("live");
       if (!document.body.hasAttribute("data-live-page") || !this.button) return;
@@ -179,7 +179,8 @@
       this.timer = setTimeout(() => this.refresh(), ms || (moving ? FAST_MS : SLOW_MS));
     },
     async refresh() {
-      if (!this.on || this.busy) return;
+      if (this.busy) { this.again = true; return; }  // asked during a poll: poll again right after it
+      if (!this.on) return;
       if (document.hidden) { this.schedule(SLOW_MS); return; }  // no polling from a tab nobody looks at
       this.busy = true;
       try {
@@ -198,6 +199,7 @@
         this.schedule(RETRY_MS);
       } finally {
         this.busy = false;
+        if (this.again) { this.again = false; this.schedule(50); }
       }
     },
     show(state) {
