@@ -108,11 +108,9 @@ def test_a_settler_with_a_stale_read_leaves_the_run_unsettled(client: FlaskClien
     index = RunIndex(r, keys)
     run_id = failed_run(client, finish)
     seen = (r.hget(keys.runs_unsettled(), run_id) or b"").decode()
-    raw = r.hgetall(keys.run(run_id))
+    created = float(r.hget(keys.run(run_id), "created") or 0)
     r.hincrby(keys.runs_unsettled(), run_id, 1)  # reopened after the settler read it
-    from angora_rq.store.queries import decode, run_view
-
-    index._record([(run_id, seen)], [run_view(decode(raw))])
+    index._record([(run_id, seen, "failed", created)], {}, {run_id: created})  # what it would write from its read
     assert r.hexists(keys.runs_unsettled(), run_id) and r.zscore(keys.runs_by_status("failed"), run_id) is None
     index.settle()
     assert not r.hexists(keys.runs_unsettled(), run_id) and r.zscore(keys.runs_by_status("failed"), run_id)

@@ -16,7 +16,10 @@ NUMERIC = {"attempt": int, "created": float, "started": float, "ended": float, "
 
 def decode(raw: dict) -> dict[str, Any]:
     """A Redis hash as str -> str."""
-    return {_s(k): _s(v) for k, v in raw.items()}
+    try:  # the usual case, bytes both sides, without a call per field (a run's hash has hundreds of them)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:
+        return {_s(k): _s(v) for k, v in raw.items()}
 
 
 def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, Any]:

@@ -16,12 +16,21 @@ from typing import Any, Iterable, Optional
 import redis
 
 from angora_rq.core.keys import Keys
-from angora_rq.store.scripts import SETTLE_RUNS
+from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
 
 FINISHED = ("succeeded", "failed", "canceled")  # statuses with an index; the others are live
 UNINDEXED_JOB = frozenset({"pending", "not_triggered"})  # a job in these did not take part in the run
 CHUNK = 500
 SCRATCH_TTL = 10
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """A run still in flight, as the settler read it: enough to filter live runs in memory."""
+
+    run_id: str
+    status: str  # "" when not asked for
+    created: float
 
 
 @dataclass(frozen=True)
@@ -58,50 +67,85 @@ class RunIndex:
         self._built = False
 
     # -- keeping the indexes up to date ------------------------------------------------------------------
-    def settle(self) -> list[dict[str, Any]]:
-        """Index every unsettled run; return the views of those still live (newest first)."""
-        from angora_rq.store.queries import decode, run_view
-
+    def settle(self, statuses: bool = False) -> list[LiveRun]:
+        """Index every unsettled run that has finished; return the others (live), newest first, with their status
+        when `statuses` (it costs a look at every field of every live run, on the server)."""
         self._backfill()
-        live: list[dict[str, Any]] = []
+        live: list[LiveRun] = []
         cursor = 0
         while True:
             cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=CHUNK)
             ids = [(_s(k), _s(v)) for k, v in batch.items()]
             for start in range(0, len(ids), CHUNK):
-                chunk = ids[start:start + CHUNK]
-                with self.r.pipeline(transaction=False) as p:
-                    for rid, _ in chunk:
-                        p.hgetall(self.keys.run(rid))
-                    raws = p.execute()
-                views = [run_view(decode(raw)) if raw and b"created" in raw else None for raw in raws]
-                self._record(chunk, views)
-                live += [v for v in views if v is not None and v["status"] not in FINISHED]
+                live += self._settle_chunk(ids[start:start + CHUNK], statuses)
             if int(cursor) == 0:
                 break
-        live.sort(key=lambda v: v["created"] or 0.0, reverse=True)
+        live.sort(key=lambda run: run.created, reverse=True)
         return live
 
-    def _record(self, chunk: list[tuple[str, str]], views: list[Optional[dict[str, Any]]]) -> None:
-        """One round trip: SETTLE_RUNS for the chunk, and each run's jobs into the per-job indexes."""
+    def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
+        """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""
+        from angora_rq.core.runs import WAITING, summarize
+
+        rows = self.r.eval(RUN_STATES, 0, "status" if statuses else "brief", len(WAITING), *sorted(WAITING),
+                           *(self.keys.run(rid) for rid, _ in chunk))
+        outcomes: list[tuple[str, str, str, float]] = []
+        live: list[LiveRun] = []
+        finished: list[tuple[str, str]] = []
+        for (rid, seen), row in zip(chunk, rows):
+            created, active, canceled, started = (_s(x) for x in row)
+            if not created:
+                outcomes.append((rid, seen, "gone", 0.0))
+            elif int(active or 0) <= 0:
+                finished.append((rid, seen))
+            else:
+                # A stand-in job: whether any job has started is all that tells a live run's status.
+                status = summarize((), {}, {"": "running"} if started == "1" else {}, int(active),
+                                   canceled == "1").status if statuses else ""
+                live.append(LiveRun(rid, status, float(created)))
+                outcomes.append((rid, seen, "live", float(created)))  # out of the finished indexes if reopened
+        memberships: dict[str, list[str]] = {}
+        created_at: dict[str, float] = {}
+        for (rid, seen), view in zip(finished, self._views([rid for rid, _ in finished])):
+            if view is None:
+                outcomes.append((rid, seen, "gone", 0.0))
+                continue
+            created_at[rid] = view["created"]
+            outcomes.append((rid, seen, view["status"] if view["status"] in FINISHED else "live", view["created"]))
+            memberships[rid] = list(job_names(view))
+        self._record(outcomes, memberships, created_at)
+        return live
+
+    def _views(self, ids: list[str]) -> list[Optional[dict[str, Any]]]:
+        """Whole run views (plan included) of finished runs, in one round trip."""
+        from angora_rq.store.queries import decode, run_view
+
+        if not ids:
+            return []
+        with self.r.pipeline(transaction=False) as p:
+            for rid in ids:
+                p.hgetall(self.keys.run(rid))
+            raws = p.execute()
+        return [run_view(decode(raw)) if raw and b"created" in raw else None for raw in raws]
+
+    def _record(self, outcomes: list[tuple[str, str, str, float]], memberships: dict[str, list[str]],
+                created: dict[str, float]) -> None:
+        """One round trip: SETTLE_RUNS for the outcomes, and new job memberships into the per-job indexes."""
         k = self.keys
         args: list[Any] = [k.runs_unsettled(), len(FINISHED)]
         for status in FINISHED:
             args += [status, k.runs_by_status(status)]
-        jobs: set[str] = set()
+        for rid, seen, outcome, when in outcomes:
+            args += [rid, seen, outcome, when]
+        jobs = {job for names in memberships.values() for job in names}
         with self.r.pipeline(transaction=False) as p:
-            for (rid, seen), view in zip(chunk, views):
-                if view is None:
-                    args += [rid, seen, "gone", 0]
-                    continue
-                status = view["status"] if view["status"] in FINISHED else "live"
-                args += [rid, seen, status, view["created"]]
-                for job in job_names(view):
-                    p.zadd(k.runs_by_job(job), {rid: view["created"]})
-                    jobs.add(job)
+            for rid, names in memberships.items():
+                for job in names:
+                    p.zadd(k.runs_by_job(job), {rid: created[rid]})
             if jobs:
                 p.sadd(k.runs_indexed_jobs(), *jobs)
-            p.eval(SETTLE_RUNS, 0, *args)
+            if outcomes:
+                p.eval(SETTLE_RUNS, 0, *args)
             p.execute()
 
     def _backfill(self) -> None:
@@ -135,16 +179,20 @@ class RunIndex:
     # -- reading ---------------------------------------------------------------------------------------------
     def page(self, window: Window, status: Optional[str], job: Optional[str]) -> tuple[int, list[str]]:
         """(how many runs match, the ids of the page) for a status and/or job filter, newest first."""
-        live = self.settle()
-        if status is not None and status not in FINISHED:
-            matches = [v["run_id"] for v in live if v["status"] == status and window.holds(v["created"])
-                       and (job is None or job in job_names(v))]
-            return len(matches), matches[window.offset:window.offset + window.limit]
         if status is None and job is None:
             raise ValueError("page() needs a status or a job")
-        if status is None or job is None:
-            key = self.keys.runs_by_status(status) if status is not None else self.keys.runs_by_job(str(job))
-            return self._slice(key, window)
+        if status is not None and status not in FINISHED:
+            live = [run for run in self.settle(statuses=True) if run.status == status and window.holds(run.created)]
+            if job is not None:
+                ran = self._ran(live, job)
+                live = [run for run in live if run.run_id in ran]
+            return len(live), [run.run_id for run in live[window.offset:window.offset + window.limit]]
+        live = self.settle()
+        if status is None:  # job only: the job's index, with the live runs it has run in added now
+            self._ran(live, str(job), index=True)
+            return self._slice(self.keys.runs_by_job(str(job)), window)
+        if job is None:
+            return self._slice(self.keys.runs_by_status(status), window)
         scratch = self.keys.runs_scratch(uuid.uuid4().hex)
         with self.r.pipeline() as p:
             p.zinterstore(scratch, [self.keys.runs_by_status(status), self.keys.runs_by_job(job)], aggregate="MAX")
@@ -154,6 +202,22 @@ class RunIndex:
             p.delete(scratch)
             _, _, total, ids, _ = p.execute()
         return int(total), [_s(i) for i in ids]
+
+    def _ran(self, live: list[LiveRun], job: str, index: bool = False) -> set[str]:
+        """The live runs in which `job` has an execution; with `index`, also put them in the job's index (a run
+        that ran a job stays in its index: that never changes back)."""
+        if not live:
+            return set()
+        with self.r.pipeline(transaction=False) as p:
+            for run in live:
+                p.hexists(self.keys.run(run.run_id), f"s:{job}")
+            found = [run for run, yes in zip(live, p.execute()) if yes]
+        if index and found:
+            with self.r.pipeline(transaction=False) as p:
+                p.zadd(self.keys.runs_by_job(job), {run.run_id: run.created for run in found})
+                p.sadd(self.keys.runs_indexed_jobs(), job)
+                p.execute()
+        return {run.run_id for run in found}
 
     def _slice(self, key: str, window: Window) -> tuple[int, list[str]]:
         with self.r.pipeline(transaction=False) as p:

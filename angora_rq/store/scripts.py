@@ -232,6 +232,35 @@ end
 return settled
 """
 
+# Where some runs stand, for the run indexes (store/runindex.py): per run {created, active, canceled, started}.
+# `started` ('1' or '0', only in mode 'status') says whether any of its `s:<job>` fields holds a status outside the
+# waiting ones given (core/runs.WAITING): all core/runs.summarize needs to tell a queued run from a running one,
+# without sending the run's fields (hundreds, with a big plan) back.
+# ARGV: mode ('brief' or 'status'), n waiting statuses, status..., then run keys (names come from Keys)
+RUN_STATES = """
+local mode, nw = ARGV[1], tonumber(ARGV[2])
+local waiting = {}
+for i = 1, nw do waiting[ARGV[2 + i]] = true end
+local out = {}
+for i = 3 + nw, #ARGV do
+  local key = ARGV[i]
+  local row = redis.call('HMGET', key, 'created', 'active', 'canceled')
+  local started = ''
+  if mode == 'status' and row[1] and tonumber(row[2] or '0') > 0 then
+    started = '0'
+    local h = redis.call('HGETALL', key)
+    for j = 1, #h, 2 do
+      if h[j]:sub(1, 2) == 's:' and not waiting[h[j + 1]] then
+        started = '1'
+        break
+      end
+    end
+  end
+  out[#out + 1] = {row[1] or '', row[2] or '', row[3] or '', started}
+end
+return out
+"""
+
 # The pre-read of a matcher batch: what Python needs to plan it (run plans, and the statuses a join waits on).
 # ARGV: n runs, then per run: key, mode ('plan' = the plan field only, 'all' = the whole hash)
 READ_RUNS = """

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, current_app, g, render_template, request
 
 from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
@@ -30,6 +30,7 @@ LIVE = frozenset({"held", "queued", "delayed", "running"})
 FAILING = frozenset({"failed", "killed"})
 RUN_STATUSES = ("queued", "running", "canceling", "succeeded", "failed", "canceled")
 LATEST_FIELDS = ("status", "started", "ended", "duration", "created")
+HEADER_TTL = 2.0
 
 
 def _ext() -> Any:
@@ -125,15 +126,25 @@ def all_job_states() -> dict[str, dict[str, Any]]:
 
 
 def header_counts() -> Optional[dict[str, int]]:
-    """How many jobs are running and failing now, for the page header (None when unknown)."""
+    """How many jobs are running and failing now, for the page header (None when unknown).
+
+    Fresh on the dashboard (it reads every job's state anyway); elsewhere up to HEADER_TTL seconds old, shared by
+    the process's requests: with many jobs these reads were most of a small page's cost, and live pages poll.
+    """
+    ext = current_app.extensions
+    cached = ext.get("angora_header")
+    if "angora_states" not in g and cached and time.monotonic() - cached[0] < HEADER_TTL:
+        return cached[1]
     try:
         states = all_job_states()
     except AngoraError:
         return None
-    return {
+    counts = {
         "running": sum(1 for s in states.values() if s["status"] == "running"),
         "failed": sum(1 for s in states.values() if s["status"] in FAILING),
     }
+    ext["angora_header"] = (time.monotonic(), counts)
+    return counts
 
 
 @bp.after_request
