@@ -3,21 +3,83 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import redis
 
 from angora_rq.store.bus import send
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
+from angora_rq.processes.redis_server import free_port
 from angora_rq.store.queries import Queries
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
+
+
+# -- the Procfile's web line, run as a Procfile runner runs it -------------------------------------------------
+
+PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
+
+
+def web_line() -> str:
+    """The command of the Procfile's web process."""
+    return next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))[len("web:"):].strip()
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback `port`."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def group_gone(proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether every process of `proc`'s group has exited within `timeout` seconds (`proc` reaped: no zombie)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def procfile_web(base_env: dict[str, str], tmp_path: Path,
+                 poll: float = 0.05) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The Procfile's web line through `sh -c` on a free port, in its own process group, once its port is open
+    (looked at every `poll` seconds); killed if left over."""
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    (config / "jobs.yml").write_text("- name: hello\n  triggers: [hello.world]\n  command: echo hello\n")
+    port = free_port()
+    env = dict(base_env, PORT=str(port), ANGORA_CONFIG=str(config),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    with (tmp_path / "web.log").open("wb") as log:
+        proc = subprocess.Popen(["sh", "-c", web_line()], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not listening(port):
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the web server did not listen within 60 s"
+            time.sleep(poll)
+        yield proc, port
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
@@ -46,10 +108,14 @@ class System:
 
     def start(self, role: str, *args: str, extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         """Start `angora <role> args...`; output goes to a file named after it."""
+        return self.start_argv(role, [*CLI, role, *args], extra_env)
+
+    def start_argv(self, role: str, argv: list[str], extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+        """Start any command (e.g. a process built in tests/) with this system's environment, as `start` does."""
         self._n += 1
         name = f"{role}{self._n}"
         out = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen([*CLI, role, *args], env=dict(self.env, **(extra_env or {})),
+        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})),
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
@@ -111,6 +177,62 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def escaping_script(tag: str) -> str:
+    """A shell script whose processes leave its process group every way a command can, then waits.
+
+    Each process runs `sleep <tag><n>` (`new_tag()`), so `sleepers(tag)` finds them: 1 a setsid child; 2 a setsid
+    child whose parent has exited (re-parented); 3 a setsid child ignoring SIGTERM; 4 a group member ignoring
+    SIGTERM; 5 a daemon (double fork, setsid) ignoring SIGTERM, with a child of its own; 6 a daemon by Python's
+    os.fork and os.setsid; 0 the script's own child.
+    """
+    daemon = (f"import os; os.fork() and os._exit(0); os.setsid(); os.fork() and os._exit(0); "
+              f"os.execvp('sleep', ['sleep', '{tag}6'])")
+    return textwrap.dedent(f"""\
+        setsid sleep {tag}1 &
+        (setsid sleep {tag}2 &)
+        setsid sh -c "trap '' TERM; sleep {tag}3" &
+        (trap '' TERM; exec sleep {tag}4) &
+        (setsid sh -c "trap '' TERM; sleep {tag}5 & wait" &)
+        {sys.executable} -c "{daemon}"
+        sleep {tag}0 &
+        wait
+        """)
+
+
+def sleepers(tag: str) -> dict[str, int]:
+    """Live processes running `sleep <tag><n>`: {n: pid}, from a scan of /proc."""
+    found = {}
+    prefix = f"sleep\0{tag}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:
+            continue
+        if argv.startswith(prefix) and pid_alive(int(entry)):
+            found[argv[len(prefix):].rstrip(b"\0").decode()] = int(entry)
+    return found
+
+
+def new_tag() -> str:
+    """A number no other test's sleepers use: `sleep <tag><n>` marks this test's processes."""
+    return f"3001.{uuid.uuid4().int % 10**8:08d}"
+
+
+def kill_sleepers(tag: str) -> None:
+    """SIGKILL what a failed test left behind (by pid, from the scan)."""
+    for pid in sleepers(tag).values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+ESCAPERS = {str(n) for n in range(7)}
+
+
 def python_cmd(code: str) -> str:
     """A YAML-safe argv list running a Python snippet with this interpreter."""
     import json
@@ -118,4 +240,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os"]
+__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers",
+           "kill_sleepers", "ESCAPERS", "new_tag"]

@@ -13,6 +13,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.processes.redis_server import RedisServer, free_port
+from tls_proxy import TlsProxy, make_certs
 
 DATABASES = 256
 _db_numbers = itertools.cycle(range(1, DATABASES))
@@ -39,6 +40,19 @@ def redis_url(redis_server: RedisServer) -> str:
     # FLUSHDB on a server this session started itself.
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture(scope="session")
+def tls_proxy(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProxy]:
+    """TLS in front of the session's redis-server, as managed Redis serves it; its CA and certificate made now."""
+    with TlsProxy(redis_server.port, make_certs(tmp_path_factory.mktemp("certs"))) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def tls_url(redis_url: str, tls_proxy: TlsProxy) -> str:
+    """rediss:// URL of this test's database through the TLS proxy (verification settings not included)."""
+    return tls_proxy.url(int(redis_url.rsplit("/", 1)[1]))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli.group import main, settings_from
 from angora_rq.core.model import Config, Problem
 
 config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import time
@@ -10,13 +11,15 @@ from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli import checks
+from angora_rq.cli.group import main, settings_from
 from angora_rq.store.connection import connect, redis_errors
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, parse_param_args
 
 config_option = click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG",
                              default=None, help="Definitions folder or file [default: ./config].")
+log = logging.getLogger("angora_rq.cli")
 param_option = click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Message parameter.")
 
 
@@ -82,21 +85,20 @@ def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int
 @click.pass_context
 def matcher(ctx: click.Context, config_path: Optional[Path], batch: int, name: Optional[str]) -> None:
     """Run a matcher: turn messages into executions (any number may run)."""
-    import os
-
+    from angora_rq.definitions.reload import Reloader
     from angora_rq.definitions.source import ConfigSource
     from angora_rq.processes.matcher import Matcher
-    from angora_rq.definitions.reload import Reloader
+    from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
+    checks.definitions_ready(config_path or s.config_path)
+    checks.redis_ready(s, r)
     source = ConfigSource(config_path or s.config_path, freeze=True)
-    unsafe = os.environ.get("ANGORA_MATCHER_UNSAFE_NO_DEDUPE") == "1"  # crash-test control only
-    reloader = Reloader(r, keys, source)  # SIGHUP, `angora reload`, the API, or changed files
-    m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch, dedupe=not unsafe)
+    reloader = Reloader(reload_requests(r, keys), source)  # SIGHUP, `angora reload`, the API, or changed files
+    m = Matcher(r, keys, s, reloader.current, name=name, batch_size=batch)
     _on_stop(m.stop)
     signal.signal(signal.SIGHUP, reloader.request)
-    click.echo(f"matcher {m.name}: {len(source.current().config.jobs)} jobs, version {source.current().version}",
-               err=True)
+    log.info("matcher %s: %d jobs, version %s", m.name, len(source.current().config.jobs), source.current().version)
     m.run()
 
 
@@ -115,10 +117,11 @@ def worker(ctx: click.Context, queues: tuple[str, ...], burst: bool, concurrency
     from angora_rq.processes.worker import AngoraWorker
 
     s, r, keys = _env(ctx)
+    checks.redis_ready(s, r)
     w = AngoraWorker(r, keys, s, queues=queues or ("default",), concurrency=concurrency, name=name,
                      burst=burst, stop_grace=grace)
     _on_stop(w.request_stop)
-    click.echo(f"worker {w.name}: queues {', '.join(w.queues)}, concurrency {w.concurrency}", err=True)
+    log.info("worker %s: queues %s, concurrency %d", w.name, ", ".join(w.queues), w.concurrency)
     w.run()
 
 

@@ -1,14 +1,16 @@
-"""Operations commands: scheduler, schedules, pause, resume, paused, reload."""
+"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, reload."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from angora_rq.cli import main
+from angora_rq.cli import checks
+from angora_rq.cli.group import main
 from angora_rq.cli.engine_cmds import _env, _on_stop, config_option
 from angora_rq.store.connection import redis_errors
 
@@ -35,15 +37,19 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 
     from angora_rq.definitions.reload import Reloader
     from angora_rq.processes.scheduler import Scheduler
+    from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
+    checks.definitions_ready(config_path or s.config_path)
+    checks.redis_ready(s, r)
     source = _source(config_path, s)
-    reloader = Reloader(r, keys, source)
+    reloader = Reloader(reload_requests(r, keys), source)
     sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
     _on_stop(sched.stop)
     signal.signal(signal.SIGHUP, reloader.request)
     config = source.current().config
-    click.echo(f"scheduler {sched.name}: {len(config.schedules)} schedules, version {config.version}", err=True)
+    logging.getLogger("angora_rq.cli").info("scheduler %s: %d schedules, version %s", sched.name,
+                                            len(config.schedules), config.version)
     sched.run()
 
 
@@ -53,7 +59,7 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
 @click.pass_context
 def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Show every schedule: when it fires next, the last tick sent, and which scheduler leads."""
-    from angora_rq.processes.scheduler import leader_status, schedule_status
+    from angora_rq.store.schedules import leader_status, schedule_status
 
     s, r, keys = _env(ctx)
     snap = _source(config_path, s).current()
@@ -149,12 +155,27 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("run_id")
+@click.option("--kill", is_flag=True, help="Also kill the run's running commands (else they finish).")
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str, kill: bool) -> None:
+    """Cancel a run: no further job of it starts, its waiting executions are dropped now."""
+    from angora_rq.store.control import Control
+
+    s, r, keys = _env(ctx)
+    with redis_errors():
+        out = Control(r, keys, s).cancel_run(run_id, kill=kill)
+    killing = f"; kill requested for {len(out['kill_requested'])} running" if kill else ""
+    click.echo(f"run {run_id} canceled: {len(out['dropped'])} waiting execution(s) dropped{killing}")
+
+
+@main.command()
 @config_option
 @click.pass_context
 def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
     """Make every matcher, scheduler and web process read its definition files again (on every host)."""
     from angora_rq.definitions.load import validate
-    from angora_rq.definitions.reload import request_reload
+    from angora_rq.store.reloads import request_reload
 
     s, r, keys = _env(ctx)
     path = Path(config_path or s.config_path)

@@ -7,13 +7,13 @@ import signal
 import sys
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlsplit
 
 import click
 
-from angora_rq.cli import main, settings_from
-from angora_rq.processes.redis_server import RedisServer
-from angora_rq.core.settings import Settings
+from angora_rq.cli import checks
+from angora_rq.cli.group import main, settings_from
+from angora_rq.processes.redis_server import RedisServer, which_redis_server
+from angora_rq.core.settings import Settings, redacted
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor
 
 
@@ -65,12 +65,18 @@ def embedded_redis(s: Settings, redis_port: Optional[int]) -> RedisServer:
     return RedisServer(data_dir=s.data_dir, port=redis_port or 0, unix_socket=s.embedded_socket)
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+def preflight(s: Settings, config_path: Optional[Path], web_port: Optional[int]) -> Optional[str]:
+    """Check what `up` needs before starting anything; returns the line saying which redis-server it will run."""
+    checks.definitions_ready(config_path or s.config_path)
+    if web_port is not None:
+        checks.port_free(s.bind or "127.0.0.1", web_port)
+    if s.redis_url:
+        from angora_rq.store.connection import connect
+
+        checks.redis_ready(s, connect(s, socket_connect_timeout=5, socket_timeout=5))
+        return None
+    path, origin = which_redis_server()
+    return f"redis-server: {path} ({origin})"
 
 
 @main.command()
@@ -91,9 +97,10 @@ def up(ctx: click.Context, workers: int, scheduler: bool, port: Optional[int], n
        redis_port: Optional[int], grace: float, config_path: Optional[Path], role_commands: tuple[str, ...]) -> None:
     """Run the whole system: Redis (unless REDIS_URL is set), matcher, workers, scheduler and web."""
     s = settings_from(ctx)
+    web_port = None if no_web else (port or s.port)
+    which = preflight(s, config_path, web_port)
     redis = None if s.redis_url else embedded_redis(s, redis_port)
     url = s.redis_url or (redis.url if redis else "")
-    web_port = None if no_web else (port or s.port)
     procs = plan(workers, scheduler, web_port, grace, parse_overrides(role_commands), child_env(url, config_path))
     sup = Supervisor(procs, redis, colour=sys.stdout.isatty() and not os.environ.get("NO_COLOR"),
                      policy=Policy(grace=grace))
@@ -103,6 +110,8 @@ def up(ctx: click.Context, workers: int, scheduler: bool, port: Optional[int], n
         if redis is None:
             sup.say(f"using the Redis at REDIS_URL ({redacted(url)})"
                     + ("; --redis-port ignored" if redis_port else ""))
+        else:
+            sup.say(f"{which}; data in {s.data_dir}")
         sup.start()
         if web_port is not None:
             sup.say(f"web UI: http://127.0.0.1:{web_port}/  (Ctrl-C stops everything)")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from angora_rq.cli import main, settings_from
+from angora_rq.cli.group import main, settings_from
 from angora_rq.core.settings import Settings
 
 LOOPBACK = "127.0.0.1"

@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from angora_rq.core.codec import to_str_dict
 from angora_rq.core.errors import InvalidInput
 
 MAX_TOPIC = 256
@@ -132,7 +133,7 @@ class Message:
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> "Message":
         """Decode stream entry fields (bytes or str keys/values)."""
-        d = {_s(k): _s(v) for k, v in fields.items()}
+        d = to_str_dict(fields)
         return cls(
             topic=d.get("t", ""),
             params=json.loads(d["p"]) if d.get("p") else {},
@@ -145,7 +146,3 @@ class Message:
     def is_root(self) -> bool:
         """True when the message starts or joins a run from outside (not sent by a job)."""
         return not self.origin.startswith("job:")
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -5,6 +5,8 @@ import pickle
 from datetime import datetime, timezone
 from typing import Any
 
+from angora_rq.core.schema import RqJob, RqStatus
+
 # The job function RQ records for every execution; `rq worker` can run it too (slow path).
 JOB_FUNCTION = "angora_rq.processes.worker.run_execution"
 
@@ -52,27 +54,27 @@ def job_mapping(
     timeout: float,
     result_ttl: float,
     now: float,
-    status: str = "queued",
+    status: str = RqStatus.queued,
 ) -> dict[str, Any]:
     """The fields of `rq:job:<id>` for a new execution (what Job.to_dict() gives for the same job)."""
     iso = utc_iso(now)
     return {
-        "created_at": iso,
-        "enqueued_at": iso,
-        "data": job_data(execution_id, prefix),
-        "success_callback_name": "",
-        "failure_callback_name": "",
-        "stopped_callback_name": "",
-        "started_at": "",
-        "ended_at": "",
-        "last_heartbeat": "",
-        "worker_name": "",
-        "group_id": "",
-        "origin": queue,
-        "description": description,
+        RqJob.created_at: iso,
+        RqJob.enqueued_at: iso,
+        RqJob.data: job_data(execution_id, prefix),
+        RqJob.success_callback_name: "",
+        RqJob.failure_callback_name: "",
+        RqJob.stopped_callback_name: "",
+        RqJob.started_at: "",
+        RqJob.ended_at: "",
+        RqJob.last_heartbeat: "",
+        RqJob.worker_name: "",
+        RqJob.group_id: "",
+        RqJob.origin: queue,
+        RqJob.description: description,
         # RQ must never kill the command itself (it would orphan it): Angora's runner owns the timeout.
-        "timeout": int(timeout) + 120,
-        "result_ttl": int(result_ttl),
-        "failure_ttl": int(result_ttl),
-        "status": status,
+        RqJob.timeout: int(timeout) + 120,
+        RqJob.result_ttl: int(result_ttl),
+        RqJob.failure_ttl: int(result_ttl),
+        RqJob.status: status,
     }

@@ -1,19 +1,30 @@
 """A run's overall status and each planned job's status, derived from what Redis holds (pure)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-FAILED = frozenset({"failed", "killed", "upstream_failed"})
-SUCCEEDED = frozenset({"succeeded", "skipped"})
-WAITING = frozenset({"held", "queued", "delayed", "pending"})
-TERMINAL = FAILED | SUCCEEDED | {"not_triggered", "canceled"}
+from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Run, Status
+
+
+def plan_of_hash(h: Mapping[str, str]) -> dict[str, Any]:
+    """The plan a run's hash (decoded) holds, or an empty one."""
+    return json.loads(h[Run.plan]) if h.get(Run.plan) else {"jobs": [], "parents": {}, "depth": {}}
+
+
+def summarize_hash(h: Mapping[str, str], plan: Mapping[str, Any] | None = None) -> "RunSummary":
+    """`summarize` of a run's hash as Redis holds it (decoded); `plan` when already parsed."""
+    plan = plan if plan is not None else plan_of_hash(h)
+    statuses = {k[len(Run.job_status):]: v for k, v in h.items() if k.startswith(Run.job_status)}
+    return summarize(plan["jobs"], plan.get("parents", {}), statuses, int(h.get(Run.active) or 0),
+                     h.get(Run.canceled) == "1")
 
 
 def is_terminal(status: str) -> bool:
     """True for a status that will not change by itself."""
-    return status in TERMINAL
+    return status in FINAL
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ def _overall(jobs: Mapping[str, str], finished: bool, canceled: bool) -> str:
     if not finished:
         if canceled:
             return "canceling"
-        started = [s for s in jobs.values() if s not in WAITING]
+        started = [s for s in jobs.values() if s not in NOT_STARTED]
         return "running" if started else "queued"
     if canceled:
         return "canceled"
@@ -65,7 +76,7 @@ def _ancestor_failed(name: str, parents: Mapping[str, Sequence[str]], jobs: Mapp
         if p in seen:
             continue
         seen.add(p)
-        if jobs.get(p) in FAILED or jobs.get(p) == "canceled":
+        if jobs.get(p) in FAILED or jobs.get(p) == Status.canceled:
             return True
         todo.extend(parents.get(p, ()))
     return False

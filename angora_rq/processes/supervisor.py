@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence, TextIO
 
+from angora_rq.commands.signals import group_members, signal_group
 from angora_rq.core.errors import AngoraError
 from angora_rq.processes.redis_server import RedisServer, die_with_parent
 
@@ -74,31 +75,6 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with status {code}"
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Send `sig` to a process group; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, read from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                state, _ppid, pgrp = f.read().rpartition(")")[2].split()[:3]
-        except (OSError, ValueError):
-            continue  # it ended while we looked
-        if int(pgrp) == pgid and state != "Z":
-            found.append(int(entry))
-    return found
 
 
 class Supervisor:
@@ -256,7 +232,7 @@ class Supervisor:
         left = group_members(child.proc.pid)
         if left:
             self.say(f"{child.spec.name} left processes in its group ({', '.join(map(str, left))}): SIGKILL")
-            _signal_group(child.proc.pid, signal.SIGKILL)
+            signal_group(child.proc.pid, signal.SIGKILL)
 
     def request_stop(self, *_: object) -> None:
         """Ask run() to stop (safe in a signal handler); a second request skips the grace period."""
@@ -282,7 +258,7 @@ class Supervisor:
         for child in running:
             assert child.proc is not None
             self.say(f"stopping {child.spec.name} (pid {child.proc.pid})")
-            _signal_group(child.proc.pid, signal.SIGTERM)
+            signal_group(child.proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.policy.grace
         while any(c.alive for c in running) and time.monotonic() < deadline and self._stop_requests < 2:
             self._relay(0.05)
@@ -300,7 +276,7 @@ class Supervisor:
         assert child.proc is not None
         if child.alive:
             self.say(f"{child.spec.name} did not stop within {self.policy.grace:g}s: SIGKILL")
-            _signal_group(child.proc.pid, signal.SIGKILL)
+            signal_group(child.proc.pid, signal.SIGKILL)
         code = child.proc.wait()
         self._drain(child)
         self._kill_leftovers(child)

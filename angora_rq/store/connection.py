@@ -1,13 +1,35 @@
-"""Connecting to Redis, and turning Redis trouble into Angora errors."""
+"""Connecting to Redis, and turning Redis trouble into Angora errors.
+
+The only layer that imports redis is the store: the processes, the web app and the CLI take the client type and
+the exception classes they catch from here.
+"""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import re
+import ssl
+from typing import Iterator, Optional
 
 import redis
+from redis.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError  # not the builtin ConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
-from angora_rq.core.errors import Unavailable
-from angora_rq.core.settings import Settings
+from angora_rq.core.errors import AngoraError, Unavailable
+from angora_rq.core.settings import Settings, redacted
+
+__all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
+           "UNREACHABLE", "connect", "ping", "unavailable", "redis_errors", "first_contact"]
+
+Redis = redis.Redis
+# Redis out of reach: restarting, shut down, loading its AOF (BusyLoadingError is a ConnectionError), a connection
+# reset or refused, no answer in time. What a loop waits out (processes/outage.py), and a 503 over HTTP.
+UNREACHABLE = (RedisConnectionError, redis.exceptions.TimeoutError)
+# redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")) ...
+REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
+# ... but not from MISCONF or BUSY, and an error raised inside a Lua script may carry it in its text: "... -OOM ...".
+# Whole words only: BUSYGROUP and BUSYKEY are ordinary errors of a command, not a server that refuses work.
+REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b|OOM command not allowed")
 
 
 def connect(settings: Settings, **kwargs: object) -> redis.Redis:
@@ -17,21 +39,70 @@ def connect(settings: Settings, **kwargs: object) -> redis.Redis:
     return redis.Redis.from_url(settings.effective_redis_url, **opts)
 
 
+def ping(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def unavailable(e: BaseException) -> Optional[Unavailable]:
+    """The `Unavailable` (HTTP 503) a Redis error means, or None when it is not Redis being unable to serve.
+
+    Unavailable: not reachable (connection refused or lost, authentication, still loading its data), no answer in
+    time, out of memory (maxmemory with noeviction: writes fail while reads work), read-only (a replica), MISCONF
+    (cannot persist) or BUSY (running a long script). Any other error is a bug or a bad request, left as it is.
+    """
+    if isinstance(e, RedisConnectionError):  # BusyLoadingError (LOADING) is one too
+        return Unavailable(f"Redis is not reachable: {e}")
+    if isinstance(e, redis.exceptions.TimeoutError):
+        return Unavailable(f"Redis did not answer in time: {e}")
+    if isinstance(e, REFUSALS) or (isinstance(e, ResponseError) and REFUSED.search(str(e))):
+        oom = isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM" in str(e)
+        return Unavailable(f"Redis {'is out of memory' if oom else 'refused the command'}: {e}")
+    return None
+
+
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
-    """Map Redis being down, out of memory or read-only to `Unavailable` (HTTP 503)."""
+    """Raise `unavailable(e)` for Redis being down, out of memory, read-only...; other errors pass unchanged."""
     try:
         yield
-    except redis.exceptions.ConnectionError as e:
-        raise Unavailable(f"Redis is not reachable: {e}") from e
-    except redis.exceptions.TimeoutError as e:
-        raise Unavailable(f"Redis did not answer in time: {e}") from e
-    except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError) as e:
-        # redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")).
-        raise Unavailable(f"Redis refused the write: {e}") from e
-    except redis.exceptions.ResponseError as e:
-        text = str(e)
-        # Inside a Lua script the code stays in the text: "... -OOM command not allowed ...".
-        if text.startswith(("OOM", "READONLY", "MISCONF", "LOADING", "BUSY")) or "OOM command not allowed" in text:
-            raise Unavailable(f"Redis refused the write: {text}") from e
-        raise
+    except RedisError as e:
+        mapped = unavailable(e)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+TLS_HELP = ("for a self-signed certificate (Heroku Redis, many managed servers) set ANGORA_REDIS_TLS_VERIFY=none, "
+            "or give the CA that signed it with ANGORA_REDIS_TLS_CA=/path/to/ca.pem")
+
+
+def first_contact(r: redis.Redis, url: str) -> Optional[str]:
+    """PING once, before a process starts its work.
+
+    Settings that cannot work raise AngoraError saying what to do (a certificate not trusted, TLS spoken to a
+    plain port, a password refused); a server that does not answer (yet) only returns a warning, as the
+    processes' loops retry until it does.
+    """
+    where = redacted(url)
+    try:
+        r.ping()
+    except redis.exceptions.AuthenticationError as e:  # NOAUTH, WRONGPASS
+        raise AngoraError(f"Redis at {where} refused the credentials ({e}): give the password in REDIS_URL "
+                          "(redis://:PASSWORD@host:port)") from e
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+        cause = e.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise AngoraError(f"Redis at {where}: the server's TLS certificate is not trusted "
+                              f"({cause.verify_message}); {TLS_HELP}") from e
+        if isinstance(cause, ssl.SSLError):
+            raise AngoraError(f"Redis at {where}: TLS failed ({cause.reason or cause}); rediss:// needs a TLS "
+                              "port, redis:// a plain one") from e
+        return f"Redis at {where} does not answer yet ({e}); retrying"
+    return None

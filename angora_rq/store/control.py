@@ -7,19 +7,22 @@ from typing import Any, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.processes.janitor import claimed_from_hash
+from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
-from angora_rq.store.queries import decode
+from angora_rq.core.plans import manual_plan, missing_parents
+from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.state import State
 
-WAITING = ("queued", "delayed", "held")
-FAILED = ("failed", "killed", "upstream_failed", "replaying", "canceled")
+# What cancel reads of each execution of a run.
+ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
+CANCEL_TRIES = 20
 
 
 class Control:
@@ -38,7 +41,7 @@ class Control:
             raise NotFound(f"no job named {name!r}")
         params = check_params(params)
         run_id = check_run_id(run_id) if run_id else new_run_id()
-        run = decode(self.r.hgetall(self.keys.run(run_id)))
+        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
         if job.parent_success:
             self._check_parents(snap, name, run, run_id)
         topic = next((t for t in job.triggers if "*" not in t and "#" not in t), "manual")
@@ -56,31 +59,59 @@ class Control:
         return {"run_id": run_id, "execution_id": xid}
 
     def _check_parents(self, snap: Snapshot, name: str, run: dict[str, str], run_id: str) -> None:
-        plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
-        parents = snap.join_parents(name, plan_jobs)
+        missing = missing_parents(snap, name, run)
         if not run:
             raise Conflict(f"job {name!r} has parent_success: run it inside an existing run (--run-id) "
-                           f"where its parents {parents} have succeeded")
-        missing = [p for p in parents if run.get(f"s:{p}") not in ("succeeded", "skipped")]
+                           f"where its parents {missing} have succeeded")
         if missing:
             raise Conflict(f"job {name!r} has parent_success and these parents have not succeeded "
                            f"in run {run_id}: {', '.join(missing)}")
 
-    def cancel_run(self, run_id: str) -> None:
-        """No further job of the run starts; running commands finish (kill them to stop them)."""
-        if not self.r.exists(self.keys.run(run_id)):
-            raise NotFound(f"no run {run_id!r}")
-        with self.r.pipeline() as pipe:
-            pipe.hset(self.keys.run(run_id), "canceled", "1")
-            pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes must look again
-            pipe.execute()
+    def cancel_run(self, run_id: str, kill: bool = False) -> dict[str, Any]:
+        """No further job of the run starts: its waiting executions (queued, delayed replays, held) are canceled at
+        once; running commands finish, or with `kill` are killed. Returns the run id and the executions affected."""
+        rk = self.keys.run(run_id)
+        for _ in range(CANCEL_TRIES):
+            with self.r.pipeline() as pipe:
+                # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
+                pipe.watch(rk, self.keys.run_executions(run_id))
+                if not pipe.exists(rk):
+                    raise NotFound(f"no run {run_id!r}")
+                ids = [to_str(x) for x in pipe.zrange(self.keys.run_executions(run_id), 0, -1)]
+                if ids:
+                    pipe.watch(*(self.keys.execution(x) for x in ids))
+                rows = self._rows(ids)
+                waiting = [f for f in rows if f[Exec.status] in WAITING]
+                running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
+                pipe.multi()
+                pipe.hset(rk, Run.canceled, "1")
+                pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
+                for f in waiting:
+                    self._drop_waiting(pipe, f, Status.canceled)
+                for f in running if kill else ():
+                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[Exec.id]}")
+                try:
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            return {"run_id": run_id, "canceled": True, "dropped": [f[Exec.id] for f in waiting],
+                    "kill_requested": [f[Exec.id] for f in running] if kill else []}
+        raise Conflict(f"run {run_id} kept changing while it was being canceled; try again")
+
+    def _rows(self, ids: list[str]) -> list[dict[str, str]]:
+        """What cancel needs of each execution, in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                p.hmget(self.keys.execution(xid), *ROW)
+            replies = p.execute()
+        return [{**to_str_dict(dict(zip(ROW, reply))), Exec.id: xid} for xid, reply in zip(ids, replies)]
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
         ek = self.keys.execution(xid)
         with self.r.pipeline() as pipe:
             pipe.watch(ek)
-            f = decode(pipe.hgetall(ek))
+            f = to_str_dict(pipe.hgetall(ek))
             if not f:
                 raise NotFound(f"no execution {xid!r}")
             status = f.get("status")
@@ -104,6 +135,7 @@ class Control:
         pipe.zrem(self.keys.delayed(), xid)
         pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
+        pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
         if f.get("replay_of"):
@@ -112,7 +144,7 @@ class Control:
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
         f = self._finished(xid)
-        ex = claimed_from_hash(f)
+        ex = Claimed.from_hash(f)
         msg = Message(ex.topic, ex.params, ex.run, f"retry:{xid}", time.time())
         with self.r.pipeline() as pipe:
             nxt = self.state.create(pipe, ex.spec, msg, msg.sent_at, attempt=ex.attempt + 1, replay_of=xid,
@@ -124,13 +156,13 @@ class Control:
     def skip(self, xid: str) -> None:
         """Mark a failed execution succeeded (`skipped`) and send its messages so its children proceed."""
         f = self._finished(xid)
-        if f.get("status") not in FAILED:
+        if f.get("status") not in SKIPPABLE:
             raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
-        ex = claimed_from_hash(f)
+        ex = Claimed.from_hash(f)
         now = time.time()
         with self.r.pipeline() as pipe:
             if f.get("next"):
-                nxt = decode(self.r.hgetall(self.keys.execution(f["next"])))
+                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f["next"])))
                 if nxt.get("status") in WAITING:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
@@ -141,18 +173,10 @@ class Control:
             pipe.execute()
 
     def _finished(self, xid: str) -> dict[str, str]:
-        f = decode(self.r.hgetall(self.keys.execution(xid)))
+        f = to_str_dict(self.r.hgetall(self.keys.execution(xid)))
         if not f:
             raise NotFound(f"no execution {xid!r}")
-        if f.get("status") in WAITING + ("running",):
+        if f.get("status") in WAITING | {Status.running}:
             raise Conflict(f"execution {xid} is still {f['status']}")
         return f
 
-
-def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
-    """The plan of a job run by hand: the job and everything downstream of it."""
-    graph = snap.graph
-    jobs = [name] + [j for j in graph.downstream(name) if j != name]
-    inside = set(jobs)
-    parents = {j: [p for p in graph.parents(j) if p in inside] for j in jobs}
-    return {"jobs": jobs, "parents": parents, "depth": {}}

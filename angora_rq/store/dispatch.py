@@ -1,4 +1,4 @@
-"""A matcher batch's writes: one DISPATCH script call (see scripts.py) creates, guards, queues and acknowledges."""
+"""A matcher batch's writes: one DISPATCH call (store/lua/dispatch.lua) creates, guards, queues and acknowledges."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,14 @@ from angora_rq.store.link import Link
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_data_parts, job_mapping, utc_iso
-from angora_rq.store.scripts import shared_scripts
+from angora_rq.core.schema import RqJob
+from angora_rq.store.scripts import DISPATCH, field_pairs
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import BELL_CAP, spec_json
+from angora_rq.core.execution import spec_json
+from angora_rq.store.state import BELL_CAP
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
-_PER_EXECUTION = ("created_at", "enqueued_at", "data", "description", "status")
+_PER_EXECUTION = (RqJob.created_at, RqJob.enqueued_at, RqJob.data, RqJob.description, RqJob.status)
 
 
 @dataclass
@@ -30,11 +32,11 @@ class Outgoing:
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
         self.link = link
+        self.consumer = consumer  # the matcher's name in the consumer group
         self.keys = keys
         self.settings = settings
-        self.scripts = shared_scripts()
         self._jobs: dict[tuple[str, str], list[Any]] = {}
         self._head, self._tail = job_data_parts(keys.prefix)
 
@@ -46,22 +48,24 @@ class Dispatcher:
         """
         k, ttl = self.keys, int(self.settings.retention)
         job_no: dict[str, int] = {}
-        job_args: list[Any] = []
+        rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
         for _, job, _ in batch.dispatches:
             if job.name not in job_no:
                 job_no[job.name] = len(job_no) + 1
-                job_args += self._job_args(job, version, ttl)
-        args: list[Any] = [
-            repr(now), utc_iso(now), ttl, self.settings.history, guard_ttl, version, BELL_CAP, k.execution(""),
-            K.rq_job(""), k.stream(), MATCHER_GROUP, k.paused_jobs(), K.RQ_QUEUES, self._head, self._tail,
-            len(job_no), len(batch.messages), len(batch.dispatches), *job_args,
-        ]
+                rest += self._job_args(job, version, ttl)
         for entry, msg, plan in batch.messages:
-            args += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params), k.run(msg.run_id),
+            rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params), k.run(msg.run_id),
                      k.run_executions(msg.run_id), plan)
         for m, job, guard in batch.dispatches:
-            args += (m + 1, job_no[job.name], new_execution_id(), guard)
-        created, *conflicts = self.link.script(self.scripts.dispatch, (), args)
+            rest += (m + 1, job_no[job.name], new_execution_id(), guard)
+        created, *conflicts = DISPATCH.bind(
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, now=repr(now), now_iso=utc_iso(now),
+            ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, consumer=self.consumer,
+            data_head=self._head,
+            data_tail=self._tail, n_jobs=len(job_no), n_messages=len(batch.messages),
+            n_dispatches=len(batch.dispatches), batch=rest,
+        ).run(self.link)
         return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
     def _job_args(self, job: JobDef, version: str, ttl: int) -> list[Any]:
@@ -75,9 +79,7 @@ class Dispatcher:
             assert all(name in rq for name in _PER_EXECUTION)
             cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
                       k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
-                      k.paused_held(job.name), len(rq)]
-            for name, value in rq.items():
-                cached += (name, value)
+                      k.paused_held(job.name), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached
         return cached

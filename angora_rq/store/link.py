@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 import hiredis
 import redis
 from redis.client import Pipeline
-from redis.commands.core import Script
+
+
+class LuaScript(Protocol):
+    """What a Link needs of a script (scripts.Script has it)."""
+
+    @property
+    def sha(self) -> str: ...
+    @property
+    def text(self) -> str: ...
 
 
 class Link:
@@ -36,12 +44,12 @@ class Link:
         conn.send_packed_command([hiredis.pack_command(args)])
         return conn.read_response()
 
-    def script(self, script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        """EVALSHA a registered script, loading it once if the server does not know it (e.g. after a restart)."""
+    def script(self, script: LuaScript, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        """EVALSHA a script, loading it once if the server does not know it (e.g. after a restart)."""
         try:
             return self.call(*evalsha(script, keys, args))
         except redis.exceptions.NoScriptError:
-            script.sha = self.call("SCRIPT", "LOAD", script.script).decode()
+            self.call("SCRIPT", "LOAD", script.text)
             return self.call(*evalsha(script, keys, args))
 
     def execute(self, pipe: Pipeline) -> list[Any]:
@@ -97,7 +105,7 @@ class Link:
         return self._conn
 
 
-def evalsha(script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> tuple[Any, ...]:
+def evalsha(script: LuaScript, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> tuple[Any, ...]:
     """The EVALSHA command that runs `script` (for Link.call, or as execute_then's command)."""
     return ("EVALSHA", script.sha, len(keys), *keys, *args)
 

@@ -1,9 +1,10 @@
 """Pause and resume jobs and queues.
 
-- A paused job (`keys.paused_jobs()`): the matcher still dispatches the messages that trigger it, but creates
-  each execution `held` and appends it to `keys.paused_held(job)` instead of queueing it (matcher.py), in the
-  same transaction that watches the paused set. Resume is one Lua call: the job leaves the set and its held
-  executions go, in order, to the end of their RQ queue. Nothing is lost, nothing runs while paused.
+- A paused job (`keys.paused_jobs()`): the matcher still dispatches the messages that trigger it, but its
+  DISPATCH script (store/lua/dispatch.lua) creates each execution `held` and appends it to `keys.paused_held(job)`
+  instead of queueing it; the script reads the paused set itself, atomically with those writes, so a pause takes
+  effect from the next batch. Resume is one Lua call (resume.lua): the job leaves the set and its held executions
+  go, in order, to the end of their RQ queue. Nothing is lost, nothing runs while paused.
 - A paused queue (`keys.paused_queues()`): workers take nothing from it (the CLAIM script checks the set).
 - Pausing never stops a running command; kill does that.
 """
@@ -15,41 +16,15 @@ from typing import Any, Iterable, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
+from angora_rq.store.link import link_for
+from angora_rq.store.scripts import RESUME
 from angora_rq.store.state import BELL_CAP
 
 QUEUE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")  # what definitions accept for `queue:`
-
-# KEYS: paused jobs set, the job's paused_held list, rq queues set
-# ARGV: job, exec_prefix, rqjob_prefix, rqqueue_prefix, run_prefix, bell_prefix, now, bell_cap
-# -> {1 if the job was paused else 0, executions queued}
-RESUME = """
-local was = redis.call('SREM', KEYS[1], ARGV[1])
-local ids = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('DEL', KEYS[2])
-local n, rung = 0, {}
-for _, id in ipairs(ids) do
-  local ek = ARGV[2] .. id
-  local e = redis.call('HMGET', ek, 'status', 'queue', 'run', 'job')
-  -- killed while held, or expired: nothing to queue
-  if e[1] == 'held' then
-    redis.call('HSET', ek, 'status', 'queued', 'queued', ARGV[7])
-    redis.call('HSET', ARGV[3] .. id, 'status', 'queued')
-    redis.call('HSET', ARGV[5] .. e[3], 's:' .. e[4], 'queued')
-    redis.call('RPUSH', ARGV[4] .. e[2], id)
-    redis.call('SADD', KEYS[3], ARGV[4] .. e[2])
-    rung[e[2]] = true
-    n = n + 1
-  end
-end
-for q, _ in pairs(rung) do
-  redis.call('RPUSH', ARGV[6] .. q, 1)
-  redis.call('LTRIM', ARGV[6] .. q, 0, tonumber(ARGV[8]) - 1)
-end
-return {was, n}
-"""
 
 
 def check_queue(name: Any) -> str:
@@ -75,9 +50,11 @@ def pause_job(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
 def resume_job(r: redis.Redis, keys: Keys, job: str, now: Optional[float] = None) -> dict[str, Any]:
     """Unpause `job` and queue what it held, in order (one atomic step)."""
     k = keys
-    was, released = r.eval(RESUME, 3, k.paused_jobs(), k.paused_held(job), K.RQ_QUEUES,
-                           job, k.execution(""), K.rq_job(""), K.rq_queue(""), k.run(""), k.bell(""),
-                           repr(time.time() if now is None else now), BELL_CAP)
+    was, released = RESUME.bind(
+        paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job), rq_queues=K.RQ_QUEUES, job=job,
+        exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=K.rq_queue(""), run_prefix=k.run(""),
+        bell_prefix=k.bell(""), now=repr(time.time() if now is None else now), bell_cap=BELL_CAP,
+    ).run(link_for(r))
     return {"job": job, "paused": False, "changed": bool(was), "released": int(released)}
 
 
@@ -100,7 +77,7 @@ def resume_queue(r: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
 
 def paused_jobs(r: redis.Redis, keys: Keys) -> set[str]:
     """Names of the paused jobs."""
-    return {_s(v) for v in r.smembers(keys.paused_jobs())}
+    return {to_str(v) for v in r.smembers(keys.paused_jobs())}
 
 
 def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -109,7 +86,7 @@ def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         p.smembers(keys.paused_jobs())
         p.smembers(keys.paused_queues())
         jobs_raw, queues_raw = p.execute()
-    jobs, queues = sorted(_s(v) for v in jobs_raw), sorted(_s(v) for v in queues_raw)
+    jobs, queues = sorted(to_str(v) for v in jobs_raw), sorted(to_str(v) for v in queues_raw)
     with r.pipeline(transaction=False) as p:
         for j in jobs:
             p.llen(keys.paused_held(j))
@@ -120,7 +97,3 @@ def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         "jobs": [{"name": j, "held": int(n)} for j, n in zip(jobs, counts[:len(jobs)])],
         "queues": [{"name": q, "waiting": int(n)} for q, n in zip(queues, counts[len(jobs):])],
     }
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

@@ -6,20 +6,13 @@ from typing import Any, Iterable, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
 from angora_rq.core.keys import Keys
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
 NUMERIC = {"attempt": int, "created": float, "started": float, "ended": float, "duration": float, "exit_code": int}
-
-
-def decode(raw: dict) -> dict[str, Any]:
-    """A Redis hash as str -> str."""
-    try:  # the usual case, bytes both sides, without a call per field (a run's hash has hundreds of them)
-        return {k.decode(): v.decode() for k, v in raw.items()}
-    except AttributeError:
-        return {_s(k): _s(v) for k, v in raw.items()}
 
 
 def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, Any]:
@@ -52,7 +45,7 @@ class Queries:
         raw = self.r.hgetall(self.keys.execution(xid))
         if not raw:
             raise NotFound(f"no execution {xid!r}")
-        return execution_view(decode(raw))
+        return execution_view(to_str_dict(raw))
 
     def executions(self, ids: Iterable[str], with_tail: bool = False) -> list[dict[str, Any]]:
         """Several executions in one round trip (expired ones skipped)."""
@@ -66,7 +59,7 @@ class Queries:
             replies = p.execute()
         out = []
         for reply in replies:
-            fields = decode(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), (_s(v) for v in reply)))
+            fields = to_str_dict(reply) if with_tail else dict(zip((*LIST_FIELDS, "params"), map(to_str, reply)))
             if fields.get("id"):
                 out.append(execution_view(fields, with_tail))
         return out
@@ -78,19 +71,19 @@ class Queries:
             p.zcard(key)
             p.zrevrange(key, offset, offset + limit - 1)
             total, ids = p.execute()
-        return int(total), self.executions(_s(i) for i in ids)
+        return int(total), self.executions(to_str(i) for i in ids)
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run, oldest first."""
         ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
-        return self.executions(_s(i) for i in ids)
+        return self.executions(to_str(i) for i in ids)
 
     def run_hash(self, run_id: str) -> dict[str, str]:
         """A run's raw hash; NotFound if unknown or expired."""
         raw = self.r.hgetall(self.keys.run(run_id))
         if not raw:
             raise NotFound(f"no run {run_id!r}")
-        return decode(raw)
+        return to_str_dict(raw)
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A run with its plan, every planned job's status (pending included) and its overall status."""
@@ -108,7 +101,7 @@ class Queries:
                 p.zcount(key, window.lo, window.hi)
                 p.zrevrangebyscore(key, window.hi, window.lo, start=offset, num=limit)
                 total, raw_ids = p.execute()
-            ids = [_s(i) for i in raw_ids]
+            ids = [to_str(i) for i in raw_ids]
         else:
             if self._index is None:
                 self._index = RunIndex(self.r, self.keys)
@@ -117,7 +110,7 @@ class Queries:
             for rid in ids:
                 p.hgetall(self.keys.run(rid))
             raws = p.execute()
-        return int(total), [run_view(decode(raw)) for raw in raws if raw]
+        return int(total), [run_view(to_str_dict(raw)) for raw in raws if raw]
 
     def job_stats(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Latest status and counters of several jobs in one round trip."""
@@ -126,7 +119,7 @@ class Queries:
             for n in names:
                 p.hgetall(self.keys.job_stats(n))
             replies = p.execute()
-        return {n: stats_view(decode(raw)) for n, raw in zip(names, replies)}
+        return {n: stats_view(to_str_dict(raw)) for n, raw in zip(names, replies)}
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
@@ -148,12 +141,11 @@ def stats_view(f: dict[str, str]) -> dict[str, Any]:
 
 def run_view(h: dict[str, str]) -> dict[str, Any]:
     """A run hash as JSON-ready data, with statuses derived by runs.summarize."""
-    from angora_rq.core.runs import summarize
+    from angora_rq.core.runs import plan_of_hash, summarize_hash
 
-    plan = json.loads(h["plan"]) if h.get("plan") else {"jobs": [], "parents": {}, "depth": {}}
-    statuses = {k[2:]: v for k, v in h.items() if k.startswith("s:")}
+    plan = plan_of_hash(h)
     active = int(h.get("active") or 0)
-    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get("canceled") == "1")
+    summary = summarize_hash(h, plan)
     jobs = {
         name: {
             "status": st,
@@ -176,7 +168,3 @@ def run_view(h: dict[str, str]) -> dict[str, Any]:
         "jobs": jobs,
         "counts": summary.counts,
     }
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))

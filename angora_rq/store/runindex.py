@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Mapping, Optional
 
 import redis
 
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.keys import Keys
+from angora_rq.core.runs import RunSummary, summarize, summarize_hash
+from angora_rq.core.schema import NOT_STARTED, Run, Status
+from angora_rq.store.link import link_for
 from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
 
-FINISHED = ("succeeded", "failed", "canceled")  # statuses with an index; the others are live
-UNINDEXED_JOB = frozenset({"pending", "not_triggered"})  # a job in these did not take part in the run
+FINISHED = (Status.succeeded, Status.failed, Status.canceled)  # run statuses with an index; the others are live
+UNINDEXED_JOB = frozenset({Status.pending, Status.not_triggered})  # a job in these did not take part in the run
 CHUNK = 500
 SCRATCH_TTL = 10
 
@@ -75,7 +79,7 @@ class RunIndex:
         cursor = 0
         while True:
             cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=CHUNK)
-            ids = [(_s(k), _s(v)) for k, v in batch.items()]
+            ids = [(to_str(k), to_str(v)) for k, v in batch.items()]
             for start in range(0, len(ids), CHUNK):
                 live += self._settle_chunk(ids[start:start + CHUNK], statuses)
             if int(cursor) == 0:
@@ -85,15 +89,13 @@ class RunIndex:
 
     def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
         """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""
-        from angora_rq.core.runs import WAITING, summarize
-
-        rows = self.r.eval(RUN_STATES, 0, "status" if statuses else "brief", len(WAITING), *sorted(WAITING),
-                           *(self.keys.run(rid) for rid, _ in chunk))
+        rows = RUN_STATES.bind(mode="status" if statuses else "brief", not_started=" ".join(sorted(NOT_STARTED)),
+                               runs=[self.keys.run(rid) for rid, _ in chunk]).run(link_for(self.r))
         outcomes: list[tuple[str, str, str, float]] = []
         live: list[LiveRun] = []
         finished: list[tuple[str, str]] = []
         for (rid, seen), row in zip(chunk, rows):
-            created, active, canceled, started = (_s(x) for x in row)
+            created, active, canceled, started = (to_str(x) for x in row)
             if not created:
                 outcomes.append((rid, seen, "gone", 0.0))
             elif int(active or 0) <= 0:
@@ -106,37 +108,36 @@ class RunIndex:
                 outcomes.append((rid, seen, "live", float(created)))  # out of the finished indexes if reopened
         memberships: dict[str, list[str]] = {}
         created_at: dict[str, float] = {}
-        for (rid, seen), view in zip(finished, self._views([rid for rid, _ in finished])):
-            if view is None:
+        for (rid, seen), whole in zip(finished, self._read_whole([rid for rid, _ in finished])):
+            if whole is None:
                 outcomes.append((rid, seen, "gone", 0.0))
                 continue
-            created_at[rid] = view["created"]
-            outcomes.append((rid, seen, view["status"] if view["status"] in FINISHED else "live", view["created"]))
-            memberships[rid] = list(job_names(view))
+            started_at, summary = whole
+            created_at[rid] = started_at
+            outcomes.append((rid, seen, summary.status if summary.status in FINISHED else "live", started_at))
+            memberships[rid] = job_names(summary.jobs)
         self._record(outcomes, memberships, created_at)
         return live
 
-    def _views(self, ids: list[str]) -> list[Optional[dict[str, Any]]]:
-        """Whole run views (plan included) of finished runs, in one round trip."""
-        from angora_rq.store.queries import decode, run_view
-
+    def _read_whole(self, ids: list[str]) -> list[Optional[tuple[float, RunSummary]]]:
+        """Start time and summary (plan included) of finished runs, in one round trip; None for one that is gone."""
         if not ids:
             return []
         with self.r.pipeline(transaction=False) as p:
             for rid in ids:
                 p.hgetall(self.keys.run(rid))
             raws = p.execute()
-        return [run_view(decode(raw)) if raw and b"created" in raw else None for raw in raws]
+        out: list[Optional[tuple[float, RunSummary]]] = []
+        for raw in raws:
+            h = to_str_dict(raw)
+            out.append((float(h[Run.created]), summarize_hash(h)) if h.get(Run.created) else None)
+        return out
 
     def _record(self, outcomes: list[tuple[str, str, str, float]], memberships: dict[str, list[str]],
                 created: dict[str, float]) -> None:
         """One round trip: SETTLE_RUNS for the outcomes, and new job memberships into the per-job indexes."""
         k = self.keys
-        args: list[Any] = [k.runs_unsettled(), len(FINISHED)]
-        for status in FINISHED:
-            args += [status, k.runs_by_status(status)]
-        for rid, seen, outcome, when in outcomes:
-            args += [rid, seen, outcome, when]
+        runs: list[Any] = [x for row in outcomes for x in row]
         jobs = {job for names in memberships.values() for job in names}
         with self.r.pipeline(transaction=False) as p:
             for rid, names in memberships.items():
@@ -145,7 +146,9 @@ class RunIndex:
             if jobs:
                 p.sadd(k.runs_indexed_jobs(), *jobs)
             if outcomes:
-                p.eval(SETTLE_RUNS, 0, *args)
+                SETTLE_RUNS.bind(unsettled=k.runs_unsettled(), succeeded=k.runs_by_status(Status.succeeded),
+                                 failed=k.runs_by_status(Status.failed), canceled=k.runs_by_status(Status.canceled),
+                                 runs=runs).queue(p)
             p.execute()
 
     def _backfill(self) -> None:
@@ -162,7 +165,7 @@ class RunIndex:
                 break
             with self.r.pipeline(transaction=False) as p:
                 for rid in ids:
-                    p.hsetnx(self.keys.runs_unsettled(), _s(rid), 0)
+                    p.hsetnx(self.keys.runs_unsettled(), to_str(rid), 0)
                 p.execute()
             start += CHUNK
         self.r.set(self.keys.runs_index_built(), 1)
@@ -170,7 +173,7 @@ class RunIndex:
 
     def trim(self, before: float) -> None:
         """Drop index entries of runs started before `before` (the runs index no longer lists them)."""
-        names = [_s(n) for n in self.r.smembers(self.keys.runs_indexed_jobs())]
+        names = [to_str(n) for n in self.r.smembers(self.keys.runs_indexed_jobs())]
         with self.r.pipeline(transaction=False) as p:
             for key in [*(self.keys.runs_by_status(s) for s in FINISHED), *(self.keys.runs_by_job(n) for n in names)]:
                 p.zremrangebyscore(key, "-inf", f"({before}")
@@ -201,7 +204,7 @@ class RunIndex:
             p.zrevrangebyscore(scratch, window.hi, window.lo, start=window.offset, num=window.limit)
             p.delete(scratch)
             _, _, total, ids, _ = p.execute()
-        return int(total), [_s(i) for i in ids]
+        return int(total), [to_str(i) for i in ids]
 
     def _ran(self, live: list[LiveRun], job: str, index: bool = False) -> set[str]:
         """The live runs in which `job` has an execution; with `index`, also put them in the job's index (a run
@@ -224,13 +227,9 @@ class RunIndex:
             p.zcount(key, window.lo, window.hi)
             p.zrevrangebyscore(key, window.hi, window.lo, start=window.offset, num=window.limit)
             total, ids = p.execute()
-        return int(total), [_s(i) for i in ids]
+        return int(total), [to_str(i) for i in ids]
 
 
-def job_names(view: dict[str, Any]) -> Iterable[str]:
-    """The jobs that took part in a run: ran, or were blocked by a failure (not those still pending)."""
-    return [name for name, j in view["jobs"].items() if j["status"] not in UNINDEXED_JOB]
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+def job_names(jobs: Mapping[str, str]) -> list[str]:
+    """The jobs that took part in a run (a summary's job -> status): ran, or were blocked by a failure."""
+    return [name for name, status in jobs.items() if status not in UNINDEXED_JOB]

@@ -4,88 +4,101 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-import redis
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request, send_from_directory
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
-from angora_rq.store.connection import connect
+from angora_rq.processes import logs
+from angora_rq.store.connection import Redis, connect, unavailable
 from angora_rq.store.control import Control
+from angora_rq.store.reloads import reload_requests
 from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Unavailable
 from angora_rq.core.keys import Keys
 from angora_rq.store.queries import Queries
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.definitions.reload import Reloader
+from angora_rq.definitions.source import ConfigSource
 
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 2.0
-# redis-py strips the "OOM"/"READONLY" prefix from these, so match on the class as well as the text.
-REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
-# ... and inside a Lua script's error text they come back as "-OOM ...".
-REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b")
 MAX_BODY = 1024 * 1024
 
 
 class Definitions:
-    """The web app's view of the job definitions: the last good snapshot, and the files' current errors."""
+    """The web app's view of the job definitions: the last good snapshot, and the files' current errors.
 
-    def __init__(self, path: Path, recheck: float = RECHECK_SECONDS) -> None:
+    Kept current the way the matchers and schedulers are: a ConfigSource switched by a Reloader (a reload request
+    in Redis, or changed files), so every process serves the same version. Until the files have been valid once,
+    they are read again every `recheck` seconds.
+    """
+
+    def __init__(self, path: Path, requests: Callable[[], Any], recheck: float = RECHECK_SECONDS) -> None:
         self.path = Path(path)
+        self.requests = requests  # reads the reload-request counter (store.reloads.reload_requests)
         self.recheck = recheck
-        self.source: Any = None  # ConfigSource once the files have been valid at least once
+        self.reloader: Optional[Reloader] = None  # once the files have been valid at least once
         self.errors: list[Any] = []
-        self.checked = 0.0
+        self.checked = float("-inf")
         self._lock = threading.Lock()
 
+    @property
+    def source(self) -> Optional[ConfigSource]:
+        """The ConfigSource (None when the definitions have never been valid)."""
+        return None if self.reloader is None else self.reloader.source
+
     def refresh(self, force: bool = False) -> None:
-        """Read the files again (at most every `recheck` seconds); a broken change keeps the last good version."""
-        now = time.monotonic()
-        if not force and now - self.checked < self.recheck:
-            return
+        """Catch up with the files (`force`: read them now); a broken change keeps the last good version."""
         if not self._lock.acquire(blocking=force):
-            return  # another thread is reading the files right now
+            return  # another thread is checking or reading the files right now
         try:
-            self.checked = now
-            self._load()
-        finally:
-            self._lock.release()
-
-    def _load(self) -> None:
-        from angora_rq.definitions.source import ConfigSource
-
-        try:
-            if self.source is None:
-                self.source = ConfigSource(self.path)
-                self.errors = []
+            if self.reloader is None:
+                self._first_load(force)
             else:
-                self.source.reload()
-                self.errors = list(self.source.last_errors)
-        except DefinitionError as e:
-            self.errors = list(e.problems)
+                if force:
+                    self.reloader.request()
+                self.reloader.check()
+                self.errors = list(self.reloader.source.last_errors)
         except Exception as e:  # noqa: BLE001 - unreadable files must not stop the app; show them instead
             log.exception("cannot read the definitions in %s", self.path)
             self.errors = [f"{self.path}: {e}"]
+        finally:
+            self._lock.release()
+
+    def _first_load(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self.checked < self.recheck:
+            return
+        self.checked = now
+        try:
+            source = ConfigSource(self.path)
+        except DefinitionError as e:
+            self.errors = list(e.problems)
+            return
+        self.reloader = Reloader(self.requests, source)
+        self.errors = []
 
     def snapshot(self) -> Snapshot:
         """The definitions in force; Unavailable when no valid version was ever loaded."""
         self.refresh()
-        if self.source is None:
+        source = self.source
+        if source is None:
             raise Unavailable("no valid job definitions are loaded; see /api/v1/config",
                               detail=[problem_json(p) for p in self.errors])
-        return self.source.current()
+        return source.current()
 
     def status(self) -> dict[str, Any]:
         """What is loaded and what is wrong with the files as they are now."""
         self.refresh()
-        snap = self.source.current() if self.source is not None else None
+        source = self.source
+        snap = source.current() if source is not None else None
         config = snap.config if snap is not None else None
         return {
             "path": str(self.path),
@@ -113,7 +126,7 @@ class Angora:
     """What every request needs, on `app.extensions["angora"]`: settings, Redis, keys, reads, actions, definitions."""
 
     settings: Settings
-    r: redis.Redis
+    r: Redis
     keys: Keys
     queries: Queries
     control: Control
@@ -124,10 +137,11 @@ class Angora:
         """Build the resources; nothing connects until the first command."""
         r = connect(settings, socket_timeout=10)
         keys = Keys(settings.prefix)
-        return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), Definitions(settings.config_path))
+        definitions = Definitions(settings.config_path, reload_requests(r, keys))
+        return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), definitions)
 
     @property
-    def source(self) -> Any:
+    def source(self) -> Optional[ConfigSource]:
         """The ConfigSource (None when the definitions have never been valid)."""
         return self.definitions.source
 
@@ -147,6 +161,8 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
 
     config = dict(config or {})
     settings = config.pop("SETTINGS", None) or Settings.from_env()
+    # The entry point of the web role under a WSGI server (the Procfile's granian): log like the other roles.
+    logs.configure(settings.log_level, settings.log_format)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, **auth.cookie_config())
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the documented field order
@@ -265,17 +281,9 @@ def _unexpected(e: BaseException) -> Response:
 
 
 def from_library_error(e: BaseException) -> Optional[AngoraError]:
-    """Redis trouble -> Unavailable; rq's unknown job -> NotFound; None for anything else."""
+    """Redis trouble -> Unavailable (store.connection.unavailable); rq's unknown job -> NotFound; else None."""
     from rq.exceptions import NoSuchJobError
 
     if isinstance(e, NoSuchJobError):
         return NotFound(str(e) or "no such RQ job")
-    if isinstance(e, redis.exceptions.ConnectionError):
-        return Unavailable(f"Redis is not reachable: {e}")
-    if isinstance(e, redis.exceptions.TimeoutError):
-        return Unavailable(f"Redis did not answer in time: {e}")
-    if isinstance(e, REFUSALS) or (isinstance(e, redis.exceptions.ResponseError) and REFUSED.search(str(e))):
-        oom = isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM" in str(e)
-        what = "is out of memory" if oom else "refused the command"
-        return Unavailable(f"Redis {what}: {e}")
-    return None
+    return unavailable(e)

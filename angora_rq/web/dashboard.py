@@ -13,7 +13,7 @@ URL_PREFIX = "/rq"
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Register rq-dashboard's blueprint on Angora's Redis; no connection is made here."""
-    import rq_dashboard  # needs `six` (facts.md)
+    import rq_dashboard  # rq-dashboard 0.9.0 imports `six` without declaring it (a dependency of Angora)
 
     app.config.setdefault("RQ_DASHBOARD_REDIS_URL", settings.effective_redis_url)
     # Deleting an execution's RQ job behind Angora's back would leave its run waiting: use kill/skip instead.

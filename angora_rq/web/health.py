@@ -4,8 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
 from flask import Blueprint, jsonify
+
+from angora_rq.store.connection import RedisError
+from angora_rq.core.codec import to_str
 
 bp = Blueprint("health", __name__)
 
@@ -17,11 +19,11 @@ def processes(beats: dict[Any, Any], now: float) -> dict[str, list[dict[str, Any
     """Heartbeat hash fields `<role>:<name>` -> unix time, grouped by role, newest first, with `alive`."""
     out: dict[str, list[dict[str, Any]]] = {role: [] for role in ROLES}
     for field, value in beats.items():
-        role, _, name = _s(field).partition(":")
+        role, _, name = to_str(field).partition(":")
         if role not in out or not name:
             continue
         try:
-            beat = float(_s(value))
+            beat = float(to_str(value))
         except ValueError:
             continue
         age = max(0.0, now - beat)
@@ -40,7 +42,7 @@ def healthz() -> Any:
     now = time.time()
     try:
         beats = ext.r.hgetall(ext.keys.heartbeats())
-    except redis.exceptions.RedisError as e:
+    except RedisError as e:
         body = {"status": "unavailable", "time": now, "redis": {"ok": False, "error": str(e)[:300]},
                 "matchers": [], "workers": []}
         return jsonify(body), 503
@@ -53,7 +55,3 @@ def healthz() -> Any:
         "matchers": procs["matcher"],
         "workers": procs["worker"],
     }), 200
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)

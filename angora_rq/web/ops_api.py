@@ -12,8 +12,8 @@ from flask import Blueprint, jsonify
 
 from angora_rq.store import pausing
 from angora_rq.core.errors import NotFound
-from angora_rq.definitions.reload import request_reload
-from angora_rq.processes.scheduler import leader_status, schedule_status
+from angora_rq.store.reloads import request_reload
+from angora_rq.store.schedules import leader_status, schedule_status
 
 bp = Blueprint("ops_api", __name__)
 MAX_NAME = 200

@@ -14,9 +14,12 @@ from typing import Any, Iterable, Optional
 
 from flask import Blueprint, current_app, g, render_template, request
 
+from angora_rq.core.codec import to_str
 from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
+from angora_rq.core.schema import FAILED, WAITING, Status
 from angora_rq.core.topics import topic_matches
+from angora_rq.store.schedules import leader_status, schedule_status
 
 bp = Blueprint("ui", __name__)
 
@@ -26,8 +29,7 @@ CHAIN_STEPS = 20
 CHART_SIZE = 100  # executions in the job page's chart
 CHART_FIELDS = ("id", "status", "attempt", "created", "started", "ended", "duration")
 NEXT_FIRES = 5
-LIVE = frozenset({"held", "queued", "delayed", "running"})
-FAILING = frozenset({"failed", "killed"})
+LIVE = WAITING | {Status.running}
 RUN_STATUSES = ("queued", "running", "canceling", "succeeded", "failed", "canceled")
 LATEST_FIELDS = ("status", "started", "ended", "duration", "created")
 HEADER_TTL = 2.0
@@ -96,9 +98,9 @@ def job_states(names: Iterable[str]) -> dict[str, dict[str, Any]]:
             p.hmget(ext.keys.execution(xid), *LATEST_FIELDS)
         p.smembers(ext.keys.paused_jobs())
         *replies, paused = p.execute()
-    paused_names = {_s(v) for v in paused}
+    paused_names = {to_str(v) for v in paused}
     for (name, _), reply in zip(latest, replies):
-        merge_latest(stats[name], dict(zip(LATEST_FIELDS, (_s(v) for v in reply))))
+        merge_latest(stats[name], dict(zip(LATEST_FIELDS, (to_str(v) for v in reply))))
     for name, st in stats.items():
         st["status"] = st.get("status") or st["last_status"] or "never"
         st["paused"] = name in paused_names
@@ -141,7 +143,7 @@ def header_counts() -> Optional[dict[str, int]]:
         return None
     counts = {
         "running": sum(1 for s in states.values() if s["status"] == "running"),
-        "failed": sum(1 for s in states.values() if s["status"] in FAILING),
+        "failed": sum(1 for s in states.values() if s["status"] in FAILED),
     }
     ext["angora_header"] = (time.monotonic(), counts)
     return counts
@@ -266,7 +268,7 @@ def attempt_chain(view: dict[str, Any]) -> list[dict[str, Any]]:
     fields = ("id", "attempt", "status", "replay_of", "next")
 
     def fetch(xid: str) -> Optional[dict[str, str]]:
-        raw = dict(zip(fields, (_s(v) for v in ext.r.hmget(ext.keys.execution(xid), *fields))))
+        raw = dict(zip(fields, (to_str(v) for v in ext.r.hmget(ext.keys.execution(xid), *fields))))
         return raw if raw["id"] else None
 
     here = {k: str(view.get(k) or "") for k in fields}
@@ -317,11 +319,7 @@ def schedules() -> str:
 
 
 def schedule_state(snap: Any, now: float) -> tuple[dict[str, dict[str, Any]], Optional[dict[str, Any]]]:
-    """Each schedule's last tick/run (by name) and the scheduler leader; empty when there is no scheduler."""
-    try:
-        from angora_rq.processes.scheduler import leader_status, schedule_status
-    except ImportError:
-        return {}, None
+    """Each schedule's last tick/run (by name) and the scheduler leader."""
     ext = _ext()
     rows = schedule_status(ext.r, ext.keys, snap, now)
     return {row["name"]: row for row in rows}, leader_status(ext.r, ext.keys)
@@ -378,8 +376,4 @@ def _float(v: Any) -> Optional[float]:
         return float(v) if v not in (None, "") else None
     except ValueError:
         return None
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, (bytes, bytearray)) else ("" if v is None else str(v))
 

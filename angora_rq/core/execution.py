@@ -1,0 +1,112 @@
+"""An execution as the worker holds it, and the pure rules of finishing one: its status, replays and backoff."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from angora_rq.core.codec import to_str
+from angora_rq.core.model import JobDef
+
+SPEC_CACHE = 4096
+
+
+class OutcomeLike(Protocol):
+    """What finalize needs of a finished command (runner.Outcome has it)."""
+
+    @property
+    def exit_code(self) -> Optional[int]: ...
+    @property
+    def signal(self) -> Optional[int]: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def ended(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def tail(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+
+
+@dataclass
+class Claimed:
+    """An execution a worker has claimed: what it needs to run and finalize it."""
+
+    id: str
+    spec: JobDef
+    run: str
+    attempt: int
+    topic: str
+    params: dict[str, str]
+    queue: str
+    created: float
+
+    @classmethod
+    def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
+        """Build from the CLAIM script's reply for one execution."""
+        run, attempt, topic, params, queue, created = (to_str(f) for f in fields)
+        return cls(
+            id=to_str(id_),
+            spec=_spec(to_str(spec)),
+            run=run,
+            attempt=int(attempt or 1),
+            topic=topic,
+            params=json.loads(params) if params else {},
+            queue=queue,
+            created=float(created or 0),
+        )
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "Claimed":
+        """Rebuild what a worker held about an execution from its hash (decoded)."""
+        return cls(
+            id=fields["id"],
+            spec=JobDef.from_json(json.loads(fields["spec"])),
+            run=fields.get("run", ""),
+            attempt=int(fields.get("attempt") or 1),
+            topic=fields.get("topic", ""),
+            params=json.loads(fields["params"]) if fields.get("params") else {},
+            queue=fields.get("queue") or "default",
+            created=float(fields.get("created") or 0),
+        )
+
+
+_specs: dict[str, JobDef] = {}
+
+
+def _spec(text: str) -> JobDef:
+    """The JobDef of a stored spec; parsed once per distinct text (every execution of a job version shares it)."""
+    job = _specs.get(text)
+    if job is None:
+        if len(_specs) > SPEC_CACHE:
+            _specs.clear()
+        job = _specs[text] = JobDef.from_json(json.loads(text))
+    return job
+
+
+def spec_json(job: JobDef) -> str:
+    """A job's spec as stored with each execution (the worker parses each distinct text once)."""
+    return json.dumps(job.to_json())
+
+
+def replay_allowed(spec: JobDef, attempt: int) -> bool:
+    """Whether a failed attempt (1-based) may run again: `replay` None = always, N = N more attempts."""
+    return spec.replay is None or attempt <= spec.replay
+
+
+def replay_delay(spec: JobDef, attempt: int, cap: float) -> float:
+    """Backoff before the next attempt: replay_delay doubling per attempt, capped."""
+    return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
+
+
+def final_status(ex: Claimed, outcome: OutcomeLike) -> str:
+    """How a finished attempt is recorded: succeeded, killed, replaying (another attempt follows) or failed."""
+    if outcome.ok:
+        return "succeeded"
+    if outcome.reason == "killed":
+        return "killed"
+    return "replaying" if replay_allowed(ex.spec, ex.attempt) else "failed"

@@ -1,0 +1,38 @@
+"""A run's plan and its joins (pure): what a root message plans, merged into what its run already planned, and
+which parents a parent_success job still waits for."""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from angora_rq.core.schema import SUCCEEDED, Run
+from angora_rq.core.snapshot import Snapshot
+
+
+def merge_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The plan of a run another root message joins: its jobs first, then the new ones; its parents and depths win."""
+    jobs = old["jobs"] + [j for j in new["jobs"] if j not in old["jobs"]]
+    return {"jobs": jobs, "parents": {**new["parents"], **old["parents"]},
+            "depth": {**new.get("depth", {}), **old.get("depth", {})}}
+
+
+def run_plan_json(snap: Snapshot, topic: str, recorded: str = "") -> str:
+    """The plan (JSON) to record for a root message of `topic` in a run whose plan is `recorded` ("" for none)."""
+    if not recorded:
+        return snap.plan_json(topic)
+    return json.dumps(merge_plans(json.loads(recorded), snap.plan(topic)))
+
+
+def missing_parents(snap: Snapshot, job: str, run: Mapping[str, str]) -> list[str]:
+    """Parents a parent_success job still waits for in a run (its hash): those in the run's plan, else every one."""
+    plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
+    return [p for p in snap.join_parents(job, plan_jobs) if run.get(Run.job_status + p) not in SUCCEEDED]
+
+
+def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
+    """The plan of a job run by hand: the job and everything downstream of it."""
+    graph = snap.graph
+    jobs = [name] + [j for j in graph.downstream(name) if j != name]
+    inside = set(jobs)
+    parents = {j: [p for p in graph.parents(j) if p in inside] for j in jobs}
+    return {"jobs": jobs, "parents": parents, "depth": {}}

@@ -1,0 +1,168 @@
+"""Every field of Angora's Redis hashes and every status set, named once (pure: no I/O).
+
+Python writes and reads fields through these names (`Exec.status`, `Run.job_status + job`), and so do the Lua
+scripts in store/lua/: a script writes `EXEC.status` or `STATUS.queued` (the namespaces in `LUA`), and the loader
+(store/scripts.py) replaces each such name by its value here, as a Lua string ('status'), when it reads the
+script; a name this module does not define stops the load. Substituting once, at load time, keeps one source of
+truth at no cost per call: names passed in ARGV would add arguments to every call (the client's cost per argument
+was most of a dispatch's), and a preamble of Lua tables would be built again by every call.
+
+In each namespace the attribute is the field's name in Python and in Lua, and its value the field in Redis.
+"""
+from __future__ import annotations
+
+
+class Names:
+    """A namespace of Redis names: every public str attribute is one."""
+
+    @classmethod
+    def fields(cls) -> dict[str, str]:
+        """Attribute -> Redis name, in definition order."""
+        return {k: v for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, str)}
+
+
+class Exec(Names):
+    """Fields of an execution hash (`Keys.execution`): one attempt of one job in one run."""
+
+    id = "id"
+    job = "job"
+    run = "run"
+    attempt = "attempt"
+    status = "status"
+    queue = "queue"
+    topic = "topic"
+    entry = "entry"  # the stream entry that triggered it ('' for replays and manual runs)
+    origin = "origin"
+    params = "params"  # JSON
+    spec = "spec"  # JSON of JobDef.to_json() as it was when created
+    config_version = "config_version"
+    created = "created"
+    queued = "queued"
+    replay_of = "replay_of"
+    delay_until = "delay_until"
+    limit = "limit"  # the job's concurrency (0 = none)
+    started = "started"
+    worker = "worker"
+    host = "host"
+    ended = "ended"
+    exit_code = "exit_code"
+    signal = "signal"
+    reason = "reason"
+    duration = "duration"
+    tail = "tail"
+    pid = "pid"
+    next = "next"  # the execution that replays or retries this one
+
+
+class Run(Names):
+    """Fields of a run hash (`Keys.run`); the per-job ones are a prefix + the job's name."""
+
+    run_id = "run_id"
+    created = "created"
+    topic = "topic"
+    origin = "origin"
+    plan = "plan"  # JSON {"jobs", "parents", "depth"}
+    params = "params"
+    config_version = "config_version"
+    active = "active"  # messages in flight + executions not finished
+    canceled = "canceled"  # '1' once canceled
+    schedule = "schedule"  # runs a schedule started: its name, the tick (ms) and how many ticks it covers
+    tick = "tick"
+    covers = "covers"
+    job_status = "s:"  # + job: the job's latest status in the run
+    job_count = "n:"  # + job: executions so far
+    job_execution = "e:"  # + job: the latest execution's id
+
+
+class JobStats(Names):
+    """Fields of a job's statistics hash (`Keys.job_stats`)."""
+
+    last_execution = "last_execution"
+    last_run = "last_run"
+    last_status = "last_status"
+    last_started = "last_started"
+    last_ended = "last_ended"
+    last_duration = "last_duration"
+    succeeded = "succeeded"
+    failed = "failed"
+    total = "total"
+
+
+class Schedule(Names):
+    """Fields of a schedule's state hash (`Keys.schedule`)."""
+
+    last = "last"  # the last tick handled (ms)
+    token = "token"  # the fencing token of the leader that handled it
+    run = "run"
+    entry = "entry"
+    sent_at = "sent_at"
+    sent = "sent"
+    skipped = "skipped"
+    last_skipped = "last_skipped"
+
+
+class RqJob(Names):
+    """Fields of RQ's job hash (`keys.rq_job`), fixed by RQ (rqcompat.job_mapping writes a new one whole)."""
+
+    created_at = "created_at"
+    enqueued_at = "enqueued_at"
+    data = "data"
+    success_callback_name = "success_callback_name"
+    failure_callback_name = "failure_callback_name"
+    stopped_callback_name = "stopped_callback_name"
+    started_at = "started_at"
+    ended_at = "ended_at"
+    last_heartbeat = "last_heartbeat"
+    worker_name = "worker_name"
+    group_id = "group_id"
+    origin = "origin"
+    description = "description"
+    timeout = "timeout"
+    result_ttl = "result_ttl"
+    failure_ttl = "failure_ttl"
+    status = "status"
+
+
+class Status(Names):
+    """Statuses of an execution, and of a job in its run (`Run.job_status`); the last three are a run's only."""
+
+    held = "held"  # its job is paused, or at its concurrency limit
+    queued = "queued"
+    delayed = "delayed"  # waiting for its replay backoff
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    killed = "killed"
+    replaying = "replaying"  # failed; its next attempt is delayed
+    canceled = "canceled"
+    skipped = "skipped"  # failed, then marked succeeded by a user
+    pending = "pending"  # planned, not dispatched yet
+    upstream_failed = "upstream_failed"
+    not_triggered = "not_triggered"
+
+
+class RqStatus(Names):
+    """RQ's job statuses (fixed by RQ)."""
+
+    queued = "queued"
+    started = "started"
+    deferred = "deferred"
+    scheduled = "scheduled"
+    finished = "finished"
+    failed = "failed"
+    canceled = "canceled"
+
+
+# -- status sets: each defined here only ----------------------------------------------------------------------
+WAITING = frozenset({Status.held, Status.queued, Status.delayed})  # an execution not started yet
+NOT_STARTED = WAITING | {Status.pending}  # a job of a run that has not started
+SUCCEEDED = frozenset({Status.succeeded, Status.skipped})  # what a parent_success join waits for
+FAILED = frozenset({Status.failed, Status.killed, Status.upstream_failed})  # a job like this fails its run
+FINAL = FAILED | SUCCEEDED | {Status.not_triggered, Status.canceled}  # will not change by itself
+SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it succeeded (`skip`)
+
+# The namespaces Lua scripts see, by their Lua name.
+LUA: dict[str, type[Names]] = {
+    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "SCHEDULE": Schedule, "RQJOB": RqJob, "STATUS": Status,
+    "RQSTATUS": RqStatus,
+}

@@ -1,0 +1,17 @@
+-- Move up to `limit` executions whose replay backoff is over (score <= now) into their RQ queues.
+-- KEYS: delayed rq_queues
+-- ARGV: now limit exec_prefix rq_job_prefix rq_queue_prefix
+-- An execution no longer delayed (killed or expired meanwhile) only leaves the delayed set. Returns how many left it.
+local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(limit))
+for _, id in ipairs(ids) do
+  redis.call('ZREM', delayed, id)
+  local ek = exec_prefix .. id
+  if redis.call('HGET', ek, EXEC.status) == STATUS.delayed then
+    local q = redis.call('HGET', ek, EXEC.queue)
+    redis.call('HSET', ek, EXEC.status, STATUS.queued, EXEC.queued, now)
+    redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.queued)
+    redis.call('RPUSH', rq_queue_prefix .. q, id)
+    redis.call('SADD', rq_queues, rq_queue_prefix .. q)
+  end
+end
+return #ids

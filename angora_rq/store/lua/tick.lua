@@ -1,0 +1,34 @@
+-- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
+-- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
+-- The message goes out exactly as SEND sends it (same fields, counters and backlog budget).
+-- KEYS: stream run runs unsettled lease schedule
+-- ARGV: budget now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name covers
+-- ARGV: fields...
+-- include: send
+-- overlap 'forbid': skip the tick while the run of the previous one is active. Numbers are compared as numbers
+-- and stored as the argument text (a Lua number may print as 1.7e+12).
+-- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | backlog.
+local tick, fence = tonumber(tick_ms), tonumber(token)
+if redis.call('GET', lease) ~= lease_value then return {'fenced', ''} end
+local st = redis.call('HMGET', schedule, SCHEDULE.last, SCHEDULE.token, SCHEDULE.run)
+if st[2] and tonumber(st[2]) > fence then return {'fenced', ''} end
+if st[1] and tonumber(st[1]) >= tick then return {'stale', st[1]} end
+if mode == 'mark' then
+  redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token)
+  return {'marked', ''}
+end
+if overlap == 'forbid' and st[3] and st[3] ~= '' then
+  local active = tonumber(redis.call('HGET', run_prefix .. st[3], RUN.active) or '0') or 0
+  if active > 0 then
+    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms)
+    redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
+    return {'overlap', st[3]}
+  end
+end
+local id = send({stream, run, runs, unsettled}, {budget, now, run_id, topic, origin, unpack(ARGV, fields)})
+if type(id) == 'table' then return {'backlog', ''} end
+redis.call('HSET', run, RUN.schedule, schedule_name, RUN.tick, tick_ms, RUN.covers, covers)
+redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.run, run_id,
+           SCHEDULE.entry, id, SCHEDULE.sent_at, now)
+redis.call('HINCRBY', schedule, SCHEDULE.sent, 1)
+return {'sent', id}

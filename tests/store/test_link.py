@@ -1,0 +1,93 @@
+"""The hot paths' Link against a real redis-server: raw replies, errors, scripts, transactions, reconnection."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import pytest
+import redis
+
+from angora_rq.store.link import Link, link_for
+
+
+def test_call_returns_raw_replies_and_raises_error_replies(r: redis.Redis) -> None:
+    link = Link(r)
+    assert link.call("SET", "k", 5) == b"OK"
+    assert link.call("INCRBY", "k", 2) == 7
+    assert link.call("GET", "missing") is None
+    with pytest.raises(redis.exceptions.ResponseError):
+        link.call("LPUSH", "k", "x")  # WRONGTYPE
+    assert link.call("GET", "k") == b"7"  # the connection is still in step
+
+
+@dataclass(frozen=True)
+class Lua:
+    """What a Link needs of a script: its text and SHA1."""
+
+    text: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
+def test_script_loads_itself_after_the_server_forgot_it(r: redis.Redis) -> None:
+    script = Lua("return ARGV[1] .. KEYS[1]")
+    link = Link(r)
+    assert link.script(script, ["k"], ["a"]) == b"ak"
+    r.script_flush()
+    assert link.script(script, ["k"], ["b"]) == b"bk"
+
+
+def test_a_transaction_runs_in_one_round_trip_and_reports_the_first_error_after_reading_all(r: redis.Redis) -> None:
+    link = Link(r)
+    with r.pipeline() as pipe:
+        pipe.set("a", 1)
+        pipe.incr("a")
+        assert link.execute(pipe) == [b"OK", 2]  # raw replies: no redis-py callbacks
+    r.set("s", "text")
+    with r.pipeline() as pipe:
+        pipe.incr("a")
+        pipe.lpush("s", "x")  # fails inside EXEC (WRONGTYPE); the other writes still happen, as in Redis
+        pipe.incr("a")
+        with pytest.raises(redis.exceptions.ResponseError):
+            link.execute(pipe)
+    assert r.get("a") == b"4"
+    assert link.call("PING") == b"PONG"
+
+
+def test_execute_then_returns_the_extra_commands_reply_or_error(r: redis.Redis) -> None:
+    link = Link(r)
+    with r.pipeline() as pipe:
+        pipe.set("x", 1)
+        replies, extra = link.execute_then(pipe, ("GET", "x"))
+    assert extra == b"1" and len(replies) == 1
+    with r.pipeline() as pipe:
+        pipe.set("y", 1)
+        _, extra = link.execute_then(pipe, ("EVALSHA", "0" * 40, 0))
+    assert isinstance(extra, redis.exceptions.NoScriptError)  # returned, not raised: the pipeline's writes are done
+    assert r.get("y") == b"1"
+
+
+def test_a_dropped_connection_costs_at_most_one_error(r: redis.Redis) -> None:
+    link = Link(r)
+    assert link.call("PING")
+    r.client_kill_filter(_type="normal", skipme=True)  # the server drops every other connection, the Link's too
+    try:
+        link.call("SET", "after", 1)
+    except redis.exceptions.ConnectionError:
+        link.call("SET", "after", 1)  # the next call reconnects
+    assert r.get("after") == b"1"
+
+
+def test_link_for_gives_each_thread_its_own_connection(r: redis.Redis) -> None:
+    mine = link_for(r)
+    assert link_for(r) is mine
+    other: list[Link] = []
+    t = threading.Thread(target=lambda: other.append(link_for(r)))
+    t.start()
+    t.join()
+    assert other[0] is not mine
+    ids = {mine.call("CLIENT", "ID"), other[0].call("CLIENT", "ID")}
+    assert len(ids) == 2

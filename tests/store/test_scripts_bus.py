@@ -1,0 +1,151 @@
+"""SEND, TICK (which includes SEND) and the schedulers' lease scripts on the real redis-server, called directly
+(SEND through bus.send; no scheduler runs)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from angora_rq.core.errors import Unavailable
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.store import bus
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
+
+T = 1_700_000_000_000  # a tick, in ms
+
+
+def h(r: redis.Redis, key: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in r.hgetall(key).items()}
+
+
+# -- SEND ------------------------------------------------------------------------------------------------------
+
+def test_send_adds_the_entry_and_creates_and_counts_its_run(r: redis.Redis, keys: Keys) -> None:
+    msg = Message.create("data.ready", {"N": "1"}, "run1", origin="http", now=1000.0)
+    entry = bus.send(r, keys, msg)
+    [(got, fields)] = r.xrange(keys.stream())
+    assert got.decode() == entry and {k.decode(): v.decode() for k, v in fields.items()} == msg.to_fields()
+    assert h(r, keys.run("run1")) == {"run_id": "run1", "created": "1000.0", "topic": "data.ready", "origin": "http",
+                                      "active": "1"}
+    assert r.zscore(keys.runs(), "run1") == 1000.0
+
+
+def test_a_second_root_message_in_a_run_counts_but_keeps_the_runs_fields(r: redis.Redis, keys: Keys) -> None:
+    bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http", now=1000.0))
+    bus.send(r, keys, Message.create("other", None, "run1", origin="cli", now=1001.0))
+    run = h(r, keys.run("run1"))
+    assert (run["active"], run["topic"], run["origin"], run["created"]) == ("2", "data.ready", "http", "1000.0")
+    assert r.xlen(keys.stream()) == 2 and r.zscore(keys.runs(), "run1") == 1000.0
+
+
+def test_send_over_the_backlog_budget_changes_nothing(r: redis.Redis, keys: Keys) -> None:
+    for i in range(2):
+        bus.send(r, keys, Message.create("t", None, f"run{i}"), backlog=2)
+    with pytest.raises(Unavailable, match="too many messages"):
+        bus.send(r, keys, Message.create("t", None, "run9"), backlog=2)
+    assert r.xlen(keys.stream()) == 2 and not r.exists(keys.run("run9"))
+    bus.send(r, keys, Message.create("t", None, "run9"), backlog=0)  # 0: no budget
+    assert r.xlen(keys.stream()) == 3
+
+
+# -- ACQUIRE, RENEW, RESIGN ------------------------------------------------------------------------------------
+
+def acquire(r: redis.Redis, keys: Keys, holder: str, ttl_ms: int = 3000) -> int:
+    return int(ACQUIRE.bind(lease=keys.scheduler_lease(), fence=keys.scheduler_fence(), holder=holder,
+                            ttl_ms=ttl_ms).run(Link(r)))
+
+
+def test_the_lease_goes_to_one_holder_with_a_new_token_per_term(r: redis.Redis, keys: Keys) -> None:
+    assert acquire(r, keys, "a") == 1
+    assert acquire(r, keys, "a") == 0 and acquire(r, keys, "b") == 0  # held: neither takes it again
+    assert r.get(keys.scheduler_lease()) == b"a 1" and r.get(keys.scheduler_fence()) == b"1"
+    r.delete(keys.scheduler_lease())  # expired
+    assert acquire(r, keys, "b") == 2 and r.get(keys.scheduler_lease()) == b"b 2"
+
+
+def test_only_the_holders_term_renews_or_resigns(r: redis.Redis, keys: Keys) -> None:
+    lease, link = keys.scheduler_lease(), Link(r)
+    acquire(r, keys, "a", ttl_ms=1000)
+    assert RENEW.bind(lease=lease, value="a 0", ttl_ms=60_000).run(link) == 0
+    assert r.pttl(lease) <= 1000
+    assert RENEW.bind(lease=lease, value="a 1", ttl_ms=60_000).run(link) == 1
+    assert r.pttl(lease) > 1000
+    assert RESIGN.bind(lease=lease, value="b 1").run(link) == 0 and r.exists(lease)
+    assert RESIGN.bind(lease=lease, value="a 1").run(link) == 1 and not r.exists(lease)
+    assert RESIGN.bind(lease=lease, value="a 1").run(link) == 0  # twice: nothing more
+
+
+# -- TICK ------------------------------------------------------------------------------------------------------
+
+def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, lease_value: str = "a 1",
+         mode: str = "send", overlap: str = "allow", budget: int = 0) -> tuple[str, str]:
+    msg = Message.create("beat", {"K": "v"}, run_id, origin="schedule:s", now=tick_ms / 1000)
+    reply: Any = TICK.bind(
+        stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), unsettled=keys.runs_unsettled(),
+        lease=keys.scheduler_lease(),
+        schedule=keys.schedule("s"), budget=budget, now=repr(msg.sent_at), run_id=run_id, topic=msg.topic,
+        origin=msg.origin, lease_value=lease_value, tick_ms=tick_ms, token=token, run_prefix=keys.run(""),
+        overlap=overlap, mode=mode, schedule_name="s", covers=1, fields=field_pairs(msg.to_fields()),
+    ).run(Link(r))
+    return reply[0].decode(), reply[1].decode()
+
+
+@pytest.fixture
+def leader(r: redis.Redis, keys: Keys) -> None:
+    assert acquire(r, keys, "a") == 1  # lease value "a 1"
+
+
+@pytest.mark.usefixtures("leader")
+def test_a_tick_sends_the_message_as_send_does_and_records_itself(r: redis.Redis, keys: Keys) -> None:
+    outcome, entry = tick(r, keys, T, "run1")
+    assert outcome == "sent"
+    [(got, fields)] = r.xrange(keys.stream())
+    assert got.decode() == entry and fields[b"t"] == b"beat" and fields[b"o"] == b"schedule:s"
+    run = h(r, keys.run("run1"))
+    assert (run["active"], run["origin"], run["schedule"], run["tick"], run["covers"]) == (
+        "1", "schedule:s", "s", str(T), "1")
+    st = h(r, keys.schedule("s"))
+    assert (st["last"], st["token"], st["run"], st["entry"], st["sent"]) == (str(T), "1", "run1", entry, "1")
+
+
+@pytest.mark.usefixtures("leader")
+def test_the_same_tick_twice_is_sent_once(r: redis.Redis, keys: Keys) -> None:
+    assert tick(r, keys, T, "run1")[0] == "sent"
+    assert tick(r, keys, T, "run2") == ("stale", str(T))
+    assert tick(r, keys, T - 1000, "run3") == ("stale", str(T))
+    assert r.xlen(keys.stream()) == 1 and not r.exists(keys.run("run2"))
+
+
+@pytest.mark.usefixtures("leader")
+def test_a_term_that_lost_the_lease_or_an_older_token_is_fenced(r: redis.Redis, keys: Keys) -> None:
+    assert tick(r, keys, T, "run1", lease_value="b 2") == ("fenced", "")
+    r.hset(keys.schedule("s"), "token", 5)  # a newer term recorded a tick before this one's lease came back
+    assert tick(r, keys, T, "run1") == ("fenced", "")
+    assert r.xlen(keys.stream()) == 0
+
+
+@pytest.mark.usefixtures("leader")
+def test_mark_records_the_tick_without_sending(r: redis.Redis, keys: Keys) -> None:
+    assert tick(r, keys, T, "run1", mode="mark") == ("marked", "")
+    assert h(r, keys.schedule("s")) == {"last": str(T), "token": "1"} and r.xlen(keys.stream()) == 0
+
+
+@pytest.mark.usefixtures("leader")
+def test_overlap_forbid_skips_while_the_last_run_is_active(r: redis.Redis, keys: Keys) -> None:
+    assert tick(r, keys, T, "run1", overlap="forbid")[0] == "sent"
+    assert tick(r, keys, T + 1000, "run2", overlap="forbid") == ("overlap", "run1")
+    st = h(r, keys.schedule("s"))
+    assert (st["last"], st["last_skipped"], st["skipped"], st["run"]) == (str(T + 1000), str(T + 1000), "1", "run1")
+    r.hset(keys.run("run1"), "active", 0)
+    assert tick(r, keys, T + 2000, "run3", overlap="forbid")[0] == "sent"
+
+
+@pytest.mark.usefixtures("leader")
+def test_over_the_backlog_budget_a_tick_is_not_recorded(r: redis.Redis, keys: Keys) -> None:
+    bus.send(r, keys, Message.create("t", None, "other"))
+    assert tick(r, keys, T, "run1", budget=1) == ("backlog", "")
+    assert not r.exists(keys.schedule("s")) and not r.exists(keys.run("run1"))
+    assert tick(r, keys, T, "run1", budget=2)[0] == "sent"  # the same tick, tried again later

@@ -1,0 +1,252 @@
+"""CREATE, CLAIM, FINISH, RELEASE, PROMOTE, REAP and RESUME on the real redis-server, one script at a time.
+
+Each script is called through its production call site (State, claim_call, Janitor's one-script methods,
+pausing) or, where a case needs the same inputs twice, through its bind() directly; no worker or matcher runs.
+"""
+from __future__ import annotations
+
+import time
+
+import redis
+
+from angora_rq.core import keys as K
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.core.execution import Claimed
+from angora_rq.processes.janitor import Janitor
+from angora_rq.processes.worker import claim_call
+from angora_rq.store import pausing
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import REAP
+from angora_rq.store.state import State
+
+JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0)
+LIMITED = JobDef("one", ("go",), ("true",), queue="etl", concurrency=1)
+SETTINGS = Settings(history=10)
+
+
+class Done:
+    """An Outcome-like result."""
+
+    def __init__(self, code: int = 0) -> None:
+        self.exit_code, self.signal, self.reason = code, None, "exit"
+        self.started, self.ended, self.duration, self.tail = 1000.5, 1001.0, 0.5, "out\n"
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def h(r: redis.Redis, key: str) -> dict[str, str]:
+    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+
+
+def ids(r: redis.Redis, key: str) -> list[str]:
+    return [x.decode() for x in r.lrange(key, 0, -1)]
+
+
+def create(r: redis.Redis, keys: Keys, job: JobDef = JOB, run_id: str = "run1", now: float = 1000.0,
+           **kw: object) -> str:
+    with r.pipeline() as pipe:
+        xid = State(keys, SETTINGS).create(pipe, job, Message.create(job.triggers[0], {"N": "1"}, run_id), now,
+                                           **kw)  # type: ignore[arg-type]
+        pipe.execute()
+    return xid
+
+
+def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...] = ("etl",), want: int = 10,
+          worker: str = "w1") -> list[str]:
+    reply = claim_call(keys, SETTINGS, worker, queues, 2000.0, want).run(Link(r))
+    return [x.decode() for x in reply[0::3]]
+
+
+def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int = 0) -> str:
+    ex = Claimed.from_hash(h(r, keys.execution(xid)))
+    with r.pipeline() as pipe:
+        status = State(keys, SETTINGS).finalize(pipe, ex, Done(code), 3000.0, worker=worker, pid=7)
+        pipe.execute()
+    return status
+
+
+# -- CREATE ----------------------------------------------------------------------------------------------------
+
+def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis, keys: Keys) -> None:
+    queued = create(r, keys)
+    delayed = create(r, keys, status="delayed", delay_until=1500.0, attempt=2, replay_of=queued)
+    held = create(r, keys, status="held")
+    assert ids(r, K.rq_queue("etl")) == [queued] and r.llen(keys.bell("etl")) == 1
+    assert r.zrange(keys.delayed(), 0, -1, withscores=True) == [(delayed.encode(), 1500.0)]
+    assert [h(r, K.rq_job(x))["status"] for x in (queued, delayed, held)] == ["queued", "scheduled", "deferred"]
+    ex = h(r, keys.execution(delayed))
+    assert (ex["status"], ex["attempt"], ex["replay_of"], ex["delay_until"]) == ("delayed", "2", queued, "1500.0")
+    run = h(r, keys.run("run1"))
+    assert (run["active"], run["n:load"], run["s:load"], run["e:load"]) == ("3", "3", "held", held)
+    assert h(r, keys.job_stats("load"))["last_execution"] == held
+
+
+def test_create_in_a_run_sent_before_keeps_the_runs_own_fields(r: redis.Redis, keys: Keys) -> None:
+    r.hset(keys.run("run1"), mapping={"run_id": "run1", "topic": "data.ready", "active": 1, "plan": "{}"})
+    create(r, keys)
+    run = h(r, keys.run("run1"))
+    assert (run["active"], run["topic"], run["plan"]) == ("2", "data.ready", "{}")
+    assert 0 < r.ttl(keys.run("run1")) <= SETTINGS.retention
+
+
+# -- CLAIM -----------------------------------------------------------------------------------------------------
+
+def test_claim_takes_queued_executions_in_order_and_marks_them_running(r: redis.Redis, keys: Keys) -> None:
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(3)]
+    reply = claim_call(keys, SETTINGS, "w1", ("etl",), 2000.0, 2).run(Link(r))
+    assert [x.decode() for x in reply[0::3]] == xs[:2]
+    assert [x.decode() for x in reply[2]] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
+    assert ids(r, keys.worker_inflight("w1")) == xs[:2] and ids(r, K.rq_queue("etl")) == xs[2:]
+    ex = h(r, keys.execution(xs[0]))
+    assert (ex["status"], ex["worker"], ex["started"]) == ("running", "w1", "2000.0")
+    rq = h(r, K.rq_job(xs[0]))
+    assert (rq["status"], rq["worker_name"]) == ("started", "w1") and rq["started_at"] == rq["last_heartbeat"]
+    assert r.zscore(K.rq_started("etl"), f"{xs[0]}:{xs[0]}") == 2000.0 + SETTINGS.default_timeout + 600
+    assert h(r, keys.run("run0"))["s:load"] == "running"
+
+
+def test_claim_run_twice_takes_nothing_more_and_starts_an_id_queued_twice_once(r: redis.Redis, keys: Keys) -> None:
+    xid = create(r, keys)
+    r.rpush(K.rq_queue("etl"), xid)  # the same id twice in the queue (e.g. handed back while still queued)
+    assert claim(r, keys) == [xid]
+    assert claim(r, keys) == []
+    assert ids(r, keys.worker_inflight("w1")) == [xid] and r.llen(K.rq_queue("etl")) == 0
+
+
+def test_claim_skips_paused_queues(r: redis.Redis, keys: Keys) -> None:
+    etl = create(r, keys)
+    other = create(r, keys, job=JobDef("x", ("go",), ("true",), queue="other"))
+    r.sadd(keys.paused_queues(), "etl")
+    assert claim(r, keys, ("etl", "other")) == [other]
+    assert ids(r, K.rq_queue("etl")) == [etl]
+
+
+def test_claim_cancels_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
+    xid = create(r, keys)
+    r.hset(keys.run("run1"), "canceled", "1")
+    assert claim(r, keys) == []
+    assert h(r, keys.execution(xid))["status"] == "canceled" and h(r, K.rq_job(xid))["status"] == "canceled"
+    run = h(r, keys.run("run1"))
+    assert (run["s:load"], run["active"]) == ("canceled", "0")
+    assert claim(r, keys) == [] and h(r, keys.run("run1"))["active"] == "0"  # counted down once
+
+
+def test_claim_drops_an_execution_killed_while_queued(r: redis.Redis, keys: Keys) -> None:
+    xid = create(r, keys)
+    r.hset(keys.execution(xid), "status", "killed")
+    assert claim(r, keys) == []
+    assert h(r, keys.execution(xid))["status"] == "killed" and h(r, keys.run("run1"))["active"] == "1"
+
+
+def test_claim_holds_an_execution_over_its_jobs_concurrency(r: redis.Redis, keys: Keys) -> None:
+    first, second = create(r, keys, job=LIMITED), create(r, keys, job=LIMITED, run_id="run2")
+    assert claim(r, keys) == [first]
+    assert r.smembers(keys.slots("one")) == {first.encode()} and ids(r, keys.held("one")) == [second]
+    assert h(r, keys.execution(second))["status"] == "held" and h(r, keys.run("run2"))["s:one"] == "held"
+
+
+# -- FINISH and RELEASE ----------------------------------------------------------------------------------------
+
+def test_finish_leaves_a_dead_workers_finished_executions_out_of_its_orphans(r: redis.Redis, keys: Keys) -> None:
+    """FINISH takes the id off the worker's inflight list in the same transaction, so a worker killed right after
+    finishing one execution has only the others replayed."""
+    done, running = create(r, keys), create(r, keys, run_id="run2")
+    r.sadd(keys.workers(), "w1")
+    assert claim(r, keys) == [done, running]
+    assert finish(r, keys, done) == "succeeded"
+    assert ids(r, keys.worker_inflight("w1")) == [running]
+    assert Janitor(r, keys, SETTINGS).reap_workers() == 1  # w1 has no alive key: dead
+    assert ids(r, keys.orphans()) == [running]
+
+
+def test_finish_records_a_failure_without_a_worker(r: redis.Redis, keys: Keys) -> None:
+    xid = create(r, keys)
+    r.rpush(keys.worker_inflight("w1"), "other")
+    ex = Claimed.from_hash(h(r, keys.execution(xid)))
+    with r.pipeline() as pipe:
+        assert State(keys, SETTINGS).finalize(pipe, ex, Done(2), 3000.0) == "failed"  # no worker: inflight ''
+        pipe.execute()
+    assert ids(r, keys.worker_inflight("w1")) == ["other"]
+    assert r.zscore(K.rq_failed("etl"), xid) == 3000.0 + int(SETTINGS.retention)
+    stats = h(r, keys.job_stats("load"))
+    assert (stats["last_status"], stats["failed"], stats["total"]) == ("failed", "1", "1")
+    assert h(r, keys.run("run1"))["s:load"] == "failed"
+
+
+def test_release_frees_the_slot_and_queues_the_oldest_held(r: redis.Redis, keys: Keys) -> None:
+    xs = [create(r, keys, job=LIMITED, run_id=f"run{i}") for i in range(3)]
+    assert claim(r, keys) == xs[:1]
+    assert ids(r, keys.held("one")) == xs[1:]
+    finish(r, keys, xs[0])
+    assert r.smembers(keys.slots("one")) == set() and ids(r, keys.held("one")) == xs[2:]
+    assert ids(r, K.rq_queue("etl")) == [xs[1]]
+    assert (h(r, keys.execution(xs[1]))["status"], h(r, K.rq_job(xs[1]))["status"]) == ("queued", "queued")
+    assert h(r, keys.run("run1"))["s:one"] == "queued"
+    assert claim(r, keys) == [xs[1]]
+
+
+def test_release_with_nothing_held_only_frees_the_slot(r: redis.Redis, keys: Keys) -> None:
+    xid = create(r, keys, job=LIMITED)
+    assert claim(r, keys) == [xid]
+    finish(r, keys, xid)
+    assert not r.exists(keys.slots("one")) and r.llen(K.rq_queue("etl")) == 0
+
+
+# -- PROMOTE ---------------------------------------------------------------------------------------------------
+
+def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
+    due = create(r, keys, status="delayed", delay_until=1500.0)
+    later = create(r, keys, status="delayed", delay_until=2500.0)
+    killed = create(r, keys, status="delayed", delay_until=1400.0)
+    r.hset(keys.execution(killed), "status", "killed")
+    janitor = Janitor(r, keys, SETTINGS)
+    assert janitor.promote(2000.0) == 2
+    assert janitor.promote(2000.0) == 0  # the same call again: nothing is queued twice
+    assert ids(r, K.rq_queue("etl")) == [due]
+    assert r.zrange(keys.delayed(), 0, -1) == [later.encode()]
+    ex = h(r, keys.execution(due))
+    assert (ex["status"], ex["queued"], h(r, K.rq_job(due))["status"]) == ("queued", "2000.0", "queued")
+    assert h(r, keys.execution(killed))["status"] == "killed"
+    assert r.sismember(K.RQ_QUEUES, K.rq_queue("etl"))
+
+
+# -- REAP ------------------------------------------------------------------------------------------------------
+
+def reap(r: redis.Redis, keys: Keys, worker: str) -> int:
+    return int(REAP.bind(alive=keys.worker_alive(worker), inflight=keys.worker_inflight(worker),
+                         orphans=keys.orphans(), workers=keys.workers(), worker=worker).run(Link(r)))
+
+
+def test_reap_leaves_a_live_worker_alone(r: redis.Redis, keys: Keys) -> None:
+    r.sadd(keys.workers(), "w1")
+    r.set(keys.worker_alive("w1"), 1)
+    r.rpush(keys.worker_inflight("w1"), "a", "b")
+    assert reap(r, keys, "w1") == -1
+    assert ids(r, keys.worker_inflight("w1")) == ["a", "b"] and not r.exists(keys.orphans())
+
+
+def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -> None:
+    r.sadd(keys.workers(), "w1", "w2")
+    r.rpush(keys.worker_inflight("w1"), "a", "b")
+    assert reap(r, keys, "w1") == 2
+    assert reap(r, keys, "w1") == 0  # run twice (two janitors): no execution is orphaned twice
+    assert ids(r, keys.orphans()) == ["a", "b"] and not r.exists(keys.worker_inflight("w1"))
+    assert r.smembers(keys.workers()) == {b"w2"}
+
+
+# -- RESUME ----------------------------------------------------------------------------------------------------
+
+def test_resume_twice_queues_the_held_executions_once(r: redis.Redis, keys: Keys) -> None:
+    pausing.pause_job(r, keys, "load")
+    xs = [create(r, keys, run_id=f"run{i}", status="held") for i in range(3)]
+    r.rpush(keys.paused_held("load"), *xs)
+    r.hset(keys.execution(xs.pop()), "status", "killed")  # killed while held: not queued
+    assert pausing.resume_job(r, keys, "load", now=time.time())["released"] == 2
+    assert pausing.resume_job(r, keys, "load") == {"job": "load", "paused": False, "changed": False, "released": 0}
+    assert ids(r, K.rq_queue("etl")) == xs and r.llen(keys.bell("etl")) == 1
+    assert h(r, keys.run("run1"))["s:load"] == "queued"
