@@ -23,6 +23,7 @@ from angora_rq.commands.runner import Outcome
 from angora_rq.core.execution import Claimed, OutcomeLike
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import RqWorker
 from angora_rq.store.connection import Redis
 from angora_rq.store.fence import write_if_running
 from angora_rq.store.state import State
@@ -113,10 +114,10 @@ def count_for_rq(pipe: Any, worker: str, outcomes: list[Any]) -> None:
         return
     key, ok = K.rq_worker(worker), sum(1 for o in outcomes if o.ok)
     if ok:
-        pipe.hincrby(key, "successful_job_count", ok)
+        pipe.hincrby(key, RqWorker.successful_job_count, ok)
     if len(outcomes) > ok:
-        pipe.hincrby(key, "failed_job_count", len(outcomes) - ok)
-    pipe.hincrbyfloat(key, "total_working_time", sum(o.duration for o in outcomes))
+        pipe.hincrby(key, RqWorker.failed_job_count, len(outcomes) - ok)
+    pipe.hincrbyfloat(key, RqWorker.total_working_time, sum(o.duration for o in outcomes))
 
 
 class Outbox:

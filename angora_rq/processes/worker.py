@@ -33,6 +33,7 @@ from angora_rq.commands.guardian import Guardian
 from angora_rq.commands.reaper import Orphans
 from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.outage import Outage
+from angora_rq.core.schema import RqWorker
 from angora_rq.processes.outbox import Outbox, Unrecorded, count_for_rq
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
@@ -283,7 +284,7 @@ class AngoraWorker:
         state = "busy" if busy else "idle"
         if state != self._rq_state:
             self._rq_state = state
-            (pipe if pipe is not None else self.r).hset(K.rq_worker(self.name), "state", state)
+            (pipe if pipe is not None else self.r).hset(K.rq_worker(self.name), RqWorker.state, state)
 
     def _start(self, ex: Claimed) -> None:
         cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
