@@ -158,6 +158,9 @@ def test_every_page_passes_axe_and_is_photographed(angora: tuple[str, System], c
             found = serious_violations(pg)
             if found:
                 problems[name] = found
+        pg.goto(base + "/rq/0/view/workers")  # rq-dashboard's own page (its markup is not ours to check)
+        pg.wait_for_selector("a.navbar-brand[href='/']")
+        screenshot(pg, f"page-rq-dashboard-{scheme}.png")
     finally:
         pg.close()
     assert not problems, problems
