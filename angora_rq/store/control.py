@@ -131,13 +131,14 @@ class Control:
         xid, run = f["id"], self.keys.run(f["run"])
         pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
         pipe.hset(K.rq_job(xid), "status", "canceled")
-        pipe.zadd(K.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
+        pipe.zadd(self.keys.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
-        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
+        pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        pipe.decr(self.keys.work())
         if f.get("replay_of"):
             self.state.settle_replayed(pipe, xid)
 

@@ -192,7 +192,8 @@ def dashboard() -> str:
     states = all_job_states()
     rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
     return render_template("dashboard.html", rows=rows, version=snap.version,
-                           status=request.args.get("status", ""), problems=_ext().definitions.errors)
+                           status=request.args.get("status", ""), budgets=_ext().pressure.usage(),
+                           problems=_ext().definitions.errors)
 
 
 @bp.get("/jobs/<name>")

@@ -62,7 +62,7 @@ def test_the_runs_footer_goes_to_stdout_after_the_runs(redis_url: str, keys: Key
 def test_schedules_never_sent_say_never(redis_url: str, keys: Keys, config: Path) -> None:
     out = cli(redis_url, keys, "schedules", "--config", str(config)).output
     line = next(line for line in out.splitlines() if line.startswith("nightly"))
-    assert line.endswith("never sent") and "sent 0" not in line
+    assert "never sent" in line and "sent 0" not in line
 
 
 def test_validate_with_errors_counts_the_jobs_and_keeps_the_warnings(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from typing import Any, Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from angora_rq.core import keys as K
 from angora_rq.core.settings import Settings
 from angora_rq.store.control import Control
 from angora_rq.web import create_app
@@ -62,15 +61,16 @@ def test_workers_show_their_state_and_counts(system: System, dashboard: FlaskCli
     assert len(idle) == 1
     w = idle[0]
     assert (w["successful_job_count"], w["failed_job_count"]) == (2, 1)
-    assert w["total_working_time"] > 0 and w["queues"] == ["default"]
+    queue = system.keys.rq_name("default")  # the name RQ knows Angora's queue by
+    assert w["total_working_time"] > 0 and w["queues"] == [queue]
     assert f"{w['name']} (" in rq_info(system)
-    assert "idle default. jobs: 2 finished, 1 failed" in rq_info(system)
+    assert f"idle {queue}. jobs: 2 finished, 1 failed" in rq_info(system)
 
     run_id = system.send("long")
     xid = wait_for(lambda: next((e["id"] for e in system.executions(run_id) if e["status"] == "running"), None), 15,
                    what="long to run")
     assert [x["state"] for x in workers(dashboard)] == ["busy"]
-    assert "busy default. jobs: 2 finished, 1 failed" in rq_info(system)
+    assert f"busy {queue}. jobs: 2 finished, 1 failed" in rq_info(system)
     control = Control(system.r, system.keys, Settings.from_env(system.env))
     assert control.kill(xid) == "kill requested"
     system.wait_run(run_id)
@@ -91,13 +91,14 @@ def test_canceled_executions_are_in_rqs_canceled_registry(system: System, dashbo
     for run_id in (first, held, third):
         system.wait_run(run_id)
     assert {system.q.execution(x)["status"] for x in (held_id,)} == {"canceled"}
-    canceled = {m.decode() for m in system.r.zrange(K.rq_canceled("default"), 0, -1)}
+    canceled = {m.decode() for m in system.r.zrange(system.keys.rq_canceled("default"), 0, -1)}
     assert {held_id, third_id} <= canceled
     queues = dashboard.get("/rq/0/data/queues.json").get_json()["queues"]
-    default = next(q for q in queues if q["name"] == "default")
+    queue = system.keys.rq_name("default")
+    default = next(q for q in queues if q["name"] == queue)
     assert default["canceled_job_registry_count"] == 2
     assert default["finished_job_registry_count"] == 1 and default["started_job_registry_count"] == 0
-    listed = dashboard.get("/rq/0/data/jobs/default/canceled/8/asc/1.json").get_json()
+    listed = dashboard.get(f"/rq/0/data/jobs/{queue}/canceled/8/asc/1.json").get_json()
     assert {j["id"] for j in listed["jobs"]} == {held_id, third_id}
     info = dashboard.get(f"/rq/0/data/job/{held_id}.json").get_json()
     assert info["status"] == "canceled"
