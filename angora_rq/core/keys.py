@@ -86,6 +86,32 @@ class Keys:
         """Sorted set of run ids, scored by start time."""
         return f"{self.prefix}:runs"
 
+    def runs_unsettled(self) -> str:
+        """Hash run id -> change counter: runs whose place in the run indexes may be out of date, from their first
+        message until the settler (store/runindex.py) sees them finished, and again whenever something reopens
+        them (each reopening bumps the counter, so a settler that read the run before knows its read is stale)."""
+        return f"{self.prefix}:runs:unsettled"
+
+    def runs_index_built(self) -> str:
+        """Marker: the run indexes cover every run of `runs` (set once, after adding the older runs to settle)."""
+        return f"{self.prefix}:runs:indexed"
+
+    def runs_by_status(self, status: str) -> str:
+        """Sorted set of finished runs with this status (succeeded, failed, canceled), scored by start time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def runs_by_job(self, job: str) -> str:
+        """Sorted set of the runs in which `job` ran (or was blocked by a failure), scored by start time."""
+        return f"{self.prefix}:runs:job:{job}"
+
+    def runs_indexed_jobs(self) -> str:
+        """Set of the job names that have a runs_by_job index (so trimming finds them all)."""
+        return f"{self.prefix}:runs:jobs"
+
+    def runs_scratch(self, token: str) -> str:
+        """Short-lived sorted set holding one request's intersection of two run indexes."""
+        return f"{self.prefix}:runs:scratch:{token}"
+
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
         return f"{self.prefix}:delayed"
@@ -197,6 +223,10 @@ class Keys:
     def rq_failed(self, queue: str) -> str:
         """RQ's FailedJobRegistry (score = expiry)."""
         return f"rq:failed:{self.rq_name(queue)}"
+
+    def rq_canceled(self, queue: str) -> str:
+        """RQ's CanceledJobRegistry (Angora's score = expiry, like the finished and failed registries)."""
+        return f"rq:canceled:{self.rq_name(queue)}"
 
     def own_queue(self, rq_queue_key: str) -> Optional[str]:
         """The queue a member of RQ_QUEUES names when it is one of this deployment's, else None."""

@@ -22,7 +22,8 @@ from angora_rq.store.connection import WatchError
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.state import State
 
-ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
+# What cancel reads of each execution of a run.
+ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
 CANCEL_TRIES = 20
 # What `rerun --failed` starts again: jobs whose latest execution ran and failed, was killed, or was canceled.
 RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
@@ -91,6 +92,7 @@ class Control:
                 running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
                 pipe.multi()
                 pipe.hset(rk, Run.canceled, "1")
+                pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
                 for f in waiting:
                     self._drop_waiting(pipe, f, Status.canceled)
                 for f in running if kill else ():
@@ -205,6 +207,7 @@ class Control:
         xid, run = f["id"], self.keys.run(f["run"])
         pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
         pipe.hset(K.rq_job(xid), "status", "canceled")
+        pipe.zadd(self.keys.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
         pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
@@ -212,6 +215,8 @@ class Control:
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
         pipe.decr(self.keys.work())
+        if f.get("replay_of"):
+            self.state.settle_replayed(pipe, xid)
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
@@ -239,6 +244,7 @@ class Control:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
             for topic in ex.spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
             pipe.execute()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from flask import Flask, Response, current_app, jsonify, make_response, request
+from flask import Flask, Response, current_app, jsonify, make_response, render_template, request, send_from_directory
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -211,6 +211,7 @@ def create_app(config: Optional[dict[str, Any]] = None) -> Flask:
     dashboard.init_app(app, settings)
     register_error_handlers(app)
     app.teardown_request(lambda _: release_link(ext.r))  # the thread's held connection goes back to the pool
+    app.add_url_rule("/favicon.ico", "favicon", favicon)
     intake.install(app)
     if settings.proxy_hops:  # outermost, so that the fast lane, the Host check and the cookies see the client's view
         hops = settings.proxy_hops
@@ -225,6 +226,18 @@ def refuse_exposure(settings: Settings) -> None:
     error, _ = exposure(settings, settings.bind) if settings.bind else (None, None)
     if error:
         raise AngoraError(error)
+def revalidate(resp: Response) -> Response:
+    """ETag a successful GET answer and answer 304 to a matching If-None-Match (live pages poll with it)."""
+    if request.method == "GET" and resp.status_code == 200 and not resp.direct_passthrough:
+        resp.add_etag()
+        resp.make_conditional(request)
+    return resp
+
+
+def favicon() -> Response:
+    """The icon browsers ask for at /favicon.ico (pages also name the SVG one)."""
+    static = current_app.static_folder or ""
+    return send_from_directory(static, "favicon.ico", mimetype="image/vnd.microsoft.icon", max_age=86400)
 
 
 def _ui_blueprint() -> Any:
@@ -244,7 +257,7 @@ def register_error_handlers(app: Flask) -> None:
 
 
 def error_response(status: int, message: str, detail: Any = None) -> Response:
-    """`{"error", "detail"}` as JSON for API clients, a minimal escaped page for browsers."""
+    """`{"error", "detail"}` as JSON for API clients, an error page in Angora's layout for browsers."""
     from angora_rq.web.auth import wants_json
 
     if wants_json():
@@ -253,11 +266,25 @@ def error_response(status: int, message: str, detail: Any = None) -> Response:
             body["detail"] = detail
         resp = jsonify(body)
     else:
-        resp = make_response(f"<!doctype html><title>Angora: {status}</title><h1>{status}</h1>"
-                             f"<p>{escape(message)}</p><p><a href=\"/\">Angora home</a></p>")
+        resp = make_response(error_page(status, message))
         resp.headers["Content-Type"] = "text/html; charset=utf-8"
     resp.status_code = status
     return resp
+
+
+def error_page(status: int, message: str) -> str:
+    """The styled error page; a bare one if even that cannot be drawn (the layout reads Redis for its header)."""
+    try:
+        # no header counts: an error page must not depend on Redis answering.
+        return render_template("error.html", status=status, message=message, header_counts=_no_counts)
+    except Exception:  # noqa: BLE001 - the error being reported matters more than this one
+        log.exception("cannot draw the error page")
+        return (f"<!doctype html><title>Angora: {status}</title><h1>{status}</h1>"
+                f"<p>{escape(message)}</p><p><a href=\"/\">Angora home</a></p>")
+
+
+def _no_counts() -> dict[str, int]:
+    return {}
 
 
 def _angora_error(e: AngoraError) -> Response:
@@ -274,13 +301,19 @@ def _http_error(e: HTTPException) -> Any:
     code = e.code or 400
     if code >= 500:
         return _unexpected(e)
-    if not wants_json():
-        return e
-    resp = error_response(code, e.name, e.description)
+    if not wants_json() and code not in (404, 405):
+        return e  # redirects and the like keep werkzeug's own answer
+    resp = error_response(code, e.name if wants_json() else _page_message(e), e.description)
     allow = e.get_response().headers.get("Allow")
     if allow:
         resp.headers["Allow"] = allow
     return resp
+
+
+def _page_message(e: HTTPException) -> str:
+    if e.code == 404:
+        return f"There is no page at {request.path[:200]}."
+    return f"{e.name}: {request.method} is not allowed on {request.path[:200]}."
 
 
 def _unexpected(e: BaseException) -> Response:

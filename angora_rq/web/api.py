@@ -14,6 +14,14 @@ from angora_rq.web.send import answer_send, json_object
 
 bp = Blueprint("api", __name__)
 
+
+@bp.after_request
+def conditional(resp: Any) -> Any:
+    """An ETag on every read: a page polling an unchanged run gets 304 and no body."""
+    from angora_rq.web import revalidate
+
+    return revalidate(resp)
+
 MAX_LIMIT = 500
 MAX_OFFSET = 1_000_000
 TAIL_MAX = 65536

@@ -6,10 +6,10 @@ a random id in a signed cookie, and a record in Redis that logout deletes and th
 The cookie's signing key is ANGORA_SECRET_KEY, or 32 random bytes made once and kept in Redis: it owes nothing
 to the credentials, so a cookie tells nothing about them. After LOGIN_LIMIT failed attempts (form, Bearer or
 Basic) from one client address, that address gets 429 with Retry-After until LOGIN_WINDOW seconds have passed
-since its first failure, whatever it sends. `/healthz`, `/login` and static files stay open. Unauthenticated API
-calls get 401 JSON; unauthenticated pages redirect to /login?next=<page>. `/metrics` follows the API's rules, and
-ANGORA_METRICS_TOKEN, when set, is one more bearer token that opens it (it alone; it is then required even
-with auth off).
+since its first failure, whatever it sends. `/healthz`, `/login`, `/favicon.ico` and static files stay open.
+Unauthenticated API calls get 401 JSON; unauthenticated pages redirect to /login?next=<page>. `/metrics` follows
+the API's rules, and ANGORA_METRICS_TOKEN, when set, is one more bearer token that opens it (it alone; it is then
+required even with auth off).
 
 For the templates: `{{ current_user() }}` is the logged-in name ("token" for a token login, None when auth is off);
 `{{ auth_enabled }}` says whether to show a logout button (a POST form to `auth.logout` with the csrf_token field).
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
+OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static", "favicon"})
 METRICS_ENDPOINT = "metrics.metrics"
 SESSION_HOURS = 12
 LOGIN_LIMIT = 10

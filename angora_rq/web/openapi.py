@@ -311,7 +311,8 @@ def paths(auth: bool) -> dict[str, Any]:
             "Run a job by hand.", ("202", "Started", "Queued."), "400 403 404 409", (JOB,), RUN_BODY, auth=a)},
         "/api/v1/runs": {"get": op("Runs, newest first.", ("200", "RunList", "A page of runs."), "400", (
             query("status", {"type": "string", "maxLength": 64}, "Only runs with this overall status."),
-            query("job", {"type": "string", "maxLength": 200}, "Only runs where this job ran or is planned."),
+            query("job", {"type": "string", "maxLength": 200},
+                  "Only runs where this job ran (or was blocked by a failure)."),
             query("since", SINCE, "Only runs started at or after this unix time."),
             query("until", SINCE, "Only runs started at or before this unix time."),
             OFFSET, limit(50)), auth=a)},

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -24,61 +23,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.processes.redis_server import RedisServer, free_port
-
-PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
-
-
-def web_line() -> str:
-    """The command of the Procfile's web process."""
-    return next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))[len("web:"):].strip()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _group_gone(proc: subprocess.Popen, timeout: float) -> bool:
-    """Whether every process of `proc`'s group has exited within `timeout` seconds (`proc` reaped: no zombie)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@contextmanager
-def procfile_web(base_env: dict[str, str], tmp_path: Path,
-                 poll: float = 0.05) -> Iterator[tuple[subprocess.Popen, int]]:
-    """The Procfile's web line through `sh -c` on a free port, in its own process group, once its port is open
-    (looked at every `poll` seconds); killed if left over."""
-    config = tmp_path / "config"
-    config.mkdir(exist_ok=True)
-    (config / "jobs.yml").write_text("- name: hello\n  triggers: [hello.world]\n  command: echo hello\n")
-    port = free_port()
-    env = dict(base_env, PORT=str(port), ANGORA_CONFIG=str(config),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    with (tmp_path / "web.log").open("wb") as log:
-        proc = subprocess.Popen(["sh", "-c", web_line()], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _listening(port):
-            assert proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the web server did not listen within 60 s"
-            time.sleep(poll)
-        yield proc, port
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
+from angora_testkit import group_gone, listening, procfile_web, web_line
 
 @dataclass
 class Web:
@@ -119,7 +64,7 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
             time.sleep(0.05)
         yield Web(base, r, keys)
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
         output = (tmp_path / "web.log").read_text()
         assert "Traceback" not in output, output[-3000:]
         assert "ANGORA_AUTH=off: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in output, output[-3000:]
@@ -131,7 +76,7 @@ def test_procfile_web_stops_when_told_to_as_it_starts(angora_env: dict[str, str]
     waited for ever for a worker that missed the signal."""
     with procfile_web(dict(angora_env, ANGORA_AUTH_TOKEN="t0k3n"), tmp_path, poll=0.002) as (proc, _):
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
 
 
 def call(url: str, data: Optional[bytes] = None, headers: Optional[dict[str, str]] = None,
@@ -278,7 +223,7 @@ def test_procfile_web_with_a_token_requires_it(angora_env: dict[str, str], tmp_p
         assert call(base + "/api/v1/jobs")[0] == 401
         assert call(base + "/api/v1/jobs", headers={"Authorization": "Bearer t0k3n"})[0] == 200
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30)
+        assert group_gone(proc, 30)
     assert "ANGORA_AUTH=off" not in (tmp_path / "web.log").read_text()
 
 
@@ -315,11 +260,11 @@ def test_angora_web_stops_when_told_to_as_it_starts(angora_env: dict[str, str], 
                                 env=angora_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not _listening(port):
+        while not listening(port):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-2000:]
             time.sleep(0.002)
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of `angora web` were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of `angora web` were left running after SIGTERM"
         assert proc.returncode == 0, (tmp_path / "web.log").read_text()[-2000:]
     finally:
         try:
