@@ -18,7 +18,7 @@ bp = Blueprint("api", __name__)
 @bp.after_request
 def conditional(resp: Any) -> Any:
     """An ETag on every read: a page polling an unchanged run gets 304 and no body."""
-    from angora_rq.web import revalidate
+    from angora_rq.web.context import revalidate
 
     return revalidate(resp)
 
@@ -29,7 +29,7 @@ RUN_FIELDS = frozenset({"params", "run_id"})
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 

@@ -30,8 +30,8 @@ from angora_rq.core.errors import InvalidInput, Throttled
 from angora_rq.core.security import local_redirect
 from angora_rq.core.settings import Settings
 from angora_rq.store import websec
+from angora_rq.store.connection import RedisError
 from angora_rq.web import guard
-from angora_rq.web.guard import JSON_PREFIXES
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ class CookieSessions(SecureCookieSessionInterface):
     def get_signing_serializer(self, app: Flask) -> Any:
         signing_key(app)
         return super().get_signing_serializer(app)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        try:
+            signing_key(app)
+        except RedisError as e:  # no key while Redis is down: the answer (an error page) goes out without a cookie
+            log.warning("session not saved: %s", e)
+            return
+        super().save_session(app, session, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
@@ -206,7 +214,7 @@ def _is_open(endpoint: Optional[str]) -> bool:
 
 def unauthorized() -> Any:
     """401 JSON (with WWW-Authenticate) for API clients; a redirect to the login page for browsers."""
-    from angora_rq.web import error_response
+    from angora_rq.web.errors import error_response, wants_json
 
     if wants_json():
         resp = error_response(401, "authentication required",
@@ -218,17 +226,6 @@ def unauthorized() -> Any:
     except InvalidInput:
         target = "/"
     return redirect(url_for("auth.login", next=target))
-
-
-def wants_json() -> bool:
-    """Whether the caller is a script or the API (JSON errors) rather than a browser page (HTML)."""
-    path = request.path
-    if path.startswith(JSON_PREFIXES) or (path.startswith("/rq/") and "/data/" in path):
-        return True
-    if request.headers.get("Authorization") or request.is_json:
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json"
 
 
 # -- login page ----------------------------------------------------------------------------------------

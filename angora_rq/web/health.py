@@ -39,7 +39,7 @@ def processes(beats: dict[Any, Any], now: float) -> dict[str, list[dict[str, Any
 @bp.get("/healthz")
 def healthz() -> Any:
     """200 when Redis answers (status `degraded` when no matcher or no worker is alive); 503 when it does not."""
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     ext = angora()
     now = time.time()

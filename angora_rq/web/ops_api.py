@@ -20,7 +20,7 @@ MAX_NAME = 200
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 

@@ -36,7 +36,7 @@ HEADER_TTL = 2.0
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -152,7 +152,7 @@ def header_counts() -> Optional[dict[str, int]]:
 @bp.after_request
 def conditional(resp: Any) -> Any:
     """An ETag on every page: a live page polling an unchanged page gets 304 and no body."""
-    from angora_rq.web import revalidate
+    from angora_rq.web.context import revalidate
 
     return revalidate(resp)
 
