@@ -302,5 +302,6 @@ def test_rq_dashboard_compacts_an_empty_queue(make_app: MakeApp) -> None:
     _failed_rq_job(app)  # the queue `default` exists, its list is empty
     client = app.test_client()
     client.get("/rq/")
-    resp = client.post(f"/rq/queue/{app.extensions['angora'].keys.rq_name('default')}/compact", headers={**BROWSER, "X-CSRF-Token": csrf(client)})
+    compact = f"/rq/queue/{app.extensions['angora'].keys.rq_name('default')}/compact"  # RQ's name of the queue
+    resp = client.post(compact, headers={**BROWSER, "X-CSRF-Token": csrf(client)})
     assert resp.status_code == 200 and resp.get_json() == {"status": "OK"}
