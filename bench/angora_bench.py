@@ -58,12 +58,15 @@ PROCFILE = BENCH_DIR.parent / "Procfile"
 
 
 def web_server(port: int, app: str = APP) -> list[str]:
-    """The Procfile's `web:` command as argv, on 127.0.0.1:`port`, serving `app` (a factory like APP)."""
+    """The Procfile's `web:` command as argv, on 127.0.0.1:`port`; for another app factory (the bare control), the
+    same server with the line's --workers (angora_rq.web.server.granian_server, through bench/bare_app.py)."""
     line = next(x for x in PROCFILE.read_text().splitlines() if x.startswith("web:"))
     argv = shlex.split(line[len("web:"):].replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1"))
-    argv = [app if a == APP else a for a in argv]
-    if APP not in line or app not in argv:
-        raise RuntimeError(f"cannot find the app {APP} in the Procfile's web line: {line}")
+    if argv[:2] != ["angora", "web"] or "--workers" not in argv:
+        raise RuntimeError(f"expected `angora web ... --workers N` on the Procfile's web line: {line}")
+    if app != APP:
+        workers = argv[argv.index("--workers") + 1]
+        return [sys.executable, str(BENCH_DIR / "bare_app.py"), app, str(port), workers]
     exe = shutil.which(argv[0], path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     return [exe or argv[0], *argv[1:]]
 
@@ -349,7 +352,8 @@ def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job
 def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) -> dict[str, Any]:
     """Requests/s of POST /send (matcher stopped: the web side alone) vs a bare Flask route, same server and flags."""
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
-    env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=str(BENCH_DIR))
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=path)
     out = {}
     for name, app in (("angora_send", APP), ("bare_flask", "bare_app:create_app")):
         port = free_port()

@@ -158,7 +158,9 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
                 return
             click.echo(f"run {run_id}: {run['status']}  (topic {run['topic']}, active {run['active']})")
             for name, info in run["jobs"].items():
-                click.echo(f"  {name:30} {info['status']:16} {info['execution'] or ''}")
+                n = info["executions"]
+                ran = f"{n} execution{'' if n == 1 else 's'}" if n else ""
+                click.echo(f"  {name:30} {info['status']:16} {ran:14} {info['execution'] or ''}".rstrip())
             return
         total, runs = q.runs(limit=limit)
     if as_json:
@@ -167,7 +169,7 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
     for run in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["created"] or 0))
         click.echo(f"{run['run_id']:32} {run['status']:12} {when}  {run['topic']}")
-    click.echo(f"({len(runs)} of {total} runs)", err=True)
+    click.echo(f"({len(runs)} of {total} runs)")
 
 
 @main.command("run")

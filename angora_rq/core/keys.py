@@ -78,6 +78,32 @@ class Keys:
         """Sorted set of run ids, scored by start time: every run kept, the order history is trimmed in."""
         return f"{self.prefix}:runs"
 
+    def runs_unsettled(self) -> str:
+        """Hash run id -> change counter: runs whose place in the run indexes may be out of date, from their first
+        message until the settler (store/runindex.py) sees them finished, and again whenever something reopens
+        them (each reopening bumps the counter, so a settler that read the run before knows its read is stale)."""
+        return f"{self.prefix}:runs:unsettled"
+
+    def runs_index_built(self) -> str:
+        """Marker: the run indexes cover every run of `runs` (set once, after adding the older runs to settle)."""
+        return f"{self.prefix}:runs:indexed"
+
+    def runs_by_status(self, status: str) -> str:
+        """Sorted set of finished runs with this status (succeeded, failed, canceled), scored by start time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def runs_by_job(self, job: str) -> str:
+        """Sorted set of the runs in which `job` ran (or was blocked by a failure), scored by start time."""
+        return f"{self.prefix}:runs:job:{job}"
+
+    def runs_indexed_jobs(self) -> str:
+        """Set of the job names that have a runs_by_job index (so trimming finds them all)."""
+        return f"{self.prefix}:runs:jobs"
+
+    def runs_scratch(self, token: str) -> str:
+        """Short-lived sorted set holding one request's intersection of two run indexes."""
+        return f"{self.prefix}:runs:scratch:{token}"
+
     def definitions(self, version: str) -> str:
         """Hash of one definitions version: the specs and run plans its executions and runs refer to."""
         return f"{self.prefix}:defs:{version}"
@@ -168,10 +194,27 @@ class Keys:
     def rq_name(self, queue: str) -> str:
         """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
         return queue if self.prefix == DEFAULT_PREFIX else f"{self.prefix}:{queue}"
+    def running_version(self) -> str:
+        """The definitions version the matchers run (expires when no matcher publishes it); the web follows it."""
+        return f"{self.prefix}:config:running"
+
+    # -- the web role --------------------------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """The web sessions' signing key, generated once (unless ANGORA_SECRET_KEY is set)."""
+        return f"{self.prefix}:web:secret"
+
+    def web_session(self, session_id: str) -> str:
+        """A logged-in browser session (value: credentials fingerprint); deleted at logout, expires with it."""
+        return f"{self.prefix}:web:session:{session_id}"
+
+    def login_failures(self, client: str) -> str:
+        """Counter of failed logins from one client address in the current window."""
+        return f"{self.prefix}:web:login-failures:{client}"
+
 
     def rq_queue(self, queue: str) -> str:
         """RQ's list of queued job ids (`rq_queue("")` is the prefix of every queue of this deployment)."""
-        return f"rq:queue:{self.rq_name(queue)}"
+        return rq_queue_named(self.rq_name(queue))
 
     def rq_started(self, queue: str) -> str:
         """RQ's StartedJobRegistry (members `job_id:execution_id`, score = expiry)."""
@@ -185,6 +228,10 @@ class Keys:
         """RQ's FailedJobRegistry (score = expiry)."""
         return f"rq:failed:{self.rq_name(queue)}"
 
+    def rq_canceled(self, queue: str) -> str:
+        """RQ's CanceledJobRegistry (Angora's score = expiry, like the finished and failed registries)."""
+        return f"rq:canceled:{self.rq_name(queue)}"
+
     def own_queue(self, rq_queue_key: str) -> Optional[str]:
         """The queue a member of RQ_QUEUES names when it is one of this deployment's, else None."""
         head = self.rq_queue("")
@@ -197,6 +244,11 @@ class Keys:
 # -- RQ's keys shared by every deployment on the database (fixed by RQ; checked against RQ in tests) ----------
 RQ_QUEUES = "rq:queues"
 RQ_WORKERS = "rq:workers"
+
+
+def rq_queue_named(rq_name: str) -> str:
+    """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
+    return f"rq:queue:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 import uuid
@@ -58,13 +59,19 @@ def check_params(params: Any) -> dict[str, str]:
     if len(params) > MAX_PARAMS:
         raise InvalidInput(f"too many params ({len(params)}; at most {MAX_PARAMS})")
     out: dict[str, str] = {}
+    folded: dict[str, str] = {}  # ANGORA_PARAM_<NAME> is upper-cased: `abc` and `ABC` would be one variable
     total = 0
     for k, v in params.items():
         if not isinstance(k, str) or not PARAM_NAME_RE.match(k):
             raise InvalidInput(f"param name {str(k)[:80]!r} is not valid "
                                "(letters, digits, _; not starting with a digit)")
+        other = folded.setdefault(k.upper(), k)
+        if other != k:
+            raise InvalidInput(f"param names {other!r} and {k!r} differ only in case; give one of them")
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise InvalidInput(f"param {k!r} must be a string")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInput(f"param {k!r} is not a finite number")
         v = str(v)
         if "\x00" in v:
             raise InvalidInput(f"param {k!r} contains a NUL character")

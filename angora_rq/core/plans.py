@@ -6,11 +6,11 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+from angora_rq.core.runs import PLAN_JSON
 from angora_rq.core.schema import SUCCEEDED, Run
 from angora_rq.core.snapshot import Snapshot
 
 
-PLAN_JSON = "plan"  # in a run's fields as the store reads them (store/runs.py): the plan's JSON, found by its ref
 
 
 def plan_ref(plan_json: str) -> str:

@@ -1,11 +1,29 @@
 """A run's overall status and each planned job's status, derived from what Redis holds (pure)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Status
+from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Run, Status
+
+
+PLAN_JSON = "plan"  # in a run's fields as the store reads them (store/queries.with_plans): the plan's JSON
+
+
+def plan_of_hash(h: Mapping[str, str]) -> dict[str, Any]:
+    """The plan of a run's hash as the store reads it (decoded, its plan's JSON found by its ref), or an empty
+    one."""
+    return json.loads(h[PLAN_JSON]) if h.get(PLAN_JSON) else {"jobs": [], "parents": {}, "depth": {}}
+
+
+def summarize_hash(h: Mapping[str, str], plan: Mapping[str, Any] | None = None) -> "RunSummary":
+    """`summarize` of a run's hash as Redis holds it (decoded); `plan` when already parsed."""
+    plan = plan if plan is not None else plan_of_hash(h)
+    statuses = {k[len(Run.job_status):]: v for k, v in h.items() if k.startswith(Run.job_status)}
+    return summarize(plan["jobs"], plan.get("parents", {}), statuses, int(h.get(Run.active) or 0),
+                     h.get(Run.canceled) == "1")
 
 
 def is_terminal(status: str) -> bool:

@@ -161,6 +161,16 @@ class Status(Names):
     not_triggered = "not_triggered"
 
 
+class RqWorker(Names):
+    """Fields of RQ's worker hash (`keys.rq_worker`) that Angora's worker keeps, fixed by RQ (rq-dashboard, rq info)."""
+
+    state = "state"  # 'busy' or 'idle'
+    last_heartbeat = "last_heartbeat"
+    successful_job_count = "successful_job_count"
+    failed_job_count = "failed_job_count"
+    total_working_time = "total_working_time"
+
+
 class RqStatus(Names):
     """RQ's job statuses (fixed by RQ)."""
 

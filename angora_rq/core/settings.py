@@ -61,6 +61,20 @@ def parse_bytes(text: str | int) -> int:
     if value != value or value < 0 or value == float("inf"):
         raise ValueError(f"not a size: {text!r} (must be a finite, non-negative number)")
     return int(value)
+RQ_DASHBOARD_MODES = ("readonly", "full", "off")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (ANGORA_ALLOWED_HOSTS), lower-cased; None when unset or empty."""
+    names = tuple(n.strip().lower() for n in (text or "").split(",") if n.strip())
+    return names or None
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    value = int(env.get(name) or 0)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more")
+    return value
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,12 @@ class Settings:
     log_format: str = "text"
     redis_tls_verify: str | None = None
     redis_tls_ca: str | None = None
+    auth_off: bool = False  # ANGORA_AUTH=off: serve without credentials even off loopback (warned at every start)
+    secret_key: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
+    proxy_hops: int = 0
+    cookie_secure: bool = False
+    rq_dashboard: str = "readonly"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -128,6 +148,13 @@ class Settings:
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
                 redis_tls_ca=env.get("ANGORA_REDIS_TLS_CA") or None,
+                auth_off=one_of("ANGORA_AUTH", env.get("ANGORA_AUTH"), ("on", "off")) == "off",
+                secret_key=env.get("ANGORA_SECRET_KEY") or None,
+                allowed_hosts=_names(env.get("ANGORA_ALLOWED_HOSTS")),
+                proxy_hops=_count(env, "ANGORA_PROXY_HOPS"),
+                cookie_secure=env.get("ANGORA_COOKIE_SECURE", "") == "1",
+                rq_dashboard=one_of("ANGORA_RQ_DASHBOARD", env.get("ANGORA_RQ_DASHBOARD"), RQ_DASHBOARD_MODES)
+                or s.rq_dashboard,
             )
         except ValueError as e:
             raise AngoraError(f"bad setting in the environment: {e}") from e

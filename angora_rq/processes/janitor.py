@@ -15,12 +15,14 @@ from angora_rq.core.schema import Exec, Status
 from angora_rq.store import history
 from angora_rq.store.fence import write_if_running
 from angora_rq.store.link import link_for
+from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State, load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
+SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -56,7 +58,9 @@ class Janitor:
         self.settings = settings
         self.state = State(keys, settings)
         self._last_reap = 0.0
+        self._last_settle = 0.0
         self._last_trim = 0.0
+        self.run_index = RunIndex(r, keys)
 
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
@@ -66,6 +70,9 @@ class Janitor:
             self._last_reap = now
             self.reap_workers()
             self.replay_orphans(now)
+        if now - self._last_settle >= SETTLE_EVERY:
+            self._last_settle = now
+            self.run_index.settle()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -122,7 +129,7 @@ class Janitor:
 
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: finished history (by age and count), definitions versions nothing
-        refers to, RQ's finished/failed registries, stale heartbeats."""
+        refers to, the run indexes, RQ's finished/failed/canceled registries, stale heartbeats."""
         k, r = self.keys, self.r
         history.drop_oldest(r, k, until=now - self.settings.retention)
         if self.settings.max_runs:
@@ -138,9 +145,12 @@ class Janitor:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
                 p.zremrangebyscore(k.rq_finished(q), 0, now)
                 p.zremrangebyscore(k.rq_failed(q), 0, now)
+                p.zremrangebyscore(k.rq_canceled(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
             p.execute()
+        # The run indexes keep no run older than the oldest kept (DROP_RUNS takes a dropped run out of them too).
+        self.run_index.trim(history.oldest_run(r, k) or now - self.settings.retention)
 
 
 def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:

@@ -194,7 +194,8 @@ class Scheduler:
         k, budget, tick_ms = self.keys, self.pressure.budget(), to_ms(tick)
         reply = TICK.bind(
             stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
-            idem=k.tick_idempotency(s.name, tick_ms), lease=k.scheduler_lease(), schedule=k.schedule(s.name),
+            idem=k.tick_idempotency(s.name, tick_ms), unsettled=k.runs_unsettled(), lease=k.scheduler_lease(),
+            schedule=k.schedule(s.name),
             budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
             origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
             lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),

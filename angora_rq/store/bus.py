@@ -41,7 +41,8 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
     `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
     params."""
     call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
-                     accepted=keys.accepted(), idem=keys.idempotency(key) if key else "", budget=budget.work,
+                     accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
+                     unsettled=keys.runs_unsettled(), budget=budget.work,
                      accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
                      fingerprint=fingerprint(msg) if key else "", fields=field_pairs(msg.to_fields()))

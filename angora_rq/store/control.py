@@ -23,7 +23,8 @@ from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
 from angora_rq.store.state import State, load_claimed
 
-ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
+# What cancel reads of each execution of a run.
+ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
 XID = "id"  # in a row: the execution's id (the key's, not a field)
 # What `rerun --failed` starts again: jobs whose latest execution ran and failed, was killed, or was canceled.
 RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
@@ -101,6 +102,7 @@ class Control:
                 running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
                 pipe.multi()
                 pipe.hset(rk, Run.canceled, "1")
+                pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
                 for f in waiting:
                     self._drop_waiting(pipe, f, Status.canceled)
                 for f in running if kill else ():
@@ -209,6 +211,7 @@ class Control:
         xid, run, job = f[XID], self.keys.run(f[Exec.run]), f[Exec.job]
         pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(time.time())})
         pipe.hset(K.rq_job(xid), RqJob.status, RqStatus.canceled)
+        pipe.zadd(self.keys.rq_canceled(f.get(Exec.queue) or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
         pipe.lrem(self.keys.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
         pipe.lrem(self.keys.held(job), 1, xid)
@@ -216,6 +219,8 @@ class Control:
         pipe.hset(run, Run.job_status + job, status)
         pipe.hincrby(run, Run.active, -1)
         pipe.decr(self.keys.work())
+        if f.get(Exec.replay_of):
+            self.state.settle_replayed(pipe, xid)
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
@@ -243,6 +248,7 @@ class Control:
                     self._drop_waiting(pipe, {**nxt, XID: f[Exec.next]}, Status.canceled)
             pipe.hset(self.keys.execution(xid), Exec.status, Status.skipped)
             pipe.hset(self.keys.run(ex.run), Run.job_status + ex.spec.name, Status.skipped)
+            pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
             for topic in ex.spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
             pipe.execute()

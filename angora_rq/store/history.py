@@ -13,6 +13,7 @@ from typing import Callable, Optional
 from angora_rq.core import keys as K
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Status
 from angora_rq.store.connection import Redis
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import DROP_RUNS, DROP_VERSIONS
@@ -39,8 +40,10 @@ def drop_runs(r: Redis, keys: Keys, run_ids: list[str]) -> tuple[Dropped, int]:
     if not run_ids:
         return Dropped(), 0
     runs, execs, kept = DROP_RUNS.bind(
-        runs=keys.runs(), run_prefix=keys.run(""), exec_prefix=keys.execution(""), rq_job_prefix=K.rq_job(""),
-        tail_prefix=keys.tail(""), rq_failed_prefix=keys.rq_failed(""), run_ids=run_ids,
+        runs=keys.runs(), unsettled=keys.runs_unsettled(), succeeded=keys.runs_by_status(Status.succeeded),
+        failed=keys.runs_by_status(Status.failed), canceled=keys.runs_by_status(Status.canceled),
+        run_prefix=keys.run(""), exec_prefix=keys.execution(""), rq_job_prefix=K.rq_job(""), tail_prefix=keys.tail(""),
+        rq_failed_prefix=keys.rq_failed(""), by_job_prefix=keys.runs_by_job(""), run_ids=run_ids,
     ).run(link_for(r))
     return Dropped(int(runs), int(execs)), int(kept)
 

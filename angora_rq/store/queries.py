@@ -8,6 +8,7 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
+from angora_rq.core import keys as K
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import Keys
 from angora_rq.core.plans import PLAN_JSON
@@ -46,6 +47,15 @@ class Queries:
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self.r = r
         self.keys = keys
+        self._index: Any = None  # a RunIndex, made on the first filtered list
+
+    def rq_queue_state(self, rq_name: str) -> tuple[bool, int]:
+        """Whether RQ knows the queue named `rq_name` by RQ (its set of queues), and how many ids its list holds."""
+        with self.r.pipeline(transaction=False) as p:
+            p.sismember(K.RQ_QUEUES, K.rq_queue_named(rq_name))
+            p.llen(K.rq_queue_named(rq_name))
+            known, length = p.execute()
+        return bool(known), int(length)
 
     def execution(self, xid: str) -> dict[str, Any]:
         """One execution with its output tail and its job's spec; NotFound if unknown or dropped."""
@@ -99,20 +109,7 @@ class Queries:
         raw = self.r.hgetall(self.keys.run(run_id))
         if not raw:
             raise NotFound(f"no run {run_id!r}")
-        return self._with_plans([to_str_dict(raw)])[0]
-
-    def _with_plans(self, runs: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Runs' hashes with each one's plan JSON (PLAN_JSON) read from its definitions version, one round trip."""
-        refs = sorted({(h.get(Run.config_version, ""), h[Run.plan]) for h in runs if h.get(Run.plan)})
-        if refs:
-            with self.r.pipeline(transaction=False) as p:
-                for version, ref in refs:
-                    p.hget(self.keys.definitions(version), Defs.plan + ref)
-                plans = dict(zip(refs, map(to_str, p.execute())))
-            for h in runs:
-                if h.get(Run.plan):
-                    h[PLAN_JSON] = plans[(h.get(Run.config_version, ""), h[Run.plan])]
-        return runs
+        return with_plans(self.r, self.keys, [to_str_dict(raw)])[0]
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A run with its plan, every planned job's status (pending included) and its overall status."""
@@ -120,34 +117,28 @@ class Queries:
 
     def runs(self, offset: int = 0, limit: int = 50, status: Optional[str] = None, job: Optional[str] = None,
              since: Optional[float] = None, until: Optional[float] = None) -> tuple[int, list[dict[str, Any]]]:
-        """Runs newest first, filtered; filters look at up to 20 pages of the index, never the whole keyspace."""
-        key = self.keys.runs()
-        hi = "+inf" if until is None else until
-        lo = "-inf" if since is None else since
-        total = int(self.r.zcount(key, lo, hi))
-        filtered = status is not None or job is not None
-        window = limit * 20 if filtered else limit
-        ids = [to_str(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
-        out: list[dict[str, Any]] = []
-        # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
-        chunk = max(limit, 1)
-        for start in range(0, len(ids), chunk):
-            part = ids[start:start + chunk]
+        """Runs newest first, and how many match; filters read the run indexes (store/runindex.py), not pages."""
+        from angora_rq.store.runindex import RunIndex, Window
+
+        window = Window(offset, limit, since, until)
+        if status is None and job is None:
+            key = self.keys.runs()
             with self.r.pipeline(transaction=False) as p:
-                for rid in part:
-                    p.hgetall(self.keys.run(rid))
-                raws = p.execute()
-            found = [(rid, to_str_dict(raw)) for rid, raw in zip(part, raws) if raw]
-            for (rid, _), h in zip(found, self._with_plans([h for _, h in found])):
-                view = run_view(rid, h)
-                if status and view["status"] != status:
-                    continue
-                if job and job not in view["jobs"]:
-                    continue
-                out.append(view)
-                if len(out) >= limit:
-                    return total, out
-        return total, out
+                p.zcount(key, window.lo, window.hi)
+                p.zrevrangebyscore(key, window.hi, window.lo, start=offset, num=limit)
+                total, raw_ids = p.execute()
+            ids = [to_str(i) for i in raw_ids]
+        else:
+            if self._index is None:
+                self._index = RunIndex(self.r, self.keys)
+            total, ids = self._index.page(window, status, job)
+        with self.r.pipeline(transaction=False) as p:
+            for rid in ids:
+                p.hgetall(self.keys.run(rid))
+            raws = p.execute()
+        found = [(rid, to_str_dict(raw)) for rid, raw in zip(ids, raws) if raw]
+        return int(total), [run_view(rid, h) for (rid, _), h in zip(found, with_plans(self.r, self.keys,
+                                                                                         [h for _, h in found]))]
 
     def job_stats(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Latest status and counters of several jobs in one round trip."""
@@ -157,6 +148,21 @@ class Queries:
                 p.hgetall(self.keys.job_stats(n))
             replies = p.execute()
         return {n: stats_view(to_str_dict(raw)) for n, raw in zip(names, replies)}
+
+
+def with_plans(r: redis.Redis, keys: Keys, runs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Runs' hashes (decoded) with each one's plan JSON under PLAN_JSON, read from its definitions version in one
+    round trip (a run keeps only its plan's ref)."""
+    refs = sorted({(h.get(Run.config_version, ""), h[Run.plan]) for h in runs if h.get(Run.plan)})
+    if refs:
+        with r.pipeline(transaction=False) as p:
+            for version, ref in refs:
+                p.hget(keys.definitions(version), Defs.plan + ref)
+            plans = dict(zip(refs, map(to_str, p.execute())))
+        for h in runs:
+            if h.get(Run.plan):
+                h[PLAN_JSON] = plans[(h.get(Run.config_version, ""), h[Run.plan])]
+    return runs
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
@@ -180,16 +186,15 @@ def stats_view(f: dict[str, str]) -> dict[str, Any]:
 
 def run_view(run_id: str, h: dict[str, str]) -> dict[str, Any]:
     """A run hash (with its plan's JSON under PLAN_JSON) as JSON-ready data, statuses derived by runs.summarize."""
-    from angora_rq.core.runs import summarize
+    from angora_rq.core.runs import plan_of_hash, summarize_hash
 
-    plan = json.loads(h[PLAN_JSON]) if h.get(PLAN_JSON) else {"jobs": [], "parents": {}, "depth": {}}
-    statuses = {k[len(Run.job_status):]: v for k, v in h.items() if k.startswith(Run.job_status)}
+    plan = plan_of_hash(h)
     counts: dict[str, int] = {}
     for k, v in h.items():
         if k.startswith(Run.execution):
             counts[v] = counts.get(v, 0) + 1
     active = int(h.get(Run.active) or 0)
-    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get(Run.canceled) == "1")
+    summary = summarize_hash(h, plan)
     jobs = {
         name: {
             "status": st,

@@ -18,7 +18,7 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import description, job_mapping, utc_iso
 from angora_rq.core.schema import Defs, Exec, RqJob, RqStatus, Run, Status
-from angora_rq.store.scripts import CREATE, FINISH, RELEASE, field_pairs
+from angora_rq.store.scripts import CREATE, FINISH, RELEASE, SETTLE_REPLAYED, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -85,6 +85,7 @@ class State:
             delay_until=repr(delay_until), bell_cap=BELL_CAP, spec=spec, version=version, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
+        pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
         return xid
 
     def record_plan(self, pipe: Pipeline, version: str, plan: str, now: float) -> str:
@@ -122,6 +123,8 @@ class State:
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now, live)
+        if ex.attempt > 1:
+            self.settle_replayed(pipe, ex.id)
         if status == Status.succeeded:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
@@ -156,6 +159,10 @@ class State:
             tail_text="" if inline else tail, live="1" if live else "0",
             fields=field_pairs({f: v for f, v in fields.items() if v != ""}),
         ).queue(pipe)
+
+    def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
+        """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
+        SETTLE_REPLAYED.bind(exec=self.keys.execution(xid), exec_prefix=self.keys.execution("")).queue(pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         k = self.keys

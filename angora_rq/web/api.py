@@ -14,6 +14,14 @@ from angora_rq.web.send import answer_send, json_object
 
 bp = Blueprint("api", __name__)
 
+
+@bp.after_request
+def conditional(resp: Any) -> Any:
+    """An ETag on every read: a page polling an unchanged run gets 304 and no body."""
+    from angora_rq.web.context import revalidate
+
+    return revalidate(resp)
+
 MAX_LIMIT = 500
 MAX_OFFSET = 1_000_000
 TAIL_MAX = 65536
@@ -21,7 +29,7 @@ RUN_FIELDS = frozenset({"params", "run_id"})
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -243,8 +251,9 @@ def graph() -> Any:
 
 @bp.get("/config")
 def config() -> Any:
-    """The definitions loaded (version, files, warnings) and the errors of the files as they are now."""
-    return jsonify(_ext().definitions.status())
+    """The definitions loaded (version, files, warnings), the errors of the files as they are now, and the
+    version the matchers run (they and this app read the same files the same way)."""
+    return jsonify(_ext().config_status())
 
 
 @bp.get("/openapi.json")

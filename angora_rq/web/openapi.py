@@ -113,7 +113,8 @@ GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "descripti
 GRAPH = obj({"nodes": array(GRAPH_NODE), "edges": array(GRAPH_EDGE), "config_version": STR})
 CONFIG_STATUS = obj({
     "path": STR, "loaded": BOOL, "valid": BOOL, "version": nullable("string"), "files": STRINGS, "jobs": INT,
-    "schedules": INT, "warnings": array(ref("Problem")), "errors": array(ref("Problem"))}, closed=True)
+    "schedules": INT, "warnings": array(ref("Problem")), "errors": array(ref("Problem")),
+    "matchers_version": nullable("string")}, closed=True)
 PROCESS = obj({"name": STR, "last_beat": NUM, "age": NUM, "alive": BOOL}, closed=True)
 HEALTH = obj({
     "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]}, "time": NUM,
@@ -228,6 +229,7 @@ RESPONSES = {
     "400": "Bad input (the body or a parameter).", "401": "Credentials missing or wrong.",
     "403": "CSRF token missing (browser requests).", "404": "Not found.",
     "409": "The action does not fit the current state.",
+    "429": "Too many failed logins from this address: wait for Retry-After seconds.",
     "503": "Redis unreachable or out of memory, a budget used up (with Retry-After; see /api/v1/status), or no "
            "valid definitions loaded.",
 }
@@ -241,7 +243,7 @@ def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def op(summary: str, ok: tuple[str, str, str], errors: str = "", params: tuple = (), body: Any = None,
        auth: bool = True) -> dict[str, Any]:
     """An operation: `ok` = (status, schema name, description); `errors` = error statuses, e.g. "400 404"."""
-    codes = errors.split() + (["401"] if auth else []) + ["503"]
+    codes = errors.split() + (["401", "429"] if auth else []) + ["503"]
     responses = {ok[0]: json_body(ref(ok[1]), ok[2])}
     responses.update({c: json_body(ref("Error"), RESPONSES[c]) for c in sorted(set(codes))})
     out: dict[str, Any] = {"summary": summary, "responses": responses}
@@ -295,7 +297,8 @@ def paths(auth: bool) -> dict[str, Any]:
     return {
         "/send": {"post": op("Send a message (the original form: msg=topic).", ("202", "Accepted", "Accepted."),
                              "400 403 409", (IDEMPOTENCY_KEY,), body=MESSAGE_BODY, auth=a)},
-        "/healthz": {"get": {"summary": "Redis reachable; matchers and workers with their last heartbeat.",
+        "/healthz": {"get": {"summary": "Redis reachable; to an authenticated caller (or with auth off), matchers and "
+                                        "workers with their last heartbeat.",
                              "security": [], "responses": {
                                  "200": json_body(ref("Health"), "Redis answers."),
                                  "503": json_body(ref("Health"), "Redis does not answer.")}}},
@@ -308,7 +311,8 @@ def paths(auth: bool) -> dict[str, Any]:
             "Run a job by hand.", ("202", "Started", "Queued."), "400 403 404 409", (JOB,), RUN_BODY, auth=a)},
         "/api/v1/runs": {"get": op("Runs, newest first.", ("200", "RunList", "A page of runs."), "400", (
             query("status", {"type": "string", "maxLength": 64}, "Only runs with this overall status."),
-            query("job", {"type": "string", "maxLength": 200}, "Only runs where this job ran or is planned."),
+            query("job", {"type": "string", "maxLength": 200},
+                  "Only runs where this job ran (or was blocked by a failure)."),
             query("since", SINCE, "Only runs started at or after this unix time."),
             query("until", SINCE, "Only runs started at or before this unix time."),
             OFFSET, limit(50)), auth=a)},
@@ -345,7 +349,7 @@ def paths(auth: bool) -> dict[str, Any]:
         **ops_paths(a),
         "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {
             "200": json_body({"type": "object"}, "The OpenAPI document."),
-            **({"401": json_body(ref("Error"), RESPONSES["401"])} if a else {})}}},
+            **({c: json_body(ref("Error"), RESPONSES[c]) for c in ("401", "429")} if a else {})}}},
     }
 
 

@@ -16,6 +16,7 @@ from angora_rq.store.bus import submit
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
 from angora_rq.core.messages import Message, check_idempotency_key
+from angora_rq.core.security import parse_json
 from angora_rq.store.metrics import count_refused
 
 bp = Blueprint("send", __name__)
@@ -57,13 +58,14 @@ def idempotency_key(header: Optional[str], field: Any = None) -> str:
 
 
 def json_body() -> Any:
-    """The request body parsed as JSON (None when it is not valid JSON); InvalidInput when empty or not JSON."""
-    if not request.get_data(cache=True):
+    """The request body parsed as JSON; InvalidInput when empty, not JSON, or beyond core.security's limits."""
+    data = request.get_data(cache=True)
+    if not data:
         raise InvalidInput("the request body is empty; send a JSON object")
     if not request.is_json:
         raise InvalidInput("send the body as JSON (Content-Type: application/json)",
                            detail={"content_type": request.mimetype or None})
-    return request.get_json(silent=True)
+    return parse_json(data)
 
 
 def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any]:
@@ -104,9 +106,9 @@ def form_message(form: MultiDict, header_key: Optional[str] = None) -> Submissio
     params: dict[str, Any] = {}
     if form.get("params"):
         try:
-            params = json.loads(form["params"])
-        except ValueError as e:
-            raise InvalidInput("form field 'params' is not valid JSON", detail=str(e)) from e
+            params = parse_json(form["params"])
+        except InvalidInput as e:
+            raise InvalidInput(f"form field 'params': {e.message}", detail=e.detail) from e
         if not isinstance(params, dict):
             raise InvalidInput("form field 'params' must be a JSON object of name -> string value")
     for key in form:

@@ -115,7 +115,8 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
     msg = Message.create("beat", {"K": "v"}, run_id, origin="schedule:s", now=tick_ms / 1000)
     reply: Any = TICK.bind(
         stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), work=keys.work(), accepted=keys.accepted(),
-        idem=keys.tick_idempotency("s", tick_ms), lease=keys.scheduler_lease(), schedule=keys.schedule("s"),
+        idem=keys.tick_idempotency("s", tick_ms), unsettled=keys.runs_unsettled(), lease=keys.scheduler_lease(),
+        schedule=keys.schedule("s"),
         budget=budget, accepted_cap="", now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin,
         idem_ttl=60, fingerprint=fingerprint(msg), lease_value=lease_value, tick_ms=tick_ms, token=token,
         run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,

@@ -1,8 +1,9 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
 -- KEYS: inflight paused_queues work
 -- ARGV: want now worker host started_expiry now_iso
--- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix defs_prefix
--- ARGV: queues...
+-- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
+-- ARGV: rq_canceled_prefix canceled_expiry defs_prefix queues...
+-- canceled_expiry: the score of an execution dropped into RQ's canceled registry (rq-dashboard lists them there).
 -- *_prefix: a key is the prefix .. an execution id, a job, a queue or a definitions version; started_expiry: the
 -- RQ started registry's score; work: the deployment's counter of unfinished work. An id whose execution is no
 -- longer queued (killed, canceled or deleted while queued) is dropped; one of a canceled run is canceled; one over
@@ -33,6 +34,7 @@ for qi = queues, #ARGV do
         elseif canceled[run] then
           redis.call('HSET', ek, EXEC.status, STATUS.canceled, EXEC.ended, now)
           redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
+          redis.call('ZADD', rq_canceled_prefix .. q, canceled_expiry, id)
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
           redis.call('HINCRBY', run, RUN.active, -1)
           redis.call('DECR', work)

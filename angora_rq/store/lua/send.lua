@@ -1,7 +1,8 @@
 -- Accept a root message unless a budget is used up; count it in its run and in the deployment's counters. With an
 -- idempotency key, a repeat gets the first answer back and sends nothing (even over budget, since it adds no work):
--- the check and the record are this one step, so two repeats at once cannot both send.
--- KEYS: stream run runs work accepted idem
+-- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
+-- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
+-- KEYS: stream run runs work accepted idem unsettled
 -- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fields...
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
@@ -38,4 +39,5 @@ else
   redis.call('HINCRBY', run, RUN.active, 1)
 end
 if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
+redis.call('HINCRBY', unsettled, run_id, 1)
 return id

@@ -1,7 +1,7 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
 -- The message goes out exactly as SEND sends it (same fields, counters, budgets and idempotency record).
--- KEYS: stream run runs work accepted idem lease schedule
+-- KEYS: stream run runs work accepted idem unsettled lease schedule
 -- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint lease_value tick_ms token run_prefix
 -- ARGV: overlap mode schedule_name covers fields...
 -- include: send
@@ -29,8 +29,9 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs, work, accepted, idem}, {budget, accepted_cap, now, run_id, topic, origin,
-                                                            idem_ttl, fingerprint, unpack(ARGV, fields)})
+local id = send({stream, run, runs, work, accepted, idem, unsettled}, {budget, accepted_cap, now, run_id, topic,
+                                                                       origin, idem_ttl, fingerprint,
+                                                                       unpack(ARGV, fields)})
 if type(id) == 'table' then
   local err = id.err or ''
   if string.sub(err, 1, 6) == 'BUDGET' then
