@@ -26,6 +26,7 @@ from angora_rq.store.bus import send, send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.schema import Exec, Run
+from angora_rq.store.runindex import RunIndex
 from angora_rq.processes.redis_server import free_port
 
 from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, redis_cpu_seconds, rss_mib,
@@ -393,6 +394,7 @@ def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
         time.sleep(3)  # let the worker settle (heartbeats, live tails) before reading its size
         pid = s["pids"]["worker0"]
         worker_mib, worker_tree_mib, worker_tree_pss = rss_mib(pid), tree_rss_mib(pid), tree_pss_mib(pid)
+        RunIndex(r, keys).settle()  # every run in its run indexes, as the janitor has it within seconds
         per_exec = (_used_memory(r) - before) / n
     before = _used_memory(r)
     _fill_stream(r, keys, n)
