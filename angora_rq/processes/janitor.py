@@ -13,7 +13,9 @@ from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import Exec, Status
 from angora_rq.store import history
+from angora_rq.core.pressure import HISTORY_SHARE, mib
 from angora_rq.store.fence import write_if_running
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
@@ -23,6 +25,7 @@ from angora_rq.store.state import State, load_claimed
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
 SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
+BUDGET_EVERY = 5.0  # how often history is checked against the memory budget (one INFO memory)
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -59,6 +62,8 @@ class Janitor:
         self.state = State(keys, settings)
         self._last_reap = 0.0
         self._last_settle = 0.0
+        self._last_budget = 0.0
+        self.pressure = Pressure(r, keys, settings)
         self._last_trim = 0.0
         self.run_index = RunIndex(r, keys)
 
@@ -73,6 +78,9 @@ class Janitor:
         if now - self._last_settle >= SETTLE_EVERY:
             self._last_settle = now
             self.run_index.settle()
+        if now - self._last_budget >= BUDGET_EVERY:
+            self._last_budget = now
+            self.keep_in_budget()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -126,6 +134,18 @@ class Janitor:
             elif written is False:
                 self.r.lrem(k.orphans(), 1, xid)
         return done
+
+    def keep_in_budget(self) -> history.Dropped:
+        """Drop finished history, oldest run first, while Redis holds more than HISTORY_SHARE of the memory budget
+        (core/pressure.py), so new work keeps finding room; unfinished work is never dropped."""
+        memory = self.pressure.memory(fresh=True)
+        if memory is None or not memory.limit or memory.used <= memory.limit * HISTORY_SHARE:
+            return history.Dropped()
+        dropped = history.keep_under(self.r, self.keys, int(memory.limit * HISTORY_SHARE))
+        if dropped.runs:
+            log.info("history over %d%% of the memory budget (%s): dropped the %d oldest finished run(s), %d "
+                     "execution(s)", HISTORY_SHARE * 100, mib(memory.limit), dropped.runs, dropped.executions)
+        return dropped
 
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: finished history (by age and count), definitions versions nothing

@@ -2,8 +2,9 @@
 
 Nothing of a run expires by itself (no TTLs): an execution waiting for days for its turn, a pause or its
 backoff must still be there when its turn comes. The janitor drops finished runs with their executions once they
-are older than `retention`, beyond `max_runs`, or while Redis holds more than the storage budget
-(`ANGORA_MAX_MEMORY`); and the definitions versions no run or execution kept refers to any more.
+are older than `retention`, beyond `max_runs`, or while Redis holds more than HISTORY_SHARE of the memory budget
+(`ANGORA_MAX_MEMORY`, core/pressure.py); then the definitions versions no run or execution kept refers to, and the
+statistics of jobs nothing kept ran.
 """
 from __future__ import annotations
 
@@ -69,19 +70,47 @@ def drop_oldest(r: Redis, keys: Keys, until: Optional[float] = None, count: Opti
     return total
 
 
+def keep_under(r: Redis, keys: Keys, target: int) -> Dropped:
+    """Drop finished runs, oldest first, until Redis' used_memory (read again after each chunk of runs) is at most
+    `target` bytes, or no finished run is left."""
+    if target <= 0 or used_memory(r) <= target:
+        return Dropped()
+    return drop_oldest(r, keys, enough=lambda: used_memory(r) <= target)
+
+
+def used_memory(r: Redis) -> int:
+    """Redis' used_memory now (INFO memory)."""
+    return int(r.info("memory")["used_memory"])
+
+
+def reach(r: Redis, keys: Keys) -> dict[str, Optional[float]]:
+    """How far back history reaches: when the oldest run kept started, and how many runs are kept."""
+    with r.pipeline(transaction=False) as p:
+        p.zrange(keys.runs(), 0, 0, withscores=True)
+        p.zcard(keys.runs())
+        first, count = p.execute()
+    return {"since": float(first[0][1]) if first else None, "runs": int(count)}
+
+
 def oldest_run(r: Redis, keys: Keys) -> Optional[float]:
     """When the oldest run kept started (None: no run is kept): how far back history reaches."""
     first = r.zrange(keys.runs(), 0, 0, withscores=True)
     return float(first[0][1]) if first else None
 
 
-def drop_unused_versions(r: Redis, keys: Keys, now: float) -> int:
+def drop_unused_versions(r: Redis, keys: Keys, now: float) -> tuple[int, int]:
     """Drop the definitions versions last used before the oldest run kept started (so before any execution or run
-    kept was created): nothing kept refers to them. Returns how many went."""
+    kept was created): nothing kept refers to them; and the statistics, history list and run index of each job that
+    no version left records. Returns how many versions and jobs went."""
     oldest = oldest_run(r, keys)
     cutoff = min(now if oldest is None else oldest, now) - VERSION_MARGIN
     versions = [to_str(v) for v in r.zrangebyscore(keys.definitions_index(), "-inf", f"({cutoff}", start=0, num=100)]
     if not versions:
-        return 0
-    return int(DROP_VERSIONS.bind(index=keys.definitions_index(), cutoff=repr(cutoff),
-                                  defs_prefix=keys.definitions(""), versions=versions).run(link_for(r)))
+        return 0, 0
+    stats = keys.job_stats("")
+    gone, jobs = DROP_VERSIONS.bind(
+        index=keys.definitions_index(), indexed_jobs=keys.runs_indexed_jobs(), cutoff=repr(cutoff),
+        defs_prefix=keys.definitions(""), stats_prefix=stats, execs_suffix=keys.job_executions("")[len(stats):],
+        by_job_prefix=keys.runs_by_job(""), versions=versions,
+    ).run(link_for(r))
+    return int(gone), int(jobs)

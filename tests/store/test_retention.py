@@ -69,3 +69,26 @@ def test_a_definitions_version_goes_once_nothing_kept_refers_to_it(r: redis.Redi
     assert [x.decode() for x in r.zrange(keys.runs(), 0, -1)] == ["b0"]
     assert not r.exists(keys.definitions("old")) and r.zscore(keys.definitions_index(), "old") is None
     assert r.exists(keys.definitions("new")) and r.zscore(keys.definitions_index(), "new") is not None
+
+
+def test_a_jobs_statistics_go_with_the_last_version_that_ran_it(r: redis.Redis, keys: Keys) -> None:
+    """Job statistics are bounded by history: a job no kept definitions version ran loses its stats, history
+    list and run index; a job a kept version ran keeps them."""
+    settings = dataclasses.replace(Settings(prefix=keys.prefix), retention=3600)
+    now = time.time()
+    gone = JobDef(name="gone", triggers=("go",), command=("true",))
+    state = State(keys, settings)
+    with r.pipeline() as pipe:
+        msg = Message.create("go", run_id="a0")
+        pipe.hset(keys.run("a0"), Run.created, repr(now - 90_000))
+        pipe.zadd(keys.runs(), {"a0": now - 90_000})
+        state.create(pipe, gone, msg, now - 90_000, config_version="old")
+        pipe.execute()
+    r.zadd(keys.runs_by_job("gone"), {"a0": now - 90_000})
+    r.sadd(keys.runs_indexed_jobs(), "gone")
+    make_runs(r, keys, settings, [now - 100], version="new", name="b")  # job j, still running
+    finish(r, keys, "a0")
+    Janitor(r, keys, settings).trim(now)
+    assert not r.exists(keys.job_stats("gone"), keys.job_executions("gone"), keys.runs_by_job("gone"))
+    assert not r.sismember(keys.runs_indexed_jobs(), "gone")
+    assert r.exists(keys.job_stats("j"), keys.job_executions("j")) == 2
