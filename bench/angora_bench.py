@@ -190,8 +190,15 @@ class HttpClient:
         self.sock.close()
 
 
+def _counts(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
+    """A job's counters as the API reads them (commands that ended, per final status and duration bucket)."""
+    from angora_rq.store.queries import Queries
+
+    return Queries(r, keys).job_stats([job])[job]
+
+
 def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
-    return int(r.hget(keys.job_stats(job), "succeeded") or 0)
+    return int(_counts(r, keys, job)["succeeded"])
 
 
 def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], None]) -> None:
@@ -253,7 +260,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
-        failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
+        failed = int(_counts(r, keys, "bench_true")["failed"])
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
             "failed": failed, "workers": workers, "via": via}
@@ -285,15 +292,15 @@ def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any
 
         def queued() -> bool:
             polls[0] += 1
-            return r.llen(K.rq_queue("default")) >= n
+            return r.llen(keys.rq_queue("default")) >= n
 
         cpu0, c0, t0 = cpu_seconds(matcher.pid), commands_total(r), time.perf_counter()
         _fill_stream(r, keys, n)
         t_end = wait_until(queued, max(60.0, n / 100), 0.002, f"{n} jobs to be queued")
         cpu = cpu_seconds(matcher.pid) - cpu0
-        cmds = commands_total(r) - c0 - polls[0] - 1 - 2 * n  # less the polls and the messages' own XADD + HINCRBY
+        cmds = commands_total(r) - c0 - polls[0] - 1 - 3 * n  # less the polls and the messages' own XADD, HINCRBY, INCR
         wait_until(lambda: _pending(r, keys) == 0, 60, 0.01, "every message to be acknowledged")
-        queued = r.llen(K.rq_queue("default"))
+        queued = r.llen(keys.rq_queue("default"))
         if queued != n:
             raise RuntimeError(f"the matcher queued {queued} jobs for {n} messages")
         procs.check()

@@ -39,6 +39,28 @@ def parse_seconds(text: str | int | float) -> float:
     return value
 
 
+# redis.conf's units: 1k = 1000 bytes, 1kb = 1024 (and so on); kib, mib, gib are 1024's too.
+BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "kib": 1024, "m": 1000**2, "mb": 1024**2, "mib": 1024**2,
+              "g": 1000**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_bytes(text: str | int) -> int:
+    """Parse a size as redis.conf writes it (`1000000`, `512mb`, `1gb`, `2g`) into bytes; ValueError if malformed."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        number = s.rstrip("abgikm")
+        unit = s[len(number):]
+        if unit not in BYTE_UNITS:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)")
+        try:
+            value = float(number.strip()) * BYTE_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"not a size: {text!r} (must be a finite, non-negative number)")
+    return int(value)
 RQ_DASHBOARD_MODES = ("readonly", "full", "off")
 
 
@@ -68,7 +90,8 @@ class Settings:
     auth_token: str | None = None
     auth_user: str | None = None
     auth_password: str | None = None
-    backlog: int = 100_000
+    backlog: int = 20_000  # the work budget: accepted work not finished (core/pressure.py)
+    max_memory: int = 0  # the Redis memory budget in bytes; 0 = from Redis' maxmemory or its host's memory
     retention: float = 7 * 86400.0
     history: int = 1000
     max_runs: int = 10_000
@@ -78,6 +101,8 @@ class Settings:
     worker_concurrency: int = 8
     worker_ttl: float = 10.0
     claim_idle: float = 5.0
+    idempotency_ttl: float = 86400.0
+    metrics_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     redis_tls_verify: str | None = None
@@ -107,6 +132,7 @@ class Settings:
                 auth_user=env.get("ANGORA_AUTH_USER") or None,
                 auth_password=env.get("ANGORA_AUTH_PASSWORD") or None,
                 backlog=int(env.get("ANGORA_BACKLOG", s.backlog)),
+                max_memory=parse_bytes(env.get("ANGORA_MAX_MEMORY") or s.max_memory),
                 retention=parse_seconds(env.get("ANGORA_RETENTION", s.retention)),
                 history=int(env.get("ANGORA_HISTORY", s.history)),
                 max_runs=int(env.get("ANGORA_MAX_RUNS", s.max_runs)),
@@ -116,6 +142,8 @@ class Settings:
                 worker_concurrency=int(env.get("ANGORA_WORKER_CONCURRENCY", s.worker_concurrency)),
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
+                idempotency_ttl=parse_seconds(env.get("ANGORA_IDEMPOTENCY_TTL", s.idempotency_ttl)),
+                metrics_token=env.get("ANGORA_METRICS_TOKEN") or None,
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
@@ -135,6 +163,10 @@ class Settings:
             raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS) "
                               f"or unix://; it starts with {scheme + ':'!r}")
         return settings
+
+    def __post_init__(self) -> None:
+        if self.idempotency_ttl < 1:
+            raise AngoraError("bad setting in the environment: ANGORA_IDEMPOTENCY_TTL must be 1s or more")
 
     @property
     def auth_enabled(self) -> bool:

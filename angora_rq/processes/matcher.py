@@ -76,7 +76,7 @@ class Matcher:
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
-        self.dispatcher = Dispatcher(self.link, keys, settings)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0

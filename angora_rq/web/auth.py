@@ -6,8 +6,10 @@ a random id in a signed cookie, and a record in Redis that logout deletes and th
 The cookie's signing key is ANGORA_SECRET_KEY, or 32 random bytes made once and kept in Redis: it owes nothing
 to the credentials, so a cookie tells nothing about them. After LOGIN_LIMIT failed attempts (form, Bearer or
 Basic) from one client address, that address gets 429 with Retry-After until LOGIN_WINDOW seconds have passed
-since its first failure, whatever it sends. `/healthz`, `/login` and static files stay open. Unauthenticated API
-calls get 401 JSON; unauthenticated pages redirect to /login?next=<page>.
+since its first failure, whatever it sends. `/healthz`, `/login`, `/favicon.ico` and static files stay open.
+Unauthenticated API calls get 401 JSON; unauthenticated pages redirect to /login?next=<page>. `/metrics` follows
+the API's rules, and ANGORA_METRICS_TOKEN, when set, is one more bearer token that opens it (it alone; it is then
+required even with auth off).
 
 For the templates: `{{ current_user() }}` is the logged-in name ("token" for a token login, None when auth is off);
 `{{ auth_enabled }}` says whether to show a logout button (a POST form to `auth.logout` with the csrf_token field).
@@ -28,14 +30,15 @@ from angora_rq.core.errors import InvalidInput, Throttled
 from angora_rq.core.security import local_redirect
 from angora_rq.core.settings import Settings
 from angora_rq.store import websec
+from angora_rq.store.connection import RedisError
 from angora_rq.web import guard
-from angora_rq.web.guard import JSON_PREFIXES
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static"})
+OPEN_ENDPOINTS = frozenset({"health.healthz", "auth.login", "static", "favicon"})
+METRICS_ENDPOINT = "metrics.metrics"
 SESSION_HOURS = 12
 LOGIN_LIMIT = 10
 LOGIN_WINDOW = 300
@@ -82,6 +85,14 @@ class CookieSessions(SecureCookieSessionInterface):
     def get_signing_serializer(self, app: Flask) -> Any:
         signing_key(app)
         return super().get_signing_serializer(app)
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        try:
+            signing_key(app)
+        except RedisError as e:  # no key while Redis is down: the answer (an error page) goes out without a cookie
+            log.warning("session not saved: %s", e)
+            return
+        super().save_session(app, session, response)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
@@ -150,6 +161,11 @@ def authenticate() -> Any:
     settings = _settings()
     g.angora_user = None
     g.header_auth = False
+    if request.endpoint == METRICS_ENDPOINT and settings.metrics_token:
+        if scrape_token(settings):
+            return None
+        if not settings.auth_enabled:
+            return unauthorized()  # a scrape token is set: /metrics is not open, even with auth off
     if not settings.auth_enabled:
         return None
     is_open = _is_open(request.endpoint)
@@ -170,6 +186,13 @@ def authenticate() -> Any:
     return unauthorized()
 
 
+def scrape_token(settings: Settings) -> bool:
+    """Whether the request carries ANGORA_METRICS_TOKEN as its bearer token (it then opens /metrics)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and same_secret(value.strip(), settings.metrics_token):
+        g.angora_user, g.header_auth = "metrics", True
+        return True
+    return False
 def _checked_header_user(settings: Settings, is_open: bool) -> Optional[str]:
     """The Authorization header's user, unless its address is throttled (429; ignored on open routes)."""
     ext = current_app.extensions["angora"]
@@ -191,7 +214,7 @@ def _is_open(endpoint: Optional[str]) -> bool:
 
 def unauthorized() -> Any:
     """401 JSON (with WWW-Authenticate) for API clients; a redirect to the login page for browsers."""
-    from angora_rq.web import error_response
+    from angora_rq.web.errors import error_response, wants_json
 
     if wants_json():
         resp = error_response(401, "authentication required",
@@ -203,17 +226,6 @@ def unauthorized() -> Any:
     except InvalidInput:
         target = "/"
     return redirect(url_for("auth.login", next=target))
-
-
-def wants_json() -> bool:
-    """Whether the caller is a script or the API (JSON errors) rather than a browser page (HTML)."""
-    path = request.path
-    if path.startswith(JSON_PREFIXES) or (path.startswith("/rq/") and "/data/" in path):
-        return True
-    if request.headers.get("Authorization") or request.is_json:
-        return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json"
 
 
 # -- login page ----------------------------------------------------------------------------------------

@@ -12,10 +12,9 @@ from flask import Blueprint, current_app, g, jsonify
 
 from angora_rq.store.connection import RedisError
 from angora_rq.core.codec import to_str
+from angora_rq.core.metrics import ALIVE_SECONDS
 
 bp = Blueprint("health", __name__)
-
-ALIVE_SECONDS = 15.0
 ROLES = ("matcher", "worker")
 
 
@@ -40,7 +39,7 @@ def processes(beats: dict[Any, Any], now: float) -> dict[str, list[dict[str, Any
 @bp.get("/healthz")
 def healthz() -> Any:
     """200 when Redis answers (status `degraded` when no matcher or no worker is alive); 503 when it does not."""
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     ext = angora()
     now = time.time()

@@ -4,8 +4,9 @@ Through Flask a message cost ~690 us of CPU in-process, most of it Werkzeug's fo
 hooks and the response object; through this lane ~205 (bench/README.md). This WSGI middleware answers the common
 request itself: a form or JSON body from a script (no browser headers with auth off; a valid Bearer token from an
 address not throttled with auth on) to a Host the app answers to, parsed by the same validators as the Flask views
-(web/send.py). Everything else, including every request that
-does not validate, goes to Flask unchanged, so each error and edge case keeps a single implementation. An error
+(web/send.py), its Idempotency-Key header included. Everything else, including every request that does not
+validate (a malformed key too), goes to Flask unchanged, so each error and edge case keeps a single
+implementation. An error
 raised while sending is handed to Flask too (`hand_over`), so its answer is the one Flask's error handlers give.
 """
 from __future__ import annotations
@@ -18,18 +19,18 @@ from urllib.parse import parse_qsl
 from flask import Flask, request
 from werkzeug.datastructures import MultiDict
 
-from angora_rq.core.messages import Message
 from angora_rq.core.security import host_allowed, parse_json
 from angora_rq.store.link import release_link
 from angora_rq.store.websec import login_wait
 from angora_rq.web.auth import LOGIN_LIMIT, same_secret
 from angora_rq.web.guard import BROWSER_HEADERS, SECURITY_HEADERS
-from angora_rq.web.send import accept, form_message, json_message
+from angora_rq.web.send import KEY_HEADER, Submission, accept, form_message, json_message
 
 PATHS = frozenset({"/send", "/api/v1/messages"})
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 BROWSER_KEYS = tuple("HTTP_" + h.upper().replace("-", "_") for h in BROWSER_HEADERS)
+KEY_ENVIRON = "HTTP_" + KEY_HEADER.upper().replace("-", "_")
 HANDED_OVER = "angora.intake.error"  # an environ key; clients cannot set it (their headers become HTTP_*)
 ACCEPTED_HEADERS = (("Content-Type", "application/json"), *SECURITY_HEADERS, ("Cache-Control", "no-store"))
 
@@ -55,18 +56,19 @@ class Intake:
             return self.flask(environ, start_response)
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # Flask reads it again when the request is not ours
-        msg = parse(environ.get("CONTENT_TYPE", ""), body) if len(body) == length else None
-        if msg is None:
+        sub = (parse(environ.get("CONTENT_TYPE", ""), body, environ.get(KEY_ENVIRON)) if len(body) == length
+               else None)
+        if sub is None:
             return self.flask(environ, start_response)
         try:
-            answer = accept(msg, self.ext)
+            answer, headers = accept(sub, self.ext)
         except Exception as e:  # noqa: BLE001 - answered by Flask's error handlers, like any view's error
             environ[HANDED_OVER] = e
             return self.flask(environ, start_response)
         finally:
             release_link(self.ext.r)
         payload = json.dumps(answer, separators=(",", ":")).encode() + b"\n"  # byte for byte what jsonify writes
-        start_response("202 ACCEPTED", [*ACCEPTED_HEADERS, ("Content-Length", str(len(payload)))])
+        start_response("202 ACCEPTED", [*ACCEPTED_HEADERS, *headers, ("Content-Length", str(len(payload)))])
         return [payload]
 
     def _length(self, environ: dict[str, Any]) -> Optional[int]:
@@ -92,14 +94,15 @@ class Intake:
         return not any(key in environ for key in BROWSER_KEYS)
 
 
-def parse(content_type: str, body: bytes) -> Optional[Message]:
-    """The message of a plain form or JSON body, or None when Flask should look at it (any doubt, any error)."""
+def parse(content_type: str, body: bytes, key: Optional[str] = None) -> Optional[Submission]:
+    """The message of a plain form or JSON body (and its Idempotency-Key header), or None when Flask should look
+    at it (any doubt, any error: a malformed key too)."""
     mimetype = content_type.partition(";")[0].strip().lower()
     try:
         if mimetype == FORM:
-            return form_message(MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")))
+            return form_message(MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")), key)
         if mimetype == JSON:
-            return json_message(parse_json(body))
+            return json_message(parse_json(body), key)
     except Exception:  # noqa: BLE001 - whatever it is, the Flask view reports it the one way it always does
         return None
     return None
