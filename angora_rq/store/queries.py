@@ -11,9 +11,9 @@ from angora_rq.core.errors import NotFound
 from angora_rq.core import keys as K
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import Keys
-from angora_rq.core.plans import PLAN_JSON
 from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
 from angora_rq.core.schema import Defs, Exec, JobStats, Run, Status
+from angora_rq.store.plans import with_plans
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
@@ -148,21 +148,6 @@ class Queries:
                 p.hgetall(self.keys.job_stats(n))
             replies = p.execute()
         return {n: stats_view(to_str_dict(raw)) for n, raw in zip(names, replies)}
-
-
-def with_plans(r: redis.Redis, keys: Keys, runs: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Runs' hashes (decoded) with each one's plan JSON under PLAN_JSON, read from its definitions version in one
-    round trip (a run keeps only its plan's ref)."""
-    refs = sorted({(h.get(Run.config_version, ""), h[Run.plan]) for h in runs if h.get(Run.plan)})
-    if refs:
-        with r.pipeline(transaction=False) as p:
-            for version, ref in refs:
-                p.hget(keys.definitions(version), Defs.plan + ref)
-            plans = dict(zip(refs, map(to_str, p.execute())))
-        for h in runs:
-            if h.get(Run.plan):
-                h[PLAN_JSON] = plans[(h.get(Run.config_version, ""), h[Run.plan])]
-    return runs
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.runs import RunSummary, summarize, summarize_hash
 from angora_rq.core.schema import NOT_STARTED, Run, Status
 from angora_rq.store.link import link_for
-from angora_rq.store.queries import with_plans
+from angora_rq.store.plans import with_plans
 from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
 
 FINISHED = (Status.succeeded, Status.failed, Status.canceled)  # run statuses with an index; the others are live
