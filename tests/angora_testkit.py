@@ -99,10 +99,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 class System:
     """A matcher and workers as child processes on the test's own Redis db and key prefix."""
 
-    def __init__(self, env: dict[str, str], config: Path, workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], config: Path, workdir: Path, cwd: Optional[Path] = None) -> None:
         self.env = dict(env, ANGORA_CONFIG=str(config))
         self.config = config
         self.workdir = workdir
+        self.cwd = cwd  # where its processes start (`python -m` puts it first on their path)
         self.keys = Keys(env["ANGORA_PREFIX"])
         self.r = redis.Redis.from_url(env["REDIS_URL"])
         self.q = Queries(self.r, self.keys)
@@ -118,7 +119,7 @@ class System:
         self._n += 1
         name = f"{role}{self._n}"
         out = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})),
+        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})), cwd=self.cwd,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
@@ -165,7 +166,8 @@ class System:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run `angora args...` as a user does, with this system's environment; output captured as text."""
-        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              cwd=self.cwd)
 
 
 @contextlib.contextmanager

@@ -190,6 +190,19 @@ class Keys:
         """Hash of one schedule's state (last tick, next fire time, fencing token)."""
         return f"{self.prefix}:schedule:{name}"
 
+    # -- layout 1's keys, that `angora migrate` converts (core/layout.py) -------------------------------
+    def v1_run_executions(self, run_id: str) -> str:
+        """Layout 1: sorted set of a run's execution ids."""
+        return f"{self.prefix}:run:{run_id}:execs"
+
+    def v1_join(self, run_id: str, job: str) -> str:
+        """Layout 1: marker that the parent_success join of `job` in `run_id` has fired (`*` as job: a pattern)."""
+        return f"{self.prefix}:join:{run_id}:{job}"
+
+    def v1_dedupe_pattern(self) -> str:
+        """Layout 1: the pattern of the markers that a stream entry was dispatched to a job."""
+        return f"{self.prefix}:dedupe:*"
+
     # -- RQ's keys of this deployment's queues (see the module's docstring) ---------------------------
     def rq_name(self, queue: str) -> str:
         """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
@@ -249,6 +262,11 @@ RQ_WORKERS = "rq:workers"
 def rq_queue_named(rq_name: str) -> str:
     """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
     return f"rq:queue:{rq_name}"
+
+
+def rq_registry_named(kind: str, rq_name: str) -> str:
+    """One of RQ's registries (`wip`, `finished`, `failed`) of a queue known to RQ by `rq_name`."""
+    return f"rq:{kind}:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:

@@ -13,7 +13,7 @@ from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import Claimed, final_status, replay_delay, spec_version
 from angora_rq.core.schema import Exec
 from angora_rq.core.model import Config, JobDef, ScheduleDef
-from angora_rq.core.plans import manual_plan, merge_plans, missing_parents, run_plan_json
+from angora_rq.core.plans import manual_plan, merge_plans, missing_parents, plan_ref, run_plan_json
 from angora_rq.core.schedules import leader_view, status_row
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
@@ -138,3 +138,19 @@ def test_status_row() -> None:
     assert row["next_fire"] is not None and row["next_fire"] > 90.0
     empty = status_row(s, {}, "", now=90.0)
     assert empty["last_tick"] is None and empty["last_run"] is None and empty["last_run_active"] is False
+
+
+def test_a_layout_1_execution_and_run_in_layout_2() -> None:
+    from angora_rq.core import layout
+
+    spec = json.dumps(JobDef(name="x", triggers=("t",), command=("true",)).to_json())
+    fields, got_spec, version, tail = layout.execution({
+        "id": "e1", "job": "x", "run": "r", "status": "queued", "spec": spec, "params": "{}", "limit": "0",
+        "config_version": "", "queued": "1.0", "entry": "1-0", "tail": "y" * 65, "created": "1.0"})
+    assert fields == {Exec.job: "x", Exec.run: "r", Exec.status: "queued", Exec.config_version: version,
+                      Exec.created: "1.0"}
+    assert (got_spec, tail) == (spec, "y" * 65) and version == spec_version("", spec)
+    run, plan, v = layout.run({"run_id": "r", "created": "1.0", "plan": '{"jobs": []}', "config_version": "v1",
+                               "active": "0", "s:x": "queued", "e:x": "e1", "n:x": "1", "params": "{}"})
+    assert (plan, v) == ('{"jobs": []}', "v1")
+    assert run == {"c": "1.0", "pl": plan_ref(plan), "v": "v1", "a": "0", "s:x": "queued", "e:x": "e1"}
