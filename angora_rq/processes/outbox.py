@@ -26,7 +26,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.schema import RqWorker
 from angora_rq.store.connection import Redis
 from angora_rq.store.fence import write_if_running
-from angora_rq.store.state import State, load_claimed
+from angora_rq.store.state import Finished, State, load_claimed
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +153,13 @@ class Outbox:
         gone = {id(u) for u in done}
         self.items = [u for u in self.items if id(u) not in gone]
 
-    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float) -> None:
-        """Queue an end's record on a transaction: hand the execution back, or finalize it."""
+    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float, batch: Optional[Finished] = None) -> None:
+        """Queue an end's record on a transaction: hand the execution back, or finalize it (its record into
+        `batch` when given: the caller queues the batch's one FINISH call, State.record)."""
         if u.hand_back:
-            self.state.hand_back(pipe, ex, u.owner)
+            self.state.hand_back(pipe, ex, u.owner, now)
         else:
-            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid, live=u.live)
+            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid, live=u.live, batch=batch)
 
     def record_checked(self, now: float, everything: bool = False) -> None:
         """Write the ends in doubt (or all of them) one by one, each fenced (fence.py)."""

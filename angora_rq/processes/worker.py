@@ -42,7 +42,7 @@ from angora_rq.core.schema import Exec
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, State
+from angora_rq.store.state import HOST, Finished, State
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 2.0
@@ -359,8 +359,10 @@ class AngoraWorker:
             # The next claim rides in the same round trip as this batch's records.
             claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
         with self.r.pipeline() as pipe:
+            finished = Finished(self.name, now)
             for u in batch:
-                self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
+                self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
+            self.state.record(pipe, finished)  # one FINISH call for the whole batch
             count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
                 if claim is None:
@@ -537,12 +539,11 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
     """The CLAIM call of worker `worker` for up to `free` executions from `queues`."""
     k = keys
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), want=free, now=repr(now),
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now),
         worker=worker, host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
         rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
-        rq_queue_prefix=k.rq_queue(""), rq_canceled_prefix=k.rq_canceled(""),
-        canceled_expiry=now + settings.retention, defs_prefix=k.definitions(""), queues=queues,
+        rq_queue_prefix=k.rq_queue(""), defs_prefix=k.definitions(""), queues=queues,
     )
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any
+from typing import Any, Optional
 
 from redis.client import Pipeline
 
@@ -17,14 +17,43 @@ from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import description, job_mapping, utc_iso
-from angora_rq.core.schema import Defs, Exec, RqJob, RqStatus, Run, Status
-from angora_rq.store.scripts import CREATE, FINISH, RELEASE, SETTLE_REPLAYED, field_pairs
+from angora_rq.core.schema import Defs, Exec, RqStatus, Status
+from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RELEASE, SETTLE_REPLAYED, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
 TAIL_INLINE = 64  # bytes: a tail this short stays in the execution's hash (hash-max-ziplist-value), a longer one
 BELL_CAP = 64     # goes to its own key
 HOST = socket.gethostname()
+
+
+class Finished:
+    """The records of executions that ended, gathered for one FINISH call (store/lua/finish.lua)."""
+
+    def __init__(self, worker: str, now: float) -> None:
+        self.worker = worker  # whose inflight list they leave ('' = none)
+        self.now = now
+        self.rows: list[Any] = []
+
+    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, live: bool) -> None:
+        """One execution's row: its result fields, and what the script needs to file it."""
+        tail = outcome.tail[-TAIL_LIMIT:]
+        inline = len(tail.encode()) <= TAIL_INLINE
+        fields = {
+            Exec.status: status,
+            Exec.exit_code: "" if outcome.exit_code is None else outcome.exit_code,
+            Exec.signal: outcome.signal or "",
+            Exec.reason: outcome.reason,
+            Exec.started: repr(outcome.started),
+            Exec.ended: repr(outcome.ended),
+            Exec.duration: f"{outcome.duration:.6f}",
+            Exec.tail: tail if inline else "",
+            Exec.pid: pid or "",
+        }
+        pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
+        self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
+                      fields[Exec.started], fields[Exec.ended], fields[Exec.duration], bucket_bound(outcome.duration),
+                      "" if inline else tail, "1" if live else "0", len(pairs) // 2, *pairs]
 
 
 class State:
@@ -114,15 +143,21 @@ class State:
         worker: str = "",
         pid: int = 0,
         live: bool = False,
+        batch: Optional[Finished] = None,
     ) -> str:
         """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status.
 
-        live: whether its tail key was written while it ran (worker._live_tails)."""
+        live: whether its tail key was written while it ran (worker._live_tails). With `batch`, the record itself
+        joins the batch's one FINISH call (`record`, queued by the caller after every finalize of the batch);
+        without, it is queued now."""
         spec = ex.spec
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
-        self._record(pipe, ex, outcome, status, pid, worker, now, live)
+        rows = batch if batch is not None else Finished(worker, now)
+        rows.add(ex, outcome, status, pid, live)
+        if batch is None:
+            self.record(pipe, rows)
         if ex.attempt > 1:
             self.settle_replayed(pipe, ex.id)
         if status == Status.succeeded:
@@ -132,32 +167,17 @@ class State:
             self._replay(pipe, ex, now)
         return status
 
-    def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
-                now: float, live: bool) -> None:
-        """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
-        k, ok = self.keys, outcome.ok
-        tail = outcome.tail[-TAIL_LIMIT:]
-        inline = len(tail.encode()) <= TAIL_INLINE
-        fields = {
-            Exec.status: status,
-            Exec.exit_code: "" if outcome.exit_code is None else outcome.exit_code,
-            Exec.signal: outcome.signal or "",
-            Exec.reason: outcome.reason,
-            Exec.started: repr(outcome.started),
-            Exec.ended: repr(outcome.ended),
-            Exec.duration: f"{outcome.duration:.6f}",
-            Exec.tail: tail if inline else "",
-            Exec.pid: pid or "",
-        }
+    def record(self, pipe: Pipeline, batch: Finished) -> None:
+        """Queue the one FINISH call of a batch of finished executions (nothing when it is empty)."""
+        if not batch.rows:
+            return
+        k = self.keys
         FINISH.bind(
-            exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
-            inflight=k.worker_inflight(worker) if worker else "", rq_started=k.rq_started(ex.queue),
-            rq_failed=k.rq_failed(ex.queue), tail=k.tail(ex.id), work=k.work(), id=ex.id, status=status,
-            job=ex.spec.name, bucket=bucket_bound(outcome.duration),
-            ok="1" if ok else "0", ended_iso=utc_iso(now), registry_score=now + self.settings.retention,
-            started=fields[Exec.started], ended=fields[Exec.ended], duration=fields[Exec.duration],
-            tail_text="" if inline else tail, live="1" if live else "0",
-            fields=field_pairs({f: v for f, v in fields.items() if v != ""}),
+            work=k.work(), inflight=k.worker_inflight(batch.worker) if batch.worker else "",
+            ended_iso=utc_iso(batch.now), registry_score=batch.now + self.settings.retention,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), run_prefix=k.run(""),
+            stats_prefix=k.job_stats(""), tail_prefix=k.tail(""), rq_started_prefix=k.rq_started(""),
+            rq_failed_prefix=k.rq_failed(""), rows=batch.rows,
         ).queue(pipe)
 
     def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
@@ -183,20 +203,17 @@ class State:
                           replay_of=ex.id, delay_until=now + delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
 
-    def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:
-        """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent."""
+    def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str, now: float) -> None:
+        """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent.
+        In a run canceled meanwhile it is canceled instead."""
         k = self.keys
-        pipe.hset(k.execution(ex.id), Exec.status, Status.queued)
-        pipe.hdel(k.execution(ex.id), Exec.started, Exec.worker, Exec.host, Exec.pid, Exec.tail)
-        pipe.hset(K.rq_job(ex.id), RqJob.status, RqStatus.queued)
-        pipe.hdel(K.rq_job(ex.id), RqJob.started_at, RqJob.worker_name)
-        pipe.delete(k.tail(ex.id))
-        pipe.zrem(k.rq_started(ex.queue), f"{ex.id}:{ex.id}")
-        pipe.hset(k.run(ex.run), Run.job_status + ex.spec.name, Status.queued)
-        pipe.lrem(k.worker_inflight(worker), 1, ex.id)
-        if ex.spec.concurrency:
-            pipe.srem(k.slots(ex.spec.name), ex.id)
-        self.enqueue(pipe, ex.id, ex.queue, at_front=True)
+        HAND_BACK.bind(
+            exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), inflight=k.worker_inflight(worker),
+            rq_started=k.rq_started(ex.queue), slots=k.slots(ex.spec.name) if ex.spec.concurrency else "",
+            rq_queue=k.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), tail=k.tail(ex.id),
+            work=k.work(), rq_canceled=k.rq_canceled(ex.queue), id=ex.id, job=ex.spec.name, bell_cap=BELL_CAP,
+            now=repr(now), now_iso=utc_iso(now), canceled_expiry=now + self.settings.retention,
+        ).queue(pipe)
 
 
 def load_claimed(r: Any, keys: Keys, xid: str, fields: dict[str, str]) -> Claimed:

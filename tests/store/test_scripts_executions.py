@@ -144,14 +144,37 @@ def test_claim_skips_paused_queues(r: redis.Redis, keys: Keys) -> None:
     assert ids(r, keys.rq_queue("etl")) == [etl]
 
 
-def test_claim_cancels_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
-    xid = create(r, keys)
+def test_no_queue_gets_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
+    """CLAIM reads no run (cancel drops what waits): CREATE and HAND_BACK cancel an execution that would join a
+    queue in a canceled run, once."""
+    running = create(r, keys)
+    r.sadd(keys.workers(), "w1")
+    assert claim(r, keys) == [running]
     r.hset(keys.run("run1"), Run.canceled, "1")
-    assert claim(r, keys) == []
-    assert h(r, keys.execution(xid))["status"] == "canceled" and h(r, K.rq_job(xid))["status"] == "canceled"
+    late = create(r, keys)  # e.g. a retry in the canceled run
+    ex = load_claimed(r, keys, running, to_str_dict(r.hgetall(keys.execution(running))))
+    with r.pipeline() as pipe:
+        State(keys, SETTINGS).hand_back(pipe, ex, "w1", 3000.0)  # its worker stops before running it
+        pipe.execute()
+    assert claim(r, keys) == [] and r.llen(keys.rq_queue("etl")) == 0
+    for xid in (running, late):
+        assert h(r, keys.execution(xid))["status"] == "canceled" and h(r, K.rq_job(xid))["status"] == "canceled"
+        assert r.zscore(keys.rq_canceled("etl"), xid) is not None or xid == late
     run = h(r, keys.run("run1"))
-    assert (run["s:load"], run["active"]) == ("canceled", "0")
-    assert claim(r, keys) == [] and h(r, keys.run("run1"))["active"] == "0"  # counted down once
+    assert (run["s:load"], run["active"]) == ("canceled", "0") and r.get(keys.work()) == b"0"
+    assert ids(r, keys.worker_inflight("w1")) == [] and "started" not in h(r, keys.execution(running))
+
+
+def test_hand_back_queues_an_execution_again_at_the_front(r: redis.Redis, keys: Keys) -> None:
+    first, second = create(r, keys), create(r, keys, run_id="run2")
+    assert claim(r, keys, want=1) == [first]
+    ex = load_claimed(r, keys, first, to_str_dict(r.hgetall(keys.execution(first))))
+    with r.pipeline() as pipe:
+        State(keys, SETTINGS).hand_back(pipe, ex, "w1", 3000.0)
+        pipe.execute()
+    assert ids(r, keys.rq_queue("etl")) == [first, second] and ids(r, keys.worker_inflight("w1")) == []
+    assert h(r, keys.execution(first))["status"] == "queued" and h(r, K.rq_job(first))["status"] == "queued"
+    assert h(r, keys.run("run1"))["s:load"] == "queued" and r.zcard(keys.rq_started("etl")) == 0
 
 
 def test_claim_drops_an_execution_killed_while_queued(r: redis.Redis, keys: Keys) -> None:

@@ -1,19 +1,19 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues work
+-- KEYS: inflight paused_queues
 -- ARGV: want now worker host started_expiry now_iso
 -- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
--- ARGV: rq_canceled_prefix canceled_expiry defs_prefix queues...
--- canceled_expiry: the score of an execution dropped into RQ's canceled registry (rq-dashboard lists them there).
+-- ARGV: defs_prefix queues...
 -- *_prefix: a key is the prefix .. an execution id, a job, a queue or a definitions version; started_expiry: the
--- RQ started registry's score; work: the deployment's counter of unfinished work. An id whose execution is no
--- longer queued (killed, canceled or deleted while queued) is dropped; one of a canceled run is canceled; one over
--- its job's concurrency limit goes to its held list.
+-- RQ started registry's score. An id whose execution is no longer queued (killed, canceled or deleted while
+-- queued) is dropped; one over its job's concurrency limit goes to its held list. No queue holds an execution of a
+-- canceled run: cancel drops them, and CREATE and HAND_BACK cancel what would join one (a read per claim saved).
 -- Returns, per execution started: id, spec ('' if its definitions version lost it), {run, attempt, topic, params,
 -- queue, created, config_version, job}.
 local n = tonumber(want)
-local out, ids, specs, canceled = {}, {}, {}, {}
+local out, ids, specs = {}, {}, {}
 for qi = queues, #ARGV do
   local q = ARGV[qi]
+  local started = {}  -- RQ's started registry of the queue: one ZADD
   if #ids >= n then break end
   if redis.call('SISMEMBER', paused_queues, q) == 0 then
     local qkey = rq_queue_prefix .. q
@@ -26,18 +26,8 @@ for qi = queues, #ARGV do
                              EXEC.attempt, EXEC.topic, EXEC.params, EXEC.queue, EXEC.created)
         local run = run_prefix .. (e[3] or '')
         local limit = tonumber(e[4] or '0') or 0
-        if e[1] == STATUS.queued and canceled[run] == nil then
-          canceled[run] = redis.call('HGET', run, RUN.canceled) == '1'
-        end
         if e[1] ~= STATUS.queued then
           -- killed, canceled or deleted while queued: nothing to run
-        elseif canceled[run] then
-          redis.call('HSET', ek, EXEC.status, STATUS.canceled, EXEC.ended, now)
-          redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
-          redis.call('ZADD', rq_canceled_prefix .. q, canceled_expiry, id)
-          redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
-          redis.call('HINCRBY', run, RUN.active, -1)
-          redis.call('DECR', work)
         elseif limit > 0 and redis.call('SCARD', slots_prefix .. e[2]) >= limit then
           redis.call('HSET', ek, EXEC.status, STATUS.held)
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.held)
@@ -48,7 +38,8 @@ for qi = queues, #ARGV do
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.running)
           redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.started, RQJOB.started_at, now_iso,
                      RQJOB.worker_name, worker)
-          redis.call('ZADD', rq_started_prefix .. q, started_expiry, id .. ':' .. id)
+          started[#started + 1] = started_expiry
+          started[#started + 1] = id .. ':' .. id
           -- Each job's spec is read once per claim and per definitions version.
           local sk = (e[5] or '') .. ' ' .. e[2]
           if specs[sk] == nil then
@@ -62,6 +53,7 @@ for qi = queues, #ARGV do
       end
     end
   end
+  if #started > 0 then redis.call('ZADD', rq_started_prefix .. q, unpack(started)) end
 end
 if #ids > 0 then redis.call('RPUSH', inflight, unpack(ids)) end
 return out

@@ -5,16 +5,17 @@
 -- fields: the execution's n_exec field/value pairs, then the RQ job's; spec: the job's JSON, recorded under its
 -- definitions version unless there already; work: the deployment's counter of unfinished work (moves with the
 -- run's `active`). Returns 1.
--- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
--- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
+-- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it). In a
+-- canceled run any execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
 redis.call('HSETNX', defs, DEFS.job .. job, spec)
 redis.call('ZADD', defs_index, now, version)
 redis.call('HSET', exec, unpack(ARGV, fields, rq_fields - 1))
 redis.call('HSET', rq_job, unpack(ARGV, rq_fields))
 local job_status = status == STATUS.delayed and STATUS.replaying or status  -- a replay: its attempt is replaying
-if status == STATUS.delayed and redis.call('HGET', run, RUN.canceled) == '1' then
-  -- A replay in a run canceled while its attempt ran: recorded canceled, never due (the run ends now).
+if status ~= STATUS.canceled and redis.call('HGET', run, RUN.canceled) == '1' then
+  -- A replay in a run canceled while its attempt ran, or any execution created in a canceled run: recorded
+  -- canceled, never queued (the run ends now; CLAIM trusts the queues to hold nothing of a canceled run).
   status, job_status = STATUS.canceled, STATUS.canceled
   redis.call('HSET', exec, EXEC.status, STATUS.canceled, EXEC.ended, now)
   redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.canceled)

@@ -48,7 +48,22 @@ local pending, room = {}, nm + 100
 local got = nm > 0 and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
 for _, e in ipairs(got) do pending[e[1]] = true end
 local exact = #got < room
-local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
+-- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
+-- its messages and executions set, one HINCRBY of its count), whatever the batch holds of it.
+local msgs, entries, conflicts, counted, runs, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
+local function run_of(rkey)
+  local run = runs[rkey]
+  if not run then
+    local h = redis.call('HMGET', rkey, RUN.canceled, RUN.plan, RUN.config_version)
+    run = {canceled = h[1] == '1', plan = h[2], version = h[3], fields = {}, delta = 0}
+    runs[rkey] = run
+    order[#order + 1] = rkey
+  end
+  return run
+end
+local function put(run, ...)
+  for _, v in ipairs({...}) do run.fields[#run.fields + 1] = v end
+end
 for m = 1, nm do
   local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
                rkey = ARGV[p + 5], absorbed = false}
@@ -62,31 +77,30 @@ for m = 1, nm do
     entries[#entries + 1] = msg.entry
     local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
     counted[kind] = counted[kind] + 1
+    local run = run_of(msg.rkey)
+    msg.state = run
     if mode ~= '' then
       local sp = plan:find(' ', 1, true)
       local ref = sp and plan:sub(1, sp - 1) or plan
       if sp then redis.call('HSETNX', defs, DEFS.plan .. ref, plan:sub(sp + 1)) end
-      local old = mode == '?' and redis.call('HMGET', msg.rkey, RUN.plan, RUN.config_version)
-      if old and old[1] and old[1] ~= ref then
+      if mode == '?' and run.plan and run.plan ~= ref then
         conflicts[#conflicts + 1] = m
-        conflicts[#conflicts + 1] = redis.call('HGET', defs_prefix .. old[2], DEFS.plan .. old[1]) or ''
+        conflicts[#conflicts + 1] = redis.call('HGET', defs_prefix .. (run.version or ''), DEFS.plan .. run.plan) or ''
       else
-        redis.call('HSET', msg.rkey, RUN.plan, ref, RUN.config_version, config_version)
-        if msg.params ~= '' then redis.call('HSET', msg.rkey, RUN.params, msg.params) end
+        run.plan, run.version = ref, config_version
+        put(run, RUN.plan, ref, RUN.config_version, config_version)
+        if msg.params ~= '' then put(run, RUN.params, msg.params) end
       end
     end
   end
   p = p + 8
 end
-local canceled, bells, created, queued, queues, moved = {}, {}, 0, {}, {}, 0
+local bells, created, queued, queues, moved = {}, 0, {}, {}, 0
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, join = ARGV[p + 2], ARGV[p + 3]
   p = p + 4
-  if msg.live and canceled[msg.rkey] == nil then
-    canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1'
-  end
-  if msg.live and not canceled[msg.rkey]
+  if msg.live and not msg.state.canceled
       and (join == '' or redis.call('HSETNX', msg.rkey, RUN.join .. job.name, 1) == 1) then
     local status = job.paused and STATUS.held or STATUS.queued
     local f = {EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status, EXEC.queue, job.queue,
@@ -116,22 +130,22 @@ for d = 1, nd do
     job.ids[#job.ids + 1] = id
     job.last, job.run = id, msg.run
     -- The message's first execution takes over its count in the run; every further one adds one.
-    if msg.absorbed then
-      redis.call('HINCRBY', msg.rkey, RUN.active, 1)
-      moved = moved + 1
-    end
+    if msg.absorbed then msg.state.delta = msg.state.delta + 1 end
     msg.absorbed = true
-    redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id,
-               RUN.execution .. id, job.name)
+    put(msg.state, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id, RUN.execution .. id,
+        job.name)
     created = created + 1
   end
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if msgs[m].live and not msgs[m].absorbed then
-    redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
-    moved = moved - 1
-  end
+  if msgs[m].live and not msgs[m].absorbed then msgs[m].state.delta = msgs[m].state.delta - 1 end
+end
+for _, rkey in ipairs(order) do
+  local run = runs[rkey]
+  if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
+  if run.delta ~= 0 then redis.call('HINCRBY', rkey, RUN.active, run.delta) end
+  moved = moved + run.delta
 end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
