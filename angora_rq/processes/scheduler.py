@@ -198,6 +198,7 @@ class Scheduler:
             schedule=k.schedule(s.name),
             budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
             origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
+            fresh="1" if msg.new_run else "0",
             lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),
         ).run(link_for(self.r))

@@ -21,6 +21,7 @@ from angora_rq.store.state import BELL_CAP, State
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
 _PER_EXECUTION = (RqJob.created_at, RqJob.description, RqJob.status)
+RECORD_EVERY = 60.0  # seconds: how often a matcher records again a spec, a plan and its version's use
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Dispatcher:
         self.settings = settings
         self.consumer = consumer
         self._jobs: dict[tuple[str, str], list[Any]] = {}
+        self._recorded: dict[tuple[str, str, str], float] = {}  # what it recorded when (`_due`)
         self._state = State(keys, settings)
 
     def dispatch(self, batch: Outgoing, version: str, now: float) -> tuple[int, list[tuple[int, str]]]:
@@ -57,22 +59,24 @@ class Dispatcher:
         k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
+        marks: list[tuple[str, str, str]] = []
         for _, job in batch.dispatches:
             if job.name not in job_no:
                 job_no[job.name] = len(job_no) + 1
-                rest += self._job_args(job, version)
-        sent: set[str] = set()
+                args = self._job_args(job, version)
+                if not self._due(("job", version, job.name), now, marks):
+                    args = [*args[:2], "", *args[3:]]  # recorded less than a minute ago: not again
+                rest += args
+        batch_version = version or UNVERSIONED
         for entry, msg, plan in batch.messages:
             mode, text = plan[:1], plan[1:]
             if text:
                 ref = plan_ref(text)
-                text = ref if ref in sent else f"{ref} {text}"  # the JSON travels once per batch
-                sent.add(ref)
+                text = f"{ref} {text}" if self._due(("plan", batch_version, ref), now, marks) else ref
             rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params) if msg.params else "",
                      k.run(msg.run_id), mode, text)
         for m, job in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), "1" if job.parent_success else "")
-        batch_version = version or UNVERSIONED
         ids = sorted((entry_order(e), e) for e, _, _ in batch.messages) or [((0, 0), "0-0")]
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
@@ -82,7 +86,22 @@ class Dispatcher:
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
             n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
+        if len(self._recorded) > 10_000:
+            self._recorded.clear()
+        self._recorded.update((what, now) for what in marks)
         return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
+
+    def _due(self, what: tuple[str, str, str], now: float, marks: list[tuple[str, str, str]]) -> bool:
+        """Whether a spec or plan (and its version's use) is to be recorded again: at most once a RECORD_EVERY per
+        matcher (`marks` collects what this batch records: `dispatch` keeps them once the call succeeded). The
+        janitor drops a version only once unused for an hour (store/history.py), so one in use keeps them."""
+        if not what[1]:
+            return True  # no version: the same name may stand for another definition next time
+        last = self._recorded.get(what)
+        if last is not None and now - last < RECORD_EVERY:
+            return False
+        marks.append(what)
+        return True
 
     def _job_args(self, job: JobDef, version: str) -> list[Any]:
         """A job's constant arguments (name, queue, spec, keys, RQ fields), built once per definitions version."""

@@ -13,13 +13,15 @@
 -- ARGV: defs_prefix n_jobs n_messages n_dispatches batch...
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
---   job (11 + 2n values): name, queue, spec, version (its spec's: config_version, or spec_version's own),
+--   job (11 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
+--     version's use and its queue's place in RQ's set of queues are not written again either), version (its
+--     spec's: config_version, or spec_version's own),
 --     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, n rq fields, rq field
 --     pairs (created_at, description and status are set per execution)
 --   message (8): entry, run id, topic, origin, params ('' = none), run key, plan mode, plan: mode '' (not a root
 --     message), '=' (the caller read and merged the run's plan: write it) or '?' (write it unless the run already
 --     has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN); plan is
---     the ref and its JSON ('ref json', or 'ref' alone when an earlier message of the batch carried the JSON)
+--     the ref and its JSON ('ref json', or 'ref' alone when this matcher recorded it less than a minute ago)
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
 -- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
@@ -27,13 +29,16 @@
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
-local jobs, versions = {}, {[config_version] = true}
+local jobs, versions, announce = {}, {}, {}
 for j = 1, nj do
   local job = {name = ARGV[p], queue = ARGV[p + 1], version = ARGV[p + 3], limit = ARGV[p + 4], stats = ARGV[p + 5],
                execs = ARGV[p + 6], qkey = ARGV[p + 7], bell = ARGV[p + 8], held = ARGV[p + 9], rq = {}, at = {},
                ids = {}}
-  redis.call('HSETNX', defs_prefix .. job.version, DEFS.job .. job.name, ARGV[p + 2])
-  versions[job.version] = true
+  if ARGV[p + 2] ~= '' then
+    redis.call('HSETNX', defs_prefix .. job.version, DEFS.job .. job.name, ARGV[p + 2])
+    versions[job.version] = true
+    announce[job.qkey] = true
+  end
   local nrq = tonumber(ARGV[p + 10])
   for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 10 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
@@ -41,7 +46,6 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 11 + nrq * 2
 end
-for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
 -- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
 -- more of this consumer's entries than the read returns).
 local pending, room = {}, nm + 100
@@ -82,7 +86,10 @@ for m = 1, nm do
     if mode ~= '' then
       local sp = plan:find(' ', 1, true)
       local ref = sp and plan:sub(1, sp - 1) or plan
-      if sp then redis.call('HSETNX', defs, DEFS.plan .. ref, plan:sub(sp + 1)) end
+      if sp then
+        redis.call('HSETNX', defs, DEFS.plan .. ref, plan:sub(sp + 1))
+        versions[config_version] = true
+      end
       if mode == '?' and run.plan and run.plan ~= ref then
         conflicts[#conflicts + 1] = m
         conflicts[#conflicts + 1] = redis.call('HGET', defs_prefix .. (run.version or ''), DEFS.plan .. run.plan) or ''
@@ -152,14 +159,15 @@ for _, qkey in ipairs(queues) do
   for i = 1, #ids, 1000 do  -- unpack() is limited to a few thousand values
     redis.call('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
   end
-  redis.call('SADD', rq_queues, qkey)
+  if announce[qkey] then redis.call('SADD', rq_queues, qkey) end
 end
 for _, job in ipairs(jobs) do
   if #job.ids > 0 then
+    local len = 0
     for i = 1, #job.ids, 1000 do
-      redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
+      len = redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
     end
-    redis.call('LTRIM', job.execs, 0, keep - 1)
+    if len > keep then redis.call('LTRIM', job.execs, 0, keep - 1) end
     redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
                JOBSTATS.last_status, STATUS.queued)
   end
@@ -167,9 +175,9 @@ end
 for bell, n in pairs(bells) do
   local ones = {}
   for i = 1, math.min(n, cap) do ones[i] = 1 end
-  redis.call('RPUSH', bell, unpack(ones))
-  redis.call('LTRIM', bell, 0, cap - 1)
+  if redis.call('RPUSH', bell, unpack(ones)) > cap then redis.call('LTRIM', bell, 0, cap - 1) end
 end
+for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
 if moved ~= 0 then redis.call('INCRBY', work, moved) end
 if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
 for kind, n in pairs(counted) do

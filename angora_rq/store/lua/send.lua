@@ -3,7 +3,8 @@
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
 -- KEYS: stream run runs work accepted idem unsettled
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fields...
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh fields...
+-- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
 -- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
@@ -32,7 +33,10 @@ end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
 redis.call('INCR', work)
 redis.call('INCR', accepted)
-if redis.call('HSETNX', run, RUN.created, now) == 1 then
+if fresh == '1' then
+  redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
+  redis.call('ZADD', runs, now, run_id)
+elseif redis.call('HSETNX', run, RUN.created, now) == 1 then
   redis.call('HSET', run, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
 else

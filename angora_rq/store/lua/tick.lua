@@ -2,7 +2,7 @@
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
 -- The message goes out exactly as SEND sends it (same fields, counters, budgets and idempotency record).
 -- KEYS: stream run runs work accepted idem unsettled lease schedule
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint lease_value tick_ms token run_prefix
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh lease_value tick_ms token run_prefix
 -- ARGV: overlap mode schedule_name covers fields...
 -- include: send
 -- idem: the tick's idempotency record (SEND's), so a tick whose schedule state was lost is not sent again.
@@ -30,7 +30,7 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
   end
 end
 local id = send({stream, run, runs, work, accepted, idem, unsettled}, {budget, accepted_cap, now, run_id, topic,
-                                                                       origin, idem_ttl, fingerprint,
+                                                                       origin, idem_ttl, fingerprint, fresh,
                                                                        unpack(ARGV, fields)})
 if type(id) == 'table' then
   local err = id.err or ''
