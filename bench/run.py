@@ -113,7 +113,8 @@ class Bench:
         return {k: summary([r[k] for r in runs])["median"] for k in runs[0]} | {"runs": runs}
 
     def memory(self) -> dict[str, Any]:
-        return {"angora": A.memory(self.db(), self.logs("angora"), self.args.jobs),
+        # At least 2,000: with fewer, the steps in which Redis grows its tables move the figure by +-20%.
+        return {"angora": A.memory(self.db(), self.logs("angora"), max(self.args.jobs, 2000)),
                 "peers": P.idle_rss(self.db(), self.logs("peers"))}
 
     def close(self) -> None:

@@ -109,6 +109,13 @@ def spec_version(version: str, spec: str) -> str:
     return version or UNVERSIONED + hashlib.sha1(spec.encode()).hexdigest()[:11]
 
 
+def worker_host(worker: str) -> str:
+    """The host a worker named by default (`host.pid.random`) runs on ('' for another name)."""
+    host, _, rest = worker.rpartition(".")
+    host, _, pid = host.rpartition(".")
+    return host if host and pid.isdigit() and rest else ""
+
+
 def replay_allowed(spec: JobDef, attempt: int) -> bool:
     """Whether a failed attempt (1-based) may run again: `replay` None = always, N = N more attempts."""
     return spec.replay is None or attempt <= spec.replay

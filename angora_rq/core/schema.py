@@ -50,9 +50,8 @@ class Exec(Names):
     exit_code = "x"
     signal = "sg"  # absent unless killed by a signal
     reason = "rs"
-    duration = "d"
+    duration = "d"  # layout 1's; now absent: ended - started
     tail = "tl"  # the output's tail when short (TAIL_INLINE); a longer one is in `Keys.tail`
-    pid = "pi"
     next = "nx"  # the execution that replays or retries this one
 
 

@@ -159,7 +159,7 @@ class Outbox:
         if u.hand_back:
             self.state.hand_back(pipe, ex, u.owner, now)
         else:
-            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid, live=u.live, batch=batch)
+            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, live=u.live, batch=batch)
 
     def record_checked(self, now: float, everything: bool = False) -> None:
         """Write the ends in doubt (or all of them) one by one, each fenced (fence.py)."""

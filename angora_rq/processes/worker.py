@@ -37,8 +37,7 @@ from angora_rq.core.schema import RqWorker
 from angora_rq.processes.outbox import Outbox, Unrecorded, count_for_rq
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import Claimed
-from angora_rq.core.schema import Exec
+from angora_rq.core.execution import Claimed, worker_host
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -505,8 +504,6 @@ class AngoraWorker:
             with self.r.pipeline(transaction=False) as p:
                 for a in slow:
                     p.set(self.keys.tail(a.ex.id), a.cmd.read_tail())
-                    if not a.live:
-                        p.hset(self.keys.execution(a.ex.id), Exec.pid, a.cmd.pid)
                     a.live = True
                 p.execute()
 
@@ -540,7 +537,8 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
     k = keys
     return CLAIM.bind(
         inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now),
-        worker=worker, host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
+        worker=worker, host="" if worker_host(worker) == HOST else HOST,  # '': the worker's name says it
+        started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
         rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
         rq_queue_prefix=k.rq_queue(""), defs_prefix=k.definitions(""), queues=queues,

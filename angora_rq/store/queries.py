@@ -9,7 +9,7 @@ import redis
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
 from angora_rq.core import keys as K
-from angora_rq.core.execution import UNVERSIONED
+from angora_rq.core.execution import UNVERSIONED, worker_host
 from angora_rq.core.keys import Keys
 from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
 from angora_rq.core.schema import Defs, Exec, JobStats, Run, Status
@@ -32,6 +32,10 @@ def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
             out[name] = conv(float(value)) if conv is int else conv(value)
         else:
             out[name] = value or None
+    if out["host"] is None and out["worker"]:
+        out["host"] = worker_host(out["worker"]) or None  # not stored when the worker's name says it
+    if out["duration"] is None and out["started"] is not None and out["ended"] is not None:
+        out["duration"] = max(0.0, out["ended"] - out["started"])  # not stored: ended - started
     if (out["config_version"] or "").startswith(UNVERSIONED):
         out["config_version"] = None  # created outside loaded definitions: the version is the spec's own
     out["params"] = json.loads(fields[Exec.params]) if fields.get(Exec.params) else {}
@@ -93,9 +97,10 @@ class Queries:
         ids = self.r.lrange(self.keys.job_executions(job), 0, -1)
         with self.r.pipeline(transaction=False) as p:
             for xid in ids:
-                p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration)
+                p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration, Exec.started, Exec.ended)
             replies = p.execute()
-        return duration_stats((to_str(st), to_str(d)) for st, d in replies if st is not None)
+        return duration_stats((to_str(st), to_str(d) or _elapsed(t0, t1))
+                              for st, d, t0, t1 in replies if st is not None)
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run (up to 1,000), oldest first."""
@@ -148,6 +153,11 @@ class Queries:
                 p.hgetall(self.keys.job_stats(n))
             replies = p.execute()
         return {n: stats_view(to_str_dict(raw)) for n, raw in zip(names, replies)}
+
+
+def _elapsed(started: Any, ended: Any) -> str:
+    """An execution's duration from its start and end times ('' when it has not both)."""
+    return f"{max(0.0, float(ended) - float(started)):.6f}" if started and ended else ""
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:

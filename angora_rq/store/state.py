@@ -35,7 +35,7 @@ class Finished:
         self.now = now
         self.rows: list[Any] = []
 
-    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, live: bool) -> None:
+    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, live: bool) -> None:
         """One execution's row: its result fields, and what the script needs to file it."""
         tail = outcome.tail[-TAIL_LIMIT:]
         inline = len(tail.encode()) <= TAIL_INLINE
@@ -46,13 +46,12 @@ class Finished:
             Exec.reason: outcome.reason,
             Exec.started: repr(outcome.started),
             Exec.ended: repr(outcome.ended),
-            Exec.duration: f"{outcome.duration:.6f}",
             Exec.tail: tail if inline else "",
-            Exec.pid: pid or "",
-        }
+        }  # its duration is ended - started (the job's stats sum the runner's own)
         pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
         self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
-                      fields[Exec.started], fields[Exec.ended], fields[Exec.duration], bucket_bound(outcome.duration),
+                      fields[Exec.started], fields[Exec.ended], f"{outcome.duration:.6f}",
+                      bucket_bound(outcome.duration),
                       "" if inline else tail, "1" if live else "0", len(pairs) // 2, *pairs]
 
 
@@ -141,7 +140,6 @@ class State:
         outcome: OutcomeLike,
         now: float,
         worker: str = "",
-        pid: int = 0,
         live: bool = False,
         batch: Optional[Finished] = None,
     ) -> str:
@@ -155,7 +153,7 @@ class State:
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         rows = batch if batch is not None else Finished(worker, now)
-        rows.add(ex, outcome, status, pid, live)
+        rows.add(ex, outcome, status, live)
         if batch is None:
             self.record(pipe, rows)
         if ex.attempt > 1:

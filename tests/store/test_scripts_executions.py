@@ -66,7 +66,7 @@ def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...] = ("etl",), want: 
 def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int = 0) -> str:
     ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     with r.pipeline() as pipe:
-        status = State(keys, SETTINGS).finalize(pipe, ex, Done(code), 3000.0, worker=worker, pid=7)
+        status = State(keys, SETTINGS).finalize(pipe, ex, Done(code), 3000.0, worker=worker)
         pipe.execute()
     return status
 

@@ -16,7 +16,7 @@ from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.execution import Claimed
 from angora_rq.core.codec import to_str_dict
-from angora_rq.store.queries import stats_view
+from angora_rq.store.queries import Queries, stats_view
 from angora_rq.store.state import TAIL_INLINE, State
 from angora_testkit import fields
 
@@ -87,11 +87,12 @@ def test_finish_records_result_stats_and_messages_and_drops_the_rq_job(r: redis.
     r.rpush(keys.worker_inflight("w1"), xid)
     r.zadd(keys.rq_started("etl"), {f"{xid}:{xid}": 1})
     with r.pipeline() as pipe:
-        assert state.finalize(pipe, claimed(xid, {"N": "1"}), Done(0), 1002.0, worker="w1", pid=42) == "succeeded"
+        assert state.finalize(pipe, claimed(xid, {"N": "1"}), Done(0), 1002.0, worker="w1") == "succeeded"
         pipe.execute()
     got = fields(r, keys.execution(xid))
-    assert (got["status"], got["exit_code"], got["started"], got["duration"], got["pid"], got["tail"]) == (
-        "succeeded", "0", "1000.5", "0.500000", "42", "out\n")
+    assert (got["status"], got["exit_code"], got["started"], got["ended"], got["tail"]) == (
+        "succeeded", "0", "1000.5", "1001.0", "out\n")
+    assert "duration" not in got and Queries(r, keys).execution(xid)["duration"] == 0.5  # ended - started
     assert "signal" not in got  # empty fields are left out
     assert r.llen(keys.worker_inflight("w1")) == 0 and r.zcard(keys.rq_started("etl")) == 0
     # RQ's result_ttl=0: a succeeded execution's RQ job goes (rq-dashboard shows the queued, running and failed).

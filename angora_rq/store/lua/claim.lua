@@ -3,6 +3,7 @@
 -- ARGV: want now worker host started_expiry now_iso
 -- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
 -- ARGV: defs_prefix queues...
+-- host: '' when the worker's name says it (host.pid.random: not stored twice).
 -- *_prefix: a key is the prefix .. an execution id, a job, a queue or a definitions version; started_expiry: the
 -- RQ started registry's score. An id whose execution is no longer queued (killed, canceled or deleted while
 -- queued) is dropped; one over its job's concurrency limit goes to its held list. No queue holds an execution of a
@@ -34,7 +35,8 @@ for qi = queues, #ARGV do
           redis.call('RPUSH', held_prefix .. e[2], id)
         else
           if limit > 0 then redis.call('SADD', slots_prefix .. e[2], id) end
-          redis.call('HSET', ek, EXEC.status, STATUS.running, EXEC.started, now, EXEC.worker, worker, EXEC.host, host)
+          redis.call('HSET', ek, EXEC.status, STATUS.running, EXEC.started, now, EXEC.worker, worker)
+          if host ~= '' then redis.call('HSET', ek, EXEC.host, host) end
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.running)
           redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.started, RQJOB.started_at, now_iso,
                      RQJOB.worker_name, worker)

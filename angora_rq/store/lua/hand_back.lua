@@ -4,7 +4,7 @@
 -- KEYS: exec rq_job run inflight rq_started slots rq_queue rq_queues bell tail work rq_canceled
 -- ARGV: id job bell_cap now now_iso canceled_expiry
 -- slots: the job's concurrency slots, or '' (no limit). Returns 1 if queued again, 0 if canceled.
-redis.call('HDEL', exec, EXEC.started, EXEC.worker, EXEC.host, EXEC.pid, EXEC.tail)
+redis.call('HDEL', exec, EXEC.started, EXEC.worker, EXEC.host, EXEC.tail)
 redis.call('DEL', tail)
 redis.call('ZREM', rq_started, id .. ':' .. id)
 redis.call('LREM', inflight, 1, id)
