@@ -8,8 +8,9 @@ import sys
 import textwrap
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import redis
 
@@ -100,6 +101,32 @@ class System:
                 p.wait()
 
 
+Make = Callable[..., System]
+
+
+@contextmanager
+def systems(env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
+    """A factory: write definitions (`{tmp}` is tmp_path), start a matcher and N workers; all stopped on exit."""
+    made: list[System] = []
+
+    def make(yaml_text: str, workers: int = 1, worker_args: tuple[str, ...] = (), matcher: bool = True,
+             extra_env: Optional[dict[str, str]] = None) -> System:
+        cfg = write_config(tmp_path / "config", yaml_text.replace("{tmp}", str(tmp_path)))
+        s = System(dict(env, **(extra_env or {})), cfg, tmp_path)
+        if matcher:
+            s.start("matcher")
+        for _ in range(workers):
+            s.start("worker", *worker_args)
+        made.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
+
+
 def write_config(folder: Path, text: str, name: str = "jobs.yml") -> Path:
     """Write one definitions file (dedented) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -179,5 +206,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers",
-           "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "Make", "systems", "wait_for", "write_config", "pid_alive", "python_cmd", "os",
+           "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

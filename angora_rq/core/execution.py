@@ -103,6 +103,19 @@ def replay_delay(spec: JobDef, attempt: int, cap: float) -> float:
     return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
 
 
+FAILED_JOB = "ANGORA_FAILED_JOB"  # the params a failure branch's messages carry beside the execution's own
+FAILED_EXECUTION = "ANGORA_FAILED_EXECUTION_ID"
+FAILED_EXIT_CODE = "ANGORA_FAILED_EXIT_CODE"
+FAILED_REASON = "ANGORA_FAILED_REASON"
+
+
+def failure_params(job: str, xid: str, params: dict[str, str], exit_code: Optional[int], reason: str) -> dict[str, str]:
+    """The params of the messages a job's `on_failure` sends: the failed execution's own, plus which job and
+    execution failed, its exit code ('' when it has none: killed by a signal, lost) and why."""
+    return {**params, FAILED_JOB: job, FAILED_EXECUTION: xid,
+            FAILED_EXIT_CODE: "" if exit_code is None else str(exit_code), FAILED_REASON: reason}
+
+
 def final_status(ex: Claimed, outcome: OutcomeLike) -> str:
     """How a finished attempt is recorded: succeeded, killed, replaying (another attempt follows) or failed."""
     if outcome.ok:

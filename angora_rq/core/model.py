@@ -60,6 +60,7 @@ class JobDef:
     log: Optional[str] = None  # directory; output goes to <log>/<name>.log; $VARS expanded at run time
     messages: tuple[str, ...] = ()
     replay: Optional[int] = None  # None = unlimited (the original default), 0 = never
+    on_failure: tuple[str, ...] = ()  # topics sent when an execution fails for good (replays spent, or killed)
     parent_success: bool = False
     description: str = ""
     timeout: Optional[float] = None  # seconds; None = the settings' default
@@ -81,6 +82,7 @@ class JobDef:
             "command": list(self.command),
             "log": self.log,
             "messages": list(self.messages),
+            "on_failure": list(self.on_failure),
             "replay": self.replay,
             "parent_success": self.parent_success,
             "description": self.description,
@@ -103,6 +105,7 @@ class JobDef:
             command=tuple(d["command"]),
             log=d.get("log"),
             messages=tuple(d.get("messages") or ()),
+            on_failure=tuple(d.get("on_failure") or ()),
             replay=d.get("replay"),
             parent_success=bool(d.get("parent_success")),
             description=d.get("description") or "",

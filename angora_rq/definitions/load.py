@@ -45,6 +45,7 @@ class _File:
     problems: list[Problem] = field(default_factory=list)
     names: list[tuple[str, str, Location]] = field(default_factory=list)
     tagged: set[int] = field(default_factory=set)  # nodes whose disallowed tag is already reported
+    failure_topics: list[tuple[str, str, Location]] = field(default_factory=list)  # (job, topic, where) of on_failure
 
 
 @dataclass
@@ -147,6 +148,7 @@ JOB_FIELDS: dict[str, Validator] = {
     "params": _params,
     "concurrency": partial(yamlnodes.integer, minimum=1, what="a whole number >= 1"),
     "replay_delay": partial(yamlnodes.duration, positive=False),
+    "on_failure": partial(yamlnodes.string_list, check=_sent_topic_problem, required=False),
 }
 SCHEDULE_FIELDS: dict[str, Validator] = {
     "schedule": _name,
@@ -188,6 +190,9 @@ def _entry(f: _File, node: Node, index: int) -> None:
         _check_timing(e, node, by_key)
     if len(f.problems) == before and all(v is not INVALID for v in values.values()):
         _add(f, e, values)
+        if e.kind == "job" and values.get("on_failure"):
+            f.failure_topics += [(str(e.name), str(item.value), _loc(f.path, item))
+                                 for item in by_key["on_failure"][1].value]
 
 
 def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: dict[str, tuple[ScalarNode, Node]],
@@ -372,11 +377,23 @@ def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
         return None, _in_order(problems, paths)
     jobs = [j for f in parsed for j in f.jobs]
     schedules = [s for f in parsed for s in f.schedules]
+    graph = Graph(jobs, schedules)
+    unheard = _unheard_failures(graph, [t for f in parsed for t in f.failure_topics])
+    if unheard:
+        return None, _in_order(problems + unheard, paths)
     # how the jobs connect (dead messages, untriggered jobs, cycles) is graph's business: warnings only
-    warnings = _in_order(problems + Graph(jobs, schedules).warnings(), paths)
+    warnings = _in_order(problems + graph.warnings(), paths)
     config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(warnings),
                     version=_version(contents), files=tuple(paths))
     return config, warnings
+
+
+def _unheard_failures(graph: Graph, topics: list[tuple[str, str, Location]]) -> list[Problem]:
+    """An error at each `on_failure` topic no job listens to: a failure branch that goes nowhere would drop the
+    failure unnoticed (a dead `messages` topic is only a warning)."""
+    return [Problem(where, f"on_failure topic '{topic}' has no job listening to it (add a job with it in its "
+                           "triggers, or remove it)", job=job)
+            for job, topic, where in topics if not graph.index.lookup(topic)]
 
 
 def load_config(path: str | Path) -> Config:

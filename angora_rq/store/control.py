@@ -119,6 +119,8 @@ class Control:
                 result = "kill requested"
             elif status in WAITING:
                 self._drop_waiting(pipe, f, "killed")
+                ex = Claimed.from_hash(f)  # killed for good: its failure branch follows
+                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
                 result = "killed"
             else:
                 raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")

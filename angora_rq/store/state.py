@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import socket
+from typing import Iterable, Optional
 
 from redis.client import Pipeline
 
-from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json
+from angora_rq.core.execution import Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
@@ -107,11 +108,25 @@ class State:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now)
         if status == Status.succeeded:
-            for topic in spec.messages:
-                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
+            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, ex.params, now)
         elif status == Status.replaying:
             self._replay(pipe, ex, now)
+        elif status in (Status.failed, Status.killed):
+            self.send_failure(pipe, spec, ex.id, ex.run, ex.params, outcome.exit_code, outcome.reason, now)
         return status
+
+    def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
+             now: float) -> None:
+        """Queue the messages an execution sends (origin `job:<name>:<execution id>`), counted in its run."""
+        for topic in topics:
+            send_in(pipe, self.keys, Message(topic, params, run, f"job:{job}:{xid}", now))
+
+    def send_failure(self, pipe: Pipeline, spec: JobDef, xid: str, run: str, params: dict[str, str],
+                     exit_code: Optional[int], reason: str, now: float) -> None:
+        """Queue the job's `on_failure` messages for an execution that failed for good."""
+        if spec.on_failure:
+            self.send(pipe, spec.name, xid, run, spec.on_failure,
+                      failure_params(spec.name, xid, params, exit_code, reason), now)
 
     def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
                 now: float) -> None:

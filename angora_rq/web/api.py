@@ -130,6 +130,7 @@ def job(name: str) -> Any:
         "job": spec.to_json(),
         "parents": sorted(graph.parents(name)),
         "children": sorted(graph.children(name)),
+        "failure_children": sorted(graph.failure_children(name)),
         "paused": bool(ext.r.sismember(ext.keys.paused_jobs(), name)),
         "stats": ext.queries.job_stats([name]).get(name, stats_view({})),
         "executions": {"total": total, "offset": offset, "limit": limit, "items": items},

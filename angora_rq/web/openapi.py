@@ -58,7 +58,8 @@ PROBLEM = obj({"severity": STR, "path": nullable("string"), "line": nullable("in
                "job": nullable("string"), "message": STR, "text": STR}, ("severity", "message", "text"))
 JOB_DEF = obj({
     "name": STR, "triggers": STRINGS, "command": STRINGS, "log": nullable("string"), "messages": STRINGS,
-    "replay": nullable("integer"), "parent_success": BOOL, "description": STR, "timeout": nullable("number"),
+    "on_failure": STRINGS, "replay": nullable("integer"), "parent_success": BOOL, "description": STR,
+    "timeout": nullable("number"),
     "queue": STR, "env": STR_MAP, "cwd": nullable("string"), "params": STR_MAP, "concurrency": nullable("integer"),
     "replay_delay": NUM, "location": nullable("string"),
 }, ("name", "triggers", "command", "messages", "queue"))
@@ -85,7 +86,10 @@ EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
     "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},
-    "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS}}
+    "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS,
+    "failure_parents": {"type": "object", "additionalProperties": STRINGS,
+                        "description": "Jobs reached through a failure branch: the planned jobs whose on_failure "
+                                       "triggers them (present only when the plan has failure branches)."}}}
 RUN_JOB = obj({"status": STR, "execution": nullable("string"), "executions": INT})
 RUN = obj({
     "run_id": STR, "status": {"type": "string", "description": "Derived: running, succeeded, failed, ..."},
@@ -96,9 +100,12 @@ RUN = obj({
     "counts": {"type": "object", "additionalProperties": INT},
 }, ("run_id", "status", "active", "canceled", "plan", "jobs"))
 RUN_DETAIL = {"allOf": [ref("Run"), obj({"executions": array(ref("Execution"))})]}
-GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "queue": STR, "parent_success": BOOL,
-                  "description": STR}, ("name", "triggers", "messages"))
-GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."}})
+GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "on_failure": STRINGS, "queue": STR,
+                  "parent_success": BOOL, "description": STR}, ("name", "triggers", "messages"))
+GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."},
+                  "kind": {"type": "string", "enum": ["message", "failure"],
+                           "description": "failure: sent by the parent's on_failure, when it fails for good."}},
+                 ("from", "to", "topic"))
 GRAPH = obj({"nodes": array(GRAPH_NODE), "edges": array(GRAPH_EDGE), "config_version": STR})
 CONFIG_STATUS = obj({
     "path": STR, "loaded": BOOL, "valid": BOOL, "version": nullable("string"), "files": STRINGS, "jobs": INT,
@@ -114,7 +121,8 @@ PAGE = {"total": INT, "offset": INT, "limit": INT}
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR, "Problem": PROBLEM, "JobDef": JOB_DEF, "JobStats": JOB_STATS, "JobSummary": JOB_SUMMARY,
     "JobList": obj({"config_version": STR, "jobs": array(ref("JobSummary"))}, closed=True),
-    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "paused": BOOL,
+    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "failure_children": STRINGS,
+                      "paused": BOOL,
                       "stats": ref("JobStats"),
                       "executions": obj({**PAGE, "items": array(ref("Execution"))}, closed=True)}, closed=True),
     "Execution": EXECUTION, "ExecutionDetail": EXECUTION_DETAIL, "Plan": PLAN, "RunJob": RUN_JOB, "Run": RUN,

@@ -146,17 +146,19 @@
     el("path", { d: "M0,0 L8,4 L0,8 z", class: "arrowhead" }, marker);
     const root = el("g", { class: "viewport" }, svg);
     const edgeLayer = el("g", { class: "edges" }, root);
-    const links = new Map();  // one path per pair of jobs, naming every topic that links them
-    for (const [a, b, label] of edges) {
+    const links = new Map();  // one path per pair of jobs and kind, naming every topic that links them
+    for (const [a, b, label, kind] of edges) {
       if (!lay.pos.has(a) || !lay.pos.has(b) || a === b) continue;
-      const key = JSON.stringify([a, b]);
-      if (!links.has(key)) links.set(key, { a, b, labels: [] });
+      const failure = kind === "failure";
+      const key = JSON.stringify([a, b, failure]);
+      if (!links.has(key)) links.set(key, { a, b, failure, labels: [] });
       if (label) links.get(key).labels.push(label);
     }
-    for (const { a, b, labels } of links.values()) {
-      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b)), class: "edge",
+    for (const { a, b, failure, labels } of links.values()) {
+      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b)), class: failure ? "edge failure" : "edge",
         "marker-end": "url(#arrow)", "data-from": a, "data-to": b }, edgeLayer);
-      el("title", {}, path).textContent = `${a} \u2192 ${b}${labels.length ? ` (${labels.join(", ")})` : ""}`;
+      const what = failure ? " on failure" : "";
+      el("title", {}, path).textContent = `${a} \u2192 ${b}${what}${labels.length ? ` (${labels.join(", ")})` : ""}`;
     }
     const nodeLayer = el("g", { class: "nodes" }, root);
     const out = new Map();
@@ -260,6 +262,9 @@
     for (const name of Object.keys(run.jobs || {})) if (!ids.includes(name)) ids.push(name);
     const edges = [];
     for (const child of ids) for (const p of (plan.parents || {})[child] || []) if (ids.includes(p)) edges.push([p, child]);
+    for (const child of ids) {
+      for (const p of (plan.failure_parents || {})[child] || []) if (ids.includes(p)) edges.push([p, child, "", "failure"]);
+    }
     return { nodes: ids.map((id) => ({ id, kind: "job" })), edges, depth: plan.depth };
   }
 
@@ -370,8 +375,8 @@
     const nodes = (g.nodes || []).map((n) => (typeof n === "string" ? { id: n, kind: "job" }
       : { id: n.id ?? n.name, label: n.label ?? n.name ?? n.id, kind: n.kind ?? n.type ?? "job",
         title: n.description || "" }));
-    const edges = (g.edges || []).map((e) => (Array.isArray(e) ? [e[0], e[1], e[2]]
-      : [e.source ?? e.from ?? e.parent, e.target ?? e.to ?? e.child, e.topic ?? e.message ?? e.label]));
+    const edges = (g.edges || []).map((e) => (Array.isArray(e) ? [e[0], e[1], e[2], e[3]]
+      : [e.source ?? e.from ?? e.parent, e.target ?? e.to ?? e.child, e.topic ?? e.message ?? e.label, e.kind]));
     return { nodes, edges };
   }
 
