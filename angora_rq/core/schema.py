@@ -52,6 +52,7 @@ class Exec(Names):
     tail = "tail"
     pid = "pid"
     next = "next"  # the execution that replays or retries this one
+    outputs = "outputs"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py)
 
 
 class Run(Names):

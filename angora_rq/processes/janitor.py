@@ -32,6 +32,7 @@ class Lost:
     signal: Optional[int] = None
     reason: str = "worker lost"
     tail: str = ""
+    output: bytes = b""
 
     @property
     def duration(self) -> float:

@@ -9,7 +9,6 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
-from angora_rq.store.bus import send_in
 from angora_rq.core.errors import Conflict, NotFound
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
@@ -164,8 +163,8 @@ class Control:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
-            for topic in ex.spec.messages:
-                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
+            outputs = json.loads(f[Exec.outputs]) if f.get(Exec.outputs) else {}
+            self.state.send(pipe, ex.spec.name, xid, ex.run, ex.spec.messages, {**ex.params, **outputs}, now)
             pipe.execute()
 
     def _finished(self, xid: str) -> dict[str, str]:

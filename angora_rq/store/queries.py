@@ -27,6 +27,7 @@ def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, 
             out[name] = value or None
     out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
     if with_tail:
+        out["outputs"] = json.loads(fields["outputs"]) if fields.get("outputs") else {}
         out["tail"] = fields.get("tail", "")
         out["spec"] = json.loads(fields["spec"]) if fields.get("spec") else None
     return out

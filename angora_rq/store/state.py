@@ -7,7 +7,8 @@ from typing import Iterable, Optional
 
 from redis.client import Pipeline
 
-from angora_rq.core.execution import Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json
+from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json,
+                                      take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
@@ -103,16 +104,18 @@ class State:
     ) -> str:
         """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
         spec = ex.spec
+        outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
-        self._record(pipe, ex, outcome, status, pid, worker, now)
+        self._record(pipe, ex, outcome, status, pid, worker, now, outputs)
+        params = {**ex.params, **outputs} if outputs else ex.params
         if status == Status.succeeded:
-            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, ex.params, now)
+            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now)
         elif status == Status.replaying:
             self._replay(pipe, ex, now)
         elif status in (Status.failed, Status.killed):
-            self.send_failure(pipe, spec, ex.id, ex.run, ex.params, outcome.exit_code, outcome.reason, now)
+            self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
         return status
 
     def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
@@ -129,7 +132,7 @@ class State:
                       failure_params(spec.name, xid, params, exit_code, reason), now)
 
     def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
-                now: float) -> None:
+                now: float, outputs: dict[str, str]) -> None:
         """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
         k, ttl, ok = self.keys, int(self.settings.retention), outcome.ok
         fields = {
@@ -143,6 +146,8 @@ class State:
             Exec.tail: outcome.tail[-TAIL_LIMIT:],
             Exec.pid: pid or "",
         }
+        if outputs:
+            fields[Exec.outputs] = json.dumps(outputs)
         FINISH.bind(
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
             inflight=k.worker_inflight(worker) if worker else "", rq_started=K.rq_started(ex.queue),

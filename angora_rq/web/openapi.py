@@ -83,6 +83,8 @@ EXECUTION = obj({
 EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail": {"type": "string", "description": "The last characters of the output (see the `tail` parameter)."},
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
+    "outputs": {**STR_MAP, "description": "KEY=VALUE lines the command wrote to $ANGORA_OUTPUT; the job's "
+                                          "messages carry them as params."},
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
     "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},
