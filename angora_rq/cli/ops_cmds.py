@@ -1,4 +1,4 @@
-"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, reload."""
+"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, approve, reject, reload."""
 from __future__ import annotations
 
 import json
@@ -165,6 +165,46 @@ def cancel(ctx: click.Context, run_id: str, kill: bool) -> None:
         out = Control(r, keys, s).cancel_run(run_id, kill=kill)
     killing = f"; kill requested for {len(out['kill_requested'])} running" if kill else ""
     click.echo(f"run {run_id} canceled: {len(out['dropped'])} waiting execution(s) dropped{killing}")
+
+
+def _decide(ctx: click.Context, execution_id: str, approve: bool, by: Optional[str], as_json: bool) -> None:
+    import getpass
+    import socket
+
+    from angora_rq.store.control import Control
+
+    s, r, keys = _env(ctx)
+    who = by or f"{getpass.getuser()}@{socket.gethostname()}"
+    with redis_errors():
+        out = Control(r, keys, s).decide(execution_id, approve, who)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"execution {execution_id} {out['approval']} by {who}: now {out['status']}")
+
+
+by_option = click.option("--by", default=None, help="Who decides [default: user@host].")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@main.command()
+@click.argument("execution_id")
+@by_option
+@json_option
+@click.pass_context
+def approve(ctx: click.Context, execution_id: str, by: Optional[str], as_json: bool) -> None:
+    """Approve an execution awaiting approval (its job has `approval: true`): it is queued."""
+    _decide(ctx, execution_id, True, by, as_json)
+
+
+@main.command()
+@click.argument("execution_id")
+@by_option
+@json_option
+@click.pass_context
+def reject(ctx: click.Context, execution_id: str, by: Optional[str], as_json: bool) -> None:
+    """Reject an execution awaiting approval: it ends `rejected` (its run fails, its on_failure follows)."""
+    _decide(ctx, execution_id, False, by, as_json)
 
 
 @main.command()

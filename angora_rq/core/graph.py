@@ -15,7 +15,8 @@ class Plan:
     """Every job a message can reach, in BFS order, with each job's parents inside the plan and its depth.
 
     `failure_parents` names, for a job reached through a failure branch, the planned jobs whose `on_failure`
-    triggers it; they are kept apart from `parents` (what a join waits for, what fails a job upstream).
+    triggers it; they are kept apart from `parents` (what a join waits for, what fails a job upstream). `gates`
+    are the approval gates among the jobs.
     """
 
     jobs: tuple[str, ...]
@@ -23,11 +24,12 @@ class Plan:
     depth: dict[str, int] = field(default_factory=dict)
     joins: tuple[str, ...] = ()
     failure_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    gates: tuple[str, ...] = ()  # jobs with `approval: true`: each execution waits for a person
 
     __hash__ = None  # type: ignore[assignment]
 
     def to_json(self) -> dict:
-        """JSON-ready: {jobs, parents, depth, joins}, plus failure_parents when the plan has failure branches."""
+        """JSON-ready: {jobs, parents, depth, joins}, plus failure_parents and gates when the plan has some."""
         out = {
             "jobs": list(self.jobs),
             "parents": {k: list(v) for k, v in self.parents.items()},
@@ -36,6 +38,8 @@ class Plan:
         }
         if self.failure_parents:
             out["failure_parents"] = {k: list(v) for k, v in self.failure_parents.items()}
+        if self.gates:
+            out["gates"] = list(self.gates)
         return out
 
 
@@ -104,7 +108,8 @@ class Graph:
         parents = {n: tuple(p for p in self._parents[n] if p in inside) for n in jobs}
         failing = {n: tuple(p for p in self._fail_parents[n] if p in inside) for n in jobs}
         joins = tuple(n for n in jobs if self.jobs[n].parent_success)
-        return Plan(jobs, parents, depth, joins, {n: ps for n, ps in failing.items() if ps})
+        gates = tuple(n for n in jobs if self.jobs[n].approval)
+        return Plan(jobs, parents, depth, joins, {n: ps for n, ps in failing.items() if ps}, gates)
 
     def upstream(self, name: str) -> tuple[str, ...]:
         """Every job that can lead to `name` (transitively), excluding itself unless on a cycle."""
@@ -214,7 +219,7 @@ class Graph:
         """Nodes and edges for the UI and `angora graph --format json` (an edge's kind: message or failure)."""
         nodes = [{"name": j.name, "triggers": list(j.triggers), "messages": list(j.messages),
                   "on_failure": list(j.on_failure), "queue": j.queue, "parent_success": j.parent_success,
-                  "description": j.description} for j in self.jobs.values()]
+                  "approval": j.approval, "description": j.description} for j in self.jobs.values()]
         edges = [{"from": a, "to": b, "topic": t, "kind": kind} for kind, a, b, t in self._all_edges()]
         return {"nodes": nodes, "edges": edges}
 
@@ -226,7 +231,7 @@ class Graph:
         """Graphviz dot, left to right; failure branches dashed and red."""
         lines = ["digraph angora {", "  rankdir=LR;", "  node [shape=box];"]
         for j in self.jobs.values():
-            shape = ", style=bold" if j.parent_success else ""
+            shape = (", style=bold" if j.parent_success else "") + (", shape=octagon" if j.approval else "")
             lines.append(f"  {_q(j.name)} [label={_q(j.name)}{shape}];")
         for kind, a, b, t in self._all_edges():
             style = ", style=dashed, color=red" if kind == "failure" else ""
@@ -236,11 +241,11 @@ class Graph:
 
     def to_mermaid(self) -> str:
         """Mermaid flowchart, left to right (node ids are positions; labels are escaped names); failure branches
-        dotted."""
+        dotted, approval gates hexagons."""
         ids = {n: f"j{i}" for i, n in enumerate(self.jobs)}
         lines = ["flowchart LR"]
         for n, i in ids.items():
-            lines.append(f'  {i}["{_mermaid(n)}"]')
+            lines.append(f'  {i}{{{{"{_mermaid(n)}"}}}}' if self.jobs[n].approval else f'  {i}["{_mermaid(n)}"]')
         for kind, a, b, t in self._all_edges():
             arrow = "-.->" if kind == "failure" else "-->"
             lines.append(f'  {ids[a]} {arrow}|"{_mermaid(t)}"| {ids[b]}')

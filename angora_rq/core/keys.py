@@ -54,6 +54,10 @@ class Keys:
         """Sorted set of run ids, scored by start time."""
         return f"{self.prefix}:runs"
 
+    def approvals(self) -> str:
+        """Sorted set of execution ids awaiting approval, scored by when their approval_timeout passes (+inf)."""
+        return f"{self.prefix}:approvals"
+
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
         return f"{self.prefix}:delayed"

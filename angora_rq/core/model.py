@@ -61,6 +61,9 @@ class JobDef:
     messages: tuple[str, ...] = ()
     replay: Optional[int] = None  # None = unlimited (the original default), 0 = never
     on_failure: tuple[str, ...] = ()  # topics sent when an execution fails for good (replays spent, or killed)
+    approval: bool = False  # a gate: each execution waits until someone approves or rejects it
+    approval_timeout: Optional[float] = None  # seconds; then on_approval_timeout decides
+    on_approval_timeout: str = "reject"  # "reject" | "approve"
     parent_success: bool = False
     description: str = ""
     timeout: Optional[float] = None  # seconds; None = the settings' default
@@ -83,6 +86,9 @@ class JobDef:
             "log": self.log,
             "messages": list(self.messages),
             "on_failure": list(self.on_failure),
+            "approval": self.approval,
+            "approval_timeout": self.approval_timeout,
+            "on_approval_timeout": self.on_approval_timeout,
             "replay": self.replay,
             "parent_success": self.parent_success,
             "description": self.description,
@@ -106,6 +112,9 @@ class JobDef:
             log=d.get("log"),
             messages=tuple(d.get("messages") or ()),
             on_failure=tuple(d.get("on_failure") or ()),
+            approval=bool(d.get("approval")),
+            approval_timeout=d.get("approval_timeout"),
+            on_approval_timeout=d.get("on_approval_timeout") or "reject",
             replay=d.get("replay"),
             parent_success=bool(d.get("parent_success")),
             description=d.get("description") or "",

@@ -17,6 +17,9 @@ def merge_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     failing = {**new.get("failure_parents", {}), **old.get("failure_parents", {})}
     if failing:
         merged["failure_parents"] = failing
+    gates = list(dict.fromkeys([*old.get("gates", []), *new.get("gates", [])]))
+    if gates:
+        merged["gates"] = gates
     return merged
 
 
@@ -43,4 +46,7 @@ def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
     failing = {j: ps for j in jobs if (ps := [p for p in jobs if j in graph.failure_children(p)])}
     if failing:
         plan["failure_parents"] = failing
+    gates = [j for j in jobs if graph.jobs[j].approval]
+    if gates:
+        plan["gates"] = gates
     return plan

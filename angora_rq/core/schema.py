@@ -53,6 +53,10 @@ class Exec(Names):
     pid = "pid"
     next = "next"  # the execution that replays or retries this one
     outputs = "outputs"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py)
+    approval = "approval"  # an approval gate's decision: approved | rejected ('' while it waits)
+    decided_by = "decided_by"  # who took it ('timeout' when approval_timeout passed)
+    decided_at = "decided_at"
+    approval_deadline = "approval_deadline"  # when approval_timeout passes ('' = never)
 
 
 class Run(Names):
@@ -128,6 +132,7 @@ class Status(Names):
     """Statuses of an execution, and of a job in its run (`Run.job_status`); the last three are a run's only."""
 
     held = "held"  # its job is paused, or at its concurrency limit
+    awaiting_approval = "awaiting_approval"  # its job is an approval gate: someone must approve or reject it
     queued = "queued"
     delayed = "delayed"  # waiting for its replay backoff
     running = "running"
@@ -137,6 +142,7 @@ class Status(Names):
     replaying = "replaying"  # failed; its next attempt is delayed
     canceled = "canceled"
     skipped = "skipped"  # failed, then marked succeeded by a user
+    rejected = "rejected"  # its approval gate was rejected (by someone, or when approval_timeout passed)
     pending = "pending"  # planned, not dispatched yet
     upstream_failed = "upstream_failed"
     not_triggered = "not_triggered"
@@ -155,10 +161,10 @@ class RqStatus(Names):
 
 
 # -- status sets: each defined here only ----------------------------------------------------------------------
-WAITING = frozenset({Status.held, Status.queued, Status.delayed})  # an execution not started yet
+WAITING = frozenset({Status.held, Status.queued, Status.delayed, Status.awaiting_approval})  # not started yet
 NOT_STARTED = WAITING | {Status.pending}  # a job of a run that has not started
 SUCCEEDED = frozenset({Status.succeeded, Status.skipped})  # what a parent_success join waits for
-FAILED = frozenset({Status.failed, Status.killed, Status.upstream_failed})  # a job like this fails its run
+FAILED = frozenset({Status.failed, Status.killed, Status.upstream_failed, Status.rejected})  # fails its run
 FINAL = FAILED | SUCCEEDED | {Status.not_triggered, Status.canceled}  # will not change by itself
 SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it succeeded (`skip`)
 

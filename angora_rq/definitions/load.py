@@ -149,6 +149,9 @@ JOB_FIELDS: dict[str, Validator] = {
     "concurrency": partial(yamlnodes.integer, minimum=1, what="a whole number >= 1"),
     "replay_delay": partial(yamlnodes.duration, positive=False),
     "on_failure": partial(yamlnodes.string_list, check=_sent_topic_problem, required=False),
+    "approval": yamlnodes.boolean,
+    "approval_timeout": partial(yamlnodes.duration, positive=True),
+    "on_approval_timeout": partial(yamlnodes.choice, choices=("reject", "approve")),
 }
 SCHEDULE_FIELDS: dict[str, Validator] = {
     "schedule": _name,
@@ -188,6 +191,8 @@ def _entry(f: _File, node: Node, index: int) -> None:
     values = _fields(e, node, items, by_key, problems)
     if e.kind == "schedule":
         _check_timing(e, node, by_key)
+    else:
+        _check_gate(e, by_key, values)
     if len(f.problems) == before and all(v is not INVALID for v in values.values()):
         _add(f, e, values)
         if e.kind == "job" and values.get("on_failure"):
@@ -236,6 +241,16 @@ def _check_timing(e: _Entry, node: Node, by_key: dict[str, tuple[ScalarNode, Nod
         e.fail(by_key["every"][0], "use either 'cron' or 'every', not both")
     elif not given:
         e.fail(node, "a schedule needs 'cron' (e.g. \"5 1 * * *\") or 'every' (e.g. 30m)")
+
+
+def _check_gate(e: _Entry, by_key: dict[str, tuple[ScalarNode, Node]], values: dict[str, Any]) -> None:
+    """approval_timeout and on_approval_timeout belong to an approval gate."""
+    if values.get("approval") is True:
+        return
+    for key in ("approval_timeout", "on_approval_timeout"):
+        if key in by_key and values.get(key) not in (None, INVALID):
+            e.fail(by_key[key][0], f"{key!r} needs 'approval: true' (it says what happens to an execution "
+                                   "nobody approved in time)")
 
 
 def _add(f: _File, e: _Entry, values: dict[str, Any]) -> None:

@@ -17,7 +17,8 @@ from angora_rq.core.plans import manual_plan, missing_parents
 from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
-from angora_rq.store.state import State
+from angora_rq.store.scripts import DECIDE
+from angora_rq.store.state import BELL_CAP, State
 
 ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
 CANCEL_TRIES = 20
@@ -52,7 +53,8 @@ class Control:
                     "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
                     "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version})
                 pipe.zadd(self.keys.runs(), {run_id: now})
-            xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
+            gate = Status.awaiting_approval if job.approval else Status.queued  # by hand too: the gate holds
+            xid = self.state.create(pipe, job, msg, now, config_version=snap.version, status=gate)
             pipe.execute()
         return {"run_id": run_id, "execution_id": xid}
 
@@ -131,11 +133,41 @@ class Control:
         pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
         pipe.hset(K.rq_job(xid), "status", "canceled")
         pipe.zrem(self.keys.delayed(), xid)
+        pipe.zrem(self.keys.approvals(), xid)
         pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+
+    def decide(self, xid: str, approve: bool, by: str, now: Optional[float] = None) -> dict[str, Any]:
+        """Approve or reject an execution awaiting approval (Conflict when it is not): approved, it is queued;
+        rejected, it ends `rejected` (a failure: its run fails, its failure branch follows)."""
+        ek, now = self.keys.execution(xid), time.time() if now is None else now
+        decision = "approved" if approve else "rejected"
+        with self.r.pipeline() as pipe:
+            pipe.watch(ek)
+            f = to_str_dict(pipe.hgetall(ek))
+            if not f:
+                raise NotFound(f"no execution {xid!r}")
+            if f.get(Exec.status) != Status.awaiting_approval:
+                raise Conflict(f"execution {xid} is {f.get(Exec.status)}, not awaiting approval: there is nothing "
+                               f"to {'approve' if approve else 'reject'}", detail={"status": f.get(Exec.status)})
+            ex = Claimed.from_hash(f)
+            k, job = self.keys, ex.spec.name
+            pipe.multi()
+            DECIDE.bind(exec=ek, rq_job=K.rq_job(xid), run=k.run(ex.run), approvals=k.approvals(),
+                        stats=k.job_stats(job), paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job),
+                        rq_queue=K.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), id=xid, job=job,
+                        decision=decision, by=by, now=repr(now), bell_cap=BELL_CAP).queue(pipe)
+            if not approve:
+                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "rejected", now)
+            try:
+                replies = pipe.execute()
+            except redis.WatchError:
+                raise Conflict(f"execution {xid} changed while it was being decided; look again") from None
+        status = to_str(replies[0][1])
+        return {"execution_id": xid, "status": status, "approval": decision, "decided_by": by, "decided_at": now}
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""

@@ -29,6 +29,14 @@ class Outgoing:
     dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
 
 
+def gate_arg(job: JobDef) -> str:
+    """How DISPATCH and CREATE learn a job is an approval gate: '' (it is not), its approval_timeout in seconds,
+    or 'inf' (it waits as long as it takes)."""
+    if not job.approval:
+        return ""
+    return repr(float(job.approval_timeout)) if job.approval_timeout else "inf"
+
+
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
@@ -59,7 +67,8 @@ class Dispatcher:
         for m, job, guard in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), guard)
         created, *conflicts = DISPATCH.bind(
-            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, now=repr(now), now_iso=utc_iso(now),
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, approvals=k.approvals(),
+            now=repr(now), now_iso=utc_iso(now),
             ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, consumer=self.consumer,
             data_head=self._head,
@@ -79,7 +88,7 @@ class Dispatcher:
             assert all(name in rq for name in _PER_EXECUTION)
             cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
                       k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
-                      k.paused_held(job.name), len(rq), *field_pairs(rq)]
+                      k.paused_held(job.name), gate_arg(job), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached
         return cached

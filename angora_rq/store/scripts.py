@@ -191,6 +191,7 @@ LIBRARY = load_library()
 ACQUIRE = LIBRARY["acquire"]
 CLAIM = LIBRARY["claim"]
 CREATE = LIBRARY["create"]
+DECIDE = LIBRARY["decide"]
 DISPATCH = LIBRARY["dispatch"]
 FINISH = LIBRARY["finish"]
 PROMOTE = LIBRARY["promote"]

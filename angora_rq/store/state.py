@@ -59,9 +59,11 @@ class State:
         delay_until: float = 0.0,
         status: str = Status.queued,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed, held or awaiting approval (then until
+        the job's approval_timeout). Counts it in its run."""
         k, ttl = self.keys, int(self.settings.retention)
         xid = new_execution_id()
+        deadline = now + job.approval_timeout if job.approval_timeout else None
         fields = {
             Exec.id: xid, Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
             Exec.queue: job.queue, Exec.topic: msg.topic, Exec.entry: entry, Exec.origin: msg.origin,
@@ -70,6 +72,8 @@ class State:
             Exec.replay_of: replay_of, Exec.delay_until: repr(delay_until) if delay_until else "",
             Exec.limit: job.concurrency or 0,
         }
+        if status == Status.awaiting_approval:
+            fields[Exec.approval_deadline] = "" if deadline is None else repr(deadline)
         description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
         rq_fields = job_mapping(xid, k.prefix, job.queue, description,
@@ -77,8 +81,9 @@ class State:
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
             run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue),
-            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, ttl=ttl, history=self.settings.history,
-            now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status, delay_until=repr(delay_until),
+            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, approvals=k.approvals(), ttl=ttl,
+            history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
+            delay_until=repr(delay_until), approval_score="+inf" if deadline is None else repr(deadline),
             bell_cap=BELL_CAP, n_exec=len(fields), fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         return xid

@@ -58,8 +58,9 @@ PROBLEM = obj({"severity": STR, "path": nullable("string"), "line": nullable("in
                "job": nullable("string"), "message": STR, "text": STR}, ("severity", "message", "text"))
 JOB_DEF = obj({
     "name": STR, "triggers": STRINGS, "command": STRINGS, "log": nullable("string"), "messages": STRINGS,
-    "on_failure": STRINGS, "replay": nullable("integer"), "parent_success": BOOL, "description": STR,
-    "timeout": nullable("number"),
+    "on_failure": STRINGS, "approval": BOOL, "approval_timeout": nullable("number"),
+    "on_approval_timeout": {"enum": ["reject", "approve"]}, "replay": nullable("integer"), "parent_success": BOOL,
+    "description": STR, "timeout": nullable("number"),
     "queue": STR, "env": STR_MAP, "cwd": nullable("string"), "params": STR_MAP, "concurrency": nullable("integer"),
     "replay_delay": NUM, "location": nullable("string"),
 }, ("name", "triggers", "command", "messages", "queue"))
@@ -83,12 +84,17 @@ EXECUTION = obj({
 EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail": {"type": "string", "description": "The last characters of the output (see the `tail` parameter)."},
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
+    "approval": {"type": ["string", "null"], "enum": ["approved", "rejected", None],
+                 "description": "An approval gate's decision (null while it waits, or for other jobs)."},
+    "decided_by": nullable("string"), "decided_at": nullable("number"),
+    "approval_deadline": {"type": ["number", "null"], "description": "When approval_timeout passes."},
     "outputs": {**STR_MAP, "description": "KEY=VALUE lines the command wrote to $ANGORA_OUTPUT; the job's "
                                           "messages carry them as params."},
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
     "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},
     "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS,
+    "gates": {**STRINGS, "description": "Approval gates among the jobs (present only when there are some)."},
     "failure_parents": {"type": "object", "additionalProperties": STRINGS,
                         "description": "Jobs reached through a failure branch: the planned jobs whose on_failure "
                                        "triggers them (present only when the plan has failure branches)."}}}
@@ -103,7 +109,7 @@ RUN = obj({
 }, ("run_id", "status", "active", "canceled", "plan", "jobs"))
 RUN_DETAIL = {"allOf": [ref("Run"), obj({"executions": array(ref("Execution"))})]}
 GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "on_failure": STRINGS, "queue": STR,
-                  "parent_success": BOOL, "description": STR}, ("name", "triggers", "messages"))
+                  "parent_success": BOOL, "approval": BOOL, "description": STR}, ("name", "triggers", "messages"))
 GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."},
                   "kind": {"type": "string", "enum": ["message", "failure"],
                            "description": "failure: sent by the parent's on_failure, when it fails for good."}},
@@ -148,6 +154,12 @@ SCHEMAS: dict[str, Any] = {
     "Killed": obj({"execution_id": STR, "result": STR}, closed=True),
     "Retried": obj({"execution_id": STR, "retry_of": STR}, closed=True),
     "Skipped": obj({"execution_id": STR, "status": {"const": "skipped"}}, closed=True),
+    "DecideRequest": obj({"by": {"type": ["string", "null"], "maxLength": 100, "pattern": "^[^\\u0000-\\u001f]*$",
+                                 "description": "Who decides, when auth is off (else the logged-in user)."}},
+                         (), closed=True),
+    "Decided": obj({"execution_id": STR, "status": {"enum": ["queued", "held", "rejected"]},
+                    "approval": {"enum": ["approved", "rejected"]}, "decided_by": STR, "decided_at": NUM},
+                   closed=True),
 }
 
 # -- operations (web/ops_api.py): schedules, pause/resume, reload ---------------------------------------------
@@ -256,6 +268,7 @@ SINCE = {"type": "number", "minimum": 0}
 MESSAGE_BODY = {"required": True, "content": {
     "application/json": {"schema": ref("MessageRequest")}, FORM: {"schema": ref("MessageForm")}}}
 RUN_BODY = {"required": False, "content": {"application/json": {"schema": ref("RunRequest")}}}
+DECIDE_BODY = {"required": False, "content": {"application/json": {"schema": ref("DecideRequest")}}}
 
 
 def paths(auth: bool) -> dict[str, Any]:
@@ -297,6 +310,12 @@ def paths(auth: bool) -> dict[str, Any]:
             "403 404 409", (XID,), auth=a)},
         "/api/v1/executions/{execution_id}/retry": {"post": op(
             "Run a finished execution again.", ("202", "Retried", "Queued."), "403 404 409", (XID,), auth=a)},
+        "/api/v1/executions/{execution_id}/approve": {"post": op(
+            "Approve an execution awaiting approval: it is queued (held if its job is paused).",
+            ("200", "Decided", "Approved."), "400 403 404 409", (XID,), DECIDE_BODY, auth=a)},
+        "/api/v1/executions/{execution_id}/reject": {"post": op(
+            "Reject an execution awaiting approval: it ends rejected, a failure of its run.",
+            ("200", "Decided", "Rejected."), "400 403 404 409", (XID,), DECIDE_BODY, auth=a)},
         "/api/v1/executions/{execution_id}/skip": {"post": op(
             "Mark a failed execution succeeded so its children run.", ("200", "Skipped", "Skipped."),
             "403 404 409", (XID,), auth=a)},

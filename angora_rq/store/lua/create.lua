@@ -1,10 +1,11 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
--- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues
--- ARGV: ttl history now id job run_id status delay_until bell_cap n_exec fields...
+-- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues approvals
+-- ARGV: ttl history now id job run_id status delay_until approval_score bell_cap n_exec fields...
 -- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
--- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
+-- in a run canceled meanwhile, the execution is created canceled instead and nothing waits. One awaiting approval
+-- joins the approvals set, scored by its approval_score (when its approval_timeout passes, or '+inf').
 local rq_fields = fields + tonumber(n_exec) * 2
 redis.call('HSET', exec, unpack(ARGV, fields, rq_fields - 1))
 redis.call('EXPIRE', exec, ttl)
@@ -24,6 +25,8 @@ if status == STATUS.queued then
   redis.call('LTRIM', bell, 0, tonumber(bell_cap) - 1)
 elseif status == STATUS.delayed then
   redis.call('ZADD', delayed, delay_until, id)
+elseif status == STATUS.awaiting_approval then
+  redis.call('ZADD', approvals, approval_score, id)
 end
 redis.call('ZADD', job_execs, now, id)
 redis.call('ZREMRANGEBYRANK', job_execs, 0, -(tonumber(history) + 1))

@@ -2,7 +2,7 @@
 "use strict";
 
 (function () {
-  const LIVE = new Set(["held", "queued", "delayed", "running"]);
+  const LIVE = new Set(["held", "queued", "delayed", "running", "awaiting_approval"]);
   const POLL_MS = 1000;
 
   /** The session's CSRF token from the layout's <meta>. */
@@ -137,7 +137,9 @@
       if (pre.textContent !== data.tail) pre.textContent = data.tail || "";  // textContent: output is never HTML
       if (atBottom) pre.scrollTop = pre.scrollHeight;
       if (statusHolder) statusHolder.replaceChildren(badge(data.status));
-      if (LIVE.has(data.status)) setTimeout(tick, POLL_MS);
+      // Its end, or a decision on its approval (taken here or elsewhere), changes the page: load it again.
+      const decided = pre.dataset.status === "awaiting_approval" && data.status !== "awaiting_approval";
+      if (LIVE.has(data.status) && !decided) setTimeout(tick, POLL_MS);
       else setTimeout(() => window.location.reload(), 300);
     };
     pre.scrollTop = pre.scrollHeight;
