@@ -14,7 +14,7 @@ from angora_rq.core.model import JobDef, Location, Problem, ScheduleDef
 
 HERE = Path(__file__).parent
 MALFORMED = HERE / "malformed"
-EXAMPLES = HERE.parent / "config"
+EXAMPLES = HERE.parents[1] / "config"
 CASES = sorted(p.name for p in MALFORMED.iterdir())
 
 
