@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
+from angora_rq.core.events import listeners
 from angora_rq.core.model import JobDef, Problem, ScheduleDef
 from angora_rq.core.topics import TriggerIndex
 
@@ -98,7 +99,7 @@ class Graph:
     def plan(self, topic: str) -> Plan:
         """The run plan of a message: the jobs it triggers and everything downstream, failure branches included
         (cycles terminate)."""
-        return self.plan_from([j.name for j in self.index.lookup(topic)])
+        return self.plan_from([j.name for j in listeners(self.index.lookup(topic), topic)])
 
     def plan_from(self, roots: list[str]) -> Plan:
         """The plan of a run that starts with jobs `roots` (in this order)."""

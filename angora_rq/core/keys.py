@@ -62,6 +62,24 @@ class Keys:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
         return f"{self.prefix}:delayed"
 
+    # -- events and webhooks -----------------------------------------------------------------------
+    def events(self) -> str:
+        """Hash event topic -> who listens ('j' jobs, 'w' webhooks), as the definitions in force say; field
+        '#seq' numbers the runs events start."""
+        return f"{self.prefix}:events"
+
+    def webhook_outbox(self) -> str:
+        """List of events (JSON) for webhooks, newest first, waiting to be turned into deliveries."""
+        return f"{self.prefix}:webhooks:outbox"
+
+    def webhook_due(self) -> str:
+        """Sorted set of webhook deliveries (JSON), scored by when their next attempt is due."""
+        return f"{self.prefix}:webhooks:due"
+
+    def webhook_log(self, name: str) -> str:
+        """List of a webhook's delivery attempts (JSON), newest first, bounded."""
+        return f"{self.prefix}:webhook:{name}:log"
+
     # -- processes ---------------------------------------------------------------------------------
     def workers(self) -> str:
         """Set of Angora worker names ever registered and not yet reaped."""

@@ -162,6 +162,26 @@ class ScheduleDef:
 
 
 @dataclass(frozen=True)
+class WebhookDef:
+    """A webhook: every event matching one of `events` is POSTed to `url` as JSON, signed with `secret`."""
+
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret: Optional[str] = None  # HMAC-SHA256 key; $VARS expanded from the deliverer's environment
+    retries: int = 5  # attempts after the first, with backoff
+    timeout: float = 10.0
+    description: str = ""
+    location: Optional[Location] = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        """A JSON-ready view (the secret is never shown)."""
+        return {"name": self.name, "url": self.url, "events": list(self.events), "signed": bool(self.secret),
+                "retries": self.retries, "timeout": self.timeout, "description": self.description,
+                "location": str(self.location) if self.location else None}
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded, valid set of definitions with its warnings and a content version id."""
 
@@ -170,6 +190,7 @@ class Config:
     warnings: tuple[Problem, ...] = ()
     version: str = ""
     files: tuple[str, ...] = ()
+    webhooks: tuple[WebhookDef, ...] = ()
 
     @cached_property
     def by_name(self) -> dict[str, JobDef]:

@@ -160,6 +160,24 @@ class RqStatus(Names):
     canceled = "canceled"
 
 
+class Entry(Names):
+    """Fields of a message's stream entry (messages.Message.to_fields)."""
+
+    topic = "t"
+    run = "r"
+    origin = "o"
+    sent = "s"
+    params = "p"
+
+
+class Event(Names):
+    """Prefixes of the reserved topics events are published on (core/events.py), and the origin of their messages."""
+
+    run = "angora.run."  # + started | succeeded | failed | canceled
+    execution = "angora.execution."  # + the execution's new status, or approved
+    origin = "event:"  # + the event's topic: the origin of an event's message (its run publishes no job events)
+
+
 # -- status sets: each defined here only ----------------------------------------------------------------------
 WAITING = frozenset({Status.held, Status.queued, Status.delayed, Status.awaiting_approval})  # not started yet
 NOT_STARTED = WAITING | {Status.pending}  # a job of a run that has not started
@@ -171,5 +189,5 @@ SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it s
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
     "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "SCHEDULE": Schedule, "RQJOB": RqJob, "STATUS": Status,
-    "RQSTATUS": RqStatus,
+    "RQSTATUS": RqStatus, "ENTRY": Entry, "EVENT": Event,
 }

@@ -20,10 +20,12 @@ from croniter import croniter
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from angora_rq.definitions import nodes as yamlnodes
+from angora_rq.definitions import webhooks
 from angora_rq.core.errors import DefinitionError, InvalidInput
 from angora_rq.core.graph import Graph
 from angora_rq.core.messages import MAX_PARAM_VALUE, PARAM_NAME_RE, check_topic
-from angora_rq.core.model import Config, JobDef, Location, Problem, ScheduleDef
+from angora_rq.core.events import reserved_problem
+from angora_rq.core.model import Config, JobDef, Location, Problem, ScheduleDef, WebhookDef
 from angora_rq.core.topics import pattern_error
 from angora_rq.definitions.nodes import INVALID, KIND_WORDS, NodeError, kind, short
 
@@ -42,6 +44,7 @@ class _File:
     path: str
     jobs: list[JobDef] = field(default_factory=list)
     schedules: list[ScheduleDef] = field(default_factory=list)
+    webhooks: list[WebhookDef] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     names: list[tuple[str, str, Location]] = field(default_factory=list)
     tagged: set[int] = field(default_factory=set)  # nodes whose disallowed tag is already reported
@@ -113,12 +116,12 @@ def _timezone_problem(name: str) -> Optional[str]:
 
 
 def _sent_topic_problem(topic: str) -> Optional[str]:
-    """Why `topic` cannot be sent (messages.check_topic's rules), as a whole sentence."""
+    """Why `topic` cannot be sent (messages.check_topic's rules; events are Angora's), as a whole sentence."""
     try:
         check_topic(topic)
     except InvalidInput as err:
         return err.message
-    return None
+    return reserved_problem(topic)
 
 
 def _topic_problem(topic: str) -> Optional[str]:
@@ -164,14 +167,20 @@ SCHEDULE_FIELDS: dict[str, Validator] = {
     "overlap": partial(yamlnodes.choice, choices=("allow", "forbid")),
     "description": yamlnodes.text,
 }
-REQUIRED = {"job": ("name", "triggers", "command"), "schedule": ("schedule", "message")}
+WEBHOOK_FIELDS: dict[str, Validator] = webhooks.fields(_name)
+FIELDS = {"job": JOB_FIELDS, "schedule": SCHEDULE_FIELDS, "webhook": WEBHOOK_FIELDS}
+REQUIRED = {"job": ("name", "triggers", "command"), "schedule": ("schedule", "message"),
+            "webhook": ("webhook", "url", "events")}
 SCHEDULE_ONLY = {"cron", "every", "timezone", "message", "catchup", "overlap"}
 
 
 # -- entries ---------------------------------------------------------------------------------------
 
 def _entry_kind(keys: set[str]) -> str:
-    """'schedule' for an entry that looks like one (even without its 'schedule' key), else 'job'."""
+    """'webhook' or 'schedule' for an entry that looks like one (a schedule even without its 'schedule' key), else
+    'job'."""
+    if "webhook" in keys and "name" not in keys and "schedule" not in keys:
+        return "webhook"
     if "schedule" in keys or ("name" not in keys and keys & SCHEDULE_ONLY):
         return "schedule"
     return "job"
@@ -191,7 +200,7 @@ def _entry(f: _File, node: Node, index: int) -> None:
     values = _fields(e, node, items, by_key, problems)
     if e.kind == "schedule":
         _check_timing(e, node, by_key)
-    else:
+    elif e.kind == "job":
         _check_gate(e, by_key, values)
     if len(f.problems) == before and all(v is not INVALID for v in values.values()):
         _add(f, e, values)
@@ -203,7 +212,7 @@ def _entry(f: _File, node: Node, index: int) -> None:
 def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: dict[str, tuple[ScalarNode, Node]],
             problems: list[yamlnodes.NodeProblem]) -> dict[str, Any]:
     """Validate every key of an entry (its name first, so later problems say whose they are)."""
-    fields, required = (SCHEDULE_FIELDS if e.kind == "schedule" else JOB_FIELDS), REQUIRED[e.kind]
+    fields, required = FIELDS[e.kind], REQUIRED[e.kind]
     head = required[0]
     e.location = _loc(e.file.path, by_key[head][0] if head in by_key else node)
     values = {head: _field(e, fields, head, by_key[head][1], True)} if head in by_key else {}
@@ -215,7 +224,9 @@ def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: d
     for key, key_node, value in items:
         if key == head:
             continue
-        if key in ("name", "schedule"):
+        if key == "webhook" or head == "webhook":
+            e.fail(key_node, "an entry is a job ('name'), a schedule ('schedule') or a webhook ('webhook'): one")
+        elif key in ("name", "schedule"):
             e.fail(key_node, "an entry is either a job ('name') or a schedule ('schedule'), not both")
         elif key not in fields:
             e.fail(key_node, yamlnodes.unknown_key(key, list(fields)))
@@ -256,7 +267,10 @@ def _check_gate(e: _Entry, by_key: dict[str, tuple[ScalarNode, Node]], values: d
 def _add(f: _File, e: _Entry, values: dict[str, Any]) -> None:
     """Build the definition from validated values (None = the field's default)."""
     given = {k: v for k, v in values.items() if v is not None}
-    if e.kind == "schedule":
+    if e.kind == "webhook":
+        given["name"] = given.pop("webhook")
+        f.webhooks.append(WebhookDef(**given, location=e.location))
+    elif e.kind == "schedule":
         given["name"] = given.pop("schedule")
         f.schedules.append(ScheduleDef(**given, location=e.location))
     else:
@@ -397,9 +411,10 @@ def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
     if unheard:
         return None, _in_order(problems + unheard, paths)
     # how the jobs connect (dead messages, untriggered jobs, cycles) is graph's business: warnings only
-    warnings = _in_order(problems + graph.warnings(), paths)
+    warnings = _in_order(problems + graph.warnings() + webhooks.trigger_warnings(jobs), paths)
     config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(warnings),
-                    version=_version(contents), files=tuple(paths))
+                    version=_version(contents), files=tuple(paths),
+                    webhooks=tuple(w for f in parsed for w in f.webhooks))
     return config, warnings
 
 

@@ -20,7 +20,6 @@ from angora_rq.store.control import Control
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -58,8 +57,8 @@ class Janitor:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.state = State(keys, settings)
         self.control = Control(r, keys, settings)
+        self.state = self.control.state  # publishes the events of what it records
         self._last_reap = 0.0
         self._last_trim = 0.0
 

@@ -20,6 +20,8 @@ from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.core.events import wanted
+from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
@@ -32,6 +34,7 @@ from angora_rq.processes.outage import Outage
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
+EVENTS_EVERY = 10.0
 MAX_PLAN_RETRIES = 10
 CONSUMERS_EVERY = 10.0
 # A matcher reads at least once a second, so a consumer idle this long with nothing pending is a dead matcher's.
@@ -75,13 +78,16 @@ class Matcher:
         self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
-        self.dispatcher = Dispatcher(self.link, keys, settings, self.name)
+        self.events = Events(r, keys)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name, self.events)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
         self._last_beat = 0.0
         self._last_consumers = 0.0
         self._own_pending_done = False
+        self._events_version: Optional[str] = None
+        self._events_at = float("-inf")
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -128,7 +134,12 @@ class Matcher:
             # a round trip per message. Idle, step() blocks up to a second, so beats stay under ~1.5 s apart.
             self._last_beat = now
             self.r.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
-        self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
+        snap = self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
+        if snap.version != self._events_version or now - self._events_at > EVENTS_EVERY:
+            # Who listens to which event, for every process that publishes them (written again now and then: a
+            # Redis that restarted empty forgets it).
+            write_wanted(self.r, self.keys, wanted(snap.index, snap.config.webhooks))
+            self._events_version, self._events_at = snap.version, now
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

@@ -27,6 +27,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
@@ -192,7 +193,7 @@ class Scheduler:
         k = self.keys
         reply = TICK.bind(
             stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), lease=k.scheduler_lease(),
-            schedule=k.schedule(s.name),
+            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP,
             budget=self.settings.backlog, now=repr(now), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
             lease_value=self.lease.value, tick_ms=to_ms(tick), token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),

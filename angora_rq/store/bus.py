@@ -13,6 +13,7 @@ from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message
 from angora_rq.core.schema import Run
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.scripts import SEND, field_pairs
 
 
@@ -20,7 +21,8 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
     """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Unavailable` when over budget or OOM."""
     call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), budget=backlog,
                      now=repr(msg.sent_at or time.time()), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
-                     fields=field_pairs(msg.to_fields()))
+                     fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
+                     run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
     with redis_errors():
         try:
             entry = call.run(link_for(r))

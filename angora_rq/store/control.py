@@ -14,9 +14,10 @@ from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
 from angora_rq.core.plans import manual_plan, missing_parents
-from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
+from angora_rq.core.schema import SKIPPABLE, WAITING, Event, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.events import Events
 from angora_rq.store.scripts import DECIDE
 from angora_rq.store.state import BELL_CAP, State
 
@@ -31,7 +32,8 @@ class Control:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.state = State(keys, settings)
+        self.events = Events(r, keys)
+        self.state = State(keys, settings, self.events)
 
     def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None) -> dict[str, str]:
         """Start one job now (origin `manual`); a parent_success job needs its parents to have succeeded in the run."""
@@ -53,6 +55,7 @@ class Control:
                     "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
                     "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version})
                 pipe.zadd(self.keys.runs(), {run_id: now})
+                self.events.publish(pipe, Event.run + "started", run_id, now, {"status": "started", "topic": topic})
             gate = Status.awaiting_approval if job.approval else Status.queued  # by hand too: the gate holds
             xid = self.state.create(pipe, job, msg, now, config_version=snap.version, status=gate)
             pipe.execute()
@@ -139,6 +142,9 @@ class Control:
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        now = time.time()
+        self.events.execution(pipe, status, f["run"], f["job"], xid, now)
+        self.events.settle(pipe, f["run"], now)
 
     def decide(self, xid: str, approve: bool, by: str, now: Optional[float] = None) -> dict[str, Any]:
         """Approve or reject an execution awaiting approval (Conflict when it is not): approved, it is queued;
@@ -162,6 +168,9 @@ class Control:
                         decision=decision, by=by, now=repr(now), bell_cap=BELL_CAP).queue(pipe)
             if not approve:
                 self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "rejected", now)
+            self.events.execution(pipe, decision, ex.run, job, xid, now)
+            if not approve:
+                self.events.settle(pipe, ex.run, now)
             try:
                 replies = pipe.execute()
             except redis.WatchError:
@@ -197,6 +206,7 @@ class Control:
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
             outputs = json.loads(f[Exec.outputs]) if f.get(Exec.outputs) else {}
             self.state.send(pipe, ex.spec.name, xid, ex.run, ex.spec.messages, {**ex.params, **outputs}, now)
+            self.events.execution(pipe, Status.skipped, ex.run, ex.spec.name, xid, now)
             pipe.execute()
 
     def _finished(self, xid: str) -> dict[str, str]:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.link import Link
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
@@ -40,8 +41,10 @@ def gate_arg(job: JobDef) -> str:
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str,
+                 events: Optional[Events] = None) -> None:
         self.link = link
+        self.events = events or Events(None, keys)  # which events have listeners: DISPATCH publishes theirs
         self.consumer = consumer  # the matcher's name in the consumer group
         self.keys = keys
         self.settings = settings
@@ -68,6 +71,8 @@ class Dispatcher:
             rest += (m + 1, job_no[job.name], new_execution_id(), guard)
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, approvals=k.approvals(),
+            events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+            events_on="1" if self.events.any() else "",
             now=repr(now), now_iso=utc_iso(now),
             ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, consumer=self.consumer,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Iterable, Optional
 
 from redis.client import Pipeline
@@ -11,6 +12,7 @@ from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, fina
                                       take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
+from angora_rq.store.events import Events
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
@@ -27,9 +29,10 @@ HOST = socket.gethostname()
 class State:
     """Executions, runs and job stats in Redis, under one key prefix."""
 
-    def __init__(self, keys: Keys, settings: Settings) -> None:
+    def __init__(self, keys: Keys, settings: Settings, events: Optional[Events] = None) -> None:
         self.keys = keys
         self.settings = settings
+        self.events = events or Events(None, keys)  # None: this State publishes no event
         self._specs: dict[tuple[str, str], str] = {}
 
     def _spec_json(self, job: JobDef, version: str) -> str:
@@ -86,6 +89,7 @@ class State:
             delay_until=repr(delay_until), approval_score="+inf" if deadline is None else repr(deadline),
             bell_cap=BELL_CAP, n_exec=len(fields), fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
+        self.events.execution(pipe, status, msg.run_id, job.name, xid, now)
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
@@ -121,6 +125,8 @@ class State:
             self._replay(pipe, ex, now)
         elif status in (Status.failed, Status.killed):
             self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
+        self.events.execution(pipe, status, ex.run, spec.name, ex.id, now)
+        self.events.settle(pipe, ex.run, now)
         return status
 
     def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
@@ -193,3 +199,4 @@ class State:
         if ex.spec.concurrency:
             pipe.srem(k.slots(ex.spec.name), ex.id)
         self.enqueue(pipe, ex.id, ex.queue, at_front=True)
+        self.events.execution(pipe, Status.queued, ex.run, ex.spec.name, ex.id, time.time())

@@ -4,9 +4,10 @@
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues approvals
+-- KEYS: stream paused_jobs rq_queues approvals events runs outbox
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
--- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
+-- ARGV: run_prefix outbox_cap events_on data_head data_tail n_jobs n_messages n_dispatches batch...
+-- include: publish settle
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (12 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
 --     list, gate ('' = none; else an approval gate: its approval_timeout in seconds, or 'inf'), n rq fields,
@@ -18,6 +19,8 @@
 --   dispatch (4): message number, job number, execution id, guard key ('' = none)
 -- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
 -- nothing.
+-- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
+-- angora.execution.<status> and a run a message left with nothing in flight publishes how it ended.
 -- Returns {executions created, then per plan conflict: message number, old plan}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
@@ -119,11 +122,20 @@ for d = 1, nd do
     redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
     touched[msg.rkey] = msg.rexecs
     created = created + 1
+    if events_on ~= '' then
+      publish({events, stream, runs, outbox}, {EVENT.execution .. status, now, run_prefix, outbox_cap, msg.run,
+                                              'status', status, 'job', job.name, 'execution_id', id})
+    end
   end
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if msgs[m].live and not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
+  if msgs[m].live and not msgs[m].absorbed then
+    redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
+    if events_on ~= '' then
+      settle({msgs[m].rkey, events, stream, runs, outbox}, {msgs[m].run, now, run_prefix, outbox_cap})
+    end
+  end
 end
 for rkey, rexecs in pairs(touched) do
   redis.call('EXPIRE', rkey, ttl)

@@ -1,8 +1,9 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
 -- The message goes out exactly as SEND sends it (same fields, counters and backlog budget).
--- KEYS: stream run runs lease schedule
+-- KEYS: stream run runs lease schedule events outbox
 -- ARGV: budget now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name covers
+-- ARGV: outbox_cap
 -- ARGV: fields...
 -- include: send
 -- overlap 'forbid': skip the tick while the run of the previous one is active. Numbers are compared as numbers
@@ -25,7 +26,8 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs}, {budget, now, run_id, topic, origin, unpack(ARGV, fields)})
+local id = send({stream, run, runs, events, outbox},
+                {budget, now, run_id, topic, origin, run_prefix, outbox_cap, unpack(ARGV, fields)})
 if type(id) == 'table' then return {'backlog', ''} end
 redis.call('HSET', run, RUN.schedule, schedule_name, RUN.tick, tick_ms, RUN.covers, covers)
 redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.run, run_id,
