@@ -282,15 +282,15 @@ def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any
 
         def queued() -> bool:
             polls[0] += 1
-            return r.llen(K.rq_queue("default")) >= n
+            return r.llen(keys.rq_queue("default")) >= n
 
         cpu0, c0, t0 = cpu_seconds(matcher.pid), commands_total(r), time.perf_counter()
         _fill_stream(r, keys, n)
         t_end = wait_until(queued, max(60.0, n / 100), 0.002, f"{n} jobs to be queued")
         cpu = cpu_seconds(matcher.pid) - cpu0
-        cmds = commands_total(r) - c0 - polls[0] - 1 - 2 * n  # less the polls and the messages' own XADD + HINCRBY
+        cmds = commands_total(r) - c0 - polls[0] - 1 - 3 * n  # less the polls and the messages' own XADD, HINCRBY, INCR
         wait_until(lambda: _pending(r, keys) == 0, 60, 0.01, "every message to be acknowledged")
-        queued = r.llen(K.rq_queue("default"))
+        queued = r.llen(keys.rq_queue("default"))
         if queued != n:
             raise RuntimeError(f"the matcher queued {queued} jobs for {n} messages")
         procs.check()

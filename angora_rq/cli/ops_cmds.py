@@ -72,7 +72,9 @@ def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) ->
     for row in rows:
         when = f"cron {row['cron']} ({row['timezone']})" if row["cron"] else f"every {row['every']:g}s"
         click.echo(f"{row['name']:24} {row['message']:28} {when:32} next {_when(row['next_fire'])}  "
-                   f"last {_when(row['last_tick'])}  sent {row['sent']}")
+                   f"last {_when(row['last_tick'])}  sent {row['sent']}  skipped {row['skipped']}")
+        if row["last_skipped"] is not None:
+            click.echo(f"{'':24} last skipped {_when(row['last_skipped'])}: {row['skip_reason']}")
     lead = f"{leader['holder']} (token {leader['token']})" if leader["holder"] else "none: no scheduler is running"
     click.echo(f"({len(rows)} schedules; leader: {lead})", err=True)
 

@@ -51,9 +51,17 @@ class Conflict(AngoraError):
 
 
 class Unavailable(AngoraError):
-    """Raised when Redis is unreachable, out of memory, or the backlog budget is used up."""
+    """Raised when Redis is unreachable or out of memory, or a budget is used up (see Overloaded)."""
 
     status = 503
+
+
+class Overloaded(Unavailable):
+    """Raised when a budget (accepted work not finished, Redis memory) is used up: retry after `retry_after` s."""
+
+    def __init__(self, message: str, detail: Any = None, retry_after: int = 5) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
 
 
 class Unauthorized(AngoraError):

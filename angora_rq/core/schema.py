@@ -104,6 +104,7 @@ class Schedule(Names):
     sent = "sent"
     skipped = "skipped"
     last_skipped = "last_skipped"
+    skip_reason = "skip_reason"  # why the last skipped tick was skipped: `overlap <run>` or a budget's reason
 
 
 class RqJob(Names):

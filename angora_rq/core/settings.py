@@ -39,6 +39,30 @@ def parse_seconds(text: str | int | float) -> float:
     return value
 
 
+# redis.conf's units: 1k = 1000 bytes, 1kb = 1024 (and so on); kib, mib, gib are 1024's too.
+BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "kib": 1024, "m": 1000**2, "mb": 1024**2, "mib": 1024**2,
+              "g": 1000**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_bytes(text: str | int) -> int:
+    """Parse a size as redis.conf writes it (`1000000`, `512mb`, `1gb`, `2g`) into bytes; ValueError if malformed."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        number = s.rstrip("abgikm")
+        unit = s[len(number):]
+        if unit not in BYTE_UNITS:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)")
+        try:
+            value = float(number.strip()) * BYTE_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"not a size: {text!r} (must be a finite, non-negative number)")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment; build with Settings.from_env()."""
@@ -52,7 +76,8 @@ class Settings:
     auth_token: str | None = None
     auth_user: str | None = None
     auth_password: str | None = None
-    backlog: int = 100_000
+    backlog: int = 20_000  # the work budget: accepted work not finished (core/pressure.py)
+    max_memory: int = 0  # the Redis memory budget in bytes; 0 = from Redis' maxmemory or its host's memory
     retention: float = 7 * 86400.0
     history: int = 1000
     max_runs: int = 10_000
@@ -85,6 +110,7 @@ class Settings:
                 auth_user=env.get("ANGORA_AUTH_USER") or None,
                 auth_password=env.get("ANGORA_AUTH_PASSWORD") or None,
                 backlog=int(env.get("ANGORA_BACKLOG", s.backlog)),
+                max_memory=parse_bytes(env.get("ANGORA_MAX_MEMORY") or s.max_memory),
                 retention=parse_seconds(env.get("ANGORA_RETENTION", s.retention)),
                 history=int(env.get("ANGORA_HISTORY", s.history)),
                 max_runs=int(env.get("ANGORA_MAX_RUNS", s.max_runs)),

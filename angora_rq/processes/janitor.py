@@ -80,7 +80,7 @@ class Janitor:
         k = self.keys
         return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, now=repr(now), limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-                                rq_queue_prefix=K.rq_queue("")).run(link_for(self.r)))
+                                rq_queue_prefix=k.rq_queue("")).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
         """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).
@@ -146,7 +146,7 @@ class Janitor:
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
         k = self.keys
-        queues = [to_str(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
+        queues = [q for m in self.r.smembers(K.RQ_QUEUES) if (q := k.own_queue(to_str(m))) is not None]
         beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
         with self.r.pipeline(transaction=False) as p:
@@ -154,8 +154,8 @@ class Janitor:
             p.zremrangebyscore(k.runs(), "-inf", now - self.settings.retention)
             for q in queues:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
-                p.zremrangebyscore(K.rq_finished(q), 0, now)
-                p.zremrangebyscore(K.rq_failed(q), 0, now)
+                p.zremrangebyscore(k.rq_finished(q), 0, now)
+                p.zremrangebyscore(k.rq_failed(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
             p.execute()

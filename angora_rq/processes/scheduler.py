@@ -6,8 +6,9 @@
   every second; the token comes from INCR `keys.scheduler_fence()` at acquisition, so each term has its own.
 - Sending a tick is ONE Lua call (store/lua/tick.lua) that checks the lease still holds this holder's token and that
   the tick is newer than the schedule's last one (`keys.schedule(name)` field `last`), then runs bus's SEND (tick.lua
-  includes send.lua: same fields, counters and backlog budget) and records the tick. A stale leader (paused,
-  partitioned, lease expired) cannot send; a tick cannot be sent twice. Which ticks are due is decided by the pure
+  includes send.lua: same fields, counters and budgets) and records the tick. A stale leader (paused,
+  partitioned, lease expired) cannot send; a tick cannot be sent twice. A tick refused by a budget is skipped and
+  recorded with the reason (`angora schedules`, the API, the Schedules page). Which ticks are due is decided by the pure
   `ticks` module.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from angora_rq.core.messages import Message, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import GRACE, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire, to_ms
@@ -63,6 +65,7 @@ class Scheduler:
         self.renew_every = renew_every
         self.grace = grace
         self.lease: Optional[Lease] = None
+        self.pressure = Pressure(r, keys, settings)
         self.sent = 0
         self._last_lease_check = float("-inf")
         self._stop = threading.Event()
@@ -178,9 +181,8 @@ class Scheduler:
                 sent += 1
             elif outcome == "overlap":
                 log.info("schedule %s: tick %s skipped, run %s still active", s.name, tick.isoformat(), detail)
-            elif outcome == "backlog":
-                log.warning("schedule %s: tick %s not sent, backlog budget used up", s.name, tick.isoformat())
-                return sent  # try again next step (until the tick is older than the grace period)
+            elif outcome == "budget":
+                log.warning("schedule %s: tick %s skipped, a budget is used up: %s", s.name, tick.isoformat(), detail)
         return sent
 
     def send_tick(self, s: ScheduleDef, tick: datetime, now: float, mode: str = "send",
@@ -190,11 +192,12 @@ class Scheduler:
             return "fenced", ""
         assert self.lease is not None
         msg = Message.create(s.message, s.params, new_run_id(), origin=f"schedule:{s.name}", now=now)
-        k = self.keys
+        k, budget = self.keys, self.pressure.budget()
         reply = TICK.bind(
-            stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), lease=k.scheduler_lease(),
-            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP,
-            budget=self.settings.backlog, now=repr(now), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
+            stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
+            lease=k.scheduler_lease(), schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(),
+            outbox_cap=OUTBOX_CAP, budget=budget.work,
+            accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
             lease_value=self.lease.value, tick_ms=to_ms(tick), token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),
         ).run(link_for(self.r))

@@ -217,7 +217,7 @@ class AngoraWorker:
         self.janitor.reap_worker(self.name)
         self._needs_register = False
         try:
-            qs = [Queue(q, connection=self.r) for q in self.queues]
+            qs = [Queue(self.keys.rq_name(q), connection=self.r) for q in self.queues]
             self._rq_worker = Worker(qs, connection=self.r, name=self.name)
             self._rq_worker.register_birth()
         except Exception as e:  # rq-dashboard visibility only; never fatal
@@ -520,12 +520,13 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
     `events`: some event has a listener)."""
     k = keys
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), events=k.events(), stream=k.stream(),
-        runs=k.runs(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP, events_on="1" if events else "",
-        want=free, now=repr(now), worker=worker,
-        host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=k.execution(""),
-        run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
-        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), events=k.events(),
+        stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(), outbox_cap=OUTBOX_CAP,
+        events_on="1" if events else "", want=free, now=repr(now),
+        worker=worker, host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
+        exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
+        rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
+        rq_queue_prefix=k.rq_queue(""), queues=queues,
     )
 
 

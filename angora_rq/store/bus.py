@@ -8,18 +8,20 @@ from redis.client import Pipeline
 
 from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
-from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message
+from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.scripts import SEND, field_pairs
 
 
-def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
-    """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Unavailable` when over budget or OOM."""
-    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), budget=backlog,
+def send(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET) -> str:
+    """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Overloaded` (503) past a budget,
+    `Unavailable` when Redis is down or out of memory."""
+    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
+                     accepted=keys.accepted(), budget=budget.work, accepted_cap=budget.accepted_cap,
                      now=repr(msg.sent_at or time.time()), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
                      fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
@@ -27,19 +29,22 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
         try:
             entry = call.run(link_for(r))
         except redis.exceptions.ResponseError as e:
-            if "BACKLOG" in str(e):
-                raise Unavailable(
-                    f"too many messages waiting ({backlog} or more); try again later",
-                    detail={"backlog": backlog},
-                ) from e
+            refused = refusal(str(e), budget)
+            if refused is not None:
+                raise refused from e
             raise
     return to_str(entry)
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:
-    """Queue an internal message (sent by a job that succeeded) on a pipeline, counted in its run."""
+    """Queue an internal message (sent by a job that succeeded) on a pipeline, counted in its run and in the work.
+
+    Never refused: refusing it would lose work already accepted; it counts against the work budget all the same,
+    and against the memory budget from the next INFO reading.
+    """
     pipe.xadd(keys.stream(), msg.to_fields())  # type: ignore[arg-type]
     pipe.hincrby(keys.run(msg.run_id), Run.active, 1)
+    pipe.incr(keys.work())
 
 
 def ensure_group(r: redis.Redis, keys: Keys) -> None:

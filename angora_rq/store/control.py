@@ -137,11 +137,12 @@ class Control:
         pipe.hset(K.rq_job(xid), "status", "canceled")
         pipe.zrem(self.keys.delayed(), xid)
         pipe.zrem(self.keys.approvals(), xid)
-        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
+        pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        pipe.decr(self.keys.work())
         now = time.time()
         self.events.execution(pipe, status, f["run"], f["job"], xid, now)
         self.events.settle(pipe, f["run"], now)
@@ -162,9 +163,9 @@ class Control:
             ex = Claimed.from_hash(f)
             k, job = self.keys, ex.spec.name
             pipe.multi()
-            DECIDE.bind(exec=ek, rq_job=K.rq_job(xid), run=k.run(ex.run), approvals=k.approvals(),
+            DECIDE.bind(exec=ek, rq_job=K.rq_job(xid), run=k.run(ex.run), approvals=k.approvals(), work=k.work(),
                         stats=k.job_stats(job), paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job),
-                        rq_queue=K.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), id=xid, job=job,
+                        rq_queue=k.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), id=xid, job=job,
                         decision=decision, by=by, now=repr(now), bell_cap=BELL_CAP).queue(pipe)
             if not approve:
                 self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "rejected", now)

@@ -69,7 +69,8 @@ class Events:
         """Publish event `topic` of run `run` (fields say more), when listened to."""
         if topic in self.wanted():
             k = self.keys
-            PUBLISH.bind(events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), topic=topic,
+            PUBLISH.bind(events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), work=k.work(),
+                         accepted=k.accepted(), topic=topic,
                          now=repr(now), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, source_run=run,
                          fields=field_pairs(fields)).queue(pipe)
 
@@ -79,4 +80,5 @@ class Events:
         if any(t in wanted for t in RUN_ENDS):
             k = self.keys
             SETTLE.bind(run=k.run(run), events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(),
-                        run_id=run, now=repr(now), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP).queue(pipe)
+                        work=k.work(), accepted=k.accepted(), run_id=run, now=repr(now), run_prefix=k.run(""),
+                        outbox_cap=OUTBOX_CAP).queue(pipe)

@@ -18,8 +18,9 @@ from angora_rq.processes import logs
 from angora_rq.store.connection import Redis, connect, unavailable
 from angora_rq.store.control import Control
 from angora_rq.store.reloads import reload_requests
-from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Unavailable
+from angora_rq.core.errors import AngoraError, DefinitionError, NotFound, Overloaded, Unavailable
 from angora_rq.core.keys import Keys
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
@@ -123,7 +124,8 @@ def problem_json(p: Any) -> dict[str, Any]:
 
 @dataclass
 class Angora:
-    """What every request needs, on `app.extensions["angora"]`: settings, Redis, keys, reads, actions, definitions."""
+    """What every request needs, on `app.extensions["angora"]`: settings, Redis, keys, reads, actions, definitions,
+    the budgets."""
 
     settings: Settings
     r: Redis
@@ -131,6 +133,7 @@ class Angora:
     queries: Queries
     control: Control
     definitions: Definitions
+    pressure: Pressure
 
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
@@ -138,7 +141,8 @@ class Angora:
         r = connect(settings, socket_timeout=10)
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
-        return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), definitions)
+        return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), definitions,
+                   Pressure(r, keys, settings))
 
     @property
     def source(self) -> Optional[ConfigSource]:
@@ -218,7 +222,10 @@ def error_response(status: int, message: str, detail: Any = None) -> Response:
 
 
 def _angora_error(e: AngoraError) -> Response:
-    return error_response(e.status, e.message, e.detail)
+    resp = error_response(e.status, e.message, e.detail)
+    if isinstance(e, Overloaded):
+        resp.headers["Retry-After"] = str(e.retry_after)
+    return resp
 
 
 def _http_error(e: HTTPException) -> Any:

@@ -163,6 +163,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 # -- operations (web/ops_api.py): schedules, pause/resume, reload ---------------------------------------------
+BUDGET = {"used": nullable("integer"), "limit": nullable("integer"), "ratio": nullable("number"), "full": BOOL}
 SCHEMAS.update({
     "Schedule": obj({
         "name": STR, "message": STR, "cron": nullable("string"), "every": nullable("number"), "timezone": STR,
@@ -171,7 +172,18 @@ SCHEMAS.update({
         "next_fire": {"type": ["number", "null"], "description": "Unix time of the next tick."},
         "last_tick": {"type": ["number", "null"], "description": "Unix time of the last tick sent (or skipped)."},
         "last_sent_at": nullable("number"), "last_run": nullable("string"), "last_run_active": BOOL,
-        "sent": INT, "skipped": {"type": "integer", "description": "Ticks skipped by `overlap: forbid`."},
+        "sent": INT, "skipped": {"type": "integer", "description": "Ticks skipped (`overlap: forbid`, a budget)."},
+        "last_skipped": {"type": ["number", "null"], "description": "Unix time of the last tick skipped."},
+        "skip_reason": {"type": ["string", "null"], "description": "Why the last skipped tick was skipped."},
+    }, closed=True),
+    "Budget": obj(BUDGET, closed=True),
+    "Status": obj({
+        "work": {**ref("Budget"), "description": "Accepted work not finished: messages waiting for the matcher, "
+                                                  "executions queued, held, delayed or running (ANGORA_BACKLOG)."},
+        "memory": {**obj({**BUDGET, "source": nullable("string")}, closed=True),
+                   "description": "Redis used_memory (last reading, at most 1 s old) against the memory budget "
+                                  "(source: ANGORA_MAX_MEMORY, maxmemory or system memory)."},
+        "accepted": {"type": "integer", "description": "Messages accepted since the deployment began."},
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),
@@ -197,6 +209,8 @@ def ops_paths(a: bool) -> dict[str, Any]:
         return {"post": op(summary, ("200", "QueuePause", f"{verb}."), "400 403", (queue,), auth=a)}
 
     return {
+        "/api/v1/status": {"get": op("How much of each budget is used; past either, new messages are refused "
+                                     "with 503 and Retry-After.", ("200", "Status", "The budgets."), auth=a)},
         "/api/v1/schedules": {"get": op("Schedules: next fire time, last tick sent; the leading scheduler.",
                                         ("200", "ScheduleList", "The schedules."), auth=a)},
         "/api/v1/jobs/{name}/pause": job_op("Paused", "Hold the executions its messages trigger (in order)."),
@@ -215,7 +229,8 @@ RESPONSES = {
     "400": "Bad input (the body or a parameter).", "401": "Credentials missing or wrong.",
     "403": "CSRF token missing (browser requests).", "404": "Not found.",
     "409": "The action does not fit the current state.",
-    "503": "Redis unreachable or out of memory, backlog budget used up, or no valid definitions loaded.",
+    "503": "Redis unreachable or out of memory, a budget used up (with Retry-After; see /api/v1/status), or no "
+           "valid definitions loaded.",
 }
 
 

@@ -1,4 +1,4 @@
-"""Operations under /api/v1: schedules, pause and resume (jobs and queues), reload of the definitions.
+"""Operations under /api/v1: the budgets, schedules, pause and resume (jobs and queues), reload of the definitions.
 
 Same conventions as web/api.py: auth and CSRF are checked app-wide before any view runs; errors are AngoraError
 subclasses, turned into `{"error", "detail"}` by the app's handlers.
@@ -42,6 +42,14 @@ def _defined_jobs() -> Optional[set[str]]:
     ext.definitions.refresh()
     source = ext.source
     return None if source is None else set(source.current().config.by_name)
+
+
+# -- backpressure ------------------------------------------------------------------------------------------
+
+@bp.get("/status")
+def status() -> Any:
+    """How much of each budget is used: accepted work not finished, and Redis' memory (core/pressure.py)."""
+    return jsonify(_ext().pressure.usage())
 
 
 # -- schedules ---------------------------------------------------------------------------------------------

@@ -88,12 +88,12 @@ def message_from_request() -> Message:
 
 
 def accept(msg: Message, ext: Any = None) -> dict[str, str]:
-    """Put a root message on the bus (503 when Redis is down/full or over the backlog budget)."""
+    """Put a root message on the bus (503 when Redis is down or full, or a budget is used up: core/pressure.py)."""
     from angora_rq.web import angora
 
     ext = ext or angora()
     with redis_errors():
-        entry = bus_send(ext.r, ext.keys, msg, backlog=ext.settings.backlog)
+        entry = bus_send(ext.r, ext.keys, msg, ext.pressure.budget())
     return {"run_id": msg.run_id, "message_id": entry}
 
 

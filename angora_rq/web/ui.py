@@ -172,7 +172,7 @@ def dashboard() -> str:
     states = all_job_states()
     rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
     return render_template("dashboard.html", rows=rows, version=snap.version,
-                           status=request.args.get("status", ""))
+                           status=request.args.get("status", ""), budgets=_ext().pressure.usage())
 
 
 @bp.get("/jobs/<name>")

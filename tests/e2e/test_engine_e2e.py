@@ -9,7 +9,6 @@ from typing import Any, Iterator
 
 import pytest
 
-from angora_rq.core import keys as K
 from angora_rq.store.control import Control
 from angora_rq.core.settings import Settings
 from angora_testkit import Make, pid_alive, systems, wait_for
@@ -144,7 +143,7 @@ def test_unlimited_replay_backs_off_until_stopped_by_hand(system: Make, angora_e
     last = max(s.executions(run_id), key=lambda e: e["attempt"])
     assert last["status"] == "canceled"
     assert s.r.zcard(s.keys.delayed()) == 0
-    assert s.r.llen(K.rq_queue("default")) == 0 and s.r.zcard(K.rq_started("default")) == 0
+    assert s.r.llen(s.keys.rq_queue("default")) == 0 and s.r.zcard(s.keys.rq_started("default")) == 0
     assert run["status"] == "canceled"
 
 

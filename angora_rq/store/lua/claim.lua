@@ -1,10 +1,10 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues events stream runs outbox
+-- KEYS: inflight paused_queues work events stream runs outbox accepted
 -- ARGV: want now worker host started_expiry now_iso outbox_cap events_on
 -- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix queues...
 -- include: publish settle
 -- *_prefix: a key is the prefix .. an execution id, a job or a queue; started_expiry: the RQ started registry's
--- score. An id whose execution is no longer queued (killed, canceled or expired while queued) is dropped; one
+-- score; work: the deployment's counter of unfinished work. An id whose execution is no longer queued (killed, canceled or expired while queued) is dropped; one
 -- of a canceled run is canceled; one over its job's concurrency limit goes to its held list.
 -- events_on: '' when no event has a listener; else each execution's new status is published (and a canceled
 -- run's end). Returns, per execution started: id, spec, {run, attempt, topic, params, queue, created}.
@@ -33,6 +33,7 @@ for qi = queues, #ARGV do
         redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
         redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
         redis.call('HINCRBY', run, RUN.active, -1)
+        redis.call('DECR', work)
       elseif limit > 0 and redis.call('SCARD', slots_prefix .. e[2]) >= limit then
         new = STATUS.held
         redis.call('HSET', ek, EXEC.status, STATUS.held)
@@ -52,9 +53,12 @@ for qi = queues, #ARGV do
         out[#out + 1] = {e[3], e[6], e[7], e[8], e[9], e[10]}
       end
       if new and events_on ~= '' then
-        publish({events, stream, runs, outbox}, {EVENT.execution .. new, now, run_prefix, outbox_cap, e[3],
-                                                'status', new, 'job', e[2], 'execution_id', id})
-        if new == STATUS.canceled then settle({run, events, stream, runs, outbox}, {e[3], now, run_prefix, outbox_cap}) end
+        local keys = {events, stream, runs, outbox, work, accepted}
+        publish(keys, {EVENT.execution .. new, now, run_prefix, outbox_cap, e[3], 'status', new, 'job', e[2],
+                       'execution_id', id})
+        if new == STATUS.canceled then
+          settle({run, events, stream, runs, outbox, work, accepted}, {e[3], now, run_prefix, outbox_cap})
+        end
       end
     end
   end

@@ -1,8 +1,8 @@
 -- Approve or reject an execution awaiting approval, recording who and when. Approved, it is queued (or held, if
 -- its job is paused now); rejected, it ends `rejected` and stops counting in its run.
--- KEYS: exec rq_job run approvals stats paused_jobs paused_held rq_queue rq_queues bell
+-- KEYS: exec rq_job run approvals stats paused_jobs paused_held rq_queue rq_queues bell work
 -- ARGV: id job decision by now bell_cap
--- decision: 'approved' or 'rejected'. Returns {1, new status}, or {0, status} when it was not awaiting approval
+-- decision: 'approved' or 'rejected'; work: the deployment's counter of unfinished work (moves with `active`). Returns {1, new status}, or {0, status} when it was not awaiting approval
 -- (nothing changes: a decision is taken once).
 local status = redis.call('HGET', exec, EXEC.status)
 if status ~= STATUS.awaiting_approval then return {0, status or ''} end
@@ -14,6 +14,7 @@ if decision == 'rejected' then
   redis.call('HSET', exec, EXEC.status, new, EXEC.ended, now)
   redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.canceled)
   redis.call('HINCRBY', run, RUN.active, -1)
+  redis.call('DECR', work)
   redis.call('HSET', stats, JOBSTATS.last_status, new)
 elseif redis.call('SISMEMBER', paused_jobs, job) == 1 then
   new = STATUS.held

@@ -4,7 +4,7 @@
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues approvals events runs outbox
+-- KEYS: stream paused_jobs rq_queues work approvals events runs outbox accepted
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
 -- ARGV: run_prefix outbox_cap events_on data_head data_tail n_jobs n_messages n_dispatches batch...
 -- include: publish settle
@@ -18,7 +18,7 @@
 --     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
 --   dispatch (4): message number, job number, execution id, guard key ('' = none)
 -- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
--- nothing.
+-- nothing. `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status> and a run a message left with nothing in flight publishes how it ended.
 -- Returns {executions created, then per plan conflict: message number, old plan}.
@@ -69,7 +69,7 @@ for m = 1, nm do
     end
   end
 end
-local canceled, bells, touched, created, queued, queues = {}, {}, {}, 0, {}, {}
+local canceled, bells, touched, created, queued, queues, moved = {}, {}, {}, 0, {}, {}, 0
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, guard = ARGV[p + 2], ARGV[p + 3]
@@ -116,15 +116,18 @@ for d = 1, nd do
     job.n, job.last, job.run = job.n + 1, id, msg.run
     redis.call('ZADD', msg.rexecs, now, id)
     -- The message's first execution takes over its count in the run; every further one adds one.
-    if msg.absorbed then redis.call('HINCRBY', msg.rkey, RUN.active, 1) end
+    if msg.absorbed then
+      redis.call('HINCRBY', msg.rkey, RUN.active, 1)
+      moved = moved + 1
+    end
     msg.absorbed = true
     redis.call('HINCRBY', msg.rkey, RUN.job_count .. job.name, 1)
     redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
     touched[msg.rkey] = msg.rexecs
     created = created + 1
     if events_on ~= '' then
-      publish({events, stream, runs, outbox}, {EVENT.execution .. status, now, run_prefix, outbox_cap, msg.run,
-                                              'status', status, 'job', job.name, 'execution_id', id})
+      publish({events, stream, runs, outbox, work, accepted}, {EVENT.execution .. status, now, run_prefix,
+               outbox_cap, msg.run, 'status', status, 'job', job.name, 'execution_id', id})
     end
   end
 end
@@ -132,8 +135,9 @@ for m = 1, nm do
   -- A message that started nothing stops counting in its run.
   if msgs[m].live and not msgs[m].absorbed then
     redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
+    moved = moved - 1
     if events_on ~= '' then
-      settle({msgs[m].rkey, events, stream, runs, outbox}, {msgs[m].run, now, run_prefix, outbox_cap})
+      settle({msgs[m].rkey, events, stream, runs, outbox, work, accepted}, {msgs[m].run, now, run_prefix, outbox_cap})
     end
   end
 end
@@ -162,5 +166,6 @@ for bell, n in pairs(bells) do
   redis.call('RPUSH', bell, unpack(ones))
   redis.call('LTRIM', bell, 0, cap - 1)
 end
+if moved ~= 0 then redis.call('INCRBY', work, moved) end
 redis.call('XACK', stream, group, unpack(entries))
 return {created, unpack(conflicts)}

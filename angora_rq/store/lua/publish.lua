@@ -1,11 +1,12 @@
 -- Publish an event (core/events.py) if some job or webhook listens to its topic, as the events hash says: for
 -- jobs, a root message on the stream in a run of its own (origin EVENT.origin .. topic), counted like SEND; for
 -- webhooks, the event as JSON on the outbox the deliverer drains (bounded to outbox_cap, newest kept).
--- KEYS: events stream runs outbox
+-- KEYS: events stream runs outbox work accepted
 -- ARGV: topic now run_prefix outbox_cap source_run fields...
 -- fields: name/value pairs saying more (status, job, execution_id, topic): in the webhook's JSON as they are, in
 -- the message's params as ANGORA_EVENT_<NAME>. Loop guard: the events of a run an event started reach webhooks,
--- never jobs. Returns 1 if it went anywhere, else 0.
+-- never jobs. An event's message counts like SEND's (its run's active, `work`, `accepted`), unrefused by budgets.
+-- Returns 1 if it went anywhere, else 0.
 local flags = redis.call('HGET', events, topic)
 if not flags then return 0 end
 local body = {event = topic, time = tonumber(now), run_id = source_run}
@@ -22,6 +23,8 @@ if string.find(flags, 'j', 1, true) and string.sub(origin, 1, #EVENT.origin) ~= 
              ENTRY.params, cjson.encode(params))
   redis.call('HSET', run_prefix .. run_id, RUN.run_id, run_id, RUN.created, now, RUN.topic, topic, RUN.origin, o)
   redis.call('HINCRBY', run_prefix .. run_id, RUN.active, 1)
+  redis.call('INCR', work)
+  redis.call('INCR', accepted)
   redis.call('ZADD', runs, now, run_id)
 end
 if string.find(flags, 'w', 1, true) then

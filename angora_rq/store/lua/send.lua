@@ -1,20 +1,31 @@
--- Accept a root message unless the stream is over its backlog budget; count it in its run.
--- KEYS: stream run runs events outbox
--- ARGV: budget now run_id topic origin run_prefix outbox_cap fields...
+-- Accept a root message unless a budget is used up; count it in its run and in the deployment's counters.
+-- KEYS: stream run runs work accepted events outbox
+-- ARGV: budget accepted_cap now run_id topic origin run_prefix outbox_cap fields...
 -- include: publish
--- budget: the most entries the stream may hold (0 = no limit); fields: the entry's field/value pairs.
--- Returns the entry id, or the error BACKLOG. Not idempotent: each call adds an entry (the run is created once,
--- and publishes angora.run.started when something listens: events, outbox and run_prefix are PUBLISH's).
-local cap = tonumber(budget)
-if cap > 0 and redis.call('XLEN', stream) >= cap then
-  return redis.error_reply('BACKLOG stream holds ' .. cap .. ' messages or more')
+-- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
+-- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
+-- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
+-- fields: the entry's field/value pairs.
+-- Returns the entry id, or the error `BUDGET work <used> <budget>` / `BUDGET memory <accepted> <cap>`.
+-- Not idempotent: each call adds an entry (the run is created once, and publishes angora.run.started when
+-- something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's).
+local counts = redis.call('MGET', work, accepted)
+local used, sent = tonumber(counts[1]) or 0, tonumber(counts[2]) or 0
+local cap, room = tonumber(budget), tonumber(accepted_cap)  -- room: nil when there is no memory budget
+if cap > 0 and used >= cap then
+  return redis.error_reply('BUDGET work ' .. used .. ' ' .. cap)
+end
+if room and sent >= room then
+  return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
 redis.call('HINCRBY', run, RUN.active, 1)
+redis.call('INCR', work)
+redis.call('INCR', accepted)
 if redis.call('HSETNX', run, RUN.created, now) == 1 then
   redis.call('HSET', run, RUN.run_id, run_id, RUN.topic, topic, RUN.origin, origin)
   redis.call('ZADD', runs, now, run_id)
-  publish({events, stream, runs, outbox}, {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id,
-                                          'status', 'started', 'topic', topic})
+  publish({events, stream, runs, outbox, work, accepted}, {EVENT.run .. 'started', now, run_prefix, outbox_cap,
+                                                          run_id, 'status', 'started', 'topic', topic})
 end
 return id

@@ -1,14 +1,15 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
--- The message goes out exactly as SEND sends it (same fields, counters and backlog budget).
--- KEYS: stream run runs lease schedule events outbox
--- ARGV: budget now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name covers
--- ARGV: outbox_cap
+-- The message goes out exactly as SEND sends it (same fields, counters and budgets).
+-- KEYS: stream run runs work accepted lease schedule events outbox
+-- ARGV: budget accepted_cap now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name
+-- ARGV: covers outbox_cap
 -- ARGV: fields...
 -- include: send
 -- overlap 'forbid': skip the tick while the run of the previous one is active. Numbers are compared as numbers
 -- and stored as the argument text (a Lua number may print as 1.7e+12).
--- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | backlog.
+-- A tick refused by a budget is skipped and recorded with SEND's reason (`BUDGET work <used> <budget>`...).
+-- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | budget <reason>.
 local tick, fence = tonumber(tick_ms), tonumber(token)
 if redis.call('GET', lease) ~= lease_value then return {'fenced', ''} end
 local st = redis.call('HMGET', schedule, SCHEDULE.last, SCHEDULE.token, SCHEDULE.run)
@@ -21,14 +22,20 @@ end
 if overlap == 'forbid' and st[3] and st[3] ~= '' then
   local active = tonumber(redis.call('HGET', run_prefix .. st[3], RUN.active) or '0') or 0
   if active > 0 then
-    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms)
+    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
+               SCHEDULE.skip_reason, 'overlap ' .. st[3])
     redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs, events, outbox},
-                {budget, now, run_id, topic, origin, run_prefix, outbox_cap, unpack(ARGV, fields)})
-if type(id) == 'table' then return {'backlog', ''} end
+local id = send({stream, run, runs, work, accepted, events, outbox},
+                {budget, accepted_cap, now, run_id, topic, origin, run_prefix, outbox_cap, unpack(ARGV, fields)})
+if type(id) == 'table' then
+  redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
+             SCHEDULE.skip_reason, id.err)
+  redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
+  return {'budget', id.err}
+end
 redis.call('HSET', run, RUN.schedule, schedule_name, RUN.tick, tick_ms, RUN.covers, covers)
 redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.run, run_id,
            SCHEDULE.entry, id, SCHEDULE.sent_at, now)
