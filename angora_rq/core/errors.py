@@ -68,3 +68,19 @@ class Unauthorized(AngoraError):
     """Raised when a request lacks valid credentials."""
 
     status = 401
+
+
+class Forbidden(AngoraError):
+    """Raised when a request is understood and refused: a foreign origin, a read-only rq-dashboard."""
+
+    status = 403
+
+
+class Throttled(AngoraError):
+    """Raised when a client has failed to log in too often; it may try again after `retry_after` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = max(1, int(retry_after))

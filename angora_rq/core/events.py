@@ -19,7 +19,7 @@ EXECUTION_STATES = (Status.queued, Status.held, Status.delayed, Status.awaiting_
                     Status.succeeded, Status.failed, Status.killed, Status.replaying, Status.canceled,
                     Status.skipped, "approved", Status.rejected)
 TOPICS = (*(Event.run + s for s in RUN_STATES), *(Event.execution + s for s in EXECUTION_STATES))
-RUN_ENDS = tuple(Event.run + s for s in RUN_STATES[1:])  # what SETTLE publishes when a run has finished
+RUN_ENDS = tuple(Event.run + s for s in RUN_STATES[1:])  # what RUN_END publishes when a run has finished
 JOBS, WEBHOOKS = "j", "w"  # who listens, in the wanted table
 
 

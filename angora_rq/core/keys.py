@@ -49,6 +49,18 @@ class Keys:
         """Marker that the parent_success join of `job` in `run_id` has fired."""
         return f"{self.prefix}:join:{run_id}:{job}"
 
+    def idempotency(self, key: str) -> str:
+        """The first answer to a send made with the Idempotency-Key `key` (run id, entry id, fingerprint)."""
+        return f"{self.prefix}:idem:send:{key}"
+
+    def tick_idempotency(self, schedule: str, tick_ms: int) -> str:
+        """The first answer to a schedule's tick, as `idempotency` (its own namespace: no user key can take it)."""
+        return f"{self.prefix}:idem:tick:{schedule}:{tick_ms}"
+
+    def metrics(self) -> str:
+        """Hash of counters kept for /metrics (fields: schema.Metrics) that no other record holds."""
+        return f"{self.prefix}:metrics"
+
     # -- executions, jobs, runs --------------------------------------------------------------------
     def execution(self, execution_id: str) -> str:
         """Hash of one execution (one attempt of one job in one run)."""
@@ -77,6 +89,32 @@ class Keys:
     def approvals(self) -> str:
         """Sorted set of execution ids awaiting approval, scored by when their approval_timeout passes (+inf)."""
         return f"{self.prefix}:approvals"
+
+    def runs_unsettled(self) -> str:
+        """Hash run id -> change counter: runs whose place in the run indexes may be out of date, from their first
+        message until the settler (store/runindex.py) sees them finished, and again whenever something reopens
+        them (each reopening bumps the counter, so a settler that read the run before knows its read is stale)."""
+        return f"{self.prefix}:runs:unsettled"
+
+    def runs_index_built(self) -> str:
+        """Marker: the run indexes cover every run of `runs` (set once, after adding the older runs to settle)."""
+        return f"{self.prefix}:runs:indexed"
+
+    def runs_by_status(self, status: str) -> str:
+        """Sorted set of finished runs with this status (succeeded, failed, canceled), scored by start time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def runs_by_job(self, job: str) -> str:
+        """Sorted set of the runs in which `job` ran (or was blocked by a failure), scored by start time."""
+        return f"{self.prefix}:runs:job:{job}"
+
+    def runs_indexed_jobs(self) -> str:
+        """Set of the job names that have a runs_by_job index (so trimming finds them all)."""
+        return f"{self.prefix}:runs:jobs"
+
+    def runs_scratch(self, token: str) -> str:
+        """Short-lived sorted set holding one request's intersection of two run indexes."""
+        return f"{self.prefix}:runs:scratch:{token}"
 
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
@@ -174,10 +212,27 @@ class Keys:
     def rq_name(self, queue: str) -> str:
         """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
         return queue if self.prefix == DEFAULT_PREFIX else f"{self.prefix}:{queue}"
+    def running_version(self) -> str:
+        """The definitions version the matchers run (expires when no matcher publishes it); the web follows it."""
+        return f"{self.prefix}:config:running"
+
+    # -- the web role --------------------------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """The web sessions' signing key, generated once (unless ANGORA_SECRET_KEY is set)."""
+        return f"{self.prefix}:web:secret"
+
+    def web_session(self, session_id: str) -> str:
+        """A logged-in browser session (value: credentials fingerprint); deleted at logout, expires with it."""
+        return f"{self.prefix}:web:session:{session_id}"
+
+    def login_failures(self, client: str) -> str:
+        """Counter of failed logins from one client address in the current window."""
+        return f"{self.prefix}:web:login-failures:{client}"
+
 
     def rq_queue(self, queue: str) -> str:
         """RQ's list of queued job ids (`rq_queue("")` is the prefix of every queue of this deployment)."""
-        return f"rq:queue:{self.rq_name(queue)}"
+        return rq_queue_named(self.rq_name(queue))
 
     def rq_started(self, queue: str) -> str:
         """RQ's StartedJobRegistry (members `job_id:execution_id`, score = expiry)."""
@@ -191,6 +246,10 @@ class Keys:
         """RQ's FailedJobRegistry (score = expiry)."""
         return f"rq:failed:{self.rq_name(queue)}"
 
+    def rq_canceled(self, queue: str) -> str:
+        """RQ's CanceledJobRegistry (Angora's score = expiry, like the finished and failed registries)."""
+        return f"rq:canceled:{self.rq_name(queue)}"
+
     def own_queue(self, rq_queue_key: str) -> Optional[str]:
         """The queue a member of RQ_QUEUES names when it is one of this deployment's, else None."""
         head = self.rq_queue("")
@@ -203,6 +262,11 @@ class Keys:
 # -- RQ's keys shared by every deployment on the database (fixed by RQ; checked against RQ in tests) ----------
 RQ_QUEUES = "rq:queues"
 RQ_WORKERS = "rq:workers"
+
+
+def rq_queue_named(rq_name: str) -> str:
+    """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
+    return f"rq:queue:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:

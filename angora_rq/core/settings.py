@@ -61,6 +61,20 @@ def parse_bytes(text: str | int) -> int:
     if value != value or value < 0 or value == float("inf"):
         raise ValueError(f"not a size: {text!r} (must be a finite, non-negative number)")
     return int(value)
+RQ_DASHBOARD_MODES = ("readonly", "full", "off")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (ANGORA_ALLOWED_HOSTS), lower-cased; None when unset or empty."""
+    names = tuple(n.strip().lower() for n in (text or "").split(",") if n.strip())
+    return names or None
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    value = int(env.get(name) or 0)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more")
+    return value
 
 
 @dataclass(frozen=True)
@@ -87,10 +101,18 @@ class Settings:
     worker_concurrency: int = 8
     worker_ttl: float = 10.0
     claim_idle: float = 5.0
+    idempotency_ttl: float = 86400.0
+    metrics_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     redis_tls_verify: str | None = None
     redis_tls_ca: str | None = None
+    auth_off: bool = False  # ANGORA_AUTH=off: serve without credentials even off loopback (warned at every start)
+    secret_key: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
+    proxy_hops: int = 0
+    cookie_secure: bool = False
+    rq_dashboard: str = "readonly"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -120,10 +142,19 @@ class Settings:
                 worker_concurrency=int(env.get("ANGORA_WORKER_CONCURRENCY", s.worker_concurrency)),
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
+                idempotency_ttl=parse_seconds(env.get("ANGORA_IDEMPOTENCY_TTL", s.idempotency_ttl)),
+                metrics_token=env.get("ANGORA_METRICS_TOKEN") or None,
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
                 redis_tls_ca=env.get("ANGORA_REDIS_TLS_CA") or None,
+                auth_off=one_of("ANGORA_AUTH", env.get("ANGORA_AUTH"), ("on", "off")) == "off",
+                secret_key=env.get("ANGORA_SECRET_KEY") or None,
+                allowed_hosts=_names(env.get("ANGORA_ALLOWED_HOSTS")),
+                proxy_hops=_count(env, "ANGORA_PROXY_HOPS"),
+                cookie_secure=env.get("ANGORA_COOKIE_SECURE", "") == "1",
+                rq_dashboard=one_of("ANGORA_RQ_DASHBOARD", env.get("ANGORA_RQ_DASHBOARD"), RQ_DASHBOARD_MODES)
+                or s.rq_dashboard,
             )
         except ValueError as e:
             raise AngoraError(f"bad setting in the environment: {e}") from e
@@ -132,6 +163,10 @@ class Settings:
             raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS) "
                               f"or unix://; it starts with {scheme + ':'!r}")
         return settings
+
+    def __post_init__(self) -> None:
+        if self.idempotency_ttl < 1:
+            raise AngoraError("bad setting in the environment: ANGORA_IDEMPOTENCY_TTL must be 1s or more")
 
     @property
     def auth_enabled(self) -> bool:

@@ -18,11 +18,13 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.schema import Exec
 from angora_rq.store.control import Control
 from angora_rq.store.link import link_for
+from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
+SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -60,7 +62,9 @@ class Janitor:
         self.control = Control(r, keys, settings)
         self.state = self.control.state  # publishes the events of what it records
         self._last_reap = 0.0
+        self._last_settle = 0.0
         self._last_trim = 0.0
+        self.run_index = RunIndex(r, keys)
 
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
@@ -71,6 +75,9 @@ class Janitor:
             self.reap_workers()
             self.replay_orphans(now)
             self.expire_approvals(now)
+        if now - self._last_settle >= SETTLE_EVERY:
+            self._last_settle = now
+            self.run_index.settle()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -144,7 +151,7 @@ class Janitor:
         return done
 
     def trim(self, now: float) -> None:
-        """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
+        """Bound what would otherwise grow: the runs indexes, RQ's finished/failed/canceled registries, heartbeats."""
         k = self.keys
         queues = [q for m in self.r.smembers(K.RQ_QUEUES) if (q := k.own_queue(to_str(m))) is not None]
         beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
@@ -156,9 +163,13 @@ class Janitor:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
                 p.zremrangebyscore(k.rq_finished(q), 0, now)
                 p.zremrangebyscore(k.rq_failed(q), 0, now)
+                p.zremrangebyscore(k.rq_canceled(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
-            p.execute()
+            p.zrange(k.runs(), 0, 0, withscores=True)
+            oldest = p.execute()[-1]
+        # The run indexes keep what the runs index keeps.
+        self.run_index.trim(oldest[0][1] if oldest else now - self.settings.retention)
 
 
 def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
-from angora_rq.core.messages import Message, new_run_id
+from angora_rq.core.messages import Message, fingerprint, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
@@ -192,13 +192,14 @@ class Scheduler:
             return "fenced", ""
         assert self.lease is not None
         msg = Message.create(s.message, s.params, new_run_id(), origin=f"schedule:{s.name}", now=now)
-        k, budget = self.keys, self.pressure.budget()
+        k, budget, tick_ms = self.keys, self.pressure.budget(), to_ms(tick)
         reply = TICK.bind(
             stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
-            lease=k.scheduler_lease(), schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(),
-            outbox_cap=OUTBOX_CAP, budget=budget.work,
-            accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
-            lease_value=self.lease.value, tick_ms=to_ms(tick), token=self.lease.token, run_prefix=k.run(""),
+            idem=k.tick_idempotency(s.name, tick_ms), unsettled=k.runs_unsettled(), lease=k.scheduler_lease(),
+            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP,
+            budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
+            origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
+            lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),
         ).run(link_for(self.r))
         outcome, detail = (to_str(x) for x in reply)
@@ -206,6 +207,9 @@ class Scheduler:
             self._fenced_out()
         elif outcome == "sent":
             log.info("schedule %s: sent %s for tick %s (run %s)", s.name, s.message, tick.isoformat(), msg.run_id)
+        elif outcome == "replayed":
+            log.warning("schedule %s: tick %s was sent before (entry %s); not sent again", s.name, tick.isoformat(),
+                        detail)
         return outcome, detail
 
     def _sleep_for(self, now: float) -> float:

@@ -32,10 +32,18 @@ REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, r
 REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b|OOM command not allowed")
 
 
-def connect(settings: Settings, **kwargs: object) -> redis.Redis:
-    """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet."""
+def connect(settings: Settings, pool_size: int = 0, **kwargs: object) -> redis.Redis:
+    """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet.
+
+    pool_size: at most that many connections, a caller waiting up to 10 s for one (the web role, whose threads
+    are many: see web/server.py); else redis-py's pool, which fails past 100.
+    """
     opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5}
     opts.update(kwargs)
+    if pool_size:
+        pool = redis.BlockingConnectionPool.from_url(settings.effective_redis_url, max_connections=pool_size,
+                                                     timeout=10, **opts)
+        return redis.Redis(connection_pool=pool)
     return redis.Redis.from_url(settings.effective_redis_url, **opts)
 
 

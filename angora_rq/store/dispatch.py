@@ -70,14 +70,14 @@ class Dispatcher:
         for m, job, guard in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), guard)
         created, *conflicts = DISPATCH.bind(
-            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, work=k.work(),
-            approvals=k.approvals(),
-            events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(), run_prefix=k.run(""),
-            outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "", now=repr(now),
-            now_iso=utc_iso(now), ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version,
-            bell_cap=BELL_CAP, exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP,
-            consumer=self.consumer, data_head=self._head, data_tail=self._tail, n_jobs=len(job_no),
-            n_messages=len(batch.messages),
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, work=k.work(), metrics=k.metrics(),
+            approvals=k.approvals(), events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
+            unsettled=k.runs_unsettled(), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+            events_on="1" if self.events.any() else "",
+            now=repr(now), now_iso=utc_iso(now), ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl,
+            config_version=version, bell_cap=BELL_CAP, exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
+            group=MATCHER_GROUP, consumer=self.consumer, data_head=self._head, data_tail=self._tail,
+            n_jobs=len(job_no), n_messages=len(batch.messages),
             n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
         return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]

@@ -1,7 +1,7 @@
 """Events in Redis: who listens (the events hash the matcher writes), and publishing from Python's pipelines.
 
-Lua scripts that change states themselves (SEND, DISPATCH, CLAIM) publish through publish.lua and settle.lua,
-included; the steps Python writes (finishing, creating, deciding, canceling, skipping) queue PUBLISH and SETTLE
+Lua scripts that change states themselves (SEND, DISPATCH, CLAIM) publish through publish.lua and run_end.lua,
+included; the steps Python writes (finishing, creating, deciding, canceling, skipping) queue PUBLISH and RUN_END
 on their own pipelines here. Either way nothing is published unless the events hash names the topic, and a
 process looks at its cached copy first (read again at most once a second), so with no listener an event costs
 no round trip and no command.
@@ -18,7 +18,7 @@ from angora_rq.core.events import RUN_ENDS
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import Event
 from angora_rq.store.connection import Redis, RedisError
-from angora_rq.store.scripts import PUBLISH, SETTLE, field_pairs
+from angora_rq.store.scripts import PUBLISH, RUN_END, field_pairs
 
 OUTBOX_CAP = 10_000  # events waiting for the webhook deliverer; the oldest go beyond (no scheduler running)
 REFRESH = 1.0
@@ -70,15 +70,15 @@ class Events:
         if topic in self.wanted():
             k = self.keys
             PUBLISH.bind(events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), work=k.work(),
-                         accepted=k.accepted(), topic=topic,
+                         accepted=k.accepted(), unsettled=k.runs_unsettled(), topic=topic,
                          now=repr(now), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, source_run=run,
                          fields=field_pairs(fields)).queue(pipe)
 
-    def settle(self, pipe: Pipeline, run: str, now: float) -> None:
+    def run_end(self, pipe: Pipeline, run: str, now: float) -> None:
         """After a step took something out of a run's count: publish how the run ended, if it has, when listened to."""
         wanted = self.wanted()
         if any(t in wanted for t in RUN_ENDS):
             k = self.keys
-            SETTLE.bind(run=k.run(run), events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(),
-                        work=k.work(), accepted=k.accepted(), run_id=run, now=repr(now), run_prefix=k.run(""),
-                        outbox_cap=OUTBOX_CAP).queue(pipe)
+            RUN_END.bind(run=k.run(run), events=k.events(), stream=k.stream(), runs=k.runs(),
+                         outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+                         run_id=run, now=repr(now), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP).queue(pipe)

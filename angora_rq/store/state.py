@@ -15,10 +15,11 @@ from angora_rq.store.bus import send_in
 from angora_rq.store.events import Events
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
+from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import Exec, RqJob, RqStatus, Run, Status
-from angora_rq.store.scripts import CREATE, FINISH, RELEASE, field_pairs
+from angora_rq.store.scripts import CREATE, FINISH, RELEASE, SETTLE_REPLAYED, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -91,6 +92,7 @@ class State:
             approval_score="+inf" if deadline is None else repr(deadline), bell_cap=BELL_CAP, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
+        pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
         self.events.execution(pipe, status, msg.run_id, job.name, xid, now)
         return xid
 
@@ -120,6 +122,8 @@ class State:
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now, outputs)
+        if ex.attempt > 1:
+            self.settle_replayed(pipe, ex.id)
         params = {**ex.params, **outputs} if outputs else ex.params
         if status == Status.succeeded:
             self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now)
@@ -128,7 +132,7 @@ class State:
         elif status in (Status.failed, Status.killed):
             self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
         self.events.execution(pipe, status, ex.run, spec.name, ex.id, now)
-        self.events.settle(pipe, ex.run, now)
+        self.events.run_end(pipe, ex.run, now)
         return status
 
     def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
@@ -167,8 +171,13 @@ class State:
             rq_ended=(k.rq_finished if ok else k.rq_failed)(ex.queue), work=k.work(), ttl=ttl, id=ex.id, status=status,
             job=ex.spec.name, ok="1" if ok else "0", rq_status=RqStatus.finished if ok else RqStatus.failed,
             ended_iso=utc_iso(now), registry_score=now + ttl, started=fields[Exec.started],
-            ended=fields[Exec.ended], duration=fields[Exec.duration], fields=field_pairs(fields),
+            ended=fields[Exec.ended], duration=fields[Exec.duration], bucket=bucket_bound(outcome.duration),
+            fields=field_pairs(fields),
         ).queue(pipe)
+
+    def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
+        """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
+        SETTLE_REPLAYED.bind(exec=self.keys.execution(xid), exec_prefix=self.keys.execution("")).queue(pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         k = self.keys

@@ -20,7 +20,7 @@ MAX_NAME = 200
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -119,4 +119,4 @@ def reload_config() -> Any:
     ext = _ext()
     n = request_reload(ext.r, ext.keys)
     ext.definitions.refresh(force=True)
-    return jsonify({"requested": n, "config": ext.definitions.status()})
+    return jsonify({"requested": n, "config": ext.config_status()})

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from angora_rq.core.keys import Keys
+
 CHROMIUM = os.environ.get("ANGORA_CHROMIUM", "/usr/bin/chromium")
 # The machine has no internet: without the background-networking flags Chromium's own connections are refused.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -114,7 +116,7 @@ def system(angora_env: dict[str, str], tmp_path: Path,
     config = tmp_path / "config"
     config.mkdir()
     (config / "demo.yml").write_text(getattr(request, "param", JOBS))
-    env = dict(angora_env, ANGORA_CONFIG=str(config))
+    env = dict(angora_env, ANGORA_CONFIG=str(config), ANGORA_RQ_DASHBOARD="full")
     procs = Processes(env, tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -141,6 +143,9 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.errors = []  # type: ignore[attr-defined]
         page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+        # What the Content-Security-Policy blocked (web/guard.py) shows as console errors: count them as errors.
+        page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text  # type: ignore[attr-defined]
+                else None)
         page.set_default_timeout(15_000)
         try:
             yield page
@@ -228,6 +233,28 @@ def test_run_now_with_params_follows_the_output_live(system: tuple[str, Processe
     assert "2 downstream" in page.inner_text("#graph-selection")
     screenshot(page, "browser-workflows.png")
     assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_rq_dashboard_runs_under_the_csp_and_posts_with_the_token(system: tuple[str, Processes],
+                                                                  browser_page: Any, keys: Keys) -> None:
+    """rq-dashboard's inline script runs by its nonce (its templates need eval), and its buttons' POSTs carry
+    the session's CSRF token: the compact button is answered 200."""
+    base, procs = system
+    page = browser_page
+    page.goto(base + "/jobs/extract")
+    page.click("button:has-text('Run extract now')")
+    page.wait_for_url("**/executions/*")
+    page.goto(base + "/rq/")
+    page.wait_for_selector("table#queues tbody tr[data-role='queue'], table#queues tbody td a")
+    queue = keys.rq_name("default")  # the name RQ knows this deployment's queue by
+    assert queue in page.inner_text("table#queues")  # rendered by its script, from its JSON
+    page.goto(base + f"/rq/0/view/jobs/{queue}/queued/8/asc/1")
+    page.wait_for_selector("#compact-btn")
+    with page.expect_response(lambda r: r.url.endswith("/compact")) as answer:
+        page.click("#compact-btn")
+        page.click("#confirmation-modal-yes")
+    assert answer.value.status == 200 and answer.value.json() == {"status": "OK"}
+    screenshot(page, "browser-rq-dashboard.png")
 
 
 GATED = """\

@@ -5,7 +5,7 @@ import fakeredis
 import pytest
 from rq import Queue, Worker
 from rq.job import Job
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import DEFAULT_PREFIX, Keys
@@ -23,6 +23,7 @@ def test_rq_key_names_match_rq(prefix: str) -> None:
     assert k.rq_started("etl") == StartedJobRegistry(name, connection=conn).key
     assert k.rq_finished("etl") == FinishedJobRegistry(name, connection=conn).key
     assert k.rq_failed("etl") == FailedJobRegistry(name, connection=conn).key
+    assert k.rq_canceled("etl") == CanceledJobRegistry(name, connection=conn).key
     assert K.RQ_WORKERS == Worker.redis_workers_keys
     assert K.rq_worker("w1") == Worker.redis_worker_namespace_prefix + "w1"
     assert Queue.from_queue_key(q.key, connection=conn).name == name  # how rq-dashboard lists it (Queue.all)
@@ -50,7 +51,10 @@ def test_every_key_has_the_prefix() -> None:
         k.job_executions("j"), k.run("r"), k.run_executions("r"), k.runs(), k.delayed(), k.workers(),
         k.worker_alive("w"), k.worker_inflight("w"), k.worker_control("w"), k.bell("q"), k.orphans(),
         k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
-        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(),
+        k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(), k.idempotency("s"),
+        k.tick_idempotency("s", 1), k.metrics(), k.runs_unsettled(),
+        k.runs_index_built(), k.runs_by_status("failed"), k.runs_by_job("j"), k.runs_indexed_jobs(),
+        k.runs_scratch("t"),
     ]
     assert all(n.startswith("pfx:") for n in names)
     assert len(set(names)) == len(names)

@@ -6,7 +6,7 @@ import redis
 
 from angora_rq.core.errors import NotFound, Unavailable
 from angora_rq.store.connection import redis_errors, unavailable
-from angora_rq.web import from_library_error
+from angora_rq.web.errors import from_library_error
 
 E = redis.exceptions
 MAPPED = [

@@ -9,7 +9,7 @@ import redis
 
 from angora_rq.core.errors import Overloaded
 from angora_rq.core.keys import Keys
-from angora_rq.core.messages import Message
+from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import MEMORY_RETRY_AFTER, MESSAGE_BYTES, WORK_RETRY_AFTER, Budget, Memory
 from angora_rq.store import bus
 from angora_rq.store.link import Link
@@ -113,11 +113,12 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
     msg = Message.create("beat", {"K": "v"}, run_id, origin="schedule:s", now=tick_ms / 1000)
     reply: Any = TICK.bind(
         stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), work=keys.work(), accepted=keys.accepted(),
-        lease=keys.scheduler_lease(), schedule=keys.schedule("s"), budget=budget, accepted_cap="",
-        now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin, lease_value=lease_value,
-        tick_ms=tick_ms, token=token, run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s",
-        covers=1, fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
-        outbox_cap=10,
+        idem=keys.tick_idempotency("s", tick_ms), unsettled=keys.runs_unsettled(), lease=keys.scheduler_lease(),
+        schedule=keys.schedule("s"),
+        budget=budget, accepted_cap="", now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin,
+        idem_ttl=60, fingerprint=fingerprint(msg), lease_value=lease_value, tick_ms=tick_ms, token=token,
+        run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,
+        fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(), outbox_cap=10,
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()
 
@@ -146,6 +147,24 @@ def test_the_same_tick_twice_is_sent_once(r: redis.Redis, keys: Keys) -> None:
     assert tick(r, keys, T, "run2") == ("stale", str(T))
     assert tick(r, keys, T - 1000, "run3") == ("stale", str(T))
     assert r.xlen(keys.stream()) == 1 and not r.exists(keys.run("run2"))
+
+
+@pytest.mark.usefixtures("leader")
+def test_a_tick_sent_before_is_not_sent_again_when_its_schedule_state_is_lost(r: redis.Redis, keys: Keys) -> None:
+    _, entry = tick(r, keys, T, "run1")
+    r.delete(keys.schedule("s"))  # e.g. restored from an older backup: the tick looks new to the fence
+    assert tick(r, keys, T, "run2") == ("replayed", entry)
+    assert r.xlen(keys.stream()) == 1 and not r.exists(keys.run("run2"))
+    assert h(r, keys.schedule("s"))["last"] == str(T)  # recorded: the next tick is the next one
+    assert tick(r, keys, T + 1000, "run3")[0] == "sent"
+
+
+@pytest.mark.usefixtures("leader")
+def test_a_tick_sent_before_is_replayed_not_skipped_over_the_work_budget(r: redis.Redis, keys: Keys) -> None:
+    _, entry = tick(r, keys, T, "run1", budget=1)
+    r.delete(keys.schedule("s"))
+    assert tick(r, keys, T, "run2", budget=1) == ("replayed", entry)  # work 1 of 1, but nothing is sent
+    assert "skipped" not in h(r, keys.schedule("s")) and r.get(keys.work()) == b"1"
 
 
 @pytest.mark.usefixtures("leader")

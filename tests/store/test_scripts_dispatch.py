@@ -76,6 +76,19 @@ def test_dispatch_run_twice_creates_each_execution_once(r: redis.Redis, keys: Ke
     assert h(r, keys.run("run1"))["n:load"] == "1"
 
 
+def test_dispatch_counts_the_messages_it_acknowledged_once(r: redis.Redis, keys: Keys) -> None:
+    """For /metrics: root and job messages apart, and a batch dispatched twice (claimed) counted once."""
+    bus.ensure_group(r, keys)
+    bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http"))
+    bus.send(r, keys, Message("data.ready", {}, "run1", "job:load:x", 1.0))
+    bus.send(r, keys, Message("data.ready", {}, "run1", "job:load:y", 1.0))
+    [(_, got)] = r.xreadgroup(MATCHER_GROUP, "m1", {keys.stream(): ">"}, count=100)
+    received = [(entry.decode(), Message.from_fields(fields)) for entry, fields in got]
+    dispatch(r, keys, received)
+    dispatch(r, keys, received)
+    assert h(r, keys.metrics()) == {"messages:root": "1", "messages:job": "2"}
+
+
 def test_dispatch_run_twice_counts_the_message_in_its_run_once(r: redis.Redis, keys: Keys) -> None:
     got = receive(r, keys, "run1")
     assert dispatch(r, keys, got, (LOAD,)) == (1, [])

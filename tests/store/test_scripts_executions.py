@@ -175,7 +175,9 @@ def test_finish_records_a_failure_without_a_worker(r: redis.Redis, keys: Keys) -
     assert ids(r, keys.worker_inflight("w1")) == ["other"]
     assert r.zscore(keys.rq_failed("etl"), xid) == 3000.0 + int(SETTINGS.retention)
     stats = h(r, keys.job_stats("load"))
-    assert (stats["last_status"], stats["failed"], stats["total"]) == ("failed", "1", "1")
+    # Counted per final status and duration bucket (0.5 s <= 0.5), durations summed per status: for /metrics.
+    assert (stats["last_status"], stats["h:failed:0.5"], float(stats["d:failed"])) == ("failed", "1", 0.5)
+    assert "h:succeeded:0.5" not in stats
     assert h(r, keys.run("run1"))["s:load"] == "failed"
 
 

@@ -14,6 +14,7 @@ from angora_rq.core.rqcompat import _pickle, job_data
 from angora_rq.core.settings import Settings
 from angora_rq.core.execution import Claimed
 from angora_rq.store.state import State
+from angora_rq.store.queries import stats_view
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
 
@@ -96,8 +97,10 @@ def test_finish_records_result_registries_stats_and_messages(r: redis.Redis, key
     assert run["s:load"] == "succeeded"
     assert run["active"] == "1"  # 1 (execution) - 1 (finished) + 1 (the message it sent)
     stats = s(r.hgetall(keys.job_stats("load")))
-    assert (stats["last_status"], stats["succeeded"], stats["total"], stats["last_duration"]) == (
-        "succeeded", "1", "1", "0.500000")
+    assert (stats["last_status"], stats["h:succeeded:0.5"], stats["d:succeeded"], stats["last_duration"]) == (
+        "succeeded", "1", "0.5", "0.500000")
+    view = stats_view(stats)
+    assert (view["succeeded"], view["failed"], view["total"], view["success_rate"]) == (1, 0, 1, 1.0)
     [(_, fields)] = r.xrange(keys.stream())
     assert fields[b"t"] == b"data.loaded" and fields[b"r"] == b"run1"
 
@@ -112,7 +115,8 @@ def test_finish_failure_goes_to_rq_failed_and_counts(r: redis.Redis, keys: Keys)
     assert r.hget(keys.execution(xid), "exit_code") == b"3"
     assert r.zscore(keys.rq_failed("etl"), xid) is not None and r.zcard(keys.rq_finished("etl")) == 0
     stats = s(r.hgetall(keys.job_stats("load")))
-    assert stats["failed"] == "1" and stats["total"] == "1" and "succeeded" not in stats
+    view = stats_view(stats)
+    assert (view["succeeded"], view["failed"], view["total"], view["success_rate"]) == (0, 1, 1, 0.0)
     assert r.hget(keys.run("run1"), "active") == b"0" and r.xlen(keys.stream()) == 0
 
 

@@ -1,8 +1,10 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues work events stream runs outbox accepted
+-- KEYS: inflight paused_queues work events stream runs outbox accepted unsettled
 -- ARGV: want now worker host started_expiry now_iso outbox_cap events_on
--- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix queues...
--- include: publish settle
+-- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
+-- ARGV: rq_canceled_prefix canceled_expiry queues...
+-- canceled_expiry: the score of an execution dropped into RQ's canceled registry (rq-dashboard lists them there).
+-- include: publish run_end
 -- *_prefix: a key is the prefix .. an execution id, a job or a queue; started_expiry: the RQ started registry's
 -- score; work: the deployment's counter of unfinished work. An id whose execution is no longer queued (killed, canceled or expired while queued) is dropped; one
 -- of a canceled run is canceled; one over its job's concurrency limit goes to its held list.
@@ -31,6 +33,7 @@ for qi = queues, #ARGV do
         new = STATUS.canceled
         redis.call('HSET', ek, EXEC.status, STATUS.canceled, EXEC.ended, now)
         redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
+        redis.call('ZADD', rq_canceled_prefix .. q, canceled_expiry, id)
         redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
         redis.call('HINCRBY', run, RUN.active, -1)
         redis.call('DECR', work)
@@ -53,11 +56,12 @@ for qi = queues, #ARGV do
         out[#out + 1] = {e[3], e[6], e[7], e[8], e[9], e[10]}
       end
       if new and events_on ~= '' then
-        local keys = {events, stream, runs, outbox, work, accepted}
+        local keys = {events, stream, runs, outbox, work, accepted, unsettled}
         publish(keys, {EVENT.execution .. new, now, run_prefix, outbox_cap, e[3], 'status', new, 'job', e[2],
                        'execution_id', id})
         if new == STATUS.canceled then
-          settle({run, events, stream, runs, outbox, work, accepted}, {e[3], now, run_prefix, outbox_cap})
+          run_end({run, events, stream, runs, outbox, work, accepted, unsettled},
+                  {e[3], now, run_prefix, outbox_cap})
         end
       end
     end

@@ -2,7 +2,8 @@
 -- its job is paused now); rejected, it ends `rejected` and stops counting in its run.
 -- KEYS: exec rq_job run approvals stats paused_jobs paused_held rq_queue rq_queues bell work
 -- ARGV: id job decision by now bell_cap
--- decision: 'approved' or 'rejected'; work: the deployment's counter of unfinished work (moves with `active`). Returns {1, new status}, or {0, status} when it was not awaiting approval
+-- decision: 'approved' or 'rejected'; work: the deployment's counter of unfinished work (moves with `active`).
+-- Returns {1, new status}, or {0, status} when it was not awaiting approval
 -- (nothing changes: a decision is taken once).
 local status = redis.call('HGET', exec, EXEC.status)
 if status ~= STATUS.awaiting_approval then return {0, status or ''} end

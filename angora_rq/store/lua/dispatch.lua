@@ -1,13 +1,15 @@
 -- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
 -- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
+-- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry, and
+-- count in `metrics` the entries still pending it dispatched (root and job messages apart: one HINCRBY per kind
+-- per batch; a batch dispatched twice is counted once).
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues work approvals events runs outbox accepted
+-- KEYS: stream paused_jobs rq_queues work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
 -- ARGV: run_prefix outbox_cap events_on data_head data_tail n_jobs n_messages n_dispatches batch...
--- include: publish settle
+-- include: publish run_end
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (12 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
 --     list, gate ('' = none; else an approval gate: its approval_timeout in seconds, or 'inf'), n rq fields,
@@ -37,7 +39,7 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 11 + nrq * 2
 end
-local msgs, entries, conflicts = {}, {}, {}
+local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
              rkey = ARGV[p + 5], rexecs = ARGV[p + 6], plan = ARGV[p + 7], absorbed = false, live = false}
@@ -57,6 +59,10 @@ end
 for m = 1, nm do
   local msg = msgs[m]
   msg.live = pending[msg.entry] == true
+  if msg.live then
+    local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
+    counted[kind] = counted[kind] + 1
+  end
   local plan = msg.plan
   if msg.live and plan ~= '' then
     local old = plan:sub(1, 1) == '?' and redis.call('HGET', msg.rkey, RUN.plan)
@@ -126,8 +132,9 @@ for d = 1, nd do
     touched[msg.rkey] = msg.rexecs
     created = created + 1
     if events_on ~= '' then
-      publish({events, stream, runs, outbox, work, accepted}, {EVENT.execution .. status, now, run_prefix,
-               outbox_cap, msg.run, 'status', status, 'job', job.name, 'execution_id', id})
+      publish({events, stream, runs, outbox, work, accepted, unsettled},
+              {EVENT.execution .. status, now, run_prefix, outbox_cap, msg.run, 'status', status, 'job', job.name,
+               'execution_id', id})
     end
   end
 end
@@ -137,7 +144,8 @@ for m = 1, nm do
     redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
     moved = moved - 1
     if events_on ~= '' then
-      settle({msgs[m].rkey, events, stream, runs, outbox, work, accepted}, {msgs[m].run, now, run_prefix, outbox_cap})
+      run_end({msgs[m].rkey, events, stream, runs, outbox, work, accepted, unsettled},
+              {msgs[m].run, now, run_prefix, outbox_cap})
     end
   end
 end
@@ -168,4 +176,7 @@ for bell, n in pairs(bells) do
 end
 if moved ~= 0 then redis.call('INCRBY', work, moved) end
 redis.call('XACK', stream, group, unpack(entries))
+for kind, n in pairs(counted) do
+  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
+end
 return {created, unpack(conflicts)}

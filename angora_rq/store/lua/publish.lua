@@ -1,7 +1,7 @@
 -- Publish an event (core/events.py) if some job or webhook listens to its topic, as the events hash says: for
 -- jobs, a root message on the stream in a run of its own (origin EVENT.origin .. topic), counted like SEND; for
 -- webhooks, the event as JSON on the outbox the deliverer drains (bounded to outbox_cap, newest kept).
--- KEYS: events stream runs outbox work accepted
+-- KEYS: events stream runs outbox work accepted unsettled
 -- ARGV: topic now run_prefix outbox_cap source_run fields...
 -- fields: name/value pairs saying more (status, job, execution_id, topic): in the webhook's JSON as they are, in
 -- the message's params as ANGORA_EVENT_<NAME>. Loop guard: the events of a run an event started reach webhooks,
@@ -26,6 +26,7 @@ if string.find(flags, 'j', 1, true) and string.sub(origin, 1, #EVENT.origin) ~= 
   redis.call('INCR', work)
   redis.call('INCR', accepted)
   redis.call('ZADD', runs, now, run_id)
+  redis.call('HINCRBY', unsettled, run_id, 1)  -- a new live run: the run indexes look at it (store/runindex.py)
 end
 if string.find(flags, 'w', 1, true) then
   redis.call('LPUSH', outbox, cjson.encode(body))

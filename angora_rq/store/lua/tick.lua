@@ -1,15 +1,16 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
--- The message goes out exactly as SEND sends it (same fields, counters and budgets).
--- KEYS: stream run runs work accepted lease schedule events outbox
--- ARGV: budget accepted_cap now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name
--- ARGV: covers outbox_cap
--- ARGV: fields...
+-- The message goes out exactly as SEND sends it (same fields, counters, budgets and idempotency record).
+-- KEYS: stream run runs work accepted idem unsettled lease schedule events outbox
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint lease_value tick_ms token run_prefix
+-- ARGV: overlap mode schedule_name covers outbox_cap fields...
 -- include: send
+-- idem: the tick's idempotency record (SEND's), so a tick whose schedule state was lost is not sent again.
 -- overlap 'forbid': skip the tick while the run of the previous one is active. Numbers are compared as numbers
 -- and stored as the argument text (a Lua number may print as 1.7e+12).
 -- A tick refused by a budget is skipped and recorded with SEND's reason (`BUDGET work <used> <budget>`...).
--- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | budget <reason>.
+-- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | budget <reason> |
+-- replayed <first entry id> (sent before: recorded as the last tick, not sent again).
 local tick, fence = tonumber(tick_ms), tonumber(token)
 if redis.call('GET', lease) ~= lease_value then return {'fenced', ''} end
 local st = redis.call('HMGET', schedule, SCHEDULE.last, SCHEDULE.token, SCHEDULE.run)
@@ -28,13 +29,19 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs, work, accepted, events, outbox},
-                {budget, accepted_cap, now, run_id, topic, origin, run_prefix, outbox_cap, unpack(ARGV, fields)})
+local id = send({stream, run, runs, work, accepted, idem, unsettled, events, outbox},
+                {budget, accepted_cap, now, run_id, topic, origin, idem_ttl, fingerprint, run_prefix, outbox_cap,
+                 unpack(ARGV, fields)})
 if type(id) == 'table' then
-  redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
-             SCHEDULE.skip_reason, id.err)
-  redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
-  return {'budget', id.err}
+  local err = id.err or ''
+  if string.sub(err, 1, 6) == 'BUDGET' then
+    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
+               SCHEDULE.skip_reason, err)
+    redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
+    return {'budget', err}
+  end
+  redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token)
+  return {'replayed', id[2] or string.match(err, '(%S+)$') or ''}
 end
 redis.call('HSET', run, RUN.schedule, schedule_name, RUN.tick, tick_ms, RUN.covers, covers)
 redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.run, run_id,

@@ -2,7 +2,7 @@
 -- angora.run.failed if a job of it failed (core/schema.py FAILED: failed, killed, upstream_failed, rejected),
 -- else angora.run.succeeded (runs.summarize's rules). Callers run it right after they took something out of
 -- the run's count, so each end is published once.
--- KEYS: run events stream runs outbox work accepted
+-- KEYS: run events stream runs outbox work accepted unsettled
 -- ARGV: run_id now run_prefix outbox_cap
 -- include: publish
 -- Returns the run's status, or '' while it is still active.
@@ -21,6 +21,6 @@ for i = 1, #h, 2 do
     status = STATUS.failed
   end
 end
-publish({events, stream, runs, outbox, work, accepted}, {EVENT.run .. status, now, run_prefix, outbox_cap, run_id,
-                                        'status', status, 'topic', topic})
+publish({events, stream, runs, outbox, work, accepted, unsettled},
+        {EVENT.run .. status, now, run_prefix, outbox_cap, run_id, 'status', status, 'topic', topic})
 return status
