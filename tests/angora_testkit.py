@@ -178,6 +178,15 @@ def running(env: dict[str, str], jobs: str, workdir: Path) -> Iterator[System]:
         s.stop()
 
 
+def events_heard(s: System) -> None:
+    """Wait until the matcher has said which events have listeners, and every process's cached copy of it (read
+    at most once a second, store/events.py) may have caught up: events published from then on reach them."""
+    from angora_rq.store.events import REFRESH, Events
+
+    wait_for(lambda: Events(s.r, s.keys).wanted(), what=f"the matcher to say who listens to events ({s.logs()})")
+    time.sleep(REFRESH + 0.2)
+
+
 Make = Callable[..., System]
 
 
@@ -283,5 +292,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "Make", "systems", "running", "wait_for", "write_config", "pid_alive", "python_cmd", "os",
-           "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "Make", "systems", "events_heard", "running", "wait_for", "write_config", "pid_alive",
+           "python_cmd", "os", "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

@@ -32,11 +32,13 @@ def _when(ts: Optional[float]) -> str:
 @click.option("--name", default=None, help="Scheduler name (default host.pid.random).")
 @click.pass_context
 def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[str]) -> None:
-    """Run a scheduler: send each schedule's message on its ticks (any number may run; one leads)."""
+    """Run a scheduler: send each schedule's message on its ticks and deliver webhooks (any number may run; one
+    leads)."""
     import signal
 
     from angora_rq.definitions.reload import Reloader
     from angora_rq.processes.scheduler import Scheduler
+    from angora_rq.processes.webhooks import WebhookSender
     from angora_rq.store.reloads import reload_requests
 
     s, r, keys = _env(ctx)
@@ -45,6 +47,9 @@ def scheduler(ctx: click.Context, config_path: Optional[Path], name: Optional[st
     source = _source(config_path, s)
     reloader = Reloader(reload_requests(r, keys), source)
     sched = Scheduler(r, keys, s, lambda: reloader.current().config, name=name)
+    # Webhooks go out from a thread of the leading scheduler; it reads the definitions the scheduler's checks keep.
+    sender = WebhookSender(r, keys, lambda: source.current().config.webhooks)
+    sender.start(lambda: sched.is_leader)
     _on_stop(sched.stop)
     signal.signal(signal.SIGHUP, reloader.request)
     config = source.current().config

@@ -224,7 +224,7 @@ def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: d
     for key, key_node, value in items:
         if key == head:
             continue
-        if key == "webhook" or head == "webhook":
+        if key in ("name", "schedule", "webhook") and "webhook" in (key, head):
             e.fail(key_node, "an entry is a job ('name'), a schedule ('schedule') or a webhook ('webhook'): one")
         elif key in ("name", "schedule"):
             e.fail(key_node, "an entry is either a job ('name') or a schedule ('schedule'), not both")

@@ -209,6 +209,16 @@ SCHEMAS.update({
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),
+    "Delivery": obj({
+        "delivery": STR, "event": STR, "run_id": nullable("string"), "attempt": INT, "time": NUM,
+        "status": {"type": ["integer", "null"], "description": "The receiver's HTTP status (null: no answer)."},
+        "error": STR, "duration": NUM, "outcome": {"enum": ["delivered", "retrying", "failed"]},
+        "next": {"type": ["number", "null"], "description": "When the next attempt is due (retrying)."}}, closed=True),
+    "Webhook": obj({"name": STR, "url": STR, "events": STRINGS, "signed": BOOL, "retries": INT, "timeout": NUM,
+                    "description": STR, "location": nullable("string"),
+                    "deliveries": {**array(ref("Delivery")), "description": "Latest attempts, newest first."}},
+                   closed=True),
+    "WebhookList": obj({"config_version": STR, "webhooks": array(ref("Webhook"))}, closed=True),
     "ScheduleList": obj({"config_version": STR, "leader": ref("Leader"), "schedules": array(ref("Schedule"))},
                         closed=True),
     "JobPause": obj({"job": STR, "paused": BOOL, "changed": BOOL, "released": INT}, ("job", "paused", "changed"),
@@ -233,6 +243,8 @@ def ops_paths(a: bool) -> dict[str, Any]:
     return {
         "/api/v1/status": {"get": op("How much of each budget is used; past either, new messages are refused "
                                      "with 503 and Retry-After.", ("200", "Status", "The budgets."), auth=a)},
+        "/api/v1/webhooks": {"get": op("Webhooks (secrets never shown) with their latest delivery attempts.",
+                                       ("200", "WebhookList", "The webhooks."), auth=a)},
         "/api/v1/schedules": {"get": op("Schedules: next fire time, last tick sent; the leading scheduler.",
                                         ("200", "ScheduleList", "The schedules."), auth=a)},
         "/api/v1/jobs/{name}/pause": job_op("Paused", "Hold the executions its messages trigger (in order)."),

@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 
 from angora_rq.core.graph import Graph
@@ -15,7 +14,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.definitions.load import validate
 from angora_rq.store.control import Control
 from angora_rq.web import create_app
-from angora_testkit import CLI, Make, System, python_cmd, systems, wait_for, write_config
+from angora_testkit import CLI, Make, System, python_cmd, wait_for, write_config
 
 GATED = """
     - {name: build, triggers: [go], command: "true", messages: [built]}
@@ -32,12 +31,6 @@ GATED = """
 """
 NOTIFY = python_cmd("import os; print(os.environ['ANGORA_PARAM_ANGORA_FAILED_REASON'])")
 
-
-@pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
-    """Factory of matcher + workers systems on the test's Redis (stopped afterwards)."""
-    with systems(angora_env, tmp_path) as make:
-        yield make
 
 
 def client_for(s: System) -> FlaskClient:

@@ -3,26 +3,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from angora_rq.core.events import TOPICS, listeners, wanted
 from angora_rq.core.model import JobDef, WebhookDef
 from angora_rq.core.topics import TriggerIndex
 from angora_rq.definitions.load import validate
 from angora_rq.store.events import Events
-from angora_testkit import Make, System, python_cmd, systems, wait_for, write_config
+from angora_testkit import Make, System, events_heard, python_cmd, wait_for, write_config
 
 SHOW_EVENT = python_cmd("import os, json; print(json.dumps({k[13:]: v for k, v in os.environ.items() "
                         "if k.startswith('ANGORA_PARAM_')}))")
 
-
-@pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
-    """Factory of matcher + workers systems on the test's Redis (stopped afterwards)."""
-    with systems(angora_env, tmp_path) as make:
-        yield make
 
 
 def runs_of(s: System, topic: str) -> list[dict[str, Any]]:
@@ -85,6 +78,7 @@ def test_a_job_reacts_to_a_failed_run_in_a_run_of_its_own(system: Make) -> None:
         - {{name: build, triggers: [go], command: "false", replay: 0}}
         - {{name: alert, triggers: [angora.run.failed], command: {SHOW_EVENT}}}
     """)
+    events_heard(s)
     run_id = s.send("go")
     assert s.wait_run(run_id)["status"] == "failed"
     (alert_run,) = wait_events(s, "angora.run.failed", 1)
@@ -100,6 +94,7 @@ def test_events_of_a_run_an_event_started_trigger_no_job(system: Make) -> None:
         - {name: build, triggers: [go], command: "false", replay: 0}
         - {name: alert, triggers: [angora.execution.failed], command: "false", replay: 0}
     """)
+    events_heard(s)
     run_id = s.send("go")
     s.wait_run(run_id)
     (alert_run,) = wait_events(s, "angora.execution.failed", 1)
@@ -130,7 +125,7 @@ def test_execution_events_from_every_step(system: Make) -> None:
           triggers: [angora.execution.awaiting_approval, angora.execution.approved, angora.run.started]
           command: {SHOW_EVENT}
     """)
-    wait_for(lambda: Events(s.r, s.keys).wanted(), what="the matcher to say who listens")  # then send
+    events_heard(s)
     run_id = s.send("go")
     (started,) = wait_events(s, "angora.run.started", 1)
     assert printed(s, started, "ask")["ANGORA_EVENT_RUN_ID"] == run_id

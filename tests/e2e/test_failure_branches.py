@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from angora_rq.core.graph import Graph
 from angora_rq.core.model import JobDef
@@ -16,14 +14,8 @@ from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.definitions.load import load_config, validate
 from angora_rq.store.control import Control
-from angora_testkit import Make, python_cmd, systems, wait_for, write_config
+from angora_testkit import Make, python_cmd, wait_for, write_config
 
-
-@pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
-    """Factory of matcher + workers systems on the test's Redis (stopped afterwards)."""
-    with systems(angora_env, tmp_path) as make:
-        yield make
 
 
 BRANCHED = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import pytest
 
@@ -15,14 +15,8 @@ from angora_rq.core.execution import take_outputs
 from angora_rq.core.outputs import MAX_OUTPUT, output_file, parse_outputs
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
-from angora_testkit import Make, python_cmd, systems
+from angora_testkit import Make, python_cmd
 
-
-@pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
-    """Factory of matcher + workers systems on the test's Redis (stopped afterwards)."""
-    with systems(angora_env, tmp_path) as make:
-        yield make
 
 
 # -- the rules (pure) -------------------------------------------------------------------------------------------
