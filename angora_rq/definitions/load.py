@@ -20,7 +20,7 @@ from croniter import croniter
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from angora_rq.definitions import nodes as yamlnodes
-from angora_rq.definitions import webhooks
+from angora_rq.definitions import flow
 from angora_rq.core.errors import DefinitionError, InvalidInput
 from angora_rq.core.graph import Graph
 from angora_rq.core.messages import MAX_PARAM_VALUE, PARAM_NAME_RE, check_topic
@@ -167,7 +167,7 @@ SCHEDULE_FIELDS: dict[str, Validator] = {
     "overlap": partial(yamlnodes.choice, choices=("allow", "forbid")),
     "description": yamlnodes.text,
 }
-WEBHOOK_FIELDS: dict[str, Validator] = webhooks.fields(_name)
+WEBHOOK_FIELDS: dict[str, Validator] = flow.webhook_fields(_name)
 FIELDS = {"job": JOB_FIELDS, "schedule": SCHEDULE_FIELDS, "webhook": WEBHOOK_FIELDS}
 REQUIRED = {"job": ("name", "triggers", "command"), "schedule": ("schedule", "message"),
             "webhook": ("webhook", "url", "events")}
@@ -201,7 +201,7 @@ def _entry(f: _File, node: Node, index: int) -> None:
     if e.kind == "schedule":
         _check_timing(e, node, by_key)
     elif e.kind == "job":
-        _check_gate(e, by_key, values)
+        flow.check_gate(e, by_key, values)
     if len(f.problems) == before and all(v is not INVALID for v in values.values()):
         _add(f, e, values)
         if e.kind == "job" and values.get("on_failure"):
@@ -252,16 +252,6 @@ def _check_timing(e: _Entry, node: Node, by_key: dict[str, tuple[ScalarNode, Nod
         e.fail(by_key["every"][0], "use either 'cron' or 'every', not both")
     elif not given:
         e.fail(node, "a schedule needs 'cron' (e.g. \"5 1 * * *\") or 'every' (e.g. 30m)")
-
-
-def _check_gate(e: _Entry, by_key: dict[str, tuple[ScalarNode, Node]], values: dict[str, Any]) -> None:
-    """approval_timeout and on_approval_timeout belong to an approval gate."""
-    if values.get("approval") is True:
-        return
-    for key in ("approval_timeout", "on_approval_timeout"):
-        if key in by_key and values.get(key) not in (None, INVALID):
-            e.fail(by_key[key][0], f"{key!r} needs 'approval: true' (it says what happens to an execution "
-                                   "nobody approved in time)")
 
 
 def _add(f: _File, e: _Entry, values: dict[str, Any]) -> None:
@@ -422,8 +412,8 @@ def check(path: str | Path) -> Checked:
     graph = Graph(jobs, schedules)
     # an on_failure topic nobody hears is an error; how the jobs connect otherwise (dead messages, cycles, event
     # triggers matching no event) is only worth warnings
-    unheard = _unheard_failures(graph, [t for f in parsed for t in f.failure_topics])
-    problems = _in_order(problems + unheard + graph.warnings() + webhooks.trigger_warnings(jobs), paths)
+    unheard = flow.unheard_failures(graph, [t for f in parsed for t in f.failure_topics])
+    problems = _in_order(problems + unheard + graph.warnings() + flow.trigger_warnings(jobs), paths)
     if any(p.severity == "error" for p in problems):
         return Checked(None, problems, *counts)
     config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(problems),
@@ -436,14 +426,6 @@ def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
     """Load the definitions at `path` (folder or file): the Config (None if any error) and every problem."""
     checked = check(path)
     return checked.config, checked.problems
-
-
-def _unheard_failures(graph: Graph, topics: list[tuple[str, str, Location]]) -> list[Problem]:
-    """An error at each `on_failure` topic no job listens to: a failure branch that goes nowhere would drop the
-    failure unnoticed (a dead `messages` topic is only a warning)."""
-    return [Problem(where, f"on_failure topic '{topic}' has no job listening to it (add a job with it in its "
-                           "triggers, or remove it)", job=job)
-            for job, topic, where in topics if not graph.index.lookup(topic)]
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,4 +1,4 @@
-"""What definitions say about events: webhook entries' fields and the checks of event topics (pure)."""
+"""How definitions link jobs beyond messages: failure branches, approval gates, events and webhooks (pure checks)."""
 from __future__ import annotations
 
 import difflib
@@ -7,9 +7,13 @@ from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from angora_rq.core.events import TOPICS, is_event, matching_events
-from angora_rq.core.model import JobDef, Problem
+from yaml.nodes import Node, ScalarNode
+
+from angora_rq.core.graph import Graph
+from angora_rq.core.model import JobDef, Location, Problem
 from angora_rq.core.topics import pattern_error
 from angora_rq.definitions import nodes as yamlnodes
+from angora_rq.definitions.nodes import INVALID, Reporter
 
 
 def event_problem(pattern: str) -> Optional[str]:
@@ -45,7 +49,7 @@ def _hint(pattern: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (events: {', '.join(TOPICS)})"
 
 
-def fields(name: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
+def webhook_fields(name: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
     """A webhook entry's keys and their validators (`name` validates the entry's name)."""
     return {
         "webhook": name,
@@ -57,3 +61,21 @@ def fields(name: Callable[..., Any]) -> dict[str, Callable[..., Any]]:
         "description": yamlnodes.text,
     }
 
+
+
+def check_gate(e: Reporter, by_key: dict[str, tuple[ScalarNode, Node]], values: dict[str, Any]) -> None:
+    """approval_timeout and on_approval_timeout belong to an approval gate."""
+    if values.get("approval") is True:
+        return
+    for key in ("approval_timeout", "on_approval_timeout"):
+        if key in by_key and values.get(key) not in (None, INVALID):
+            e.fail(by_key[key][0], f"{key!r} needs 'approval: true' (it says what happens to an execution "
+                                   "nobody approved in time)")
+
+
+def unheard_failures(graph: Graph, topics: list[tuple[str, str, Location]]) -> list[Problem]:
+    """An error at each `on_failure` topic no job listens to: a failure branch that goes nowhere would drop the
+    failure unnoticed (a dead `messages` topic is only a warning)."""
+    return [Problem(where, f"on_failure topic '{topic}' has no job listening to it (add a job with it in its "
+                           "triggers, or remove it)", job=job)
+            for job, topic, where in topics if not graph.index.lookup(topic)]
