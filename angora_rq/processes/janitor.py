@@ -16,11 +16,13 @@ from angora_rq.store import history
 from angora_rq.core.pressure import HISTORY_SHARE, mib
 from angora_rq.store.fence import write_if_running
 from angora_rq.store.pressure import Pressure
+from angora_rq.core.errors import Conflict, NotFound
+from angora_rq.store.control import Control
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import State, load_claimed
+from angora_rq.store.state import load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -40,6 +42,7 @@ class Lost:
     signal: Optional[int] = None
     reason: str = "worker lost"
     tail: str = ""
+    output: bytes = b""
 
     @property
     def duration(self) -> float:
@@ -59,7 +62,8 @@ class Janitor:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.state = State(keys, settings)
+        self.control = Control(r, keys, settings)
+        self.state = self.control.state  # publishes the events of what it records
         self._last_reap = 0.0
         self._last_settle = 0.0
         self._last_budget = 0.0
@@ -75,6 +79,7 @@ class Janitor:
             self._last_reap = now
             self.reap_workers()
             self.replay_orphans(now)
+            self.expire_approvals(now)
         if now - self._last_settle >= SETTLE_EVERY:
             self._last_settle = now
             self.run_index.settle()
@@ -146,6 +151,24 @@ class Janitor:
             log.info("history over %d%% of the memory budget (%s): dropped the %d oldest finished run(s), %d "
                      "execution(s)", HISTORY_SHARE * 100, mib(memory.limit), dropped.runs, dropped.executions)
         return dropped
+
+    def expire_approvals(self, now: float) -> int:
+        """Decide the executions whose approval_timeout has passed, as their job's on_approval_timeout says."""
+        k, done = self.keys, 0
+        for raw in self.r.zrangebyscore(k.approvals(), "-inf", now, start=0, num=100):
+            xid = to_str(raw)
+            fields = to_str_dict(self.r.hgetall(k.execution(xid)))
+            try:
+                if not fields:
+                    raise NotFound(xid)
+                approve = load_claimed(self.r, k, xid, fields).spec.on_approval_timeout == "approve"
+                self.control.decide(xid, approve, "timeout", now)
+                done += 1
+            except NotFound:  # expired with its run: nothing left to decide
+                self.r.zrem(k.approvals(), xid)
+            except Conflict:  # decided meanwhile (by someone, or another janitor)
+                continue
+        return done
 
     def trim(self, now: float) -> None:
         """Bound what would otherwise grow: finished history (by age and count), definitions versions nothing

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from angora_rq.core import keys as K
 from angora_rq.core.codec import to_str
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
@@ -38,11 +39,21 @@ def entry_order(entry: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def gate_arg(job: JobDef) -> str:
+    """How DISPATCH and CREATE learn a job is an approval gate: '' (it is not), its approval_timeout in seconds,
+    or 'inf' (it waits as long as it takes)."""
+    if not job.approval:
+        return ""
+    return repr(float(job.approval_timeout)) if job.approval_timeout else "inf"
+
+
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str,
+                 events: Optional[Events] = None) -> None:
         self.link = link
+        self.events = events or Events(None, keys)  # which events have listeners: DISPATCH publishes theirs
         self.keys = keys
         self.settings = settings
         self.consumer = consumer
@@ -80,10 +91,13 @@ class Dispatcher:
         ids = sorted((entry_order(e), e) for e, _, _ in batch.messages) or [((0, 0), "0-0")]
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
-            defs_index=k.definitions_index(), work=k.work(), metrics=k.metrics(), now=repr(now),
+            defs_index=k.definitions_index(), work=k.work(), metrics=k.metrics(), approvals=k.approvals(),
+            events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
+            unsettled=k.runs_unsettled(), now=repr(now),
             now_iso=utc_iso(now), history=self.settings.history, group=MATCHER_GROUP, consumer=self.consumer,
             first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
+            run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "",
             n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
         if len(self._recorded) > 10_000:
@@ -115,7 +129,7 @@ class Dispatcher:
             spec, spec_v = self._state.spec(job, version)
             cached = [job.name, job.queue, spec, spec_v, job.concurrency or "", k.job_stats(job.name),
                       k.job_executions(job.name), k.rq_queue(job.queue), k.bell(job.queue),
-                      k.paused_held(job.name), len(rq), *field_pairs(rq)]
+                      k.paused_held(job.name), gate_arg(job), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached
         return cached

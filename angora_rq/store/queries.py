@@ -40,6 +40,12 @@ def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
         out["config_version"] = None  # created outside loaded definitions: the version is the spec's own
     out["params"] = json.loads(fields[Exec.params]) if fields.get(Exec.params) else {}
     if tail is not None:
+        out["outputs"] = json.loads(fields[Exec.outputs]) if fields.get(Exec.outputs) else {}
+        out["approval"] = fields.get(Exec.approval) or None
+        out["decided_by"] = fields.get(Exec.decided_by) or None
+        out["decided_at"] = float(fields[Exec.decided_at]) if fields.get(Exec.decided_at) else None
+        deadline = fields.get(Exec.approval_deadline)
+        out["approval_deadline"] = float(deadline) if deadline else None
         out["tail"] = fields.get(Exec.tail) or tail
         out["spec"] = json.loads(spec) if spec else None
     return out

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 import socket
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from redis.client import Pipeline
 
 from angora_rq.core.codec import to_str
-from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json, spec_version
+from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json,
+                                      spec_version, take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.metrics import bucket_bound
@@ -35,8 +37,8 @@ class Finished:
         self.now = now
         self.rows: list[Any] = []
 
-    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, live: bool) -> None:
-        """One execution's row: its result fields, and what the script needs to file it."""
+    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, live: bool, outputs: dict[str, str]) -> None:
+        """One execution's row: its result fields (its outputs too), and what the script needs to file it."""
         tail = outcome.tail[-TAIL_LIMIT:]
         inline = len(tail.encode()) <= TAIL_INLINE
         fields = {
@@ -47,6 +49,7 @@ class Finished:
             Exec.started: repr(outcome.started),
             Exec.ended: repr(outcome.ended),
             Exec.tail: tail if inline else "",
+            Exec.outputs: json.dumps(outputs) if outputs else "",
         }  # its duration is ended - started (the job's stats sum the runner's own)
         pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
         self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
@@ -58,9 +61,10 @@ class Finished:
 class State:
     """Executions, runs and job stats in Redis, under one key prefix."""
 
-    def __init__(self, keys: Keys, settings: Settings) -> None:
+    def __init__(self, keys: Keys, settings: Settings, events: Optional[Events] = None) -> None:
         self.keys = keys
         self.settings = settings
+        self.events = events or Events(None, keys)  # None: this State publishes no event
         self._specs: dict[tuple[str, str], tuple[str, str]] = {}
 
     def spec(self, job: JobDef, version: str) -> tuple[str, str]:
@@ -90,10 +94,12 @@ class State:
         delay_until: float = 0.0,
         status: str = Status.queued,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed, held or awaiting approval (then until
+        the job's approval_timeout). Counts it in its run."""
         k = self.keys
         xid = new_execution_id()
         spec, version = self.spec(job, config_version)
+        deadline = now + job.approval_timeout if job.approval_timeout else None
         fields = {
             Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
             Exec.queue: job.queue, Exec.topic: msg.topic, Exec.origin: msg.origin,
@@ -101,6 +107,8 @@ class State:
             Exec.created: repr(now), Exec.replay_of: replay_of,
             Exec.delay_until: repr(delay_until) if delay_until else "", Exec.limit: job.concurrency or "",
         }
+        if status == Status.awaiting_approval and deadline is not None:
+            fields[Exec.approval_deadline] = repr(deadline)
         fields = {f: v for f, v in fields.items() if v != ""}
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
         rq_fields = job_mapping(k.rq_name(job.queue), description(job.name, msg.run_id, attempt),
@@ -109,11 +117,14 @@ class State:
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
             stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
             rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(), work=k.work(),
-            history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
-            delay_until=repr(delay_until), bell_cap=BELL_CAP, spec=spec, version=version, n_exec=len(fields),
+            approvals=k.approvals(), history=self.settings.history, now=repr(now), id=xid, job=job.name,
+            run_id=msg.run_id, status=status, delay_until=repr(delay_until),
+            approval_score="+inf" if deadline is None else repr(deadline), bell_cap=BELL_CAP, spec=spec,
+            version=version, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
+        self.events.execution(pipe, status, msg.run_id, job.name, xid, now)
         return xid
 
     def record_plan(self, pipe: Pipeline, version: str, plan: str, now: float) -> str:
@@ -147,26 +158,43 @@ class State:
 
         live: whether its tail key was written while it ran (worker._live_tails). With `batch`, the record itself
         joins the batch's one FINISH call (`record`, queued by the caller after every finalize of the batch);
-        without, it is queued now."""
+        without, it is queued last."""
         spec = ex.spec
+        outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         rows = batch if batch is not None else Finished(worker, now)
-        rows.add(ex, outcome, status, live)
-        if batch is None:
-            self.record(pipe, rows)
+        rows.add(ex, outcome, status, live, outputs)
         if ex.attempt > 1:
             self.settle_replayed(pipe, ex.id)
+        params = {**ex.params, **outputs} if outputs else ex.params
         if status == Status.succeeded:
-            for topic in spec.messages:
-                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
+            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now)
         elif status == Status.replaying:
             self._replay(pipe, ex, now)
+        elif status in (Status.failed, Status.killed):
+            self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
+        if batch is None:
+            self.record(pipe, rows)  # after what it sends (FINISH publishes whether its run ended)
         return status
 
+    def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
+             now: float) -> None:
+        """Queue the messages an execution sends (origin `job:<name>:<execution id>`), counted in its run."""
+        for topic in topics:
+            send_in(pipe, self.keys, Message(topic, params, run, f"job:{job}:{xid}", now))
+
+    def send_failure(self, pipe: Pipeline, spec: JobDef, xid: str, run: str, params: dict[str, str],
+                     exit_code: Optional[int], reason: str, now: float) -> None:
+        """Queue the job's `on_failure` messages for an execution that failed for good."""
+        if spec.on_failure:
+            self.send(pipe, spec.name, xid, run, spec.on_failure,
+                      failure_params(spec.name, xid, params, exit_code, reason), now)
+
     def record(self, pipe: Pipeline, batch: Finished) -> None:
-        """Queue the one FINISH call of a batch of finished executions (nothing when it is empty)."""
+        """Queue the one FINISH call of a batch of finished executions (nothing when it is empty), after what they
+        send: FINISH publishes how their runs ended, when something listens."""
         if not batch.rows:
             return
         k = self.keys
@@ -175,7 +203,9 @@ class State:
             ended_iso=utc_iso(batch.now), registry_score=batch.now + self.settings.retention,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), run_prefix=k.run(""),
             stats_prefix=k.job_stats(""), tail_prefix=k.tail(""), rq_started_prefix=k.rq_started(""),
-            rq_failed_prefix=k.rq_failed(""), rows=batch.rows,
+            rq_failed_prefix=k.rq_failed(""), events=k.events(), stream=k.stream(), runs=k.runs(),
+            outbox=k.webhook_outbox(), accepted=k.accepted(), unsettled=k.runs_unsettled(), now=repr(batch.now),
+            outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "", rows=batch.rows,
         ).queue(pipe)
 
     def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
@@ -209,8 +239,11 @@ class State:
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), inflight=k.worker_inflight(worker),
             rq_started=k.rq_started(ex.queue), slots=k.slots(ex.spec.name) if ex.spec.concurrency else "",
             rq_queue=k.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), tail=k.tail(ex.id),
-            work=k.work(), rq_canceled=k.rq_canceled(ex.queue), id=ex.id, job=ex.spec.name, bell_cap=BELL_CAP,
-            now=repr(now), now_iso=utc_iso(now), canceled_expiry=now + self.settings.retention,
+            work=k.work(), rq_canceled=k.rq_canceled(ex.queue), events=k.events(), stream=k.stream(), runs=k.runs(),
+            outbox=k.webhook_outbox(), accepted=k.accepted(), unsettled=k.runs_unsettled(), id=ex.id,
+            job=ex.spec.name, run_id=ex.run, bell_cap=BELL_CAP, now=repr(now), now_iso=utc_iso(now),
+            canceled_expiry=now + self.settings.retention, run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+            events_on="1" if self.events.any() else "",
         ).queue(pipe)
 
 

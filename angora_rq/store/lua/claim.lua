@@ -1,13 +1,16 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues
--- ARGV: want now worker host started_expiry now_iso
+-- KEYS: inflight paused_queues events stream runs outbox work accepted unsettled
+-- ARGV: want now worker host started_expiry now_iso outbox_cap events_on
 -- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
 -- ARGV: defs_prefix queues...
+-- include: publish
 -- host: '' when the worker's name says it (host.pid.random: not stored twice).
 -- *_prefix: a key is the prefix .. an execution id, a job, a queue or a definitions version; started_expiry: the
 -- RQ started registry's score. An id whose execution is no longer queued (killed, canceled or deleted while
 -- queued) is dropped; one over its job's concurrency limit goes to its held list. No queue holds an execution of a
 -- canceled run: cancel drops them, and CREATE and HAND_BACK cancel what would join one (a read per claim saved).
+-- events_on: '' when no event has a listener; else each execution's new status (running, held) is published
+-- (events, stream, runs, outbox, work, accepted, unsettled and outbox_cap are PUBLISH's).
 -- Returns, per execution started: id, spec ('' if its definitions version lost it), {run, attempt, topic, params,
 -- queue, created, config_version, job}.
 local n = tonumber(want)
@@ -27,12 +30,14 @@ for qi = queues, #ARGV do
                              EXEC.attempt, EXEC.topic, EXEC.params, EXEC.queue, EXEC.created)
         local run = run_prefix .. (e[3] or '')
         local limit = tonumber(e[4] or '0') or 0
+        local new = nil
         if e[1] ~= STATUS.queued then
           -- killed, canceled or deleted while queued: nothing to run
         elseif limit > 0 and redis.call('SCARD', slots_prefix .. e[2]) >= limit then
           redis.call('HSET', ek, EXEC.status, STATUS.held)
           redis.call('HSET', run, RUN.job_status .. e[2], STATUS.held)
           redis.call('RPUSH', held_prefix .. e[2], id)
+          new = STATUS.held
         else
           if limit > 0 then redis.call('SADD', slots_prefix .. e[2], id) end
           redis.call('HSET', ek, EXEC.status, STATUS.running, EXEC.started, now, EXEC.worker, worker)
@@ -51,6 +56,12 @@ for qi = queues, #ARGV do
           out[#out + 1] = id
           out[#out + 1] = specs[sk]
           out[#out + 1] = {e[3], e[6], e[7], e[8] or '', e[9], e[10], e[5] or '', e[2]}
+          new = STATUS.running
+        end
+        if new and events_on ~= '' then
+          publish({events, stream, runs, outbox, work, accepted, unsettled},
+                  {EVENT.execution .. new, now, run_prefix, outbox_cap, e[3], 'status', new, 'job', e[2],
+                   'execution_id', id})
         end
       end
     end

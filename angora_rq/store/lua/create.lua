@@ -1,12 +1,13 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
--- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index work
--- ARGV: history now id job run_id status delay_until bell_cap spec version n_exec fields...
+-- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index work approvals
+-- ARGV: history now id job run_id status delay_until approval_score bell_cap spec version n_exec fields...
 -- fields: the execution's n_exec field/value pairs, then the RQ job's; spec: the job's JSON, recorded under its
 -- definitions version unless there already; work: the deployment's counter of unfinished work (moves with the
 -- run's `active`). Returns 1.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it). In a
--- canceled run any execution is created canceled instead and nothing waits.
+-- canceled run any execution is created canceled instead and nothing waits. One awaiting approval joins the
+-- approvals set, scored by its approval_score (when its approval_timeout passes, or '+inf').
 local rq_fields = fields + tonumber(n_exec) * 2
 redis.call('HSETNX', defs, DEFS.job .. job, spec)
 redis.call('ZADD', defs_index, now, version)
@@ -27,6 +28,8 @@ if status == STATUS.queued then
   redis.call('LTRIM', bell, 0, tonumber(bell_cap) - 1)
 elseif status == STATUS.delayed then
   redis.call('ZADD', delayed, delay_until, id)
+elseif status == STATUS.awaiting_approval then
+  redis.call('ZADD', approvals, approval_score, id)
 end
 redis.call('LPUSH', job_execs, id)
 redis.call('LTRIM', job_execs, 0, tonumber(history) - 1)

@@ -8,16 +8,18 @@
 -- pending check makes a second dispatch of an entry (claimed from a stalled matcher meanwhile) a no-op.
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues defs defs_index work metrics
+-- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
--- ARGV: defs_prefix n_jobs n_messages n_dispatches batch...
+-- ARGV: defs_prefix run_prefix outbox_cap events_on n_jobs n_messages n_dispatches batch...
+-- include: publish run_end
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
---   job (11 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
+--   job (12 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
 --     version's use and its queue's place in RQ's set of queues are not written again either), version (its
 --     spec's: config_version, or spec_version's own),
---     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, n rq fields, rq field
---     pairs (created_at, description and status are set per execution)
+--     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, gate ('' = none; else an
+--     approval gate: its approval_timeout in seconds, or 'inf'), n rq fields, rq field pairs (created_at,
+--     description and status are set per execution)
 --   message (8): entry, run id, topic, origin, params ('' = none), run key, plan mode, plan: mode '' (not a root
 --     message), '=' (the caller read and merged the run's plan: write it) or '?' (write it unless the run already
 --     has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN); plan is
@@ -25,6 +27,8 @@
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
 -- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
+-- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
+-- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
@@ -32,19 +36,19 @@ local p = batch
 local jobs, versions, announce = {}, {}, {}
 for j = 1, nj do
   local job = {name = ARGV[p], queue = ARGV[p + 1], version = ARGV[p + 3], limit = ARGV[p + 4], stats = ARGV[p + 5],
-               execs = ARGV[p + 6], qkey = ARGV[p + 7], bell = ARGV[p + 8], held = ARGV[p + 9], rq = {}, at = {},
-               ids = {}}
+               execs = ARGV[p + 6], qkey = ARGV[p + 7], bell = ARGV[p + 8], held = ARGV[p + 9], gate = ARGV[p + 10],
+               rq = {}, at = {}, ids = {}}
   if ARGV[p + 2] ~= '' then
     redis.call('HSETNX', defs_prefix .. job.version, DEFS.job .. job.name, ARGV[p + 2])
     versions[job.version] = true
     announce[job.qkey] = true
   end
-  local nrq = tonumber(ARGV[p + 10])
-  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 10 + i] end
+  local nrq = tonumber(ARGV[p + 11])
+  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 11 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
   job.paused = redis.call('SISMEMBER', paused_jobs, job.name) == 1
   jobs[j] = job
-  p = p + 11 + nrq * 2
+  p = p + 12 + nrq * 2
 end
 -- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
 -- more of this consumer's entries than the read returns).
@@ -54,13 +58,13 @@ for _, e in ipairs(got) do pending[e[1]] = true end
 local exact = #got < room
 -- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
 -- its messages and executions set, one HINCRBY of its count), whatever the batch holds of it.
-local msgs, entries, conflicts, counted, runs, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
+local msgs, entries, conflicts, counted, states, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
 local function run_of(rkey)
-  local run = runs[rkey]
+  local run = states[rkey]
   if not run then
     local h = redis.call('HMGET', rkey, RUN.canceled, RUN.plan, RUN.config_version)
     run = {canceled = h[1] == '1', plan = h[2], version = h[3], fields = {}, delta = 0}
-    runs[rkey] = run
+    states[rkey] = run
     order[#order + 1] = rkey
   end
   return run
@@ -109,18 +113,23 @@ for d = 1, nd do
   p = p + 4
   if msg.live and not msg.state.canceled
       and (join == '' or redis.call('HSETNX', msg.rkey, RUN.join .. job.name, 1) == 1) then
-    local status = job.paused and STATUS.held or STATUS.queued
+    -- An approval gate waits for a person first (a pause is looked at once it is approved).
+    local status = job.gate ~= '' and STATUS.awaiting_approval or job.paused and STATUS.held or STATUS.queued
     local f = {EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status, EXEC.queue, job.queue,
                EXEC.topic, msg.topic, EXEC.origin, msg.origin, EXEC.config_version, job.version, EXEC.created, now}
     if msg.params ~= '' then f[#f + 1] = EXEC.params; f[#f + 1] = msg.params end
     if job.limit ~= '' then f[#f + 1] = EXEC.limit; f[#f + 1] = job.limit end
+    local deadline = job.gate ~= '' and job.gate ~= 'inf' and tostring(tonumber(now) + tonumber(job.gate)) or ''
+    if deadline ~= '' then f[#f + 1] = EXEC.approval_deadline; f[#f + 1] = deadline end
     redis.call('HSET', exec_prefix .. id, unpack(f))
     local rq, at = job.rq, job.at
     rq[at[RQJOB.created_at]] = now_iso
     rq[at[RQJOB.description]] = string.sub(job.name .. ' (run ' .. msg.run .. ', attempt 1)', 1, 64)
-    rq[at[RQJOB.status]] = job.paused and RQSTATUS.deferred or RQSTATUS.queued
+    rq[at[RQJOB.status]] = status == STATUS.queued and RQSTATUS.queued or RQSTATUS.deferred
     redis.call('HSET', rq_job_prefix .. id, unpack(rq))
-    if job.paused then
+    if job.gate ~= '' then
+      redis.call('ZADD', approvals, deadline == '' and '+inf' or deadline, id)
+    elseif job.paused then
       redis.call('RPUSH', job.held, id)
     else
       -- Queued at the end, in this order, one RPUSH per queue.
@@ -142,17 +151,34 @@ for d = 1, nd do
     put(msg.state, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id, RUN.execution .. id,
         job.name)
     created = created + 1
+    if events_on ~= '' then
+      publish({events, stream, runs, outbox, work, accepted, unsettled},
+              {EVENT.execution .. status, now, run_prefix, outbox_cap, msg.run, 'status', status, 'job', job.name,
+               'execution_id', id})
+    end
   end
 end
 for m = 1, nm do
-  -- A message that started nothing stops counting in its run.
-  if msgs[m].live and not msgs[m].absorbed then msgs[m].state.delta = msgs[m].state.delta - 1 end
+  -- A message that started nothing stops counting in its run (which may have ended with it).
+  if msgs[m].live and not msgs[m].absorbed then
+    msgs[m].state.delta = msgs[m].state.delta - 1
+    msgs[m].state.id = msgs[m].run
+  end
 end
 for _, rkey in ipairs(order) do
-  local run = runs[rkey]
+  local run = states[rkey]
   if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
   if run.delta ~= 0 then redis.call('HINCRBY', rkey, RUN.active, run.delta) end
   moved = moved + run.delta
+end
+if moved ~= 0 then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
+if events_on ~= '' then
+  for _, rkey in ipairs(order) do
+    if states[rkey].id then
+      run_end({rkey, events, stream, runs, outbox, work, accepted, unsettled}, {states[rkey].id, now, run_prefix,
+              outbox_cap})
+    end
+  end
 end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
@@ -178,7 +204,6 @@ for bell, n in pairs(bells) do
   if redis.call('RPUSH', bell, unpack(ones)) > cap then redis.call('LTRIM', bell, 0, cap - 1) end
 end
 for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
-if moved ~= 0 then redis.call('INCRBY', work, moved) end
 if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
 for kind, n in pairs(counted) do
   if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end

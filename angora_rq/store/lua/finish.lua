@@ -1,9 +1,10 @@
 -- Record a batch of finished commands (a worker's, or one): each execution, its RQ job and registries, its run's
 -- job status and count; then, once per batch, the work counter, RQ's started registry per queue, the succeeded
 -- executions' RQ jobs, and per job its statistics. One command instead of twelve per execution.
--- KEYS: work inflight
--- ARGV: ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
--- ARGV: rq_failed_prefix rows...
+-- KEYS: work inflight events stream runs outbox accepted unsettled
+-- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
+-- ARGV: rq_failed_prefix outbox_cap events_on rows...
+-- include: publish run_end
 -- inflight: the worker's list, or '' (none); work: the deployment's counter of unfinished work (moves with the runs'
 -- `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
 -- queue, status, ok ('1' or '0'), started, ended, duration, bucket (the duration's histogram bound, core/metrics.py:
@@ -14,7 +15,10 @@
 -- running or failed, Angora's pages the history); a failed one's stays in RQ's failed registry until the execution
 -- is dropped. Returns the number of executions recorded. Not idempotent (counts twice): callers run it once per
 -- execution (a worker for what it claimed; the janitor under WATCH of a status still running).
-local started, dropped, jobs, order = {}, {}, {}, {}
+-- Callers queue FINISH after the messages and replays the batch sends (they count in their run first). events_on:
+-- '' when no event has a listener (core/events.py); else each execution's final status is published, then how
+-- each of the batch's runs ended if it has.
+local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local n, p = 0, rows
 while p <= #ARGV do
   local id, run, job, queue, status, ok = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5]
@@ -39,8 +43,19 @@ while p <= #ARGV do
     redis.call('ZADD', rq_failed_prefix .. queue, registry_score, id)
   end
   local rk = run_prefix .. run
-  redis.call('HSET', rk, RUN.job_status .. job, status)
+  -- A replaying one's job status is its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled
+  -- in a run canceled while this attempt ran).
+  if status ~= STATUS.replaying then redis.call('HSET', rk, RUN.job_status .. job, status) end
   redis.call('HINCRBY', rk, RUN.active, -1)
+  if events_on ~= '' then
+    publish({events, stream, runs, outbox, work, accepted, unsettled},
+            {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job', job,
+             'execution_id', id})
+    if not seen[run] then
+      seen[run] = true
+      ended[#ended + 1] = run
+    end
+  end
   local s = jobs[job]
   if not s then
     s = {counts = {}, seconds = {}}
@@ -57,6 +72,10 @@ end
 for queue, members in pairs(started) do redis.call('ZREM', rq_started_prefix .. queue, unpack(members)) end
 for i = 1, #dropped, 1000 do redis.call('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
 if n > 0 then redis.call('DECRBY', work, n) end
+for _, run in ipairs(ended) do
+  run_end({run_prefix .. run, events, stream, runs, outbox, work, accepted, unsettled},
+          {run, now, run_prefix, outbox_cap})
+end
 for _, job in ipairs(order) do
   local s, sk = jobs[job], stats_prefix .. job
   redis.call('HSET', sk, JOBSTATS.last_status, s.last[1], JOBSTATS.last_started, s.last[2],

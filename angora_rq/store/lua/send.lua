@@ -2,8 +2,9 @@
 -- idempotency key, a repeat gets the first answer back and sends nothing (even over budget, since it adds no work):
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
--- KEYS: stream run runs work accepted idem unsettled
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh fields...
+-- KEYS: stream run runs work accepted idem unsettled events outbox
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap fields...
+-- include: publish
 -- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
@@ -12,7 +13,8 @@
 -- fields: the entry's field/value pairs.
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
--- (another fingerprint). Without a key, each call adds an entry (the run is created once).
+-- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
+-- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's).
 if idem ~= '' then
   local first = redis.call('GET', idem)
   if first then
@@ -33,12 +35,12 @@ end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
 redis.call('INCR', work)
 redis.call('INCR', accepted)
-if fresh == '1' then
+local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
+if started then
   redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
-elseif redis.call('HSETNX', run, RUN.created, now) == 1 then
-  redis.call('HSET', run, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
-  redis.call('ZADD', runs, now, run_id)
+  publish({events, stream, runs, outbox, work, accepted, unsettled},
+          {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 else
   redis.call('HINCRBY', run, RUN.active, 1)
 end
