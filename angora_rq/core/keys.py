@@ -130,6 +130,11 @@ class Keys:
         '#seq' numbers the runs events start."""
         return f"{self.prefix}:events"
 
+    def events_on(self) -> str:
+        """'1' while some event has a listener (written with `events`): SEND reads it with its counters, so
+        without listeners a send looks for none."""
+        return f"{self.prefix}:events:on"
+
     def webhook_outbox(self) -> str:
         """List of events (JSON) for webhooks, newest first, waiting to be turned into deliveries."""
         return f"{self.prefix}:webhooks:outbox"

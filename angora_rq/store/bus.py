@@ -48,6 +48,7 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
                      fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0",
                      fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
+                     events_on=keys.events_on(),
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
     with redis_errors():
         try:

@@ -12,7 +12,8 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.processes.worker import claim_call
-from angora_rq.store.events import Events
+from angora_rq.store.bus import send
+from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
 from angora_rq.store.state import Finished, State, load_claimed
 from angora_testkit import fields
@@ -93,3 +94,15 @@ def test_claim_and_hand_back_publish_the_new_status(r: redis.Redis, keys: Keys) 
 def _raw(r: redis.Redis, keys: Keys, xid: str) -> dict[str, str]:
     """An execution's hash, decoded, fields under their Redis names (what load_claimed reads)."""
     return {k.decode(): v.decode() for k, v in r.hgetall(keys.execution(xid)).items()}
+
+
+def test_send_looks_for_listeners_only_while_the_matcher_says_there_are_some(r: redis.Redis, keys: Keys) -> None:
+    r.hset(keys.events(), "angora.run.started", "w")  # not through write_wanted: events_on is not set
+    send(r, keys, Message.create("data.ready", None, None, origin="test"))
+    assert r.llen(keys.webhook_outbox()) == 0
+    write_wanted(r, keys, {"angora.run.started": "w"})
+    run = Message.create("data.ready", None, None, origin="test")
+    send(r, keys, run)
+    assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
+    write_wanted(r, keys, {})
+    assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")

@@ -121,6 +121,7 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
         idem_ttl=60, fingerprint=fingerprint(msg), fresh="0", lease_value=lease_value, tick_ms=tick_ms, token=token,
         run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,
         fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(), outbox_cap=10,
+        events_on=keys.events_on(),
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()
 
