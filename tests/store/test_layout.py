@@ -34,3 +34,19 @@ def test_data_of_a_newer_layout_is_refused(r: redis.Redis, keys: Keys) -> None:
     r.set(keys.schema(), LAYOUT + 1)
     with pytest.raises(AngoraError, match="newer layout"):
         layout.check(r, keys)
+
+
+def test_a_layout_1_execution_with_outputs_or_a_gate_keeps_them_under_their_short_names() -> None:
+    """Records flow's code wrote in layout 1 (outputs, an approval gate waiting) convert like the rest."""
+    from angora_rq.core import layout as L
+    from angora_rq.core.schema import Exec
+
+    old = {"id": "x1", "job": "deploy", "run": "r1", "attempt": "1", "status": "awaiting_approval", "queue": "q",
+           "entry": "1-0", "params": "{}", "spec": '{"name": "deploy"}', "config_version": "v1", "created": "1.0",
+           "queued": "1.0", "limit": "0", "outputs": '{"A": "1"}', "approval": "", "decided_by": "",
+           "approval_deadline": "99.0"}
+    fields, spec, version, _ = L.execution(old)
+    assert L.is_old_execution(old) and spec == old["spec"] and version == "v1"
+    assert fields[Exec.outputs] == '{"A": "1"}' and fields[Exec.approval_deadline] == "99.0"
+    assert fields[Exec.status] == "awaiting_approval" and Exec.approval not in fields  # empty fields left out
+    assert not {"id", "entry", "queued", "spec", "outputs", "approval_deadline"} & set(fields)
