@@ -52,11 +52,12 @@ class Claimed:
     queue: str
     created: float
     version: str = ""  # the definitions version its spec is recorded under (Exec.config_version)
+    follow: str = ""  # its version's Defs.follow record of the job (CLAIM): topics its worker dispatches itself
 
     @classmethod
     def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
         """Build from the CLAIM script's reply for one execution."""
-        run, attempt, topic, params, queue, created, version, job = (to_str(f) for f in fields)
+        run, attempt, topic, params, queue, created, version, job, follow = (to_str(f) for f in fields)
         return cls(
             id=to_str(id_),
             spec=_spec(to_str(spec), job),
@@ -67,6 +68,7 @@ class Claimed:
             queue=queue,
             created=float(created or 0),
             version=version,
+            follow=follow,
         )
 
     @classmethod
@@ -100,6 +102,28 @@ def _spec(text: str, name: str) -> JobDef:
             _specs.clear()
         job = _specs[text] = JobDef.from_json(json.loads(text))
     return job
+
+
+_follows: dict[str, dict[str, tuple[JobDef, ...]]] = {}
+
+
+def followers(follow: str, topic: str) -> Optional[tuple[JobDef, ...]]:
+    """The jobs a message of `topic` triggers, as a job's Defs.follow record (`follow`) says, or None when the
+    record leaves the topic to the matchers (or there is no record). Each record text is parsed once."""
+    if not follow:
+        return None
+    topics = _follows.get(follow)
+    if topics is None:
+        if len(_follows) > SPEC_CACHE:
+            _follows.clear()
+        topics = _follows[follow] = {t: tuple(_spec(s, "") for s in specs)
+                                     for t, specs in json.loads(follow).items()}
+    return topics.get(topic)
+
+
+def follow_record(topics: dict[str, list[JobDef]]) -> str:
+    """A job's Defs.follow record: per topic a worker may dispatch itself, the specs of the jobs it triggers."""
+    return json.dumps({t: [spec_json(j) for j in jobs] for t, jobs in topics.items()})
 
 
 def spec_json(job: JobDef) -> str:

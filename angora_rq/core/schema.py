@@ -102,6 +102,7 @@ class Defs(Names):
 
     job = "j:"  # + job name: JSON of JobDef.to_json()
     plan = "p:"  # + plan ref (core.plans.plan_ref): a run plan's JSON
+    follow = "f:"  # + job name: JSON {topic: [follower spec JSON]} of the topics a worker dispatches itself
 
 
 class Metrics(Names):

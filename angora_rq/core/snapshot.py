@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from angora_rq.core.events import is_event, listeners
+from angora_rq.core.execution import follow_record
 from angora_rq.core.model import Config, JobDef
 from angora_rq.core.topics import TriggerIndex
 
@@ -43,6 +44,21 @@ class Snapshot:
         """Jobs a topic triggers (an event's: those whose triggers name events, core/events.py)."""
         jobs = self.index.lookup(topic)
         return listeners(jobs, topic) if jobs and is_event(topic) else jobs
+
+    def follow_records(self) -> dict[str, str]:
+        """Per job that sends messages, its Defs.follow record: the topics a worker dispatches itself, in the
+        transaction that records the job's end (exactly what a matcher would: this version's lookup). A topic
+        with a parent_success follower is left out: its join reads the run's statuses, which is a matcher's part."""
+        out: dict[str, str] = {}
+        for job in self.config.jobs:
+            topics = {}
+            for topic in dict.fromkeys((*job.messages, *job.on_failure)):
+                jobs = self.lookup(topic)
+                if not any(j.parent_success for j in jobs):
+                    topics[topic] = list(jobs)
+            if topics:
+                out[job.name] = follow_record(topics)
+        return out
 
     def plan(self, topic: str) -> dict:
         """The run plan of a root message as JSON-ready data, cached per topic (bounded)."""

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError
 from angora_rq.core.codec import to_str
 from angora_rq.store import bus
-from angora_rq.store.dispatch import Dispatcher, Outgoing
+from angora_rq.store.dispatch import RECORD_EVERY, Dispatcher, Outgoing, record_follow
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.events import wanted
 from angora_rq.store.events import Events, write_wanted
@@ -90,6 +90,8 @@ class Matcher:
         self._own_pending_done = False
         self._events_version: Optional[str] = None
         self._events_at = float("-inf")
+        self._follow_version: Optional[str] = None
+        self._follow_at = float("-inf")
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -148,6 +150,10 @@ class Matcher:
             # Redis that restarted empty forgets it).
             write_wanted(self.r, self.keys, wanted(snap.index, snap.config.webhooks))
             self._events_version, self._events_at = snap.version, now
+        if snap.version != self._follow_version or now - self._follow_at > RECORD_EVERY:
+            # Which topics workers dispatch themselves, for this version (kept in use while a matcher runs it).
+            record_follow(self.r, self.keys, snap.version, snap.follow_records(), now)
+            self._follow_version, self._follow_at = snap.version, now
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

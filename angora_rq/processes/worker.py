@@ -39,6 +39,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import Claimed, worker_host
 from angora_rq.store.events import OUTBOX_CAP, Events
+from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -100,6 +101,7 @@ class AngoraWorker:
         self.events = Events(r, keys)  # which events have listeners (cached; read at most once a second)
         self.state = State(keys, settings, self.events)
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name, self.events)  # direct dispatches
         self.janitor = Janitor(r, keys, settings)
         self.active: dict[str, Active] = {}
         self.outbox = Outbox(r, keys, self.state, settings.data_dir, self.name)  # ended, not yet in Redis
@@ -364,6 +366,7 @@ class AngoraWorker:
             finished = Finished(self.name, now)
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
+            marks = self._dispatch_direct(pipe, finished, now)  # before FINISH: the runs count them first
             self.state.record(pipe, finished)  # one FINISH call for the whole batch
             count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
@@ -376,10 +379,24 @@ class AngoraWorker:
                 self._recheck = self._recheck or claim is not None
                 raise
         self.outbox.drop(batch)
+        self.dispatcher.recorded(marks, now)
         self.stats.finalizes += 1
         if claim is not None:
             self._start_claimed(reply)
             self._claimed_at_reap = True
+
+    def _dispatch_direct(self, pipe: Any, finished: Finished, now: float) -> list[tuple[str, str, str]]:
+        """Queue the dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions
+        version (a chain keeps the version it started with); returns what they record (Dispatcher.recorded)."""
+        by_version: dict[str, Outgoing] = {}
+        for version, msg, jobs in finished.direct:
+            out = by_version.setdefault(version, Outgoing([], []))
+            out.dispatches += [(len(out.messages), job) for job in jobs]
+            out.messages.append(("", msg, ""))
+        marks: list[tuple[str, str, str]] = []
+        for version, out in by_version.items():
+            marks += self.dispatcher.direct(pipe, out, version, now)
+        return marks
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""

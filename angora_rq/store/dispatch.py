@@ -5,6 +5,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from redis.client import Pipeline
+
 from angora_rq.core import keys as K
 from angora_rq.core.codec import to_str
 from angora_rq.core.execution import UNVERSIONED
@@ -14,10 +16,10 @@ from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import job_mapping, utc_iso
-from angora_rq.core.schema import RqJob
+from angora_rq.core.schema import Defs, RqJob
 from angora_rq.core.settings import Settings
 from angora_rq.store.link import Link
-from angora_rq.store.scripts import DISPATCH, field_pairs
+from angora_rq.store.scripts import DISPATCH, Bound, field_pairs
 from angora_rq.store.state import BELL_CAP, State
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
@@ -47,6 +49,17 @@ def gate_arg(job: JobDef) -> str:
     return repr(float(job.approval_timeout)) if job.approval_timeout else "inf"
 
 
+def record_follow(r: Any, keys: Keys, version: str, records: dict[str, str], now: float) -> None:
+    """Record a definitions version's follow records (Defs.follow, Snapshot.follow_records) and its use, so the
+    janitor keeps the version while a matcher runs it. Nothing without a version: no worker dispatches then."""
+    if not version or not records:
+        return
+    with r.pipeline(transaction=False) as p:
+        p.hset(keys.definitions(version), mapping={Defs.follow + job: text for job, text in records.items()})
+        p.zadd(keys.definitions_index(), {version: now})
+        p.execute()
+
+
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
@@ -67,10 +80,31 @@ class Dispatcher:
         Returns the executions created and, for '?' plans the run already had another plan for, (index into
         batch.messages, that plan's JSON).
         """
+        marks: list[tuple[str, str, str]] = []
+        created, *conflicts = self._bind(batch, version, now, marks, direct=False).run(self.link)
+        self.recorded(marks, now)
+        return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
+
+    def direct(self, pipe: Pipeline, batch: Outgoing, version: str, now: float) -> list[tuple[str, str, str]]:
+        """Queue on a worker's transaction, before its FINISH, the dispatch of the messages its executions send
+        (DISPATCH's direct mode: each added to the stream marked as dispatched, its executions created at once).
+        Returns what the call records (a spec, its version's use), for `recorded` once the transaction went
+        through."""
+        marks: list[tuple[str, str, str]] = []
+        self._bind(batch, version, now, marks, direct=True).queue(pipe)
+        return marks
+
+    def recorded(self, marks: list[tuple[str, str, str]], now: float) -> None:
+        """Remember what a call that succeeded recorded (`_due`)."""
+        if len(self._recorded) > 10_000:
+            self._recorded.clear()
+        self._recorded.update((what, now) for what in marks)
+
+    def _bind(self, batch: Outgoing, version: str, now: float, marks: list[tuple[str, str, str]],
+              direct: bool) -> Bound:
         k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
-        marks: list[tuple[str, str, str]] = []
         for _, job in batch.dispatches:
             if job.name not in job_no:
                 job_no[job.name] = len(job_no) + 1
@@ -88,8 +122,8 @@ class Dispatcher:
                      k.run(msg.run_id), mode, text)
         for m, job in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), "1" if job.parent_success else "")
-        ids = sorted((entry_order(e), e) for e, _, _ in batch.messages) or [((0, 0), "0-0")]
-        created, *conflicts = DISPATCH.bind(
+        ids = sorted((entry_order(e), e) for e, _, _ in batch.messages if e) or [((0, 0), "0-0")]
+        return DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
             defs_index=k.definitions_index(), work=k.work(), metrics=k.metrics(), approvals=k.approvals(),
             events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
@@ -98,12 +132,9 @@ class Dispatcher:
             first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
             run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "",
-            n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
-        ).run(self.link)
-        if len(self._recorded) > 10_000:
-            self._recorded.clear()
-        self._recorded.update((what, now) for what in marks)
-        return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
+            direct="1" if direct else "", n_jobs=len(job_no), n_messages=len(batch.messages),
+            n_dispatches=len(batch.dispatches), batch=rest,
+        )
 
     def _due(self, what: tuple[str, str, str], now: float, marks: list[tuple[str, str, str]]) -> bool:
         """Whether a spec or plan (and its version's use) is to be recorded again: at most once a RECORD_EVERY per

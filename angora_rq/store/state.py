@@ -8,8 +8,8 @@ from typing import Any, Iterable, Optional
 from redis.client import Pipeline
 
 from angora_rq.core.codec import to_str
-from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json,
-                                      spec_version, take_outputs)
+from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, followers, replay_delay,
+                                      spec_json, spec_version, take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.store.events import OUTBOX_CAP, Events
@@ -36,6 +36,18 @@ class Finished:
         self.worker = worker  # whose inflight list they leave ('' = none)
         self.now = now
         self.rows: list[Any] = []
+        # Messages they send that the caller dispatches itself, before FINISH (DISPATCH's direct mode): (definitions
+        # version, message, the jobs it triggers).
+        self.direct: list[tuple[str, Message, tuple[JobDef, ...]]] = []
+
+    def take(self, ex: Claimed, msg: Message) -> bool:
+        """Keep a message `ex` sends for direct dispatch if its job's follow record covers the topic (else it
+        goes to the stream, for a matcher)."""
+        jobs = followers(ex.follow, msg.topic)
+        if jobs is None:
+            return False
+        self.direct.append((ex.version, msg, jobs))
+        return True
 
     def add(self, ex: Claimed, outcome: OutcomeLike, status: str, live: bool, outputs: dict[str, str]) -> None:
         """One execution's row: its result fields (its outputs too), and what the script needs to file it."""
@@ -157,8 +169,9 @@ class State:
         """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status.
 
         live: whether its tail key was written while it ran (worker._live_tails). With `batch`, the record itself
-        joins the batch's one FINISH call (`record`, queued by the caller after every finalize of the batch);
-        without, it is queued last."""
+        joins the batch's one FINISH call (`record`, queued by the caller after every finalize of the batch), and
+        the messages its follow record covers join the batch's direct dispatch (queued by the caller before it);
+        without, it is queued last and every message goes to the stream."""
         spec = ex.spec
         outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
@@ -170,27 +183,32 @@ class State:
             self.settle_replayed(pipe, ex.id)
         params = {**ex.params, **outputs} if outputs else ex.params
         if status == Status.succeeded:
-            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now)
+            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now, batch, ex)
         elif status == Status.replaying:
             self._replay(pipe, ex, now)
         elif status in (Status.failed, Status.killed):
-            self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
+            self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now, batch, ex)
         if batch is None:
             self.record(pipe, rows)  # after what it sends (FINISH publishes whether its run ended)
         return status
 
     def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
-             now: float) -> None:
-        """Queue the messages an execution sends (origin `job:<name>:<execution id>`), counted in its run."""
+             now: float, batch: Optional[Finished] = None, ex: Optional[Claimed] = None) -> None:
+        """Queue the messages an execution sends (origin `job:<name>:<execution id>`), counted in its run; with
+        `batch` and the execution claimed (`ex`), those its follow record covers go to the batch's direct
+        dispatch instead."""
         for topic in topics:
-            send_in(pipe, self.keys, Message(topic, params, run, f"job:{job}:{xid}", now))
+            msg = Message(topic, params, run, f"job:{job}:{xid}", now)
+            if batch is None or ex is None or not batch.take(ex, msg):
+                send_in(pipe, self.keys, msg)
 
     def send_failure(self, pipe: Pipeline, spec: JobDef, xid: str, run: str, params: dict[str, str],
-                     exit_code: Optional[int], reason: str, now: float) -> None:
-        """Queue the job's `on_failure` messages for an execution that failed for good."""
+                     exit_code: Optional[int], reason: str, now: float, batch: Optional[Finished] = None,
+                     ex: Optional[Claimed] = None) -> None:
+        """Queue the job's `on_failure` messages for an execution that failed for good (see `send`)."""
         if spec.on_failure:
             self.send(pipe, spec.name, xid, run, spec.on_failure,
-                      failure_params(spec.name, xid, params, exit_code, reason), now)
+                      failure_params(spec.name, xid, params, exit_code, reason), now, batch, ex)
 
     def record(self, pipe: Pipeline, batch: Finished) -> None:
         """Queue the one FINISH call of a batch of finished executions (nothing when it is empty), after what they

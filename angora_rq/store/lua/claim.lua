@@ -12,7 +12,7 @@
 -- events_on: '' when no event has a listener; else each execution's new status (running, held) is published
 -- (events, stream, runs, outbox, work, accepted, unsettled and outbox_cap are PUBLISH's).
 -- Returns, per execution started: id, spec ('' if its definitions version lost it), {run, attempt, topic, params,
--- queue, created, config_version, job}.
+-- queue, created, config_version, job, follow} (follow: the version's Defs.follow record of the job, or '').
 local n = tonumber(want)
 local out, ids, specs = {}, {}, {}
 for qi = queues, #ARGV do
@@ -47,15 +47,16 @@ for qi = queues, #ARGV do
                      RQJOB.worker_name, worker)
           started[#started + 1] = started_expiry
           started[#started + 1] = id .. ':' .. id
-          -- Each job's spec is read once per claim and per definitions version.
+          -- Each job's spec (and the topics its worker dispatches itself) is read once per claim and per
+          -- definitions version.
           local sk = (e[5] or '') .. ' ' .. e[2]
           if specs[sk] == nil then
-            specs[sk] = redis.call('HGET', defs_prefix .. (e[5] or ''), DEFS.job .. e[2]) or ''
+            specs[sk] = redis.call('HMGET', defs_prefix .. (e[5] or ''), DEFS.job .. e[2], DEFS.follow .. e[2])
           end
           ids[#ids + 1] = id
           out[#out + 1] = id
-          out[#out + 1] = specs[sk]
-          out[#out + 1] = {e[3], e[6], e[7], e[8] or '', e[9], e[10], e[5] or '', e[2]}
+          out[#out + 1] = specs[sk][1] or ''
+          out[#out + 1] = {e[3], e[6], e[7], e[8] or '', e[9], e[10], e[5] or '', e[2], specs[sk][2] or ''}
           new = STATUS.running
         end
         if new and events_on ~= '' then

@@ -10,7 +10,7 @@
 -- per-argument cost of the client, not Redis, was most of a dispatch.
 -- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
--- ARGV: defs_prefix run_prefix outbox_cap events_on n_jobs n_messages n_dispatches batch...
+-- ARGV: defs_prefix run_prefix outbox_cap events_on direct n_jobs n_messages n_dispatches batch...
 -- include: publish run_end
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
@@ -29,6 +29,11 @@
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
+-- direct: '1' for a worker's direct dispatch of the messages sent by the executions it records (queued in the
+-- same MULTI, before FINISH): each message (entry '', mode '') never goes to the stream; it is counted (metrics)
+-- and its executions are created as a matcher's would be (pause, cancel, approval gates), with no pending check
+-- and nothing to acknowledge. Atomic with the end that sends it, it is dispatched exactly once: if the
+-- transaction did not happen, the end is recorded again (fenced) and sends it then.
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
@@ -53,7 +58,7 @@ end
 -- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
 -- more of this consumer's entries than the read returns).
 local pending, room = {}, nm + 100
-local got = nm > 0 and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
+local got = nm > 0 and direct == '' and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
 for _, e in ipairs(got) do pending[e[1]] = true end
 local exact = #got < room
 -- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
@@ -75,18 +80,20 @@ end
 for m = 1, nm do
   local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
                rkey = ARGV[p + 5], absorbed = false}
-  msg.live = pending[msg.entry] == true
+  msg.live = direct ~= '' or pending[msg.entry] == true
   if not msg.live and not exact then
     msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
   end
   msgs[m] = msg
   local mode, plan = ARGV[p + 6], ARGV[p + 7]
   if msg.live then
-    entries[#entries + 1] = msg.entry
+    if direct == '' then entries[#entries + 1] = msg.entry end
     local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
     counted[kind] = counted[kind] + 1
     local run = run_of(msg.rkey)
     msg.state = run
+    -- A direct message counts in its run (as a sent one does) until its first execution takes its count over.
+    if direct ~= '' then run.delta = run.delta + 1 end
     if mode ~= '' then
       local sp = plan:find(' ', 1, true)
       local ref = sp and plan:sub(1, sp - 1) or plan
@@ -162,7 +169,8 @@ for m = 1, nm do
   -- A message that started nothing stops counting in its run (which may have ended with it).
   if msgs[m].live and not msgs[m].absorbed then
     msgs[m].state.delta = msgs[m].state.delta - 1
-    msgs[m].state.id = msgs[m].run
+    -- (a direct dispatch's run is still counting the execution that sent it: FINISH, next, looks at its end)
+    if direct == '' then msgs[m].state.id = msgs[m].run end
   end
 end
 for _, rkey in ipairs(order) do
