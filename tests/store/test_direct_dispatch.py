@@ -1,0 +1,124 @@
+"""DISPATCH's direct mode (a worker dispatching what the executions it records send), on the real redis-server."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from angora_rq.core.execution import followers
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import Config, JobDef
+from angora_rq.core.schema import Defs, Exec, Metrics, Run
+from angora_rq.core.settings import Settings
+from angora_rq.core.snapshot import Snapshot
+from angora_rq.processes.worker import AngoraWorker, claim_call
+from angora_rq.store.dispatch import Dispatcher, Outgoing, record_follow
+from angora_rq.store.events import Events
+from angora_rq.store.link import Link
+from angora_rq.store.state import State
+from angora_testkit import hash_as
+
+LOAD = JobDef("load", ("to.load",), ("true",), queue="etl")
+INDEX = JobDef("index", ("to.load",), ("true",), queue="etl")
+NOW = 2000.0
+
+
+def direct(r: redis.Redis, keys: Keys, jobs: tuple[JobDef, ...], run_id: str = "run1") -> list[Any]:
+    """The direct dispatch of one message of run `run_id` (which counts the execution that sends it) to `jobs`."""
+    r.hsetnx(keys.run(run_id), Run.active, 1)
+    r.setnx(keys.work(), 1)
+    msg = Message("to.load", {"N": "1"}, run_id, "job:a:x1", NOW)
+    with r.pipeline() as pipe:
+        Dispatcher(Link(r), keys, Settings(history=10), "w1").direct(
+            pipe, Outgoing([("", msg, "")], [(0, job) for job in jobs]), "v1", NOW)
+        return pipe.execute()
+
+
+def queued(r: redis.Redis, keys: Keys, queue: str = "etl") -> list[str]:
+    return [x.decode() for x in r.lrange(keys.rq_queue(queue), 0, -1)]
+
+
+def test_a_direct_dispatch_creates_and_counts_and_leaves_nothing_for_a_matcher(r: redis.Redis, keys: Keys) -> None:
+    assert direct(r, keys, (LOAD, INDEX)) == [[2]]
+    ids = queued(r, keys)
+    assert len(ids) == 2
+    ex = hash_as(r, keys.execution(ids[0]), Exec)
+    assert (ex["job"], ex["run"], ex["status"], ex["origin"], ex["config_version"], json.loads(ex["params"])) == (
+        "load", "run1", "queued", "job:a:x1", "v1", {"N": "1"})
+    assert r.hget(keys.run("run1"), Run.active) == b"3" and r.get(keys.work()) == b"3"  # the sender, and two
+    assert r.hget(keys.metrics(), Metrics.messages + "job") == b"1"
+    assert json.loads(r.hget(keys.definitions("v1"), Defs.job + "load")) == LOAD.to_json()
+    assert not r.exists(keys.stream())  # no entry: no matcher can dispatch it a second time
+
+
+def test_a_direct_dispatch_creates_nothing_in_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
+    r.hset(keys.run("run1"), mapping={Run.canceled: 1, Run.active: 1})
+    assert direct(r, keys, (LOAD,)) == [[0]]
+    assert queued(r, keys) == [] and r.hget(keys.run("run1"), Run.active) == b"1" and r.get(keys.work()) == b"1"
+
+
+def test_a_direct_dispatch_holds_a_paused_job_and_gates_an_approval(r: redis.Redis, keys: Keys) -> None:
+    r.sadd(keys.paused_jobs(), "load")
+    gate = JobDef("gate", ("to.load",), ("true",), queue="etl", approval=True)
+    assert direct(r, keys, (LOAD, gate)) == [[2]]
+    [held] = [x.decode() for x in r.lrange(keys.paused_held("load"), 0, -1)]
+    assert r.hget(keys.execution(held), Exec.status) == b"held"
+    [waiting] = [x.decode() for x in r.zrange(keys.approvals(), 0, -1)]
+    assert r.hget(keys.execution(waiting), Exec.status) == b"awaiting_approval"
+    assert queued(r, keys) == []
+
+
+def test_a_direct_dispatch_keeps_the_concurrency_limit(r: redis.Redis, keys: Keys) -> None:
+    one = JobDef("one", ("to.load",), ("true",), queue="etl", concurrency=1)
+    direct(r, keys, (one,), "run1")
+    direct(r, keys, (one,), "run2")
+    reply = claim_call(keys, Settings(), "w1", ("etl",), NOW, 2).run(Link(r))
+    assert len(reply) == 3  # one started; the other waits for the slot
+    assert len(r.lrange(keys.held("one"), 0, -1)) == 1
+
+
+def test_follow_records_leave_joins_to_the_matcher() -> None:
+    a = JobDef("a", ("go",), ("true",), messages=("to.b", "to.j"), on_failure=("oops",))
+    b = JobDef("b", ("to.b",), ("true",))
+    j = JobDef("j", ("to.j",), ("true",), parent_success=True)
+    records = Snapshot(Config(jobs=(a, b, j), version="v1")).follow_records()
+    assert set(records) == {"a"}
+    assert [x.name for x in followers(records["a"], "to.b") or ()] == ["b"]
+    assert followers(records["a"], "oops") == ()  # no follower: dispatched (to nothing) all the same
+    assert followers(records["a"], "to.j") is None  # a join: the stream, for a matcher
+
+
+def test_a_worker_runs_a_chain_without_the_stream_and_events_are_published_once(
+        r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """a -> b -> c in one worker: each next step is created in the transaction that records the one before, and
+    the claim riding on it starts it; every execution's and the run's events are published once."""
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
+    b = JobDef("b", ("to.b",), ("true",), messages=("to.c",), replay=0)
+    c = JobDef("c", ("to.c",), ("true",), replay=0)
+    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b, c), version="v1")).follow_records(), NOW)
+    r.hset(keys.events(), mapping={t: "w" for t in ("angora.execution.succeeded", "angora.run.succeeded")})
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    state = State(keys, settings, Events(r, keys))
+    with r.pipeline() as pipe:
+        state.create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(), config_version="v1")
+        pipe.execute()
+    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while r.hget(keys.run("run1"), Run.active) != b"0":
+            assert time.monotonic() < deadline, r.hgetall(keys.run("run1"))
+            worker.step(max_wait=0.05)
+    finally:
+        worker.close()
+    run = hash_as(r, keys.run("run1"), Run)
+    assert [run["s:" + j] for j in "abc"] == ["succeeded"] * 3
+    assert not r.exists(keys.stream())  # no matcher ran, and none had anything to do
+    topics = [json.loads(e)["event"] for e in reversed(r.lrange(keys.webhook_outbox(), 0, -1))]
+    assert sorted(topics) == ["angora.execution.succeeded"] * 3 + ["angora.run.succeeded"], topics
+    assert r.get(keys.work()) == b"0"
+    assert r.hget(keys.definitions("v1"), Defs.follow + "c") is None  # c sends nothing
