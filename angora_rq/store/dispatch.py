@@ -1,4 +1,5 @@
-"""A matcher batch's writes: one DISPATCH call (store/lua/dispatch.lua) creates, guards, queues and acknowledges."""
+"""A matcher batch's writes, or a worker's direct dispatch: one DISPATCH call (store/lua/dispatch.lua) creates, guards,
+queues and acknowledges; and the follow records that tell workers what they dispatch themselves."""
 from __future__ import annotations
 
 import json
