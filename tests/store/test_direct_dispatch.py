@@ -122,3 +122,26 @@ def test_a_worker_runs_a_chain_without_the_stream_and_events_are_published_once(
     assert sorted(topics) == ["angora.execution.succeeded"] * 3 + ["angora.run.succeeded"], topics
     assert r.get(keys.work()) == b"0"
     assert r.hget(keys.definitions("v1"), Defs.follow + "c") is None  # c sends nothing
+    # A chain keeps the definitions version it started with (its follow records are that version's).
+    assert {r.hget(keys.execution(run["e:" + j]), Exec.config_version) for j in "bc"} == {b"v1"}
+
+
+def test_without_a_follow_record_the_message_goes_to_the_stream(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """A version no matcher recorded follow records for (or an older release's data): the matcher's path."""
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    with r.pipeline() as pipe:
+        State(keys, settings).create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(),
+                                     config_version="v2")
+        pipe.execute()
+    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while r.hget(keys.run("run1"), Run.job_status + "a") != b"succeeded":
+            assert time.monotonic() < deadline
+            worker.step(max_wait=0.05)
+    finally:
+        worker.close()
+    [(_, entry)] = r.xrange(keys.stream())
+    assert Message.from_fields(entry).topic == "to.b" and r.hget(keys.run("run1"), Run.active) == b"1"
