@@ -88,7 +88,7 @@ class Dispatcher:
 
     def direct(self, pipe: Pipeline, batch: Outgoing, version: str, now: float) -> list[tuple[str, str, str]]:
         """Queue on a worker's transaction, before its FINISH, the dispatch of the messages its executions send
-        (DISPATCH's direct mode: each added to the stream marked as dispatched, its executions created at once).
+        (DISPATCH's direct mode: no stream entry, no pending check; its executions created at once).
         Returns what the call records (a spec, its version's use), for `recorded` once the transaction went
         through."""
         marks: list[tuple[str, str, str]] = []
