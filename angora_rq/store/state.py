@@ -163,7 +163,7 @@ class State:
         outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
-            self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
+            self._release(pipe, ex, now)  # before the record: this execution's status is the run's latest for its job
         rows = batch if batch is not None else Finished(worker, now)
         rows.add(ex, outcome, status, live, outputs)
         if ex.attempt > 1:
@@ -212,11 +212,14 @@ class State:
         """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
         SETTLE_REPLAYED.bind(exec=self.keys.execution(xid), exec_prefix=self.keys.execution("")).queue(pipe)
 
-    def _release(self, pipe: Pipeline, ex: Claimed) -> None:
+    def _release(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
         k = self.keys
         RELEASE.bind(slots=k.slots(ex.spec.name), held=k.held(ex.spec.name), rq_queues=K.RQ_QUEUES, id=ex.id,
                      exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""),
-                     run_prefix=k.run("")).queue(pipe)
+                     run_prefix=k.run(""), events=k.events(), stream=k.stream(), runs=k.runs(),
+                     outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+                     now=repr(now), outbox_cap=OUTBOX_CAP,
+                     events_on="1" if self.events.any() else "").queue(pipe)
         # The released execution (same job, same queue) may go to any idle worker, not only to this one.
         bell = k.bell(ex.queue)
         pipe.rpush(bell, 1)
