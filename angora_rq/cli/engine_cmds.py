@@ -46,11 +46,12 @@ def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Option
          timeout: Optional[float], config_path: Optional[Path]) -> None:
     """Send a message; prints its run id."""
     from angora_rq.store.bus import send as bus_send
+    from angora_rq.store.replication import wait_command
 
     s, r, keys = _env(ctx)
     msg = Message.create(topic, parse_param_args(params), run_id, origin="cli")
     with redis_errors():
-        bus_send(r, keys, msg, backlog=s.backlog)
+        bus_send(r, keys, msg, backlog=s.backlog, wait=wait_command(s))
     click.echo(msg.run_id)
     if wait:
         sys.exit(follow_run(r, keys, msg.run_id, timeout))

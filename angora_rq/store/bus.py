@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Optional, Sequence
 
 import redis
 from redis.client import Pipeline
@@ -10,20 +11,25 @@ from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import link_for
+from angora_rq.store.link import Link, evalsha, link_for
 from angora_rq.core.messages import Message
 from angora_rq.core.schema import Run
-from angora_rq.store.scripts import SEND, field_pairs
+from angora_rq.store.replication import confirm
+from angora_rq.store.scripts import SEND, Bound, field_pairs
 
 
-def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
-    """Accept a root message (HTTP, CLI, scheduler) in one round trip; `Unavailable` when over budget or OOM."""
+def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, wait: Optional[Sequence[Any]] = None) -> str:
+    """Accept a root message (HTTP, CLI) in one round trip; `Unavailable` when over budget or OOM.
+
+    `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it counts as
+    accepted, sent in the same round trip; `NotReplicated` (503) when none did in time.
+    """
     call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), budget=backlog,
                      now=repr(msg.sent_at or time.time()), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
                      fields=field_pairs(msg.to_fields()))
     with redis_errors():
         try:
-            entry = call.run(link_for(r))
+            entry = call.run(link_for(r)) if wait is None else _send_replicated(link_for(r), call, wait)
         except redis.exceptions.ResponseError as e:
             if "BACKLOG" in str(e):
                 raise Unavailable(
@@ -32,6 +38,17 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0) -> str:
                 ) from e
             raise
     return to_str(entry)
+
+
+def _send_replicated(link: Link, call: Bound, wait: Sequence[Any]) -> Any:
+    """SEND then WAIT in one round trip (loading SEND first if the server does not know it)."""
+    entry, acked = link.calls([evalsha(call.script, call.keys, call.args), wait])
+    if isinstance(entry, redis.exceptions.NoScriptError):  # a new primary after a failover, or a restart
+        entry, acked = call.run(link), link.call(*wait)
+    if isinstance(entry, Exception):
+        raise entry
+    confirm(acked, "the message")
+    return entry
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

@@ -8,20 +8,23 @@ from __future__ import annotations
 import contextlib
 import re
 import ssl
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 import redis
 from redis.client import Pipeline
+from redis.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError  # not the builtin ConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from angora_rq.core.errors import AngoraError, Unavailable
-from angora_rq.core.settings import Settings, redacted
+from angora_rq.core.settings import SENTINEL_SCHEME, Settings, parse_sentinel_url, redacted
 
 __all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
-           "connect", "ping", "unavailable", "redis_errors", "first_contact"]
+           "connect", "client_for", "ping", "unavailable", "redis_errors", "first_contact"]
 
 Redis = redis.Redis
+SENTINEL_TIMEOUT = 1.0  # seconds to wait for one sentinel before asking the next
 # redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")) ...
 REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
 # ... but not from MISCONF or BUSY, and an error raised inside a Lua script may carry it in its text: "... -OOM ...".
@@ -33,12 +36,25 @@ def connect(settings: Settings, **kwargs: object) -> redis.Redis:
     """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet."""
     opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5}
     opts.update(kwargs)
-    return redis.Redis.from_url(settings.effective_redis_url, **opts)
+    return client_for(settings.effective_redis_url, **opts)
+
+
+def client_for(url: str, **opts: Any) -> redis.Redis:
+    """A client for `url`: redis://, rediss://, unix://, or redis+sentinel://, whose connections go to the primary
+    the sentinels name when each connects (so a connection made after a failover reaches the new primary)."""
+    if urlsplit(url).scheme != SENTINEL_SCHEME:
+        return redis.Redis.from_url(url, **opts)
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs={
+        "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
+        **({"password": target.sentinel_password} if target.sentinel_password else {})})
+    return sentinel.master_for(target.service, redis_class=redis.Redis, db=target.db, username=target.username,
+                               password=target.password, **opts)
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:
     """True when a Redis server answers PING at `url`."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = client_for(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())
     except (RedisError, OSError):

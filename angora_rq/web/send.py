@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from angora_rq.store.bus import send as bus_send
+from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
 from angora_rq.core.messages import Message
@@ -93,7 +94,7 @@ def accept(msg: Message, ext: Any = None) -> dict[str, str]:
 
     ext = ext or angora()
     with redis_errors():
-        entry = bus_send(ext.r, ext.keys, msg, backlog=ext.settings.backlog)
+        entry = bus_send(ext.r, ext.keys, msg, backlog=ext.settings.backlog, wait=wait_command(ext.settings))
     return {"run_id": msg.run_id, "message_id": entry}
 
 
