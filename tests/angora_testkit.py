@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -115,6 +116,62 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def escaping_script(tag: str) -> str:
+    """A shell script whose processes leave its process group every way a command can, then waits.
+
+    Each process runs `sleep <tag><n>` (`new_tag()`), so `sleepers(tag)` finds them: 1 a setsid child; 2 a setsid
+    child whose parent has exited (re-parented); 3 a setsid child ignoring SIGTERM; 4 a group member ignoring
+    SIGTERM; 5 a daemon (double fork, setsid) ignoring SIGTERM, with a child of its own; 6 a daemon by Python's
+    os.fork and os.setsid; 0 the script's own child.
+    """
+    daemon = (f"import os; os.fork() and os._exit(0); os.setsid(); os.fork() and os._exit(0); "
+              f"os.execvp('sleep', ['sleep', '{tag}6'])")
+    return textwrap.dedent(f"""\
+        setsid sleep {tag}1 &
+        (setsid sleep {tag}2 &)
+        setsid sh -c "trap '' TERM; sleep {tag}3" &
+        (trap '' TERM; exec sleep {tag}4) &
+        (setsid sh -c "trap '' TERM; sleep {tag}5 & wait" &)
+        {sys.executable} -c "{daemon}"
+        sleep {tag}0 &
+        wait
+        """)
+
+
+def sleepers(tag: str) -> dict[str, int]:
+    """Live processes running `sleep <tag><n>`: {n: pid}, from a scan of /proc."""
+    found = {}
+    prefix = f"sleep\0{tag}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read()
+        except OSError:
+            continue
+        if argv.startswith(prefix) and pid_alive(int(entry)):
+            found[argv[len(prefix):].rstrip(b"\0").decode()] = int(entry)
+    return found
+
+
+def new_tag() -> str:
+    """A number no other test's sleepers use: `sleep <tag><n>` marks this test's processes."""
+    return f"3001.{uuid.uuid4().int % 10**8:08d}"
+
+
+def kill_sleepers(tag: str) -> None:
+    """SIGKILL what a failed test left behind (by pid, from the scan)."""
+    for pid in sleepers(tag).values():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+ESCAPERS = {str(n) for n in range(7)}
+
+
 def python_cmd(code: str) -> str:
     """A YAML-safe argv list running a Python snippet with this interpreter."""
     import json
@@ -122,4 +179,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os"]
+__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers",
+           "kill_sleepers", "ESCAPERS", "new_tag"]

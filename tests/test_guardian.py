@@ -17,10 +17,12 @@ from angora_rq.commands import guardian as guardian_module
 from angora_rq.core.errors import AngoraError
 from angora_rq.commands.guardian import FIRST_SLOTS, SLOT, Guardian
 from angora_rq.commands.signals import group_members
+from angora_testkit import ESCAPERS, escaping_script, kill_sleepers, new_tag, sleepers
 from test_runner import eventually, gone
 
 # A worker-like owner: starts a guardian and commands the way the worker does (runner.start, own session each),
-# tracks some, prints {"guardian": pid, "tracked": [pgid...], "untracked": [pgid...]}, then sleeps.
+# tracks some (with the guardian's marker in their environment; the untracked ones stand for processes that are
+# not the worker's), prints {"guardian": pid, "tracked": [pgid...], "untracked": [pgid...]}, then sleeps.
 HELPER = textwrap.dedent("""
     import json, os, sys, time
     from angora_rq.commands import runner
@@ -31,15 +33,16 @@ HELPER = textwrap.dedent("""
     guardian = Guardian.start(grace=grace)
     for i in range(int(os.environ.get("FILLER", "0"))):
         guardian.track(4_200_000 + i)  # above Linux's PID_MAX_LIMIT: groups that cannot exist, filling slots
-    def start(argv):
-        return runner.start(CommandSpec(argv=argv, env=dict(os.environ), spool_dir=spool)).pgid
+    def start(argv, marked):  # tracked ones with the guardian's marker in their environment, as the worker does
+        env = dict(os.environ, **(guardian.environment() if marked else {}))
+        return runner.start(CommandSpec(argv=argv, env=env, spool_dir=spool)).pgid
     out = {"guardian": guardian.pid, "tracked": [], "untracked": []}
     for argv in tracked:
-        out["tracked"].append(start(argv))
+        out["tracked"].append(start(argv, True))
         guardian.track(out["tracked"][-1])
     guardian.flush()
     for argv in untracked:
-        out["untracked"].append(start(argv))
+        out["untracked"].append(start(argv, False))
         if os.environ.get("UNTRACK"):  # tracked, then forgotten: as after a reap
             guardian.track(out["untracked"][-1])
             guardian.untrack(out["untracked"][-1])
@@ -94,7 +97,7 @@ class Owner:
         self.untracked: list[int] = out["untracked"]
         started.groups.extend([self.guardian, *self.tracked, *self.untracked])
         # Each command's `sleep &` is a grandchild of the owner in the command's group: wait until all are up.
-        assert eventually(lambda: all(len(group_members(g)) == 2 for g in self.tracked + self.untracked))
+        assert eventually(lambda: all(len(group_members(g)) >= 2 for g in self.tracked + self.untracked))
         self.members = {g: group_members(g) for g in self.tracked + self.untracked}
 
     def sigkill(self) -> None:
@@ -129,6 +132,32 @@ def test_groups_ignoring_sigterm_are_killed_after_the_grace(tmp_path: Path, star
     assert not eventually(lambda: not owner.none_gone([stubborn]), within=grace / 3)
     assert eventually(lambda: owner.all_gone([stubborn]), within=grace + 10)
     assert eventually(lambda: gone(owner.guardian), within=grace + 10)
+
+
+def test_processes_that_left_their_group_are_ended_too(tmp_path: Path, started: Started) -> None:
+    """setsid children, double-forked daemons, SIGTERM-ignoring ones: found by the marker in their environment."""
+    tag = new_tag()
+    owner = Owner(tmp_path, started, [["sh", "-c", escaping_script(tag)]], [], 0.5)
+    try:
+        assert eventually(lambda: set(sleepers(tag)) == ESCAPERS)
+        owner.sigkill()
+        assert eventually(lambda: not sleepers(tag), within=15)
+        assert eventually(lambda: gone(owner.guardian))
+    finally:
+        kill_sleepers(tag)
+
+
+def test_a_guardian_without_grep_z_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, started: Started,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    limited = tmp_path / "limited"
+    limited.write_text("#!/bin/sh\necho 'ready without-marker'\nexec cat >/dev/null\n")
+    limited.chmod(0o755)
+    monkeypatch.setattr(guardian_module, "SHELL", str(limited))
+    with caplog.at_level(logging.WARNING, logger="angora_rq.commands.guardian"):
+        guardian = Guardian.start(grace=0.1)
+    started.groups.append(guardian.pid)
+    assert "no grep -z" in caplog.text
+    guardian.close()
 
 
 def test_untracked_groups_are_left_alone(tmp_path: Path, started: Started) -> None:

@@ -14,6 +14,7 @@ from angora_rq.commands import runner
 from angora_rq.core import command
 from angora_rq.core.command import CommandSpec
 from angora_rq.core.model import JobDef
+from angora_testkit import kill_sleepers, new_tag, sleepers
 
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/home/someone", "SECRET": "s3cret"}
 NASTY = {
@@ -108,6 +109,28 @@ def test_big_output_tail_is_last_64k_and_runs_append(tmp_path: Path) -> None:
     assert text.index("ERR") < text.index("second")
 
 
+def test_executions_sharing_a_log_each_have_their_own_tail_and_block(tmp_path: Path) -> None:
+    log = tmp_path / "j.log"
+    script = "echo {0}1; sleep {1}; echo {0}2 >&2; sleep {1}; echo {0}3"
+    first = runner.start(spec(["sh", "-c", script.format("a", 0.3)], tmp_path, log_path=str(log), header="A"))
+    second = runner.start(spec(["sh", "-c", script.format("b", 0.1)], tmp_path, log_path=str(log), header="B"))
+    try:
+        assert eventually(lambda: first.read_tail() == "a1\n" and second.read_tail().startswith("b1\n"))
+        a, b = first.wait(), second.wait()
+    finally:
+        first.close()
+        second.close()
+    assert (a.tail, b.tail) == ("a1\na2\na3\n", "b1\nb2\nb3\n")
+    # Each execution's output is one block between its markers, appended when it ended.
+    lines = log.read_text().splitlines()
+    assert len(lines) == 10
+    for block in (lines[:5], lines[5:]):
+        name = block[0].split()[1]
+        assert block[0].startswith(f"=== {name} started ") and block[4].startswith(f"=== {name} exited 0 after ")
+        assert block[1:4] == [f"{name.lower()}{i}" for i in (1, 2, 3)]
+    assert {lines[0].split()[1], lines[5].split()[1]} == {"A", "B"}
+
+
 def test_spool_output_leaves_no_file(tmp_path: Path) -> None:
     out = runner.run(spec(["sh", "-c", "echo spooled"], tmp_path))
     assert out.tail == "spooled\n"
@@ -130,6 +153,20 @@ def test_timeout_kills_grandchild(tmp_path: Path) -> None:
     out = runner.run(spec(["sh", "-c", f"sleep 1000 & echo $! > {pidfile}; wait"], tmp_path, timeout=0.5))
     assert out.reason == "timeout" and not out.ok and out.signal == signal.SIGTERM
     assert eventually(lambda: gone(int(pidfile.read_text())))
+
+
+def test_timeout_signals_the_processes_that_left_the_group(tmp_path: Path) -> None:
+    """setsid children are in other groups and sessions: the timeout finds them in the leader's tree (a runner alone,
+    not a subreaper: what outlives its parent goes to init, and a worker covers that, see test_worker.py)."""
+    tag = new_tag()
+    try:
+        # The second sleep and the shell ignore SIGTERM: they get SIGKILL at the end of the grace.
+        out = runner.run(spec(["sh", "-c", f"setsid sleep {tag}1 & trap '' TERM; setsid sleep {tag}2 & wait"],
+                              tmp_path, timeout=0.5, kill_grace=0.3))
+        assert out.reason == "timeout"
+        assert eventually(lambda: not sleepers(tag))
+    finally:
+        kill_sleepers(tag)
 
 
 def test_kill_then_sigkill_after_grace_when_term_ignored(tmp_path: Path) -> None:

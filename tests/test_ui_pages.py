@@ -207,6 +207,7 @@ def test_run_page_embeds_the_run_for_the_graph_and_lists_jobs(client: FlaskClien
     assert f'data-poll="/api/v1/runs/{started["run_id"]}"' in html
     assert '<tr data-job="extract">' in html and '<tr data-job="report">' in html
     assert f'data-post="/api/v1/runs/{started["run_id"]}/cancel"' in html
+    assert f'data-post="/api/v1/runs/{started["run_id"]}/cancel?kill=true"' in html  # "Cancel and kill"
     assert 'src="/static/graph.js"' in html
 
 

@@ -222,10 +222,24 @@ def test_runs_list_bad_query_is_400(client: FlaskClient, query: str) -> None:
 
 
 def test_cancel_run(client: FlaskClient) -> None:
-    run_id = run_job(client)["run_id"]
+    started = run_job(client)
+    run_id = started["run_id"]
     resp = client.post(f"/api/v1/runs/{run_id}/cancel")
-    assert conforms(resp, "/api/v1/runs/{run_id}/cancel", "post") == {"run_id": run_id, "canceled": True}
-    assert client.get(f"/api/v1/runs/{run_id}").get_json()["canceled"] is True
+    assert conforms(resp, "/api/v1/runs/{run_id}/cancel", "post") == {
+        "run_id": run_id, "canceled": True, "dropped": [started["execution_id"]], "kill_requested": []}
+    run = client.get(f"/api/v1/runs/{run_id}").get_json()
+    assert run["canceled"] is True and run["status"] == "canceled"  # the queued execution went at once
+
+
+def test_cancel_run_with_kill_asks_the_worker(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
+    started = run_job(client)
+    xid = started["execution_id"]
+    r.hset(keys.execution(xid), mapping={"status": "running", "worker": "w1"})  # as CLAIM leaves it
+    resp = client.post(f"/api/v1/runs/{started['run_id']}/cancel?kill=true")
+    assert conforms(resp, "/api/v1/runs/{run_id}/cancel", "post")["kill_requested"] == [xid]
+    assert r.lrange(keys.worker_control("w1"), 0, -1) == [f"kill {xid}".encode()]
+    resp = client.post(f"/api/v1/runs/{started['run_id']}/cancel?kill=maybe")
+    assert resp.status_code == 400 and "kill" in conforms(resp, "/api/v1/runs/{run_id}/cancel", "post")["error"]
 
 
 # -- executions --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Operations commands: scheduler, schedules, pause, resume, paused, reload."""
+"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, reload."""
 from __future__ import annotations
 
 import json
@@ -150,6 +150,21 @@ def paused(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"queue {q['name']:30} {q['waiting']} waiting")
     if not view["jobs"] and not view["queues"]:
         click.echo("nothing is paused")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--kill", is_flag=True, help="Also kill the run's running commands (else they finish).")
+@click.pass_context
+def cancel(ctx: click.Context, run_id: str, kill: bool) -> None:
+    """Cancel a run: no further job of it starts, its waiting executions are dropped now."""
+    from angora_rq.store.control import Control
+
+    s, r, keys = _env(ctx)
+    with redis_errors():
+        out = Control(r, keys, s).cancel_run(run_id, kill=kill)
+    killing = f"; kill requested for {len(out['kill_requested'])} running" if kill else ""
+    click.echo(f"run {run_id} canceled: {len(out['dropped'])} waiting execution(s) dropped{killing}")
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Run one command: argv and environment from a job, output to its log, timeout and kill of its process group.
+"""Run one command: argv and environment from a job, output and its log, timeout and kill of all its processes.
 
 Non-blocking by design: a worker starts many commands, waits on their `fileno()` (pidfds) with one selector,
 and calls `poll(now)` when one is readable or when `next_deadline()` has passed. No threads, no shell, no
@@ -7,6 +7,7 @@ wrapper process: one `Popen` per command.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import select
@@ -18,12 +19,14 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from angora_rq.core.command import TAIL_LIMIT, CommandSpec
+from angora_rq.commands.reaper import EXECUTION_VAR, signal_escaped
 from angora_rq.commands.signals import signal_group
 from angora_rq.commands.spawn import Spawned, posix_spawn
 
 log = logging.getLogger(__name__)
 
-_LOG_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+_COPY_CHUNK = 1 << 20
 _no_tmpfile: set[str] = set()  # spool dirs whose filesystem refuses O_TMPFILE
 _devnull = -1
 
@@ -56,18 +59,22 @@ class RunningCommand:
     """A started command (or one that could not start): poll it, kill it, read its output.
 
     Times are wall-clock (`time.time()`), like the `now` a worker loop passes in. When the leader exits,
-    whatever is left of its process group is SIGKILLed: a job's processes must not outlive it (a command
-    that wants a daemon must detach it into its own session, e.g. `setsid -f`).
+    whatever is left of its process group is SIGKILLed: a job's processes must not outlive it. A timeout or a
+    kill signals the processes of its tree that left the group too; those that outlive their parent are the
+    worker's to end (reaper.py).
+
+    Output goes to an unnamed spool file of this execution alone, so its tail is its own even when executions
+    share a log; the log gets the whole output as one block between marker lines when the command ends.
     """
 
-    def __init__(self, spec: CommandSpec, started: float, out_fd: int, offset: int) -> None:
+    def __init__(self, spec: CommandSpec, started: float, out_fd: int, log_fd: int = -1) -> None:
         self.spec = spec
         self.started = started
         self.pid: Optional[int] = None
         self.pgid: Optional[int] = None  # == pid: every command leads its own session and group
         self._t0 = time.monotonic()
-        self._out = out_fd  # log or spool file; -1 when it could not be opened
-        self._offset = offset  # where this execution's output starts in it
+        self._out = out_fd  # this execution's spool file; -1 when it could not be opened
+        self._log = log_fd  # the job's log, opened at start (so an unwritable one fails the start), or -1
         self._popen: Optional[subprocess.Popen[bytes] | Spawned] = None
         self._pidfd = -1
         self._deadline = started + spec.timeout if spec.timeout and spec.timeout > 0 else None
@@ -114,7 +121,7 @@ class RunningCommand:
         """The last `limit` bytes of this execution's output so far (decoded), for a live view."""
         if self._outcome is not None:
             return self._outcome.tail[-limit:] if limit else ""
-        return _decode(_read_tail(self._out, self._offset, limit))
+        return _decode(_read_tail(self._out, limit))
 
     def wait(self) -> Outcome:
         """Block until the command has ended (a helper built on poll)."""
@@ -175,15 +182,24 @@ class RunningCommand:
             return  # already ending: the first reason wins and the grace is not restarted
         self._reason = reason
         if self.spec.kill_grace > 0:
-            signal_group(self.pgid, signal.SIGTERM)
+            self._signal_all(signal.SIGTERM)
             self._kill_at = now + self.spec.kill_grace
         else:
-            signal_group(self.pgid, signal.SIGKILL)
+            self._signal_all(signal.SIGKILL)
+
+    def _signal_all(self, sig: int) -> None:
+        """The group, and the command's processes that left it (found first: the leader may die)."""
+        if self.pid is not None and self.pgid is not None:
+            escaped = signal_escaped(self.pid, self.pgid, sig, self.spec.env.get(EXECUTION_VAR, ""))
+            signal_group(self.pgid, sig)
+            if escaped:
+                log.info("runner: %s sent to %d process(es) of pid %s outside its group", signal.Signals(sig).name,
+                         escaped, self.pid)
 
     def _enforce(self, now: float) -> None:
         if self._kill_at is not None and now >= self._kill_at:
             self._kill_at = None
-            signal_group(self.pgid, signal.SIGKILL)
+            self._signal_all(signal.SIGKILL)
         elif self._reason == "exit" and self._deadline is not None and now >= self._deadline:
             self._terminate("timeout", now)
 
@@ -192,12 +208,15 @@ class RunningCommand:
         leftovers = self.pgid is not None and signal_group(self.pgid, signal.SIGKILL)
         duration = time.monotonic() - self._t0
         code, sig = (returncode, None) if returncode >= 0 else (None, -returncode)
-        data = _read_tail(self._out, self._offset, self.spec.tail_limit)
-        if self.spec.log_path and self._out >= 0:
+        data = _read_tail(self._out, self.spec.tail_limit)
+        if self._log >= 0:
             note = "; killed leftover processes" if leftovers else ""
             nl = "\n" if data and not data.endswith(b"\n") else ""
-            _write(self._out, f"{nl}=== {self.spec.header} exited {_status(code, sig)} after {duration:.3f}s "
-                              f"({self._reason}{note}) ===\n")
+            when = datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="milliseconds")
+            head = f"=== {self.spec.header} started {when.replace('+00:00', 'Z')} ===\n"
+            foot = (f"{nl}=== {self.spec.header} exited {_status(code, sig)} after {duration:.3f}s "
+                    f"({self._reason}{note}) ===\n")
+            _append_block(self._log, head.encode(), self._out, data, foot.encode())
         self._close_out()
         self._outcome = Outcome(code, sig, self._reason, self.started, self.started + duration, duration,
                                 _decode(data) if data or tail is None else tail)
@@ -206,6 +225,9 @@ class RunningCommand:
         if self._out >= 0:
             os.close(self._out)
             self._out = -1
+        if self._log >= 0:
+            os.close(self._log)
+            self._log = -1
 
 
 # -- starting --------------------------------------------------------------------------------------------
@@ -213,14 +235,14 @@ def start(spec: CommandSpec) -> RunningCommand:
     """Start a command in its own session; never raises for a command that cannot start (see Outcome)."""
     started = time.time()
     try:
-        out, offset = _open_output(spec, started)
+        out, log_fd = _open_output(spec)
     except OSError as e:
-        cmd = RunningCommand(spec, started, -1, 0)
+        cmd = RunningCommand(spec, started, -1)
         where = spec.log_path or spec.spool_dir
         cmd._reason = "spawn_error"
         cmd._finish(126, f"angora: cannot open output file in {where!r}: {e.strerror or e}")
         return cmd
-    cmd = RunningCommand(spec, started, out, offset)
+    cmd = RunningCommand(spec, started, out, log_fd)
     try:
         cmd._spawn()
     except (OSError, ValueError, TypeError, subprocess.SubprocessError) as e:
@@ -237,18 +259,23 @@ def run(spec: CommandSpec) -> Outcome:
         cmd.close()
 
 
-def _open_output(spec: CommandSpec, started: float) -> tuple[int, int]:
-    """Open the log (after a start marker) or a spool file; return the fd and where this output begins."""
-    if spec.log_path:
-        fd = _open_in_dir(spec.log_path, os.path.dirname(spec.log_path), _LOG_FLAGS, 0o644)
-        when = datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="milliseconds")
-        _write(fd, f"=== {spec.header} started {when.replace('+00:00', 'Z')} ===\n")
-        return fd, os.lseek(fd, 0, os.SEEK_CUR)  # our own offset: right after our marker
-    spool = spec.spool_dir or "/tmp"
+def _open_output(spec: CommandSpec) -> tuple[int, int]:
+    """Open this execution's spool file and the job's log (-1 when it has none)."""
+    log_fd = _open_in_dir(spec.log_path, os.path.dirname(spec.log_path), _LOG_FLAGS, 0o644) if spec.log_path else -1
+    try:
+        return _open_spool(spec.spool_dir or "/tmp"), log_fd
+    except OSError:
+        if log_fd >= 0:
+            os.close(log_fd)
+        raise
+
+
+def _open_spool(spool: str) -> int:
+    """An unnamed file in `spool` (or a named one, unlinked at once, where the filesystem has no O_TMPFILE)."""
     if spool not in _no_tmpfile:
         try:
             # An unnamed file: nothing to delete afterwards, nothing left behind if the worker is killed.
-            return _open_in_dir(spool, spool, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600), 0
+            return _open_in_dir(spool, spool, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE here
                 raise
@@ -256,7 +283,33 @@ def _open_output(spec: CommandSpec, started: float) -> tuple[int, int]:
     path = os.path.join(spool, f"angora-{os.getpid()}-{time.monotonic_ns()}.out")
     fd = _open_in_dir(path, spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     os.unlink(path)  # the open fds (ours, the child's) keep it readable
-    return fd, 0
+    return fd
+
+
+def _append_block(log_fd: int, head: bytes, out: int, tail: bytes, foot: bytes) -> None:
+    """Append head, the whole output and foot to the log as one block: an exclusive flock keeps other writers'
+    blocks (executions of the same job, in this worker or another) out of it."""
+    try:
+        size = os.fstat(out).st_size if out >= 0 else 0
+        fcntl.flock(log_fd, fcntl.LOCK_EX)
+        try:
+            if size == len(tail):  # the tail is all of it (the usual case): one write
+                _write_all(log_fd, head + tail + foot)
+            else:
+                _write_all(log_fd, head)
+                for at in range(0, size, _COPY_CHUNK):
+                    _write_all(log_fd, os.pread(out, min(_COPY_CHUNK, size - at), at))
+                _write_all(log_fd, foot)
+        finally:
+            fcntl.flock(log_fd, fcntl.LOCK_UN)
+    except OSError as e:  # a full disk must not turn into an exception in the worker loop
+        log.warning("runner: cannot append to the log: %s", e)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
@@ -269,13 +322,13 @@ def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
 
 
 # -- small helpers -------------------------------------------------------------------------------------
-def _read_tail(fd: int, offset: int, limit: int) -> bytes:
+def _read_tail(fd: int, limit: int) -> bytes:
     if fd < 0 or limit <= 0:
         return b""
     end = os.fstat(fd).st_size
-    begin = max(offset if end >= offset else 0, end - limit)  # end < offset: the log was truncated
+    begin = max(0, end - limit)
     data = os.pread(fd, end - begin, begin) if end > begin else b""
-    if begin > offset:  # cut inside the output: skip a split UTF-8 character
+    if begin > 0:  # cut inside the output: skip a split UTF-8 character
         data = data[next((i for i, b in enumerate(data[:4]) if b & 0xC0 != 0x80), 0):]
     return data
 

@@ -26,11 +26,11 @@ class CommandSpec:
     argv: Sequence[str]
     env: Mapping[str, str]
     cwd: Optional[str] = None
-    log_path: Optional[str] = None  # <log>/<name>.log, appended to between marker lines
+    log_path: Optional[str] = None  # <log>/<name>.log: the whole output is appended when the command ends
     timeout: Optional[float] = None
     kill_grace: float = 5.0
     header: str = "angora"
-    spool_dir: Optional[str] = None  # output goes to an unnamed file here when there is no log
+    spool_dir: Optional[str] = None  # output goes to an unnamed file here (the tail is read from it)
     tail_limit: int = TAIL_LIMIT
 
 

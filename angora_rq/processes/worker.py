@@ -24,6 +24,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.commands import runner, spawn
 from angora_rq.commands.guardian import Guardian
+from angora_rq.commands.reaper import Orphans
 from angora_rq.processes.janitor import Janitor
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
@@ -98,6 +99,7 @@ class AngoraWorker:
         self._last_beat = 0.0
         self._last_tail = 0.0
         self.guardian: Optional[Guardian] = None
+        self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
@@ -121,6 +123,8 @@ class AngoraWorker:
         """Register this worker (Angora and RQ), start the guardian and the wake-up thread."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
+        self._env.update(self.guardian.environment())
+        self.orphans.adopt()
         self._register()
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
 
@@ -156,6 +160,7 @@ class AngoraWorker:
                 self._rq_worker.register_death()
         except RedisError as e:
             log.warning("worker %s: could not unregister: %s", self.name, e)
+        self.orphans.release(self._known_pids())
         if self.guardian is not None:
             self.guardian.close()
 
@@ -234,6 +239,8 @@ class AngoraWorker:
         if claimed and len(self.active) < self.concurrency:
             return 0.0  # there may be more work queued: claim again right away
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
+        if (sweep := self.orphans.next_deadline()) is not None:
+            deadlines.append(sweep)
         timeout = max_wait
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
@@ -259,6 +266,8 @@ class AngoraWorker:
                 done.append((a, outcome))
                 del self.active[xid]
                 self._forget(a)
+                self.orphans.ended(xid, outcome.reason, now)
+        self.orphans.step(now, self._known_pids, self.active.keys)
         if self.guardian is not None:
             self.guardian.flush()
         if done:
@@ -283,6 +292,13 @@ class AngoraWorker:
                 self._start_claimed(reply)
                 self._claimed_at_reap = True
         return len(done)
+
+    def _known_pids(self) -> set[int]:
+        """This worker's children that it started: its commands' leaders and its guardian."""
+        pids = {a.cmd.pid for a in self.active.values() if a.cmd.pid}
+        if self.guardian is not None:
+            pids.add(self.guardian.pid)
+        return pids
 
     def _forget(self, a: Active) -> None:
         try:

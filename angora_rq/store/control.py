@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import redis
 
-from angora_rq.core.codec import to_str_dict
+from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.errors import Conflict, NotFound
@@ -15,10 +15,13 @@ from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
 from angora_rq.core.plans import manual_plan, missing_parents
-from angora_rq.core.schema import SKIPPABLE, WAITING, Status
+from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.state import State
+
+ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
+CANCEL_TRIES = 20
 
 
 class Control:
@@ -63,11 +66,43 @@ class Control:
             raise Conflict(f"job {name!r} has parent_success and these parents have not succeeded "
                            f"in run {run_id}: {', '.join(missing)}")
 
-    def cancel_run(self, run_id: str) -> None:
-        """No further job of the run starts; running commands finish (kill them to stop them)."""
-        if not self.r.exists(self.keys.run(run_id)):
-            raise NotFound(f"no run {run_id!r}")
-        self.r.hset(self.keys.run(run_id), "canceled", "1")
+    def cancel_run(self, run_id: str, kill: bool = False) -> dict[str, Any]:
+        """No further job of the run starts: its waiting executions (queued, delayed replays, held) are canceled at
+        once; running commands finish, or with `kill` are killed. Returns the run id and the executions affected."""
+        rk = self.keys.run(run_id)
+        for _ in range(CANCEL_TRIES):
+            with self.r.pipeline() as pipe:
+                # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
+                pipe.watch(rk, self.keys.run_executions(run_id))
+                if not pipe.exists(rk):
+                    raise NotFound(f"no run {run_id!r}")
+                ids = [to_str(x) for x in pipe.zrange(self.keys.run_executions(run_id), 0, -1)]
+                if ids:
+                    pipe.watch(*(self.keys.execution(x) for x in ids))
+                rows = self._rows(ids)
+                waiting = [f for f in rows if f[Exec.status] in WAITING]
+                running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
+                pipe.multi()
+                pipe.hset(rk, Run.canceled, "1")
+                for f in waiting:
+                    self._drop_waiting(pipe, f, Status.canceled)
+                for f in running if kill else ():
+                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[Exec.id]}")
+                try:
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            return {"run_id": run_id, "canceled": True, "dropped": [f[Exec.id] for f in waiting],
+                    "kill_requested": [f[Exec.id] for f in running] if kill else []}
+        raise Conflict(f"run {run_id} kept changing while it was being canceled; try again")
+
+    def _rows(self, ids: list[str]) -> list[dict[str, str]]:
+        """What cancel needs of each execution, in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                p.hmget(self.keys.execution(xid), *ROW)
+            replies = p.execute()
+        return [{**to_str_dict(dict(zip(ROW, reply))), Exec.id: xid} for xid, reply in zip(ids, replies)]
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
@@ -97,6 +132,7 @@ class Control:
         pipe.zrem(self.keys.delayed(), xid)
         pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
+        pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
 

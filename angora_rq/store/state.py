@@ -148,13 +148,13 @@ class State:
         pipe.ltrim(bell, 0, BELL_CAP - 1)
 
     def _replay(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
+        """The next attempt, delayed; CREATE marks the job `replaying` in the run (or the attempt `canceled` when
+        the run was canceled meanwhile: nothing is left waiting)."""
         delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
         nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
                           delay_until=now + delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
-        # create() counted the new attempt; the failed one is still `replaying` until it runs.
-        pipe.hset(self.keys.run(ex.run), Run.job_status + ex.spec.name, Status.replaying)
 
     def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:
         """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent."""

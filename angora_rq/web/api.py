@@ -42,6 +42,17 @@ def int_arg(name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def flag_arg(name: str) -> bool:
+    """A boolean query parameter: true/1 or false/0 (absent: false; InvalidInput otherwise)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value not in ("true", "1", "false", "0"):
+        raise InvalidInput(f"query parameter {name!r} must be true or false", detail={name: raw[:80]})
+    return value in ("true", "1")
+
+
 def time_arg(name: str) -> Optional[float]:
     """A unix-time query parameter (seconds, may be fractional), or None."""
     raw = request.args.get(name)
@@ -160,9 +171,10 @@ def run(run_id: str) -> Any:
 
 @bp.post("/runs/<run_id>/cancel")
 def cancel_run(run_id: str) -> Any:
-    """Start no further job of the run (running commands finish; kill them to stop them)."""
-    _ext().control.cancel_run(valid_id(run_id, "run"))
-    return jsonify({"run_id": run_id, "canceled": True})
+    """Start no further job of the run: its waiting executions are dropped now; running commands finish, or with
+    `?kill=true` are killed."""
+    kill = flag_arg("kill")
+    return jsonify(_ext().control.cancel_run(valid_id(run_id, "run"), kill=kill))
 
 
 # -- executions ----------------------------------------------------------------------------------------

@@ -133,7 +133,8 @@ SCHEMAS: dict[str, Any] = {
     "Accepted": obj({"run_id": STR, "message_id": STR}, closed=True),
     "RunRequest": obj({"params": PARAMS_IN, "run_id": RUN_ID_IN}, (), closed=True),
     "Started": obj({"run_id": STR, "execution_id": STR}, closed=True),
-    "Canceled": obj({"run_id": STR, "canceled": {"const": True}}, closed=True),
+    "Canceled": obj({"run_id": STR, "canceled": {"const": True}, "dropped": array(STR),
+                     "kill_requested": array(STR)}, closed=True),
     "Killed": obj({"execution_id": STR, "result": STR}, closed=True),
     "Retried": obj({"execution_id": STR, "retry_of": STR}, closed=True),
     "Skipped": obj({"execution_id": STR, "status": {"const": "skipped"}}, closed=True),
@@ -272,8 +273,11 @@ def paths(auth: bool) -> dict[str, Any]:
             OFFSET, limit(50)), auth=a)},
         "/api/v1/runs/{run_id}": {"get": op("One run: status, plan, every job's status, executions.",
                                             ("200", "RunDetail", "The run."), "404", (RUN_ID,), auth=a)},
-        "/api/v1/runs/{run_id}/cancel": {"post": op("Start no further job of the run.",
-                                                    ("200", "Canceled", "Canceled."), "403 404", (RUN_ID,), auth=a)},
+        "/api/v1/runs/{run_id}/cancel": {"post": op(
+            "Start no further job of the run: its waiting executions (queued, delayed replays, held) are dropped "
+            "now (`dropped`); running commands finish, or with kill=true are killed (`kill_requested`).",
+            ("200", "Canceled", "Canceled."), "400 403 404 409", (RUN_ID, query(
+                "kill", BOOL, "Also kill the run's running commands.")), auth=a)},
         "/api/v1/executions/{execution_id}": {"get": op(
             "One execution with its output tail.", ("200", "ExecutionDetail", "The execution."), "400 404", (
                 XID, query("tail", {"type": "integer", "minimum": 0, "maximum": 65536, "default": 65536},

@@ -3,11 +3,20 @@
 -- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues
 -- ARGV: ttl history now id job run_id status delay_until bell_cap n_exec fields...
 -- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1.
+-- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
+-- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
 redis.call('HSET', exec, unpack(ARGV, fields, rq_fields - 1))
 redis.call('EXPIRE', exec, ttl)
 redis.call('HSET', rq_job, unpack(ARGV, rq_fields))
 redis.call('EXPIRE', rq_job, ttl)
+local job_status = status == STATUS.delayed and STATUS.replaying or status  -- a replay: its attempt is replaying
+if status == STATUS.delayed and redis.call('HGET', run, RUN.canceled) == '1' then
+  -- A replay in a run canceled while its attempt ran: recorded canceled, never due (the run ends now).
+  status, job_status = STATUS.canceled, STATUS.canceled
+  redis.call('HSET', exec, EXEC.status, STATUS.canceled, EXEC.ended, now)
+  redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.canceled)
+end
 if status == STATUS.queued then
   redis.call('RPUSH', rq_queue, id)
   redis.call('SADD', rq_queues, rq_queue)
@@ -21,8 +30,8 @@ redis.call('ZREMRANGEBYRANK', job_execs, 0, -(tonumber(history) + 1))
 redis.call('ZADD', run_execs, now, id)
 redis.call('EXPIRE', run_execs, ttl)
 redis.call('HSET', stats, JOBSTATS.last_execution, id, JOBSTATS.last_run, run_id, JOBSTATS.last_status, STATUS.queued)
-redis.call('HINCRBY', run, RUN.active, 1)
+if status ~= STATUS.canceled then redis.call('HINCRBY', run, RUN.active, 1) end
 redis.call('HINCRBY', run, RUN.job_count .. job, 1)
-redis.call('HSET', run, RUN.job_status .. job, status, RUN.job_execution .. job, id)
+redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id)
 redis.call('EXPIRE', run, ttl)
 return 1
