@@ -58,7 +58,7 @@ class Janitor:
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
         now = time.time() if now is None else now
-        self.promote(now)
+        self.promote()
         if now - self._last_reap >= REAP_EVERY:
             self._last_reap = now
             self.reap_workers()
@@ -67,10 +67,10 @@ class Janitor:
             self._last_trim = now
             self.trim(now)
 
-    def promote(self, now: float) -> int:
-        """Queue executions whose replay backoff is over."""
+    def promote(self) -> int:
+        """Queue executions whose replay backoff is over (by Redis' clock)."""
         k = self.keys
-        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, now=repr(now), limit=500,
+        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
                                 rq_queue_prefix=K.rq_queue("")).run(link_for(self.r)))
 

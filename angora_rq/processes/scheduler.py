@@ -4,6 +4,8 @@
 
 - Leadership: a lease `keys.scheduler_lease()` = "<holder> <token>", taken with SET NX PX (TTL 3 s) and renewed
   every second; the token comes from INCR `keys.scheduler_fence()` at acquisition, so each term has its own.
+- Time is Redis' (TIME, store/clock.py), read at each step: a host whose clock is off neither sends a tick early
+  nor late (tick.lua also refuses a tick later than Redis' clock).
 - Sending a tick is ONE Lua call (store/lua/tick.lua) that checks the lease still holds this holder's token and that
   the tick is newer than the schedule's last one (`keys.schedule(name)` field `last`), then runs bus's SEND (tick.lua
   includes send.lua: same fields, counters and backlog budget) and records the tick. A stale leader (paused,
@@ -27,6 +29,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.store.clock import redis_now
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
@@ -64,6 +67,7 @@ class Scheduler:
         self.lease: Optional[Lease] = None
         self.sent = 0
         self._last_lease_check = float("-inf")
+        self._offset = 0.0  # Redis' clock minus ours, as last read
         self._stop = threading.Event()
 
     @property
@@ -87,7 +91,7 @@ class Scheduler:
                     log.exception("scheduler %s: step failed; trying again", self.name)
                     self._stop.wait(1.0)
                     continue
-                self._stop.wait(self._sleep_for(time.time()))
+                self._stop.wait(self._sleep_for(time.time() + self._offset))
         finally:
             self.resign()
             try:
@@ -101,7 +105,10 @@ class Scheduler:
 
     def step(self, now: Optional[float] = None) -> int:
         """Keep (or try to take) the lease; as leader, send every due tick. Returns messages sent."""
-        now = time.time() if now is None else now
+        if now is None:
+            local = time.time()
+            now = redis_now(link_for(self.r))
+            self._offset = now - local
         self._keep_lease(now)
         if not self.is_leader:
             return 0
@@ -171,7 +178,7 @@ class Scheduler:
         for tick in due_ticks(s, last, at, self.grace):
             covers = missed_count(s, last, tick) if (at - tick).total_seconds() > self.grace else 1
             outcome, detail = self.send_tick(s, tick, now, covers=covers)
-            if outcome == "fenced":
+            if outcome in ("fenced", "early"):
                 return sent
             if outcome == "sent":
                 sent += 1

@@ -11,11 +11,11 @@ from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import Link, evalsha, link_for
+from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message
 from angora_rq.core.schema import Run
 from angora_rq.store.replication import confirm
-from angora_rq.store.scripts import SEND, Bound, field_pairs
+from angora_rq.store.scripts import SEND, field_pairs
 
 
 def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, wait: Optional[Sequence[Any]] = None) -> str:
@@ -29,7 +29,11 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, wait: Optio
                      fields=field_pairs(msg.to_fields()))
     with redis_errors():
         try:
-            entry = call.run(link_for(r)) if wait is None else _send_replicated(link_for(r), call, wait)
+            if wait is None:
+                entry = call.run(link_for(r))
+            else:
+                entry, acked = call.run_then(link_for(r), wait)
+                confirm(acked, "the message")
         except redis.exceptions.ResponseError as e:
             if "BACKLOG" in str(e):
                 raise Unavailable(
@@ -38,17 +42,6 @@ def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, wait: Optio
                 ) from e
             raise
     return to_str(entry)
-
-
-def _send_replicated(link: Link, call: Bound, wait: Sequence[Any]) -> Any:
-    """SEND then WAIT in one round trip (loading SEND first if the server does not know it)."""
-    entry, acked = link.calls([evalsha(call.script, call.keys, call.args), wait])
-    if isinstance(entry, redis.exceptions.NoScriptError):  # a new primary after a failover, or a restart
-        entry, acked = call.run(link), link.call(*wait)
-    if isinstance(entry, Exception):
-        raise entry
-    confirm(acked, "the message")
-    return entry
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

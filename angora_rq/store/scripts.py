@@ -96,6 +96,17 @@ class Bound:
             raise reply
         return replies, reply
 
+    def run_then(self, link: Link, then: Sequence[Any]) -> tuple[Any, Any]:
+        """This script, then one more command (a WAIT), in one round trip: the script's reply (its error raised)
+        and the command's (its error returned). After a NOSCRIPT both go again, the script loaded first."""
+        reply, after = link.calls([evalsha(self.script, self.keys, self.args), then])
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            reply = self.run(link)
+            after = link.calls([then])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply, after
+
     def queue(self, pipe: Pipeline) -> None:
         """Queue this call on a pipeline (inside its MULTI), as EVAL."""
         pipe.execute_command("EVAL", self.script.text, len(self.keys), *self.keys, *self.args)

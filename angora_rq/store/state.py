@@ -54,10 +54,11 @@ class State:
         config_version: str = "",
         attempt: int = 1,
         replay_of: str = "",
-        delay_until: float = 0.0,
+        delay: float = 0.0,
         status: str = Status.queued,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed or held. Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed (for `delay` s of Redis' clock) or held.
+        Counts it in its run."""
         k, ttl = self.keys, int(self.settings.retention)
         xid = new_execution_id()
         fields = {
@@ -65,7 +66,7 @@ class State:
             Exec.queue: job.queue, Exec.topic: msg.topic, Exec.entry: entry, Exec.origin: msg.origin,
             Exec.params: json.dumps(msg.params), Exec.spec: self._spec_json(job, config_version),
             Exec.config_version: config_version, Exec.created: repr(now), Exec.queued: repr(now),
-            Exec.replay_of: replay_of, Exec.delay_until: repr(delay_until) if delay_until else "",
+            Exec.replay_of: replay_of, Exec.delay_until: "",
             Exec.limit: job.concurrency or 0,
         }
         description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
@@ -76,7 +77,7 @@ class State:
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
             run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue),
             bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, ttl=ttl, history=self.settings.history,
-            now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status, delay_until=repr(delay_until),
+            now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status, delay=repr(delay),
             bell_cap=BELL_CAP, n_exec=len(fields), fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         return xid
@@ -153,7 +154,7 @@ class State:
         delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
         nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
-                          delay_until=now + delay, status=Status.delayed)
+                          delay=delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
 
     def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:

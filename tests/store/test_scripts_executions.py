@@ -62,6 +62,12 @@ def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...] = ("etl",), want: 
     return [x.decode() for x in reply[0::3]]
 
 
+def redis_now(r: redis.Redis) -> float:
+    """Redis' clock."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
 def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int = 0) -> str:
     ex = Claimed.from_hash(h(r, keys.execution(xid)))
     with r.pipeline() as pipe:
@@ -74,13 +80,16 @@ def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int =
 
 def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis, keys: Keys) -> None:
     queued = create(r, keys)
-    delayed = create(r, keys, status="delayed", delay_until=1500.0, attempt=2, replay_of=queued)
+    before = redis_now(r)
+    delayed = create(r, keys, status="delayed", delay=300.0, attempt=2, replay_of=queued)
     held = create(r, keys, status="held")
     assert ids(r, K.rq_queue("etl")) == [queued] and r.llen(keys.bell("etl")) == 1
-    assert r.zrange(keys.delayed(), 0, -1, withscores=True) == [(delayed.encode(), 1500.0)]
+    [(member, due)] = r.zrange(keys.delayed(), 0, -1, withscores=True)
+    # Due 300 s from now by Redis' clock, whatever the clock of the process that created it (`now` is 1000.0).
+    assert member == delayed.encode() and before + 300 <= due <= redis_now(r) + 300
     assert [h(r, K.rq_job(x))["status"] for x in (queued, delayed, held)] == ["queued", "scheduled", "deferred"]
     ex = h(r, keys.execution(delayed))
-    assert (ex["status"], ex["attempt"], ex["replay_of"], ex["delay_until"]) == ("delayed", "2", queued, "1500.0")
+    assert (ex["status"], ex["attempt"], ex["replay_of"], float(ex["delay_until"])) == ("delayed", "2", queued, due)
     run = h(r, keys.run("run1"))
     assert (run["active"], run["n:load"], run["s:load"], run["e:load"]) == ("3", "3", "held", held)
     assert h(r, keys.job_stats("load"))["last_execution"] == held
@@ -200,17 +209,19 @@ def test_release_with_nothing_held_only_frees_the_slot(r: redis.Redis, keys: Key
 # -- PROMOTE ---------------------------------------------------------------------------------------------------
 
 def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
-    due = create(r, keys, status="delayed", delay_until=1500.0)
-    later = create(r, keys, status="delayed", delay_until=2500.0)
-    killed = create(r, keys, status="delayed", delay_until=1400.0)
+    due = create(r, keys, status="delayed", delay=0.0)
+    later = create(r, keys, status="delayed", delay=300.0)
+    killed = create(r, keys, status="delayed", delay=0.0)
     r.hset(keys.execution(killed), "status", "killed")
     janitor = Janitor(r, keys, SETTINGS)
-    assert janitor.promote(2000.0) == 2
-    assert janitor.promote(2000.0) == 0  # the same call again: nothing is queued twice
+    before = redis_now(r)
+    assert janitor.promote() == 2  # due by Redis' clock: no caller's `now` to get wrong
+    assert janitor.promote() == 0  # the same call again: nothing is queued twice
     assert ids(r, K.rq_queue("etl")) == [due]
     assert r.zrange(keys.delayed(), 0, -1) == [later.encode()]
     ex = h(r, keys.execution(due))
-    assert (ex["status"], ex["queued"], h(r, K.rq_job(due))["status"]) == ("queued", "2000.0", "queued")
+    assert (ex["status"], h(r, K.rq_job(due))["status"]) == ("queued", "queued")
+    assert before <= float(ex["queued"]) <= redis_now(r)
     assert h(r, keys.execution(killed))["status"] == "killed"
     assert r.sismember(K.RQ_QUEUES, K.rq_queue("etl"))
 

@@ -1,8 +1,9 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
 -- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues
--- ARGV: ttl history now id job run_id status delay_until bell_cap n_exec fields...
--- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1.
+-- ARGV: ttl history now id job run_id status delay bell_cap n_exec fields...
+-- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1. delay: seconds a delayed
+-- execution waits, from now by Redis' clock (TIME): a host whose clock is off cannot make a replay due early.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
 -- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
@@ -23,7 +24,10 @@ if status == STATUS.queued then
   redis.call('RPUSH', bell, 1)
   redis.call('LTRIM', bell, 0, tonumber(bell_cap) - 1)
 elseif status == STATUS.delayed then
-  redis.call('ZADD', delayed, delay_until, id)
+  local t = redis.call('TIME')
+  local due = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(delay))
+  redis.call('HSET', exec, EXEC.delay_until, due)
+  redis.call('ZADD', delayed, due, id)
 end
 redis.call('ZADD', job_execs, now, id)
 redis.call('ZREMRANGEBYRANK', job_execs, 0, -(tonumber(history) + 1))

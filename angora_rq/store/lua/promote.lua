@@ -1,7 +1,10 @@
--- Move up to `limit` executions whose replay backoff is over (score <= now) into their RQ queues.
+-- Move up to `limit` executions whose replay backoff is over (score <= now, by Redis' clock) into their RQ queues.
 -- KEYS: delayed rq_queues
--- ARGV: now limit exec_prefix rq_job_prefix rq_queue_prefix
+-- ARGV: limit exec_prefix rq_job_prefix rq_queue_prefix
+-- Due times are Redis' own (CREATE): the clock of the host that runs this plays no part.
 -- An execution no longer delayed (killed or expired meanwhile) only leaves the delayed set. Returns how many left it.
+local t = redis.call('TIME')
+local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(limit))
 for _, id in ipairs(ids) do
   redis.call('ZREM', delayed, id)
