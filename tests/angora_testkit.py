@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import redis
 
 from angora_rq.store.bus import send
+from angora_rq.store.connection import client_for
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.store.queries import Queries
@@ -40,7 +41,7 @@ class System:
         self.config = config
         self.workdir = workdir
         self.keys = Keys(env["ANGORA_PREFIX"])
-        self.r = redis.Redis.from_url(env["REDIS_URL"])
+        self.r = client_for(env["REDIS_URL"])  # redis+sentinel:// too
         self.q = Queries(self.r, self.keys)
         self.procs: dict[str, subprocess.Popen] = {}
         self._n = 0

@@ -67,6 +67,7 @@ class Settings:
     redis_tls_verify: str | None = None
     redis_tls_ca: str | None = None
     durability: str = "primary"
+    host: str | None = None  # this host's name as executions record it (ANGORA_HOST; default: the hostname)
     durability_timeout: float = 1.0
 
     @classmethod
@@ -101,6 +102,7 @@ class Settings:
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
                 redis_tls_ca=env.get("ANGORA_REDIS_TLS_CA") or None,
                 durability=one_of("ANGORA_DURABILITY", env.get("ANGORA_DURABILITY"), DURABILITY) or s.durability,
+                host=env.get("ANGORA_HOST") or None,
                 durability_timeout=parse_seconds(env.get("ANGORA_DURABILITY_TIMEOUT", s.durability_timeout)),
             )
             if settings.redis_url and urlsplit(settings.redis_url).scheme == SENTINEL_SCHEME:

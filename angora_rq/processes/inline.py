@@ -11,7 +11,7 @@ from angora_rq.core.execution import Claimed
 from angora_rq.commands.runner import run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, State
+from angora_rq.store.state import State, host_of
 
 
 def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> str:
@@ -25,7 +25,7 @@ def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> s
             return fields.get("status", "missing")
         now = time.time()
         pipe.multi()
-        pipe.hset(ek, mapping={"status": "running", "started": repr(now), "host": HOST, "worker": "rq"})
+        pipe.hset(ek, mapping={"status": "running", "started": repr(now), "host": host_of(settings), "worker": "rq"})
         pipe.hset(keys.run(fields["run"]), f"s:{fields['job']}", "running")
         pipe.execute()
     ex = Claimed.from_hash(fields)

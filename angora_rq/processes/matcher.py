@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import missing_parents, run_plan_json
 from angora_rq.core.settings import Settings
+from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class Matcher:
         self.keys = keys
         self.settings = settings
         self.snapshot = snapshot
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
         self.dispatcher = Dispatcher(self.link, keys, settings)

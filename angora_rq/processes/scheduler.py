@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ from angora_rq.store.clock import redis_now
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
+from angora_rq.store.state import host_of
 from angora_rq.core.ticks import GRACE, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire, to_ms
 
 __all__ = ["Scheduler", "next_fire", "prev_fire", "due_ticks"]
@@ -60,7 +60,7 @@ class Scheduler:
         self.keys = keys
         self.settings = settings
         self.config = config
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.ttl = ttl
         self.renew_every = renew_every
         self.grace = grace

@@ -11,7 +11,6 @@ import logging
 import os
 import selectors
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from angora_rq.core.execution import Claimed
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, State
+from angora_rq.store.state import State, host_of
 
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY = 2.0
@@ -78,7 +77,7 @@ class AngoraWorker:
         self.settings = settings
         self.queues = tuple(queues)
         self.concurrency = concurrency or settings.worker_concurrency
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.burst = burst
         self.stop_grace = stop_grace
         self.state = State(keys, settings)
@@ -381,9 +380,10 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
     k = keys
     return CLAIM.bind(
         inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now), worker=worker,
-        host=HOST, started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=k.execution(""),
-        run_prefix=k.run(""), rq_job_prefix=K.rq_job(""), rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""),
-        held_prefix=k.held(""), rq_queue_prefix=K.rq_queue(""), queues=queues,
+        host=host_of(settings), started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
+        exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
+        rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
+        rq_queue_prefix=K.rq_queue(""), queues=queues,
     )
 
 

@@ -22,6 +22,11 @@ BELL_CAP = 64
 HOST = socket.gethostname()
 
 
+def host_of(settings: Settings) -> str:
+    """This host's name as executions record it: ANGORA_HOST, else the hostname."""
+    return settings.host or HOST
+
+
 class State:
     """Executions, runs and job stats in Redis, under one key prefix."""
 
