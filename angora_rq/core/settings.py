@@ -60,7 +60,7 @@ class Settings:
     kill_grace: float = 5.0
     replay_max_delay: float = 300.0
     worker_concurrency: int = 8
-    worker_ttl: float = 10.0
+    worker_ttl: float = 5.0  # a worker whose heartbeat is older than this is lost: its executions are replayed
     claim_idle: float = 5.0
     log_level: str = "INFO"
     log_format: str = "text"
@@ -114,6 +114,12 @@ class Settings:
             raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS), "
                               f"unix:// or redis+sentinel://; it starts with {scheme + ':'!r}")
         return settings
+
+    @property
+    def heartbeat_every(self) -> float:
+        """How often a worker renews its heartbeat: a fifth of its TTL, so a beat may be late by most of the TTL
+        (a Redis or network stall of 2 s with the default 5 s) before the worker is taken for lost."""
+        return self.worker_ttl / 5
 
     @property
     def replicated(self) -> bool:

@@ -14,7 +14,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import State
+from angora_rq.store.state import BELL_CAP, State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -59,10 +59,11 @@ class Janitor:
         """One pass (cheap when there is nothing to do)."""
         now = time.time() if now is None else now
         self.promote()
-        if now - self._last_reap >= REAP_EVERY:
+        if now - self._last_reap >= min(REAP_EVERY, self.settings.heartbeat_every):
             self._last_reap = now
             self.reap_workers()
-            self.replay_orphans(now)
+            if self.replay_orphans(now):
+                self.promote()  # a lost worker's executions are replayed without a backoff: queue them now
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -72,7 +73,8 @@ class Janitor:
         k = self.keys
         return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-                                rq_queue_prefix=K.rq_queue("")).run(link_for(self.r)))
+                                rq_queue_prefix=K.rq_queue(""), bell_prefix=k.bell(""),
+                                bell_cap=BELL_CAP).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
         """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic)."""

@@ -34,7 +34,6 @@ from angora_rq.core.settings import Settings
 from angora_rq.store.state import State, host_of
 
 log = logging.getLogger(__name__)
-HEARTBEAT_EVERY = 2.0
 LIVE_TAIL_EVERY = 1.0
 
 
@@ -168,7 +167,7 @@ class AngoraWorker:
 
         with self.r.pipeline() as p:
             p.sadd(self.keys.workers(), self.name)
-            p.set(self.keys.worker_alive(self.name), 1, ex=int(self.settings.worker_ttl))
+            p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
             p.execute()
         try:
             qs = [Queue(q, connection=self.r) for q in self.queues]
@@ -240,7 +239,8 @@ class AngoraWorker:
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
         if (sweep := self.orphans.next_deadline()) is not None:
             deadlines.append(sweep)
-        timeout = max_wait
+        # The next heartbeat is due in time whatever else the loop waits for.
+        timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
@@ -327,10 +327,10 @@ class AngoraWorker:
                     a.cmd.kill("killed")
 
     def _housekeeping(self, now: float) -> None:
-        if now - self._last_beat >= HEARTBEAT_EVERY:
+        if now - self._last_beat >= self.settings.heartbeat_every:
             self._last_beat = now
             with self.r.pipeline() as p:
-                p.set(self.keys.worker_alive(self.name), 1, ex=int(self.settings.worker_ttl))
+                p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
                 p.sadd(self.keys.workers(), self.name)
                 p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
                 p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)

@@ -116,7 +116,7 @@ class State:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
         elif status == Status.replaying:
-            self._replay(pipe, ex, now)
+            self._replay(pipe, ex, now, outcome.reason)
         return status
 
     def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
@@ -153,10 +153,10 @@ class State:
         pipe.rpush(bell, 1)
         pipe.ltrim(bell, 0, BELL_CAP - 1)
 
-    def _replay(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
+    def _replay(self, pipe: Pipeline, ex: Claimed, now: float, reason: str) -> None:
         """The next attempt, delayed; CREATE marks the job `replaying` in the run (or the attempt `canceled` when
         the run was canceled meanwhile: nothing is left waiting)."""
-        delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
+        delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay, reason)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
         nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
                           delay=delay, status=Status.delayed)

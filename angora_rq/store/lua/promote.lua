@@ -1,11 +1,13 @@
 -- Move up to `limit` executions whose replay backoff is over (score <= now, by Redis' clock) into their RQ queues.
 -- KEYS: delayed rq_queues
--- ARGV: limit exec_prefix rq_job_prefix rq_queue_prefix
--- Due times are Redis' own (CREATE): the clock of the host that runs this plays no part.
+-- ARGV: limit exec_prefix rq_job_prefix rq_queue_prefix bell_prefix bell_cap
+-- Due times are Redis' own (CREATE): the clock of the host that runs this plays no part. Each queue given work
+-- rings its bell once, so idle workers claim it now.
 -- An execution no longer delayed (killed or expired meanwhile) only leaves the delayed set. Returns how many left it.
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(limit))
+local rung = {}
 for _, id in ipairs(ids) do
   redis.call('ZREM', delayed, id)
   local ek = exec_prefix .. id
@@ -15,6 +17,11 @@ for _, id in ipairs(ids) do
     redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.queued)
     redis.call('RPUSH', rq_queue_prefix .. q, id)
     redis.call('SADD', rq_queues, rq_queue_prefix .. q)
+    if not rung[q] then
+      rung[q] = true
+      redis.call('RPUSH', bell_prefix .. q, 1)
+      redis.call('LTRIM', bell_prefix .. q, 0, tonumber(bell_cap) - 1)
+    end
   end
 end
 return #ids
