@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import redis
 
 from angora_rq.store.bus import send
 from angora_rq.store.connection import client_for

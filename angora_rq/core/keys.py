@@ -1,7 +1,7 @@
 """Every Redis key name Angora uses, in one place (pure: no I/O).
 
 Angora's own keys share one prefix. RQ's keys are fixed by RQ (rq-dashboard must find them); they are
-spelled here too so that nothing else builds a key, and tests/test_keys.py checks them against RQ's classes.
+spelled here too so that nothing else builds a key, and tests/core/test_keys.py checks them against RQ's classes.
 """
 from __future__ import annotations
 

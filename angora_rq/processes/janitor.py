@@ -6,11 +6,12 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from angora_rq.store.connection import Redis, WatchError
+from angora_rq.store.connection import Pipeline, Redis
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
+from angora_rq.store.fence import write_if_running
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
@@ -77,39 +78,46 @@ class Janitor:
                                 bell_cap=BELL_CAP).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
-        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic)."""
+        """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).
+
+        However a worker left (killed, or stopped while Redis was out of reach), its name stays in the workers set
+        until this step has taken what its inflight list held.
+        """
+        return sum(max(0, self.reap_worker(to_str(raw))) for raw in self.r.smembers(self.keys.workers()))
+
+    def reap_worker(self, name: str) -> int:
+        """Take one worker's inflight executions if its heartbeat has expired; -1 while it is alive."""
         k = self.keys
-        moved = 0
-        for raw in self.r.smembers(k.workers()):
-            name = to_str(raw)
-            n = int(REAP.bind(alive=k.worker_alive(name), inflight=k.worker_inflight(name), orphans=k.orphans(),
-                              workers=k.workers(), worker=name).run(link_for(self.r)))
-            if n >= 0:
-                log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
-                self.r.hdel(k.heartbeats(), f"worker:{name}")
-                moved += n
-        return moved
+        n = int(REAP.bind(alive=k.worker_alive(name), inflight=k.worker_inflight(name), orphans=k.orphans(),
+                          workers=k.workers(), worker=name).run(link_for(self.r)))
+        if n > 0:
+            log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
+        if n >= 0:
+            self.r.hdel(k.heartbeats(), f"worker:{name}")
+        return n
 
     def replay_orphans(self, now: float) -> int:
-        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy."""
+        """Record each orphaned execution as failed (`worker lost`) and replay it per its job's policy.
+
+        Fenced like a worker's own record (store/fence.py): an execution whose end its worker (or a worker that
+        read the end from disk) recorded first is only taken off the list.
+        """
         k = self.keys
         done = 0
         for raw in self.r.lrange(k.orphans(), 0, 99):
             xid = to_str(raw)
-            with self.r.pipeline() as pipe:
-                try:
-                    pipe.watch(k.execution(xid))
-                    fields = to_str_dict(pipe.hgetall(k.execution(xid)))
-                    pipe.multi()
-                    if fields.get("status") == "running":
-                        ex = Claimed.from_hash(fields)
-                        started = float(fields.get("started") or now)
-                        self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
-                        done += 1
-                    pipe.lrem(k.orphans(), 1, xid)
-                    pipe.execute()
-                except WatchError:
-                    continue  # someone else handled it; the next pass sees the new status
+
+            def lost(pipe: Pipeline, fields: dict[str, str]) -> None:
+                started = float(fields.get("started") or now)
+                ex = Claimed.from_hash(fields)
+                self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
+                pipe.lrem(k.orphans(), 1, ex.id)
+
+            written = write_if_running(self.r, k.execution(xid), None, lost)
+            if written:
+                done += 1
+            elif written is False:
+                self.r.lrem(k.orphans(), 1, xid)
         return done
 
     def trim(self, now: float) -> None:
@@ -128,3 +136,20 @@ class Janitor:
             if stale:
                 p.hdel(k.heartbeats(), *stale)
             p.execute()
+
+
+def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:
+    """What a worker's inflight list holds that the worker does not know of: a CLAIM whose reply was lost.
+
+    Entries whose execution is no longer running under the worker are stale and removed.
+    """
+    inflight, found = keys.worker_inflight(worker), []
+    for xid in [to_str(x) for x in r.lrange(inflight, 0, -1)]:
+        if xid in known:
+            continue
+        fields = to_str_dict(r.hgetall(keys.execution(xid)))
+        if fields.get("status") == "running" and fields.get("worker") == worker:
+            found.append(Claimed.from_hash(fields))
+        else:
+            r.lrem(inflight, 1, xid)
+    return found

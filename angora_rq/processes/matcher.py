@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from angora_rq.store.connection import Redis, RedisConnectionError
+from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError
 from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
@@ -27,11 +27,15 @@ from angora_rq.core.plans import missing_parents, run_plan_json
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.processes.outage import Outage
 
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
 MAX_PLAN_RETRIES = 10
+CONSUMERS_EVERY = 10.0
+# A matcher reads at least once a second, so a consumer idle this long with nothing pending is a dead matcher's.
+DEAD_CONSUMER_IDLE = 60.0
 
 
 @dataclass
@@ -71,22 +75,35 @@ class Matcher:
         self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
-        self.dispatcher = Dispatcher(self.link, keys, settings)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
         self._last_beat = 0.0
+        self._last_consumers = 0.0
         self._own_pending_done = False
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
-        """Loop over step() until stop() is called."""
-        bus.ensure_group(self.r, self.keys)
+        """Loop over step() until stop() is called; wait out Redis outages (what was read stays pending)."""
+        group, outage = False, Outage(f"matcher {self.name}")
         while not self.stopping:
             try:
+                if not group:
+                    bus.ensure_group(self.r, self.keys)  # here, not before the loop: Redis may be down at start
+                    group = True
                 self.step()
-            except RedisConnectionError as e:
-                log.warning("matcher %s: Redis connection lost (%s); retrying", self.name, e)
+                outage.reached()
+            except UNREACHABLE as e:
+                outage.failed(e)
+                # A batch whose reply was lost may not have been dispatched: read this consumer's pending again.
+                self._own_pending_done = False
+                time.sleep(outage.wait())
+            except ResponseError as e:
+                if "NOGROUP" in str(e):  # a Redis that came back empty: the group went with the stream
+                    group = False
+                    continue
+                log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
                 time.sleep(1.0)
             except Exception:
                 log.exception("matcher %s: batch failed; it stays pending and will be retried", self.name)
@@ -98,11 +115,11 @@ class Matcher:
 
     def step(self, block_ms: int = 1000, now: Optional[float] = None) -> int:
         """Read and dispatch one batch (own pending first, then claimed, then new); return entries handled."""
-        now = time.time() if now is None else now
-        self._housekeeping(now)
+        self._housekeeping(time.time() if now is None else now)
         entries = self._read(block_ms)
         if entries:
-            self.process(entries, now)
+            # The time after the (blocking) read: executions are never created before their message was sent.
+            self.process(entries, time.time() if now is None else now)
         return len(entries)
 
     def _housekeeping(self, now: float) -> None:
@@ -115,6 +132,26 @@ class Matcher:
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)
+        if now - self._last_consumers > CONSUMERS_EVERY:
+            self._last_consumers = now
+            self.drop_dead_consumers()
+
+    def drop_dead_consumers(self, min_idle: float = DEAD_CONSUMER_IDLE) -> list[str]:
+        """Remove from the group the consumers (other than this one) with nothing pending, idle over `min_idle` s.
+
+        Their pending entries were claimed already (`_claim_stale`); a matcher that was only slow is added back by
+        its next read. Returns the names removed.
+        """
+        stream, gone = self.keys.stream(), []
+        for c in self.r.xinfo_consumers(stream, MATCHER_GROUP):
+            name = to_str(c["name"])
+            if name != self.name and int(c["pending"]) == 0 and int(c["idle"]) > min_idle * 1000:
+                self.r.xgroup_delconsumer(stream, MATCHER_GROUP, name)
+                gone.append(name)
+        if gone:
+            log.info("matcher %s: removed %d dead consumer(s) from the group: %s", self.name, len(gone),
+                     ", ".join(gone))
+        return gone
 
     def _read(self, block_ms: int) -> list[tuple[str, dict]]:
         stream = self.keys.stream()

@@ -4,6 +4,12 @@ Executions stay RQ jobs (`rq:queue:<q>`, `rq:job:<id>`, registries, `rq:workers`
 stock `rq worker` can run them too (slowly) through `run_execution`. This worker claims them in batches with one Lua
 call, waits on the commands' pidfds and a wake-up pipe in one selector, and records each batch of finished commands
 in one MULTI/EXEC.
+
+Redis may go away at any moment (restart, failover, a reset connection). A command that has ended is kept
+(`outbox.Unrecorded`) until Redis has its record, and written to disk if the worker must exit first. A record whose
+reply was lost, or that this worker may no longer own (its heartbeat lapsed and a janitor replayed its executions),
+is written only after checking the execution is still `running` under this worker (`fence.write_if_running`), so
+a retry never counts an end twice. A CLAIM whose reply was lost is found again in the worker's inflight list.
 """
 from __future__ import annotations
 
@@ -18,13 +24,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
+from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.commands import runner, spawn
 from angora_rq.commands.guardian import Guardian
 from angora_rq.commands.reaper import Orphans
-from angora_rq.processes.janitor import Janitor
+from angora_rq.processes.janitor import Janitor, lost_claims
+from angora_rq.processes.outage import Outage
+from angora_rq.processes.outbox import Outbox, Unrecorded
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import Claimed
@@ -35,6 +43,10 @@ from angora_rq.store.state import State, host_of
 
 log = logging.getLogger(__name__)
 LIVE_TAIL_EVERY = 1.0
+SPILL_SCAN_EVERY = 2.0
+# Of the heartbeat's TTL, what is not counted on when deciding that no janitor can have taken this worker's
+# executions (the beat's transit, a clock that drifts): past it, records are written only after a check.
+ALIVE_MARGIN = 0.4  # of the TTL: 2 s of the default 5 s
 
 
 @dataclass
@@ -44,6 +56,7 @@ class Active:
     ex: Claimed
     cmd: Any  # runner.RunningCommand
     hand_back: bool = False
+    checked: bool = False  # record its end only after checking it is still ours (see Unrecorded.checked)
 
 
 @dataclass
@@ -83,6 +96,8 @@ class AngoraWorker:
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
         self.janitor = Janitor(r, keys, settings)
         self.active: dict[str, Active] = {}
+        self.outbox = Outbox(r, keys, self.state, settings.data_dir, self.name)  # ended, not yet in Redis
+        self.outage = Outage(f"worker {self.name}")
         self.stats = WorkerStats()
         self.stopping = False
         self.forced = False
@@ -96,6 +111,11 @@ class AngoraWorker:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._last_beat = 0.0
         self._last_tail = 0.0
+        self._next_spill_scan = 0.0
+        self._alive_until = 0.0  # monotonic time until which this worker's heartbeat key surely exists
+        self._registered = False  # a heartbeat has been acknowledged since start
+        self._needs_register = True
+        self._recheck = False  # a CLAIM's reply was lost: look for what it claimed in the inflight list
         self.guardian: Optional[Guardian] = None
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
@@ -111,24 +131,26 @@ class AngoraWorker:
             while not self.done():
                 try:
                     self.step()
-                except RedisConnectionError as e:
-                    log.warning("worker %s: Redis connection lost (%s); retrying", self.name, e)
+                except Exception:
+                    log.exception("worker %s: step failed; trying again", self.name)
                     time.sleep(1.0)
         finally:
             self.close()
 
     def start(self) -> None:
-        """Register this worker (Angora and RQ), start the guardian and the wake-up thread."""
+        """Start the guardian and the wake-up thread, and register if Redis answers (else the first step does)."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
         self._env.update(self.guardian.environment())
         self.orphans.adopt()
-        self._register()
+        self._attempt(self._register)
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
 
     def done(self) -> bool:
-        """True when the loop should end."""
+        """True when the loop should end: nothing running, and nothing unrecorded unless the grace is over."""
         if self.active:
+            return False
+        if self.outbox and not self.forced and not (self.stopping and time.monotonic() >= self._stop_at):
             return False
         return self.stopping or (self.burst and self._idle_checked)
 
@@ -146,29 +168,50 @@ class AngoraWorker:
         self._wake()
 
     def close(self) -> None:
-        """Unregister and stop the helper thread and the guardian."""
+        """Record what is left (on disk if Redis cannot be reached), unregister, stop the thread and the guardian."""
         self._quit_waiter.set()
+        self.stopping = True  # no claim rides along; what a lost claim took is handed back
         try:
-            with self.r.pipeline() as p:
-                p.delete(self.keys.worker_alive(self.name))
-                p.srem(self.keys.workers(), self.name)
-                p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
-                p.execute()
-            if self._rq_worker is not None:
-                self._rq_worker.register_death()
-        except RedisError as e:
-            log.warning("worker %s: could not unregister: %s", self.name, e)
+            if self._recheck:
+                self._recheck_inflight(time.time())
+            if self.outbox:
+                self._record(time.time())
+        except Exception as e:
+            log.warning("worker %s: could not record %d end(s): %s", self.name, len(self.outbox), e)
+        if self.outbox:
+            # Not unregistered: the heartbeat expires on its own, which leaves the next worker on this host time
+            # to record the file before the janitor replays these executions.
+            path = self.outbox.spill()
+            log.warning("worker %s: %d end(s) not recorded; written to %s for the next worker on this host",
+                        self.name, len(self.outbox), path)
+        else:
+            self._unregister()
         self.orphans.release(self._known_pids())
         if self.guardian is not None:
             self.guardian.close()
 
+    def _unregister(self) -> None:
+        """Leave: the heartbeat goes, and the janitor step for this worker replays whatever its inflight list
+        still holds (nothing, normally) and removes its name."""
+        try:
+            with self.r.pipeline() as p:
+                p.delete(self.keys.worker_alive(self.name))
+                p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
+                p.execute()
+            self.janitor.reap_worker(self.name)
+            if self._rq_worker is not None:
+                self._rq_worker.register_death()
+        except RedisError as e:
+            log.warning("worker %s: could not unregister (the janitor will once the heartbeat expires): %s",
+                        self.name, e)
+
     def _register(self) -> None:
+        """Hand anything an earlier process of this name left claimed to the janitor, then register with RQ."""
         from rq import Queue, Worker
 
-        with self.r.pipeline() as p:
-            p.sadd(self.keys.workers(), self.name)
-            p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
-            p.execute()
+        self.r.delete(self.keys.worker_alive(self.name))
+        self.janitor.reap_worker(self.name)
+        self._needs_register = False
         try:
             qs = [Queue(q, connection=self.r) for q in self.queues]
             self._rq_worker = Worker(qs, connection=self.r, name=self.name)
@@ -181,12 +224,11 @@ class AngoraWorker:
     def step(self, max_wait: float = 1.0) -> int:
         """Claim work for free slots, wait for something to happen, record what finished."""
         now = time.time()
-        self._housekeeping(now)
         claimed = 0
-        if not self.stopping and not self._claimed_at_reap:
-            claimed = self._claim(now)
+        if self._online(now) and not self.stopping and not self._claimed_at_reap:
+            claimed = self._attempt(self._claim, now) or 0
         self._claimed_at_reap = False
-        if self.burst and not claimed and not self.active:
+        if self.burst and not claimed and not self.active and not self.outbox and not self.outage.down:
             self._idle_checked = True
             return 0
         free = self.concurrency - len(self.active)
@@ -197,7 +239,10 @@ class AngoraWorker:
         self._wait(self._wait_timeout(max_wait, claimed))
         self._handle_control()
         self._handle_stop()
-        return self._reap(time.time())
+        finished = self._reap(time.time())
+        if self.outbox and not self.outage.down:
+            self._attempt(self._record, time.time())
+        return finished
 
     _claimed_at_reap = False  # the last reap claimed too: the next step need not ask again
 
@@ -205,8 +250,12 @@ class AngoraWorker:
         free = self.concurrency - len(self.active)
         if free <= 0:
             return 0
-        claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
-        return self._start_claimed(claim.run(self.link))
+        try:
+            reply = claim_call(self.keys, self.settings, self.name, self.queues, now, free).run(self.link)
+        except BaseException:
+            self._recheck = True  # it may have run: what it claimed waits in the inflight list
+            raise
+        return self._start_claimed(reply)
 
     def _start_claimed(self, reply: list) -> int:
         """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
@@ -245,6 +294,8 @@ class AngoraWorker:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
             timeout = min(timeout, max(0.0, self._stop_at - time.monotonic()))
+        if self.outage.down:
+            timeout = min(timeout, self.outage.wait())
         return timeout
 
     def _wait(self, timeout: float) -> None:
@@ -257,40 +308,77 @@ class AngoraWorker:
                     pass
 
     def _reap(self, now: float) -> int:
-        """Poll every running command; record all that finished in one transaction."""
-        done = []
+        """Poll every running command; keep the end of each that finished until Redis has it."""
+        n = 0
         for xid, a in list(self.active.items()):
             outcome = a.cmd.poll(now)
             if outcome is not None:
-                done.append((a, outcome))
+                hand_back = a.hand_back or (self.stopping and stopped_with_us(outcome))
+                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked))
                 del self.active[xid]
                 self._forget(a)
                 self.orphans.ended(xid, outcome.reason, now)
+                n += 1
         self.orphans.step(now, self._known_pids, self.active.keys)
         if self.guardian is not None:
             self.guardian.flush()
-        if done:
-            free = self.concurrency - len(self.active)
-            claim = None
-            if free > 0 and not self.stopping:
-                # The next claim rides in the same round trip as this batch's records.
-                claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
-            with self.r.pipeline() as pipe:
-                for a, outcome in done:
-                    if a.hand_back or (self.stopping and stopped_with_us(outcome)):
-                        self.state.hand_back(pipe, a.ex, self.name)
-                    else:
-                        self.state.finalize(pipe, a.ex, outcome, now, worker=self.name, pid=a.cmd.pid)
+        self.stats.finished += n
+        return n
+
+    # -- recording ends ---------------------------------------------------------------------------
+    def _record(self, now: float) -> None:
+        """Record what ended: in one transaction (with the next claim) while no janitor can have taken this
+        worker's executions, else one by one after a check. What is not recorded stays for the next try."""
+        sure = self._alive_certain()
+        batch = self.outbox.sure() if sure else []
+        if batch:
+            self._record_batch(batch, now)
+        self.outbox.record_checked(now, everything=not sure)
+
+    def _record_batch(self, batch: list[Unrecorded], now: float) -> None:
+        free = self.concurrency - len(self.active)
+        claim = None
+        if free > 0 and not self.stopping:
+            # The next claim rides in the same round trip as this batch's records.
+            claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
+        with self.r.pipeline() as pipe:
+            for u in batch:
+                self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
+            try:
                 if claim is None:
                     self.link.execute(pipe)
                 else:
                     _, reply = claim.run_after(self.link, pipe)
-            self.stats.finished += len(done)
-            self.stats.finalizes += 1
-            if claim is not None:
-                self._start_claimed(reply)
-                self._claimed_at_reap = True
-        return len(done)
+            except BaseException:
+                self.outbox.doubt(batch)  # applied or not, nobody can tell
+                self._recheck = self._recheck or claim is not None
+                raise
+        self.outbox.drop(batch)
+        self.stats.finalizes += 1
+        if claim is not None:
+            self._start_claimed(reply)
+            self._claimed_at_reap = True
+
+    def _alive_certain(self) -> bool:
+        """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""
+        return not self.outage.down and time.monotonic() < self._alive_until
+
+    def _recheck_inflight(self, now: float) -> None:
+        """After a CLAIM whose reply was lost: start what it claimed (hand it back when stopping)."""
+        found = lost_claims(self.r, self.keys, self.name, set(self.active) | {u.xid for u in self.outbox.items})
+        self._recheck = False
+        if found:
+            log.warning("worker %s: %d claimed execution(s) found again after a lost reply", self.name, len(found))
+        if self.stopping:
+            unrun = runner.Outcome(None, None, "killed", now, now, 0.0, "")
+            for ex in found:
+                self.outbox.add(Unrecorded(ex.id, self.name, unrun, hand_back=True, ex=ex))
+            return
+        with spawn.batch():
+            for ex in found:
+                self._start(ex)
+        if self.guardian is not None:
+            self.guardian.flush()
 
     def _known_pids(self) -> set[int]:
         """This worker's children that it started: its commands' leaders and its guardian."""
@@ -326,20 +414,67 @@ class AngoraWorker:
                     a.hand_back = True
                     a.cmd.kill("killed")
 
+    def _online(self, now: float) -> bool:
+        """Housekeeping, and recovery after an outage; False while Redis cannot be reached."""
+        if not self.outage.due():
+            return False
+        try:
+            if self._needs_register:
+                self._register()
+            self._housekeeping(now)
+            if self._recheck:
+                self._recheck_inflight(now)
+        except UNREACHABLE as e:
+            self._lost(e)
+            return False
+        self.outage.reached()
+        return True
+
+    def _attempt(self, fn: Any, *args: Any) -> Any:
+        """fn(*args), or None when Redis cannot be reached (then retried after a backoff)."""
+        try:
+            return fn(*args)
+        except UNREACHABLE as e:
+            self._lost(e)
+            return None
+
+    def _lost(self, e: Exception) -> None:
+        self.outage.failed(e)
+        self._claimed_at_reap = False
+
     def _housekeeping(self, now: float) -> None:
-        if now - self._last_beat >= self.settings.heartbeat_every:
-            self._last_beat = now
-            with self.r.pipeline() as p:
-                p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
-                p.sadd(self.keys.workers(), self.name)
-                p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
-                p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
-                p.hset(K.rq_worker(self.name), "last_heartbeat", _iso(now))
-                p.execute()
+        if self.outage.down or now - self._last_beat >= self.settings.heartbeat_every:
+            self._beat(now)
+            if time.monotonic() >= self._next_spill_scan:
+                # Before the janitor: ends on disk are recorded before it replays their executions.
+                self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
+                self.outbox.record_spilled(now)
             self.janitor.step(now)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
             self._live_tails(now)
+
+    def _beat(self, now: float) -> None:
+        """Refresh the heartbeat; notice when a janitor took this worker for dead meanwhile."""
+        sent = time.monotonic()
+        with self.r.pipeline() as p:
+            p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
+            p.sadd(self.keys.workers(), self.name)
+            p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
+            p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
+            p.hset(K.rq_worker(self.name), "last_heartbeat", _iso(now))
+            added = p.execute()[1]
+        self._last_beat = now
+        self._alive_until = sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN)
+        if added and self._registered:
+            # Only a janitor removes a live worker's name: it has replayed what this worker held, so each of
+            # those ends is written only if its execution is still ours.
+            log.warning("worker %s: taken for dead while Redis was out of reach; its executions were replayed",
+                        self.name)
+            for a in self.active.values():
+                a.checked = True
+            self.outbox.doubt()
+        self._registered = True
 
     def _live_tails(self, now: float) -> None:
         """Copy the output tail of commands running for over a second into Redis, for the UI's live view."""

@@ -21,10 +21,13 @@ from angora_rq.core.errors import AngoraError, Unavailable
 from angora_rq.core.settings import SENTINEL_SCHEME, Settings, parse_sentinel_url, redacted
 
 __all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
-           "connect", "client_for", "ping", "unavailable", "redis_errors", "first_contact"]
+           "UNREACHABLE", "connect", "client_for", "ping", "unavailable", "redis_errors", "first_contact"]
 
 Redis = redis.Redis
 SENTINEL_TIMEOUT = 1.0  # seconds to wait for one sentinel before asking the next
+# Redis out of reach: restarting, shut down, loading its AOF (BusyLoadingError is a ConnectionError), a connection
+# reset or refused, no answer in time. What a loop waits out (processes/outage.py), and a 503 over HTTP.
+UNREACHABLE = (RedisConnectionError, redis.exceptions.TimeoutError)
 # redis-py strips the error code from these (e.g. "-OOM ..." arrives as OutOfMemoryError("command not ...")) ...
 REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError)
 # ... but not from MISCONF or BUSY, and an error raised inside a Lua script may carry it in its text: "... -OOM ...".

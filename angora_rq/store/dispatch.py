@@ -32,8 +32,9 @@ class Outgoing:
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
         self.link = link
+        self.consumer = consumer  # the matcher's name in the consumer group
         self.keys = keys
         self.settings = settings
         self._jobs: dict[tuple[str, str], list[Any]] = {}
@@ -60,7 +61,8 @@ class Dispatcher:
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, now=repr(now), now_iso=utc_iso(now),
             ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
-            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, data_head=self._head,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, consumer=self.consumer,
+            data_head=self._head,
             data_tail=self._tail, n_jobs=len(job_no), n_messages=len(batch.messages),
             n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)

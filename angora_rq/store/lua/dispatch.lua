@@ -5,7 +5,7 @@
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
 -- KEYS: stream paused_jobs rq_queues
--- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group
+-- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
 -- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (11 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
@@ -15,7 +15,8 @@
 --     '=' .. JSON (the caller read and merged the run's plan: write it) or '?' .. JSON (write it unless the run
 --     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
 --   dispatch (4): message number, job number, execution id, guard key ('' = none)
--- A guard already taken (the pair was dispatched before) or a canceled run creates nothing.
+-- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
+-- nothing.
 -- Returns {executions created, then per plan conflict: message number, old plan}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
@@ -35,28 +36,44 @@ end
 local msgs, entries, conflicts = {}, {}, {}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
-             rkey = ARGV[p + 5], rexecs = ARGV[p + 6], absorbed = false}
+             rkey = ARGV[p + 5], rexecs = ARGV[p + 6], plan = ARGV[p + 7], absorbed = false, live = false}
   entries[m] = ARGV[p]
-  local plan = ARGV[p + 7]
-  if plan ~= '' then
-    local old = plan:sub(1, 1) == '?' and redis.call('HGET', ARGV[p + 5], RUN.plan)
+  p = p + 8
+end
+-- Only entries still pending are dispatched: while this matcher stalled, another may have claimed, dispatched
+-- and acknowledged some of them. Their guards would stop a second execution, but not a second count of the
+-- message in its run. XCLAIM ... JUSTID returns the ids still pending (and keeps them with this consumer).
+local pending = {}
+if nm > 0 then
+  local claim = {'XCLAIM', stream, group, consumer, 0}
+  for m = 1, nm do claim[5 + m] = entries[m] end
+  claim[#claim + 1] = 'JUSTID'
+  for _, id in ipairs(redis.call(unpack(claim))) do pending[id] = true end
+end
+for m = 1, nm do
+  local msg = msgs[m]
+  msg.live = pending[msg.entry] == true
+  local plan = msg.plan
+  if msg.live and plan ~= '' then
+    local old = plan:sub(1, 1) == '?' and redis.call('HGET', msg.rkey, RUN.plan)
     plan = plan:sub(2)
     if old and old ~= plan then
       conflicts[#conflicts + 1] = m
       conflicts[#conflicts + 1] = old
     else
-      redis.call('HSET', ARGV[p + 5], RUN.plan, plan, RUN.config_version, config_version, RUN.params, ARGV[p + 4])
+      redis.call('HSET', msg.rkey, RUN.plan, plan, RUN.config_version, config_version, RUN.params, msg.params)
     end
   end
-  p = p + 8
 end
 local canceled, bells, touched, created, queued, queues = {}, {}, {}, 0, {}, {}
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, guard = ARGV[p + 2], ARGV[p + 3]
   p = p + 4
-  if canceled[msg.rkey] == nil then canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1' end
-  if not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
+  if msg.live and canceled[msg.rkey] == nil then
+    canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1'
+  end
+  if msg.live and not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
     local status = job.paused and STATUS.held or STATUS.queued
     local ek = exec_prefix .. id
     redis.call('HSET', ek, EXEC.id, id, EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status,
@@ -100,7 +117,7 @@ for d = 1, nd do
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
+  if msgs[m].live and not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
 end
 for rkey, rexecs in pairs(touched) do
   redis.call('EXPIRE', rkey, ttl)

@@ -24,7 +24,7 @@ from angora_rq.processes.redis_server import free_port
 from angora_testkit import wait_for
 from tls_proxy import TlsProxy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STOP_BOUND = 30  # Heroku's grace between SIGTERM and SIGKILL
 TOKEN = "deploy-test-token-0123456789abcdef"
 TWO_JOBS = """\

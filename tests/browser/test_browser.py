@@ -20,7 +20,7 @@ CHROMIUM = os.environ.get("ANGORA_CHROMIUM", "/usr/bin/chromium")
 # The machine has no internet: without the background-networking flags Chromium's own connections are refused.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 CLI = [sys.executable, "-m", "angora_rq.cli"]
 
 JOBS = """\

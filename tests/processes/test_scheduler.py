@@ -375,6 +375,9 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
         ScheduleDef("beat_once", "beat.once", every=1.0, catchup="once"),)), name="cli-test")
     a.step(T0)
     a.step(T0 + 1.5)
+    # The leader stays alive for the rest of the test: its lease (3 s) would otherwise lapse while two CLI
+    # processes start on a loaded machine, and "leader: none" is then the right answer.
+    r.pexpire(keys.scheduler_lease(), 120_000)
     out = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--json", "--config", str(cfg)],
                          env=angora_env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

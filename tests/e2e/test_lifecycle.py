@@ -12,7 +12,7 @@ import pytest
 
 from angora_testkit import System, pid_alive, wait_for, write_config
 
-PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 HEROKU_GRACE = 30  # seconds between SIGTERM and SIGKILL on a dyno
 
 LONG_ONCE = """

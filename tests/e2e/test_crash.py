@@ -27,7 +27,7 @@ JOBS = """
   command: ["sh", "-c", "echo $ANGORA_RUN_ID >> {out}"]
   replay: 0
 """
-NAIVE_MATCHER = [sys.executable, str(Path(__file__).with_name("naive_matcher.py"))]
+NAIVE_MATCHER = [sys.executable, str(Path(__file__).parents[1] / "naive_matcher.py")]
 
 
 def run_with_matcher_kills(angora_env: dict[str, str], tmp_path: Path, n: int, kills: int,

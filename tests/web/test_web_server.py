@@ -23,7 +23,7 @@ import redis
 from angora_rq.core.keys import Keys
 from angora_rq.processes.redis_server import RedisServer, free_port
 
-PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
+PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 
 
 def web_line() -> str:

@@ -30,7 +30,7 @@ def test_web_templates_and_static_files_are_installed() -> None:
     spec = importlib.util.find_spec("angora_rq.web")
     assert spec is not None and spec.submodule_search_locations
     installed = Path(list(spec.submodule_search_locations)[0])
-    source = Path(__file__).resolve().parents[1] / "angora_rq" / "web"
+    source = Path(__file__).resolve().parents[2] / "angora_rq" / "web"
     for folder in ("templates", "static"):
         wanted = [p.relative_to(source) for p in (source / folder).rglob("*")
                   if p.is_file() and not p.name.startswith(".")]
@@ -43,7 +43,7 @@ def test_lua_scripts_are_installed() -> None:
     spec = importlib.util.find_spec("angora_rq.store")
     assert spec is not None and spec.submodule_search_locations
     installed = Path(list(spec.submodule_search_locations)[0]) / "lua"
-    source = Path(__file__).resolve().parents[1] / "angora_rq" / "store" / "lua"
+    source = Path(__file__).resolve().parents[2] / "angora_rq" / "store" / "lua"
     wanted = sorted(p.name for p in source.glob("*.lua"))
     assert wanted and sorted(p.name for p in installed.glob("*.lua")) == wanted
 

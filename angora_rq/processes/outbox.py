@@ -1,0 +1,174 @@
+"""Outcomes a worker has not recorded in Redis yet: kept in memory, written to disk when the worker must exit.
+
+A command's end is recorded once Redis has it. Until then the worker keeps it (`Unrecorded`); a worker that must
+exit while Redis cannot be reached writes what it still holds to `<data dir>/outcomes/<prefix>/<worker>.jsonl`, and
+the next worker on the host records those lines (fenced: only while each execution is still `running` under the
+worker that ran it). If no worker comes, the janitor replays those executions once the dead worker's heartbeat has
+expired: at least once, either way.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+from urllib.parse import quote
+
+from angora_rq.commands.runner import Outcome
+from angora_rq.core.execution import Claimed, OutcomeLike
+from angora_rq.core.keys import Keys
+from angora_rq.store.connection import Redis
+from angora_rq.store.fence import write_if_running
+from angora_rq.store.state import State
+
+log = logging.getLogger(__name__)
+
+
+OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
+
+
+@dataclass
+class Unrecorded:
+    """An execution whose command has ended (or was stopped to be handed back) and whose record is not in Redis."""
+
+    xid: str
+    owner: str  # the worker that ran it: the execution's `worker` field while it is running
+    outcome: OutcomeLike
+    pid: int = 0
+    hand_back: bool = False
+    ex: Optional[Claimed] = None  # what the worker claimed; None for lines read back from disk
+    checked: bool = False  # record only after checking the execution is still running under `owner`
+
+    def to_json(self) -> str:
+        """One line of a spill file."""
+        outcome = {name: getattr(self.outcome, name) for name in OUTCOME_FIELDS}
+        return json.dumps({"id": self.xid, "owner": self.owner, "pid": self.pid, "hand_back": self.hand_back,
+                           "outcome": outcome})
+
+    @classmethod
+    def from_json(cls, line: str) -> "Unrecorded":
+        """Read a spill file's line back (always checked: the writer is gone)."""
+        d = json.loads(line)
+        return cls(d["id"], d["owner"], Outcome(**d["outcome"]), d.get("pid", 0), d.get("hand_back", False),
+                   checked=True)
+
+
+def spill_folder(data_dir: Path, prefix: str) -> Path:
+    """Where the workers of one deployment (key prefix) on this host leave what they could not record."""
+    return data_dir / "outcomes" / quote(prefix, safe="")
+
+
+def spill(folder: Path, worker: str, items: list[Unrecorded]) -> Path:
+    """Write items to `<folder>/<worker>.jsonl` (complete or not at all: a temporary file, fsync, rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{quote(worker, safe='')}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        f.writelines(item.to_json() + "\n" for item in items)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def spilled(folder: Path) -> Iterator[list[tuple[Path, list[Unrecorded]]]]:
+    """The spill files no other worker is reading, locked while the caller records them.
+
+    The caller deletes each file it has recorded; a worker that dies meanwhile drops its locks with its process.
+    """
+    held: list[Any] = []
+    found: list[tuple[Path, list[Unrecorded]]] = []
+    try:
+        for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+            try:
+                f = open(path)
+            except FileNotFoundError:
+                continue  # recorded and removed by another worker just now
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            held.append(f)
+            try:
+                found.append((path, [Unrecorded.from_json(line) for line in f if line.strip()]))
+            except (ValueError, KeyError, TypeError) as e:
+                log.error("unreadable outcomes file %s left in place: %s", path, e)
+        yield found
+    finally:
+        for f in held:
+            f.close()
+
+
+class Outbox:
+    """The ends one worker holds until Redis has them, oldest first; writes the ones in doubt, fenced."""
+
+    def __init__(self, r: Redis, keys: Keys, state: State, data_dir: Path, owner: str) -> None:
+        self.r = r
+        self.keys = keys
+        self.state = state
+        self.owner = owner
+        self.items: list[Unrecorded] = []
+        self.folder = spill_folder(data_dir, keys.prefix)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Unrecorded) -> None:
+        """Keep an end until it is recorded."""
+        self.items.append(item)
+
+    def sure(self) -> list[Unrecorded]:
+        """The ends that may go in the usual transaction (nothing in doubt about them)."""
+        return [u for u in self.items if not u.checked and u.ex is not None]
+
+    def doubt(self, items: Optional[list[Unrecorded]] = None) -> None:
+        """From now on write these (default: all) only after checking their executions are still the owner's."""
+        for u in self.items if items is None else items:
+            u.checked = True
+
+    def drop(self, done: list[Unrecorded]) -> None:
+        """Forget ends that are recorded (or that turned out to be someone else's to record)."""
+        gone = {id(u) for u in done}
+        self.items = [u for u in self.items if id(u) not in gone]
+
+    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float) -> None:
+        """Queue an end's record on a transaction: hand the execution back, or finalize it."""
+        if u.hand_back:
+            self.state.hand_back(pipe, ex, u.owner)
+        else:
+            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid)
+
+    def record_checked(self, now: float, everything: bool = False) -> None:
+        """Write the ends in doubt (or all of them) one by one, each fenced (fence.py)."""
+        for u in [u for u in self.items if everything or u.checked]:
+            if self._record_one(u, now):
+                self.drop([u])
+
+    def _record_one(self, u: Unrecorded, now: float) -> bool:
+        """Write one end if its execution is still running under the worker that ran it; True once done with it."""
+        def write(pipe: Any, fields: dict[str, str]) -> None:
+            self.write(pipe, u, u.ex or Claimed.from_hash(fields), now)
+
+        done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
+        if done is False:
+            log.info("worker %s: execution %s was already recorded or replayed; this end is not", self.owner, u.xid)
+        return done is not None
+
+    def record_spilled(self, now: float) -> None:
+        """Record the ends that workers of this host wrote to disk when they had to exit during an outage."""
+        with spilled(self.folder) as files:
+            for path, items in files:
+                if all([self._record_one(u, now) for u in items]):
+                    path.unlink(missing_ok=True)
+                    log.warning("worker %s: recorded %d end(s) left on disk in %s", self.owner, len(items), path)
+
+    def spill(self) -> Path:
+        """Write every end held to this worker's file (it must exit and Redis cannot be reached)."""
+        return spill(self.folder, self.owner, self.items)
