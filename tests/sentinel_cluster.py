@@ -124,6 +124,15 @@ class SentinelCluster:
             time.sleep(0.05)
         raise RuntimeError(f"no failover within {timeout}s")
 
+    def restart_as_replica(self, port: int, primary: int) -> None:
+        """Start the (killed) node of `port` again, as a replica of `primary`: what a service manager and the
+        sentinels do with a failed primary that comes back."""
+        old = self.node(port)
+        old.stop()
+        self.nodes[self.nodes.index(old)] = RedisServer(
+            data_dir=old.data_dir, port=port, appendonly=False,
+            extra_args=("--replicaof", "127.0.0.1", str(primary))).start()
+
     def stop(self) -> None:
         """Stop the sentinels, then the data nodes."""
         for proc in self.sentinels:

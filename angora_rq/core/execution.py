@@ -100,7 +100,8 @@ def replay_allowed(spec: JobDef, attempt: int) -> bool:
 
 # Ends that say nothing about the command: its worker was lost (or gave its commands up when it could not reach
 # Redis). Their replay starts at once, without the backoff meant to slow down a failing command.
-NOT_THE_COMMAND = frozenset({"worker lost"})
+FENCED = "fenced"  # the reason of a command its worker ended because it could not renew its lease (selffence.py)
+NOT_THE_COMMAND = frozenset({"worker lost", FENCED})
 
 
 def replay_delay(spec: JobDef, attempt: int, cap: float, reason: str = "") -> float:

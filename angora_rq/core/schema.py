@@ -52,6 +52,7 @@ class Exec(Names):
     tail = "tail"
     pid = "pid"
     next = "next"  # the execution that replays or retries this one
+    late = "late"  # JSON: an end its worker reported after it was recorded or replayed (refused, kept to be seen)
 
 
 class Run(Names):

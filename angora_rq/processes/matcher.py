@@ -20,6 +20,7 @@ from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import Link
+from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
@@ -225,7 +226,22 @@ class Matcher:
         created, conflicts = self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
         for m, old in conflicts:
             self._merge_plan(out.messages[m][1], snap, old)
+        self._replicated()
         return created
+
+    def _replicated(self) -> None:
+        """With ANGORA_DURABILITY=replicated, a batch counts as done once a replica has it (WAIT on the Link that
+        dispatched it). Unconfirmed, its entries are read again from this consumer's pending list: a failover that
+        lost the batch left them pending (or undelivered) on the new primary; the dedupe keys make it a no-op
+        otherwise."""
+        wait = wait_command(self.settings)
+        if wait is None:
+            return
+        try:
+            confirm(self.link.call(*wait), "the matcher's batch")
+        except NotReplicated as e:
+            log.warning("matcher %s: %s; its entries will be read again", self.name, e.message)
+            self._own_pending_done = False
 
     def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
         """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Optional, Sequence
 
-from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
+from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_run_id
@@ -82,7 +82,7 @@ class Scheduler:
             while not self._stop.is_set():
                 try:
                     self.step()
-                except RedisConnectionError as e:
+                except UNREACHABLE as e:
                     log.warning("scheduler %s: Redis connection lost (%s); retrying", self.name, e)
                     self.lease = None
                     self._stop.wait(1.0)

@@ -13,6 +13,7 @@ a retry never counts an end twice. A CLAIM whose reply was lost is found again i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
@@ -33,9 +34,11 @@ from angora_rq.commands.reaper import Orphans
 from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.outage import Outage
 from angora_rq.processes.outbox import Outbox, Unrecorded
+from angora_rq.processes.selffence import SelfFence
+from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import Claimed
+from angora_rq.core.execution import FENCED, Claimed
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -57,6 +60,12 @@ class Active:
     cmd: Any  # runner.RunningCommand
     hand_back: bool = False
     checked: bool = False  # record its end only after checking it is still ours (see Unrecorded.checked)
+    fenced: bool = False  # ended by the self-fence (selffence.py): its lease could not be renewed
+
+    @property
+    def pgid(self) -> int:
+        """The command's process group (0 when it has none)."""
+        return int(getattr(self.cmd, "pgid", 0) or 0)
 
 
 @dataclass
@@ -117,6 +126,7 @@ class AngoraWorker:
         self._needs_register = True
         self._recheck = False  # a CLAIM's reply was lost: look for what it claimed in the inflight list
         self.guardian: Optional[Guardian] = None
+        self.fence = SelfFence(settings.worker_ttl, lambda: tuple(self.active.values()), f"worker {self.name}")
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
         self.spool_dir = settings.data_dir / "spool"
@@ -143,6 +153,7 @@ class AngoraWorker:
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
         self._env.update(self.guardian.environment())
         self.orphans.adopt()
+        self.fence.start()
         self._attempt(self._register)
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
 
@@ -189,6 +200,7 @@ class AngoraWorker:
         self.orphans.release(self._known_pids())
         if self.guardian is not None:
             self.guardian.close()
+        self.fence.stop()
 
     def _unregister(self) -> None:
         """Leave: the heartbeat goes, and the janitor step for this worker replays whatever its inflight list
@@ -313,6 +325,8 @@ class AngoraWorker:
         for xid, a in list(self.active.items()):
             outcome = a.cmd.poll(now)
             if outcome is not None:
+                if a.fenced:
+                    outcome = dataclasses.replace(outcome, reason=FENCED)
                 hand_back = a.hand_back or (self.stopping and stopped_with_us(outcome))
                 self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked))
                 del self.active[xid]
@@ -333,7 +347,7 @@ class AngoraWorker:
         batch = self.outbox.sure() if sure else []
         if batch:
             self._record_batch(batch, now)
-        self.outbox.record_checked(now, everything=not sure)
+        self.outbox.record_checked(now, everything=not sure, confirm=lambda: self._replicated(renew=True))
 
     def _record_batch(self, batch: list[Unrecorded], now: float) -> None:
         free = self.concurrency - len(self.active)
@@ -353,11 +367,37 @@ class AngoraWorker:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
                 raise
-        self.outbox.drop(batch)
         self.stats.finalizes += 1
         if claim is not None:
             self._start_claimed(reply)
             self._claimed_at_reap = True
+        try:
+            replicated = self._replicated()
+        except BaseException:
+            self.outbox.doubt(batch)
+            raise
+        if replicated:
+            self.outbox.drop(batch)
+        else:
+            self.outbox.doubt(batch)  # kept, and written again (fenced) if a failover lost them
+
+    def _replicated(self, renew: bool = False) -> bool:
+        """With ANGORA_DURABILITY=replicated, whether a replica has every write this worker's Link made (WAIT);
+        always True otherwise. `renew`: write the heartbeat first, so the WAIT also covers the writes made on other
+        connections before it (the fenced records): a replica receives the writes in the primary's order."""
+        wait = wait_command(self.settings)
+        if wait is None:
+            return True
+        commands: list[Any] = [wait]
+        if renew:
+            ttl_ms = int(self.settings.worker_ttl * 1000)
+            commands.insert(0, ("SET", self.keys.worker_alive(self.name), 1, "PX", ttl_ms))
+        try:
+            confirm(self.link.calls(commands)[-1], "the worker's records")
+        except NotReplicated as e:
+            log.warning("worker %s: %s; kept to be written again", self.name, e.message)
+            return False
+        return True
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""
@@ -441,6 +481,11 @@ class AngoraWorker:
     def _lost(self, e: Exception) -> None:
         self.outage.failed(e)
         self._claimed_at_reap = False
+        # Redis may come back as another server (a failover) that lacks the last writes: every end is recorded
+        # fenced from now on, only on an execution still running under this worker there.
+        for a in self.active.values():
+            a.checked = True
+        self.outbox.doubt()
 
     def _housekeeping(self, now: float) -> None:
         if self.outage.down or now - self._last_beat >= self.settings.heartbeat_every:
@@ -466,6 +511,7 @@ class AngoraWorker:
             added = p.execute()[1]
         self._last_beat = now
         self._alive_until = sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN)
+        self.fence.renewed(sent)
         if added and self._registered:
             # Only a janitor removes a live worker's name: it has replayed what this worker held, so each of
             # those ends is written only if its execution is still ours.

@@ -37,7 +37,9 @@ REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b|OOM command no
 
 def connect(settings: Settings, **kwargs: object) -> redis.Redis:
     """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet."""
-    opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5}
+    # A read that waits longer than socket_timeout is a Redis out of reach (every blocking call Angora makes waits
+    # a second at most): without it, a connection whose packets are dropped (a partition) would hang for ever.
+    opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10}
     opts.update(kwargs)
     return client_for(settings.effective_redis_url, **opts)
 

@@ -5,6 +5,8 @@ from typing import Callable, Optional
 
 from angora_rq.core.codec import to_str_dict
 from angora_rq.store.connection import Pipeline, Redis, WatchError
+from angora_rq.store.link import link_for
+from angora_rq.store.scripts import NOTE_LATE
 
 MAX_TRIES = 10
 
@@ -31,3 +33,9 @@ def write_if_running(r: Redis, execution_key: str, owner: Optional[str],
             except WatchError:
                 continue
     return None
+
+
+def note_late(r: Redis, execution_key: str, late: str, worker: str, ended: float) -> bool:
+    """Keep a refused end (JSON) on its execution, which is left as recorded; False if the execution holds this
+    very end (its worker recorded it, and did not hear so) or no longer exists."""
+    return bool(NOTE_LATE.bind(exec=execution_key, late=late, worker=worker, ended=repr(ended)).run(link_for(r)))

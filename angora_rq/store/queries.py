@@ -29,6 +29,8 @@ def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, 
     if with_tail:
         out["tail"] = fields.get("tail", "")
         out["spec"] = json.loads(fields["spec"]) if fields.get("spec") else None
+        # An end its worker reported after someone else recorded or replayed it: refused, shown (fence.note_late).
+        out["late"] = json.loads(fields["late"]) if fields.get("late") else None
     return out
 
 

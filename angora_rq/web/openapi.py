@@ -82,6 +82,9 @@ EXECUTION = obj({
 EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail": {"type": "string", "description": "The last characters of the output (see the `tail` parameter)."},
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
+    "late": {"type": ["object", "null"], "description": "An end its worker reported after the execution had been "
+             "recorded or replayed (a host cut off from Redis): refused, kept here. worker, host, reason, "
+             "exit_code, signal, started, ended."},
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
     "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},

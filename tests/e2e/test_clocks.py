@@ -75,7 +75,8 @@ def test_a_skewed_scheduler_sends_each_tick_on_time_and_steals_no_lease(
         assert r.get(keys.scheduler_lease()).decode().startswith("honest ")  # never taken over
         assert int(r.get(keys.scheduler_fence())) == 1
         s.procs["scheduler1"].terminate()  # the honest one resigns: the skewed one leads from here
-        wait_for(lambda: (r.get(keys.scheduler_lease()) or b"").startswith(b"skewed "), 20, what=f"the takeover ({s.logs()})")
+        wait_for(lambda: (r.get(keys.scheduler_lease()) or b"").startswith(b"skewed "), 20,
+                 what=f"the takeover ({s.logs()})")
         n = len(runs_of(r, keys, "schedule:beat"))
         early: set[int] = set()
 

@@ -217,3 +217,98 @@ def test_a_two_second_stall_replays_nothing(hosts: Hosts) -> None:
     execs = all_executions(hosts, [msg.run_id, busy.run_id])
     assert [(x["attempt"], x["status"]) for x in execs] == [(1, "succeeded"), (1, "succeeded")], execs
     assert {x["host"] for x in execs} == {"calm", "stalled"}
+
+
+SPANS_SCRIPT = """#!/bin/sh
+# start/end lines of each command, from the command itself: $1 the shared file, $2 the first attempt's seconds.
+echo "start $ANGORA_EXECUTION_ID $ANGORA_HOST $(date +%s.%N)" >> "$1"
+trap 'echo "end $ANGORA_EXECUTION_ID $ANGORA_HOST $(date +%s.%N)" >> "$1"; exit 143' TERM
+if [ "$ANGORA_ATTEMPT" = 1 ]; then sleep "$2" & wait; else sleep 1; fi
+echo "end $ANGORA_EXECUTION_ID $ANGORA_HOST $(date +%s.%N)" >> "$1"
+"""
+PARTITION_JOBS = """
+- name: long
+  triggers: [cut.go]
+  command: [sh, "{script}", "{spans}", "{seconds}"]
+"""
+
+
+@dataclass
+class Partition:
+    """What a partition showed."""
+
+    spans: dict[str, tuple[float, float, str]]  # execution -> (start, end, host) as the commands wrote them
+    executions: list[dict[str, Any]]
+    runs: dict[str, str]  # run -> status
+    partitioned_at: float
+
+
+def partition(h: Hosts, tmp: Path, commands: int, cut_for: float, seconds: float) -> Partition:
+    """`commands` long commands on host `cut`; cut it off for `cut_for` s; heal; wait until everything settles."""
+    script, spans = tmp / "spans.sh", tmp / "spans.txt"
+    script.write_text(SPANS_SCRIPT)
+    write_config(h.config, PARTITION_JOBS.format(script=script, spans=spans, seconds=seconds))
+    cut, ok = h.add("cut"), h.add("ok")
+    ok.start("matcher")
+    cut.start("worker", "-c", str(commands))
+    runs = []
+    for _ in range(commands):
+        msg = Message.create("cut.go", None, None, origin="test")
+        send(h.r, h.keys, msg)
+        runs.append(msg.run_id)
+    wait_for(lambda: sum(1 for line in _lines(spans) if line[0] == "start") == commands, 60, what=h.logs())
+    ok.start("worker", "-c", str(commands))
+    wait_for(lambda: len(beating(h)) >= 3, 60, what=f"every role to beat ({h.logs()})")
+    partitioned_at = time.time()
+    cut.partition()
+    time.sleep(cut_for)
+    cut.heal()
+    wait_for(lambda: not unsettled(h, runs), 120, interval=0.5, what=f"every run to settle ({h.logs()})")
+    # The cut host's late ends are written once it reaches Redis again (fenced: refused, kept as `late`).
+    wait_for(lambda: all(x["late"] for x in _full(h, runs) if x["host"] == "cut"), 60, what=f"late ends ({h.logs()})")
+    starts = {x[1]: (float(x[3]), x[2]) for x in _lines(spans) if x[0] == "start"}
+    ends = {x[1]: float(x[3]) for x in _lines(spans) if x[0] == "end"}
+    return Partition({xid: (t, ends.get(xid, float("inf")), host) for xid, (t, host) in starts.items()},
+                     _full(h, runs), {rid: h.q.run(rid)["status"] for rid in runs}, partitioned_at)
+
+
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _full(h: Hosts, runs: list[str]) -> list[dict[str, Any]]:
+    """Every execution of the runs, with `late`."""
+    return [h.q.execution(x["id"]) for x in all_executions(h, runs)]
+
+
+def check_partition(out: Partition, commands: int) -> None:
+    """The issue's requirements for a partitioned host."""
+    assert set(out.runs.values()) == {"succeeded"}, out.runs
+    by_run = collections.defaultdict(list)
+    for x in out.executions:
+        by_run[x["run"]].append(x)
+    for execs in by_run.values():
+        first, replay = sorted(execs, key=lambda x: x["attempt"])
+        # The cut host's command was ended by its own worker (self-fencing) before another host started the replay.
+        assert out.spans[first["id"]][2] == "cut" and out.spans[replay["id"]][2] == "ok"
+        assert out.spans[first["id"]][1] < out.spans[replay["id"]][0], (out.spans[first["id"]], out.spans[replay["id"]])
+        # Recorded by the janitor as lost; the isolated worker's own end came late: refused and kept, not applied.
+        assert (first["status"], first["reason"]) == ("replaying", "worker lost"), first
+        assert first["late"]["reason"] == "fenced" and first["late"]["host"] == "cut", first["late"]
+        assert (replay["status"], replay["host"], replay["attempt"]) == ("succeeded", "ok", 2), replay
+    assert len(by_run) == commands
+
+
+def test_a_partitioned_host_fences_itself_and_its_late_ends_are_refused(hosts: Hosts, tmp_path: Path) -> None:
+    out = partition(hosts, tmp_path, commands=2, cut_for=12.0, seconds=60)
+    check_partition(out, 2)
+
+
+@pytest.mark.chaos
+def test_chaos_a_host_cut_off_for_60_s_while_running_long_commands(hosts: Hosts, tmp_path: Path) -> None:
+    out = partition(hosts, tmp_path, commands=8, cut_for=60.0, seconds=120)
+    fenced = [out.spans[x["id"]][1] - out.partitioned_at for x in out.executions if x["attempt"] == 1]
+    replayed = [out.spans[x["id"]][0] - out.partitioned_at for x in out.executions if x["attempt"] == 2]
+    print(f"\npartition: commands ended by their own worker {min(fenced):.2f}-{max(fenced):.2f}s after the cut, "
+          f"replays started {min(replayed):.2f}-{max(replayed):.2f}s after it")
+    check_partition(out, 8)
