@@ -57,12 +57,15 @@ PROCFILE = BENCH_DIR.parent / "Procfile"
 
 
 def web_server(port: int, app: str = APP) -> list[str]:
-    """The Procfile's `web:` command as argv, on 127.0.0.1:`port`, serving `app` (a factory like APP)."""
+    """The Procfile's `web:` command as argv, on 127.0.0.1:`port`; for another app factory (the bare control), the
+    same server with the line's --workers (angora_rq.web.server.granian_server, through bench/bare_app.py)."""
     line = next(x for x in PROCFILE.read_text().splitlines() if x.startswith("web:"))
     argv = shlex.split(line[len("web:"):].replace("$PORT", str(port)).replace("0.0.0.0", "127.0.0.1"))
-    argv = [app if a == APP else a for a in argv]
-    if APP not in line or app not in argv:
-        raise RuntimeError(f"cannot find the app {APP} in the Procfile's web line: {line}")
+    if argv[:2] != ["angora", "web"] or "--workers" not in argv:
+        raise RuntimeError(f"expected `angora web ... --workers N` on the Procfile's web line: {line}")
+    if app != APP:
+        workers = argv[argv.index("--workers") + 1]
+        return [sys.executable, str(BENCH_DIR / "bare_app.py"), app, str(port), workers]
     exe = shutil.which(argv[0], path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     return [exe or argv[0], *argv[1:]]
 
@@ -187,8 +190,15 @@ class HttpClient:
         self.sock.close()
 
 
+def _counts(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
+    """A job's counters as the API reads them (commands that ended, per final status and duration bucket)."""
+    from angora_rq.store.queries import Queries
+
+    return Queries(r, keys).job_stats([job])[job]
+
+
 def _succeeded(r: redis.Redis, keys: Keys, job: str) -> int:
-    return int(r.hget(keys.job_stats(job), "succeeded") or 0)
+    return int(_counts(r, keys, job)["succeeded"])
 
 
 def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], None]) -> None:
@@ -250,7 +260,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
-        failed = int(r.hget(keys.job_stats("bench_true"), "failed") or 0)
+        failed = int(_counts(r, keys, "bench_true")["failed"])
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
             "failed": failed, "workers": workers, "via": via}
@@ -282,15 +292,15 @@ def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any
 
         def queued() -> bool:
             polls[0] += 1
-            return r.llen(K.rq_queue("default")) >= n
+            return r.llen(keys.rq_queue("default")) >= n
 
         cpu0, c0, t0 = cpu_seconds(matcher.pid), commands_total(r), time.perf_counter()
         _fill_stream(r, keys, n)
         t_end = wait_until(queued, max(60.0, n / 100), 0.002, f"{n} jobs to be queued")
         cpu = cpu_seconds(matcher.pid) - cpu0
-        cmds = commands_total(r) - c0 - polls[0] - 1 - 2 * n  # less the polls and the messages' own XADD + HINCRBY
+        cmds = commands_total(r) - c0 - polls[0] - 1 - 3 * n  # less the polls and the messages' own XADD, HINCRBY, INCR
         wait_until(lambda: _pending(r, keys) == 0, 60, 0.01, "every message to be acknowledged")
-        queued = r.llen(K.rq_queue("default"))
+        queued = r.llen(keys.rq_queue("default"))
         if queued != n:
             raise RuntimeError(f"the matcher queued {queued} jobs for {n} messages")
         procs.check()
@@ -339,7 +349,8 @@ def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job
 def send_rps(url: str, log_dir: Path, seconds: float = 5.0, clients: int = 8) -> dict[str, Any]:
     """Requests/s of POST /send (matcher stopped: the web side alone) vs a bare Flask route, same server and flags."""
     work = Path(tempfile.mkdtemp(prefix="angora-bench-"))
-    env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=str(BENCH_DIR))
+    path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    env = angora_env(url, write_config(work / "config"), work / "data", PYTHONPATH=path)
     out = {}
     for name, app in (("angora_send", APP), ("bare_flask", "bare_app:create_app")):
         port = free_port()

@@ -1,24 +1,86 @@
 """Start Angora's real processes (matcher, workers) for end-to-end tests, the way a user does."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 
 from angora_rq.store.bus import send
 from angora_rq.store.connection import client_for
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
+from angora_rq.processes.redis_server import free_port
 from angora_rq.store.queries import Queries
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
+
+
+# -- the Procfile's web line, run as a Procfile runner runs it -------------------------------------------------
+
+PROCFILE = Path(__file__).resolve().parents[1] / "Procfile"
+
+
+def web_line() -> str:
+    """The command of the Procfile's web process."""
+    return next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))[len("web:"):].strip()
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the loopback `port`."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def group_gone(proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether every process of `proc`'s group has exited within `timeout` seconds (`proc` reaped: no zombie)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@contextmanager
+def procfile_web(base_env: dict[str, str], tmp_path: Path,
+                 poll: float = 0.05) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The Procfile's web line through `sh -c` on a free port, in its own process group, once its port is open
+    (looked at every `poll` seconds); killed if left over."""
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    (config / "jobs.yml").write_text("- name: hello\n  triggers: [hello.world]\n  command: echo hello\n")
+    port = free_port()
+    env = dict(base_env, PORT=str(port), ANGORA_CONFIG=str(config),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    with (tmp_path / "web.log").open("wb") as log:
+        proc = subprocess.Popen(["sh", "-c", web_line()], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not listening(port):
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the web server did not listen within 60 s"
+            time.sleep(poll)
+        yield proc, port
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
@@ -98,6 +160,22 @@ class System:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run `angora args...` as a user does, with this system's environment; output captured as text."""
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], jobs: str, workdir: Path) -> Iterator[System]:
+    """A System on the definitions `jobs` (YAML text) with a matcher and a worker started; stopped on the way out."""
+    s = System(env, write_config(workdir / "config", jobs), workdir)
+    s.start("matcher")
+    s.start("worker")
+    try:
+        yield s
+    finally:
+        s.stop()
 
 
 def write_config(folder: Path, text: str, name: str = "jobs.yml") -> Path:
@@ -179,5 +257,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers",
-           "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "running", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script",
+           "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

@@ -26,16 +26,7 @@ OS_CALLS = {"open", "stat", "lstat", "walk", "listdir", "scandir", "remove", "un
 
 # Violations left: ("module", "rule", "what"), module names without the "angora_rq." prefix
 # (test_known_violations_still_occur says which entries are gone).
-KNOWN: set[tuple[str, str, str]] = {
-    # Cycles through web/__init__: it registers blueprints whose modules import `angora` and `error_response`
-    # back from it (being removed: a web/app module).
-    ("web", "cycle", "web.api"), ("web", "cycle", "web.auth"), ("web", "cycle", "web.health"),
-    ("web", "cycle", "web.intake"), ("web", "cycle", "web.ops_api"), ("web", "cycle", "web.send"),
-    ("web", "cycle", "web.ui"), ("web.api", "cycle", "web"), ("web.api", "cycle", "web.send"),
-    ("web.auth", "cycle", "web"), ("web.health", "cycle", "web"), ("web.intake", "cycle", "web.auth"),
-    ("web.intake", "cycle", "web.send"), ("web.ops_api", "cycle", "web"), ("web.send", "cycle", "web"),
-    ("web.ui", "cycle", "web"),
-}
+KNOWN: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)

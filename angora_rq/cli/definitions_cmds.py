@@ -34,18 +34,18 @@ def _load(ctx: click.Context, config_path: Optional[Path]) -> Config:
 @click.pass_context
 def validate(ctx: click.Context, config_path: Optional[Path], as_json: bool) -> None:
     """Check the definitions: every error and warning as file:line:col; exit 1 when invalid."""
-    from angora_rq.definitions.load import validate as run_validation
+    from angora_rq.definitions.load import check
 
-    config, problems = run_validation(config_path or settings_from(ctx).config_path)
+    checked = check(config_path or settings_from(ctx).config_path)
+    problems = checked.problems
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity != "error"]
     if as_json:
         click.echo(json.dumps({"valid": not errors, "problems": [p.to_json() for p in problems]}, indent=2))
     else:
         _print_problems(errors + warnings)
-        jobs = len(config.jobs) if config else 0
-        schedules = len(config.schedules) if config else 0
-        click.echo(f"{jobs} jobs, {schedules} schedules, {len(errors)} errors, {len(warnings)} warnings")
+        click.echo(f"{checked.jobs} jobs, {checked.schedules} schedules, {len(errors)} errors, "
+                   f"{len(warnings)} warnings")
     sys.exit(1 if errors else 0)
 
 

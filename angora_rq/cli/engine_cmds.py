@@ -37,24 +37,38 @@ def _on_stop(fn: Any) -> None:
 @click.argument("topic")
 @param_option
 @click.option("--run-id", default=None, help="Run id (default: a new one).")
+@click.option("--key", default=None, help="Idempotency key: a repeat within ANGORA_IDEMPOTENCY_TTL (24 h) sends "
+              "nothing and prints the first send's run id.")
 @click.option("--wait", is_flag=True, help="Follow the run until every planned job has finished.")
 @click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, message_id[, replayed]} as JSON.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), envvar="ANGORA_CONFIG", default=None,
               hidden=True)
 @click.pass_context
-def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Optional[str], wait: bool,
-         timeout: Optional[float], config_path: Optional[Path]) -> None:
+def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Optional[str], key: Optional[str],
+         wait: bool, timeout: Optional[float], as_json: bool, config_path: Optional[Path]) -> None:
     """Send a message; prints its run id."""
-    from angora_rq.store.bus import send as bus_send
+    from angora_rq.core.messages import check_idempotency_key
+    from angora_rq.store.bus import submit
+    from angora_rq.store.pressure import Pressure
     from angora_rq.store.replication import wait_command
 
+    if as_json and wait:
+        raise click.UsageError("--json prints one JSON answer; --wait follows the run as text: choose one")
     s, r, keys = _env(ctx)
     msg = Message.create(topic, parse_param_args(params), run_id, origin="cli")
+    idem = check_idempotency_key(key) if key is not None else ""
     with redis_errors():
-        bus_send(r, keys, msg, backlog=s.backlog, wait=wait_command(s))
-    click.echo(msg.run_id)
+        sent = submit(r, keys, msg, Pressure(r, keys, s).budget(), idem, s.idempotency_ttl, wait=wait_command(s))
+    if as_json:
+        click.echo(json.dumps({"run_id": sent.run_id, "message_id": sent.message_id,
+                               **({"replayed": sent.replayed} if idem else {})}))
+    else:
+        click.echo(sent.run_id)
+    if sent.replayed:
+        click.echo(f"(a repeat of key {idem!r}: nothing sent; run {sent.run_id} is the first send's)", err=True)
     if wait:
-        sys.exit(follow_run(r, keys, msg.run_id, timeout))
+        sys.exit(follow_run(r, keys, sent.run_id, timeout))
 
 
 def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int:
@@ -145,7 +159,9 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
                 return
             click.echo(f"run {run_id}: {run['status']}  (topic {run['topic']}, active {run['active']})")
             for name, info in run["jobs"].items():
-                click.echo(f"  {name:30} {info['status']:16} {info['execution'] or ''}")
+                n = info["executions"]
+                ran = f"{n} execution{'' if n == 1 else 's'}" if n else ""
+                click.echo(f"  {name:30} {info['status']:16} {ran:14} {info['execution'] or ''}".rstrip())
             return
         total, runs = q.runs(limit=limit)
     if as_json:
@@ -154,7 +170,7 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
     for run in runs:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["created"] or 0))
         click.echo(f"{run['run_id']:32} {run['status']:12} {when}  {run['topic']}")
-    click.echo(f"({len(runs)} of {total} runs)", err=True)
+    click.echo(f"({len(runs)} of {total} runs)")
 
 
 @main.command("run")

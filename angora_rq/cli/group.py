@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from angora_rq.core.errors import AngoraError
+from angora_rq.core.errors import AngoraError, Overloaded
 from angora_rq.core.settings import Settings
 from angora_rq.processes import logs
 
@@ -21,8 +21,16 @@ class AngoraGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Overloaded as e:
+            raise Refused(f"{e.message} (retry after {e.retry_after}s)") from e
         except AngoraError as e:
             raise click.ClickException(e.message) from e
+
+
+class Refused(click.ClickException):
+    """A budget is used up: exit status 75 (EX_TEMPFAIL, "try again later"), as HTTP answers 503 + Retry-After."""
+
+    exit_code = 75
 
 
 def setup_logging(level: str, fmt: str = "text", role: bool = False) -> None:

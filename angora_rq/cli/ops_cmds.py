@@ -71,8 +71,12 @@ def schedules(ctx: click.Context, config_path: Optional[Path], as_json: bool) ->
         return
     for row in rows:
         when = f"cron {row['cron']} ({row['timezone']})" if row["cron"] else f"every {row['every']:g}s"
-        click.echo(f"{row['name']:24} {row['message']:28} {when:32} next {_when(row['next_fire'])}  "
-                   f"last {_when(row['last_tick'])}  sent {row['sent']}")
+        # What was sent, as the Schedules page says it (a tick only marked as the baseline sent nothing).
+        sent = (f"last sent {_when(row['last_sent_at'])} ({row['sent']} sent, {row['skipped']} skipped)"
+                if row["last_sent_at"] is not None else f"never sent ({row['skipped']} skipped)")
+        click.echo(f"{row['name']:24} {row['message']:28} {when:32} next {_when(row['next_fire'])}  {sent}")
+        if row["last_skipped"] is not None:
+            click.echo(f"{'':24} last skipped {_when(row['last_skipped'])}: {row['skip_reason']}")
     lead = f"{leader['holder']} (token {leader['token']})" if leader["holder"] else "none: no scheduler is running"
     click.echo(f"({len(rows)} schedules; leader: {lead})", err=True)
 
@@ -155,14 +159,18 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 @main.command()
 @click.argument("run_id")
 @click.option("--kill", is_flag=True, help="Also kill the run's running commands (else they finish).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (as the API's).")
 @click.pass_context
-def cancel(ctx: click.Context, run_id: str, kill: bool) -> None:
+def cancel(ctx: click.Context, run_id: str, kill: bool, as_json: bool) -> None:
     """Cancel a run: no further job of it starts, its waiting executions are dropped now."""
     from angora_rq.store.control import Control
 
     s, r, keys = _env(ctx)
     with redis_errors():
         out = Control(r, keys, s).cancel_run(run_id, kill=kill)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
     killing = f"; kill requested for {len(out['kill_requested'])} running" if kill else ""
     click.echo(f"run {run_id} canceled: {len(out['dropped'])} waiting execution(s) dropped{killing}")
 

@@ -12,6 +12,7 @@ import click
 
 from angora_rq.cli import checks
 from angora_rq.cli.group import main, settings_from
+from angora_rq.cli.web_cmds import check_exposure, choose_host
 from angora_rq.processes.redis_server import RedisServer, which_redis_server
 from angora_rq.core.settings import Settings, redacted
 from angora_rq.processes.supervisor import Policy, ProcSpec, Supervisor
@@ -69,6 +70,7 @@ def preflight(s: Settings, config_path: Optional[Path], web_port: Optional[int])
     """Check what `up` needs before starting anything; returns the line saying which redis-server it will run."""
     checks.definitions_ready(config_path or s.config_path)
     if web_port is not None:
+        check_exposure(s, choose_host(s, None))  # the web role would refuse to start: say so before anything runs
         checks.port_free(s.bind or "127.0.0.1", web_port)
     if s.redis_url:
         from angora_rq.store.connection import connect

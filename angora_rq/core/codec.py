@@ -13,4 +13,7 @@ def to_str(value: Any) -> str:
 
 def to_str_dict(raw: Mapping[Any, Any]) -> dict[str, str]:
     """A Redis hash (or stream entry fields) as str -> str, by `to_str`."""
-    return {to_str(k): to_str(v) for k, v in raw.items()}
+    try:  # the usual case, bytes both sides, without a call per field (a run's hash has hundreds of them)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:
+        return {to_str(k): to_str(v) for k, v in raw.items()}

@@ -51,12 +51,36 @@ class Conflict(AngoraError):
 
 
 class Unavailable(AngoraError):
-    """Raised when Redis is unreachable, out of memory, or the backlog budget is used up."""
+    """Raised when Redis is unreachable or out of memory, or a budget is used up (see Overloaded)."""
 
     status = 503
+
+
+class Overloaded(Unavailable):
+    """Raised when a budget (accepted work not finished, Redis memory) is used up: retry after `retry_after` s."""
+
+    def __init__(self, message: str, detail: Any = None, retry_after: int = 5) -> None:
+        super().__init__(message, detail)
+        self.retry_after = retry_after
 
 
 class Unauthorized(AngoraError):
     """Raised when a request lacks valid credentials."""
 
     status = 401
+
+
+class Forbidden(AngoraError):
+    """Raised when a request is understood and refused: a foreign origin, a read-only rq-dashboard."""
+
+    status = 403
+
+
+class Throttled(AngoraError):
+    """Raised when a client has failed to log in too often; it may try again after `retry_after` seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after: int, detail: Any = None) -> None:
+        super().__init__(message, detail)
+        self.retry_after = max(1, int(retry_after))

@@ -110,23 +110,17 @@ class Graph:
 
     # -- warnings ---------------------------------------------------------------------------------
     def warnings(self) -> list[Problem]:
-        """Messages nobody listens to, jobs nothing triggers, message cycles (allowed, but shown)."""
+        """Messages nobody listens to, message cycles (allowed, but shown)."""
         out: list[Problem] = []
         for job in self.jobs.values():
             for topic in dict.fromkeys(job.messages):
                 if not self.index.lookup(topic):
                     out.append(_warn(job, f"message '{topic}' has no job listening to it"))
-        triggered = {c for _, c, _ in self._edges}
+        # A job that only messages from outside start is how a workflow begins: no warning for it.
         for s in self.schedules:
-            listeners = self.index.lookup(s.message)
-            if not listeners:
+            if not self.index.lookup(s.message):
                 out.append(Problem(s.location, f"message '{s.message}' has no job listening to it",
                                    job=s.name, severity="warning", kind="schedule"))
-            triggered.update(j.name for j in listeners)
-        for job in self.jobs.values():
-            if job.name not in triggered:
-                out.append(_warn(job, "no job message or schedule triggers it; "
-                                      "it runs only when a message is sent from outside (/send, angora send)"))
         for cycle in self.cycles():
             first = self.jobs[cycle[0]]
             loop = " -> ".join([*cycle, cycle[0]])

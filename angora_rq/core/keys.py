@@ -2,19 +2,29 @@
 
 Angora's own keys share one prefix. RQ's keys are fixed by RQ (rq-dashboard must find them); they are
 spelled here too so that nothing else builds a key, and tests/core/test_keys.py checks them against RQ's classes.
+
+Two deployments with different prefixes may share a Redis database. RQ has one namespace (`rq:`), so each
+deployment's queues carry its prefix in the name RQ knows them by (`Keys.rq_name`): `rq:queue:default` under the
+default prefix (as before, and as a stock `rq worker default` expects), `rq:queue:<prefix>:default` under any
+other. Angora's queue names cannot hold a colon, so no name of one deployment is a name of another. The queue,
+its registries and RQ's per-queue worker set follow from the name; job hashes are `rq:job:<execution id>` (random
+32-hex ids, so never shared); the two sets RQ keeps for the whole database (`rq:queues`, `rq:workers`) hold members
+of every deployment, and each adds and removes only its own.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 MATCHER_GROUP = "matchers"
+DEFAULT_PREFIX = "angora"
 
 
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix."""
 
-    prefix: str = "angora"
+    prefix: str = DEFAULT_PREFIX
 
     # -- the message bus ---------------------------------------------------------------------------
     def stream(self) -> str:
@@ -25,9 +35,31 @@ class Keys:
         """Marker that stream entry `entry_id` has been dispatched to `job`."""
         return f"{self.prefix}:dedupe:{entry_id}:{job}"
 
+    def work(self) -> str:
+        """Counter of accepted work not finished: messages not yet dispatched + executions queued, held, delayed or
+        running (the sum of every run's `active`); the work budget is checked against it."""
+        return f"{self.prefix}:work"
+
+    def accepted(self) -> str:
+        """Counter of root messages ever accepted (SEND): until the next INFO reading, the memory budget charges each
+        one a fixed size (core/pressure.py)."""
+        return f"{self.prefix}:accepted"
+
     def join(self, run_id: str, job: str) -> str:
         """Marker that the parent_success join of `job` in `run_id` has fired."""
         return f"{self.prefix}:join:{run_id}:{job}"
+
+    def idempotency(self, key: str) -> str:
+        """The first answer to a send made with the Idempotency-Key `key` (run id, entry id, fingerprint)."""
+        return f"{self.prefix}:idem:send:{key}"
+
+    def tick_idempotency(self, schedule: str, tick_ms: int) -> str:
+        """The first answer to a schedule's tick, as `idempotency` (its own namespace: no user key can take it)."""
+        return f"{self.prefix}:idem:tick:{schedule}:{tick_ms}"
+
+    def metrics(self) -> str:
+        """Hash of counters kept for /metrics (fields: schema.Metrics) that no other record holds."""
+        return f"{self.prefix}:metrics"
 
     # -- executions, jobs, runs --------------------------------------------------------------------
     def execution(self, execution_id: str) -> str:
@@ -53,6 +85,32 @@ class Keys:
     def runs(self) -> str:
         """Sorted set of run ids, scored by start time."""
         return f"{self.prefix}:runs"
+
+    def runs_unsettled(self) -> str:
+        """Hash run id -> change counter: runs whose place in the run indexes may be out of date, from their first
+        message until the settler (store/runindex.py) sees them finished, and again whenever something reopens
+        them (each reopening bumps the counter, so a settler that read the run before knows its read is stale)."""
+        return f"{self.prefix}:runs:unsettled"
+
+    def runs_index_built(self) -> str:
+        """Marker: the run indexes cover every run of `runs` (set once, after adding the older runs to settle)."""
+        return f"{self.prefix}:runs:indexed"
+
+    def runs_by_status(self, status: str) -> str:
+        """Sorted set of finished runs with this status (succeeded, failed, canceled), scored by start time."""
+        return f"{self.prefix}:runs:status:{status}"
+
+    def runs_by_job(self, job: str) -> str:
+        """Sorted set of the runs in which `job` ran (or was blocked by a failure), scored by start time."""
+        return f"{self.prefix}:runs:job:{job}"
+
+    def runs_indexed_jobs(self) -> str:
+        """Set of the job names that have a runs_by_job index (so trimming finds them all)."""
+        return f"{self.prefix}:runs:jobs"
+
+    def runs_scratch(self, token: str) -> str:
+        """Short-lived sorted set holding one request's intersection of two run indexes."""
+        return f"{self.prefix}:runs:scratch:{token}"
 
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
@@ -128,35 +186,70 @@ class Keys:
         """Hash of one schedule's state (last tick, next fire time, fencing token)."""
         return f"{self.prefix}:schedule:{name}"
 
+    # -- RQ's keys of this deployment's queues (see the module's docstring) ---------------------------
+    def rq_name(self, queue: str) -> str:
+        """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
+        return queue if self.prefix == DEFAULT_PREFIX else f"{self.prefix}:{queue}"
+    def running_version(self) -> str:
+        """The definitions version the matchers run (expires when no matcher publishes it); the web follows it."""
+        return f"{self.prefix}:config:running"
 
-# -- RQ's own key names (fixed by RQ; checked against RQ in tests) -------------------------------------
+    # -- the web role --------------------------------------------------------------------------------------
+    def web_secret(self) -> str:
+        """The web sessions' signing key, generated once (unless ANGORA_SECRET_KEY is set)."""
+        return f"{self.prefix}:web:secret"
+
+    def web_session(self, session_id: str) -> str:
+        """A logged-in browser session (value: credentials fingerprint); deleted at logout, expires with it."""
+        return f"{self.prefix}:web:session:{session_id}"
+
+    def login_failures(self, client: str) -> str:
+        """Counter of failed logins from one client address in the current window."""
+        return f"{self.prefix}:web:login-failures:{client}"
+
+
+    def rq_queue(self, queue: str) -> str:
+        """RQ's list of queued job ids (`rq_queue("")` is the prefix of every queue of this deployment)."""
+        return rq_queue_named(self.rq_name(queue))
+
+    def rq_started(self, queue: str) -> str:
+        """RQ's StartedJobRegistry (members `job_id:execution_id`, score = expiry)."""
+        return f"rq:wip:{self.rq_name(queue)}"
+
+    def rq_finished(self, queue: str) -> str:
+        """RQ's FinishedJobRegistry (score = expiry)."""
+        return f"rq:finished:{self.rq_name(queue)}"
+
+    def rq_failed(self, queue: str) -> str:
+        """RQ's FailedJobRegistry (score = expiry)."""
+        return f"rq:failed:{self.rq_name(queue)}"
+
+    def rq_canceled(self, queue: str) -> str:
+        """RQ's CanceledJobRegistry (Angora's score = expiry, like the finished and failed registries)."""
+        return f"rq:canceled:{self.rq_name(queue)}"
+
+    def own_queue(self, rq_queue_key: str) -> Optional[str]:
+        """The queue a member of RQ_QUEUES names when it is one of this deployment's, else None."""
+        head = self.rq_queue("")
+        if not rq_queue_key.startswith(head):
+            return None
+        queue = rq_queue_key[len(head):]
+        return queue if queue and ":" not in queue else None
+
+
+# -- RQ's keys shared by every deployment on the database (fixed by RQ; checked against RQ in tests) ----------
 RQ_QUEUES = "rq:queues"
 RQ_WORKERS = "rq:workers"
 
 
-def rq_queue(name: str) -> str:
-    """RQ's list of queued job ids."""
-    return f"rq:queue:{name}"
+def rq_queue_named(rq_name: str) -> str:
+    """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
+    return f"rq:queue:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:
     """RQ's job hash."""
     return f"rq:job:{job_id}"
-
-
-def rq_started(queue: str) -> str:
-    """RQ's StartedJobRegistry (members `job_id:execution_id`, score = expiry)."""
-    return f"rq:wip:{queue}"
-
-
-def rq_finished(queue: str) -> str:
-    """RQ's FinishedJobRegistry (score = expiry)."""
-    return f"rq:finished:{queue}"
-
-
-def rq_failed(queue: str) -> str:
-    """RQ's FailedJobRegistry (score = expiry)."""
-    return f"rq:failed:{queue}"
 
 
 def rq_worker(name: str) -> str:

@@ -1,7 +1,9 @@
 """Messages: validation, run ids, and their encoding as Redis stream fields (pure: no I/O)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 import time
 import uuid
@@ -18,6 +20,8 @@ MAX_PARAMS_TOTAL = 16384
 TOPIC_RE = re.compile(r"^[A-Za-z0-9_\-.:/@+=]+$")
 PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+MAX_KEY = 200
+KEY_RE = re.compile(r"[\x20-\x7e]+")  # printable ASCII: a header and a JSON field then spell a key the same way
 
 
 def new_run_id() -> str:
@@ -55,13 +59,19 @@ def check_params(params: Any) -> dict[str, str]:
     if len(params) > MAX_PARAMS:
         raise InvalidInput(f"too many params ({len(params)}; at most {MAX_PARAMS})")
     out: dict[str, str] = {}
+    folded: dict[str, str] = {}  # ANGORA_PARAM_<NAME> is upper-cased: `abc` and `ABC` would be one variable
     total = 0
     for k, v in params.items():
         if not isinstance(k, str) or not PARAM_NAME_RE.match(k):
             raise InvalidInput(f"param name {str(k)[:80]!r} is not valid "
                                "(letters, digits, _; not starting with a digit)")
+        other = folded.setdefault(k.upper(), k)
+        if other != k:
+            raise InvalidInput(f"param names {other!r} and {k!r} differ only in case; give one of them")
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise InvalidInput(f"param {k!r} must be a string")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidInput(f"param {k!r} is not a finite number")
         v = str(v)
         if "\x00" in v:
             raise InvalidInput(f"param {k!r} contains a NUL character")
@@ -79,6 +89,23 @@ def check_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
         raise InvalidInput("run_id must be 1-64 characters of letters, digits, _ and -")
     return run_id
+
+
+def check_idempotency_key(key: Any) -> str:
+    """Return an Idempotency-Key if valid: 1-200 printable ASCII characters (no control characters)."""
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("the idempotency key is empty; send 1-200 printable ASCII characters, or no key")
+    if len(key) > MAX_KEY:
+        raise InvalidInput(f"the idempotency key is longer than {MAX_KEY} characters", detail={"length": len(key)})
+    if not KEY_RE.fullmatch(key):
+        raise InvalidInput("the idempotency key has control or non-ASCII characters; use printable ASCII only")
+    return key
+
+
+def fingerprint(msg: "Message") -> str:
+    """What a repeat of an idempotent send must match: the topic and params (a new run id is generated anyway)."""
+    text = json.dumps([msg.topic, msg.params], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def parse_param_args(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -1,11 +1,25 @@
 """A run's overall status and each planned job's status, derived from what Redis holds (pure)."""
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Status
+from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Run, Status
+
+
+def plan_of_hash(h: Mapping[str, str]) -> dict[str, Any]:
+    """The plan a run's hash (decoded) holds, or an empty one."""
+    return json.loads(h[Run.plan]) if h.get(Run.plan) else {"jobs": [], "parents": {}, "depth": {}}
+
+
+def summarize_hash(h: Mapping[str, str], plan: Mapping[str, Any] | None = None) -> "RunSummary":
+    """`summarize` of a run's hash as Redis holds it (decoded); `plan` when already parsed."""
+    plan = plan if plan is not None else plan_of_hash(h)
+    statuses = {k[len(Run.job_status):]: v for k, v in h.items() if k.startswith(Run.job_status)}
+    return summarize(plan["jobs"], plan.get("parents", {}), statuses, int(h.get(Run.active) or 0),
+                     h.get(Run.canceled) == "1")
 
 
 def is_terminal(status: str) -> bool:

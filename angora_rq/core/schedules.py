@@ -16,6 +16,19 @@ def leader_view(lease: str, pttl: Optional[int]) -> dict[str, Any]:
             "ttl": pttl / 1000 if pttl and pttl > 0 else None}
 
 
+def skip_text(reason: str) -> Optional[str]:
+    """Why a tick was skipped, as TICK recorded it (`overlap <run>`, `BUDGET <kind> <used> <limit>`), in words."""
+    kind, _, rest = reason.partition(" ")
+    if kind == "overlap":
+        return f"overlap forbidden: run {rest} of the previous tick was still active"
+    if kind == "BUDGET":
+        what, used, limit = (rest.split() + ["?", "?"])[:3]
+        if what == "work":
+            return f"work budget used up: {used} of {limit} accepted messages and executions not finished"
+        return "Redis memory budget used up"
+    return reason or None
+
+
 def status_row(s: ScheduleDef, st: Mapping[str, str], active: str, now: float) -> dict[str, Any]:
     """One schedule with its next fire time and what it last sent (`st`: its state hash; `active`: its last run's
     active count, "" when none); times are unix seconds."""
@@ -33,4 +46,6 @@ def status_row(s: ScheduleDef, st: Mapping[str, str], active: str, now: float) -
         "last_run_active": int(active or 0) > 0,
         "sent": int(st.get("sent") or 0),
         "skipped": int(st.get("skipped") or 0),
+        "last_skipped": int(st["last_skipped"]) / 1000 if st.get("last_skipped") else None,
+        "skip_reason": skip_text(st.get("skip_reason") or ""),
     }

@@ -73,6 +73,7 @@ class Run(Names):
     job_status = "s:"  # + job: the job's latest status in the run
     job_count = "n:"  # + job: executions so far
     job_execution = "e:"  # + job: the latest execution's id
+    rerun_of = "rerun_of"  # a run started by `rerun`: the run it repeats
 
 
 class JobStats(Names):
@@ -84,9 +85,18 @@ class JobStats(Names):
     last_started = "last_started"
     last_ended = "last_ended"
     last_duration = "last_duration"
-    succeeded = "succeeded"
+    succeeded = "succeeded"  # these three: counts written before `count`/`seconds` replaced them (still read)
     failed = "failed"
     total = "total"
+    count = "h:"  # + final status + ":" + bucket bound: commands that ended so, in that duration bucket
+    seconds = "d:"  # + final status: their durations' sum
+
+
+class Metrics(Names):
+    """Fields of the counters hash (`Keys.metrics`): what /metrics reports that no other record counts."""
+
+    messages = "messages:"  # + 'root' or 'job': messages the matchers took off the stream (acknowledged)
+    refused = "refused:"  # + reason (invalid, backlog, key_reuse): sends refused
 
 
 class Schedule(Names):
@@ -100,6 +110,7 @@ class Schedule(Names):
     sent = "sent"
     skipped = "skipped"
     last_skipped = "last_skipped"
+    skip_reason = "skip_reason"  # why the last skipped tick was skipped: `overlap <run>` or a budget's reason
 
 
 class RqJob(Names):
@@ -142,6 +153,16 @@ class Status(Names):
     not_triggered = "not_triggered"
 
 
+class RqWorker(Names):
+    """Fields of RQ's worker hash (`keys.rq_worker`) that Angora's worker keeps, fixed by RQ (rq-dashboard, rq info)."""
+
+    state = "state"  # 'busy' or 'idle'
+    last_heartbeat = "last_heartbeat"
+    successful_job_count = "successful_job_count"
+    failed_job_count = "failed_job_count"
+    total_working_time = "total_working_time"
+
+
 class RqStatus(Names):
     """RQ's job statuses (fixed by RQ)."""
 
@@ -164,6 +185,6 @@ SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it s
 
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
-    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "SCHEDULE": Schedule, "RQJOB": RqJob, "STATUS": Status,
-    "RQSTATUS": RqStatus,
+    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "METRICS": Metrics, "SCHEDULE": Schedule, "RQJOB": RqJob,
+    "STATUS": Status, "RQSTATUS": RqStatus,
 }

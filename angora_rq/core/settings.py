@@ -39,6 +39,44 @@ def parse_seconds(text: str | int | float) -> float:
     return value
 
 
+# redis.conf's units: 1k = 1000 bytes, 1kb = 1024 (and so on); kib, mib, gib are 1024's too.
+BYTE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "kib": 1024, "m": 1000**2, "mb": 1024**2, "mib": 1024**2,
+              "g": 1000**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_bytes(text: str | int) -> int:
+    """Parse a size as redis.conf writes it (`1000000`, `512mb`, `1gb`, `2g`) into bytes; ValueError if malformed."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        number = s.rstrip("abgikm")
+        unit = s[len(number):]
+        if unit not in BYTE_UNITS:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)")
+        try:
+            value = float(number.strip()) * BYTE_UNITS[unit]
+        except ValueError:
+            raise ValueError(f"not a size: {text!r} (use bytes, or 512mb, 1gb, 256mib)") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise ValueError(f"not a size: {text!r} (must be a finite, non-negative number)")
+    return int(value)
+RQ_DASHBOARD_MODES = ("readonly", "full", "off")
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    """A comma-separated list (ANGORA_ALLOWED_HOSTS), lower-cased; None when unset or empty."""
+    names = tuple(n.strip().lower() for n in (text or "").split(",") if n.strip())
+    return names or None
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    value = int(env.get(name) or 0)
+    if value < 0:
+        raise ValueError(f"{name} must be 0 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know about its environment; build with Settings.from_env()."""
@@ -52,7 +90,8 @@ class Settings:
     auth_token: str | None = None
     auth_user: str | None = None
     auth_password: str | None = None
-    backlog: int = 100_000
+    backlog: int = 20_000  # the work budget: accepted work not finished (core/pressure.py)
+    max_memory: int = 0  # the Redis memory budget in bytes; 0 = from Redis' maxmemory or its host's memory
     retention: float = 7 * 86400.0
     history: int = 1000
     max_runs: int = 10_000
@@ -62,6 +101,8 @@ class Settings:
     worker_concurrency: int = 8
     worker_ttl: float = 5.0  # a worker whose heartbeat is older than this is lost: its executions are replayed
     claim_idle: float = 5.0
+    idempotency_ttl: float = 86400.0
+    metrics_token: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     redis_tls_verify: str | None = None
@@ -69,6 +110,12 @@ class Settings:
     durability: str = "primary"
     host: str | None = None  # this host's name as executions record it (ANGORA_HOST; default: the hostname)
     durability_timeout: float = 1.0
+    auth_off: bool = False  # ANGORA_AUTH=off: serve without credentials even off loopback (warned at every start)
+    secret_key: str | None = None
+    allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
+    proxy_hops: int = 0
+    cookie_secure: bool = False
+    rq_dashboard: str = "readonly"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -88,6 +135,7 @@ class Settings:
                 auth_user=env.get("ANGORA_AUTH_USER") or None,
                 auth_password=env.get("ANGORA_AUTH_PASSWORD") or None,
                 backlog=int(env.get("ANGORA_BACKLOG", s.backlog)),
+                max_memory=parse_bytes(env.get("ANGORA_MAX_MEMORY") or s.max_memory),
                 retention=parse_seconds(env.get("ANGORA_RETENTION", s.retention)),
                 history=int(env.get("ANGORA_HISTORY", s.history)),
                 max_runs=int(env.get("ANGORA_MAX_RUNS", s.max_runs)),
@@ -97,6 +145,8 @@ class Settings:
                 worker_concurrency=int(env.get("ANGORA_WORKER_CONCURRENCY", s.worker_concurrency)),
                 worker_ttl=parse_seconds(env.get("ANGORA_WORKER_TTL", s.worker_ttl)),
                 claim_idle=parse_seconds(env.get("ANGORA_CLAIM_IDLE", s.claim_idle)),
+                idempotency_ttl=parse_seconds(env.get("ANGORA_IDEMPOTENCY_TTL", s.idempotency_ttl)),
+                metrics_token=env.get("ANGORA_METRICS_TOKEN") or None,
                 log_level=env.get("ANGORA_LOG_LEVEL", s.log_level).upper(),
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
@@ -104,6 +154,13 @@ class Settings:
                 durability=one_of("ANGORA_DURABILITY", env.get("ANGORA_DURABILITY"), DURABILITY) or s.durability,
                 host=env.get("ANGORA_HOST") or None,
                 durability_timeout=parse_seconds(env.get("ANGORA_DURABILITY_TIMEOUT", s.durability_timeout)),
+                auth_off=one_of("ANGORA_AUTH", env.get("ANGORA_AUTH"), ("on", "off")) == "off",
+                secret_key=env.get("ANGORA_SECRET_KEY") or None,
+                allowed_hosts=_names(env.get("ANGORA_ALLOWED_HOSTS")),
+                proxy_hops=_count(env, "ANGORA_PROXY_HOPS"),
+                cookie_secure=env.get("ANGORA_COOKIE_SECURE", "") == "1",
+                rq_dashboard=one_of("ANGORA_RQ_DASHBOARD", env.get("ANGORA_RQ_DASHBOARD"), RQ_DASHBOARD_MODES)
+                or s.rq_dashboard,
             )
             if settings.redis_url and urlsplit(settings.redis_url).scheme == SENTINEL_SCHEME:
                 parse_sentinel_url(settings.redis_url)
@@ -114,6 +171,10 @@ class Settings:
             raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS), "
                               f"unix:// or redis+sentinel://; it starts with {scheme + ':'!r}")
         return settings
+
+    def __post_init__(self) -> None:
+        if self.idempotency_ttl < 1:
+            raise AngoraError("bad setting in the environment: ANGORA_IDEMPOTENCY_TTL must be 1s or more")
 
     @property
     def heartbeat_every(self) -> float:

@@ -354,8 +354,21 @@ def _in_order(problems: list[Problem], paths: list[str]) -> list[Problem]:
     return sorted(problems, key=key)
 
 
-def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
-    """Load the definitions at `path` (folder or file): the Config (None if any error) and every problem."""
+@dataclass(frozen=True)
+class Checked:
+    """What `check` found: the Config (None if any error), every problem, and how many entries the files hold."""
+
+    config: Optional[Config]
+    problems: list[Problem]
+    jobs: int  # job entries with a name, valid or not
+    schedules: int
+
+
+def check(path: str | Path) -> Checked:
+    """Load the definitions at `path` (folder or file): errors, warnings and counts even when some entries fail.
+
+    With errors, the graph's warnings cover the entries that are valid (an entry with an error is not in the graph).
+    """
     files, problems = _find_files(Path(path))
     parsed, contents = [], []
     for file, name in files:
@@ -365,18 +378,26 @@ def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
             continue
         parsed.append(_parse_file(got[0], str(file)))
         contents.append((name, got[1]))
+    names = [n for f in parsed for n in f.names]
     problems += [p for f in parsed for p in f.problems]
-    problems += _duplicates([n for f in parsed for n in f.names])
+    problems += _duplicates(names)
     paths = [str(f) for f, _ in files]
-    if any(p.severity == "error" for p in problems):
-        return None, _in_order(problems, paths)
     jobs = [j for f in parsed for j in f.jobs]
     schedules = [s for f in parsed for s in f.schedules]
-    # how the jobs connect (dead messages, untriggered jobs, cycles) is graph's business: warnings only
-    warnings = _in_order(problems + Graph(jobs, schedules).warnings(), paths)
-    config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(warnings),
+    counts = (len({n for k, n, _ in names if k == "job"}), len({n for k, n, _ in names if k == "schedule"}))
+    # how the jobs connect (dead messages, cycles) is graph's business: warnings only
+    problems = _in_order(problems + Graph(jobs, schedules).warnings(), paths)
+    if any(p.severity == "error" for p in problems):
+        return Checked(None, problems, *counts)
+    config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(problems),
                     version=_version(contents), files=tuple(paths))
-    return config, warnings
+    return Checked(config, problems, *counts)
+
+
+def validate(path: str | Path) -> tuple[Optional[Config], list[Problem]]:
+    """Load the definitions at `path` (folder or file): the Config (None if any error) and every problem."""
+    checked = check(path)
+    return checked.config, checked.problems
 
 
 def load_config(path: str | Path) -> Config:

@@ -39,7 +39,8 @@ class ConfigSource:
                 config = load_config(self.path)
             except DefinitionError as e:
                 self.last_errors = list(e.problems)
-                log.error("reload refused, keeping version %s: %d error(s)", self._snap.version, len(e.problems))
+                # str(e): the count, then each problem on its own line
+                log.error("reload refused, keeping version %s: %s", self._snap.version, e)
                 return False, self.last_errors
             self.last_errors = []
             if config.version == self._snap.version:

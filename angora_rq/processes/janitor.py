@@ -13,12 +13,14 @@ from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.store.fence import write_if_running
 from angora_rq.store.link import link_for
+from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import BELL_CAP, State
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
+SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -54,7 +56,9 @@ class Janitor:
         self.settings = settings
         self.state = State(keys, settings)
         self._last_reap = 0.0
+        self._last_settle = 0.0
         self._last_trim = 0.0
+        self.run_index = RunIndex(r, keys)
 
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
@@ -65,6 +69,9 @@ class Janitor:
             self.reap_workers()
             if self.replay_orphans(now):
                 self.promote()  # a lost worker's executions are replayed without a backoff: queue them now
+        if now - self._last_settle >= SETTLE_EVERY:
+            self._last_settle = now
+            self.run_index.settle()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -74,7 +81,7 @@ class Janitor:
         k = self.keys
         return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-                                rq_queue_prefix=K.rq_queue(""), bell_prefix=k.bell(""),
+                                rq_queue_prefix=k.rq_queue(""), bell_prefix=k.bell(""),
                                 bell_cap=BELL_CAP).run(link_for(self.r)))
 
     def reap_workers(self) -> int:
@@ -121,9 +128,9 @@ class Janitor:
         return done
 
     def trim(self, now: float) -> None:
-        """Bound what would otherwise grow: the runs index, RQ's finished/failed registries, stale heartbeats."""
+        """Bound what would otherwise grow: the runs indexes, RQ's finished/failed/canceled registries, heartbeats."""
         k = self.keys
-        queues = [to_str(q).split(":", 2)[-1] for q in self.r.smembers(K.RQ_QUEUES)]
+        queues = [q for m in self.r.smembers(K.RQ_QUEUES) if (q := k.own_queue(to_str(m))) is not None]
         beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
         with self.r.pipeline(transaction=False) as p:
@@ -131,11 +138,15 @@ class Janitor:
             p.zremrangebyscore(k.runs(), "-inf", now - self.settings.retention)
             for q in queues:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
-                p.zremrangebyscore(K.rq_finished(q), 0, now)
-                p.zremrangebyscore(K.rq_failed(q), 0, now)
+                p.zremrangebyscore(k.rq_finished(q), 0, now)
+                p.zremrangebyscore(k.rq_failed(q), 0, now)
+                p.zremrangebyscore(k.rq_canceled(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
-            p.execute()
+            p.zrange(k.runs(), 0, 0, withscores=True)
+            oldest = p.execute()[-1]
+        # The run indexes keep what the runs index keeps.
+        self.run_index.trim(oldest[0][1] if oldest else now - self.settings.retention)
 
 
 def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:

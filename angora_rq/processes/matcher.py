@@ -28,6 +28,7 @@ from angora_rq.core.plans import missing_parents, run_plan_json
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.versions import publish_running_version
 from angora_rq.processes.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Matcher:
         self._last_trim = 0.0
         self._last_beat = 0.0
         self._last_consumers = 0.0
+        self._published = ""
         self._own_pending_done = False
 
     # -- loop -------------------------------------------------------------------------------------
@@ -124,12 +126,17 @@ class Matcher:
         return len(entries)
 
     def _housekeeping(self, now: float) -> None:
-        if now - self._last_beat >= HEARTBEAT_EVERY:
+        # A reloading source (reload.Reloader) checks for new definitions here, even when idle.
+        version = self.snapshot().version
+        if now - self._last_beat >= HEARTBEAT_EVERY or version != self._published:
             # At most twice a second: under a trickle of messages each batch is small, and a beat per batch was
             # a round trip per message. Idle, step() blocks up to a second, so beats stay under ~1.5 s apart.
-            self._last_beat = now
-            self.r.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
-        self.snapshot()  # a reloading source (reload.Reloader) checks for new definitions here, even when idle
+            # The version goes with it (at once when it changes): the web role follows what the matchers run.
+            self._last_beat, self._published = now, version
+            with self.r.pipeline(transaction=False) as p:
+                p.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
+                publish_running_version(p, self.keys, version)
+                p.execute()
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

@@ -21,7 +21,9 @@ from urllib.parse import quote
 
 from angora_rq.commands.runner import Outcome
 from angora_rq.core.execution import Claimed, OutcomeLike
+from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import RqWorker
 from angora_rq.store.connection import Redis
 from angora_rq.store.fence import note_late, write_if_running
 from angora_rq.store.state import State, host_of
@@ -112,6 +114,18 @@ def spilled(folder: Path) -> Iterator[list[tuple[Path, list[Unrecorded]]]]:
             f.close()
 
 
+def count_for_rq(pipe: Any, worker: str, outcomes: list[Any]) -> None:
+    """RQ's counters of a worker (rq-dashboard, `rq info`: finished, failed, working time), on `pipe`."""
+    if not outcomes:
+        return
+    key, ok = K.rq_worker(worker), sum(1 for o in outcomes if o.ok)
+    if ok:
+        pipe.hincrby(key, RqWorker.successful_job_count, ok)
+    if len(outcomes) > ok:
+        pipe.hincrby(key, RqWorker.failed_job_count, len(outcomes) - ok)
+    pipe.hincrbyfloat(key, RqWorker.total_working_time, sum(o.duration for o in outcomes))
+
+
 class Outbox:
     """The ends one worker holds until Redis has them, oldest first; writes the ones in doubt, fenced."""
 
@@ -163,6 +177,8 @@ class Outbox:
         """Write one end if its execution is still running under the worker that ran it; True once done with it."""
         def write(pipe: Any, fields: dict[str, str]) -> None:
             self.write(pipe, u, u.ex or Claimed.from_hash(fields), now)
+            if not u.hand_back:
+                count_for_rq(pipe, u.owner, [u.outcome])
 
         done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
         if done is False and not u.hand_back and note_late(

@@ -8,8 +8,9 @@
   nor late (tick.lua also refuses a tick later than Redis' clock).
 - Sending a tick is ONE Lua call (store/lua/tick.lua) that checks the lease still holds this holder's token and that
   the tick is newer than the schedule's last one (`keys.schedule(name)` field `last`), then runs bus's SEND (tick.lua
-  includes send.lua: same fields, counters and backlog budget) and records the tick. A stale leader (paused,
-  partitioned, lease expired) cannot send; a tick cannot be sent twice. Which ticks are due is decided by the pure
+  includes send.lua: same fields, counters and budgets) and records the tick. A stale leader (paused,
+  partitioned, lease expired) cannot send; a tick cannot be sent twice. A tick refused by a budget is skipped and
+  recorded with the reason (`angora schedules`, the API, the Schedules page). Which ticks are due is decided by the pure
   `ticks` module.
 """
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any, Callable, Optional, Sequence
 from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
-from angora_rq.core.messages import Message, new_run_id
+from angora_rq.core.messages import Message, fingerprint, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
 from angora_rq.store.clock import redis_now
 from angora_rq.store.link import link_for
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import host_of
@@ -65,6 +67,7 @@ class Scheduler:
         self.renew_every = renew_every
         self.grace = grace
         self.lease: Optional[Lease] = None
+        self.pressure = Pressure(r, keys, settings)
         self.sent = 0
         self._last_lease_check = float("-inf")
         self._offset = 0.0  # Redis' clock minus ours, as last read
@@ -184,9 +187,8 @@ class Scheduler:
                 sent += 1
             elif outcome == "overlap":
                 log.info("schedule %s: tick %s skipped, run %s still active", s.name, tick.isoformat(), detail)
-            elif outcome == "backlog":
-                log.warning("schedule %s: tick %s not sent, backlog budget used up", s.name, tick.isoformat())
-                return sent  # try again next step (until the tick is older than the grace period)
+            elif outcome == "budget":
+                log.warning("schedule %s: tick %s skipped, a budget is used up: %s", s.name, tick.isoformat(), detail)
         return sent
 
     def send_tick(self, s: ScheduleDef, tick: datetime, now: float, mode: str = "send",
@@ -196,12 +198,14 @@ class Scheduler:
             return "fenced", ""
         assert self.lease is not None
         msg = Message.create(s.message, s.params, new_run_id(), origin=f"schedule:{s.name}", now=now)
-        k = self.keys
+        k, budget, tick_ms = self.keys, self.pressure.budget(), to_ms(tick)
         reply = TICK.bind(
-            stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), lease=k.scheduler_lease(),
+            stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
+            idem=k.tick_idempotency(s.name, tick_ms), unsettled=k.runs_unsettled(), lease=k.scheduler_lease(),
             schedule=k.schedule(s.name),
-            budget=self.settings.backlog, now=repr(now), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
-            lease_value=self.lease.value, tick_ms=to_ms(tick), token=self.lease.token, run_prefix=k.run(""),
+            budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
+            origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
+            lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),
         ).run(link_for(self.r))
         outcome, detail = (to_str(x) for x in reply)
@@ -209,6 +213,9 @@ class Scheduler:
             self._fenced_out()
         elif outcome == "sent":
             log.info("schedule %s: sent %s for tick %s (run %s)", s.name, s.message, tick.isoformat(), msg.run_id)
+        elif outcome == "replayed":
+            log.warning("schedule %s: tick %s was sent before (entry %s); not sent again", s.name, tick.isoformat(),
+                        detail)
         return outcome, detail
 
     def _sleep_for(self, now: float) -> float:

@@ -33,7 +33,8 @@ from angora_rq.commands.guardian import Guardian
 from angora_rq.commands.reaper import Orphans
 from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.outage import Outage
-from angora_rq.processes.outbox import Outbox, Unrecorded
+from angora_rq.core.schema import RqWorker
+from angora_rq.processes.outbox import Outbox, Unrecorded, count_for_rq
 from angora_rq.processes.selffence import SelfFence
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
@@ -129,6 +130,7 @@ class AngoraWorker:
         self.fence = SelfFence(settings.worker_ttl, lambda: tuple(self.active.values()), f"worker {self.name}")
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
+        self._rq_state = ""  # the state last written to RQ's worker hash
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
         self._env = CleanEnv.of(os.environ)
@@ -225,9 +227,10 @@ class AngoraWorker:
         self.janitor.reap_worker(self.name)
         self._needs_register = False
         try:
-            qs = [Queue(q, connection=self.r) for q in self.queues]
+            qs = [Queue(self.keys.rq_name(q), connection=self.r) for q in self.queues]
             self._rq_worker = Worker(qs, connection=self.r, name=self.name)
             self._rq_worker.register_birth()
+            self._show_state(busy=False)
         except Exception as e:  # rq-dashboard visibility only; never fatal
             log.warning("worker %s: could not register with RQ: %s", self.name, e)
             self._rq_worker = None
@@ -281,7 +284,17 @@ class AngoraWorker:
         finally:
             if self.guardian is not None:
                 self.guardian.flush()
+        if n:
+            self._show_state(busy=True)
         return n
+
+    def _show_state(self, busy: bool, pipe: Any = None) -> None:
+        """RQ's worker state (rq-dashboard, `rq info`): `busy` as soon as a command starts, `idle` (written by the
+        heartbeat) once none runs. Written only when it changes: a worker that stays busy pays nothing."""
+        state = "busy" if busy else "idle"
+        if state != self._rq_state:
+            self._rq_state = state
+            (pipe if pipe is not None else self.r).hset(K.rq_worker(self.name), RqWorker.state, state)
 
     def _start(self, ex: Claimed) -> None:
         cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
@@ -358,6 +371,7 @@ class AngoraWorker:
         with self.r.pipeline() as pipe:
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
+            count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
                 if claim is None:
                     self.link.execute(pipe)
@@ -508,6 +522,8 @@ class AngoraWorker:
             p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
             p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
             p.hset(K.rq_worker(self.name), "last_heartbeat", _iso(now))
+            if not self.active:
+                self._show_state(busy=False, pipe=p)
             added = p.execute()[1]
         self._last_beat = now
         self._alive_until = sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN)
@@ -560,11 +576,12 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
     """The CLAIM call of worker `worker` for up to `free` executions from `queues`."""
     k = keys
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), want=free, now=repr(now), worker=worker,
-        host=host_of(settings), started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), want=free, now=repr(now),
+        worker=worker, host=host_of(settings), started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
-        rq_started_prefix=K.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
-        rq_queue_prefix=K.rq_queue(""), queues=queues,
+        rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
+        rq_queue_prefix=k.rq_queue(""), rq_canceled_prefix=k.rq_canceled(""),
+        canceled_expiry=now + settings.retention, queues=queues,
     )
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import redis
@@ -9,45 +10,84 @@ from redis.client import Pipeline
 
 from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
-from angora_rq.core.errors import Unavailable
+from angora_rq.core.errors import Conflict
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import link_for
-from angora_rq.core.messages import Message
+from angora_rq.core.messages import Message, fingerprint
+from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
+from angora_rq.core.settings import Settings
+from angora_rq.store.metrics import count_refused
 from angora_rq.store.replication import confirm
 from angora_rq.store.scripts import SEND, field_pairs
 
 
-def send(r: redis.Redis, keys: Keys, msg: Message, backlog: int = 0, wait: Optional[Sequence[Any]] = None) -> str:
-    """Accept a root message (HTTP, CLI) in one round trip; `Unavailable` when over budget or OOM.
+@dataclass(frozen=True)
+class Sent:
+    """The answer to a send: the run and stream entry of the message, and whether it repeats an earlier send."""
 
-    `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it counts as
-    accepted, sent in the same round trip; `NotReplicated` (503) when none did in time.
-    """
-    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), budget=backlog,
-                     now=repr(msg.sent_at or time.time()), run_id=msg.run_id, topic=msg.topic, origin=msg.origin,
-                     fields=field_pairs(msg.to_fields()))
+    run_id: str
+    message_id: str
+    replayed: bool = False
+
+
+def send(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
+         wait: Optional[Sequence[Any]] = None) -> str:
+    """Accept a root message (HTTP, CLI, scheduler) in one round trip; its entry id. See `submit`."""
+    return submit(r, keys, msg, budget, wait=wait).message_id
+
+
+def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET, key: str = "",
+           key_ttl: float = Settings.idempotency_ttl, wait: Optional[Sequence[Any]] = None) -> Sent:
+    """Accept a root message in one round trip; with an idempotency `key`, a repeat within `key_ttl` seconds gets
+    the first answer (replayed) and sends nothing, even past a budget. `Overloaded` (503) past a budget,
+    `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
+    params. `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it
+    counts as accepted, in the same round trip; `NotReplicated` (503) when none did in time."""
+    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
+                     accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
+                     unsettled=keys.runs_unsettled(), budget=budget.work,
+                     accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
+                     topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
+                     fingerprint=fingerprint(msg) if key else "", fields=field_pairs(msg.to_fields()))
     with redis_errors():
         try:
             if wait is None:
-                entry = call.run(link_for(r))
+                reply = call.run(link_for(r))
             else:
-                entry, acked = call.run_then(link_for(r), wait)
+                reply, acked = call.run_then(link_for(r), wait)
                 confirm(acked, "the message")
         except redis.exceptions.ResponseError as e:
-            if "BACKLOG" in str(e):
-                raise Unavailable(
-                    f"too many messages waiting ({backlog} or more); try again later",
-                    detail={"backlog": backlog},
-                ) from e
-            raise
-    return to_str(entry)
+            raise _refused(r, keys, e, budget) from e
+    if isinstance(reply, list):
+        return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True)
+    return Sent(msg.run_id, to_str(reply))
+
+
+def _refused(r: redis.Redis, keys: Keys, e: redis.exceptions.ResponseError, budget: Budget) -> Exception:
+    """The error SEND refused a message with, counted for /metrics; anything else unchanged."""
+    text = str(e)
+    refused = refusal(text, budget)
+    if refused is not None:
+        count_refused(r, keys, "backlog")
+        return refused
+    if text.startswith("KEYREUSE"):
+        count_refused(r, keys, "key_reuse")
+        _, run_id, entry = text.split()
+        return Conflict("this idempotency key was used for another message (another topic or params); "
+                        "use a new key for a new message", detail={"run_id": run_id, "message_id": entry})
+    return e
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:
-    """Queue an internal message (sent by a job that succeeded) on a pipeline, counted in its run."""
+    """Queue an internal message (sent by a job that succeeded) on a pipeline, counted in its run and in the work.
+
+    Never refused: refusing it would lose work already accepted; it counts against the work budget all the same,
+    and against the memory budget from the next INFO reading.
+    """
     pipe.xadd(keys.stream(), msg.to_fields())  # type: ignore[arg-type]
     pipe.hincrby(keys.run(msg.run_id), Run.active, 1)
+    pipe.incr(keys.work())
 
 
 def ensure_group(r: redis.Redis, keys: Keys) -> None:

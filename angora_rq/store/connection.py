@@ -35,19 +35,27 @@ REFUSALS = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, r
 REFUSED = re.compile(r"(^|-)(OOM|READONLY|MISCONF|LOADING|BUSY)\b|OOM command not allowed")
 
 
-def connect(settings: Settings, **kwargs: object) -> redis.Redis:
-    """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet."""
+def connect(settings: Settings, pool_size: int = 0, **kwargs: object) -> redis.Redis:
+    """A client for the configured Redis (REDIS_URL, else the embedded server's socket); does not connect yet.
+
+    pool_size: at most that many connections, a caller waiting up to 10 s for one (the web role, whose threads
+    are many: see web/server.py); else redis-py's pool, which fails past 100.
+    """
     # A read that waits longer than socket_timeout is a Redis out of reach (every blocking call Angora makes waits
     # a second at most): without it, a connection whose packets are dropped (a partition) would hang for ever.
     opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10}
     opts.update(kwargs)
-    return client_for(settings.effective_redis_url, **opts)
+    return client_for(settings.effective_redis_url, pool_size, **opts)
 
 
-def client_for(url: str, **opts: Any) -> redis.Redis:
+def client_for(url: str, pool_size: int = 0, **opts: Any) -> redis.Redis:
     """A client for `url`: redis://, rediss://, unix://, or redis+sentinel://, whose connections go to the primary
-    the sentinels name when each connects (so a connection made after a failover reaches the new primary)."""
+    the sentinels name when each connects (so a connection made after a failover reaches the new primary).
+    pool_size: see `connect` (redis-py has no blocking pool for sentinels: theirs grows as needed)."""
     if urlsplit(url).scheme != SENTINEL_SCHEME:
+        if pool_size:
+            pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=10, **opts)
+            return redis.Redis(connection_pool=pool)
         return redis.Redis.from_url(url, **opts)
     target = parse_sentinel_url(url)
     sentinel = Sentinel(list(target.sentinels), sentinel_kwargs={

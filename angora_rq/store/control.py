@@ -1,4 +1,4 @@
-"""Steering: run a job by hand, cancel a run, kill, retry or skip an execution."""
+"""Steering: run a job by hand, cancel or re-run a run, kill, retry or skip an execution."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
-from angora_rq.store.bus import send_in
+from angora_rq.store.bus import send_in, submit
 from angora_rq.core.errors import Conflict, NotFound
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
@@ -18,10 +18,16 @@ from angora_rq.core.plans import manual_plan, missing_parents
 from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.connection import WatchError
+from angora_rq.store.pressure import Pressure
 from angora_rq.store.state import State
 
-ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker)  # what cancel reads of each execution of a run
+# What cancel reads of each execution of a run.
+ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
 CANCEL_TRIES = 20
+# What `rerun --failed` starts again: jobs whose latest execution ran and failed, was killed, or was canceled.
+RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
+RERUN_TRIES = 10
 
 
 class Control:
@@ -33,7 +39,8 @@ class Control:
         self.settings = settings
         self.state = State(keys, settings)
 
-    def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None) -> dict[str, str]:
+    def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None,
+                rerun_of: str = "") -> dict[str, str]:
         """Start one job now (origin `manual`); a parent_success job needs its parents to have succeeded in the run."""
         job = snap.config.job(name)
         if job is None:
@@ -51,7 +58,8 @@ class Control:
                 plan = manual_plan(snap, name)
                 pipe.hset(self.keys.run(run_id), mapping={
                     "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
-                    "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version})
+                    "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version,
+                    **({Run.rerun_of: rerun_of} if rerun_of else {})})
                 pipe.zadd(self.keys.runs(), {run_id: now})
             xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
             pipe.execute()
@@ -84,6 +92,7 @@ class Control:
                 running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
                 pipe.multi()
                 pipe.hset(rk, Run.canceled, "1")
+                pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
                 for f in waiting:
                     self._drop_waiting(pipe, f, Status.canceled)
                 for f in running if kill else ():
@@ -103,6 +112,75 @@ class Control:
                 p.hmget(self.keys.execution(xid), *ROW)
             replies = p.execute()
         return [{**to_str_dict(dict(zip(ROW, reply))), Exec.id: xid} for xid, reply in zip(ids, replies)]
+
+    def rerun(self, snap: Snapshot, run_id: str) -> dict[str, str]:
+        """A new run of a run's root message and params (of a run started by hand: that job by hand again)."""
+        run = self._run(run_id)
+        params = json.loads(run.get(Run.params) or "{}")
+        new = new_run_id()
+        if run.get(Run.origin) == "manual":
+            jobs = json.loads(run[Run.plan])["jobs"] if run.get(Run.plan) else []
+            if not jobs:
+                raise Conflict(f"run {run_id} was started by hand but its plan names no job")
+            started = self.run_job(snap, jobs[0], params, new, rerun_of=run_id)
+            return {"run_id": new, "rerun_of": run_id, "execution_id": started["execution_id"]}
+        if not run.get(Run.topic):
+            raise Conflict(f"run {run_id} has no root message to send again")
+        msg = Message(run[Run.topic], params, new, f"rerun:{run_id}", time.time())
+        sent = submit(self.r, self.keys, msg, Pressure(self.r, self.keys, self.settings).budget())
+        self.r.hset(self.keys.run(new), Run.rerun_of, run_id)
+        return {"run_id": new, "rerun_of": run_id, "message_id": sent.message_id}
+
+    def rerun_failed(self, snap: Snapshot, run_id: str) -> dict[str, Any]:
+        """Start a finished run's failed, killed and canceled jobs again, in the same run (with the definitions in
+        force): a new attempt of each one's latest execution. The jobs their failure held back (upstream_failed)
+        follow as they succeed, parent_success joins included: they are matched again like any message."""
+        rk = self.keys.run(run_id)
+        for _ in range(RERUN_TRIES):
+            with self.r.pipeline() as pipe:
+                pipe.watch(rk)  # a concurrent re-run (or anything reopening the run) makes this one try again
+                run = to_str_dict(pipe.hgetall(rk))
+                execs = self._rerunnable(pipe, run_id, run)
+                now = time.time()
+                pipe.multi()
+                pipe.hdel(rk, Run.canceled)
+                started = [self._again(pipe, snap, run_id, f, now) for f in execs]
+                try:
+                    pipe.execute()
+                except WatchError:
+                    continue
+            return {"run_id": run_id, "executions": started}
+        raise Conflict(f"run {run_id} kept changing while its failed jobs were being started again; try again")
+
+    def _rerunnable(self, pipe: Any, run_id: str, run: dict[str, str]) -> list[dict[str, str]]:
+        """The latest execution of each job `rerun_failed` starts again (NotFound, Conflict when there is none)."""
+        if not run:
+            raise NotFound(f"no run {run_id!r}")
+        if int(run.get(Run.active) or 0) > 0:
+            raise Conflict(f"run {run_id} is still running; re-run its failed jobs once it has finished")
+        jobs = [k[len(Run.job_status):] for k, v in run.items() if k.startswith(Run.job_status) and v in RERUNNABLE]
+        execs = [to_str_dict(pipe.hgetall(self.keys.execution(run.get(Run.job_execution + job, ""))))
+                 for job in jobs]
+        execs = [f for f in execs if f.get(Exec.id)]  # an execution past its retention cannot be repeated
+        if not execs:
+            raise Conflict(f"run {run_id} has no failed, killed or canceled job to re-run")
+        return execs
+
+    def _again(self, pipe: Any, snap: Snapshot, run_id: str, f: dict[str, str], now: float) -> dict[str, str]:
+        """Queue a new attempt of an execution in its run, with its job's definition in force if it still has one."""
+        ex = Claimed.from_hash(f)
+        job = snap.config.job(ex.spec.name)
+        msg = Message(ex.topic, ex.params, run_id, f"rerun:{ex.id}", now)
+        nxt = self.state.create(pipe, job or ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
+                                config_version=snap.version if job else f.get(Exec.config_version, ""))
+        pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
+        return {"job": ex.spec.name, "execution_id": nxt, "rerun_of": ex.id}
+
+    def _run(self, run_id: str) -> dict[str, str]:
+        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
+        if not run:
+            raise NotFound(f"no run {run_id!r}")
+        return run
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
@@ -129,12 +207,16 @@ class Control:
         xid, run = f["id"], self.keys.run(f["run"])
         pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
         pipe.hset(K.rq_job(xid), "status", "canceled")
+        pipe.zadd(self.keys.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
-        pipe.lrem(K.rq_queue(f.get("queue") or "default"), 1, xid)
+        pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
         pipe.hset(run, f"s:{f['job']}", status)
         pipe.hincrby(run, "active", -1)
+        pipe.decr(self.keys.work())
+        if f.get("replay_of"):
+            self.state.settle_replayed(pipe, xid)
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
@@ -162,6 +244,7 @@ class Control:
                     self._drop_waiting(pipe, nxt, "canceled")
             pipe.hset(self.keys.execution(xid), "status", "skipped")
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
             for topic in ex.spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
             pipe.execute()

@@ -59,11 +59,11 @@ class Dispatcher:
         for m, job, guard in batch.dispatches:
             rest += (m + 1, job_no[job.name], new_execution_id(), guard)
         created, *conflicts = DISPATCH.bind(
-            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, now=repr(now), now_iso=utc_iso(now),
-            ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl, config_version=version, bell_cap=BELL_CAP,
-            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), group=MATCHER_GROUP, consumer=self.consumer,
-            data_head=self._head,
-            data_tail=self._tail, n_jobs=len(job_no), n_messages=len(batch.messages),
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, work=k.work(), metrics=k.metrics(),
+            now=repr(now), now_iso=utc_iso(now), ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl,
+            config_version=version, bell_cap=BELL_CAP, exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
+            group=MATCHER_GROUP, consumer=self.consumer, data_head=self._head, data_tail=self._tail,
+            n_jobs=len(job_no), n_messages=len(batch.messages),
             n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
         return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
@@ -75,10 +75,11 @@ class Dispatcher:
             if len(self._jobs) > 10_000:
                 self._jobs.clear()
             k = self.keys
-            rq = job_mapping("", k.prefix, job.queue, "", job.timeout or self.settings.default_timeout, ttl, 0.0)
+            timeout = job.timeout or self.settings.default_timeout
+            rq = job_mapping("", k.prefix, k.rq_name(job.queue), "", timeout, ttl, 0.0)
             assert all(name in rq for name in _PER_EXECUTION)
             cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
-                      k.job_executions(job.name), K.rq_queue(job.queue), k.bell(job.queue),
+                      k.job_executions(job.name), k.rq_queue(job.queue), k.bell(job.queue),
                       k.paused_held(job.name), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached

@@ -153,6 +153,35 @@ _local = threading.local()
 MAX_LINKS = 8  # per thread: a process talks to one or two Redis servers; tests make many short-lived clients
 
 
+# Links given back by threads (release_link), per connection pool, each still holding its connection.
+_parked: dict[int, list[Link]] = {}
+_parking = threading.Lock()
+PARKED = 8
+
+
+def release_link(r: redis.Redis) -> None:
+    """Give this thread's Link on `r` back (the web role, at the end of each request): the next thread to need one
+    takes it up, connection and all. A server's threads are many and come and go; a Link kept by each would hold
+    a connection each, and one whose thread ended would never give it back. Past PARKED, the connection goes
+    back to the client's pool."""
+    links: dict[int, Link] = getattr(_local, "links", None) or {}
+    link = links.pop(id(r.connection_pool), None)
+    if link is None:
+        return
+    key = id(r.connection_pool)
+    parked = _parked.get(key)
+    if parked is None:
+        with _parking:
+            if key not in _parked and len(_parked) >= MAX_LINKS:  # tests make many short-lived clients
+                for old in _parked.pop(next(iter(_parked))):
+                    old.close()
+            parked = _parked.setdefault(key, [])
+    if len(parked) < PARKED and link._pool is r.connection_pool and link._pid == os.getpid():
+        parked.append(link)
+    else:
+        link.close()
+
+
 def link_for(r: redis.Redis) -> Link:
     """This thread's Link on `r`'s connection pool (one per thread and pool, made on first use)."""
     links: dict[int, Link] = getattr(_local, "links", None) or {}
@@ -161,5 +190,18 @@ def link_for(r: redis.Redis) -> Link:
     if link is None or link._pool is not r.connection_pool:
         if len(links) >= MAX_LINKS:
             links.pop(next(iter(links))).close()
-        link = links[id(r.connection_pool)] = Link(r)
+        link = links[id(r.connection_pool)] = _unparked(r) or Link(r)
     return link
+
+
+def _unparked(r: redis.Redis) -> Optional[Link]:
+    """A Link another thread gave back on `r`'s pool, if any."""
+    parked = _parked.get(id(r.connection_pool))
+    while parked:
+        try:
+            link = parked.pop()  # atomic: no lock needed
+        except IndexError:
+            return None
+        if link._pool is r.connection_pool:
+            return link
+    return None

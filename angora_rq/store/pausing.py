@@ -52,7 +52,7 @@ def resume_job(r: redis.Redis, keys: Keys, job: str, now: Optional[float] = None
     k = keys
     was, released = RESUME.bind(
         paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job), rq_queues=K.RQ_QUEUES, job=job,
-        exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=K.rq_queue(""), run_prefix=k.run(""),
+        exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""), run_prefix=k.run(""),
         bell_prefix=k.bell(""), now=repr(time.time() if now is None else now), bell_cap=BELL_CAP,
     ).run(link_for(r))
     return {"job": job, "paused": False, "changed": bool(was), "released": int(released)}
@@ -91,7 +91,7 @@ def paused(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         for j in jobs:
             p.llen(keys.paused_held(j))
         for q in queues:
-            p.llen(K.rq_queue(q))
+            p.llen(keys.rq_queue(q))
         counts = p.execute()
     return {
         "jobs": [{"name": j, "held": int(n)} for j, n in zip(jobs, counts[:len(jobs)])],

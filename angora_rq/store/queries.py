@@ -8,7 +8,10 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.errors import NotFound
+from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
+from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
+from angora_rq.core.schema import Exec, Run, Status
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
                "ended", "duration", "exit_code", "reason", "host", "worker", "next", "replay_of", "config_version")
@@ -40,6 +43,15 @@ class Queries:
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self.r = r
         self.keys = keys
+        self._index: Any = None  # a RunIndex, made on the first filtered list
+
+    def rq_queue_state(self, rq_name: str) -> tuple[bool, int]:
+        """Whether RQ knows the queue named `rq_name` by RQ (its set of queues), and how many ids its list holds."""
+        with self.r.pipeline(transaction=False) as p:
+            p.sismember(K.RQ_QUEUES, K.rq_queue_named(rq_name))
+            p.llen(K.rq_queue_named(rq_name))
+            known, length = p.execute()
+        return bool(known), int(length)
 
     def execution(self, xid: str) -> dict[str, Any]:
         """One execution with its output tail; NotFound if unknown or expired."""
@@ -74,6 +86,15 @@ class Queries:
             total, ids = p.execute()
         return int(total), self.executions(to_str(i) for i in ids)
 
+    def job_durations(self, job: str) -> DurationStats:
+        """p50/p95 duration and success rate over the job's retained history (`history` executions at most)."""
+        ids = self.r.zrange(self.keys.job_executions(job), 0, -1)
+        with self.r.pipeline(transaction=False) as p:
+            for xid in ids:
+                p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration)
+            replies = p.execute()
+        return duration_stats((to_str(st), to_str(d)) for st, d in replies if st is not None)
+
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run, oldest first."""
         ids = self.r.zrange(self.keys.run_executions(run_id), 0, 999)
@@ -92,34 +113,26 @@ class Queries:
 
     def runs(self, offset: int = 0, limit: int = 50, status: Optional[str] = None, job: Optional[str] = None,
              since: Optional[float] = None, until: Optional[float] = None) -> tuple[int, list[dict[str, Any]]]:
-        """Runs newest first, filtered; filters look at up to 20 pages of the index, never the whole keyspace."""
-        key = self.keys.runs()
-        hi = "+inf" if until is None else until
-        lo = "-inf" if since is None else since
-        total = int(self.r.zcount(key, lo, hi))
-        filtered = status is not None or job is not None
-        window = limit * 20 if filtered else limit
-        ids = [to_str(i) for i in self.r.zrevrangebyscore(key, hi, lo, start=offset, num=window)]
-        out: list[dict[str, Any]] = []
-        # A chunk of run hashes at a time (each can hold hundreds of fields): stop once the page is full.
-        chunk = max(limit, 1)
-        for start in range(0, len(ids), chunk):
+        """Runs newest first, and how many match; filters read the run indexes (store/runindex.py), not pages."""
+        from angora_rq.store.runindex import RunIndex, Window
+
+        window = Window(offset, limit, since, until)
+        if status is None and job is None:
+            key = self.keys.runs()
             with self.r.pipeline(transaction=False) as p:
-                for rid in ids[start:start + chunk]:
-                    p.hgetall(self.keys.run(rid))
-                raws = p.execute()
-            for raw in raws:
-                if not raw:
-                    continue
-                view = run_view(to_str_dict(raw))
-                if status and view["status"] != status:
-                    continue
-                if job and job not in view["jobs"]:
-                    continue
-                out.append(view)
-                if len(out) >= limit:
-                    return total, out
-        return total, out
+                p.zcount(key, window.lo, window.hi)
+                p.zrevrangebyscore(key, window.hi, window.lo, start=offset, num=limit)
+                total, raw_ids = p.execute()
+            ids = [to_str(i) for i in raw_ids]
+        else:
+            if self._index is None:
+                self._index = RunIndex(self.r, self.keys)
+            total, ids = self._index.page(window, status, job)
+        with self.r.pipeline(transaction=False) as p:
+            for rid in ids:
+                p.hgetall(self.keys.run(rid))
+            raws = p.execute()
+        return int(total), [run_view(to_str_dict(raw)) for raw in raws if raw]
 
     def job_stats(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Latest status and counters of several jobs in one round trip."""
@@ -132,8 +145,10 @@ class Queries:
 
 
 def stats_view(f: dict[str, str]) -> dict[str, Any]:
-    """Job stats as JSON-ready data, with a success rate."""
-    ok, bad = int(f.get("succeeded") or 0), int(f.get("failed") or 0)
+    """Job stats as JSON-ready data, with a success rate (commands that ended: failed counts every failure)."""
+    counts = status_counts(f)
+    ok = counts.get(Status.succeeded, 0)
+    bad = sum(counts.values()) - ok
     return {
         "last_status": f.get("last_status") or None,
         "last_execution": f.get("last_execution") or None,
@@ -143,19 +158,18 @@ def stats_view(f: dict[str, str]) -> dict[str, Any]:
         "last_duration": float(f["last_duration"]) if f.get("last_duration") else None,
         "succeeded": ok,
         "failed": bad,
-        "total": int(f.get("total") or 0),
+        "total": ok + bad,
         "success_rate": (ok / (ok + bad)) if ok + bad else None,
     }
 
 
 def run_view(h: dict[str, str]) -> dict[str, Any]:
     """A run hash as JSON-ready data, with statuses derived by runs.summarize."""
-    from angora_rq.core.runs import summarize
+    from angora_rq.core.runs import plan_of_hash, summarize_hash
 
-    plan = json.loads(h["plan"]) if h.get("plan") else {"jobs": [], "parents": {}, "depth": {}}
-    statuses = {k[2:]: v for k, v in h.items() if k.startswith("s:")}
+    plan = plan_of_hash(h)
     active = int(h.get("active") or 0)
-    summary = summarize(plan["jobs"], plan.get("parents", {}), statuses, active, h.get("canceled") == "1")
+    summary = summarize_hash(h, plan)
     jobs = {
         name: {
             "status": st,
@@ -174,6 +188,7 @@ def run_view(h: dict[str, str]) -> dict[str, Any]:
         "config_version": h.get("config_version") or None,
         "active": active,
         "canceled": h.get("canceled") == "1",
+        "rerun_of": h.get(Run.rerun_of) or None,
         "plan": plan,
         "jobs": jobs,
         "counts": summary.counts,

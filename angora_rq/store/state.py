@@ -11,10 +11,11 @@ from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
+from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
 from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import Exec, RqJob, RqStatus, Run, Status
-from angora_rq.store.scripts import CREATE, FINISH, RELEASE, field_pairs
+from angora_rq.store.scripts import CREATE, FINISH, RELEASE, SETTLE_REPLAYED, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -76,20 +77,22 @@ class State:
         }
         description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
-        rq_fields = job_mapping(xid, k.prefix, job.queue, description,
+        rq_fields = job_mapping(xid, k.prefix, k.rq_name(job.queue), description,
                                 job.timeout or self.settings.default_timeout, ttl, now, rq_status)
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
-            run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=K.rq_queue(job.queue),
-            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, ttl=ttl, history=self.settings.history,
-            now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status, delay=repr(delay),
-            bell_cap=BELL_CAP, n_exec=len(fields), fields=[*field_pairs(fields), *field_pairs(rq_fields)],
+            run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue),
+            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, work=k.work(), ttl=ttl,
+            history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
+            delay=repr(delay), bell_cap=BELL_CAP, n_exec=len(fields),
+            fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
+        pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
         """Put an execution's RQ job in its queue and ring the queue's bell for idle workers."""
-        qkey = K.rq_queue(queue)
+        qkey = self.keys.rq_queue(queue)
         (pipe.lpush if at_front else pipe.rpush)(qkey, xid)
         pipe.sadd(K.RQ_QUEUES, qkey)
         bell = self.keys.bell(queue)
@@ -112,6 +115,8 @@ class State:
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
         self._record(pipe, ex, outcome, status, pid, worker, now)
+        if ex.attempt > 1:
+            self.settle_replayed(pipe, ex.id)
         if status == Status.succeeded:
             for topic in spec.messages:
                 send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
@@ -136,17 +141,22 @@ class State:
         }
         FINISH.bind(
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
-            inflight=k.worker_inflight(worker) if worker else "", rq_started=K.rq_started(ex.queue),
-            rq_ended=(K.rq_finished if ok else K.rq_failed)(ex.queue), ttl=ttl, id=ex.id, status=status,
+            inflight=k.worker_inflight(worker) if worker else "", rq_started=k.rq_started(ex.queue),
+            rq_ended=(k.rq_finished if ok else k.rq_failed)(ex.queue), work=k.work(), ttl=ttl, id=ex.id, status=status,
             job=ex.spec.name, ok="1" if ok else "0", rq_status=RqStatus.finished if ok else RqStatus.failed,
             ended_iso=utc_iso(now), registry_score=now + ttl, started=fields[Exec.started],
-            ended=fields[Exec.ended], duration=fields[Exec.duration], fields=field_pairs(fields),
+            ended=fields[Exec.ended], duration=fields[Exec.duration], bucket=bucket_bound(outcome.duration),
+            fields=field_pairs(fields),
         ).queue(pipe)
+
+    def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
+        """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
+        SETTLE_REPLAYED.bind(exec=self.keys.execution(xid), exec_prefix=self.keys.execution("")).queue(pipe)
 
     def _release(self, pipe: Pipeline, ex: Claimed) -> None:
         k = self.keys
         RELEASE.bind(slots=k.slots(ex.spec.name), held=k.held(ex.spec.name), rq_queues=K.RQ_QUEUES, id=ex.id,
-                     exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=K.rq_queue(""),
+                     exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""),
                      run_prefix=k.run("")).queue(pipe)
         # The released execution (same job, same queue) may go to any idle worker, not only to this one.
         bell = k.bell(ex.queue)
@@ -168,7 +178,7 @@ class State:
         pipe.hset(k.execution(ex.id), mapping={Exec.status: Status.queued, Exec.started: "", Exec.worker: "",
                                                Exec.host: ""})
         pipe.hset(K.rq_job(ex.id), mapping={RqJob.status: RqStatus.queued, RqJob.started_at: "", RqJob.worker_name: ""})
-        pipe.zrem(K.rq_started(ex.queue), f"{ex.id}:{ex.id}")
+        pipe.zrem(k.rq_started(ex.queue), f"{ex.id}:{ex.id}")
         pipe.hset(k.run(ex.run), Run.job_status + ex.spec.name, Status.queued)
         pipe.lrem(k.worker_inflight(worker), 1, ex.id)
         if ex.spec.concurrency:

@@ -7,12 +7,20 @@ from typing import Any, Optional
 from flask import Blueprint, jsonify, request
 
 from angora_rq.core.errors import InvalidInput, NotFound
-from angora_rq.core.messages import RUN_ID_RE, Message
+from angora_rq.core.messages import RUN_ID_RE
 from angora_rq.store.pausing import paused_jobs
 from angora_rq.store.queries import stats_view
-from angora_rq.web.send import accept, json_object, message_from_request
+from angora_rq.web.send import answer_send, json_object
 
 bp = Blueprint("api", __name__)
+
+
+@bp.after_request
+def conditional(resp: Any) -> Any:
+    """An ETag on every read: a page polling an unchanged run gets 304 and no body."""
+    from angora_rq.web.context import revalidate
+
+    return revalidate(resp)
 
 MAX_LIMIT = 500
 MAX_OFFSET = 1_000_000
@@ -21,7 +29,7 @@ RUN_FIELDS = frozenset({"params", "run_id"})
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -117,7 +125,8 @@ def jobs() -> Any:
 
 @bp.get("/jobs/<name>")
 def job(name: str) -> Any:
-    """One job: its definition, parents and children, statistics and recent executions (paged)."""
+    """One job: its definition, parents and children, statistics, p50/p95 duration and success rate over its
+    retained history, and recent executions (paged)."""
     ext = _ext()
     snap = ext.snapshot()
     spec = snap.config.job(name)
@@ -132,6 +141,7 @@ def job(name: str) -> Any:
         "children": sorted(graph.children(name)),
         "paused": bool(ext.r.sismember(ext.keys.paused_jobs(), name)),
         "stats": ext.queries.job_stats([name]).get(name, stats_view({})),
+        "history": ext.queries.job_durations(name).to_json(),
         "executions": {"total": total, "offset": offset, "limit": limit, "items": items},
     })
 
@@ -177,6 +187,17 @@ def cancel_run(run_id: str) -> Any:
     return jsonify(_ext().control.cancel_run(valid_id(run_id, "run"), kill=kill))
 
 
+@bp.post("/runs/<run_id>/rerun")
+def rerun(run_id: str) -> Any:
+    """A new run of the run's root message and params: 202 {run_id, rerun_of, ...}; with `?failed=true`, its
+    failed, killed and canceled jobs again in the same run (once it has finished): 202 {run_id, executions}."""
+    ext = _ext()
+    failed = flag_arg("failed")
+    rid = valid_id(run_id, "run")
+    action = ext.control.rerun_failed if failed else ext.control.rerun
+    return jsonify(action(ext.snapshot(), rid)), 202
+
+
 # -- executions ----------------------------------------------------------------------------------------
 
 @bp.get("/executions/<xid>")
@@ -216,8 +237,7 @@ def skip(xid: str) -> Any:
 @bp.post("/messages")
 def messages() -> Any:
     """Send a message (same as /send): 202 {run_id, message_id}."""
-    msg: Message = message_from_request()
-    return jsonify(accept(msg)), 202
+    return answer_send()
 
 
 @bp.get("/graph")
@@ -231,8 +251,9 @@ def graph() -> Any:
 
 @bp.get("/config")
 def config() -> Any:
-    """The definitions loaded (version, files, warnings) and the errors of the files as they are now."""
-    return jsonify(_ext().definitions.status())
+    """The definitions loaded (version, files, warnings), the errors of the files as they are now, and the
+    version the matchers run (they and this app read the same files the same way)."""
+    return jsonify(_ext().config_status())
 
 
 @bp.get("/openapi.json")

@@ -1,17 +1,20 @@
-"""`GET /healthz`: Redis reachable (200, else 503), and which matchers and workers beat recently."""
+"""`GET /healthz`: Redis reachable (200, else 503); to an authenticated caller, which matchers and workers beat.
+
+Without credentials (when auth is on) the answer is the status word alone: host names and process ids are no
+business of whoever can reach the port.
+"""
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
 from angora_rq.store.connection import RedisError
 from angora_rq.core.codec import to_str
+from angora_rq.core.metrics import ALIVE_SECONDS
 
 bp = Blueprint("health", __name__)
-
-ALIVE_SECONDS = 15.0
 ROLES = ("matcher", "worker")
 
 
@@ -36,20 +39,25 @@ def processes(beats: dict[Any, Any], now: float) -> dict[str, list[dict[str, Any
 @bp.get("/healthz")
 def healthz() -> Any:
     """200 when Redis answers (status `degraded` when no matcher or no worker is alive); 503 when it does not."""
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     ext = angora()
     now = time.time()
+    details = not ext.settings.auth_enabled or g.get("angora_user") is not None
     try:
         beats = ext.r.hgetall(ext.keys.heartbeats())
     except RedisError as e:
+        current_app.logger.warning("/healthz: Redis does not answer: %s", e)
         body = {"status": "unavailable", "time": now, "redis": {"ok": False, "error": str(e)[:300]},
                 "matchers": [], "workers": []}
-        return jsonify(body), 503
+        return jsonify(body if details else {"status": "unavailable"}), 503
     procs = processes(beats, now)
     alive = all(any(p["alive"] for p in procs[role]) for role in ROLES)
+    status = "ok" if alive else "degraded"
+    if not details:
+        return jsonify({"status": status}), 200
     return jsonify({
-        "status": "ok" if alive else "degraded",
+        "status": status,
         "time": now,
         "redis": {"ok": True, "error": None},
         "matchers": procs["matcher"],

@@ -2,9 +2,11 @@
 
 Through Flask a message cost ~690 us of CPU in-process, most of it Werkzeug's form parsing, the request context, the
 hooks and the response object; through this lane ~205 (bench/README.md). This WSGI middleware answers the common
-request itself: a form or JSON body from a script (no browser headers with auth off; a valid Bearer token with auth
-on), parsed by the same validators as the Flask views (web/send.py). Everything else, including every request that
-does not validate, goes to Flask unchanged, so each error and edge case keeps a single implementation. An error
+request itself: a form or JSON body from a script (no browser headers with auth off; a valid Bearer token from an
+address not throttled with auth on) to a Host the app answers to, parsed by the same validators as the Flask views
+(web/send.py), its Idempotency-Key header included. Everything else, including every request that does not
+validate (a malformed key too), goes to Flask unchanged, so each error and edge case keeps a single
+implementation. An error
 raised while sending is handed to Flask too (`hand_over`), so its answer is the one Flask's error handlers give.
 """
 from __future__ import annotations
@@ -17,14 +19,18 @@ from urllib.parse import parse_qsl
 from flask import Flask, request
 from werkzeug.datastructures import MultiDict
 
-from angora_rq.core.messages import Message
-from angora_rq.web.auth import BROWSER_HEADERS, SECURITY_HEADERS, same_secret
-from angora_rq.web.send import accept, form_message, json_message
+from angora_rq.core.security import host_allowed, parse_json
+from angora_rq.store.link import release_link
+from angora_rq.store.websec import login_wait
+from angora_rq.web.auth import LOGIN_LIMIT, same_secret
+from angora_rq.web.guard import BROWSER_HEADERS, SECURITY_HEADERS
+from angora_rq.web.send import KEY_HEADER, Submission, accept, form_message, json_message
 
 PATHS = frozenset({"/send", "/api/v1/messages"})
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 BROWSER_KEYS = tuple("HTTP_" + h.upper().replace("-", "_") for h in BROWSER_HEADERS)
+KEY_ENVIRON = "HTTP_" + KEY_HEADER.upper().replace("-", "_")
 HANDED_OVER = "angora.intake.error"  # an environ key; clients cannot set it (their headers become HTTP_*)
 ACCEPTED_HEADERS = (("Content-Type", "application/json"), *SECURITY_HEADERS, ("Cache-Control", "no-store"))
 
@@ -38,26 +44,31 @@ class Intake:
         self.flask = app.wsgi_app
         self.ext = app.extensions["angora"]
         self.settings = self.ext.settings
+        self.hosts = app.extensions["angora_hosts"]
         self.max_body = int(app.config.get("MAX_CONTENT_LENGTH") or 0)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") not in PATHS:
             return self.flask(environ, start_response)
         length = self._length(environ)
-        if length is None or not self._from_script(environ):
+        if length is None or not host_allowed(environ.get("HTTP_HOST", ""), self.hosts) or \
+                not self._from_script(environ):
             return self.flask(environ, start_response)
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)  # Flask reads it again when the request is not ours
-        msg = parse(environ.get("CONTENT_TYPE", ""), body) if len(body) == length else None
-        if msg is None:
+        sub = (parse(environ.get("CONTENT_TYPE", ""), body, environ.get(KEY_ENVIRON)) if len(body) == length
+               else None)
+        if sub is None:
             return self.flask(environ, start_response)
         try:
-            answer = accept(msg, self.ext)
+            answer, headers = accept(sub, self.ext)
         except Exception as e:  # noqa: BLE001 - answered by Flask's error handlers, like any view's error
             environ[HANDED_OVER] = e
             return self.flask(environ, start_response)
+        finally:
+            release_link(self.ext.r)
         payload = json.dumps(answer, separators=(",", ":")).encode() + b"\n"  # byte for byte what jsonify writes
-        start_response("202 ACCEPTED", [*ACCEPTED_HEADERS, ("Content-Length", str(len(payload)))])
+        start_response("202 ACCEPTED", [*ACCEPTED_HEADERS, *headers, ("Content-Length", str(len(payload)))])
         return [payload]
 
     def _length(self, environ: dict[str, Any]) -> Optional[int]:
@@ -69,21 +80,29 @@ class Intake:
         return length if 0 < length and (not self.max_body or length <= self.max_body) else None
 
     def _from_script(self, environ: dict[str, Any]) -> bool:
-        """What auth.authenticate + auth.protect_csrf let through with no session: a Bearer token, or no browser."""
+        """What auth.authenticate + guard.protect_csrf let through with no session: a Bearer token from an address
+        that has not failed too often (one Redis read), or no browser."""
         if self.settings.auth_enabled:
             scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            return scheme.lower() == "bearer" and same_secret(value.strip(), self.settings.auth_token)
+            if scheme.lower() != "bearer" or not same_secret(value.strip(), self.settings.auth_token):
+                return False
+            client = environ.get("REMOTE_ADDR") or "unknown"
+            try:
+                return login_wait(self.ext.r, self.ext.keys, client, LOGIN_LIMIT) == 0
+            except Exception:  # noqa: BLE001 - Redis trouble: Flask meets it again and answers it
+                return False
         return not any(key in environ for key in BROWSER_KEYS)
 
 
-def parse(content_type: str, body: bytes) -> Optional[Message]:
-    """The message of a plain form or JSON body, or None when Flask should look at it (any doubt, any error)."""
+def parse(content_type: str, body: bytes, key: Optional[str] = None) -> Optional[Submission]:
+    """The message of a plain form or JSON body (and its Idempotency-Key header), or None when Flask should look
+    at it (any doubt, any error: a malformed key too)."""
     mimetype = content_type.partition(";")[0].strip().lower()
     try:
         if mimetype == FORM:
-            return form_message(MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")))
+            return form_message(MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")), key)
         if mimetype == JSON:
-            return json_message(json.loads(body))
+            return json_message(parse_json(body), key)
     except Exception:  # noqa: BLE001 - whatever it is, the Flask view reports it the one way it always does
         return None
     return None

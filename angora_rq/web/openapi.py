@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from angora_rq.core.messages import MAX_PARAM_VALUE, MAX_PARAMS, MAX_TOPIC
+from angora_rq.core.messages import MAX_KEY, MAX_PARAM_VALUE, MAX_PARAMS, MAX_TOPIC
 
 REF = "#/components/schemas/"
 TOPIC_PATTERN = r"^[A-Za-z0-9_\-:/@+=]+(\.[A-Za-z0-9_\-:/@+=]+)*$"
@@ -53,6 +53,9 @@ PARAMS_IN = {
 TOPIC = {"type": "string", "minLength": 1, "maxLength": MAX_TOPIC, "pattern": TOPIC_PATTERN}
 RUN_ID_IN = {"type": ["string", "null"], "pattern": RUN_ID_OR_EMPTY,
              "description": "Run id to join or start (letters, digits, _ and -); empty or absent: a new one."}
+KEY_PATTERN = r"^[\x20-\x7e]*$"
+KEY_IN = {"type": ["string", "null"], "maxLength": MAX_KEY, "pattern": KEY_PATTERN,
+          "description": "Idempotency key (as the Idempotency-Key header; empty or absent: none)."}
 
 PROBLEM = obj({"severity": STR, "path": nullable("string"), "line": nullable("integer"), "col": nullable("integer"),
                "job": nullable("string"), "message": STR, "text": STR}, ("severity", "message", "text"))
@@ -68,6 +71,13 @@ JOB_STATS = obj({
     "succeeded": INT, "failed": INT, "total": INT,
     "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
 })
+DURATIONS = obj({
+    "executions": {"type": "integer", "description": "Executions kept in the job's history."},
+    "finished": {"type": "integer", "description": "Of these, the ones whose command ran and ended."},
+    "succeeded": INT, "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+    "p50": {"type": ["number", "null"], "description": "Median duration (s) of the finished ones."},
+    "p95": {"type": ["number", "null"], "description": "95th percentile duration (s) of the finished ones."},
+}, closed=True)
 JOB_SUMMARY = obj({"name": STR, "description": STR, "triggers": STRINGS, "messages": STRINGS, "queue": STR,
                    "parent_success": BOOL, "paused": BOOL, "stats": ref("JobStats")}, closed=True)
 EXECUTION = obj({
@@ -94,6 +104,7 @@ RUN = obj({
     "run_id": STR, "status": {"type": "string", "description": "Derived: running, succeeded, failed, ..."},
     "topic": nullable("string"), "origin": nullable("string"), "created": nullable("number"),
     "params": STR_MAP, "config_version": nullable("string"), "active": INT, "canceled": BOOL, "plan": ref("Plan"),
+    "rerun_of": {"type": ["string", "null"], "description": "The run this one re-runs (`rerun`)."},
     "jobs": {"type": "object", "additionalProperties": ref("RunJob"),
              "description": "Every planned or started job's status (pending included)."},
     "counts": {"type": "object", "additionalProperties": INT},
@@ -105,7 +116,8 @@ GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "descripti
 GRAPH = obj({"nodes": array(GRAPH_NODE), "edges": array(GRAPH_EDGE), "config_version": STR})
 CONFIG_STATUS = obj({
     "path": STR, "loaded": BOOL, "valid": BOOL, "version": nullable("string"), "files": STRINGS, "jobs": INT,
-    "schedules": INT, "warnings": array(ref("Problem")), "errors": array(ref("Problem"))}, closed=True)
+    "schedules": INT, "warnings": array(ref("Problem")), "errors": array(ref("Problem")),
+    "matchers_version": nullable("string")}, closed=True)
 PROCESS = obj({"name": STR, "last_beat": NUM, "age": NUM, "alive": BOOL}, closed=True)
 HEALTH = obj({
     "status": {"type": "string", "enum": ["ok", "degraded", "unavailable"]}, "time": NUM,
@@ -116,34 +128,45 @@ PAGE = {"total": INT, "offset": INT, "limit": INT}
 
 SCHEMAS: dict[str, Any] = {
     "Error": ERROR, "Problem": PROBLEM, "JobDef": JOB_DEF, "JobStats": JOB_STATS, "JobSummary": JOB_SUMMARY,
+    "Durations": DURATIONS,
     "JobList": obj({"config_version": STR, "jobs": array(ref("JobSummary"))}, closed=True),
     "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "paused": BOOL,
-                      "stats": ref("JobStats"),
+                      "stats": ref("JobStats"), "history": ref("Durations"),
                       "executions": obj({**PAGE, "items": array(ref("Execution"))}, closed=True)}, closed=True),
     "Execution": EXECUTION, "ExecutionDetail": EXECUTION_DETAIL, "Plan": PLAN, "RunJob": RUN_JOB, "Run": RUN,
     "RunDetail": RUN_DETAIL, "RunList": obj({**PAGE, "runs": array(ref("Run"))}, closed=True),
     "Graph": GRAPH, "ConfigStatus": CONFIG_STATUS, "Process": PROCESS, "Health": HEALTH,
-    "MessageRequest": obj({"msg": TOPIC, "params": PARAMS_IN, "run_id": RUN_ID_IN}, ("msg",), closed=True),
+    "MessageRequest": obj({"msg": TOPIC, "params": PARAMS_IN, "run_id": RUN_ID_IN, "key": KEY_IN}, ("msg",),
+                          closed=True),
     "MessageForm": {
         "type": "object", "required": ["msg"], "additionalProperties": False,
-        "properties": {"msg": TOPIC, "run_id": {"type": "string", "pattern": RUN_ID_OR_EMPTY}},
+        "properties": {"msg": TOPIC, "run_id": {"type": "string", "pattern": RUN_ID_OR_EMPTY},
+                       "key": {"type": "string", "maxLength": MAX_KEY, "pattern": KEY_PATTERN}},
         "patternProperties": {r"^param\.[A-Za-z_][A-Za-z0-9_]{0,63}$":
                               {"type": "string", "maxLength": MAX_PARAM_VALUE, "pattern": NO_NUL}},
         "maxProperties": MAX_PARAMS,
         "description": "msg, optional run_id, params as `param.KEY=VALUE` fields (a `params` field holding a "
                        "JSON object is accepted too).",
     },
-    "Accepted": obj({"run_id": STR, "message_id": STR}, closed=True),
+    "Accepted": obj({"run_id": STR, "message_id": STR, "replayed": {
+        "type": "boolean", "description": "With an idempotency key: true when this repeats an earlier send (the "
+                                          "first answer; nothing was sent)."}}, ("run_id", "message_id"), closed=True),
     "RunRequest": obj({"params": PARAMS_IN, "run_id": RUN_ID_IN}, (), closed=True),
     "Started": obj({"run_id": STR, "execution_id": STR}, closed=True),
     "Canceled": obj({"run_id": STR, "canceled": {"const": True}, "dropped": array(STR),
                      "kill_requested": array(STR)}, closed=True),
+    "Rerun": obj({
+        "run_id": {"type": "string", "description": "The new run (a re-run), or the same run (failed jobs)."},
+        "rerun_of": STR, "message_id": STR, "execution_id": STR,
+        "executions": array(obj({"job": STR, "execution_id": STR, "rerun_of": STR}, closed=True)),
+    }, ("run_id",), closed=True),
     "Killed": obj({"execution_id": STR, "result": STR}, closed=True),
     "Retried": obj({"execution_id": STR, "retry_of": STR}, closed=True),
     "Skipped": obj({"execution_id": STR, "status": {"const": "skipped"}}, closed=True),
 }
 
 # -- operations (web/ops_api.py): schedules, pause/resume, reload ---------------------------------------------
+BUDGET = {"used": nullable("integer"), "limit": nullable("integer"), "ratio": nullable("number"), "full": BOOL}
 SCHEMAS.update({
     "Schedule": obj({
         "name": STR, "message": STR, "cron": nullable("string"), "every": nullable("number"), "timezone": STR,
@@ -152,7 +175,18 @@ SCHEMAS.update({
         "next_fire": {"type": ["number", "null"], "description": "Unix time of the next tick."},
         "last_tick": {"type": ["number", "null"], "description": "Unix time of the last tick sent (or skipped)."},
         "last_sent_at": nullable("number"), "last_run": nullable("string"), "last_run_active": BOOL,
-        "sent": INT, "skipped": {"type": "integer", "description": "Ticks skipped by `overlap: forbid`."},
+        "sent": INT, "skipped": {"type": "integer", "description": "Ticks skipped (`overlap: forbid`, a budget)."},
+        "last_skipped": {"type": ["number", "null"], "description": "Unix time of the last tick skipped."},
+        "skip_reason": {"type": ["string", "null"], "description": "Why the last skipped tick was skipped."},
+    }, closed=True),
+    "Budget": obj(BUDGET, closed=True),
+    "Status": obj({
+        "work": {**ref("Budget"), "description": "Accepted work not finished: messages waiting for the matcher, "
+                                                  "executions queued, held, delayed or running (ANGORA_BACKLOG)."},
+        "memory": {**obj({**BUDGET, "source": nullable("string")}, closed=True),
+                   "description": "Redis used_memory (last reading, at most 1 s old) against the memory budget "
+                                  "(source: ANGORA_MAX_MEMORY, maxmemory or system memory)."},
+        "accepted": {"type": "integer", "description": "Messages accepted since the deployment began."},
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),
@@ -178,6 +212,8 @@ def ops_paths(a: bool) -> dict[str, Any]:
         return {"post": op(summary, ("200", "QueuePause", f"{verb}."), "400 403", (queue,), auth=a)}
 
     return {
+        "/api/v1/status": {"get": op("How much of each budget is used; past either, new messages are refused "
+                                     "with 503 and Retry-After.", ("200", "Status", "The budgets."), auth=a)},
         "/api/v1/schedules": {"get": op("Schedules: next fire time, last tick sent; the leading scheduler.",
                                         ("200", "ScheduleList", "The schedules."), auth=a)},
         "/api/v1/jobs/{name}/pause": job_op("Paused", "Hold the executions its messages trigger (in order)."),
@@ -196,7 +232,9 @@ RESPONSES = {
     "400": "Bad input (the body or a parameter).", "401": "Credentials missing or wrong.",
     "403": "CSRF token missing (browser requests).", "404": "Not found.",
     "409": "The action does not fit the current state.",
-    "503": "Redis unreachable or out of memory, backlog budget used up, or no valid definitions loaded.",
+    "429": "Too many failed logins from this address: wait for Retry-After seconds.",
+    "503": "Redis unreachable or out of memory, a budget used up (with Retry-After; see /api/v1/status), or no "
+           "valid definitions loaded.",
 }
 
 
@@ -208,7 +246,7 @@ def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def op(summary: str, ok: tuple[str, str, str], errors: str = "", params: tuple = (), body: Any = None,
        auth: bool = True) -> dict[str, Any]:
     """An operation: `ok` = (status, schema name, description); `errors` = error statuses, e.g. "400 404"."""
-    codes = errors.split() + (["401"] if auth else []) + ["503"]
+    codes = errors.split() + (["401", "429"] if auth else []) + ["503"]
     responses = {ok[0]: json_body(ref(ok[1]), ok[2])}
     responses.update({c: json_body(ref("Error"), RESPONSES[c]) for c in sorted(set(codes))})
     out: dict[str, Any] = {"summary": summary, "responses": responses}
@@ -248,6 +286,11 @@ XID = path_param("execution_id", "Execution id (also its RQ job id).")
 SINCE = {"type": "number", "minimum": 0}
 MESSAGE_BODY = {"required": True, "content": {
     "application/json": {"schema": ref("MessageRequest")}, FORM: {"schema": ref("MessageForm")}}}
+IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "description": "A repeat within ANGORA_IDEMPOTENCY_TTL (24 h) gets the first answer back "
+                                  "(header Idempotent-Replayed: true) and sends nothing; 1-200 printable ASCII "
+                                  "characters, optionally quoted.",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY, "pattern": KEY_PATTERN}}
 RUN_BODY = {"required": False, "content": {"application/json": {"schema": ref("RunRequest")}}}
 
 
@@ -256,8 +299,9 @@ def paths(auth: bool) -> dict[str, Any]:
     a = auth
     return {
         "/send": {"post": op("Send a message (the original form: msg=topic).", ("202", "Accepted", "Accepted."),
-                             "400 403", body=MESSAGE_BODY, auth=a)},
-        "/healthz": {"get": {"summary": "Redis reachable; matchers and workers with their last heartbeat.",
+                             "400 403 409", (IDEMPOTENCY_KEY,), body=MESSAGE_BODY, auth=a)},
+        "/healthz": {"get": {"summary": "Redis reachable; to an authenticated caller (or with auth off), matchers and "
+                                        "workers with their last heartbeat.",
                              "security": [], "responses": {
                                  "200": json_body(ref("Health"), "Redis answers."),
                                  "503": json_body(ref("Health"), "Redis does not answer.")}}},
@@ -270,7 +314,8 @@ def paths(auth: bool) -> dict[str, Any]:
             "Run a job by hand.", ("202", "Started", "Queued."), "400 403 404 409", (JOB,), RUN_BODY, auth=a)},
         "/api/v1/runs": {"get": op("Runs, newest first.", ("200", "RunList", "A page of runs."), "400", (
             query("status", {"type": "string", "maxLength": 64}, "Only runs with this overall status."),
-            query("job", {"type": "string", "maxLength": 200}, "Only runs where this job ran or is planned."),
+            query("job", {"type": "string", "maxLength": 200},
+                  "Only runs where this job ran (or was blocked by a failure)."),
             query("since", SINCE, "Only runs started at or after this unix time."),
             query("until", SINCE, "Only runs started at or before this unix time."),
             OFFSET, limit(50)), auth=a)},
@@ -281,6 +326,11 @@ def paths(auth: bool) -> dict[str, Any]:
             "now (`dropped`); running commands finish, or with kill=true are killed (`kill_requested`).",
             ("200", "Canceled", "Canceled."), "400 403 404 409", (RUN_ID, query(
                 "kill", BOOL, "Also kill the run's running commands.")), auth=a)},
+        "/api/v1/runs/{run_id}/rerun": {"post": op(
+            "Re-run a run: a new run of its root message and params; with failed=true, its failed, killed and "
+            "canceled jobs again in the same run.", ("202", "Rerun", "Started."), "400 403 404 409", (
+                RUN_ID, query("failed", BOOL, "Re-run only the failed jobs, in the same run (once it has finished).")),
+            auth=a)},
         "/api/v1/executions/{execution_id}": {"get": op(
             "One execution with its output tail.", ("200", "ExecutionDetail", "The execution."), "400 404", (
                 XID, query("tail", {"type": "integer", "minimum": 0, "maximum": 65536, "default": 65536},
@@ -294,7 +344,7 @@ def paths(auth: bool) -> dict[str, Any]:
             "Mark a failed execution succeeded so its children run.", ("200", "Skipped", "Skipped."),
             "403 404 409", (XID,), auth=a)},
         "/api/v1/messages": {"post": op("Send a message (same as /send).", ("202", "Accepted", "Accepted."),
-                                        "400 403", body=MESSAGE_BODY, auth=a)},
+                                        "400 403 409", (IDEMPOTENCY_KEY,), body=MESSAGE_BODY, auth=a)},
         "/api/v1/graph": {"get": op("The workflow graph: nodes and edges, patterns resolved.",
                                     ("200", "Graph", "The graph."), auth=a)},
         "/api/v1/config": {"get": op("Definitions loaded, and the errors of the files as they are now.",
@@ -302,7 +352,7 @@ def paths(auth: bool) -> dict[str, Any]:
         **ops_paths(a),
         "/api/v1/openapi.json": {"get": {"summary": "This document.", "responses": {
             "200": json_body({"type": "object"}, "The OpenAPI document."),
-            **({"401": json_body(ref("Error"), RESPONSES["401"])} if a else {})}}},
+            **({c: json_body(ref("Error"), RESPONSES[c]) for c in ("401", "429")} if a else {})}}},
     }
 
 

@@ -1,4 +1,4 @@
-"""Operations under /api/v1: schedules, pause and resume (jobs and queues), reload of the definitions.
+"""Operations under /api/v1: the budgets, schedules, pause and resume (jobs and queues), reload of the definitions.
 
 Same conventions as web/api.py: auth and CSRF are checked app-wide before any view runs; errors are AngoraError
 subclasses, turned into `{"error", "detail"}` by the app's handlers.
@@ -20,7 +20,7 @@ MAX_NAME = 200
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -42,6 +42,14 @@ def _defined_jobs() -> Optional[set[str]]:
     ext.definitions.refresh()
     source = ext.source
     return None if source is None else set(source.current().config.by_name)
+
+
+# -- backpressure ------------------------------------------------------------------------------------------
+
+@bp.get("/status")
+def status() -> Any:
+    """How much of each budget is used: accepted work not finished, and Redis' memory (core/pressure.py)."""
+    return jsonify(_ext().pressure.usage())
 
 
 # -- schedules ---------------------------------------------------------------------------------------------
@@ -111,4 +119,4 @@ def reload_config() -> Any:
     ext = _ext()
     n = request_reload(ext.r, ext.keys)
     ext.definitions.refresh(force=True)
-    return jsonify({"requested": n, "config": ext.definitions.status()})
+    return jsonify({"requested": n, "config": ext.config_status()})

@@ -1,34 +1,72 @@
-"""`POST /send`: the original way in (`curl -d "msg=time.0105" http://host/send`), form or JSON."""
+"""`POST /send`: the original way in (`curl -d "msg=time.0105" http://host/send`), form or JSON.
+
+An `Idempotency-Key` header (or a `key` field) makes a send idempotent: a repeat within ANGORA_IDEMPOTENCY_TTL
+(24 h) gets the first answer back, with `Idempotent-Replayed: true`, and sends nothing (store/lua/send.lua).
+"""
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Optional
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 
-from angora_rq.store.bus import send as bus_send
+from angora_rq.store.bus import submit
 from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
-from angora_rq.core.messages import Message
+from angora_rq.core.messages import Message, check_idempotency_key
+from angora_rq.core.security import parse_json
+from angora_rq.store.metrics import count_refused
 
 bp = Blueprint("send", __name__)
 
-JSON_FIELDS = frozenset({"msg", "params", "run_id"})
-FORM_FIELDS = frozenset({"msg", "params", "run_id", "csrf_token"})
+JSON_FIELDS = frozenset({"msg", "params", "run_id", "key"})
+FORM_FIELDS = frozenset({"msg", "params", "run_id", "key", "csrf_token"})
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 PARAM_PREFIX = "param."
+KEY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A message to send, with the idempotency key it came with ("" for none)."""
+
+    msg: Message
+    key: str = ""
+
+
+def idempotency_key(header: Optional[str], field: Any = None) -> str:
+    """The request's idempotency key: the header's, or the body's `key` field (empty: none); both must agree.
+
+    The header may be a structured-field string, quoted as the IETF draft writes it (`"8e03978e-..."`).
+    """
+    key = ""
+    if header is not None:
+        header = header.strip()
+        if len(header) >= 2 and header[0] == header[-1] == '"':
+            header = header[1:-1]
+        key = check_idempotency_key(header)
+    if field not in (None, ""):
+        if not isinstance(field, str):
+            raise InvalidInput("the field 'key' must be a string (an idempotency key)")
+        if key and field != key:
+            raise InvalidInput(f"the {KEY_HEADER} header and the 'key' field differ; send one of them")
+        key = check_idempotency_key(field)
+    return key
 
 
 def json_body() -> Any:
-    """The request body parsed as JSON (None when it is not valid JSON); InvalidInput when empty or not JSON."""
-    if not request.get_data(cache=True):
+    """The request body parsed as JSON; InvalidInput when empty, not JSON, or beyond core.security's limits."""
+    data = request.get_data(cache=True)
+    if not data:
         raise InvalidInput("the request body is empty; send a JSON object")
     if not request.is_json:
         raise InvalidInput("send the body as JSON (Content-Type: application/json)",
                            detail={"content_type": request.mimetype or None})
-    return request.get_json(silent=True)
+    return parse_json(data)
 
 
 def json_object(allowed: frozenset[str], required: bool = True) -> dict[str, Any]:
@@ -52,14 +90,16 @@ def object_fields(body: Any, allowed: frozenset[str]) -> dict[str, Any]:
     return body
 
 
-def json_message(body: Any) -> Message:
-    """A message from a parsed JSON body: {msg, params, run_id}."""
+def json_message(body: Any, header_key: Optional[str] = None) -> Submission:
+    """A message from a parsed JSON body: {msg, params, run_id, key}."""
     fields = object_fields(body, JSON_FIELDS)
-    return Message.create(fields.get("msg"), fields.get("params"), fields.get("run_id"), origin="http")
+    key = idempotency_key(header_key, fields.get("key"))
+    return Submission(Message.create(fields.get("msg"), fields.get("params"), fields.get("run_id"), origin="http"),
+                      key)
 
 
-def form_message(form: MultiDict) -> Message:
-    """A message from form fields: msg, run_id, params (a JSON object) and/or param.KEY=VALUE."""
+def form_message(form: MultiDict, header_key: Optional[str] = None) -> Submission:
+    """A message from form fields: msg, run_id, key, params (a JSON object) and/or param.KEY=VALUE."""
     unknown = sorted(k for k in form if k not in FORM_FIELDS and not k.startswith(PARAM_PREFIX))
     if unknown:
         raise InvalidInput(f"unknown form field(s): {', '.join(unknown)[:200]}",
@@ -67,9 +107,9 @@ def form_message(form: MultiDict) -> Message:
     params: dict[str, Any] = {}
     if form.get("params"):
         try:
-            params = json.loads(form["params"])
-        except ValueError as e:
-            raise InvalidInput("form field 'params' is not valid JSON", detail=str(e)) from e
+            params = parse_json(form["params"])
+        except InvalidInput as e:
+            raise InvalidInput(f"form field 'params': {e.message}", detail=e.detail) from e
         if not isinstance(params, dict):
             raise InvalidInput("form field 'params' must be a JSON object of name -> string value")
     for key in form:
@@ -78,27 +118,42 @@ def form_message(form: MultiDict) -> Message:
             if len(values) > 1:
                 raise InvalidInput(f"form field {key[:80]!r} is given more than once")
             params[key[len(PARAM_PREFIX):]] = values[0]
-    return Message.create(form.get("msg"), params, form.get("run_id") or None, origin="http")
+    idem = idempotency_key(header_key, form.get("key"))
+    return Submission(Message.create(form.get("msg"), params, form.get("run_id") or None, origin="http"), idem)
 
 
-def message_from_request() -> Message:
-    """A validated message from a JSON or form body (InvalidInput otherwise)."""
-    if request.mimetype in FORM_TYPES:
-        return form_message(request.form)
-    return json_message(json_body())
+def message_from_request() -> Submission:
+    """A validated message from a JSON or form body and the Idempotency-Key header (InvalidInput, counted, if not)."""
+    try:
+        if request.mimetype in FORM_TYPES:
+            return form_message(request.form, request.headers.get(KEY_HEADER))
+        return json_message(json_body(), request.headers.get(KEY_HEADER))
+    except InvalidInput:
+        ext = current_app.extensions["angora"]
+        count_refused(ext.r, ext.keys, "invalid")
+        raise
 
 
-def accept(msg: Message, ext: Any = None) -> dict[str, str]:
-    """Put a root message on the bus (503 when Redis is down/full or over the backlog budget)."""
-    from angora_rq.web import angora
-
-    ext = ext or angora()
+def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Put a root message on the bus: the answer's body and extra headers (503 when Redis is down or full, or a
+    budget is used up: core/pressure.py; 409 when its idempotency key was used for another message)."""
     with redis_errors():
-        entry = bus_send(ext.r, ext.keys, msg, backlog=ext.settings.backlog, wait=wait_command(ext.settings))
-    return {"run_id": msg.run_id, "message_id": entry}
+        sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
+                      wait=wait_command(ext.settings))
+    body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
+    if not sub.key:
+        return body, []
+    body["replayed"] = sent.replayed
+    return body, [(REPLAYED_HEADER, "true")] if sent.replayed else []
+
+
+def answer_send() -> Any:
+    """The view of /send and /api/v1/messages: 202 {run_id, message_id[, replayed]}."""
+    body, headers = accept(message_from_request(), current_app.extensions["angora"])
+    return jsonify(body), 202, headers
 
 
 @bp.post("/send")
 def send() -> Any:
     """Accept a message: 202 {run_id, message_id}."""
-    return jsonify(accept(message_from_request())), 202
+    return answer_send()

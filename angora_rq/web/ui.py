@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable, Optional
 
-from flask import Blueprint, g, render_template, request
+from flask import Blueprint, current_app, g, render_template, request
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.errors import AngoraError, NotFound
@@ -25,16 +25,18 @@ bp = Blueprint("ui", __name__)
 
 PAGE_SIZE = 25
 MAX_PAGE = 40_000
-FILTER_WINDOW = 20  # Queries.runs scans limit * 20 index entries when filtering
 CHAIN_STEPS = 20
+CHART_SIZE = 100  # executions in the job page's chart
+CHART_FIELDS = ("id", "status", "attempt", "created", "started", "ended", "duration")
 NEXT_FIRES = 5
 LIVE = WAITING | {Status.running}
 RUN_STATUSES = ("queued", "running", "canceling", "succeeded", "failed", "canceled")
 LATEST_FIELDS = ("status", "started", "ended", "duration", "created")
+HEADER_TTL = 2.0
 
 
 def _ext() -> Any:
-    from angora_rq.web import angora
+    from angora_rq.web.context import angora
 
     return angora()
 
@@ -126,15 +128,33 @@ def all_job_states() -> dict[str, dict[str, Any]]:
 
 
 def header_counts() -> Optional[dict[str, int]]:
-    """How many jobs are running and failing now, for the page header (None when unknown)."""
+    """How many jobs are running and failing now, for the page header (None when unknown).
+
+    Fresh on the dashboard (it reads every job's state anyway); elsewhere up to HEADER_TTL seconds old, shared by
+    the process's requests: with many jobs these reads were most of a small page's cost, and live pages poll.
+    """
+    ext = current_app.extensions
+    cached = ext.get("angora_header")
+    if "angora_states" not in g and cached and time.monotonic() - cached[0] < HEADER_TTL:
+        return cached[1]
     try:
         states = all_job_states()
     except AngoraError:
         return None
-    return {
+    counts = {
         "running": sum(1 for s in states.values() if s["status"] == "running"),
         "failed": sum(1 for s in states.values() if s["status"] in FAILED),
     }
+    ext["angora_header"] = (time.monotonic(), counts)
+    return counts
+
+
+@bp.after_request
+def conditional(resp: Any) -> Any:
+    """An ETag on every page: a live page polling an unchanged page gets 304 and no body."""
+    from angora_rq.web.context import revalidate
+
+    return revalidate(resp)
 
 
 @bp.context_processor
@@ -172,12 +192,13 @@ def dashboard() -> str:
     states = all_job_states()
     rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
     return render_template("dashboard.html", rows=rows, version=snap.version,
-                           status=request.args.get("status", ""))
+                           status=request.args.get("status", ""), budgets=_ext().pressure.usage(),
+                           problems=_ext().definitions.errors)
 
 
 @bp.get("/jobs/<name>")
 def job(name: str) -> str:
-    """One job: definition, neighbours, paged execution history, latest output and a Run now form."""
+    """One job: definition, neighbours, duration statistics, paged execution history, latest output, Run now."""
     ext = _ext()
     snap = ext.snapshot()
     spec = snap.config.job(name)
@@ -186,9 +207,11 @@ def job(name: str) -> str:
     page = page_arg()
     total, history = ext.queries.job_executions(name, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     state = job_states([name])[name]
-    return render_template("job.html", job=spec, state=state, history=history, paging=pages(total, page),
+    recent = [{k: e[k] for k in CHART_FIELDS} for e in reversed(ext.queries.job_executions(name, 0, CHART_SIZE)[1])]
+    return render_template("job.html", job=spec, state=state, history=history, paging=pages(total, page), recent=recent,
                            parents=sorted(snap.graph.parents(name)), children=sorted(snap.graph.children(name)),
-                           latest=latest_execution(state.get("last_execution")))
+                           latest=latest_execution(state.get("last_execution")),
+                           durations=ext.queries.job_durations(name))
 
 
 def latest_execution(xid: Optional[str]) -> Optional[dict[str, Any]]:
@@ -203,15 +226,12 @@ def latest_execution(xid: Optional[str]) -> Optional[dict[str, Any]]:
 
 @bp.get("/runs")
 def runs() -> str:
-    """Runs, newest first, filtered by status and job (a filtered page looks at the next window of runs)."""
+    """Runs, newest first, filtered by status and job (through the run indexes: paging and totals are exact)."""
     status = request.args.get("status", "")[:64] or None
     job_name = request.args.get("job", "")[:200] or None
     page = page_arg()
-    filtered = status is not None or job_name is not None
-    step = PAGE_SIZE * FILTER_WINDOW if filtered else PAGE_SIZE
-    total, items = _ext().queries.runs((page - 1) * step, PAGE_SIZE, status=status, job=job_name)
-    return render_template("runs.html", runs=items, paging=None if filtered else pages(total, page), page=page,
-                           more=filtered and total > page * step, window=step, status=status or "",
+    total, items = _ext().queries.runs((page - 1) * PAGE_SIZE, PAGE_SIZE, status=status, job=job_name)
+    return render_template("runs.html", runs=items, paging=pages(total, page), status=status or "",
                            job=job_name or "", statuses=RUN_STATUSES, job_names=_job_names())
 
 
@@ -241,7 +261,7 @@ def run_jobs(view: dict[str, Any]) -> list[str]:
 def execution(xid: str) -> str:
     """One execution: status, timings, exit code, attempt chain, output (live while it runs), actions."""
     view = _ext().queries.execution(require_id(xid, "execution"))
-    return render_template("execution.html", ex=view, chain=attempt_chain(view), live=view["status"] in LIVE)
+    return render_template("execution.html", ex=view, chain=attempt_chain(view), running=view["status"] in LIVE)
 
 
 def attempt_chain(view: dict[str, Any]) -> list[dict[str, Any]]:

@@ -112,7 +112,7 @@ def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Pr
     config = tmp_path / "config"
     config.mkdir()
     (config / "demo.yml").write_text(JOBS)
-    env = dict(angora_env, ANGORA_CONFIG=str(config))
+    env = dict(angora_env, ANGORA_CONFIG=str(config), ANGORA_RQ_DASHBOARD="full")
     procs = Processes(env, tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -139,6 +139,9 @@ def browser_page(tmp_path: Path) -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.errors = []  # type: ignore[attr-defined]
         page.on("pageerror", lambda e: page.errors.append(str(e)))  # type: ignore[attr-defined]
+        # What the Content-Security-Policy blocked (web/guard.py) shows as console errors: count them as errors.
+        page.on("console", lambda m: page.errors.append(m.text) if "Content Security Policy" in m.text  # type: ignore[attr-defined]
+                else None)
         page.set_default_timeout(15_000)
         try:
             yield page
@@ -225,4 +228,26 @@ def test_run_now_with_params_follows_the_output_live(system: tuple[str, Processe
     assert page.get_attribute("#graph [data-job='load_left']", "class").count("hl-down") == 1
     assert "2 downstream" in page.inner_text("#graph-selection")
     screenshot(page, "browser-workflows.png")
+    assert not page.errors, page.errors  # type: ignore[attr-defined]
+
+
+def test_rq_dashboard_runs_under_the_csp_and_posts_with_the_token(system: tuple[str, Processes],
+                                                                  browser_page: Any) -> None:
+    """rq-dashboard's inline script runs by its nonce (its templates need eval), and its buttons' POSTs carry
+    the session's CSRF token: the compact button is answered 200."""
+    base, procs = system
+    page = browser_page
+    page.goto(base + "/jobs/extract")
+    page.click("button:has-text('Run extract now')")
+    page.wait_for_url("**/executions/*")
+    page.goto(base + "/rq/")
+    page.wait_for_selector("table#queues tbody tr[data-role='queue'], table#queues tbody td a")
+    assert "default" in page.inner_text("table#queues")  # rendered by its script, from its JSON
+    page.goto(base + "/rq/0/view/jobs/default/queued/8/asc/1")
+    page.wait_for_selector("#compact-btn")
+    with page.expect_response(lambda r: r.url.endswith("/compact")) as answer:
+        page.click("#compact-btn")
+        page.click("#confirmation-modal-yes")
+    assert answer.value.status == 200 and answer.value.json() == {"status": "OK"}
+    screenshot(page, "browser-rq-dashboard.png")
     assert not page.errors, page.errors  # type: ignore[attr-defined]

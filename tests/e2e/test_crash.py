@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from angora_rq.core import keys as K
 from angora_rq.store.bus import send
 from angora_rq.core.messages import Message
 from angora_testkit import System, wait_for, write_config
@@ -86,7 +85,7 @@ def _settled(s: System, run_ids: list[str]) -> bool:  # noqa: ARG001
     """No message pending in the stream and no execution queued or running: every dispatch (a duplicate too) has
     run to its end, so the commands' output is final."""
     pending = s.r.xpending(s.keys.stream(), "matchers")["pending"]
-    return pending == 0 and s.r.llen(K.rq_queue("default")) == 0 and s.r.zcard(K.rq_started("default")) == 0
+    return pending == 0 and s.r.llen(s.keys.rq_queue("default")) == 0 and s.r.zcard(s.keys.rq_started("default")) == 0
 
 
 @pytest.mark.parametrize("n", [5000])

@@ -10,11 +10,12 @@ from rq.job import Job
 
 from angora_rq.store import bus
 from angora_rq.core import keys as K
-from angora_rq.core.errors import Unavailable
+from angora_rq.core.errors import Overloaded, Unavailable
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.processes.matcher import Matcher
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, JobDef
+from angora_rq.core.pressure import Budget
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from naive_matcher import NaiveMatcher
@@ -38,11 +39,11 @@ def test_send_counts_the_message_in_its_run(r: redis.Redis, keys: Keys) -> None:
     assert r.zscore(keys.runs(), "run-1") is not None
 
 
-def test_backlog_budget_refuses_instead_of_losing(r: redis.Redis, keys: Keys) -> None:
+def test_work_budget_refuses_instead_of_losing(r: redis.Redis, keys: Keys) -> None:
     for _ in range(3):
-        bus.send(r, keys, Message.create("go"), backlog=3)
-    with pytest.raises(Unavailable) as e:
-        bus.send(r, keys, Message.create("go"), backlog=3)
+        bus.send(r, keys, Message.create("go"), Budget(work=3))
+    with pytest.raises(Overloaded) as e:
+        bus.send(r, keys, Message.create("go"), Budget(work=3))
     assert e.value.status == 503
     assert r.xlen(keys.stream()) == 3
 
@@ -70,7 +71,7 @@ def test_matcher_dispatches_plans_and_acks(r: redis.Redis, keys: Keys) -> None:
     run = {k.decode(): v.decode() for k, v in r.hgetall(keys.run("r1")).items()}
     assert json.loads(run["plan"])["jobs"] == ["a", "c", "b"]  # `go.#` matches `go` too ('#' = zero or more)
     assert run["active"] == "2" and run["s:a"] == "queued" and run["s:c"] == "queued"
-    assert r.llen(K.rq_queue("default")) == 2
+    assert r.llen(keys.rq_queue("default")) == 2
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
 
 
@@ -87,7 +88,7 @@ def test_a_claimed_entry_is_dispatched_once_even_if_the_slow_matcher_wakes_up(r:
     fast._own_pending_done = True
     assert fast.step(block_ms=10) == 20  # claims the stalled entries (XAUTOCLAIM)
     assert slow.process(stale, now=0.0) == 0  # the dedupe guards stop a second dispatch
-    assert r.llen(K.rq_queue("default")) == 40  # 20 messages x 2 jobs (a, and c through go.#)
+    assert r.llen(keys.rq_queue("default")) == 40  # 20 messages x 2 jobs (a, and c through go.#)
 
 
 def test_without_dedupe_the_same_race_dispatches_twice(r: redis.Redis, keys: Keys) -> None:
@@ -103,7 +104,7 @@ def test_without_dedupe_the_same_race_dispatches_twice(r: redis.Redis, keys: Key
     fast._own_pending_done = True
     fast.step(block_ms=10)
     slow.process(stale, now=0.0)
-    assert r.llen(K.rq_queue("default")) == 10
+    assert r.llen(keys.rq_queue("default")) == 10
 
 
 def test_parent_success_join_fires_once_when_every_parent_succeeded(r: redis.Redis, keys: Keys) -> None:
@@ -154,7 +155,7 @@ def test_a_dispatched_execution_is_recorded_as_state_create_records_it(r: redis.
     bus.ensure_group(r, keys)
     bus.send(r, keys, Message.create("go", {"N": "1"}, "r1", origin="test"))
     assert m.step(block_ms=10, now=1000.0) == 1
-    (xid,) = [x.decode() for x in r.lrange(K.rq_queue("etl"), 0, -1)]
+    (xid,) = [x.decode() for x in r.lrange(keys.rq_queue("etl"), 0, -1)]
     with r.pipeline() as pipe:
         other = State(keys, settings).create(pipe, job, Message.create("go", {"N": "1"}, "r2", origin="test"), 1000.0,
                                              entry="9-9", config_version="v1")
@@ -198,7 +199,7 @@ def test_a_canceled_run_dispatches_nothing_and_its_messages_are_acknowledged(r: 
     r.hset(keys.run("r1"), "canceled", "1")
     bus.send(r, keys, Message.create("go", run_id="r2"))
     assert m.step(block_ms=10) == 2
-    assert r.llen(K.rq_queue("default")) == 2  # a and c of r2 only
+    assert r.llen(keys.rq_queue("default")) == 2  # a and c of r2 only
     assert r.hget(keys.run("r1"), "active") == b"0" and r.hget(keys.run("r1"), "n:a") is None
     assert r.hget(keys.run("r2"), "active") == b"2"
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
@@ -213,7 +214,7 @@ def test_a_topic_that_starts_many_jobs_queues_them_all_in_order(r: redis.Redis, 
     for i in range(100):
         bus.send(r, keys, Message.create("wide", run_id=f"r{i}"))
     assert m.step(block_ms=10) == 100
-    queued = [x.decode() for x in r.lrange(K.rq_queue("default"), 0, -1)]
+    queued = [x.decode() for x in r.lrange(keys.rq_queue("default"), 0, -1)]
     assert len(queued) == 12_000
     names = [r.hget(keys.execution(x), "job").decode() for x in queued[:240]]
     assert names == [j.name for j in jobs] * 2  # message by message, each in definition order

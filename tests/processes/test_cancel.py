@@ -12,7 +12,6 @@ from click.testing import CliRunner
 
 from angora_rq.cli import main
 from angora_rq.commands.runner import Outcome
-from angora_rq.core import keys as K
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.execution import Claimed
 from angora_rq.core.errors import NotFound
@@ -59,7 +58,7 @@ def test_cancel_drops_queued_held_and_delayed_executions_at_once(r: redis.Redis,
                    "kill_requested": []}
     assert all(status(r, keys, x) == "canceled" for x in (queued, delayed, held, paused))
     assert r.zrange(keys.delayed(), 0, -1) == [other.encode()] and status(r, keys, other) == "delayed"
-    assert r.llen(K.rq_queue("q1")) == 0 and r.llen(keys.held("flaky")) == 0
+    assert r.llen(keys.rq_queue("q1")) == 0 and r.llen(keys.held("flaky")) == 0
     assert r.llen(keys.paused_held("flaky")) == 0
     run = Queries(r, keys).run("r1")
     assert run["active"] == 0 and run["status"] == "canceled"  # now, not when the replay would have come due

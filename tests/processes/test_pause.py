@@ -50,15 +50,15 @@ def test_resume_queues_the_held_executions_in_order(r: redis.Redis, keys: Keys) 
     assert pausing.pause_job(r, keys, "load") == {"job": "load", "paused": True, "changed": True}
     assert pausing.pause_job(r, keys, "load")["changed"] is False
     ids = held(r, keys, 5)
-    assert r.llen(K.rq_queue("etl")) == 0
+    assert r.llen(keys.rq_queue("etl")) == 0
     assert all(field(r, keys.execution(x), "status") == "held" for x in ids)
     assert field(r, keys.run("run0"), "s:load") == "held"
     assert pausing.paused(r, keys) == {"jobs": [{"name": "load", "held": 5}], "queues": []}
 
     out = pausing.resume_job(r, keys, "load", now=2000.0)
     assert out == {"job": "load", "paused": False, "changed": True, "released": 5}
-    assert [x.decode() for x in r.lrange(K.rq_queue("etl"), 0, -1)] == ids
-    assert r.sismember(K.RQ_QUEUES, K.rq_queue("etl"))
+    assert [x.decode() for x in r.lrange(keys.rq_queue("etl"), 0, -1)] == ids
+    assert r.sismember(K.RQ_QUEUES, keys.rq_queue("etl"))
     assert r.llen(keys.bell("etl")) >= 1  # idle workers of the queue wake at once
     assert not r.exists(keys.paused_held("load")) and not r.smembers(keys.paused_jobs())
     for x in ids:
@@ -75,7 +75,7 @@ def test_a_held_execution_killed_while_paused_is_not_queued(r: redis.Redis, keys
     r.hset(keys.execution(ids[1]), "status", "killed")
     r.delete(keys.execution(ids[2]))  # expired
     assert pausing.resume_job(r, keys, "load")["released"] == 1
-    assert [x.decode() for x in r.lrange(K.rq_queue("etl"), 0, -1)] == ids[:1]
+    assert [x.decode() for x in r.lrange(keys.rq_queue("etl"), 0, -1)] == ids[:1]
 
 
 def test_resume_of_a_job_that_is_not_paused_changes_nothing(r: redis.Redis, keys: Keys) -> None:

@@ -263,15 +263,19 @@ def test_overlap_allow_sends_regardless(r: redis.Redis, keys: Keys) -> None:
     assert sum(a.step(T0 + i + 0.1) for i in range(1, 4)) == 3
 
 
-def test_over_the_backlog_budget_the_tick_waits(r: redis.Redis, keys: Keys) -> None:
+def test_over_the_work_budget_a_tick_is_skipped_and_says_why(r: redis.Redis, keys: Keys) -> None:
     s = ScheduleDef("tick", "ping", every=1.0)
     a = scheduler(r, keys, s, settings=Settings(backlog=1))
     a.step(T0)
-    r.xadd(keys.stream(), {"t": "x"})
+    r.set(keys.work(), 1)  # one message accepted and not finished
     assert a.step(T0 + 1.1) == 0
-    assert r.hget(keys.schedule("tick"), "last") == str(to_ms(from_ts(T0))).encode()
-    r.delete(keys.stream())
-    assert a.step(T0 + 1.2) == 1  # sent late, still within the grace period
+    assert r.xlen(keys.stream()) == 0 and r.hget(keys.schedule("tick"), "last") == str(to_ms(from_ts(T0 + 1))).encode()
+    [row] = schedule_status(r, keys, Config(jobs=(), schedules=(s,)), now=T0 + 1.2)
+    assert (row["skipped"], row["last_skipped"]) == (1, T0 + 1)
+    assert row["skip_reason"] == "work budget used up: 1 of 1 accepted messages and executions not finished"
+    assert a.step(T0 + 1.2) == 0  # a skipped tick is not sent late
+    r.set(keys.work(), 0)
+    assert a.step(T0 + 2.1) == 1 and r.xlen(keys.stream()) == 1
 
 
 def test_catch_up_after_an_outage(r: redis.Redis, keys: Keys) -> None:
@@ -371,7 +375,7 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
     cfg = tmp_path / "config"
     cfg.mkdir()
     (cfg / "s.yml").write_text(SCHEDULES_YML)
-    a = Scheduler(r, keys, Settings(), lambda: Config(jobs=(), schedules=(
+    a = Scheduler(r, keys, Settings(backlog=1), lambda: Config(jobs=(), schedules=(
         ScheduleDef("beat_once", "beat.once", every=1.0, catchup="once"),)), name="cli-test")
     a.step(T0)
     a.step(T0 + 1.5)
@@ -389,3 +393,7 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
     text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
                           env=angora_env, capture_output=True, text=True, timeout=60)
     assert "beat_once" in text.stdout and "leader: cli-test" in text.stderr
+    a.step(T0 + 2.5)  # the work budget (1) is used up by the tick sent: this one is skipped, and the command says why
+    text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
+                          env=angora_env, capture_output=True, text=True, timeout=60)
+    assert "skipped 1" in text.stdout and "work budget used up: 1 of 1" in text.stdout, text.stdout

@@ -6,7 +6,7 @@ import redis
 
 from angora_rq.core.errors import NotFound, Unavailable
 from angora_rq.store.connection import redis_errors, unavailable
-from angora_rq.web import from_library_error
+from angora_rq.web.errors import from_library_error
 
 E = redis.exceptions
 MAPPED = [
@@ -24,7 +24,7 @@ MAPPED = [
 NOT_MAPPED = [
     E.ResponseError("BUSYGROUP Consumer Group name already exists"),  # XGROUP CREATE's own answer
     E.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
-    E.ResponseError("BACKLOG stream holds 10 messages or more"),
+    E.ResponseError("BUDGET work 10 10"),  # SEND over a budget: bus.send maps it (Overloaded), not this
     E.NoScriptError("No matching script."),
     E.WatchError("Watched variable changed."),
 ]

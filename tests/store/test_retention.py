@@ -34,9 +34,9 @@ def test_indices_are_trimmed_and_hashes_expire(r: redis.Redis, keys: Keys) -> No
         assert 0 < r.ttl(keys.execution(xid)) <= 3600
         assert 0 < r.ttl(K.rq_job(xid)) <= 3600
     assert 0 < r.ttl(keys.run("run0")) <= 3600
-    r.zadd(K.rq_finished("default"), {"old": now - 10, "fresh": now + 100})
+    r.zadd(keys.rq_finished("default"), {"old": now - 10, "fresh": now + 100})
     r.hset(keys.heartbeats(), mapping={"matcher:gone": now - 2 * 86400, "matcher:live": now})
     Janitor(r, keys, settings).trim(now)
     assert [x.decode() for x in r.zrange(keys.runs(), 0, -1)] == ["run3", "run4"]
-    assert [x.decode() for x in r.zrange(K.rq_finished("default"), 0, -1)] == ["fresh"]
+    assert [x.decode() for x in r.zrange(keys.rq_finished("default"), 0, -1)] == ["fresh"]
     assert list(r.hgetall(keys.heartbeats())) == [b"matcher:live"]

@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 import redis
 
-from angora_rq.core.errors import Unavailable
+from angora_rq.core.errors import Overloaded
 from angora_rq.core.keys import Keys
-from angora_rq.core.messages import Message
+from angora_rq.core.messages import Message, fingerprint
+from angora_rq.core.pressure import MEMORY_RETRY_AFTER, MESSAGE_BYTES, WORK_RETRY_AFTER, Budget, Memory
 from angora_rq.store import bus
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
@@ -41,13 +42,40 @@ def test_a_second_root_message_in_a_run_counts_but_keeps_the_runs_fields(r: redi
     assert r.xlen(keys.stream()) == 2 and r.zscore(keys.runs(), "run1") == 1000.0
 
 
-def test_send_over_the_backlog_budget_changes_nothing(r: redis.Redis, keys: Keys) -> None:
+def test_send_over_the_work_budget_changes_nothing(r: redis.Redis, keys: Keys) -> None:
     for i in range(2):
-        bus.send(r, keys, Message.create("t", None, f"run{i}"), backlog=2)
-    with pytest.raises(Unavailable, match="too many messages"):
-        bus.send(r, keys, Message.create("t", None, "run9"), backlog=2)
+        bus.send(r, keys, Message.create("t", None, f"run{i}"), Budget(work=2))
+    assert r.get(keys.work()) == b"2" and r.get(keys.accepted()) == b"2"
+    with pytest.raises(Overloaded, match="accepted work is not finished") as refused:
+        bus.send(r, keys, Message.create("t", None, "run9"), Budget(work=2))
+    assert refused.value.status == 503 and refused.value.retry_after == WORK_RETRY_AFTER
+    assert refused.value.detail == {"budget": "work", "used": 2, "limit": 2, "retry_after": WORK_RETRY_AFTER}
+    assert r.xlen(keys.stream()) == 2 and not r.exists(keys.run("run9")) and r.get(keys.work()) == b"2"
+    bus.send(r, keys, Message.create("t", None, "run9"), Budget(work=0))  # 0: no budget
+    assert r.xlen(keys.stream()) == 3 and r.get(keys.work()) == b"3"
+
+
+def test_the_work_budget_counts_messages_in_flight_not_the_stream(r: redis.Redis, keys: Keys) -> None:
+    """A message whose work finished frees its place, even while its entry is still on the stream."""
+    bus.send(r, keys, Message.create("t", None, "run1"), Budget(work=1))
+    r.decr(keys.work())  # what DISPATCH (nothing to start) or FINISH does
+    bus.send(r, keys, Message.create("t", None, "run2"), Budget(work=1))
+    assert r.xlen(keys.stream()) == 2
+
+
+def test_send_past_the_memory_budget_changes_nothing(r: redis.Redis, keys: Keys) -> None:
+    """The memory budget allows (limit - used) / MESSAGE_BYTES root messages past the reading's `accepted`."""
+    room = Memory(used=1000, limit=1000 + 2 * MESSAGE_BYTES, source="maxmemory", accepted=0)
+    for i in range(2):
+        bus.send(r, keys, Message.create("t", None, f"run{i}"), Budget(memory=room))
+    with pytest.raises(Overloaded, match="memory budget") as refused:
+        bus.send(r, keys, Message.create("t", None, "run9"), Budget(memory=room))
+    assert refused.value.retry_after == MEMORY_RETRY_AFTER and refused.value.detail["budget"] == "memory"
     assert r.xlen(keys.stream()) == 2 and not r.exists(keys.run("run9"))
-    bus.send(r, keys, Message.create("t", None, "run9"), backlog=0)  # 0: no budget
+    full = Memory(used=5000, limit=4000, source="ANGORA_MAX_MEMORY", accepted=2)
+    with pytest.raises(Overloaded, match="memory budget"):
+        bus.send(r, keys, Message.create("t", None, "run9"), Budget(memory=full))
+    bus.send(r, keys, Message.create("t", None, "run9"), Budget(memory=Memory(5000, 0, "", 2)))  # no limit
     assert r.xlen(keys.stream()) == 3
 
 
@@ -84,10 +112,13 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
          mode: str = "send", overlap: str = "allow", budget: int = 0) -> tuple[str, str]:
     msg = Message.create("beat", {"K": "v"}, run_id, origin="schedule:s", now=tick_ms / 1000)
     reply: Any = TICK.bind(
-        stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), lease=keys.scheduler_lease(),
-        schedule=keys.schedule("s"), budget=budget, now=repr(msg.sent_at), run_id=run_id, topic=msg.topic,
-        origin=msg.origin, lease_value=lease_value, tick_ms=tick_ms, token=token, run_prefix=keys.run(""),
-        overlap=overlap, mode=mode, schedule_name="s", covers=1, fields=field_pairs(msg.to_fields()),
+        stream=keys.stream(), run=keys.run(run_id), runs=keys.runs(), work=keys.work(), accepted=keys.accepted(),
+        idem=keys.tick_idempotency("s", tick_ms), unsettled=keys.runs_unsettled(), lease=keys.scheduler_lease(),
+        schedule=keys.schedule("s"),
+        budget=budget, accepted_cap="", now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin,
+        idem_ttl=60, fingerprint=fingerprint(msg), lease_value=lease_value, tick_ms=tick_ms, token=token,
+        run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,
+        fields=field_pairs(msg.to_fields()),
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()
 
@@ -119,6 +150,24 @@ def test_the_same_tick_twice_is_sent_once(r: redis.Redis, keys: Keys) -> None:
 
 
 @pytest.mark.usefixtures("leader")
+def test_a_tick_sent_before_is_not_sent_again_when_its_schedule_state_is_lost(r: redis.Redis, keys: Keys) -> None:
+    _, entry = tick(r, keys, T, "run1")
+    r.delete(keys.schedule("s"))  # e.g. restored from an older backup: the tick looks new to the fence
+    assert tick(r, keys, T, "run2") == ("replayed", entry)
+    assert r.xlen(keys.stream()) == 1 and not r.exists(keys.run("run2"))
+    assert h(r, keys.schedule("s"))["last"] == str(T)  # recorded: the next tick is the next one
+    assert tick(r, keys, T + 1000, "run3")[0] == "sent"
+
+
+@pytest.mark.usefixtures("leader")
+def test_a_tick_sent_before_is_replayed_not_skipped_over_the_work_budget(r: redis.Redis, keys: Keys) -> None:
+    _, entry = tick(r, keys, T, "run1", budget=1)
+    r.delete(keys.schedule("s"))
+    assert tick(r, keys, T, "run2", budget=1) == ("replayed", entry)  # work 1 of 1, but nothing is sent
+    assert "skipped" not in h(r, keys.schedule("s")) and r.get(keys.work()) == b"1"
+
+
+@pytest.mark.usefixtures("leader")
 def test_a_term_that_lost_the_lease_or_an_older_token_is_fenced(r: redis.Redis, keys: Keys) -> None:
     assert tick(r, keys, T, "run1", lease_value="b 2") == ("fenced", "")
     r.hset(keys.schedule("s"), "token", 5)  # a newer term recorded a tick before this one's lease came back
@@ -138,13 +187,18 @@ def test_overlap_forbid_skips_while_the_last_run_is_active(r: redis.Redis, keys:
     assert tick(r, keys, T + 1000, "run2", overlap="forbid") == ("overlap", "run1")
     st = h(r, keys.schedule("s"))
     assert (st["last"], st["last_skipped"], st["skipped"], st["run"]) == (str(T + 1000), str(T + 1000), "1", "run1")
+    assert st["skip_reason"] == "overlap run1"
     r.hset(keys.run("run1"), "active", 0)
     assert tick(r, keys, T + 2000, "run3", overlap="forbid")[0] == "sent"
 
 
 @pytest.mark.usefixtures("leader")
-def test_over_the_backlog_budget_a_tick_is_not_recorded(r: redis.Redis, keys: Keys) -> None:
+def test_over_the_work_budget_a_tick_is_skipped_and_recorded_with_why(r: redis.Redis, keys: Keys) -> None:
     bus.send(r, keys, Message.create("t", None, "other"))
-    assert tick(r, keys, T, "run1", budget=1) == ("backlog", "")
-    assert not r.exists(keys.schedule("s")) and not r.exists(keys.run("run1"))
-    assert tick(r, keys, T, "run1", budget=2)[0] == "sent"  # the same tick, tried again later
+    assert tick(r, keys, T, "run1", budget=1) == ("budget", "BUDGET work 1 1")
+    st = h(r, keys.schedule("s"))
+    assert (st["last"], st["last_skipped"], st["skipped"]) == (str(T), str(T), "1")
+    assert st["skip_reason"] == "BUDGET work 1 1"
+    assert not r.exists(keys.run("run1")) and r.xlen(keys.stream()) == 1
+    assert tick(r, keys, T, "run1", budget=2) == ("stale", str(T))  # skipped is done with: not sent later
+    assert tick(r, keys, T + 1000, "run2", budget=2)[0] == "sent"

@@ -53,8 +53,8 @@ def pending(r: redis.Redis, keys: Keys) -> int:
 def test_dispatch_creates_queues_counts_and_acknowledges(r: redis.Redis, keys: Keys) -> None:
     got = receive(r, keys, "run1", "run2")
     assert dispatch(r, keys, got, (LOAD, INDEX, OTHER)) == (6, [])
-    queued = ids(r, K.rq_queue("etl"))
-    assert len(queued) == 4 and len(ids(r, K.rq_queue("other"))) == 2
+    queued = ids(r, keys.rq_queue("etl"))
+    assert len(queued) == 4 and len(ids(r, keys.rq_queue("other"))) == 2
     assert r.llen(keys.bell("etl")) == 4 and r.llen(keys.bell("other")) == 2
     ex = h(r, keys.execution(queued[0]))
     assert (ex["job"], ex["run"], ex["status"], ex["entry"], ex["attempt"], ex["config_version"]) == (
@@ -72,8 +72,21 @@ def test_dispatch_run_twice_creates_each_execution_once(r: redis.Redis, keys: Ke
     got = receive(r, keys, "run1")
     assert dispatch(r, keys, got, (LOAD, INDEX)) == (2, [])
     assert dispatch(r, keys, got, (LOAD, INDEX)) == (0, [])
-    assert len(ids(r, K.rq_queue("etl"))) == 2 and r.zcard(keys.run_executions("run1")) == 2
+    assert len(ids(r, keys.rq_queue("etl"))) == 2 and r.zcard(keys.run_executions("run1")) == 2
     assert h(r, keys.run("run1"))["n:load"] == "1"
+
+
+def test_dispatch_counts_the_messages_it_acknowledged_once(r: redis.Redis, keys: Keys) -> None:
+    """For /metrics: root and job messages apart, and a batch dispatched twice (claimed) counted once."""
+    bus.ensure_group(r, keys)
+    bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http"))
+    bus.send(r, keys, Message("data.ready", {}, "run1", "job:load:x", 1.0))
+    bus.send(r, keys, Message("data.ready", {}, "run1", "job:load:y", 1.0))
+    [(_, got)] = r.xreadgroup(MATCHER_GROUP, "m1", {keys.stream(): ">"}, count=100)
+    received = [(entry.decode(), Message.from_fields(fields)) for entry, fields in got]
+    dispatch(r, keys, received)
+    dispatch(r, keys, received)
+    assert h(r, keys.metrics()) == {"messages:root": "1", "messages:job": "2"}
 
 
 def test_dispatch_run_twice_counts_the_message_in_its_run_once(r: redis.Redis, keys: Keys) -> None:
@@ -94,7 +107,7 @@ def test_dispatch_creates_nothing_in_a_canceled_run(r: redis.Redis, keys: Keys) 
     got = receive(r, keys, "run1", "run2")
     r.hset(keys.run("run1"), "canceled", "1")
     assert dispatch(r, keys, got) == (1, [])
-    assert [h(r, keys.execution(x))["run"] for x in ids(r, K.rq_queue("etl"))] == ["run2"]
+    assert [h(r, keys.execution(x))["run"] for x in ids(r, keys.rq_queue("etl"))] == ["run2"]
     assert h(r, keys.run("run1"))["active"] == "0" and "s:load" not in h(r, keys.run("run1"))
 
 
@@ -103,9 +116,9 @@ def test_dispatch_holds_the_executions_of_a_paused_job(r: redis.Redis, keys: Key
     r.sadd(keys.paused_jobs(), "load")
     assert dispatch(r, keys, got, (LOAD, OTHER)) == (2, [])
     [held] = ids(r, keys.paused_held("load"))
-    assert r.llen(K.rq_queue("etl")) == 0 and r.llen(keys.bell("etl")) == 0
+    assert r.llen(keys.rq_queue("etl")) == 0 and r.llen(keys.bell("etl")) == 0
     assert (h(r, keys.execution(held))["status"], h(r, K.rq_job(held))["status"]) == ("held", "deferred")
-    assert h(r, keys.run("run1"))["s:load"] == "held" and len(ids(r, K.rq_queue("other"))) == 1
+    assert h(r, keys.run("run1"))["s:load"] == "held" and len(ids(r, keys.rq_queue("other"))) == 1
 
 
 def test_dispatch_writes_plans_and_hands_back_a_conflicting_one(r: redis.Redis, keys: Keys) -> None:

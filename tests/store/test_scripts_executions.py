@@ -83,7 +83,7 @@ def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis
     before = redis_now(r)
     delayed = create(r, keys, status="delayed", delay=300.0, attempt=2, replay_of=queued)
     held = create(r, keys, status="held")
-    assert ids(r, K.rq_queue("etl")) == [queued] and r.llen(keys.bell("etl")) == 1
+    assert ids(r, keys.rq_queue("etl")) == [queued] and r.llen(keys.bell("etl")) == 1
     [(member, due)] = r.zrange(keys.delayed(), 0, -1, withscores=True)
     # Due 300 s from now by Redis' clock, whatever the clock of the process that created it (`now` is 1000.0).
     assert member == delayed.encode() and before + 300 <= due <= redis_now(r) + 300
@@ -110,21 +110,21 @@ def test_claim_takes_queued_executions_in_order_and_marks_them_running(r: redis.
     reply = claim_call(keys, SETTINGS, "w1", ("etl",), 2000.0, 2).run(Link(r))
     assert [x.decode() for x in reply[0::3]] == xs[:2]
     assert [x.decode() for x in reply[2]] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
-    assert ids(r, keys.worker_inflight("w1")) == xs[:2] and ids(r, K.rq_queue("etl")) == xs[2:]
+    assert ids(r, keys.worker_inflight("w1")) == xs[:2] and ids(r, keys.rq_queue("etl")) == xs[2:]
     ex = h(r, keys.execution(xs[0]))
     assert (ex["status"], ex["worker"], ex["started"]) == ("running", "w1", "2000.0")
     rq = h(r, K.rq_job(xs[0]))
     assert (rq["status"], rq["worker_name"]) == ("started", "w1") and rq["started_at"] == rq["last_heartbeat"]
-    assert r.zscore(K.rq_started("etl"), f"{xs[0]}:{xs[0]}") == 2000.0 + SETTINGS.default_timeout + 600
+    assert r.zscore(keys.rq_started("etl"), f"{xs[0]}:{xs[0]}") == 2000.0 + SETTINGS.default_timeout + 600
     assert h(r, keys.run("run0"))["s:load"] == "running"
 
 
 def test_claim_run_twice_takes_nothing_more_and_starts_an_id_queued_twice_once(r: redis.Redis, keys: Keys) -> None:
     xid = create(r, keys)
-    r.rpush(K.rq_queue("etl"), xid)  # the same id twice in the queue (e.g. handed back while still queued)
+    r.rpush(keys.rq_queue("etl"), xid)  # the same id twice in the queue (e.g. handed back while still queued)
     assert claim(r, keys) == [xid]
     assert claim(r, keys) == []
-    assert ids(r, keys.worker_inflight("w1")) == [xid] and r.llen(K.rq_queue("etl")) == 0
+    assert ids(r, keys.worker_inflight("w1")) == [xid] and r.llen(keys.rq_queue("etl")) == 0
 
 
 def test_claim_skips_paused_queues(r: redis.Redis, keys: Keys) -> None:
@@ -132,7 +132,7 @@ def test_claim_skips_paused_queues(r: redis.Redis, keys: Keys) -> None:
     other = create(r, keys, job=JobDef("x", ("go",), ("true",), queue="other"))
     r.sadd(keys.paused_queues(), "etl")
     assert claim(r, keys, ("etl", "other")) == [other]
-    assert ids(r, K.rq_queue("etl")) == [etl]
+    assert ids(r, keys.rq_queue("etl")) == [etl]
 
 
 def test_claim_cancels_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
@@ -181,9 +181,11 @@ def test_finish_records_a_failure_without_a_worker(r: redis.Redis, keys: Keys) -
         assert State(keys, SETTINGS).finalize(pipe, ex, Done(2), 3000.0) == "failed"  # no worker: inflight ''
         pipe.execute()
     assert ids(r, keys.worker_inflight("w1")) == ["other"]
-    assert r.zscore(K.rq_failed("etl"), xid) == 3000.0 + int(SETTINGS.retention)
+    assert r.zscore(keys.rq_failed("etl"), xid) == 3000.0 + int(SETTINGS.retention)
     stats = h(r, keys.job_stats("load"))
-    assert (stats["last_status"], stats["failed"], stats["total"]) == ("failed", "1", "1")
+    # Counted per final status and duration bucket (0.5 s <= 0.5), durations summed per status: for /metrics.
+    assert (stats["last_status"], stats["h:failed:0.5"], float(stats["d:failed"])) == ("failed", "1", 0.5)
+    assert "h:succeeded:0.5" not in stats
     assert h(r, keys.run("run1"))["s:load"] == "failed"
 
 
@@ -193,7 +195,7 @@ def test_release_frees_the_slot_and_queues_the_oldest_held(r: redis.Redis, keys:
     assert ids(r, keys.held("one")) == xs[1:]
     finish(r, keys, xs[0])
     assert r.smembers(keys.slots("one")) == set() and ids(r, keys.held("one")) == xs[2:]
-    assert ids(r, K.rq_queue("etl")) == [xs[1]]
+    assert ids(r, keys.rq_queue("etl")) == [xs[1]]
     assert (h(r, keys.execution(xs[1]))["status"], h(r, K.rq_job(xs[1]))["status"]) == ("queued", "queued")
     assert h(r, keys.run("run1"))["s:one"] == "queued"
     assert claim(r, keys) == [xs[1]]
@@ -203,7 +205,7 @@ def test_release_with_nothing_held_only_frees_the_slot(r: redis.Redis, keys: Key
     xid = create(r, keys, job=LIMITED)
     assert claim(r, keys) == [xid]
     finish(r, keys, xid)
-    assert not r.exists(keys.slots("one")) and r.llen(K.rq_queue("etl")) == 0
+    assert not r.exists(keys.slots("one")) and r.llen(keys.rq_queue("etl")) == 0
 
 
 # -- PROMOTE ---------------------------------------------------------------------------------------------------
@@ -217,13 +219,13 @@ def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
     before = redis_now(r)
     assert janitor.promote() == 2  # due by Redis' clock: no caller's `now` to get wrong
     assert janitor.promote() == 0  # the same call again: nothing is queued twice
-    assert ids(r, K.rq_queue("etl")) == [due]
+    assert ids(r, keys.rq_queue("etl")) == [due]
     assert r.zrange(keys.delayed(), 0, -1) == [later.encode()]
     ex = h(r, keys.execution(due))
     assert (ex["status"], h(r, K.rq_job(due))["status"]) == ("queued", "queued")
     assert before <= float(ex["queued"]) <= redis_now(r)
     assert h(r, keys.execution(killed))["status"] == "killed"
-    assert r.sismember(K.RQ_QUEUES, K.rq_queue("etl"))
+    assert r.sismember(K.RQ_QUEUES, keys.rq_queue("etl"))
 
 
 # -- REAP ------------------------------------------------------------------------------------------------------
@@ -259,5 +261,5 @@ def test_resume_twice_queues_the_held_executions_once(r: redis.Redis, keys: Keys
     r.hset(keys.execution(xs.pop()), "status", "killed")  # killed while held: not queued
     assert pausing.resume_job(r, keys, "load", now=time.time())["released"] == 2
     assert pausing.resume_job(r, keys, "load") == {"job": "load", "paused": False, "changed": False, "released": 0}
-    assert ids(r, K.rq_queue("etl")) == xs and r.llen(keys.bell("etl")) == 1
+    assert ids(r, keys.rq_queue("etl")) == xs and r.llen(keys.bell("etl")) == 1
     assert h(r, keys.run("run1"))["s:load"] == "queued"

@@ -14,6 +14,7 @@ from angora_rq.core.rqcompat import _pickle, job_data
 from angora_rq.core.settings import Settings
 from angora_rq.core.execution import Claimed
 from angora_rq.store.state import State
+from angora_rq.store.queries import stats_view
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
 
@@ -49,8 +50,8 @@ def test_create_writes_execution_rq_job_queue_indices_and_run(r: redis.Redis, ke
     assert ex["job"] == "load" and ex["run"] == "run1" and ex["status"] == "queued" and ex["entry"] == "1-0"
     assert ex["params"] == '{"N": "1"}' and ex["config_version"] == "v1" and ex["replay_of"] == ""
     assert 0 < r.ttl(keys.execution(xid)) <= Settings().retention
-    assert r.lrange(K.rq_queue("etl"), 0, -1) == [xid.encode()]
-    assert K.rq_queue("etl").encode() in r.smembers(K.RQ_QUEUES)
+    assert r.lrange(keys.rq_queue("etl"), 0, -1) == [xid.encode()]
+    assert keys.rq_queue("etl").encode() in r.smembers(K.RQ_QUEUES)
     assert r.llen(keys.bell("etl")) == 1
     assert r.zscore(keys.job_executions("load"), xid) == 1000.0
     assert r.zscore(keys.run_executions("run1"), xid) == 1000.0
@@ -60,7 +61,7 @@ def test_create_writes_execution_rq_job_queue_indices_and_run(r: redis.Redis, ke
     # RQ reads the job as one of its own: function, arguments, queue, status, and its always-empty fields.
     job = Job.fetch(xid, connection=r)
     assert job.func_name == "angora_rq.processes.worker.run_execution" and job.args == (xid, keys.prefix)
-    assert job.origin == "etl" and job.get_status() == "queued"
+    assert job.origin == keys.rq_name("etl") and job.get_status() == "queued"
     assert s(r.hgetall(K.rq_job(xid)))["worker_name"] == ""
 
 
@@ -79,7 +80,7 @@ def test_finish_records_result_registries_stats_and_messages(r: redis.Redis, key
     state = State(keys, Settings())
     xid = create(r, keys, state)
     r.rpush(keys.worker_inflight("w1"), xid)
-    r.zadd(K.rq_started("etl"), {f"{xid}:{xid}": 1})
+    r.zadd(keys.rq_started("etl"), {f"{xid}:{xid}": 1})
     ex = Claimed(id=xid, spec=JOB, run="run1", attempt=1, topic="data.ready", params={"N": "1"}, queue="etl",
                  created=1000.0)
     with r.pipeline() as pipe:
@@ -88,15 +89,17 @@ def test_finish_records_result_registries_stats_and_messages(r: redis.Redis, key
     got = s(r.hgetall(keys.execution(xid)))
     assert (got["status"], got["exit_code"], got["started"], got["duration"], got["pid"], got["tail"]) == (
         "succeeded", "0", "1000.5", "0.500000", "42", "out\n")
-    assert r.llen(keys.worker_inflight("w1")) == 0 and r.zcard(K.rq_started("etl")) == 0
-    assert r.zscore(K.rq_finished("etl"), xid) == 1002.0 + int(Settings().retention)
+    assert r.llen(keys.worker_inflight("w1")) == 0 and r.zcard(keys.rq_started("etl")) == 0
+    assert r.zscore(keys.rq_finished("etl"), xid) == 1002.0 + int(Settings().retention)
     assert Job.fetch(xid, connection=r).get_status() == "finished"
     run = s(r.hgetall(keys.run("run1")))
     assert run["s:load"] == "succeeded"
     assert run["active"] == "1"  # 1 (execution) - 1 (finished) + 1 (the message it sent)
     stats = s(r.hgetall(keys.job_stats("load")))
-    assert (stats["last_status"], stats["succeeded"], stats["total"], stats["last_duration"]) == (
-        "succeeded", "1", "1", "0.500000")
+    assert (stats["last_status"], stats["h:succeeded:0.5"], stats["d:succeeded"], stats["last_duration"]) == (
+        "succeeded", "1", "0.5", "0.500000")
+    view = stats_view(stats)
+    assert (view["succeeded"], view["failed"], view["total"], view["success_rate"]) == (1, 0, 1, 1.0)
     [(_, fields)] = r.xrange(keys.stream())
     assert fields[b"t"] == b"data.loaded" and fields[b"r"] == b"run1"
 
@@ -109,9 +112,10 @@ def test_finish_failure_goes_to_rq_failed_and_counts(r: redis.Redis, keys: Keys)
         assert state.finalize(pipe, ex, Done(3), 1002.0) == "failed"
         pipe.execute()
     assert r.hget(keys.execution(xid), "exit_code") == b"3"
-    assert r.zscore(K.rq_failed("etl"), xid) is not None and r.zcard(K.rq_finished("etl")) == 0
+    assert r.zscore(keys.rq_failed("etl"), xid) is not None and r.zcard(keys.rq_finished("etl")) == 0
     stats = s(r.hgetall(keys.job_stats("load")))
-    assert stats["failed"] == "1" and stats["total"] == "1" and "succeeded" not in stats
+    view = stats_view(stats)
+    assert (view["succeeded"], view["failed"], view["total"], view["success_rate"]) == (0, 1, 1, 0.0)
     assert r.hget(keys.run("run1"), "active") == b"0" and r.xlen(keys.stream()) == 0
 
 

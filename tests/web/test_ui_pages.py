@@ -274,6 +274,24 @@ def test_schedules_page_lists_schedules_with_next_fire_times(client: FlaskClient
     assert "No scheduler is running" in html
 
 
+def test_schedules_page_says_why_a_tick_was_skipped(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
+    r.hset(keys.schedule("hourly"), mapping={"last": 1_700_000_000_000, "last_skipped": 1_700_000_000_000,
+                                             "skipped": 1, "skip_reason": "BUDGET work 7 7"})
+    html = page(client, "/schedules")
+    assert "work budget used up: 7 of 7 accepted messages and executions not finished" in html
+
+
+def test_dashboard_shows_how_much_of_each_budget_is_used(app: Flask, client: FlaskClient, r: redis.Redis,
+                                                         keys: Keys) -> None:
+    r.set(keys.work(), 5)
+    limit = app.extensions["angora"].settings.backlog
+    html = page(client, "/")
+    budgets = found(r'<p id="budgets"[^>]*>(.*?)</p>', html)
+    assert re.search(rf"Accepted work not finished: <span[^>]*>5 of {limit} ", budgets)
+    assert re.search(r"Redis memory: <span[^>]*>[0-9.]+ MiB of [0-9.]+ MiB \([0-9.]+%, (maxmemory|system memory)\)",
+                     budgets), budgets
+
+
 def test_send_page_posts_to_the_api_and_follows_to_the_run(client: FlaskClient) -> None:
     html = page(client, "/messages/new?topic=etl.start")
     assert 'data-post="/api/v1/messages"' in html and 'data-then="/runs/{run_id}"' in html

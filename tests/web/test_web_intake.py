@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from angora_rq.core.keys import Keys
+from angora_rq.core.pressure import WORK_RETRY_AFTER
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
 from angora_rq.web.intake import Intake
@@ -163,7 +164,19 @@ def test_a_send_error_is_answered_by_flask_and_sends_nothing_twice(make_app: Mak
     first = answer(app, "/send", b"msg=a.b")
     second = answer(app, "/send", b"msg=a.b")
     assert first[0] == 202 and passed.calls == 1
-    assert second[0] == 503 and second[2]["detail"] == {"backlog": 1} and second[1]["Cache-Control"] == "no-store"
+    assert second[0] == 503 and second[2]["detail"]["budget"] == "work" and second[1]["Cache-Control"] == "no-store"
+    assert r.xlen(keys.stream()) == 1
+
+
+@pytest.mark.parametrize("path", ["/send", "/api/v1/messages"])
+def test_over_a_budget_the_lane_answers_flasks_503_with_retry_after(make_app: MakeApp, r: redis.Redis, keys: Keys,
+                                                                   path: str) -> None:
+    lane, _ = make_app(backlog=1)
+    flask_only, _ = make_app(lane=False, backlog=1)
+    assert answer(lane, path, b"msg=a.b")[0] == 202
+    fast, slow = answer(lane, path, b"msg=a.b"), answer(flask_only, path, b"msg=a.b")
+    assert fast == slow and fast[0] == 503 and fast[1]["Retry-After"] == str(WORK_RETRY_AFTER)
+    assert fast[2]["detail"] == {"budget": "work", "used": 1, "limit": 1, "retry_after": WORK_RETRY_AFTER}
     assert r.xlen(keys.stream()) == 1
 
 

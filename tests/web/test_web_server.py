@@ -1,8 +1,10 @@
 """The Procfile's `web:` line, run the way a Procfile runner runs it (`sh -c`, $PORT): the production server."""
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,61 +23,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.processes.redis_server import RedisServer, free_port
-
-PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
-
-
-def web_line() -> str:
-    """The command of the Procfile's web process."""
-    return next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))[len("web:"):].strip()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _group_gone(proc: subprocess.Popen, timeout: float) -> bool:
-    """Whether every process of `proc`'s group has exited within `timeout` seconds (`proc` reaped: no zombie)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc.poll()
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@contextmanager
-def procfile_web(base_env: dict[str, str], tmp_path: Path,
-                 poll: float = 0.05) -> Iterator[tuple[subprocess.Popen, int]]:
-    """The Procfile's web line through `sh -c` on a free port, in its own process group, once its port is open
-    (looked at every `poll` seconds); killed if left over."""
-    config = tmp_path / "config"
-    config.mkdir(exist_ok=True)
-    (config / "jobs.yml").write_text("- name: hello\n  triggers: [hello.world]\n  command: echo hello\n")
-    port = free_port()
-    env = dict(base_env, PORT=str(port), ANGORA_CONFIG=str(config),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-    with (tmp_path / "web.log").open("wb") as log:
-        proc = subprocess.Popen(["sh", "-c", web_line()], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not _listening(port):
-            assert proc.poll() is None, (tmp_path / "web.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "the web server did not listen within 60 s"
-            time.sleep(poll)
-        yield proc, port
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-
+from angora_testkit import group_gone, listening, procfile_web, web_line
 
 @dataclass
 class Web:
@@ -99,7 +46,8 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp_path = tmp_path_factory.mktemp("web")
     keys = Keys(prefix=f"t{uuid.uuid4().hex[:8]}")
     url = f"{redis_server.url}/0"
-    env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=keys.prefix, ANGORA_DATA_DIR=str(tmp_path / "data"))
+    env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=keys.prefix, ANGORA_DATA_DIR=str(tmp_path / "data"),
+               ANGORA_AUTH="off", ANGORA_RQ_DASHBOARD="full")  # on 0.0.0.0 without credentials: said so
     env.pop("ANGORA_AUTH_TOKEN", None)
     r = redis.Redis.from_url(url)
     r.flushdb()  # db 0 of the server this session started
@@ -116,18 +64,19 @@ def web(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
             time.sleep(0.05)
         yield Web(base, r, keys)
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
         output = (tmp_path / "web.log").read_text()
         assert "Traceback" not in output, output[-3000:]
+        assert "ANGORA_AUTH=off: serving on 0.0.0.0 WITHOUT AUTHENTICATION" in output, output[-3000:]
     r.close()
 
 
 def test_procfile_web_stops_when_told_to_as_it_starts(angora_env: dict[str, str], tmp_path: Path) -> None:
     """SIGTERM as soon as the port is open, while its workers start: without --workers-kill-timeout granian
     waited for ever for a worker that missed the signal."""
-    with procfile_web(angora_env, tmp_path, poll=0.002) as (proc, _):
+    with procfile_web(dict(angora_env, ANGORA_AUTH_TOKEN="t0k3n"), tmp_path, poll=0.002) as (proc, _):
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of the web server were left running after SIGTERM"
 
 
 def call(url: str, data: Optional[bytes] = None, headers: Optional[dict[str, str]] = None,
@@ -216,13 +165,91 @@ def test_procfile_web_under_concurrent_scripts(web: Web) -> None:
 
 
 def test_procfile_web_knows_its_own_origin(web: Web) -> None:
-    """rq-dashboard's buttons are accepted when the browser's Origin is this site: the server must pass the Host."""
+    """rq-dashboard's buttons (with the page's CSRF token) are accepted when the browser's Origin is this site:
+    the server must pass the Host."""
     server = web.base
     assert call(server + "/api/v1/jobs/hello/run", b"{}", {"Content-Type": "application/json"})[0] == 202
-    evil, _, _ = call(server + "/rq/queue/default/compact", b"", {"Origin": "http://evil.example"}, method="POST")
-    same, _, body = call(server + "/rq/queue/default/compact", b"", {"Origin": server}, method="POST")
-    assert evil == 403
-    assert same == 200 and json.loads(body)["status"] == "OK"
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = browser.open(server + "/rq/", timeout=30).read().decode()
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+    def compact(origin: str) -> tuple[int, bytes]:
+        req = urllib.request.Request(server + f"/rq/queue/{web.keys.rq_name('default')}/compact", b"", method="POST",
+                                     headers={"Origin": origin, "X-CSRF-Token": token})
+        try:
+            with browser.open(req, timeout=30) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    assert compact("http://evil.example")[0] == 403
+    status, body = compact(server)
+    assert status == 200 and json.loads(body)["status"] == "OK"
+
+
+def test_procfile_web_refuses_to_serve_the_network_without_credentials(angora_env: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    """On 0.0.0.0 without ANGORA_AUTH_TOKEN (nor ANGORA_AUTH=off) the web line stops at once, in one line."""
+    env = dict(angora_env, PORT=str(free_port()),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    proc = subprocess.Popen(["sh", "-c", web_line()], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # a server that did start (the old behaviour) must not stay
+        except ProcessLookupError:
+            pass
+    assert proc.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "ANGORA_AUTH_TOKEN" in lines[0] and "0.0.0.0" in lines[0], stderr
+    assert not stdout
+
+
+def test_procfile_web_with_a_token_requires_it(angora_env: dict[str, str], tmp_path: Path) -> None:
+    with procfile_web(dict(angora_env, ANGORA_AUTH_TOKEN="t0k3n"), tmp_path) as (proc, port):
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(base + "/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-2000:]
+            time.sleep(0.05)
+        assert json.loads(call(base + "/healthz")[2]) == {"status": "degraded"}  # no details without the token
+        assert call(base + "/api/v1/jobs")[0] == 401
+        assert call(base + "/api/v1/jobs", headers={"Authorization": "Bearer t0k3n"})[0] == 200
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert group_gone(proc, 30)
+    assert "ANGORA_AUTH=off" not in (tmp_path / "web.log").read_text()
+
+
+SLOW_BODY = (b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+             b"Content-Length: 1000\r\n\r\ntoken=")
+
+
+def test_procfile_web_answers_beside_slow_clients(web: Web) -> None:
+    """30 connections holding a half-sent body and 10 idle ones (8 froze both workers before): other clients'
+    /healthz and /send are still answered, on new connections."""
+    host, port = web.base.rsplit("/", 1)[1].split(":")
+    held = []
+    try:
+        for i in range(40):
+            s = socket.create_connection((host, int(port)), timeout=30)
+            s.sendall(SLOW_BODY if i < 30 else b"")
+            held.append(s)
+        time.sleep(0.5)  # let the server hand the slow requests to its threads
+        before = web.sent()
+        for _ in range(5):
+            assert call(web.base + "/healthz")[0] == 200
+            assert call(web.base + "/send", b"msg=hello.world", FORM)[0] == 202
+        assert web.sent() == before + 5
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_angora_web_stops_when_told_to_as_it_starts(angora_env: dict[str, str], tmp_path: Path) -> None:
@@ -233,11 +260,11 @@ def test_angora_web_stops_when_told_to_as_it_starts(angora_env: dict[str, str], 
                                 env=angora_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
-        while not _listening(port):
+        while not listening(port):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()[-2000:]
             time.sleep(0.002)
         os.killpg(proc.pid, signal.SIGTERM)
-        assert _group_gone(proc, 30), "processes of `angora web` were left running after SIGTERM"
+        assert group_gone(proc, 30), "processes of `angora web` were left running after SIGTERM"
         assert proc.returncode == 0, (tmp_path / "web.log").read_text()[-2000:]
     finally:
         try:

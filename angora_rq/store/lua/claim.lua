@@ -1,9 +1,11 @@
 -- Claim up to `want` queued executions from the worker's queues (in order) into its inflight list, marked running.
--- KEYS: inflight paused_queues
+-- KEYS: inflight paused_queues work
 -- ARGV: want now worker host started_expiry now_iso
--- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix queues...
+-- ARGV: exec_prefix run_prefix rq_job_prefix rq_started_prefix slots_prefix held_prefix rq_queue_prefix
+-- ARGV: rq_canceled_prefix canceled_expiry queues...
+-- canceled_expiry: the score of an execution dropped into RQ's canceled registry (rq-dashboard lists them there).
 -- *_prefix: a key is the prefix .. an execution id, a job or a queue; started_expiry: the RQ started registry's
--- score. An id whose execution is no longer queued (killed, canceled or expired while queued) is dropped; one
+-- score; work: the deployment's counter of unfinished work. An id whose execution is no longer queued (killed, canceled or expired while queued) is dropped; one
 -- of a canceled run is canceled; one over its job's concurrency limit goes to its held list.
 -- Returns, per execution started: id, spec, {run, attempt, topic, params, queue, created}.
 local n = tonumber(want)
@@ -27,8 +29,10 @@ for qi = queues, #ARGV do
       elseif redis.call('HGET', run, RUN.canceled) == '1' then
         redis.call('HSET', ek, EXEC.status, STATUS.canceled, EXEC.ended, now)
         redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
+        redis.call('ZADD', rq_canceled_prefix .. q, canceled_expiry, id)
         redis.call('HSET', run, RUN.job_status .. e[2], STATUS.canceled)
         redis.call('HINCRBY', run, RUN.active, -1)
+        redis.call('DECR', work)
       elseif limit > 0 and redis.call('SCARD', slots_prefix .. e[2]) >= limit then
         redis.call('HSET', ek, EXEC.status, STATUS.held)
         redis.call('HSET', run, RUN.job_status .. e[2], STATUS.held)

@@ -1,9 +1,10 @@
 -- Create one execution and its RQ job, queue it (or delay it, or leave it held), index it and count it in its
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
--- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues
+-- KEYS: exec rq_job run job_execs run_execs stats rq_queue bell delayed rq_queues work
 -- ARGV: ttl history now id job run_id status delay bell_cap n_exec fields...
--- fields: the execution's n_exec field/value pairs, then the RQ job's. Returns 1. delay: seconds a delayed
--- execution waits, from now by Redis' clock (TIME): a host whose clock is off cannot make a replay due early.
+-- fields: the execution's n_exec field/value pairs, then the RQ job's; work: the deployment's counter of unfinished
+-- work (moves with the run's `active`). Returns 1. delay: seconds a delayed execution waits, from now by Redis'
+-- clock (TIME): a host whose clock is off cannot make a replay due early.
 -- A delayed execution is a replay: the run's job status becomes replaying (its failed attempt waits for it), or,
 -- in a run canceled meanwhile, the execution is created canceled instead and nothing waits.
 local rq_fields = fields + tonumber(n_exec) * 2
@@ -34,7 +35,10 @@ redis.call('ZREMRANGEBYRANK', job_execs, 0, -(tonumber(history) + 1))
 redis.call('ZADD', run_execs, now, id)
 redis.call('EXPIRE', run_execs, ttl)
 redis.call('HSET', stats, JOBSTATS.last_execution, id, JOBSTATS.last_run, run_id, JOBSTATS.last_status, STATUS.queued)
-if status ~= STATUS.canceled then redis.call('HINCRBY', run, RUN.active, 1) end
+if status ~= STATUS.canceled then
+  redis.call('HINCRBY', run, RUN.active, 1)
+  redis.call('INCR', work)
+end
 redis.call('HINCRBY', run, RUN.job_count .. job, 1)
 redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id)
 redis.call('EXPIRE', run, ttl)

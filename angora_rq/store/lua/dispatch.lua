@@ -1,10 +1,12 @@
 -- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
 -- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry.
+-- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry, and
+-- count in `metrics` the entries still pending it dispatched (root and job messages apart: one HINCRBY per kind
+-- per batch; a batch dispatched twice is counted once).
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues
+-- KEYS: stream paused_jobs rq_queues work metrics
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
 -- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
@@ -16,7 +18,7 @@
 --     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
 --   dispatch (4): message number, job number, execution id, guard key ('' = none)
 -- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
--- nothing.
+-- nothing. `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
 -- Returns {executions created, then per plan conflict: message number, old plan}.
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
@@ -33,7 +35,7 @@ for j = 1, nj do
   jobs[j] = job
   p = p + 10 + nrq * 2
 end
-local msgs, entries, conflicts = {}, {}, {}
+local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
 for m = 1, nm do
   msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
              rkey = ARGV[p + 5], rexecs = ARGV[p + 6], plan = ARGV[p + 7], absorbed = false, live = false}
@@ -53,6 +55,10 @@ end
 for m = 1, nm do
   local msg = msgs[m]
   msg.live = pending[msg.entry] == true
+  if msg.live then
+    local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
+    counted[kind] = counted[kind] + 1
+  end
   local plan = msg.plan
   if msg.live and plan ~= '' then
     local old = plan:sub(1, 1) == '?' and redis.call('HGET', msg.rkey, RUN.plan)
@@ -65,7 +71,7 @@ for m = 1, nm do
     end
   end
 end
-local canceled, bells, touched, created, queued, queues = {}, {}, {}, 0, {}, {}
+local canceled, bells, touched, created, queued, queues, moved = {}, {}, {}, 0, {}, {}, 0
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, guard = ARGV[p + 2], ARGV[p + 3]
@@ -107,7 +113,10 @@ for d = 1, nd do
     job.n, job.last, job.run = job.n + 1, id, msg.run
     redis.call('ZADD', msg.rexecs, now, id)
     -- The message's first execution takes over its count in the run; every further one adds one.
-    if msg.absorbed then redis.call('HINCRBY', msg.rkey, RUN.active, 1) end
+    if msg.absorbed then
+      redis.call('HINCRBY', msg.rkey, RUN.active, 1)
+      moved = moved + 1
+    end
     msg.absorbed = true
     redis.call('HINCRBY', msg.rkey, RUN.job_count .. job.name, 1)
     redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
@@ -117,7 +126,10 @@ for d = 1, nd do
 end
 for m = 1, nm do
   -- A message that started nothing stops counting in its run.
-  if msgs[m].live and not msgs[m].absorbed then redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1) end
+  if msgs[m].live and not msgs[m].absorbed then
+    redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
+    moved = moved - 1
+  end
 end
 for rkey, rexecs in pairs(touched) do
   redis.call('EXPIRE', rkey, ttl)
@@ -144,5 +156,9 @@ for bell, n in pairs(bells) do
   redis.call('RPUSH', bell, unpack(ones))
   redis.call('LTRIM', bell, 0, cap - 1)
 end
+if moved ~= 0 then redis.call('INCRBY', work, moved) end
 redis.call('XACK', stream, group, unpack(entries))
+for kind, n in pairs(counted) do
+  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
+end
 return {created, unpack(conflicts)}

@@ -1,16 +1,42 @@
--- Accept a root message unless the stream is over its backlog budget; count it in its run.
--- KEYS: stream run runs
--- ARGV: budget now run_id topic origin fields...
--- budget: the most entries the stream may hold (0 = no limit); fields: the entry's field/value pairs.
--- Returns the entry id, or the error BACKLOG. Not idempotent: each call adds an entry (the run is created once).
-local cap = tonumber(budget)
-if cap > 0 and redis.call('XLEN', stream) >= cap then
-  return redis.error_reply('BACKLOG stream holds ' .. cap .. ' messages or more')
+-- Accept a root message unless a budget is used up; count it in its run and in the deployment's counters. With an
+-- idempotency key, a repeat gets the first answer back and sends nothing (even over budget, since it adds no work):
+-- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
+-- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
+-- KEYS: stream run runs work accepted idem unsettled
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fields...
+-- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
+-- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
+-- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
+-- idem: the key's record ('' = no key), kept idem_ttl seconds as "<run id> <entry id> <fingerprint>";
+-- fields: the entry's field/value pairs.
+-- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
+-- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
+-- (another fingerprint). Without a key, each call adds an entry (the run is created once).
+if idem ~= '' then
+  local first = redis.call('GET', idem)
+  if first then
+    local run0, entry0, print0 = string.match(first, '^(%S+) (%S+) (%S*)$')
+    if print0 ~= fingerprint then return redis.error_reply('KEYREUSE ' .. run0 .. ' ' .. entry0) end
+    return {run0, entry0}
+  end
+end
+local counts = redis.call('MGET', work, accepted)
+local used, sent = tonumber(counts[1]) or 0, tonumber(counts[2]) or 0
+local cap, room = tonumber(budget), tonumber(accepted_cap)  -- room: nil when there is no memory budget
+if cap > 0 and used >= cap then
+  return redis.error_reply('BUDGET work ' .. used .. ' ' .. cap)
+end
+if room and sent >= room then
+  return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
 redis.call('HINCRBY', run, RUN.active, 1)
+redis.call('INCR', work)
+redis.call('INCR', accepted)
 if redis.call('HSETNX', run, RUN.created, now) == 1 then
   redis.call('HSET', run, RUN.run_id, run_id, RUN.topic, topic, RUN.origin, origin)
   redis.call('ZADD', runs, now, run_id)
 end
+if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
+redis.call('HINCRBY', unsettled, run_id, 1)
 return id

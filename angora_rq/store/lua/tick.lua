@@ -1,14 +1,17 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
--- The message goes out exactly as SEND sends it (same fields, counters and backlog budget).
--- KEYS: stream run runs lease schedule
--- ARGV: budget now run_id topic origin lease_value tick_ms token run_prefix overlap mode schedule_name covers
--- ARGV: fields...
+-- The message goes out exactly as SEND sends it (same fields, counters, budgets and idempotency record).
+-- KEYS: stream run runs work accepted idem unsettled lease schedule
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint lease_value tick_ms token run_prefix
+-- ARGV: overlap mode schedule_name covers fields...
 -- include: send
+-- idem: the tick's idempotency record (SEND's), so a tick whose schedule state was lost is not sent again.
 -- overlap 'forbid': skip the tick while the run of the previous one is active. Numbers are compared as numbers
 -- and stored as the argument text (a Lua number may print as 1.7e+12).
--- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | backlog |
--- early <Redis' time, ms>: a tick later than Redis' clock is not sent, whatever the sender's clock says.
+-- A tick refused by a budget is skipped and recorded with SEND's reason (`BUDGET work <used> <budget>`...).
+-- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | budget <reason> |
+-- replayed <first entry id> (sent before: recorded as the last tick, not sent again) | early <Redis' time, ms>:
+-- a tick later than Redis' clock is not sent, whatever the sender's clock says.
 local tick, fence = tonumber(tick_ms), tonumber(token)
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -24,13 +27,26 @@ end
 if overlap == 'forbid' and st[3] and st[3] ~= '' then
   local active = tonumber(redis.call('HGET', run_prefix .. st[3], RUN.active) or '0') or 0
   if active > 0 then
-    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms)
+    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
+               SCHEDULE.skip_reason, 'overlap ' .. st[3])
     redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs}, {budget, now, run_id, topic, origin, unpack(ARGV, fields)})
-if type(id) == 'table' then return {'backlog', ''} end
+local id = send({stream, run, runs, work, accepted, idem, unsettled}, {budget, accepted_cap, now, run_id, topic,
+                                                                       origin, idem_ttl, fingerprint,
+                                                                       unpack(ARGV, fields)})
+if type(id) == 'table' then
+  local err = id.err or ''
+  if string.sub(err, 1, 6) == 'BUDGET' then
+    redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.last_skipped, tick_ms,
+               SCHEDULE.skip_reason, err)
+    redis.call('HINCRBY', schedule, SCHEDULE.skipped, 1)
+    return {'budget', err}
+  end
+  redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token)
+  return {'replayed', id[2] or string.match(err, '(%S+)$') or ''}
+end
 redis.call('HSET', run, RUN.schedule, schedule_name, RUN.tick, tick_ms, RUN.covers, covers)
 redis.call('HSET', schedule, SCHEDULE.last, tick_ms, SCHEDULE.token, token, SCHEDULE.run, run_id,
            SCHEDULE.entry, id, SCHEDULE.sent_at, now)

@@ -4,7 +4,7 @@
 
 (function () {
   const SVG = "http://www.w3.org/2000/svg";
-  const NODE_W = 156, NODE_H = 26, GAP_X = 54, GAP_Y = 10, PAD = 20, MAX_LABEL = 20;
+  const NODE_W = 156, NODE_H = 26, WAYPOINT_H = 4, GAP_X = 54, GAP_Y = 10, PAD = 20, MAX_LABEL = 20;
   const POLL_MS = 1000, MIN_SCALE = 0.05, MAX_SCALE = 4, READABLE = 0.6, FIT_MAX = 1.25, MIN_HEIGHT = 220;
   const GLYPH = {
     succeeded: "\u2713", skipped: "\u21b7", failed: "\u2717", killed: "\u2717", upstream_failed: "\u2298",
@@ -13,15 +13,18 @@
   };
 
   // -- layout (pure) -------------------------------------------------------------------------------------
+  // A layered (Sugiyama-style) layout: break cycles, put each node one layer right of its furthest parent, give
+  // every edge longer than one layer a chain of invisible waypoints so it runs between the boxes, order each layer
+  // to cut crossings, then stack each layer without overlaps. On a DAG every edge goes left to right.
 
-  /** Neighbour lists of a graph: {preds, succs} as Map id -> array of ids. */
+  /** Neighbour lists of a graph: {preds, succs} as Map id -> array of ids (one link per pair, no self-loops). */
   function adjacency(ids, edges) {
     const preds = new Map(ids.map((id) => [id, []]));
     const succs = new Map(ids.map((id) => [id, []]));
     const seen = new Set();
     for (const [a, b] of edges) {
       const key = JSON.stringify([a, b]);
-      if (a === b || !preds.has(a) || !preds.has(b) || seen.has(key)) continue;  // one link per pair of jobs
+      if (a === b || !preds.has(a) || !preds.has(b) || seen.has(key)) continue;
       seen.add(key);
       succs.get(a).push(b);
       preds.get(b).push(a);
@@ -29,30 +32,52 @@
     return { preds, succs };
   }
 
-  /** Layer of each node: the given depths when complete, else the longest path from a source (cycles cut). */
-  function assignLayers(ids, adj, depth) {
-    const layer = new Map();
-    if (depth && ids.length && ids.every((id) => Number.isInteger(depth[id]))) {
-      ids.forEach((id) => layer.set(id, depth[id]));
-      return layer;
-    }
-    const indeg = new Map(ids.map((id) => [id, adj.preds.get(id).length]));
-    const done = new Set();
-    const queue = ids.filter((id) => indeg.get(id) === 0);
-    while (done.size < ids.length) {
-      if (!queue.length) {  // a cycle: start from its node with the fewest unmet parents
-        let best = null;
-        for (const id of ids) if (!done.has(id) && (best === null || indeg.get(id) < indeg.get(best))) best = id;
-        queue.push(best);
+  /** Edges that close a cycle (found by an iterative depth-first search), as a Set of JSON [from, to]. */
+  function backEdges(ids, adj) {
+    const state = new Map();  // undefined: unseen, 1: on the current path, 2: done
+    const back = new Set();
+    const roots = ids.filter((id) => !adj.preds.get(id).length).concat(ids);
+    for (const root of roots) {
+      if (state.has(root)) continue;
+      state.set(root, 1);
+      const stack = [[root, 0]];
+      while (stack.length) {
+        const top = stack[stack.length - 1];
+        const next = adj.succs.get(top[0])[top[1]];
+        top[1] += 1;
+        if (next === undefined) { state.set(top[0], 2); stack.pop(); continue; }
+        if (state.get(next) === 1) back.add(JSON.stringify([top[0], next]));
+        else if (!state.has(next)) { state.set(next, 1); stack.push([next, 0]); }
       }
-      const n = queue.shift();
-      if (done.has(n)) continue;
-      done.add(n);
-      const l = layer.get(n) || 0;
-      layer.set(n, l);
-      for (const s of adj.succs.get(n)) {
-        if (done.has(s)) continue;
-        layer.set(s, Math.max(layer.get(s) || 0, l + 1));
+    }
+    return back;
+  }
+
+  /** The acyclic links: every edge, back edges turned around. */
+  function acyclic(ids, adj, back) {
+    const links = new Map();  // a two-job cycle turned around would repeat its other edge: keep one
+    for (const a of ids) {
+      for (const b of adj.succs.get(a)) {
+        const link = back.has(JSON.stringify([a, b])) ? [b, a] : [a, b];
+        links.set(JSON.stringify(link), link);
+      }
+    }
+    return [...links.values()];
+  }
+
+  /** Layer of each node: 0 for sources, else one more than its furthest parent (longest path, Kahn's order). */
+  function assignLayers(ids, links) {
+    const preds = new Map(ids.map((id) => [id, []]));
+    const succs = new Map(ids.map((id) => [id, []]));
+    for (const [a, b] of links) { succs.get(a).push(b); preds.get(b).push(a); }
+    const indeg = new Map(ids.map((id) => [id, preds.get(id).length]));
+    const layer = new Map();
+    const queue = ids.filter((id) => indeg.get(id) === 0);
+    for (let i = 0; i < queue.length; i += 1) {
+      const n = queue[i];
+      if (!layer.has(n)) layer.set(n, 0);
+      for (const s of succs.get(n)) {
+        layer.set(s, Math.max(layer.get(s) || 0, layer.get(n) + 1));
         indeg.set(s, indeg.get(s) - 1);
         if (indeg.get(s) === 0) queue.push(s);
       }
@@ -60,57 +85,106 @@
     return layer;
   }
 
-  /** Order nodes inside each layer by the mean position of their neighbours (a few sweeps each way). */
-  function orderLayers(ids, adj, layer) {
-    const count = Math.max(0, ...ids.map((id) => layer.get(id))) + 1;
+  /** Split links longer than one layer with waypoints; returns the layered graph (real nodes and waypoints). */
+  function withWaypoints(ids, links, layer) {
+    const preds = new Map(ids.map((id) => [id, []]));
+    const succs = new Map(ids.map((id) => [id, []]));
+    const chains = new Map();  // JSON [from, to] of an acyclic link -> its waypoint ids, in order
+    let n = 0;
+    for (const [a, b] of links) {
+      const chain = [];
+      let prev = a;
+      for (let l = layer.get(a) + 1; l < layer.get(b); l += 1) {
+        const w = `\u0000w${n}`;
+        n += 1;
+        layer.set(w, l);
+        preds.set(w, [prev]);
+        succs.set(w, []);
+        succs.get(prev).push(w);
+        chain.push(w);
+        prev = w;
+      }
+      succs.get(prev).push(b);
+      preds.get(b).push(prev);
+      chains.set(JSON.stringify([a, b]), chain);
+    }
+    return { preds, succs, chains, all: [...preds.keys()] };
+  }
+
+  /** Order nodes inside each layer by the mean position of their neighbours (sweeps down and up). */
+  function orderLayers(all, layered, layer) {
+    const count = all.length ? Math.max(...all.map((id) => layer.get(id))) + 1 : 0;
     const rows = Array.from({ length: count }, () => []);
-    ids.forEach((id) => rows[layer.get(id)].push(id));
+    all.forEach((id) => rows[layer.get(id)].push(id));
     const index = new Map();
-    const reindex = () => rows.forEach((row) => row.forEach((id, i) => index.set(id, i)));
-    reindex();
+    rows.forEach((row) => row.forEach((id, i) => index.set(id, i)));
     const sweep = (range, neighbours) => {
       for (const i of range) {
         const key = new Map(rows[i].map((id) => {
           const ns = neighbours.get(id);
-          return [id, ns.length ? ns.reduce((s, n) => s + index.get(n), 0) / ns.length : index.get(id)];
+          return [id, ns.length ? ns.reduce((s, x) => s + index.get(x), 0) / ns.length : index.get(id)];
         }));
-        rows[i].sort((a, b) => key.get(a) - key.get(b));
+        rows[i].sort((a, b) => key.get(a) - key.get(b) || index.get(a) - index.get(b));
         rows[i].forEach((id, k) => index.set(id, k));
       }
     };
     const down = [...Array(count).keys()].slice(1);
     const up = [...Array(count).keys()].reverse().slice(1);
-    for (let pass = 0; pass < 4; pass += 1) { sweep(down, adj.preds); sweep(up, adj.succs); }
+    for (let pass = 0; pass < 4; pass += 1) { sweep(down, layered.preds); sweep(up, layered.succs); }
     return rows;
   }
 
-  /** Coordinates: each node as close as it can be to its parents' mean height, layers centred on them. */
-  function place(rows, adj) {
+  /** Coordinates: each box as near as it can be to its parents' mean height, never overlapping in its layer. */
+  function place(rows, layered, isWaypoint) {
     const pos = new Map();
-    const step = NODE_H + GAP_Y;
+    const height = (id) => (isWaypoint(id) ? WAYPOINT_H : NODE_H);
+    const centre = (id) => pos.get(id).y + height(id) / 2;
     rows.forEach((row, li) => {
-      const want = row.map((id, k) => {
-        const ps = adj.preds.get(id).filter((p) => pos.has(p));
-        return ps.length ? ps.reduce((s, p) => s + pos.get(p).y, 0) / ps.length : k * step;
+      const want = row.map((id) => {
+        const ps = layered.preds.get(id).filter((p) => pos.has(p));
+        return ps.length ? ps.reduce((s, p) => s + centre(p), 0) / ps.length - height(id) / 2 : null;
       });
       const ys = [];
-      want.forEach((w, k) => ys.push(k ? Math.max(w, ys[k - 1] + step) : w));
-      const shift = want.reduce((s, w) => s + w, 0) / (want.length || 1) - ys.reduce((s, y) => s + y, 0) / (ys.length || 1);
-      row.forEach((id, k) => pos.set(id, { x: li * (NODE_W + GAP_X), y: ys[k] + Math.min(shift, 0) }));
+      row.forEach((id, k) => {
+        const floor = k ? ys[k - 1] + height(row[k - 1]) + GAP_Y : 0;
+        ys.push(want[k] === null ? floor : k ? Math.max(want[k], floor) : want[k]);
+      });
+      // Stacking pushed some boxes down: move the whole layer up by their mean displacement (order is kept).
+      const pushed = row.map((id, k) => (want[k] === null ? null : ys[k] - want[k])).filter((d) => d !== null);
+      const shift = pushed.length ? -pushed.reduce((s, d) => s + d, 0) / pushed.length : 0;
+      row.forEach((id, k) => pos.set(id, { x: li * (NODE_W + GAP_X), y: ys[k] + shift, w: NODE_W, h: height(id) }));
     });
     const top = Math.min(0, ...[...pos.values()].map((p) => p.y));
     pos.forEach((p) => { p.y -= top; });
-    const width = rows.length * (NODE_W + GAP_X) - GAP_X;
-    const height = Math.max(NODE_H, ...[...pos.values()].map((p) => p.y + NODE_H));
-    return { pos, width, height };
+    const width = Math.max(0, rows.length * (NODE_W + GAP_X) - GAP_X);
+    const bottom = Math.max(NODE_H, ...[...pos.values()].map((p) => p.y + p.h));
+    return { pos, width, height: bottom };
   }
 
-  /** Full layout of nodes [{id}] and edges [[from, to]], optional depth {id: layer}. */
-  function layout(nodes, edges, depth) {
+  /** Full layout of nodes [{id}] and edges [[from, to]]: {adj, pos, routes, width, height}. */
+  function layout(nodes, edges) {
     const ids = nodes.map((n) => n.id);
     const adj = adjacency(ids, edges);
-    const rows = orderLayers(ids, adj, assignLayers(ids, adj, depth));
-    return { adj, ...place(rows, adj) };
+    const back = backEdges(ids, adj);
+    const links = acyclic(ids, adj, back);
+    const layer = assignLayers(ids, links);
+    const layered = withWaypoints(ids, links, layer);
+    const real = new Set(ids);
+    const rows = orderLayers(layered.all, layered, layer);
+    const placed = place(rows, layered, (id) => !real.has(id));
+    // Each edge's route: the boxes it passes, from its source to its target (back edges run right to left).
+    const routes = new Map();
+    for (const a of ids) {
+      for (const b of adj.succs.get(a)) {
+        const key = JSON.stringify([a, b]);
+        const reversed = back.has(key);
+        const chain = layered.chains.get(reversed ? JSON.stringify([b, a]) : key);
+        const via = (reversed ? [...chain].reverse() : chain).map((w) => placed.pos.get(w));
+        routes.set(key, { via, back: reversed });
+      }
+    }
+    for (const id of layered.all) if (!real.has(id)) placed.pos.delete(id);
+    return { adj, routes, ...placed };
   }
 
   // -- drawing -------------------------------------------------------------------------------------------
@@ -126,20 +200,31 @@
     return text.length > MAX_LABEL ? `${text.slice(0, MAX_LABEL - 1)}\u2026` : text;
   }
 
-  function edgePath(a, b) {
-    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
-    if (x2 > x1) {
-      const dx = Math.max(16, (x2 - x1) / 2);
-      return `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+  /** A curve from (x1, y1) to (x2, y2) that leaves and arrives horizontally (x moves one way only). */
+  function curve(x1, y1, x2, y2) {
+    const dx = (x2 - x1) / 2;
+    return `C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2},${y2}`;
+  }
+
+  /** An edge's path: from the source's side, along its waypoints (straight through their columns), to the target. */
+  function edgePath(a, b, route) {
+    const back = route && route.back;
+    const mid = (p) => p.y + p.h / 2;
+    let x = back ? a.x : a.x + NODE_W, y = mid(a);
+    const parts = [`M${x},${y}`];
+    for (const w of (route ? route.via : [])) {
+      const [enter, leave] = back ? [w.x + NODE_W, w.x] : [w.x, w.x + NODE_W];
+      parts.push(curve(x, y, enter, mid(w)), `L${leave},${mid(w)}`);
+      x = leave; y = mid(w);
     }
-    const dip = Math.max(y1, y2) + NODE_H * 1.5;  // a back edge (cycle): loop below
-    return `M${x1},${y1} C${x1 + 60},${dip} ${x2 - 60},${dip} ${x2},${y2}`;
+    parts.push(curve(x, y, back ? b.x + NODE_W : b.x, mid(b)));
+    return parts.join(" ");
   }
 
   /** Draw the graph into the SVG; returns {nodes: Map id -> <g>, layout}. */
-  function draw(svg, nodes, edges, depth, options) {
+  function draw(svg, nodes, edges, options) {
     svg.querySelectorAll("g.viewport, defs").forEach((g) => g.remove());
-    const lay = layout(nodes, edges, depth);
+    const lay = layout(nodes, edges);
     const defs = el("defs", {}, svg);
     const marker = el("marker", { id: "arrow", viewBox: "0 0 8 8", refX: "8", refY: "4", markerWidth: "7",
       markerHeight: "7", orient: "auto-start-reverse" }, defs);
@@ -153,8 +238,9 @@
       if (!links.has(key)) links.set(key, { a, b, labels: [] });
       if (label) links.get(key).labels.push(label);
     }
-    for (const { a, b, labels } of links.values()) {
-      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b)), class: "edge",
+    for (const [key, { a, b, labels }] of links) {
+      const route = lay.routes.get(key);
+      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b), route), class: route.back ? "edge back" : "edge",
         "marker-end": "url(#arrow)", "data-from": a, "data-to": b }, edgeLayer);
       el("title", {}, path).textContent = `${a} \u2192 ${b}${labels.length ? ` (${labels.join(", ")})` : ""}`;
     }
@@ -260,7 +346,7 @@
     for (const name of Object.keys(run.jobs || {})) if (!ids.includes(name)) ids.push(name);
     const edges = [];
     for (const child of ids) for (const p of (plan.parents || {})[child] || []) if (ids.includes(p)) edges.push([p, child]);
-    return { nodes: ids.map((id) => ({ id, kind: "job" })), edges, depth: plan.depth };
+    return { nodes: ids.map((id) => ({ id, kind: "job" })), edges };
   }
 
   /** Nothing of the run is in flight any more (runs.summarize: active <= 0). */
@@ -272,13 +358,7 @@
     return ts ? new Date(ts * 1000).toISOString().replace("T", " ").slice(0, 19) : "\u2013";
   }
 
-  function fmtDuration(s) {
-    if (s === null || s === undefined) return "\u2013";
-    if (s < 10) return `${s.toFixed(2)} s`;
-    if (s < 60) return `${s.toFixed(1)} s`;
-    if (s < 3600) return `${Math.floor(s / 60)} m ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
-    return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} m`;
-  }
+  const fmtDuration = (s) => window.Angora.duration(s);
 
   function link(href, text, code) {
     const a = document.createElement("a");
@@ -318,10 +398,20 @@
       row.insertCell().appendChild(link(`/executions/${e.id}`, e.id.slice(0, 12), true));
       row.insertCell().appendChild(link(`/jobs/${encodeURIComponent(e.job)}`, e.job));
       row.insertCell().appendChild(window.Angora.badge(e.status));
-      const cells = [String(e.attempt), fmtTime(e.started || e.created), fmtDuration(e.duration),
+      const cells = [String(e.attempt), timeEl(e.started || e.created), fmtDuration(e.duration),
         e.exit_code === null || e.exit_code === undefined ? "" : String(e.exit_code)];
-      cells.forEach((text, i) => { const c = row.insertCell(); c.textContent = text; if (i !== 1) c.className = "num"; });
+      cells.forEach((v, i) => { const c = row.insertCell(); c.append(v); if (i !== 1) c.className = "num"; });
     }
+    window.Angora.relativeTimes(table);
+  }
+
+  /** A <time> as the server's `time` macro writes it (angora.js shows it relative). */
+  function timeEl(ts) {
+    if (!ts) return "\u2013";
+    const t = document.createElement("time");
+    t.setAttribute("datetime", new Date(ts * 1000).toISOString());
+    t.textContent = fmtTime(ts);
+    return t;
   }
 
   function setupRun(svg, viewerApi, initial) {
@@ -333,7 +423,7 @@
       const key = JSON.stringify([g.nodes.map((n) => n.id), g.edges]);
       if (key !== shape) {
         shape = key;
-        drawn = draw(svg, g.nodes, g.edges, g.depth, { href: (n) => `/jobs/${encodeURIComponent(n.id)}` });
+        drawn = draw(svg, g.nodes, g.edges, { href: (n) => `/jobs/${encodeURIComponent(n.id)}` });
         viewerApi.reset(drawn.layout.width, drawn.layout.height);
         document.getElementById("graph-empty").hidden = g.nodes.length > 0;
       }
@@ -347,20 +437,31 @@
       svg.dataset.finished = runFinished(run) ? "yes" : "";
       if (table) updateJobsTable(table, run, g.nodes.map((n) => n.id));
       updateExecutions(execTable, run.executions);
+      const timeline = document.getElementById("timeline");
+      if (timeline && window.AngoraTimeline) window.AngoraTimeline.render(timeline, run);
     };
     render(initial);
+    // Every second while the run is in flight; every few seconds once it has ended (a retry may reopen it).
+    let etag = "", last = initial;
     const poll = async () => {
-      try {
-        const resp = await fetch(table.dataset.poll, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-        if (resp.ok) {
-          const run = await resp.json();
-          render(run);
-          if (runFinished(run)) return;
-        }
-      } catch (e) { /* the server restarted or the network blinked: try again */ }
-      setTimeout(poll, POLL_MS);
+      const live = window.Angora.live;
+      if (live.on && !document.hidden) {
+        try {
+          const headers = { Accept: "application/json" };
+          if (etag) headers["If-None-Match"] = etag;
+          const resp = await fetch(table.dataset.poll, { headers, credentials: "same-origin", cache: "no-store" });
+          if (resp.status === 200) {
+            etag = resp.headers.get("ETag") || "";
+            last = await resp.json();
+            render(last);
+          } else if (resp.status === 304 && !runFinished(last)) {
+            render(last);  // running bars of the timeline grow with the clock
+          }
+        } catch (e) { /* the server restarted or the network blinked: try again */ }
+      }
+      setTimeout(poll, runFinished(last) ? POLL_MS * 5 : POLL_MS);
     };
-    if (!runFinished(initial)) setTimeout(poll, POLL_MS);
+    setTimeout(poll, POLL_MS);
   }
 
   // -- workflows page: whole graph, click to highlight --------------------------------------------------------
@@ -387,7 +488,7 @@
 
   function setupWorkflows(svg, viewerApi, data) {
     const g = normalizeGraph(data.graph || {});
-    const drawn = draw(svg, g.nodes, g.edges, null, {});
+    const drawn = draw(svg, g.nodes, g.edges, {});
     viewerApi.reset(drawn.layout.width, drawn.layout.height);
     const panel = document.getElementById("graph-selection");
     const highlight = (keep, classes) => {
@@ -433,7 +534,7 @@
     else setupWorkflows(svg, api, data);
   }
 
-  window.AngoraGraph = { layout, normalizeGraph, runGraph };
+  window.AngoraGraph = { layout, draw, normalizeGraph, runGraph };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();

@@ -1,0 +1,125 @@
+"""Backpressure: the two budgets a root message must fit in, and what they look like (pure: store/pressure.py reads).
+
+- **Work**: accepted work not finished yet (messages not dispatched + executions queued, held, delayed or running),
+  the `work` counter every script that moves a run's `active` moves too; at most `ANGORA_BACKLOG`.
+- **Memory**: Redis' `used_memory` at most the memory budget: `ANGORA_MAX_MEMORY`, else MAXMEMORY_SHARE of
+  `maxmemory`, else SYSTEM_SHARE of the Redis host's memory. INFO memory is read at most once a second per process;
+  each message on the stream at the reading (not dispatched yet: its execution is not in `used_memory`) and each
+  root message accepted since (the `accepted` counter, global, counted by SEND) is charged MESSAGE_BYTES, so every
+  process together stops at the budget without reading INFO per message.
+
+SEND checks both with two O(1) reads (`BUDGET work <used> <budget>` or `BUDGET memory <accepted> <cap>` when one
+is used up); follow-up messages of finished jobs are never refused but count against both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+from angora_rq.core.errors import Overloaded
+
+# Charged per accepted message until the next INFO reading: above the measured cost of a one-job message once
+# dispatched (execution and RQ job hashes, its run, index entries: 6,443 bytes in tests/e2e/test_pressure.py's flood).
+MESSAGE_BYTES = 8192
+# Of `maxmemory`: the rest is headroom for what accepted work still writes (executions of messages not yet
+# dispatched at the last reading, follow-up messages, replays, bookkeeping), which is never refused.
+MAXMEMORY_SHARE = 0.9
+# Of the Redis host's memory when Redis has no `maxmemory`: a fork for an AOF rewrite or a snapshot may need as
+# much again (copy-on-write).
+SYSTEM_SHARE = 0.5
+WORK_RETRY_AFTER = 5  # seconds: workers drain the work in seconds
+MEMORY_RETRY_AFTER = 30  # seconds: memory comes back as retention expires old runs, or when an operator acts
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One INFO memory reading, with the `accepted` counter read in the same round trip."""
+
+    used: int  # bytes (used_memory)
+    limit: int  # bytes; 0 = no memory budget
+    source: str  # where the limit comes from: "ANGORA_MAX_MEMORY", "maxmemory", "system memory" or ""
+    accepted: int  # the `accepted` counter at the reading
+    waiting: int = 0  # entries on the stream at the reading (the matcher trims what it has dispatched every second)
+
+    @property
+    def accepted_cap(self) -> Optional[int]:
+        """The `accepted` counter's value past which the memory budget is used up (None: no memory budget)."""
+        if not self.limit:
+            return None
+        return self.accepted + max(0, (self.limit - self.used) // MESSAGE_BYTES - self.waiting)
+
+
+def memory_limit(info: Mapping[str, Any], configured: int) -> tuple[int, str]:
+    """The memory budget in bytes and where it comes from, given INFO memory's fields (0, "" when none)."""
+    if configured > 0:
+        return configured, "ANGORA_MAX_MEMORY"
+    maxmemory = int(info.get("maxmemory") or 0)
+    if maxmemory > 0:
+        return int(maxmemory * MAXMEMORY_SHARE), "maxmemory"
+    total = int(info.get("total_system_memory") or 0)
+    if total > 0:
+        return int(total * SYSTEM_SHARE), "system memory"
+    return 0, ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What SEND checks a root message against."""
+
+    work: int = 0  # the most accepted-but-unfinished work; 0 = no limit
+    memory: Optional[Memory] = None  # the last reading (None: no memory budget known)
+
+    @property
+    def accepted_cap(self) -> str:
+        """SEND's `accepted_cap` argument ('' = no memory budget)."""
+        cap = self.memory.accepted_cap if self.memory is not None else None
+        return "" if cap is None else str(cap)
+
+
+NO_BUDGET = Budget()
+
+
+def refusal(reply: str, budget: Budget) -> Optional[Overloaded]:
+    """The error a SEND error reply `BUDGET <kind> <used> <limit>` stands for; None for any other reply."""
+    words = reply.split()
+    at = words.index("BUDGET") if "BUDGET" in words else -1
+    if at < 0 or len(words) < at + 4:
+        return None
+    kind = words[at + 1]
+    if kind == "work":
+        used, limit = int(float(words[at + 2])), int(float(words[at + 3]))
+        return Overloaded(f"too much accepted work is not finished yet ({used} of a budget of {limit}: messages "
+                          "waiting for the matcher, executions queued, held, delayed or running); try again later",
+                          detail={"budget": "work", "used": used, "limit": limit, "retry_after": WORK_RETRY_AFTER},
+                          retry_after=WORK_RETRY_AFTER)
+    memory = budget.memory
+    used_bytes, limit_bytes = (memory.used, memory.limit) if memory is not None else (0, 0)
+    return Overloaded(f"Redis memory budget used up ({mib(used_bytes)} used at the last reading, budget "
+                      f"{mib(limit_bytes)} from {memory.source if memory else 'unknown'}); try again later",
+                      detail={"budget": "memory", "used": used_bytes, "limit": limit_bytes,
+                              "retry_after": MEMORY_RETRY_AFTER},
+                      retry_after=MEMORY_RETRY_AFTER)
+
+
+def mib(n: int) -> str:
+    """Bytes as MiB with one decimal."""
+    return f"{n / 1048576:.1f} MiB"
+
+
+def usage(work_used: int, work_limit: int, accepted: int, memory: Optional[Memory]) -> dict[str, Any]:
+    """How much of each budget is used, for the API and the dashboard (`ratio` None when there is no limit)."""
+    used = max(0, work_used)  # below zero only for work accepted before the counter existed (an upgrade)
+    mem_used = memory.used if memory is not None else None
+    mem_limit = memory.limit if memory is not None and memory.limit else None
+    return {
+        "work": {"used": used, "limit": work_limit or None, "ratio": _ratio(used, work_limit),
+                 "full": bool(work_limit) and used >= work_limit},
+        "memory": {"used": mem_used, "limit": mem_limit, "source": (memory.source or None) if memory else None,
+                   "ratio": _ratio(mem_used or 0, mem_limit or 0),
+                   "full": bool(mem_limit) and memory is not None and accepted >= (memory.accepted_cap or 0)},
+        "accepted": accepted,
+    }
+
+
+def _ratio(used: int, limit: int) -> Optional[float]:
+    return round(used / limit, 4) if limit else None

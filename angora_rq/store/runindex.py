@@ -1,0 +1,235 @@
+"""Run indexes for filtered run lists: finished runs by status, runs by job (keys.runs_by_status/runs_by_job).
+
+A run's status is derived from its hash (core/runs.summarize), which many steps write. Rather than derive it in each
+of them, every write that makes a run live again bumps the run's counter in `runs_unsettled` (SEND, State.create,
+cancel, skip), and `RunIndex.settle()` reads those runs: a finished one goes into the index of its status and
+leaves the hash; a live one stays (live runs are few; readers filter them in memory). The jobs of every run read go
+into the per-job indexes. The writes are one Lua step (SETTLE_RUNS) that skips a run whose counter moved since it
+was read, so a run reopened meanwhile stays unsettled and is read again next time.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import redis
+
+from angora_rq.core.codec import to_str, to_str_dict
+from angora_rq.core.keys import Keys
+from angora_rq.core.runs import RunSummary, summarize, summarize_hash
+from angora_rq.core.schema import NOT_STARTED, Run, Status
+from angora_rq.store.link import link_for
+from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
+
+FINISHED = (Status.succeeded, Status.failed, Status.canceled)  # run statuses with an index; the others are live
+UNINDEXED_JOB = frozenset({Status.pending, Status.not_triggered})  # a job in these did not take part in the run
+CHUNK = 500
+SCRATCH_TTL = 10
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """A run still in flight, as the settler read it: enough to filter live runs in memory."""
+
+    run_id: str
+    status: str  # "" when not asked for
+    created: float
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which runs a list wants: start-time bounds (None = open) and a page."""
+
+    offset: int = 0
+    limit: int = 50
+    since: Optional[float] = None
+    until: Optional[float] = None
+
+    @property
+    def lo(self) -> Any:
+        """ZSET lower bound."""
+        return "-inf" if self.since is None else self.since
+
+    @property
+    def hi(self) -> Any:
+        """ZSET upper bound."""
+        return "+inf" if self.until is None else self.until
+
+    def holds(self, created: Optional[float]) -> bool:
+        """Whether a run started at `created` is inside the bounds."""
+        t = created or 0.0
+        return (self.since is None or t >= self.since) and (self.until is None or t <= self.until)
+
+
+class RunIndex:
+    """Keeps the run indexes up to date and pages through them."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.r = r
+        self.keys = keys
+        self._built = False
+
+    # -- keeping the indexes up to date ------------------------------------------------------------------
+    def settle(self, statuses: bool = False) -> list[LiveRun]:
+        """Index every unsettled run that has finished; return the others (live), newest first, with their status
+        when `statuses` (it costs a look at every field of every live run, on the server)."""
+        self._backfill()
+        live: list[LiveRun] = []
+        cursor = 0
+        while True:
+            cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=CHUNK)
+            ids = [(to_str(k), to_str(v)) for k, v in batch.items()]
+            for start in range(0, len(ids), CHUNK):
+                live += self._settle_chunk(ids[start:start + CHUNK], statuses)
+            if int(cursor) == 0:
+                break
+        live.sort(key=lambda run: run.created, reverse=True)
+        return live
+
+    def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
+        """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""
+        rows = RUN_STATES.bind(mode="status" if statuses else "brief", not_started=" ".join(sorted(NOT_STARTED)),
+                               runs=[self.keys.run(rid) for rid, _ in chunk]).run(link_for(self.r))
+        outcomes: list[tuple[str, str, str, float]] = []
+        live: list[LiveRun] = []
+        finished: list[tuple[str, str]] = []
+        for (rid, seen), row in zip(chunk, rows):
+            created, active, canceled, started = (to_str(x) for x in row)
+            if not created:
+                outcomes.append((rid, seen, "gone", 0.0))
+            elif int(active or 0) <= 0:
+                finished.append((rid, seen))
+            else:
+                # A stand-in job: whether any job has started is all that tells a live run's status.
+                status = summarize((), {}, {"": "running"} if started == "1" else {}, int(active),
+                                   canceled == "1").status if statuses else ""
+                live.append(LiveRun(rid, status, float(created)))
+                outcomes.append((rid, seen, "live", float(created)))  # out of the finished indexes if reopened
+        memberships: dict[str, list[str]] = {}
+        created_at: dict[str, float] = {}
+        for (rid, seen), whole in zip(finished, self._read_whole([rid for rid, _ in finished])):
+            if whole is None:
+                outcomes.append((rid, seen, "gone", 0.0))
+                continue
+            started_at, summary = whole
+            created_at[rid] = started_at
+            outcomes.append((rid, seen, summary.status if summary.status in FINISHED else "live", started_at))
+            memberships[rid] = job_names(summary.jobs)
+        self._record(outcomes, memberships, created_at)
+        return live
+
+    def _read_whole(self, ids: list[str]) -> list[Optional[tuple[float, RunSummary]]]:
+        """Start time and summary (plan included) of finished runs, in one round trip; None for one that is gone."""
+        if not ids:
+            return []
+        with self.r.pipeline(transaction=False) as p:
+            for rid in ids:
+                p.hgetall(self.keys.run(rid))
+            raws = p.execute()
+        out: list[Optional[tuple[float, RunSummary]]] = []
+        for raw in raws:
+            h = to_str_dict(raw)
+            out.append((float(h[Run.created]), summarize_hash(h)) if h.get(Run.created) else None)
+        return out
+
+    def _record(self, outcomes: list[tuple[str, str, str, float]], memberships: dict[str, list[str]],
+                created: dict[str, float]) -> None:
+        """One round trip: SETTLE_RUNS for the outcomes, and new job memberships into the per-job indexes."""
+        k = self.keys
+        runs: list[Any] = [x for row in outcomes for x in row]
+        jobs = {job for names in memberships.values() for job in names}
+        with self.r.pipeline(transaction=False) as p:
+            for rid, names in memberships.items():
+                for job in names:
+                    p.zadd(k.runs_by_job(job), {rid: created[rid]})
+            if jobs:
+                p.sadd(k.runs_indexed_jobs(), *jobs)
+            if outcomes:
+                SETTLE_RUNS.bind(unsettled=k.runs_unsettled(), succeeded=k.runs_by_status(Status.succeeded),
+                                 failed=k.runs_by_status(Status.failed), canceled=k.runs_by_status(Status.canceled),
+                                 runs=runs).queue(p)
+            p.execute()
+
+    def _backfill(self) -> None:
+        """Once per keyspace: runs recorded before these indexes existed are added to the unsettled hash."""
+        if self._built:
+            return
+        if self.r.exists(self.keys.runs_index_built()):
+            self._built = True
+            return
+        start = 0
+        while True:
+            ids = self.r.zrange(self.keys.runs(), start, start + CHUNK - 1)
+            if not ids:
+                break
+            with self.r.pipeline(transaction=False) as p:
+                for rid in ids:
+                    p.hsetnx(self.keys.runs_unsettled(), to_str(rid), 0)
+                p.execute()
+            start += CHUNK
+        self.r.set(self.keys.runs_index_built(), 1)
+        self._built = True
+
+    def trim(self, before: float) -> None:
+        """Drop index entries of runs started before `before` (the runs index no longer lists them)."""
+        names = [to_str(n) for n in self.r.smembers(self.keys.runs_indexed_jobs())]
+        with self.r.pipeline(transaction=False) as p:
+            for key in [*(self.keys.runs_by_status(s) for s in FINISHED), *(self.keys.runs_by_job(n) for n in names)]:
+                p.zremrangebyscore(key, "-inf", f"({before}")
+            p.execute()
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def page(self, window: Window, status: Optional[str], job: Optional[str]) -> tuple[int, list[str]]:
+        """(how many runs match, the ids of the page) for a status and/or job filter, newest first."""
+        if status is None and job is None:
+            raise ValueError("page() needs a status or a job")
+        if status is not None and status not in FINISHED:
+            live = [run for run in self.settle(statuses=True) if run.status == status and window.holds(run.created)]
+            if job is not None:
+                ran = self._ran(live, job)
+                live = [run for run in live if run.run_id in ran]
+            return len(live), [run.run_id for run in live[window.offset:window.offset + window.limit]]
+        live = self.settle()
+        if status is None:  # job only: the job's index, with the live runs it has run in added now
+            self._ran(live, str(job), index=True)
+            return self._slice(self.keys.runs_by_job(str(job)), window)
+        if job is None:
+            return self._slice(self.keys.runs_by_status(status), window)
+        scratch = self.keys.runs_scratch(uuid.uuid4().hex)
+        with self.r.pipeline() as p:
+            p.zinterstore(scratch, [self.keys.runs_by_status(status), self.keys.runs_by_job(job)], aggregate="MAX")
+            p.expire(scratch, SCRATCH_TTL)
+            p.zcount(scratch, window.lo, window.hi)
+            p.zrevrangebyscore(scratch, window.hi, window.lo, start=window.offset, num=window.limit)
+            p.delete(scratch)
+            _, _, total, ids, _ = p.execute()
+        return int(total), [to_str(i) for i in ids]
+
+    def _ran(self, live: list[LiveRun], job: str, index: bool = False) -> set[str]:
+        """The live runs in which `job` has an execution; with `index`, also put them in the job's index (a run
+        that ran a job stays in its index: that never changes back)."""
+        if not live:
+            return set()
+        with self.r.pipeline(transaction=False) as p:
+            for run in live:
+                p.hexists(self.keys.run(run.run_id), f"s:{job}")
+            found = [run for run, yes in zip(live, p.execute()) if yes]
+        if index and found:
+            with self.r.pipeline(transaction=False) as p:
+                p.zadd(self.keys.runs_by_job(job), {run.run_id: run.created for run in found})
+                p.sadd(self.keys.runs_indexed_jobs(), job)
+                p.execute()
+        return {run.run_id for run in found}
+
+    def _slice(self, key: str, window: Window) -> tuple[int, list[str]]:
+        with self.r.pipeline(transaction=False) as p:
+            p.zcount(key, window.lo, window.hi)
+            p.zrevrangebyscore(key, window.hi, window.lo, start=window.offset, num=window.limit)
+            total, ids = p.execute()
+        return int(total), [to_str(i) for i in ids]
+
+
+def job_names(jobs: Mapping[str, str]) -> list[str]:
+    """The jobs that took part in a run (a summary's job -> status): ran, or were blocked by a failure."""
+    return [name for name, status in jobs.items() if status not in UNINDEXED_JOB]
