@@ -16,6 +16,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from angora_rq.core.keys import Keys
+
 CHROMIUM = os.environ.get("ANGORA_CHROMIUM", "/usr/bin/chromium")
 # The machine has no internet: without the background-networking flags Chromium's own connections are refused.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -232,7 +234,7 @@ def test_run_now_with_params_follows_the_output_live(system: tuple[str, Processe
 
 
 def test_rq_dashboard_runs_under_the_csp_and_posts_with_the_token(system: tuple[str, Processes],
-                                                                  browser_page: Any) -> None:
+                                                                  browser_page: Any, keys: Keys) -> None:
     """rq-dashboard's inline script runs by its nonce (its templates need eval), and its buttons' POSTs carry
     the session's CSRF token: the compact button is answered 200."""
     base, procs = system
@@ -242,8 +244,9 @@ def test_rq_dashboard_runs_under_the_csp_and_posts_with_the_token(system: tuple[
     page.wait_for_url("**/executions/*")
     page.goto(base + "/rq/")
     page.wait_for_selector("table#queues tbody tr[data-role='queue'], table#queues tbody td a")
-    assert "default" in page.inner_text("table#queues")  # rendered by its script, from its JSON
-    page.goto(base + "/rq/0/view/jobs/default/queued/8/asc/1")
+    queue = keys.rq_name("default")  # the name RQ knows this deployment's queue by
+    assert queue in page.inner_text("table#queues")  # rendered by its script, from its JSON
+    page.goto(base + f"/rq/0/view/jobs/{queue}/queued/8/asc/1")
     page.wait_for_selector("#compact-btn")
     with page.expect_response(lambda r: r.url.endswith("/compact")) as answer:
         page.click("#compact-btn")

@@ -59,6 +59,7 @@ def angora(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=f"p{uuid.uuid4().hex[:8]}", ANGORA_DATA_DIR=str(tmp / "data"),
                PYTHONUNBUFFERED="1")
     env.pop("ANGORA_AUTH_TOKEN", None)
+    env["ANGORA_AUTH"] = "off"  # the Procfile binds 0.0.0.0: without credentials it must be told to serve
     system = System(env, write_config(tmp / "config", JOBS, name="demo.yml"), tmp)
     try:
         with procfile_web(env, tmp) as (_, port):  # serves tmp/config: demo.yml and its own jobs.yml

@@ -396,4 +396,4 @@ def test_schedules_command_shows_next_and_last(angora_env: dict[str, str], tmp_p
     a.step(T0 + 2.5)  # the work budget (1) is used up by the tick sent: this one is skipped, and the command says why
     text = subprocess.run([sys.executable, "-m", "angora_rq.cli", "schedules", "--config", str(cfg)],
                           env=angora_env, capture_output=True, text=True, timeout=60)
-    assert "skipped 1" in text.stdout and "work budget used up: 1 of 1" in text.stdout, text.stdout
+    assert "1 skipped" in text.stdout and "work budget used up: 1 of 1" in text.stdout, text.stdout
