@@ -6,6 +6,9 @@ workflows; a 60 s partition).
 from __future__ import annotations
 
 import collections
+import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +186,13 @@ def test_each_execution_records_its_host(hosts: Hosts) -> None:
     assert all(x["worker"].startswith("far-away-worker") for x in execs)
     assert (host.logs / "first.log").exists() and (host.logs / "second.log").exists()
     assert collections.Counter(x["status"] for x in execs) == {"succeeded": 2}
+    # The log file stays on its host; its tail is read from any other (here: through another host's proxy).
+    elsewhere = hosts.add("elsewhere")
+    second = next(x for x in execs if x["job"] == "second")
+    out = subprocess.run([sys.executable, "-m", "angora_rq.cli", "logs", second["id"], "--json"], env=elsewhere.env,
+                         capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout) == {"execution_id": second["id"], "status": "succeeded", "host": "far-away",
+                                      "tail": "second on far-away\n"}, out.stderr
 
 
 STALLS = """
