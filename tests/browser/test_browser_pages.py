@@ -59,7 +59,7 @@ def angora(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = dict(os.environ, REDIS_URL=url, ANGORA_PREFIX=f"p{uuid.uuid4().hex[:8]}", ANGORA_DATA_DIR=str(tmp / "data"),
                PYTHONUNBUFFERED="1")
     env.pop("ANGORA_AUTH_TOKEN", None)
-    env["ANGORA_AUTH"] = "off"  # the Procfile binds 0.0.0.0: without credentials it must be told to serve
+    env["ANGORA_AUTH"] = "off"  # the Procfile's line binds 0.0.0.0: without credentials it must be told so
     system = System(env, write_config(tmp / "config", JOBS, name="demo.yml"), tmp)
     try:
         with procfile_web(env, tmp) as (_, port):  # serves tmp/config: demo.yml and its own jobs.yml
@@ -187,7 +187,7 @@ def test_dashboard_updates_live(angora: tuple[str, System], page: Any) -> None:
     before = int(page.inner_text(count))
     stay(page)
     finished_run(system, "demo.start")
-    page.wait_for_function(f"Number(document.querySelector(\"{count}\").textContent) === {before + 1}",
+    page.wait_for_function(f"() => Number(document.querySelector(\"{count}\").textContent) === {before + 1}",
                            timeout=20_000)
     assert stayed(page)
     screenshot(page, "live-dashboard.png")
@@ -224,8 +224,9 @@ def test_execution_page_follows_the_execution_to_its_end(angora: tuple[str, Syst
     page.goto(f"{base}/executions/{xid}")
     stay(page)
     page.wait_for_selector("#ex-status .st-succeeded", timeout=30_000)
-    page.wait_for_function("document.querySelector('#output').textContent.includes('done')", timeout=10_000)
-    page.wait_for_function("document.querySelector(\"#ex-facts [data-field='exit_code']\").textContent.trim() === '0'",
+    page.wait_for_function("() => document.querySelector('#output').textContent.includes('done')", timeout=10_000)
+    page.wait_for_function("() => document.querySelector(\"#ex-facts [data-field='exit_code']\")"
+                           ".textContent.trim() === '0'",
                            timeout=10_000)
     assert page.query_selector("#ex-facts [data-field='ended'] time") is not None
     assert page.query_selector("#ex-actions form[data-post$='/retry']") is not None
@@ -239,8 +240,9 @@ def test_job_page_updates_live_with_its_chart(angora: tuple[str, System], page: 
     rows = page.locator("#job-history tbody tr").count()
     stay(page)
     finished_run(system, "demo.start")
-    page.wait_for_function(f"document.querySelectorAll('#job-chart rect.bar').length === {bars + 1}", timeout=20_000)
-    page.wait_for_function(f"document.querySelectorAll('#job-history tbody tr').length === {min(rows + 1, 25)}",
+    page.wait_for_function(f"() => document.querySelectorAll('#job-chart rect.bar').length === {bars + 1}",
+                           timeout=20_000)
+    page.wait_for_function(f"() => document.querySelectorAll('#job-history tbody tr').length === {min(rows + 1, 25)}",
                            timeout=20_000)
     assert page.locator("#job-chart polyline.rate").count() == 1
     assert stayed(page)
@@ -254,7 +256,7 @@ def test_schedules_page_updates_live(angora: tuple[str, System], page: Any) -> N
             ".find((r) => r.querySelector('th').textContent.includes('often')).lastElementChild")
     first = page.evaluate(f"{cell}.innerHTML")
     stay(page)
-    page.wait_for_function(f"{cell}.innerHTML !== {json.dumps(first)}", timeout=30_000)
+    page.wait_for_function(f"() => {cell}.innerHTML !== {json.dumps(first)}", timeout=30_000)
     assert "sent" in page.evaluate(f"{cell}.textContent") and stayed(page)
 
 
@@ -307,7 +309,8 @@ def auth_web(angora: tuple[str, System], tmp_path_factory: pytest.TempPathFactor
     _, system = angora
     tmp = tmp_path_factory.mktemp("auth")
     write_config(tmp / "config", JOBS, name="demo.yml")
-    with procfile_web(dict(system.env, ANGORA_AUTH_TOKEN="s3cret-token"), tmp) as (_, port):
+    env = {k: v for k, v in system.env.items() if k != "ANGORA_AUTH"}
+    with procfile_web(dict(env, ANGORA_AUTH_TOKEN="s3cret-token"), tmp) as (_, port):
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: answers(f"{base}/healthz"), 60, f"the second web server on {base}")
         yield base
