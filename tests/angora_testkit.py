@@ -178,6 +178,41 @@ def running(env: dict[str, str], jobs: str, workdir: Path) -> Iterator[System]:
         s.stop()
 
 
+def events_heard(s: System) -> None:
+    """Wait until the matcher has said which events have listeners, and every process's cached copy of it (read
+    at most once a second, store/events.py) may have caught up: events published from then on reach them."""
+    from angora_rq.store.events import REFRESH, Events
+
+    wait_for(lambda: Events(s.r, s.keys).wanted(), what=f"the matcher to say who listens to events ({s.logs()})")
+    time.sleep(REFRESH + 0.2)
+
+
+Make = Callable[..., System]
+
+
+@contextmanager
+def systems(env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
+    """A factory: write definitions (`{tmp}` is tmp_path), start a matcher and N workers; all stopped on exit."""
+    made: list[System] = []
+
+    def make(yaml_text: str, workers: int = 1, worker_args: tuple[str, ...] = (), matcher: bool = True,
+             extra_env: Optional[dict[str, str]] = None) -> System:
+        cfg = write_config(tmp_path / "config", yaml_text.replace("{tmp}", str(tmp_path)))
+        s = System(dict(env, **(extra_env or {})), cfg, tmp_path)
+        if matcher:
+            s.start("matcher")
+        for _ in range(workers):
+            s.start("worker", *worker_args)
+        made.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            s.stop()
+
+
 def write_config(folder: Path, text: str, name: str = "jobs.yml") -> Path:
     """Write one definitions file (dedented) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -257,5 +292,5 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "running", "wait_for", "write_config", "pid_alive", "python_cmd", "os", "escaping_script",
-           "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "Make", "systems", "events_heard", "running", "wait_for", "write_config", "pid_alive",
+           "python_cmd", "os", "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]

@@ -12,6 +12,7 @@ import logging
 import os
 import select
 import signal
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from angora_rq.core.command import TAIL_LIMIT, CommandSpec
+from angora_rq.core.outputs import MAX_OUTPUT
 from angora_rq.commands.reaper import EXECUTION_VAR, signal_escaped
 from angora_rq.commands.signals import signal_group
 from angora_rq.commands.spawn import Spawned, posix_spawn
@@ -34,7 +36,8 @@ _devnull = -1
 # -- results -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Outcome:
-    """How a command ended: reason is 'exit', 'timeout', 'killed' or 'spawn_error'; tail is its last output."""
+    """How a command ended: reason is 'exit', 'timeout', 'killed' or 'spawn_error'; tail is its last output;
+    output what it wrote to $ANGORA_OUTPUT (at most MAX_OUTPUT + 1 bytes, so too much shows)."""
 
     exit_code: Optional[int]
     signal: Optional[int]
@@ -43,6 +46,7 @@ class Outcome:
     ended: float
     duration: float
     tail: str
+    output: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -219,7 +223,7 @@ class RunningCommand:
             _append_block(self._log, head.encode(), self._out, data, foot.encode())
         self._close_out()
         self._outcome = Outcome(code, sig, self._reason, self.started, self.started + duration, duration,
-                                _decode(data) if data or tail is None else tail)
+                                _decode(data) if data or tail is None else tail, _take_output(self.spec.output_path))
 
     def _close_out(self) -> None:
         if self._out >= 0:
@@ -322,6 +326,40 @@ def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
 
 
 # -- small helpers -------------------------------------------------------------------------------------
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _take_output(path: Optional[str]) -> bytes:
+    """What the command wrote to its $ANGORA_OUTPUT file (up to MAX_OUTPUT + 1 bytes), removing the file.
+
+    Usually there is none (one failed open). Never follows a symlink, never waits on a FIFO: whatever the
+    command left there, the worker's loop must not block on it.
+    """
+    if not path:
+        return b""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:  # none written: the usual case
+        return b""
+    except OSError:  # a symlink, or something else that is not the command's file to read: dropped
+        _unlink(path)
+        return b""
+    try:
+        os.unlink(path)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.pread(fd, MAX_OUTPUT + 1, 0)
+    except OSError as e:
+        log.warning("runner: cannot read %s: %s", path, e)
+        return b""
+    finally:
+        os.close(fd)
+
+
 def _read_tail(fd: int, limit: int) -> bytes:
     if fd < 0 or limit <= 0:
         return b""

@@ -12,6 +12,7 @@ from typing import Mapping, Optional, Sequence
 
 from angora_rq.core.execution import Claimed
 from angora_rq.core.model import JobDef
+from angora_rq.core.outputs import OUTPUT_VAR, output_file
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -32,6 +33,7 @@ class CommandSpec:
     header: str = "angora"
     spool_dir: Optional[str] = None  # output goes to an unnamed file here (the tail is read from it)
     tail_limit: int = TAIL_LIMIT
+    output_path: Optional[str] = None  # $ANGORA_OUTPUT: KEY=VALUE lines the command may write (core/outputs.py)
 
 
 def expand_path(text: str, env: Mapping[str, str]) -> str:
@@ -76,9 +78,10 @@ def build_env(base: Mapping[str, str], job: JobDef, message_params: Mapping[str,
 def command_spec(ex: Claimed, settings: Settings, spool_dir: str, base: Mapping[str, str]) -> CommandSpec:
     """The runner's spec: $VARS from `base` (the worker's own environment) only; params only as ANGORA_PARAM_*."""
     spec = ex.spec
+    outputs = output_file(spool_dir, ex.id)
     extra = {
         "ANGORA_RUN_ID": ex.run, "ANGORA_MESSAGE": ex.topic, "ANGORA_JOB": spec.name,
-        "ANGORA_ATTEMPT": str(ex.attempt), "ANGORA_EXECUTION_ID": ex.id,
+        "ANGORA_ATTEMPT": str(ex.attempt), "ANGORA_EXECUTION_ID": ex.id, OUTPUT_VAR: outputs,
     }
     log_dir = expand_path(spec.log, base) if spec.log else None
     return CommandSpec(
@@ -90,4 +93,5 @@ def command_spec(ex: Claimed, settings: Settings, spool_dir: str, base: Mapping[
         kill_grace=settings.kill_grace,
         header=f"angora job={spec.name} execution={ex.id} attempt={ex.attempt} run={ex.run}",
         spool_dir=spool_dir,
+        output_path=outputs,
     )

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Protocol
 
 from angora_rq.core.codec import to_str
+from angora_rq.core.errors import InvalidInput
 from angora_rq.core.model import JobDef
+from angora_rq.core.outputs import parse_outputs
 
 SPEC_CACHE = 4096
 
@@ -28,6 +30,8 @@ class OutcomeLike(Protocol):
     def duration(self) -> float: ...
     @property
     def tail(self) -> str: ...
+    @property
+    def output(self) -> bytes: ...
     @property
     def ok(self) -> bool: ...
 
@@ -109,6 +113,31 @@ def replay_delay(spec: JobDef, attempt: int, cap: float, reason: str = "") -> fl
     if reason in NOT_THE_COMMAND:
         return 0.0
     return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
+
+
+FAILED_JOB = "ANGORA_FAILED_JOB"  # the params a failure branch's messages carry beside the execution's own
+FAILED_EXECUTION = "ANGORA_FAILED_EXECUTION_ID"
+FAILED_EXIT_CODE = "ANGORA_FAILED_EXIT_CODE"
+FAILED_REASON = "ANGORA_FAILED_REASON"
+
+
+def failure_params(job: str, xid: str, params: dict[str, str], exit_code: Optional[int], reason: str) -> dict[str, str]:
+    """The params of the messages a job's `on_failure` sends: the failed execution's own, plus which job and
+    execution failed, its exit code ('' when it has none: killed by a signal, lost) and why."""
+    return {**params, FAILED_JOB: job, FAILED_EXECUTION: xid,
+            FAILED_EXIT_CODE: "" if exit_code is None else str(exit_code), FAILED_REASON: reason}
+
+
+def take_outputs(outcome: OutcomeLike) -> tuple[OutcomeLike, dict[str, str]]:
+    """The outputs a command wrote ($ANGORA_OUTPUT), and its outcome: as it was, or, when they break the rules, a
+    failure whose reason says why (`output: line 2 of $ANGORA_OUTPUT has no '=' ...`), also told in its tail."""
+    try:
+        return outcome, parse_outputs(outcome.output)
+    except InvalidInput as e:
+        problem = f"output: {e.message}"
+    reason = problem if outcome.ok else outcome.reason  # a command that failed anyway keeps its own reason
+    sep = "\n" if outcome.tail and not outcome.tail.endswith("\n") else ""
+    return replace(outcome, reason=reason, tail=f"{outcome.tail}{sep}angora: {problem}\n"), {}  # type: ignore
 
 
 def final_status(ex: Claimed, outcome: OutcomeLike) -> str:

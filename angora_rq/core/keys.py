@@ -86,6 +86,10 @@ class Keys:
         """Sorted set of run ids, scored by start time."""
         return f"{self.prefix}:runs"
 
+    def approvals(self) -> str:
+        """Sorted set of execution ids awaiting approval, scored by when their approval_timeout passes (+inf)."""
+        return f"{self.prefix}:approvals"
+
     def runs_unsettled(self) -> str:
         """Hash run id -> change counter: runs whose place in the run indexes may be out of date, from their first
         message until the settler (store/runindex.py) sees them finished, and again whenever something reopens
@@ -115,6 +119,24 @@ class Keys:
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
         return f"{self.prefix}:delayed"
+
+    # -- events and webhooks -----------------------------------------------------------------------
+    def events(self) -> str:
+        """Hash event topic -> who listens ('j' jobs, 'w' webhooks), as the definitions in force say; field
+        '#seq' numbers the runs events start."""
+        return f"{self.prefix}:events"
+
+    def webhook_outbox(self) -> str:
+        """List of events (JSON) for webhooks, newest first, waiting to be turned into deliveries."""
+        return f"{self.prefix}:webhooks:outbox"
+
+    def webhook_due(self) -> str:
+        """Sorted set of webhook deliveries (JSON), scored by when their next attempt is due."""
+        return f"{self.prefix}:webhooks:due"
+
+    def webhook_log(self, name: str) -> str:
+        """List of a webhook's delivery attempts (JSON), newest first, bounded."""
+        return f"{self.prefix}:webhook:{name}:log"
 
     # -- processes ---------------------------------------------------------------------------------
     def workers(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional
 
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.errors import InvalidInput
+from angora_rq.core.schema import Entry
 
 MAX_TOPIC = 256
 MAX_PARAMS = 64
@@ -152,9 +153,9 @@ class Message:
 
     def to_fields(self) -> dict[str, str]:
         """Encode as stream entry fields."""
-        f = {"t": self.topic, "r": self.run_id, "o": self.origin, "s": repr(self.sent_at)}
+        f = {Entry.topic: self.topic, Entry.run: self.run_id, Entry.origin: self.origin, Entry.sent: repr(self.sent_at)}
         if self.params:
-            f["p"] = json.dumps(self.params, separators=(",", ":"))
+            f[Entry.params] = json.dumps(self.params, separators=(",", ":"))
         return f
 
     @classmethod
@@ -162,11 +163,11 @@ class Message:
         """Decode stream entry fields (bytes or str keys/values)."""
         d = to_str_dict(fields)
         return cls(
-            topic=d.get("t", ""),
-            params=json.loads(d["p"]) if d.get("p") else {},
-            run_id=d.get("r", ""),
-            origin=d.get("o", ""),
-            sent_at=float(d.get("s") or 0.0),
+            topic=d.get(Entry.topic, ""),
+            params=json.loads(d[Entry.params]) if d.get(Entry.params) else {},
+            run_id=d.get(Entry.run, ""),
+            origin=d.get(Entry.origin, ""),
+            sent_at=float(d.get(Entry.sent) or 0.0),
         )
 
     @property

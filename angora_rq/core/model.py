@@ -60,6 +60,10 @@ class JobDef:
     log: Optional[str] = None  # directory; output goes to <log>/<name>.log; $VARS expanded at run time
     messages: tuple[str, ...] = ()
     replay: Optional[int] = None  # None = unlimited (the original default), 0 = never
+    on_failure: tuple[str, ...] = ()  # topics sent when an execution fails for good (replays spent, or killed)
+    approval: bool = False  # a gate: each execution waits until someone approves or rejects it
+    approval_timeout: Optional[float] = None  # seconds; then on_approval_timeout decides
+    on_approval_timeout: str = "reject"  # "reject" | "approve"
     parent_success: bool = False
     description: str = ""
     timeout: Optional[float] = None  # seconds; None = the settings' default
@@ -81,6 +85,10 @@ class JobDef:
             "command": list(self.command),
             "log": self.log,
             "messages": list(self.messages),
+            "on_failure": list(self.on_failure),
+            "approval": self.approval,
+            "approval_timeout": self.approval_timeout,
+            "on_approval_timeout": self.on_approval_timeout,
             "replay": self.replay,
             "parent_success": self.parent_success,
             "description": self.description,
@@ -103,6 +111,10 @@ class JobDef:
             command=tuple(d["command"]),
             log=d.get("log"),
             messages=tuple(d.get("messages") or ()),
+            on_failure=tuple(d.get("on_failure") or ()),
+            approval=bool(d.get("approval")),
+            approval_timeout=d.get("approval_timeout"),
+            on_approval_timeout=d.get("on_approval_timeout") or "reject",
             replay=d.get("replay"),
             parent_success=bool(d.get("parent_success")),
             description=d.get("description") or "",
@@ -150,6 +162,26 @@ class ScheduleDef:
 
 
 @dataclass(frozen=True)
+class WebhookDef:
+    """A webhook: every event matching one of `events` is POSTed to `url` as JSON, signed with `secret`."""
+
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secret: Optional[str] = None  # HMAC-SHA256 key; $VARS expanded from the deliverer's environment
+    retries: int = 5  # attempts after the first, with backoff
+    timeout: float = 10.0
+    description: str = ""
+    location: Optional[Location] = field(default=None, compare=False)
+
+    def to_json(self) -> dict:
+        """A JSON-ready view (the secret is never shown)."""
+        return {"name": self.name, "url": self.url, "events": list(self.events), "signed": bool(self.secret),
+                "retries": self.retries, "timeout": self.timeout, "description": self.description,
+                "location": str(self.location) if self.location else None}
+
+
+@dataclass(frozen=True)
 class Config:
     """A loaded, valid set of definitions with its warnings and a content version id."""
 
@@ -158,6 +190,7 @@ class Config:
     warnings: tuple[Problem, ...] = ()
     version: str = ""
     files: tuple[str, ...] = ()
+    webhooks: tuple[WebhookDef, ...] = ()
 
     @cached_property
     def by_name(self) -> dict[str, JobDef]:

@@ -12,8 +12,15 @@ from angora_rq.core.snapshot import Snapshot
 def merge_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The plan of a run another root message joins: its jobs first, then the new ones; its parents and depths win."""
     jobs = old["jobs"] + [j for j in new["jobs"] if j not in old["jobs"]]
-    return {"jobs": jobs, "parents": {**new["parents"], **old["parents"]},
-            "depth": {**new.get("depth", {}), **old.get("depth", {})}}
+    merged = {"jobs": jobs, "parents": {**new["parents"], **old["parents"]},
+              "depth": {**new.get("depth", {}), **old.get("depth", {})}}
+    failing = {**new.get("failure_parents", {}), **old.get("failure_parents", {})}
+    if failing:
+        merged["failure_parents"] = failing
+    gates = list(dict.fromkeys([*old.get("gates", []), *new.get("gates", [])]))
+    if gates:
+        merged["gates"] = gates
+    return merged
 
 
 def run_plan_json(snap: Snapshot, topic: str, recorded: str = "") -> str:
@@ -35,4 +42,11 @@ def manual_plan(snap: Snapshot, name: str) -> dict[str, Any]:
     jobs = [name] + [j for j in graph.downstream(name) if j != name]
     inside = set(jobs)
     parents = {j: [p for p in graph.parents(j) if p in inside] for j in jobs}
-    return {"jobs": jobs, "parents": parents, "depth": {}}
+    plan: dict[str, Any] = {"jobs": jobs, "parents": parents, "depth": {}}
+    failing = {j: ps for j in jobs if (ps := [p for p in jobs if j in graph.failure_children(p)])}
+    if failing:
+        plan["failure_parents"] = failing
+    gates = [j for j in jobs if graph.jobs[j].approval]
+    if gates:
+        plan["gates"] = gates
+    return plan

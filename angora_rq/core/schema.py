@@ -53,6 +53,11 @@ class Exec(Names):
     pid = "pid"
     next = "next"  # the execution that replays or retries this one
     late = "late"  # JSON: an end its worker reported after it was recorded or replayed (refused, kept to be seen)
+    outputs = "outputs"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py)
+    approval = "approval"  # an approval gate's decision: approved | rejected ('' while it waits)
+    decided_by = "decided_by"  # who took it ('timeout' when approval_timeout passed)
+    decided_at = "decided_at"
+    approval_deadline = "approval_deadline"  # when approval_timeout passes ('' = never)
 
 
 class Run(Names):
@@ -139,6 +144,7 @@ class Status(Names):
     """Statuses of an execution, and of a job in its run (`Run.job_status`); the last three are a run's only."""
 
     held = "held"  # its job is paused, or at its concurrency limit
+    awaiting_approval = "awaiting_approval"  # its job is an approval gate: someone must approve or reject it
     queued = "queued"
     delayed = "delayed"  # waiting for its replay backoff
     running = "running"
@@ -148,6 +154,7 @@ class Status(Names):
     replaying = "replaying"  # failed; its next attempt is delayed
     canceled = "canceled"
     skipped = "skipped"  # failed, then marked succeeded by a user
+    rejected = "rejected"  # its approval gate was rejected (by someone, or when approval_timeout passed)
     pending = "pending"  # planned, not dispatched yet
     upstream_failed = "upstream_failed"
     not_triggered = "not_triggered"
@@ -175,16 +182,35 @@ class RqStatus(Names):
     canceled = "canceled"
 
 
+class Entry(Names):
+    """Fields of a message's stream entry (messages.Message.to_fields)."""
+
+    topic = "t"
+    run = "r"
+    origin = "o"
+    sent = "s"
+    params = "p"
+
+
+class Event(Names):
+    """Prefixes of the reserved topics events are published on (core/events.py), and the origin of their messages."""
+
+    run = "angora.run."  # + started | succeeded | failed | canceled
+    execution = "angora.execution."  # + the execution's new status, or approved
+    origin = "event:"  # + the event's topic: the origin of an event's message (its run publishes no job events)
+
+
 # -- status sets: each defined here only ----------------------------------------------------------------------
-WAITING = frozenset({Status.held, Status.queued, Status.delayed})  # an execution not started yet
+WAITING = frozenset({Status.held, Status.queued, Status.delayed, Status.awaiting_approval})  # not started yet
 NOT_STARTED = WAITING | {Status.pending}  # a job of a run that has not started
 SUCCEEDED = frozenset({Status.succeeded, Status.skipped})  # what a parent_success join waits for
-FAILED = frozenset({Status.failed, Status.killed, Status.upstream_failed})  # a job like this fails its run
+FAILED = frozenset({Status.failed, Status.killed, Status.upstream_failed, Status.rejected})  # fails its run
 FINAL = FAILED | SUCCEEDED | {Status.not_triggered, Status.canceled}  # will not change by itself
 SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it succeeded (`skip`)
 
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
     "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "METRICS": Metrics, "SCHEDULE": Schedule, "RQJOB": RqJob,
-    "STATUS": Status, "RQSTATUS": RqStatus,
+    "STATUS": Status, "RQSTATUS": RqStatus, "ENTRY": Entry,
+    "EVENT": Event,
 }

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from angora_rq.core.events import is_event, listeners
 from angora_rq.core.model import Config, JobDef
 from angora_rq.core.topics import TriggerIndex
 
@@ -39,8 +40,9 @@ class Snapshot:
         return self._graph
 
     def lookup(self, topic: str) -> tuple[JobDef, ...]:
-        """Jobs a topic triggers."""
-        return self.index.lookup(topic)
+        """Jobs a topic triggers (an event's: those whose triggers name events, core/events.py)."""
+        jobs = self.index.lookup(topic)
+        return listeners(jobs, topic) if jobs and is_event(topic) else jobs
 
     def plan(self, topic: str) -> dict:
         """The run plan of a root message as JSON-ready data, cached per topic (bounded)."""

@@ -20,10 +20,12 @@ from croniter import croniter
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from angora_rq.definitions import nodes as yamlnodes
+from angora_rq.definitions import flow
 from angora_rq.core.errors import DefinitionError, InvalidInput
 from angora_rq.core.graph import Graph
 from angora_rq.core.messages import MAX_PARAM_VALUE, PARAM_NAME_RE, check_topic
-from angora_rq.core.model import Config, JobDef, Location, Problem, ScheduleDef
+from angora_rq.core.events import reserved_problem
+from angora_rq.core.model import Config, JobDef, Location, Problem, ScheduleDef, WebhookDef
 from angora_rq.core.topics import pattern_error
 from angora_rq.definitions.nodes import INVALID, KIND_WORDS, NodeError, kind, short
 
@@ -42,9 +44,11 @@ class _File:
     path: str
     jobs: list[JobDef] = field(default_factory=list)
     schedules: list[ScheduleDef] = field(default_factory=list)
+    webhooks: list[WebhookDef] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     names: list[tuple[str, str, Location]] = field(default_factory=list)
     tagged: set[int] = field(default_factory=set)  # nodes whose disallowed tag is already reported
+    failure_topics: list[tuple[str, str, Location]] = field(default_factory=list)  # (job, topic, where) of on_failure
 
 
 @dataclass
@@ -112,12 +116,12 @@ def _timezone_problem(name: str) -> Optional[str]:
 
 
 def _sent_topic_problem(topic: str) -> Optional[str]:
-    """Why `topic` cannot be sent (messages.check_topic's rules), as a whole sentence."""
+    """Why `topic` cannot be sent (messages.check_topic's rules; events are Angora's), as a whole sentence."""
     try:
         check_topic(topic)
     except InvalidInput as err:
         return err.message
-    return None
+    return reserved_problem(topic)
 
 
 def _topic_problem(topic: str) -> Optional[str]:
@@ -147,6 +151,10 @@ JOB_FIELDS: dict[str, Validator] = {
     "params": _params,
     "concurrency": partial(yamlnodes.integer, minimum=1, what="a whole number >= 1"),
     "replay_delay": partial(yamlnodes.duration, positive=False),
+    "on_failure": partial(yamlnodes.string_list, check=_sent_topic_problem, required=False),
+    "approval": yamlnodes.boolean,
+    "approval_timeout": partial(yamlnodes.duration, positive=True),
+    "on_approval_timeout": partial(yamlnodes.choice, choices=("reject", "approve")),
 }
 SCHEDULE_FIELDS: dict[str, Validator] = {
     "schedule": _name,
@@ -159,14 +167,20 @@ SCHEDULE_FIELDS: dict[str, Validator] = {
     "overlap": partial(yamlnodes.choice, choices=("allow", "forbid")),
     "description": yamlnodes.text,
 }
-REQUIRED = {"job": ("name", "triggers", "command"), "schedule": ("schedule", "message")}
+WEBHOOK_FIELDS: dict[str, Validator] = flow.webhook_fields(_name)
+FIELDS = {"job": JOB_FIELDS, "schedule": SCHEDULE_FIELDS, "webhook": WEBHOOK_FIELDS}
+REQUIRED = {"job": ("name", "triggers", "command"), "schedule": ("schedule", "message"),
+            "webhook": ("webhook", "url", "events")}
 SCHEDULE_ONLY = {"cron", "every", "timezone", "message", "catchup", "overlap"}
 
 
 # -- entries ---------------------------------------------------------------------------------------
 
 def _entry_kind(keys: set[str]) -> str:
-    """'schedule' for an entry that looks like one (even without its 'schedule' key), else 'job'."""
+    """'webhook' or 'schedule' for an entry that looks like one (a schedule even without its 'schedule' key), else
+    'job'."""
+    if "webhook" in keys and "name" not in keys and "schedule" not in keys:
+        return "webhook"
     if "schedule" in keys or ("name" not in keys and keys & SCHEDULE_ONLY):
         return "schedule"
     return "job"
@@ -186,14 +200,19 @@ def _entry(f: _File, node: Node, index: int) -> None:
     values = _fields(e, node, items, by_key, problems)
     if e.kind == "schedule":
         _check_timing(e, node, by_key)
+    elif e.kind == "job":
+        flow.check_gate(e, by_key, values)
     if len(f.problems) == before and all(v is not INVALID for v in values.values()):
         _add(f, e, values)
+        if e.kind == "job" and values.get("on_failure"):
+            f.failure_topics += [(str(e.name), str(item.value), _loc(f.path, item))
+                                 for item in by_key["on_failure"][1].value]
 
 
 def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: dict[str, tuple[ScalarNode, Node]],
             problems: list[yamlnodes.NodeProblem]) -> dict[str, Any]:
     """Validate every key of an entry (its name first, so later problems say whose they are)."""
-    fields, required = (SCHEDULE_FIELDS if e.kind == "schedule" else JOB_FIELDS), REQUIRED[e.kind]
+    fields, required = FIELDS[e.kind], REQUIRED[e.kind]
     head = required[0]
     e.location = _loc(e.file.path, by_key[head][0] if head in by_key else node)
     values = {head: _field(e, fields, head, by_key[head][1], True)} if head in by_key else {}
@@ -205,7 +224,9 @@ def _fields(e: _Entry, node: MappingNode, items: list[yamlnodes.Pair], by_key: d
     for key, key_node, value in items:
         if key == head:
             continue
-        if key in ("name", "schedule"):
+        if key in ("name", "schedule", "webhook") and "webhook" in (key, head):
+            e.fail(key_node, "an entry is a job ('name'), a schedule ('schedule') or a webhook ('webhook'): one")
+        elif key in ("name", "schedule"):
             e.fail(key_node, "an entry is either a job ('name') or a schedule ('schedule'), not both")
         elif key not in fields:
             e.fail(key_node, yamlnodes.unknown_key(key, list(fields)))
@@ -236,7 +257,10 @@ def _check_timing(e: _Entry, node: Node, by_key: dict[str, tuple[ScalarNode, Nod
 def _add(f: _File, e: _Entry, values: dict[str, Any]) -> None:
     """Build the definition from validated values (None = the field's default)."""
     given = {k: v for k, v in values.items() if v is not None}
-    if e.kind == "schedule":
+    if e.kind == "webhook":
+        given["name"] = given.pop("webhook")
+        f.webhooks.append(WebhookDef(**given, location=e.location))
+    elif e.kind == "schedule":
         given["name"] = given.pop("schedule")
         f.schedules.append(ScheduleDef(**given, location=e.location))
     else:
@@ -385,12 +409,16 @@ def check(path: str | Path) -> Checked:
     jobs = [j for f in parsed for j in f.jobs]
     schedules = [s for f in parsed for s in f.schedules]
     counts = (len({n for k, n, _ in names if k == "job"}), len({n for k, n, _ in names if k == "schedule"}))
-    # how the jobs connect (dead messages, cycles) is graph's business: warnings only
-    problems = _in_order(problems + Graph(jobs, schedules).warnings(), paths)
+    graph = Graph(jobs, schedules)
+    # an on_failure topic nobody hears is an error; how the jobs connect otherwise (dead messages, cycles, event
+    # triggers matching no event) is only worth warnings
+    unheard = flow.unheard_failures(graph, [t for f in parsed for t in f.failure_topics])
+    problems = _in_order(problems + unheard + graph.warnings() + flow.trigger_warnings(jobs), paths)
     if any(p.severity == "error" for p in problems):
         return Checked(None, problems, *counts)
     config = Config(jobs=tuple(jobs), schedules=tuple(schedules), warnings=tuple(problems),
-                    version=_version(contents), files=tuple(paths))
+                    version=_version(contents), files=tuple(paths),
+                    webhooks=tuple(w for f in parsed for w in f.webhooks))
     return Checked(config, problems, *counts)
 
 

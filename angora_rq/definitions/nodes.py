@@ -228,8 +228,9 @@ def scalar(node: Node) -> Union[str, int, float, bool, None]:
             return float(_SAFE.construct_yaml_float(node))
         if k == "bool":
             return bool(_SAFE.construct_yaml_bool(node))
-    except (ValueError, KeyError, OverflowError):
-        # e.g. '0b_' resolves as an int that int() refuses, '!!bool maybe' is no boolean
+    except (ValueError, KeyError, OverflowError, IndexError):
+        # e.g. '0b_' resolves as an int that int() refuses, '!!bool maybe' is no boolean, '!!int' of an empty
+        # text makes PyYAML index past its end
         raise ValueError(f"{node.value!r} is not a valid {k}") from None
     return None
 

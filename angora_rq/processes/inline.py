@@ -11,6 +11,7 @@ from angora_rq.core.execution import Claimed
 from angora_rq.commands.runner import run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
+from angora_rq.store.events import Events
 from angora_rq.store.state import State, host_of
 
 
@@ -31,6 +32,6 @@ def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> s
     ex = Claimed.from_hash(fields)
     outcome = run(command_spec(ex, settings, str(settings.data_dir / "spool"), os.environ))
     with r.pipeline() as pipe:
-        status = State(keys, settings).finalize(pipe, ex, outcome, time.time())
+        status = State(keys, settings, Events(r, keys)).finalize(pipe, ex, outcome, time.time())
         pipe.execute()
     return status

@@ -1,6 +1,7 @@
 """Housekeeping any worker or matcher runs: due replays, dead workers' executions, bounded indices."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -12,11 +13,16 @@ from angora_rq.core import keys as K
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.store.fence import write_if_running
+from angora_rq.core.errors import Conflict, NotFound
+from angora_rq.core.model import JobDef
+from angora_rq.core.schema import Exec
+from angora_rq.store.clock import redis_now
+from angora_rq.store.control import Control
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import BELL_CAP, State
+from angora_rq.store.state import BELL_CAP
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -35,6 +41,7 @@ class Lost:
     signal: Optional[int] = None
     reason: str = "worker lost"
     tail: str = ""
+    output: bytes = b""
 
     @property
     def duration(self) -> float:
@@ -54,7 +61,8 @@ class Janitor:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.state = State(keys, settings)
+        self.control = Control(r, keys, settings)
+        self.state = self.control.state  # publishes the events of what it records
         self._last_reap = 0.0
         self._last_settle = 0.0
         self._last_trim = 0.0
@@ -69,6 +77,7 @@ class Janitor:
             self.reap_workers()
             if self.replay_orphans(now):
                 self.promote()  # a lost worker's executions are replayed without a backoff: queue them now
+            self.expire_approvals(redis_now(link_for(self.r)))  # deadlines are by Redis' clock too
         if now - self._last_settle >= SETTLE_EVERY:
             self._last_settle = now
             self.run_index.settle()
@@ -125,6 +134,24 @@ class Janitor:
                 done += 1
             elif written is False:
                 self.r.lrem(k.orphans(), 1, xid)
+        return done
+
+    def expire_approvals(self, now: float) -> int:
+        """Decide the executions whose approval_timeout has passed, as their job's on_approval_timeout says."""
+        k, done = self.keys, 0
+        for raw in self.r.zrangebyscore(k.approvals(), "-inf", now, start=0, num=100):
+            xid = to_str(raw)
+            spec = to_str(self.r.hget(k.execution(xid), Exec.spec))
+            try:
+                if not spec:
+                    raise NotFound(xid)
+                approve = JobDef.from_json(json.loads(spec)).on_approval_timeout == "approve"
+                self.control.decide(xid, approve, "timeout", now)
+                done += 1
+            except NotFound:  # expired with its run: nothing left to decide
+                self.r.zrem(k.approvals(), xid)
+            except Conflict:  # decided meanwhile (by someone, or another janitor)
+                continue
         return done
 
     def trim(self, now: float) -> None:

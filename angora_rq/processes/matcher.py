@@ -19,6 +19,8 @@ from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.core.events import wanted
+from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
@@ -34,6 +36,7 @@ from angora_rq.processes.outage import Outage
 log = logging.getLogger(__name__)
 DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
+EVENTS_EVERY = 10.0
 MAX_PLAN_RETRIES = 10
 CONSUMERS_EVERY = 10.0
 # A matcher reads at least once a second, so a consumer idle this long with nothing pending is a dead matcher's.
@@ -77,7 +80,8 @@ class Matcher:
         self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
-        self.dispatcher = Dispatcher(self.link, keys, settings, self.name)
+        self.events = Events(r, keys)
+        self.dispatcher = Dispatcher(self.link, keys, settings, self.name, self.events)
         self.stopping = False
         self._last_claim = 0.0
         self._last_trim = 0.0
@@ -85,6 +89,8 @@ class Matcher:
         self._last_consumers = 0.0
         self._published = ""
         self._own_pending_done = False
+        self._events_version: Optional[str] = None
+        self._events_at = float("-inf")
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -137,6 +143,12 @@ class Matcher:
                 p.hset(self.keys.heartbeats(), f"matcher:{self.name}", repr(now))
                 publish_running_version(p, self.keys, version)
                 p.execute()
+        snap = self.snapshot()
+        if snap.version != self._events_version or now - self._events_at > EVENTS_EVERY:
+            # Who listens to which event, for every process that publishes them (written again now and then: a
+            # Redis that restarted empty forgets it).
+            write_wanted(self.r, self.keys, wanted(snap.index, snap.config.webhooks))
+            self._events_version, self._events_at = snap.version, now
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

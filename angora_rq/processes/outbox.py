@@ -48,7 +48,8 @@ class Unrecorded:
 
     def to_json(self) -> str:
         """One line of a spill file."""
-        outcome = {name: getattr(self.outcome, name) for name in OUTCOME_FIELDS}
+        outcome = {name: getattr(self.outcome, name, None) for name in OUTCOME_FIELDS}
+        outcome["output"] = (outcome["output"] or b"").decode("latin-1")  # bytes, as text JSON can hold (lossless)
         return json.dumps({"id": self.xid, "owner": self.owner, "pid": self.pid, "hand_back": self.hand_back,
                            "outcome": outcome})
 
@@ -62,7 +63,8 @@ class Unrecorded:
     def from_json(cls, line: str) -> "Unrecorded":
         """Read a spill file's line back (always checked: the writer is gone)."""
         d = json.loads(line)
-        return cls(d["id"], d["owner"], Outcome(**d["outcome"]), d.get("pid", 0), d.get("hand_back", False),
+        outcome = {**d["outcome"], "output": d["outcome"].get("output", "").encode("latin-1")}
+        return cls(d["id"], d["owner"], Outcome(**outcome), d.get("pid", 0), d.get("hand_back", False),
                    checked=True)
 
 

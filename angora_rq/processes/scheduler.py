@@ -30,6 +30,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, fingerprint, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
 from angora_rq.store.clock import redis_now
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
@@ -202,7 +203,7 @@ class Scheduler:
         reply = TICK.bind(
             stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
             idem=k.tick_idempotency(s.name, tick_ms), unsettled=k.runs_unsettled(), lease=k.scheduler_lease(),
-            schedule=k.schedule(s.name),
+            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP,
             budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
             origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
             lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),

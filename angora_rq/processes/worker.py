@@ -40,6 +40,7 @@ from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import FENCED, Claimed
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -102,7 +103,8 @@ class AngoraWorker:
         self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.burst = burst
         self.stop_grace = stop_grace
-        self.state = State(keys, settings)
+        self.events = Events(r, keys)  # which events have listeners (cached; read at most once a second)
+        self.state = State(keys, settings, self.events)
         self.link = Link(r)  # claims and finishes, the hot path's own connection (link.py)
         self.janitor = Janitor(r, keys, settings)
         self.active: dict[str, Active] = {}
@@ -266,7 +268,8 @@ class AngoraWorker:
         if free <= 0:
             return 0
         try:
-            reply = claim_call(self.keys, self.settings, self.name, self.queues, now, free).run(self.link)
+            reply = claim_call(self.keys, self.settings, self.name, self.queues, now, free,
+                               self.events.any()).run(self.link)
         except BaseException:
             self._recheck = True  # it may have run: what it claimed waits in the inflight list
             raise
@@ -367,7 +370,7 @@ class AngoraWorker:
         claim = None
         if free > 0 and not self.stopping:
             # The next claim rides in the same round trip as this batch's records.
-            claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free)
+            claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
         with self.r.pipeline() as pipe:
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
@@ -572,11 +575,15 @@ class AngoraWorker:
             pass
 
 
-def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, ...], now: float, free: int) -> Bound:
-    """The CLAIM call of worker `worker` for up to `free` executions from `queues`."""
+def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, ...], now: float, free: int,
+               events: bool = False) -> Bound:
+    """The CLAIM call of worker `worker` for up to `free` executions from `queues` (publishing their events when
+    `events`: some event has a listener)."""
     k = keys
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), want=free, now=repr(now),
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), events=k.events(),
+        stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
+        unsettled=k.runs_unsettled(), outbox_cap=OUTBOX_CAP, events_on="1" if events else "", want=free, now=repr(now),
         worker=worker, host=host_of(settings), started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
         rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),

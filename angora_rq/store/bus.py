@@ -16,6 +16,7 @@ from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.metrics import count_refused
 from angora_rq.store.replication import confirm
@@ -49,7 +50,8 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
                      unsettled=keys.runs_unsettled(), budget=budget.work,
                      accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
-                     fingerprint=fingerprint(msg) if key else "", fields=field_pairs(msg.to_fields()))
+                     fingerprint=fingerprint(msg) if key else "", fields=field_pairs(msg.to_fields()),
+                     events=keys.events(), outbox=keys.webhook_outbox(), run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
     with redis_errors():
         try:
             if wait is None:

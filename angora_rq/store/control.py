@@ -9,18 +9,20 @@ import redis
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
-from angora_rq.store.bus import send_in, submit
+from angora_rq.store.bus import submit
 from angora_rq.core.errors import Conflict, NotFound
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
 from angora_rq.core.plans import manual_plan, missing_parents
-from angora_rq.core.schema import SKIPPABLE, WAITING, Exec, Run, Status
+from angora_rq.core.schema import SKIPPABLE, WAITING, Event, Exec, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.connection import WatchError
+from angora_rq.store.events import Events
 from angora_rq.store.pressure import Pressure
-from angora_rq.store.state import State
+from angora_rq.store.scripts import DECIDE
+from angora_rq.store.state import BELL_CAP, State
 
 # What cancel reads of each execution of a run.
 ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
@@ -37,7 +39,8 @@ class Control:
         self.r = r
         self.keys = keys
         self.settings = settings
-        self.state = State(keys, settings)
+        self.events = Events(r, keys)
+        self.state = State(keys, settings, self.events)
 
     def run_job(self, snap: Snapshot, name: str, params: Any = None, run_id: Optional[str] = None,
                 rerun_of: str = "") -> dict[str, str]:
@@ -61,7 +64,9 @@ class Control:
                     "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version,
                     **({Run.rerun_of: rerun_of} if rerun_of else {})})
                 pipe.zadd(self.keys.runs(), {run_id: now})
-            xid = self.state.create(pipe, job, msg, now, config_version=snap.version)
+                self.events.publish(pipe, Event.run + "started", run_id, now, {"status": "started", "topic": topic})
+            gate = Status.awaiting_approval if job.approval else Status.queued  # by hand too: the gate holds
+            xid = self.state.create(pipe, job, msg, now, config_version=snap.version, status=gate)
             pipe.execute()
         return {"run_id": run_id, "execution_id": xid}
 
@@ -197,6 +202,8 @@ class Control:
                 result = "kill requested"
             elif status in WAITING:
                 self._drop_waiting(pipe, f, "killed")
+                ex = Claimed.from_hash(f)  # killed for good: its failure branch follows
+                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
                 result = "killed"
             else:
                 raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
@@ -209,6 +216,7 @@ class Control:
         pipe.hset(K.rq_job(xid), "status", "canceled")
         pipe.zadd(self.keys.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
+        pipe.zrem(self.keys.approvals(), xid)
         pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
         pipe.lrem(self.keys.held(f["job"]), 1, xid)
         pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
@@ -217,6 +225,41 @@ class Control:
         pipe.decr(self.keys.work())
         if f.get("replay_of"):
             self.state.settle_replayed(pipe, xid)
+        now = time.time()
+        self.events.execution(pipe, status, f["run"], f["job"], xid, now)
+        self.events.run_end(pipe, f["run"], now)
+
+    def decide(self, xid: str, approve: bool, by: str, now: Optional[float] = None) -> dict[str, Any]:
+        """Approve or reject an execution awaiting approval (Conflict when it is not): approved, it is queued;
+        rejected, it ends `rejected` (a failure: its run fails, its failure branch follows)."""
+        ek, now = self.keys.execution(xid), time.time() if now is None else now
+        decision = "approved" if approve else "rejected"
+        with self.r.pipeline() as pipe:
+            pipe.watch(ek)
+            f = to_str_dict(pipe.hgetall(ek))
+            if not f:
+                raise NotFound(f"no execution {xid!r}")
+            if f.get(Exec.status) != Status.awaiting_approval:
+                raise Conflict(f"execution {xid} is {f.get(Exec.status)}, not awaiting approval: there is nothing "
+                               f"to {'approve' if approve else 'reject'}", detail={"status": f.get(Exec.status)})
+            ex = Claimed.from_hash(f)
+            k, job = self.keys, ex.spec.name
+            pipe.multi()
+            DECIDE.bind(exec=ek, rq_job=K.rq_job(xid), run=k.run(ex.run), approvals=k.approvals(), work=k.work(),
+                        stats=k.job_stats(job), paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job),
+                        rq_queue=k.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), id=xid, job=job,
+                        decision=decision, by=by, now=repr(now), bell_cap=BELL_CAP).queue(pipe)
+            if not approve:
+                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "rejected", now)
+            self.events.execution(pipe, decision, ex.run, job, xid, now)
+            if not approve:
+                self.events.run_end(pipe, ex.run, now)
+            try:
+                replies = pipe.execute()
+            except WatchError:
+                raise Conflict(f"execution {xid} changed while it was being decided; look again") from None
+        status = to_str(replies[0][1])
+        return {"execution_id": xid, "status": status, "approval": decision, "decided_by": by, "decided_at": now}
 
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
@@ -245,8 +288,9 @@ class Control:
             pipe.hset(self.keys.execution(xid), "status", "skipped")
             pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
             pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
-            for topic in ex.spec.messages:
-                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{ex.spec.name}:{xid}", now))
+            outputs = json.loads(f[Exec.outputs]) if f.get(Exec.outputs) else {}
+            self.state.send(pipe, ex.spec.name, xid, ex.run, ex.spec.messages, {**ex.params, **outputs}, now)
+            self.events.execution(pipe, Status.skipped, ex.run, ex.spec.name, xid, now)
             pipe.execute()
 
     def _finished(self, xid: str) -> dict[str, str]:

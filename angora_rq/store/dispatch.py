@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.link import Link
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
@@ -29,11 +30,21 @@ class Outgoing:
     dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
 
 
+def gate_arg(job: JobDef) -> str:
+    """How DISPATCH and CREATE learn a job is an approval gate: '' (it is not), its approval_timeout in seconds,
+    or 'inf' (it waits as long as it takes)."""
+    if not job.approval:
+        return ""
+    return repr(float(job.approval_timeout)) if job.approval_timeout else "inf"
+
+
 class Dispatcher:
     """Runs the DISPATCH script for a matcher; caches each job's constant arguments per definitions version."""
 
-    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str) -> None:
+    def __init__(self, link: Link, keys: Keys, settings: Settings, consumer: str,
+                 events: Optional[Events] = None) -> None:
         self.link = link
+        self.events = events or Events(None, keys)  # which events have listeners: DISPATCH publishes theirs
         self.consumer = consumer  # the matcher's name in the consumer group
         self.keys = keys
         self.settings = settings
@@ -60,6 +71,9 @@ class Dispatcher:
             rest += (m + 1, job_no[job.name], new_execution_id(), guard)
         created, *conflicts = DISPATCH.bind(
             stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, work=k.work(), metrics=k.metrics(),
+            approvals=k.approvals(), events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
+            unsettled=k.runs_unsettled(), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+            events_on="1" if self.events.any() else "",
             now=repr(now), now_iso=utc_iso(now), ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl,
             config_version=version, bell_cap=BELL_CAP, exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
             group=MATCHER_GROUP, consumer=self.consumer, data_head=self._head, data_tail=self._tail,
@@ -80,7 +94,7 @@ class Dispatcher:
             assert all(name in rq for name in _PER_EXECUTION)
             cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
                       k.job_executions(job.name), k.rq_queue(job.queue), k.bell(job.queue),
-                      k.paused_held(job.name), len(rq), *field_pairs(rq)]
+                      k.paused_held(job.name), gate_arg(job), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached
         return cached

@@ -30,6 +30,11 @@ def execution_view(fields: dict[str, str], with_tail: bool = True) -> dict[str, 
             out[name] = value or None
     out["params"] = json.loads(fields["params"]) if fields.get("params") else {}
     if with_tail:
+        out["outputs"] = json.loads(fields["outputs"]) if fields.get("outputs") else {}
+        out["approval"] = fields.get("approval") or None
+        out["decided_by"] = fields.get("decided_by") or None
+        out["decided_at"] = float(fields["decided_at"]) if fields.get("decided_at") else None
+        out["approval_deadline"] = float(fields["approval_deadline"]) if fields.get("approval_deadline") else None
         out["tail"] = fields.get("tail", "")
         out["spec"] = json.loads(fields["spec"]) if fields.get("spec") else None
         # An end its worker reported after someone else recorded or replayed it: refused, shown (fence.note_late).

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from typing import Iterable, Optional
 
 from redis.client import Pipeline
 
-from angora_rq.core.execution import Claimed, OutcomeLike, final_status, replay_delay, spec_json
+from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json,
+                                      take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
+from angora_rq.store.events import Events
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.metrics import bucket_bound
@@ -31,9 +35,10 @@ def host_of(settings: Settings) -> str:
 class State:
     """Executions, runs and job stats in Redis, under one key prefix."""
 
-    def __init__(self, keys: Keys, settings: Settings) -> None:
+    def __init__(self, keys: Keys, settings: Settings, events: Optional[Events] = None) -> None:
         self.keys = keys
         self.settings = settings
+        self.events = events or Events(None, keys)  # None: this State publishes no event
         self._specs: dict[tuple[str, str], str] = {}
 
     def _spec_json(self, job: JobDef, version: str) -> str:
@@ -63,8 +68,8 @@ class State:
         delay: float = 0.0,
         status: str = Status.queued,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed (for `delay` s of Redis' clock) or held.
-        Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed (for `delay` s of Redis' clock), held or
+        awaiting approval (then until the job's approval_timeout). Counts it in its run."""
         k, ttl = self.keys, int(self.settings.retention)
         xid = new_execution_id()
         fields = {
@@ -82,12 +87,16 @@ class State:
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
             run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue),
-            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, work=k.work(), ttl=ttl,
+            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, work=k.work(), approvals=k.approvals(),
+            ttl=ttl,
             history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
-            delay=repr(delay), bell_cap=BELL_CAP, n_exec=len(fields),
+            delay=repr(delay),
+            approval_timeout=repr(float(job.approval_timeout)) if job.approval_timeout else "", bell_cap=BELL_CAP,
+            n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
+        self.events.execution(pipe, status, msg.run_id, job.name, xid, now)
         return xid
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
@@ -111,21 +120,39 @@ class State:
     ) -> str:
         """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
         spec = ex.spec
+        outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
-        self._record(pipe, ex, outcome, status, pid, worker, now)
+        self._record(pipe, ex, outcome, status, pid, worker, now, outputs)
         if ex.attempt > 1:
             self.settle_replayed(pipe, ex.id)
+        params = {**ex.params, **outputs} if outputs else ex.params
         if status == Status.succeeded:
-            for topic in spec.messages:
-                send_in(pipe, self.keys, Message(topic, ex.params, ex.run, f"job:{spec.name}:{ex.id}", now))
+            self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now)
         elif status == Status.replaying:
             self._replay(pipe, ex, now, outcome.reason)
+        elif status in (Status.failed, Status.killed):
+            self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
+        self.events.execution(pipe, status, ex.run, spec.name, ex.id, now)
+        self.events.run_end(pipe, ex.run, now)
         return status
 
+    def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
+             now: float) -> None:
+        """Queue the messages an execution sends (origin `job:<name>:<execution id>`), counted in its run."""
+        for topic in topics:
+            send_in(pipe, self.keys, Message(topic, params, run, f"job:{job}:{xid}", now))
+
+    def send_failure(self, pipe: Pipeline, spec: JobDef, xid: str, run: str, params: dict[str, str],
+                     exit_code: Optional[int], reason: str, now: float) -> None:
+        """Queue the job's `on_failure` messages for an execution that failed for good."""
+        if spec.on_failure:
+            self.send(pipe, spec.name, xid, run, spec.on_failure,
+                      failure_params(spec.name, xid, params, exit_code, reason), now)
+
     def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
-                now: float) -> None:
+                now: float, outputs: dict[str, str]) -> None:
         """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
         k, ttl, ok = self.keys, int(self.settings.retention), outcome.ok
         fields = {
@@ -139,6 +166,8 @@ class State:
             Exec.tail: outcome.tail[-TAIL_LIMIT:],
             Exec.pid: pid or "",
         }
+        if outputs:
+            fields[Exec.outputs] = json.dumps(outputs)
         FINISH.bind(
             exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
             inflight=k.worker_inflight(worker) if worker else "", rq_started=k.rq_started(ex.queue),
@@ -184,3 +213,4 @@ class State:
         if ex.spec.concurrency:
             pipe.srem(k.slots(ex.spec.name), ex.id)
         self.enqueue(pipe, ex.id, ex.queue, at_front=True)
+        self.events.execution(pipe, Status.queued, ex.run, ex.spec.name, ex.id, time.time())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Optional
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.messages import RUN_ID_RE
@@ -26,6 +26,7 @@ MAX_LIMIT = 500
 MAX_OFFSET = 1_000_000
 TAIL_MAX = 65536
 RUN_FIELDS = frozenset({"params", "run_id"})
+DECIDE_FIELDS = frozenset({"by"})
 
 
 def _ext() -> Any:
@@ -139,6 +140,7 @@ def job(name: str) -> Any:
         "job": spec.to_json(),
         "parents": sorted(graph.parents(name)),
         "children": sorted(graph.children(name)),
+        "failure_children": sorted(graph.failure_children(name)),
         "paused": bool(ext.r.sismember(ext.keys.paused_jobs(), name)),
         "stats": ext.queries.job_stats([name]).get(name, stats_view({})),
         "history": ext.queries.job_durations(name).to_json(),
@@ -223,6 +225,32 @@ def retry(xid: str) -> Any:
     """Run a finished execution again as a new attempt: 202 {execution_id, retry_of}."""
     new = _ext().control.retry(valid_id(xid, "execution"))
     return jsonify({"execution_id": new, "retry_of": xid}), 202
+
+
+def decider() -> str:
+    """Who approves or rejects: the logged-in user (or `token`) when auth is on; else the body's `by`, or `web`."""
+    body = json_object(DECIDE_FIELDS, required=False)
+    user = g.get("angora_user")  # set by web/auth.authenticate before any view
+    if user:
+        return user
+    by = body.get("by")
+    if by is None or by == "":
+        return "web"
+    if not isinstance(by, str) or len(by) > 100 or any(ord(c) < 32 for c in by):
+        raise InvalidInput("by must be a name of at most 100 printable characters")
+    return by
+
+
+@bp.post("/executions/<xid>/approve")
+def approve(xid: str) -> Any:
+    """Approve an execution awaiting approval: it is queued (409 when it is not awaiting approval)."""
+    return jsonify(_ext().control.decide(valid_id(xid, "execution"), True, decider()))
+
+
+@bp.post("/executions/<xid>/reject")
+def reject(xid: str) -> Any:
+    """Reject an execution awaiting approval: it ends `rejected` (409 when it is not awaiting approval)."""
+    return jsonify(_ext().control.decide(valid_id(xid, "execution"), False, decider()))
 
 
 @bp.post("/executions/<xid>/skip")

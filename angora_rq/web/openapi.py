@@ -61,7 +61,9 @@ PROBLEM = obj({"severity": STR, "path": nullable("string"), "line": nullable("in
                "job": nullable("string"), "message": STR, "text": STR}, ("severity", "message", "text"))
 JOB_DEF = obj({
     "name": STR, "triggers": STRINGS, "command": STRINGS, "log": nullable("string"), "messages": STRINGS,
-    "replay": nullable("integer"), "parent_success": BOOL, "description": STR, "timeout": nullable("number"),
+    "on_failure": STRINGS, "approval": BOOL, "approval_timeout": nullable("number"),
+    "on_approval_timeout": {"enum": ["reject", "approve"]}, "replay": nullable("integer"), "parent_success": BOOL,
+    "description": STR, "timeout": nullable("number"),
     "queue": STR, "env": STR_MAP, "cwd": nullable("string"), "params": STR_MAP, "concurrency": nullable("integer"),
     "replay_delay": NUM, "location": nullable("string"),
 }, ("name", "triggers", "command", "messages", "queue"))
@@ -95,10 +97,20 @@ EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "late": {"type": ["object", "null"], "description": "An end its worker reported after the execution had been "
              "recorded or replayed (a host cut off from Redis): refused, kept here. worker, host, reason, "
              "exit_code, signal, started, ended."},
+    "approval": {"type": ["string", "null"], "enum": ["approved", "rejected", None],
+                 "description": "An approval gate's decision (null while it waits, or for other jobs)."},
+    "decided_by": nullable("string"), "decided_at": nullable("number"),
+    "approval_deadline": {"type": ["number", "null"], "description": "When approval_timeout passes."},
+    "outputs": {**STR_MAP, "description": "KEY=VALUE lines the command wrote to $ANGORA_OUTPUT; the job's "
+                                          "messages carry them as params."},
 })]}
 PLAN = {"type": "object", "required": ["jobs"], "properties": {
     "jobs": STRINGS, "parents": {"type": "object", "additionalProperties": STRINGS},
-    "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS}}
+    "depth": {"type": "object", "additionalProperties": INT}, "joins": STRINGS,
+    "gates": {**STRINGS, "description": "Approval gates among the jobs (present only when there are some)."},
+    "failure_parents": {"type": "object", "additionalProperties": STRINGS,
+                        "description": "Jobs reached through a failure branch: the planned jobs whose on_failure "
+                                       "triggers them (present only when the plan has failure branches)."}}}
 RUN_JOB = obj({"status": STR, "execution": nullable("string"), "executions": INT})
 RUN = obj({
     "run_id": STR, "status": {"type": "string", "description": "Derived: running, succeeded, failed, ..."},
@@ -110,9 +122,12 @@ RUN = obj({
     "counts": {"type": "object", "additionalProperties": INT},
 }, ("run_id", "status", "active", "canceled", "plan", "jobs"))
 RUN_DETAIL = {"allOf": [ref("Run"), obj({"executions": array(ref("Execution"))})]}
-GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "queue": STR, "parent_success": BOOL,
-                  "description": STR}, ("name", "triggers", "messages"))
-GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."}})
+GRAPH_NODE = obj({"name": STR, "triggers": STRINGS, "messages": STRINGS, "on_failure": STRINGS, "queue": STR,
+                  "parent_success": BOOL, "approval": BOOL, "description": STR}, ("name", "triggers", "messages"))
+GRAPH_EDGE = obj({"from": STR, "to": STR, "topic": {"type": "string", "description": "The message linking them."},
+                  "kind": {"type": "string", "enum": ["message", "failure"],
+                           "description": "failure: sent by the parent's on_failure, when it fails for good."}},
+                 ("from", "to", "topic"))
 GRAPH = obj({"nodes": array(GRAPH_NODE), "edges": array(GRAPH_EDGE), "config_version": STR})
 CONFIG_STATUS = obj({
     "path": STR, "loaded": BOOL, "valid": BOOL, "version": nullable("string"), "files": STRINGS, "jobs": INT,
@@ -130,7 +145,8 @@ SCHEMAS: dict[str, Any] = {
     "Error": ERROR, "Problem": PROBLEM, "JobDef": JOB_DEF, "JobStats": JOB_STATS, "JobSummary": JOB_SUMMARY,
     "Durations": DURATIONS,
     "JobList": obj({"config_version": STR, "jobs": array(ref("JobSummary"))}, closed=True),
-    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "paused": BOOL,
+    "JobDetail": obj({"job": ref("JobDef"), "parents": STRINGS, "children": STRINGS, "failure_children": STRINGS,
+                      "paused": BOOL,
                       "stats": ref("JobStats"), "history": ref("Durations"),
                       "executions": obj({**PAGE, "items": array(ref("Execution"))}, closed=True)}, closed=True),
     "Execution": EXECUTION, "ExecutionDetail": EXECUTION_DETAIL, "Plan": PLAN, "RunJob": RUN_JOB, "Run": RUN,
@@ -163,6 +179,12 @@ SCHEMAS: dict[str, Any] = {
     "Killed": obj({"execution_id": STR, "result": STR}, closed=True),
     "Retried": obj({"execution_id": STR, "retry_of": STR}, closed=True),
     "Skipped": obj({"execution_id": STR, "status": {"const": "skipped"}}, closed=True),
+    "DecideRequest": obj({"by": {"type": ["string", "null"], "maxLength": 100, "pattern": "^[^\\u0000-\\u001f]*$",
+                                 "description": "Who decides, when auth is off (else the logged-in user)."}},
+                         (), closed=True),
+    "Decided": obj({"execution_id": STR, "status": {"enum": ["queued", "held", "rejected"]},
+                    "approval": {"enum": ["approved", "rejected"]}, "decided_by": STR, "decided_at": NUM},
+                   closed=True),
 }
 
 # -- operations (web/ops_api.py): schedules, pause/resume, reload ---------------------------------------------
@@ -190,6 +212,16 @@ SCHEMAS.update({
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),
+    "Delivery": obj({
+        "delivery": STR, "event": STR, "run_id": nullable("string"), "attempt": INT, "time": NUM,
+        "status": {"type": ["integer", "null"], "description": "The receiver's HTTP status (null: no answer)."},
+        "error": STR, "duration": NUM, "outcome": {"enum": ["delivered", "retrying", "failed"]},
+        "next": {"type": ["number", "null"], "description": "When the next attempt is due (retrying)."}}, closed=True),
+    "Webhook": obj({"name": STR, "url": STR, "events": STRINGS, "signed": BOOL, "retries": INT, "timeout": NUM,
+                    "description": STR, "location": nullable("string"),
+                    "deliveries": {**array(ref("Delivery")), "description": "Latest attempts, newest first."}},
+                   closed=True),
+    "WebhookList": obj({"config_version": STR, "webhooks": array(ref("Webhook"))}, closed=True),
     "ScheduleList": obj({"config_version": STR, "leader": ref("Leader"), "schedules": array(ref("Schedule"))},
                         closed=True),
     "JobPause": obj({"job": STR, "paused": BOOL, "changed": BOOL, "released": INT}, ("job", "paused", "changed"),
@@ -214,6 +246,8 @@ def ops_paths(a: bool) -> dict[str, Any]:
     return {
         "/api/v1/status": {"get": op("How much of each budget is used; past either, new messages are refused "
                                      "with 503 and Retry-After.", ("200", "Status", "The budgets."), auth=a)},
+        "/api/v1/webhooks": {"get": op("Webhooks (secrets never shown) with their latest delivery attempts.",
+                                       ("200", "WebhookList", "The webhooks."), auth=a)},
         "/api/v1/schedules": {"get": op("Schedules: next fire time, last tick sent; the leading scheduler.",
                                         ("200", "ScheduleList", "The schedules."), auth=a)},
         "/api/v1/jobs/{name}/pause": job_op("Paused", "Hold the executions its messages trigger (in order)."),
@@ -292,6 +326,7 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "characters, optionally quoted.",
                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY, "pattern": KEY_PATTERN}}
 RUN_BODY = {"required": False, "content": {"application/json": {"schema": ref("RunRequest")}}}
+DECIDE_BODY = {"required": False, "content": {"application/json": {"schema": ref("DecideRequest")}}}
 
 
 def paths(auth: bool) -> dict[str, Any]:
@@ -340,6 +375,12 @@ def paths(auth: bool) -> dict[str, Any]:
             "403 404 409", (XID,), auth=a)},
         "/api/v1/executions/{execution_id}/retry": {"post": op(
             "Run a finished execution again.", ("202", "Retried", "Queued."), "403 404 409", (XID,), auth=a)},
+        "/api/v1/executions/{execution_id}/approve": {"post": op(
+            "Approve an execution awaiting approval: it is queued (held if its job is paused).",
+            ("200", "Decided", "Approved."), "400 403 404 409", (XID,), DECIDE_BODY, auth=a)},
+        "/api/v1/executions/{execution_id}/reject": {"post": op(
+            "Reject an execution awaiting approval: it ends rejected, a failure of its run.",
+            ("200", "Decided", "Rejected."), "400 403 404 409", (XID,), DECIDE_BODY, auth=a)},
         "/api/v1/executions/{execution_id}/skip": {"post": op(
             "Mark a failed execution succeeded so its children run.", ("200", "Skipped", "Skipped."),
             "403 404 409", (XID,), auth=a)},

@@ -14,6 +14,7 @@ from angora_rq.store import pausing
 from angora_rq.core.errors import NotFound
 from angora_rq.store.reloads import request_reload
 from angora_rq.store.schedules import leader_status, schedule_status
+from angora_rq.store.webhooks import deliveries
 
 bp = Blueprint("ops_api", __name__)
 MAX_NAME = 200
@@ -64,6 +65,14 @@ def schedules() -> Any:
         "leader": leader_status(ext.r, ext.keys),
         "schedules": schedule_status(ext.r, ext.keys, snap, time.time()),
     })
+
+
+@bp.get("/webhooks")
+def webhooks() -> Any:
+    """Every webhook of the definitions in force (the secret never shown) with its latest delivery attempts."""
+    ext = _ext()
+    snap = ext.snapshot()
+    return jsonify({"config_version": snap.version, "webhooks": deliveries(ext.r, ext.keys, snap.config.webhooks)})
 
 
 # -- pause and resume --------------------------------------------------------------------------------------

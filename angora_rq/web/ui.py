@@ -20,6 +20,7 @@ from angora_rq.core.messages import RUN_ID_RE
 from angora_rq.core.schema import FAILED, WAITING, Status
 from angora_rq.core.topics import topic_matches
 from angora_rq.store.schedules import leader_status, schedule_status
+from angora_rq.store.webhooks import deliveries
 
 bp = Blueprint("ui", __name__)
 
@@ -342,6 +343,16 @@ def next_fires(schedule: Any, now: float, count: int = NEXT_FIRES) -> list[float
     except ValueError:  # a cron expression croniter cannot follow
         pass
     return out
+
+
+@bp.get("/webhooks")
+def webhooks() -> str:
+    """The definitions' webhooks with their latest delivery attempts."""
+    ext = _ext()
+    snap = ext.snapshot()
+    hooks = deliveries(ext.r, ext.keys, snap.config.webhooks)
+    return render_template("webhooks.html", hooks=hooks, version=snap.version,
+                           leader=leader_status(ext.r, ext.keys) if hooks else None)
 
 
 @bp.get("/config")

@@ -107,13 +107,15 @@ class Processes:
 
 
 @pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Processes]]:
-    """`angora web` on a free port, a matcher and a worker, on this test's Redis db and definitions."""
+def system(angora_env: dict[str, str], tmp_path: Path,
+           request: pytest.FixtureRequest) -> Iterator[tuple[str, Processes]]:
+    """`angora web` on a free port, a matcher and a worker, on this test's Redis db and definitions (JOBS, or the
+    test's own through indirect parametrization)."""
     from angora_rq.processes.redis_server import free_port
 
     config = tmp_path / "config"
     config.mkdir()
-    (config / "demo.yml").write_text(JOBS)
+    (config / "demo.yml").write_text(getattr(request, "param", JOBS))
     env = dict(angora_env, ANGORA_CONFIG=str(config), ANGORA_RQ_DASHBOARD="full")
     procs = Processes(env, tmp_path)
     port = free_port()
@@ -253,4 +255,49 @@ def test_rq_dashboard_runs_under_the_csp_and_posts_with_the_token(system: tuple[
         page.click("#confirmation-modal-yes")
     assert answer.value.status == 200 and answer.value.json() == {"status": "OK"}
     screenshot(page, "browser-rq-dashboard.png")
+
+
+GATED = """\
+- name: build
+  triggers: [flow.start]
+  command: [sh, -c, 'echo "STAGE=built" >> "$ANGORA_OUTPUT"']
+  messages: [flow.built]
+  on_failure: [flow.failed]
+- name: deploy
+  triggers: [flow.built]
+  command: [sh, -c, 'echo "deploying $ANGORA_PARAM_STAGE"']
+  approval: true
+- name: notify
+  triggers: [flow.failed]
+  command: "true"
+"""
+
+
+@pytest.mark.parametrize("system", [GATED], indirect=True)
+def test_a_gate_is_approved_from_the_run_page(system: tuple[str, Processes], browser_page: Any) -> None:
+    base, procs = system
+    page = browser_page
+    page.goto(base + "/messages/new")
+    page.fill("#msg", "flow.start")
+    page.click("button:has-text('Send')")
+    page.wait_for_url("**/runs/*")
+    # The plan shows the gate and the failure branch from the start.
+    page.wait_for_selector("#graph [data-job='deploy'].gate")
+    assert page.locator("#graph path.edge.failure[data-from='build'][data-to='notify']").count() == 1
+    try:
+        page.wait_for_selector("#run-jobs tr[data-job='deploy'] td.decide button:has-text('Approve')",
+                               timeout=60_000)
+    except Exception as e:  # playwright's TimeoutError: say what the processes said
+        raise AssertionError(f"no Approve button: {e}\n{procs.logs()}") from e
+    assert node_statuses(page)["deploy"] == "awaiting_approval"
+    page.click("#run-jobs tr[data-job='deploy'] td.decide button:has-text('Approve')")
+    try:
+        page.wait_for_selector("#graph[data-finished='yes']", timeout=60_000)
+    finally:
+        screenshot(page, "browser-approval.png")
+    assert node_statuses(page) == {"build": "succeeded", "deploy": "succeeded", "notify": "not_triggered"}
+    page.click("#graph [data-job='deploy']")
+    page.wait_for_url("**/executions/*")
+    assert "approved by" in page.inner_text("#approval")
+    assert "deploying built" in page.text_content("#output")  # build's output reached deploy as a param
     assert not page.errors, page.errors  # type: ignore[attr-defined]

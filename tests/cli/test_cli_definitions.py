@@ -35,7 +35,7 @@ def test_jobs_graph_explain(tmp_path: Path) -> None:
     (tmp_path / "jobs.yml").write_text(GOOD)
     assert "a.done" in run("jobs", "--config", str(tmp_path)).output
     data = json.loads(run("graph", "--config", str(tmp_path), "--format", "json").output)
-    assert data["edges"] == [{"from": "a", "to": "b", "topic": "a.done"}]
+    assert data["edges"] == [{"from": "a", "to": "b", "topic": "a.done", "kind": "message"}]
     out = run("explain", "go", "--config", str(tmp_path)).output
     assert "'go' starts: a" in out and "b  <- a  [join" in out
     assert "starts no job" in run("explain", "nothing", "--config", str(tmp_path)).output

@@ -72,6 +72,7 @@ class Ended:
     ended: float = 0.0
     duration: float = 0.0
     tail: str = ""
+    output: bytes = b""
 
     @property
     def ok(self) -> bool:

@@ -285,6 +285,10 @@ def test_every_job_field() -> None:
           params: {TARGET: db1, N: 5}
           concurrency: 2
           replay_delay: 250ms
+          on_failure: [c.d]
+          approval: true
+          approval_timeout: 1h
+          on_approval_timeout: approve
           parent_success: false
     """
     _, _, problems = parse_text(textwrap.dedent(text), "f.yml")
@@ -298,6 +302,7 @@ def test_every_job_field() -> None:
         "description": "all the fields", "timeout": 7200.0, "queue": "high.prio-1",
         "env": {"LANG": "C", "PORT": "8080", "MODE": "0755", "FLAG": "yes"},  # the text as written
         "cwd": "/tmp", "params": {"TARGET": "db1", "N": "5"}, "concurrency": 2, "replay_delay": 0.25,
+        "on_failure": ["c.d"], "approval": True, "approval_timeout": 3600.0, "on_approval_timeout": "approve",
         "location": None}
 
 

@@ -51,7 +51,8 @@ def jobs(draw: st.DrawFn, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
                                "command": shlex.join(argv) if draw(st.booleans()) else argv}
     expected = dict(written, command=argv, log=None, messages=[], replay=None, parent_success=False,
                     description="", timeout=None, queue="default", env={}, cwd=None, params={},
-                    concurrency=None, replay_delay=1.0)
+                    concurrency=None, replay_delay=1.0, on_failure=[],
+                    approval=False, approval_timeout=None, on_approval_timeout="reject")
     optional = {
         "log": TEXT, "cwd": TEXT, "description": TEXT, "messages": st.lists(TOPIC, max_size=3),
         "replay": st.one_of(st.none(), st.integers(0, 10**9)), "parent_success": st.booleans(),

@@ -90,9 +90,10 @@ def test_a_skewed_scheduler_sends_each_tick_on_time_and_steals_no_lease(
         runs = runs_of(r, keys, "schedule:beat")
         ticks = sorted(int(h["tick"]) for h in runs)
         assert len(ticks) == len(set(ticks)), "a tick was sent twice"
-        # Sent at or after its time by Redis' clock, never 30 s early; and not 30 s late either.
+        # Sent at or after its time by Redis' clock, never 30 s early; and not 30 s late either (a loaded machine
+        # may be a few seconds late: the bound only has to tell a 30 s skew).
         assert all(float(h["created"]) * 1000 >= int(h["tick"]) for h in runs), runs
-        assert all(float(h["created"]) * 1000 - int(h["tick"]) < 5000 for h in runs), runs
+        assert all(float(h["created"]) * 1000 - int(h["tick"]) < 20000 for h in runs), runs
         covered = sorted(t - 1000 * i for h in runs for t in [int(h["tick"])] for i in range(int(h["covers"])))
         assert covered == list(range(covered[0], covered[-1] + 1000, 1000)), "a tick was lost"
     finally:
@@ -146,9 +147,36 @@ def test_a_replay_is_due_by_redis_clock_whoever_failed_and_whoever_promotes(
         replay = s.q.execution(first["next"])
         assert replay["status"] == "delayed"
         wait = float(r.hget(keys.execution(replay["id"]), "delay_until")) - now_of(r)
-        assert 15 < wait <= 20, f"due in {wait:.1f}s by Redis' clock; the job says 20 s"
+        assert 0 < wait <= 20, f"due in {wait:.1f}s by Redis' clock; the job says 20 s (a 30 s skew shows)"
         s.start("worker", "--name", "honest")  # its janitor, and the skewed one's, look at it for a while
         time.sleep(3)
         assert s.q.execution(replay["id"])["status"] == "delayed", "promoted early"
+    finally:
+        s.stop()
+
+
+GATE = """
+- name: gated
+  triggers: [clock.gate]
+  command: "true"
+  approval: true
+  approval_timeout: 20s
+"""
+
+
+@pytest.mark.parametrize("skew", SKEWS)
+def test_an_approval_deadline_is_by_redis_clock_whoever_creates_and_whoever_expires_it(
+        angora_env: dict[str, str], tmp_path: Path, r: redis.Redis, keys: Keys, skew: float) -> None:
+    s = System(angora_env, write_config(tmp_path / "config", GATE), tmp_path)
+    try:
+        skewed(s, -skew, "matcher")  # it sets the deadline; a fast or slow janitor looks at it
+        skewed(s, skew, "worker", "--name", "skewed")
+        rid = s.send("clock.gate")
+        gated = wait_for(lambda: [x for x in s.executions(rid) if x["status"] == "awaiting_approval"], 30,
+                         what=f"the gate ({s.logs()})")[0]
+        left = float(r.hget(keys.execution(gated["id"]), "approval_deadline")) - now_of(r)
+        assert 0 < left <= 20, f"decided in {left:.1f}s by Redis' clock; the job says 20 s (a 30 s skew shows)"
+        time.sleep(3)  # the skewed worker's janitor passes every second
+        assert s.q.execution(gated["id"])["status"] == "awaiting_approval", "decided early"
     finally:
         s.stop()

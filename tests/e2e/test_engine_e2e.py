@@ -5,36 +5,20 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
 from angora_rq.store.control import Control
 from angora_rq.core.settings import Settings
-from angora_testkit import System, pid_alive, wait_for, write_config
-
-Make = Callable[..., System]
+from angora_testkit import Make, pid_alive, systems, wait_for
 
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[Make]:
     """Factory: write definitions, start a matcher and N workers; everything is stopped afterwards."""
-    made: list[System] = []
-
-    def make(yaml_text: str, workers: int = 1, worker_args: tuple[str, ...] = (), matcher: bool = True,
-             extra_env: dict[str, str] | None = None) -> System:
-        cfg = write_config(tmp_path / "config", yaml_text.replace("{tmp}", str(tmp_path)))
-        s = System(dict(angora_env, **(extra_env or {})), cfg, tmp_path)
-        if matcher:
-            s.start("matcher")
-        for _ in range(workers):
-            s.start("worker", *worker_args)
-        made.append(s)
-        return s
-
-    yield make
-    for s in made:
-        s.stop()
+    with systems(angora_env, tmp_path) as make:
+        yield make
 
 
 def statuses(run: dict[str, Any]) -> dict[str, str]:

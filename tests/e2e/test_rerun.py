@@ -151,6 +151,7 @@ class Failed:
     """A command that exited 1 after 0.2 s (what finalize needs of an outcome)."""
 
     exit_code, signal, reason, started, ended, duration, tail, ok = 1, None, "exit 1", 1.0, 1.2, 0.2, "", False
+    output = b""
 
 
 def test_two_reruns_of_the_failed_jobs_at_once_start_them_once(redis_url: str, keys: Any, tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
         budget=budget, accepted_cap="", now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin,
         idem_ttl=60, fingerprint=fingerprint(msg), lease_value=lease_value, tick_ms=tick_ms, token=token,
         run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,
-        fields=field_pairs(msg.to_fields()),
+        fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(), outbox_cap=10,
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()
 

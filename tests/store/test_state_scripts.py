@@ -25,6 +25,7 @@ class Done:
     def __init__(self, code: int) -> None:
         self.exit_code, self.signal, self.reason = code, None, "exit"
         self.started, self.ended, self.duration, self.tail = 1000.5, 1001.0, 0.5, "out\n"
+        self.output = b""
 
     @property
     def ok(self) -> bool:

@@ -57,6 +57,7 @@ class Outcome:
     ended: float = 0.0
     duration: float = 0.25
     tail: str = ""
+    output: bytes = b""
 
     @property
     def ok(self) -> bool:

@@ -6,34 +6,43 @@
 -- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues work metrics
+-- KEYS: stream paused_jobs rq_queues work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
--- ARGV: data_head data_tail n_jobs n_messages n_dispatches batch...
+-- ARGV: run_prefix outbox_cap events_on data_head data_tail n_jobs n_messages n_dispatches batch...
+-- include: publish run_end
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
---   job (11 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
---     list, n rq fields, rq field pairs (created_at, enqueued_at, data, description and status are set per
---     execution; data is data_head .. id .. data_tail)
+--   job (12 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
+--     list, gate ('' = none; else an approval gate: its approval_timeout in seconds, or 'inf'), n rq fields,
+--     rq field pairs (created_at, enqueued_at, data, description and status are set per execution; data is
+--     data_head .. id .. data_tail)
 --   message (8): entry, run id, topic, origin, params, run key, run execs key, plan: '' (not a root message),
 --     '=' .. JSON (the caller read and merged the run's plan: write it) or '?' .. JSON (write it unless the run
 --     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
 --   dispatch (4): message number, job number, execution id, guard key ('' = none)
 -- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
 -- nothing. `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
--- Returns {executions created, then per plan conflict: message number, old plan}.
+-- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
+-- angora.execution.<status> and a run a message left with nothing in flight publishes how it ended.
+-- Returns {executions created, then per plan conflict: message number, old plan}. An approval gate's deadline is
+-- read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
+local function due_in(seconds)
+  local t = redis.call('TIME')
+  return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
+end
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
 local jobs = {}
 for j = 1, nj do
   local job = {name = ARGV[p], queue = ARGV[p + 1], spec = ARGV[p + 2], limit = ARGV[p + 3], stats = ARGV[p + 4],
-               execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], rq = {}, at = {},
-               n = 0, scores = {}}
-  local nrq = tonumber(ARGV[p + 9])
-  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 9 + i] end
+               execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], gate = ARGV[p + 9],
+               rq = {}, at = {}, n = 0, scores = {}}
+  local nrq = tonumber(ARGV[p + 10])
+  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 10 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
   job.paused = redis.call('SISMEMBER', paused_jobs, job.name) == 1
   jobs[j] = job
-  p = p + 10 + nrq * 2
+  p = p + 11 + nrq * 2
 end
 local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
 for m = 1, nm do
@@ -80,7 +89,8 @@ for d = 1, nd do
     canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1'
   end
   if msg.live and not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
-    local status = job.paused and STATUS.held or STATUS.queued
+    -- An approval gate waits for a person first (a pause is looked at once it is approved).
+    local status = job.gate ~= '' and STATUS.awaiting_approval or job.paused and STATUS.held or STATUS.queued
     local ek = exec_prefix .. id
     redis.call('HSET', ek, EXEC.id, id, EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status,
                EXEC.queue, job.queue, EXEC.topic, msg.topic, EXEC.entry, msg.entry, EXEC.origin, msg.origin,
@@ -91,10 +101,14 @@ for d = 1, nd do
     rq[at[RQJOB.created_at]], rq[at[RQJOB.enqueued_at]] = now_iso, now_iso
     rq[at[RQJOB.data]] = data_head .. id .. data_tail
     rq[at[RQJOB.description]] = job.name .. ' (run ' .. msg.run .. ', attempt 1)'
-    rq[at[RQJOB.status]] = job.paused and RQSTATUS.deferred or RQSTATUS.queued
+    rq[at[RQJOB.status]] = status == STATUS.queued and RQSTATUS.queued or RQSTATUS.deferred
     redis.call('HSET', rq_job_prefix .. id, unpack(rq))
     redis.call('EXPIRE', rq_job_prefix .. id, ttl)
-    if job.paused then
+    if job.gate ~= '' then
+      local deadline = job.gate == 'inf' and '' or due_in(job.gate)  -- by Redis' clock, not the matcher's
+      redis.call('HSET', ek, EXEC.approval_deadline, deadline)
+      redis.call('ZADD', approvals, deadline == '' and '+inf' or deadline, id)
+    elseif job.paused then
       redis.call('RPUSH', job.held, id)
     else
       -- Queued at the end, in this order, one RPUSH per queue.
@@ -122,6 +136,11 @@ for d = 1, nd do
     redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
     touched[msg.rkey] = msg.rexecs
     created = created + 1
+    if events_on ~= '' then
+      publish({events, stream, runs, outbox, work, accepted, unsettled},
+              {EVENT.execution .. status, now, run_prefix, outbox_cap, msg.run, 'status', status, 'job', job.name,
+               'execution_id', id})
+    end
   end
 end
 for m = 1, nm do
@@ -129,6 +148,10 @@ for m = 1, nm do
   if msgs[m].live and not msgs[m].absorbed then
     redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
     moved = moved - 1
+    if events_on ~= '' then
+      run_end({msgs[m].rkey, events, stream, runs, outbox, work, accepted, unsettled},
+              {msgs[m].run, now, run_prefix, outbox_cap})
+    end
   end
 end
 for rkey, rexecs in pairs(touched) do

@@ -2,8 +2,9 @@
 -- idempotency key, a repeat gets the first answer back and sends nothing (even over budget, since it adds no work):
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
--- KEYS: stream run runs work accepted idem unsettled
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fields...
+-- KEYS: stream run runs work accepted idem unsettled events outbox
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint run_prefix outbox_cap fields...
+-- include: publish
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
 -- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
@@ -11,7 +12,8 @@
 -- fields: the entry's field/value pairs.
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
--- (another fingerprint). Without a key, each call adds an entry (the run is created once).
+-- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
+-- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's).
 if idem ~= '' then
   local first = redis.call('GET', idem)
   if first then
@@ -36,6 +38,8 @@ redis.call('INCR', accepted)
 if redis.call('HSETNX', run, RUN.created, now) == 1 then
   redis.call('HSET', run, RUN.run_id, run_id, RUN.topic, topic, RUN.origin, origin)
   redis.call('ZADD', runs, now, run_id)
+  publish({events, stream, runs, outbox, work, accepted, unsettled},
+          {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 end
 if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
 redis.call('HINCRBY', unsettled, run_id, 1)

@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const LIVE = new Set(["held", "queued", "delayed", "running"]);
+  const LIVE = new Set(["held", "queued", "delayed", "running", "awaiting_approval"]);
   const POLL_MS = 1000;
 
   /** The session's CSRF token from the layout's <meta>. */

@@ -9,7 +9,7 @@
   const GLYPH = {
     succeeded: "\u2713", skipped: "\u21b7", failed: "\u2717", killed: "\u2717", upstream_failed: "\u2298",
     running: "\u25b6", queued: "\u2026", held: "\u2016", delayed: "\u231b", replaying: "\u21bb",
-    pending: "\u25cb", not_triggered: "\u2013", canceled: "\u2298",
+    pending: "\u25cb", not_triggered: "\u2013", canceled: "\u2298", awaiting_approval: "\u270b", rejected: "\u2717",
   };
 
   // -- layout (pure) -------------------------------------------------------------------------------------
@@ -231,32 +231,36 @@
     el("path", { d: "M0,0 L8,4 L0,8 z", class: "arrowhead" }, marker);
     const root = el("g", { class: "viewport" }, svg);
     const edgeLayer = el("g", { class: "edges" }, root);
-    const links = new Map();  // one path per pair of jobs, naming every topic that links them
-    for (const [a, b, label] of edges) {
+    const links = new Map();  // one path per pair of jobs and kind, naming every topic that links them
+    for (const [a, b, label, kind] of edges) {
       if (!lay.pos.has(a) || !lay.pos.has(b) || a === b) continue;
-      const key = JSON.stringify([a, b]);
-      if (!links.has(key)) links.set(key, { a, b, labels: [] });
+      const failure = kind === "failure";
+      const key = JSON.stringify([a, b, failure]);
+      if (!links.has(key)) links.set(key, { a, b, failure, labels: [] });
       if (label) links.get(key).labels.push(label);
     }
-    for (const [key, { a, b, labels }] of links) {
-      const route = lay.routes.get(key);
-      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b), route), class: route.back ? "edge back" : "edge",
+    for (const { a, b, failure, labels } of links.values()) {
+      const route = lay.routes.get(JSON.stringify([a, b]));
+      const cls = `edge${route.back ? " back" : ""}${failure ? " failure" : ""}`;
+      const path = el("path", { d: edgePath(lay.pos.get(a), lay.pos.get(b), route), class: cls,
         "marker-end": "url(#arrow)", "data-from": a, "data-to": b }, edgeLayer);
-      el("title", {}, path).textContent = `${a} \u2192 ${b}${labels.length ? ` (${labels.join(", ")})` : ""}`;
+      const what = failure ? " on failure" : "";
+      el("title", {}, path).textContent = `${a} \u2192 ${b}${what}${labels.length ? ` (${labels.join(", ")})` : ""}`;
     }
     const nodeLayer = el("g", { class: "nodes" }, root);
     const out = new Map();
     for (const n of nodes) {
       const p = lay.pos.get(n.id);
       const href = options.href ? options.href(n) : null;
-      const g = el(href ? "a" : "g", { class: `node kind-${n.kind || "job"}`, transform: `translate(${p.x},${p.y})`,
-        "data-job": n.id }, nodeLayer);
+      const g = el(href ? "a" : "g", { class: `node kind-${n.kind || "job"}${n.gate ? " gate" : ""}`,
+        transform: `translate(${p.x},${p.y})`, "data-job": n.id }, nodeLayer);
       if (href) g.setAttribute("href", href);
       else { g.setAttribute("tabindex", "0"); g.setAttribute("role", "button"); }
       el("rect", { width: NODE_W, height: NODE_H, rx: "5" }, g);
       el("text", { x: "8", y: String(NODE_H / 2 + 4), class: "label" }, g).textContent = shorten(n.label || n.id);
       el("text", { x: String(NODE_W - 8), y: String(NODE_H / 2 + 4), class: "glyph", "text-anchor": "end" }, g);
-      el("title", {}, g).textContent = n.title ? `${n.label || n.id}: ${n.title}` : n.label || n.id;
+      const gate = n.gate ? " (approval gate)" : "";
+      el("title", {}, g).textContent = n.title ? `${n.label || n.id}${gate}: ${n.title}` : `${n.label || n.id}${gate}`;
       out.set(n.id, g);
     }
     return { nodes: out, layout: lay };
@@ -267,7 +271,8 @@
     g.setAttribute("class", g.getAttribute("class").replace(/\s*st-\S+/g, "") + ` st-${status}`);
     g.dataset.status = status;
     g.querySelector("text.glyph").textContent = GLYPH[status] || "";
-    g.querySelector("title").textContent = `${name}: ${status.replace(/_/g, " ")}`;
+    const gate = g.classList.contains("gate") ? " (approval gate)" : "";
+    g.querySelector("title").textContent = `${name}${gate}: ${status.replace(/_/g, " ")}`;
     if (g.tagName === "a") g.setAttribute("href", execution ? `/executions/${execution}` : `/jobs/${encodeURIComponent(name)}`);
     g.setAttribute("aria-label", `${name}: ${status.replace(/_/g, " ")}`);
   }
@@ -346,7 +351,11 @@
     for (const name of Object.keys(run.jobs || {})) if (!ids.includes(name)) ids.push(name);
     const edges = [];
     for (const child of ids) for (const p of (plan.parents || {})[child] || []) if (ids.includes(p)) edges.push([p, child]);
-    return { nodes: ids.map((id) => ({ id, kind: "job" })), edges };
+    for (const child of ids) {
+      for (const p of (plan.failure_parents || {})[child] || []) if (ids.includes(p)) edges.push([p, child, "", "failure"]);
+    }
+    const gates = new Set(plan.gates || []);
+    return { nodes: ids.map((id) => ({ id, kind: "job", gate: gates.has(id) })), edges };
   }
 
   /** Nothing of the run is in flight any more (runs.summarize: active <= 0). */
@@ -367,6 +376,24 @@
     return a;
   }
 
+  /** Approve and Reject buttons for an execution awaiting approval (forms angora.js posts). */
+  function decideForms(execution) {
+    return [["approve", "Approve", "primary", ""], ["reject", "Reject", "danger", "Reject this execution? Its run fails."]]
+      .map(([verb, label, cls, confirm]) => {
+        const form = document.createElement("form");
+        form.className = "action";
+        form.dataset.post = `/api/v1/executions/${encodeURIComponent(execution)}/${verb}`;
+        form.dataset.then = "reload";
+        if (confirm) form.dataset.confirm = confirm;
+        const button = document.createElement("button");
+        button.type = "submit"; button.className = cls; button.textContent = label;
+        const out = document.createElement("output");
+        out.className = "result"; out.setAttribute("aria-live", "polite");
+        form.append(button, out);
+        return form;
+      });
+  }
+
   /** Bring the jobs table in step with the run (adding rows for jobs that appeared). */
   function updateJobsTable(table, run, names) {
     const body = table.tBodies[0];
@@ -379,12 +406,18 @@
         th.scope = "row";
         th.appendChild(link(`/jobs/${encodeURIComponent(name)}`, name));
         row.appendChild(th);
-        ["status", "exec", "num attempts"].forEach((cls) => { row.insertCell().className = cls; });
+        ["status", "exec", "num attempts", "decide"].forEach((cls) => { row.insertCell().className = cls; });
       }
       const j = run.jobs[name] || { status: "pending", execution: null, executions: 0 };
       row.querySelector(".status").replaceChildren(window.Angora.badge(j.status));
       row.querySelector(".exec").replaceChildren(j.execution ? link(`/executions/${j.execution}`, j.execution.slice(0, 12), true) : "");
       row.querySelector(".attempts").textContent = String(j.executions || 0);
+      const decide = row.querySelector(".decide");
+      const key = j.status === "awaiting_approval" && j.execution ? j.execution : "";
+      if (decide && decide.dataset.key !== key) {  // rebuilt only when it changes: a click in progress survives
+        decide.dataset.key = key;
+        decide.replaceChildren(...(key ? decideForms(key) : []));
+      }
     }
   }
 
@@ -470,9 +503,9 @@
   function normalizeGraph(g) {
     const nodes = (g.nodes || []).map((n) => (typeof n === "string" ? { id: n, kind: "job" }
       : { id: n.id ?? n.name, label: n.label ?? n.name ?? n.id, kind: n.kind ?? n.type ?? "job",
-        title: n.description || "" }));
-    const edges = (g.edges || []).map((e) => (Array.isArray(e) ? [e[0], e[1], e[2]]
-      : [e.source ?? e.from ?? e.parent, e.target ?? e.to ?? e.child, e.topic ?? e.message ?? e.label]));
+        title: n.description || "", gate: Boolean(n.approval) }));
+    const edges = (g.edges || []).map((e) => (Array.isArray(e) ? [e[0], e[1], e[2], e[3]]
+      : [e.source ?? e.from ?? e.parent, e.target ?? e.to ?? e.child, e.topic ?? e.message ?? e.label, e.kind]));
     return { nodes, edges };
   }
 
