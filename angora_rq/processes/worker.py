@@ -41,6 +41,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
 from angora_rq.core.execution import FENCED, Claimed
 from angora_rq.store.events import OUTBOX_CAP, Events
+from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
@@ -52,6 +53,9 @@ SPILL_SCAN_EVERY = 2.0
 # Of the heartbeat's TTL, what is not counted on when deciding that no janitor can have taken this worker's
 # executions (the beat's transit, a clock that drifts): past it, records are written only after a check.
 ALIVE_MARGIN = 0.4  # of the TTL: 2 s of the default 5 s
+# The heartbeat thread stands in for a loop that is late with its beat (a slow pass, a starved CPU), but not for
+# one stuck this many TTLs (30 s of the default 5 s): then the lease lapses and a janitor replays what it holds.
+LOOP_STUCK = 6
 
 
 @dataclass
@@ -121,7 +125,10 @@ class AngoraWorker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._last_beat = 0.0
+        self._last_beat = 0.0  # when the loop last beat and did its housekeeping (time.time())
+        self._beat_sent = 0.0  # when the last beat that Redis acknowledged was sent, by anyone (time.monotonic())
+        self._loop_at = time.monotonic()  # when the loop last began a step
+        self._beat_lock = threading.Lock()
         self._last_tail = 0.0
         self._next_spill_scan = 0.0
         self._alive_until = 0.0  # monotonic time until which this worker's heartbeat key surely exists
@@ -160,6 +167,7 @@ class AngoraWorker:
         self.fence.start()
         self._attempt(self._register)
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
+        threading.Thread(target=self._beater, name="angora-heartbeat", daemon=True).start()
 
     def done(self) -> bool:
         """True when the loop should end: nothing running, and nothing unrecorded unless the grace is over."""
@@ -210,7 +218,7 @@ class AngoraWorker:
         """Leave: the heartbeat goes, and the janitor step for this worker replays whatever its inflight list
         still holds (nothing, normally) and removes its name."""
         try:
-            with self.r.pipeline() as p:
+            with self._beat_lock, self.r.pipeline() as p:  # no beat of the heartbeat thread lands after this
                 p.delete(self.keys.worker_alive(self.name))
                 p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
                 p.execute()
@@ -240,6 +248,7 @@ class AngoraWorker:
     # -- one iteration ----------------------------------------------------------------------------
     def step(self, max_wait: float = 1.0) -> int:
         """Claim work for free slots, wait for something to happen, record what finished."""
+        self._loop_at = time.monotonic()
         now = time.time()
         claimed = 0
         if self._online(now) and not self.stopping and not self._claimed_at_reap:
@@ -371,15 +380,16 @@ class AngoraWorker:
         if free > 0 and not self.stopping:
             # The next claim rides in the same round trip as this batch's records.
             claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
+        guard = still_ours(self.keys, self.name, [u.xid for u in batch])
         with self.r.pipeline() as pipe:
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
             count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
                 if claim is None:
-                    self.link.execute(pipe)
+                    written, _ = self.link.execute_then(pipe, None, guard)
                 else:
-                    _, reply = claim.run_after(self.link, pipe)
+                    written, reply = claim.run_after(self.link, pipe, guard)
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
@@ -388,6 +398,13 @@ class AngoraWorker:
         if claim is not None:
             self._start_claimed(reply)
             self._claimed_at_reap = True
+        if written is None:
+            # Some execution was no longer ours (replayed by a janitor while this process stalled): nothing was
+            # written; each end goes again on its own, fenced, and a refused one is kept as `late`.
+            log.warning("worker %s: %d end(s) not recorded in one go: some execution is no longer ours",
+                        self.name, len(batch))
+            self.outbox.doubt(batch)
+            return
         try:
             replicated = self._replicated()
         except BaseException:
@@ -507,6 +524,7 @@ class AngoraWorker:
     def _housekeeping(self, now: float) -> None:
         if self.outage.down or now - self._last_beat >= self.settings.heartbeat_every:
             self._beat(now)
+            self._last_beat = now
             if time.monotonic() >= self._next_spill_scan:
                 # Before the janitor: ends on disk are recorded before it replays their executions.
                 self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
@@ -518,6 +536,10 @@ class AngoraWorker:
 
     def _beat(self, now: float) -> None:
         """Refresh the heartbeat; notice when a janitor took this worker for dead meanwhile."""
+        with self._beat_lock:
+            self._beat_locked(now)
+
+    def _beat_locked(self, now: float) -> None:
         sent = time.monotonic()
         with self.r.pipeline() as p:
             p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
@@ -528,18 +550,34 @@ class AngoraWorker:
             if not self.active:
                 self._show_state(busy=False, pipe=p)
             added = p.execute()[1]
-        self._last_beat = now
-        self._alive_until = sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN)
-        self.fence.renewed(sent)
+        self._beat_sent = max(self._beat_sent, sent)
         if added and self._registered:
             # Only a janitor removes a live worker's name: it has replayed what this worker held, so each of
-            # those ends is written only if its execution is still ours.
+            # those ends is written only if its execution is still ours (before this beat makes them look sure).
             log.warning("worker %s: taken for dead while Redis was out of reach; its executions were replayed",
                         self.name)
-            for a in self.active.values():
+            for a in list(self.active.values()):
                 a.checked = True
             self.outbox.doubt()
+        self._alive_until = max(self._alive_until, sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN))
+        self.fence.renewed(sent)
         self._registered = True
+
+    def _beater(self) -> None:
+        """The heartbeat's own thread: beat whenever the loop is late with it (a pass slowed by a big janitor
+        chore, a starved CPU), so a live worker is not taken for lost and its executions run twice; not for a loop
+        stuck LOOP_STUCK TTLs (its lease then lapses, as a dead worker's)."""
+        every, stuck = self.settings.heartbeat_every, self.settings.worker_ttl * LOOP_STUCK
+        while not self._quit_waiter.wait(every / 4):
+            late = time.monotonic() - self._beat_sent >= every
+            if not late or not self._registered or time.monotonic() - self._loop_at > stuck:
+                continue
+            try:
+                with self._beat_lock:
+                    if not self._quit_waiter.is_set():
+                        self._beat_locked(time.time())
+            except Exception as e:  # never let the thread die; the loop notices an outage itself
+                log.debug("worker %s: heartbeat thread: %s", self.name, e)
 
     def _live_tails(self, now: float) -> None:
         """Copy the output tail of commands running for over a second into Redis, for the UI's live view."""

@@ -82,19 +82,23 @@ class Link:
         The pipeline only records (`pipe.hset(...)` etc.); its own execute() would add ~10 us per command. Every
         reply is read before the first error is raised, so the connection stays in step.
         """
-        return self.execute_then(pipe, None)[0]
+        replies = self.execute_then(pipe, None)[0]
+        return [] if replies is None else replies
 
-    def execute_then(self, pipe: Pipeline, then: Optional[Sequence[Any]]) -> tuple[list[Any], Any]:
+    def execute_then(self, pipe: Pipeline, then: Optional[Sequence[Any]],
+                     before: Sequence[Sequence[Any]] = ()) -> tuple[Optional[list[Any]], Any]:
         """execute(pipe), plus one more command in the same round trip, after the transaction.
 
         Returns the pipeline's replies and that command's reply, or the error it got (returned, not raised: the
-        pipeline's writes are done either way and the caller decides).
+        pipeline's writes are done either way and the caller decides). `before`: commands sent ahead of the
+        transaction (a WATCH and its check); the replies are None when they aborted it (nothing was written).
         """
         commands = [args for args, _ in pipe.command_stack]
         pipe.reset()
         if pipe.transaction and commands:
             commands = [("MULTI",), *commands, ("EXEC",)]
         n = len(commands)
+        commands = [*before, *commands] if n else commands
         if then is not None:
             commands.append(then)
         if not commands:
@@ -112,11 +116,16 @@ class Link:
             self._drop()
             raise
         last = replies.pop() if then is not None else None
+        error = next((x for x in replies if isinstance(x, Exception)), None)
+        if n and before:
+            replies = replies[len(before):]
         if pipe.transaction and n and isinstance(replies[-1], list):
             replies = replies[-1]
-        error = next((x for x in replies if isinstance(x, Exception)), None)
+            error = error or next((x for x in replies if isinstance(x, Exception)), None)
         if error is not None:
             raise error
+        if pipe.transaction and n and replies[-1] is None:
+            return None, last  # EXEC answered nil: a WATCH of `before` aborted the transaction
         return replies, last
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from angora_rq.core.execution import Claimed
 from angora_rq.processes.janitor import Janitor
 from angora_rq.processes.worker import claim_call
 from angora_rq.store import pausing
+from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import REAP
 from angora_rq.store.state import State
@@ -251,6 +252,40 @@ def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -
     assert reap(r, keys, "w1") == 0  # run twice (two janitors): no execution is orphaned twice
     assert ids(r, keys.orphans()) == ["a", "b"] and not r.exists(keys.worker_inflight("w1"))
     assert r.smembers(keys.workers()) == {b"w2"}
+
+
+# -- STILL_OURS (the guard of a worker's usual transaction of records) -------------------------------------------
+
+def records(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> object:
+    """A worker's transaction recording each execution as succeeded, guarded; None when Redis aborted it."""
+    with r.pipeline() as pipe:
+        for xid in xids:
+            State(keys, SETTINGS).finalize(pipe, Claimed.from_hash(h(r, keys.execution(xid))), Done(), 3000.0,
+                                           worker=worker)
+        return Link(r).execute_then(pipe, None, still_ours(keys, worker, xids))[0]
+
+
+def test_still_ours_lets_a_workers_records_through_while_every_execution_is_its_own(
+        r: redis.Redis, keys: Keys) -> None:
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    assert records(r, keys, xs) is not None
+    assert [h(r, keys.execution(x))["status"] for x in xs] == ["succeeded", "succeeded"]
+
+
+def test_still_ours_aborts_the_records_of_an_execution_a_janitor_took_meanwhile(r: redis.Redis, keys: Keys) -> None:
+    """The worker stalled after reckoning its heartbeat alive; meanwhile a janitor recorded one execution lost
+    and replayed it: nothing of the batch is written (the worker writes each end again, fenced)."""
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    r.sadd(keys.workers(), "w1")
+    assert reap(r, keys, "w1") == 2  # its heartbeat key is gone
+    Janitor(r, keys, SETTINGS).replay_orphans(2500.0)
+    lost = [h(r, keys.execution(x)) for x in xs]
+    assert records(r, keys, xs) is None
+    assert [h(r, keys.execution(x)) for x in xs] == lost  # untouched: still `worker lost`
+    assert not [f for f in h(r, keys.job_stats("load")) if f.startswith("h:succeeded")]  # not counted either
+    assert records(r, keys, xs, worker="w2") is None  # nor is anyone else's batch let through
 
 
 # -- RESUME ----------------------------------------------------------------------------------------------------
