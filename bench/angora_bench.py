@@ -25,10 +25,12 @@ from angora_rq.core import keys as K
 from angora_rq.store.bus import send, send_in
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
+from angora_rq.core.schema import Exec, Run
+from angora_rq.store.runindex import RunIndex
 from angora_rq.processes.redis_server import free_port
 
-from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, rss_mib, tree_pss_mib, tree_rss_mib,
-                     wait_until)
+from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, redis_cpu_seconds, rss_mib,
+                     tree_pss_mib, tree_rss_mib, wait_until)
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
 WARMUP = 50  # messages sent and finished before a measurement starts
@@ -253,16 +255,18 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
             polls[0] += 1
             return _succeeded(r, keys, "bench_true") >= WARMUP + n
 
-        c0 = commands_total(r)
+        c0, rcpu0 = commands_total(r), redis_cpu_seconds(r)
         t0 = time.perf_counter()
         sender = threading.Thread(target=send_n, args=(n,))
         sender.start()
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
         sender.join()
         cmds = commands_total(r) - c0 - polls[0] - 1
+        redis_cpu = redis_cpu_seconds(r) - rcpu0  # the polls' reads included: a few us each
         failed = int(_counts(r, keys, "bench_true")["failed"])
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
+            "redis_cpu_us_per_job": redis_cpu / n * 1e6,
             "failed": failed, "workers": workers, "via": via}
 
 
@@ -321,9 +325,9 @@ def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
                 if i == 10:
                     start_ms.clear()
                     chain_ms.clear()
-                start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", "started"))
+                start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", Exec.started))
                 time.sleep(0.01)
-                chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", "ended"))
+                chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", Exec.ended))
                 time.sleep(0.01)
         finally:
             client.close()
@@ -340,9 +344,9 @@ def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job
         raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
     run_id = json.loads(body)["run_id"]
     run_key = keys.run(run_id)
-    xid = wait_until(lambda: r.hget(run_key, f"e:{job}"), 30, 0.0005, f"{job} to be dispatched")
-    xid = r.hget(run_key, f"e:{job}").decode()
-    wait_until(lambda: r.hget(keys.execution(xid), "ended"), 30, 0.0005, f"{job} to finish")
+    xid = wait_until(lambda: r.hget(run_key, Run.job_execution + job), 30, 0.0005, f"{job} to be dispatched")
+    xid = r.hget(run_key, Run.job_execution + job).decode()
+    wait_until(lambda: r.hget(keys.execution(xid), Exec.ended), 30, 0.0005, f"{job} to finish")
     return (float(r.hget(keys.execution(xid), field)) - t0) * 1000
 
 
@@ -384,12 +388,18 @@ def memory(url: str, log_dir: Path, n: int = 2000) -> dict[str, Any]:
     r = redis.Redis.from_url(url)
     keys = Keys("angora")
     with system(url, log_dir, workers=1) as s:
+        # What one more execution costs, not what the first ones set up once (scripts, definitions, statistics).
+        _send_api(r, keys, WARMUP)
+        wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP, 60, 0.01, "warm-up jobs to finish")
+        RunIndex(r, keys).settle()
         before = _used_memory(r)
         _send_api(r, keys, n)
-        wait_until(lambda: _succeeded(r, keys, "bench_true") >= n, max(60.0, n / 20), 0.01, "jobs to finish")
+        wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP + n, max(60.0, n / 20), 0.01,
+                   "jobs to finish")
         time.sleep(3)  # let the worker settle (heartbeats, live tails) before reading its size
         pid = s["pids"]["worker0"]
         worker_mib, worker_tree_mib, worker_tree_pss = rss_mib(pid), tree_rss_mib(pid), tree_pss_mib(pid)
+        RunIndex(r, keys).settle()  # every run in its run indexes, as the janitor has it within seconds
         per_exec = (_used_memory(r) - before) / n
     before = _used_memory(r)
     _fill_stream(r, keys, n)

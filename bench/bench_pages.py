@@ -23,6 +23,8 @@ from typing import Any
 import redis
 
 from angora_rq.core.keys import Keys
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.schema import Defs, Exec, JobStats, Run
 from angora_rq.processes.redis_server import RedisServer, free_port
 from angora_rq.core.settings import Settings
 from angora_rq.store.runindex import RunIndex
@@ -32,6 +34,7 @@ RUNS = 2_000
 BATCH = 5_000
 HOT = "hot_job"
 TARGET_MS = 100.0
+VERSION = "benchversion"
 
 
 def definitions(folder: Path, jobs: int) -> list[str]:
@@ -52,6 +55,7 @@ def fill_executions(r: redis.Redis, keys: Keys, count: int, runs: list[str]) -> 
     now = time.time()
     ids = []
     spec = json.dumps({"name": HOT, "triggers": ["bench.start"], "command": ["echo", "hot"], "messages": []})
+    r.hset(keys.definitions(VERSION), Defs.job + HOT, spec)
     for start in range(0, count, BATCH):
         with r.pipeline(transaction=False) as p:
             for i in range(start, min(count, start + BATCH)):
@@ -61,14 +65,15 @@ def fill_executions(r: redis.Redis, keys: Keys, count: int, runs: list[str]) -> 
                 ok = i % 10 != 0
                 run = runs[i % len(runs)]
                 fields: dict[Any, Any] = {
-                    "id": xid, "job": HOT, "run": run, "attempt": 1, "status": "succeeded" if ok else "failed",
-                    "queue": "default", "topic": "bench.start", "origin": "bench", "params": "{}", "spec": spec,
-                    "created": repr(created), "queued": repr(created), "started": repr(created + 0.01),
-                    "ended": repr(created + 1.2), "duration": "1.190000", "exit_code": 0 if ok else 1,
-                    "reason": "exit", "tail": f"line {i}\n" * 20, "worker": "bench", "host": "bench"}
+                    Exec.job: HOT, Exec.run: run, Exec.attempt: 1, Exec.status: "succeeded" if ok else "failed",
+                    Exec.queue: "default", Exec.topic: "bench.start", Exec.origin: "bench",
+                    Exec.config_version: VERSION, Exec.created: repr(created), Exec.started: repr(created + 0.01),
+                    Exec.ended: repr(created + 1.2), Exec.duration: "1.190000", Exec.exit_code: 0 if ok else 1,
+                    Exec.reason: "exit", Exec.worker: "bench", Exec.host: "bench"}
                 p.hset(keys.execution(xid), mapping=fields)
-                p.zadd(keys.job_executions(HOT), {xid: created})
-                p.zadd(keys.run_executions(run), {xid: created})
+                p.set(keys.tail(xid), f"line {i}\n" * 20)
+                p.lpush(keys.job_executions(HOT), xid)
+                p.hset(keys.run(run), Run.execution + xid, HOT)
             p.execute()
     return ids
 
@@ -76,24 +81,24 @@ def fill_executions(r: redis.Redis, keys: Keys, count: int, runs: list[str]) -> 
 def fill_runs(r: redis.Redis, keys: Keys, names: list[str], runs: list[str], last: str) -> None:
     """Runs whose plan holds every job, each job with a status and its latest execution: one run in ten failed,
     one in ten still running, the others succeeded. Each is marked unsettled, as SEND marks a new run."""
-    plan = {"jobs": names, "parents": {n: ([] if n == HOT else [HOT]) for n in names},
-            "depth": {n: (0 if n == HOT else 1) for n in names}}
+    plan = json.dumps({"jobs": names, "parents": {n: ([] if n == HOT else [HOT]) for n in names},
+                       "depth": {n: (0 if n == HOT else 1) for n in names}})
+    r.hset(keys.definitions(VERSION), Defs.plan + plan_ref(plan), plan)
     now = time.time()
     with r.pipeline(transaction=False) as p:
         for k, run in enumerate(runs):
             live = k % 10 == 1
-            fields: dict[Any, Any] = {"run_id": run, "created": repr(now - k), "topic": "bench.start",
-                                      "origin": "bench", "plan": json.dumps(plan), "params": "{}",
-                                      "active": 1 if live else 0}
+            fields: dict[Any, Any] = {Run.created: repr(now - k), Run.topic: "bench.start", Run.origin: "bench",
+                                      Run.plan: plan_ref(plan), Run.config_version: VERSION,
+                                      Run.active: 1 if live else 0}
             for j, name in enumerate(names):
                 status = "succeeded"
                 if k % 10 == 0 and j == k % len(names):
                     status = "failed"
                 elif live and j > len(names) // 2:
                     status = "running" if j % 2 else "queued"
-                fields[f"s:{name}"] = status
-                fields[f"e:{name}"] = last
-                fields[f"n:{name}"] = 1
+                fields[Run.job_status + name] = status
+                fields[Run.job_execution + name] = last
             p.hset(keys.run(run), mapping=fields)
             p.zadd(keys.runs(), {run: now - k})
             p.hincrby(keys.runs_unsettled(), run, 1)
@@ -106,10 +111,10 @@ def fill_stats(r: redis.Redis, keys: Keys, names: list[str], last: str, runs: li
         for name in names:
             ok = count - count // 10 if name == HOT else 90
             p.hset(keys.job_stats(name), mapping={
-                "last_status": "succeeded", "last_execution": last, "last_run": runs[0],
-                "last_started": repr(time.time() - 5), "last_ended": repr(time.time() - 4),
-                "last_duration": "1.190000", "succeeded": ok, "failed": count // 10 if name == HOT else 10,
-                "total": ok + (count // 10 if name == HOT else 10)})
+                JobStats.last_status: "succeeded", JobStats.last_execution: last, JobStats.last_run: runs[0],
+                JobStats.last_started: repr(time.time() - 5), JobStats.last_ended: repr(time.time() - 4),
+                JobStats.last_duration: "1.190000", JobStats.succeeded: ok,
+                JobStats.failed: count // 10 if name == HOT else 10})
         p.execute()
 
 

@@ -41,6 +41,12 @@ def commands_total(r: redis.Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
 
 
+def redis_cpu_seconds(r: redis.Redis) -> float:
+    """CPU the Redis server has used so far (INFO cpu: user + system, main thread and children)."""
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.002, what: str = "",
                procs: Optional["Procs"] = None) -> float:
     """Poll predicate until truthy; return the perf_counter time it became true.

@@ -113,7 +113,8 @@ class Bench:
         return {k: summary([r[k] for r in runs])["median"] for k in runs[0]} | {"runs": runs}
 
     def memory(self) -> dict[str, Any]:
-        return {"angora": A.memory(self.db(), self.logs("angora"), self.args.jobs),
+        # At least 2,000: with fewer, the steps in which Redis grows its tables move the figure by +-20%.
+        return {"angora": A.memory(self.db(), self.logs("angora"), max(self.args.jobs, 2000)),
                 "peers": P.idle_rss(self.db(), self.logs("peers"))}
 
     def close(self) -> None:
@@ -177,20 +178,21 @@ def table(res: dict[str, Any]) -> str:
              f"rq {res['machine']['rq']}; repetitions: {res['args']['reps']} (medians; spread in the JSON)", ""]
     tp = res.get("throughput")
     if tp:
-        lines += ["| throughput (trivial `true` jobs) | jobs/s | spread | Redis cmds/job | Angora /send is | "
-                  "Angora API is |", "|---|---:|---:|---:|---:|---:|"]
+        lines += ["| throughput (trivial `true` jobs) | jobs/s | spread | Redis cmds/job | Redis CPU us/job | "
+                  "Angora /send is | Angora API is |", "|---|---:|---:|---:|---:|---:|---:|"]
         http = get(res, "throughput.angora_http.jobs_per_s")
         api = get(res, "throughput.angora_api.jobs_per_s")
         for name, d in tp.items():
             if "skipped" in d:
-                lines.append(f"| {name} | skipped: {d['skipped']} | | | | |")
+                lines.append(f"| {name} | skipped: {d['skipped']} | | | | | |")
                 continue
             rate, cmds = d.get("jobs_per_s"), d.get("redis_cmds_per_job")
             spread = d.get("jobs_per_s_spread", {})
             rng = f"{spread['min']:,.0f}-{spread['max']:,.0f}" if _num(spread.get("min")) else ""
             rel = [f"{a / rate:.2f}x" if _num(a) and _num(rate) and not name.startswith("angora") else ""
                    for a in (http, api)]
-            lines.append(f"| {name} | {rate:,.0f} | {rng} | {_f(cmds)} | {rel[0]} | {rel[1]} |")
+            lines.append(f"| {name} | {rate:,.0f} | {rng} | {_f(cmds)} | {_f(d.get('redis_cpu_us_per_job'))} | "
+                         f"{rel[0]} | {rel[1]} |")
         lines.append("")
     dp = res.get("dispatch")
     if dp:

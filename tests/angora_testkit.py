@@ -14,7 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import redis
 
+from angora_rq.core.codec import to_str_dict
+from angora_rq.core.schema import Exec, JobStats, Names, Run
 from angora_rq.store.bus import send
 from angora_rq.store.connection import client_for
 from angora_rq.core.keys import Keys
@@ -97,10 +100,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 class System:
     """A matcher and workers as child processes on the test's own Redis db and key prefix."""
 
-    def __init__(self, env: dict[str, str], config: Path, workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], config: Path, workdir: Path, cwd: Optional[Path] = None) -> None:
         self.env = dict(env, ANGORA_CONFIG=str(config))
         self.config = config
         self.workdir = workdir
+        self.cwd = cwd  # where its processes start (`python -m` puts it first on their path)
         self.keys = Keys(env["ANGORA_PREFIX"])
         self.r = client_for(env["REDIS_URL"])  # redis+sentinel:// too
         self.q = Queries(self.r, self.keys)
@@ -116,7 +120,7 @@ class System:
         self._n += 1
         name = f"{role}{self._n}"
         out = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})),
+        proc = subprocess.Popen(argv, env=dict(self.env, **(extra_env or {})), cwd=self.cwd,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
@@ -163,7 +167,8 @@ class System:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run `angora args...` as a user does, with this system's environment; output captured as text."""
-        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              cwd=self.cwd)
 
 
 @contextlib.contextmanager
@@ -176,6 +181,33 @@ def running(env: dict[str, str], jobs: str, workdir: Path) -> Iterator[System]:
         yield s
     finally:
         s.stop()
+
+
+def named(raw: dict, names: type[Names]) -> dict[str, str]:
+    """A Redis hash (raw reply) with each field of `names` (core/schema.py) under its Python name; other fields
+    (a run's `s:<job>`...) as they are."""
+    back = {v: k for k, v in names.fields().items()}
+    return {back.get(k, k): v for k, v in to_str_dict(raw).items()}
+
+
+def hash_as(r: redis.Redis, key: str, names: type[Names]) -> dict[str, str]:
+    """`named` of the hash at `key`."""
+    return named(r.hgetall(key), names)
+
+
+def fields(r: redis.Redis, key: str) -> dict[str, str]:
+    """An execution's, a run's or a job's stats hash with its fields under their Python names (any other hash
+    decoded as it is); a run's execution count per job as `n:<job>`."""
+    kind = key.split(":")[1] if ":" in key and not key.startswith("rq:") else ""
+    names = {"exec": Exec, "run": Run, "job": JobStats}.get(kind)
+    if names is None:
+        return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+    out = hash_as(r, key, names)
+    if names is Run:
+        for k, v in list(out.items()):
+            if k.startswith(Run.execution):
+                out[f"n:{v}"] = str(int(out.get(f"n:{v}", 0)) + 1)
+    return out
 
 
 def events_heard(s: System) -> None:
@@ -292,5 +324,6 @@ def python_cmd(code: str) -> str:
     return json.dumps([sys.executable, "-c", code])
 
 
-__all__ = ["System", "Make", "systems", "events_heard", "running", "wait_for", "write_config", "pid_alive",
-           "python_cmd", "os", "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS", "new_tag"]
+__all__ = ["System", "Make", "systems", "events_heard", "running", "wait_for", "write_config", "named", "hash_as",
+           "fields", "pid_alive", "python_cmd", "os", "escaping_script", "sleepers", "kill_sleepers", "ESCAPERS",
+           "new_tag"]

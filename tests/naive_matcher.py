@@ -1,5 +1,6 @@
-"""The naive matcher, a control for the crash tests: it dispatches, then acknowledges in a separate step, with no
-dedupe guard, so a matcher killed between the two (or a stalled one whose entries were claimed) dispatches twice.
+"""The naive matcher, a control for the crash tests: it dispatches, then acknowledges in a separate step, without
+checking that the entry is still its own, so a matcher killed between the two (or a stalled one whose entries
+were claimed) dispatches twice.
 
 Importable (`NaiveMatcher`), and runnable as a matcher process: `python tests/naive_matcher.py`, configured by
 the same environment as `angora matcher` (REDIS_URL, ANGORA_PREFIX, ANGORA_CONFIG).
@@ -11,6 +12,7 @@ import sys
 from typing import Any
 
 from angora_rq.core.keys import MATCHER_GROUP, Keys
+from angora_rq.core.schema import Run
 from angora_rq.core.settings import Settings
 from angora_rq.processes.matcher import Matcher
 from angora_rq.store.state import State
@@ -32,9 +34,9 @@ class NaiveMatcher(Matcher):
             with self.r.pipeline() as pipe:
                 for d in batch.dispatches:
                     if d.entry == entry:
-                        self.state.create(pipe, d.job, d.msg, now, entry=entry, config_version=snap.version)
+                        self.state.create(pipe, d.job, d.msg, now, config_version=snap.version)
                         created += 1
-                pipe.hincrby(self.keys.run(msg.run_id), "active", -1)
+                pipe.hincrby(self.keys.run(msg.run_id), Run.active, -1)
                 pipe.execute()
         self.r.xack(self.keys.stream(), MATCHER_GROUP, *[e for e, _ in batch.entries])
         return created

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from angora_rq.core.errors import AngoraError
+from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 
 log = logging.getLogger("angora_rq.cli")
@@ -41,10 +42,21 @@ def tls_files_ready(settings: Settings) -> None:
                           "signed the Redis server's certificate")
 
 
+def redis_ready_for_migration(settings: Settings, r: Any) -> None:
+    """What `angora migrate` needs: a server named, its TLS files, and an answer (it cannot wait for one)."""
+    from angora_rq.store.connection import first_contact
+
+    tls_files_ready(settings)
+    warning = first_contact(r, settings.effective_redis_url)
+    if warning:
+        raise AngoraError(warning.replace("; retrying", "") + ": start it, then run `angora migrate` again")
+
+
 def redis_ready(settings: Settings, r: Any) -> None:
     """A role's Redis settings can work: a server is named, its TLS files exist, and it accepts us.
 
-    A server that does not answer yet is only logged: the role's loop retries until it does.
+    A server that does not answer yet is only logged: the role's loop retries until it does. One that answers must
+    hold data of this release's layout.
     """
     from angora_rq.store.connection import first_contact
 
@@ -55,6 +67,16 @@ def redis_ready(settings: Settings, r: Any) -> None:
     warning = first_contact(r, settings.effective_redis_url)
     if warning:
         log.warning("%s", warning)
+    else:
+        layout_ready(r, Keys(settings.prefix))
+
+
+def layout_ready(r: Any, keys: Keys) -> None:
+    """The data under the prefix is in this release's layout (a new deployment is marked with it); else one line
+    saying what to do (`angora migrate`, or the release that wrote it)."""
+    from angora_rq.store import layout
+
+    layout.check(r, keys)
 
 
 def port_free(host: str, port: int) -> None:

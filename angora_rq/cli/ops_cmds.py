@@ -1,4 +1,4 @@
-"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, approve, reject, reload."""
+"""Operations commands: scheduler, schedules, pause, resume, paused, cancel, approve, reject, reload, migrate."""
 from __future__ import annotations
 
 import json
@@ -243,3 +243,23 @@ def reload(ctx: click.Context, config_path: Optional[Path]) -> None:
     with redis_errors():
         n = request_reload(r, keys)
     click.echo(f"reload requested (#{n}): {summary}; processes switch within a few seconds")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def migrate(ctx: click.Context, as_json: bool) -> None:
+    """Convert the data of the previous layout under the prefix in place (every Angora process stopped first)."""
+    from angora_rq.store.migrate import migrate as run_migration
+
+    s, r, keys = _env(ctx)
+    checks.redis_ready_for_migration(s, r)
+    with redis_errors():
+        done = run_migration(r, keys)
+    if as_json:
+        click.echo(json.dumps(done.to_json()))
+        return
+    click.echo(f"prefix {keys.prefix!r} is in layout {done.layout}: {done.executions} execution(s), {done.runs} "
+               f"run(s), {done.jobs} job(s) converted; {done.rq_jobs_dropped} RQ job(s) of succeeded executions "
+               f"and {done.dedupe_keys_dropped} dedupe key(s) dropped; {done.queued_moved} queued id(s) moved to "
+               "the prefix's own RQ queues")

@@ -63,6 +63,11 @@ def web(ctx: click.Context, port: Optional[int], host: Optional[str], workers: i
     settings = settings_from(ctx)
     bind = choose_host(settings, host)
     check_exposure(settings, bind)
+    if settings.redis_url or settings.embedded_socket.exists():
+        from angora_rq.cli import checks
+        from angora_rq.store.connection import connect
+
+        checks.redis_ready(settings, connect(settings, socket_connect_timeout=5, socket_timeout=5))
     # The server's workers build the app from the environment: tell them where it listens (the Host names it
     # answers to by default follow from it) and which definitions to read.
     os.environ["ANGORA_BIND"] = bind

@@ -1,6 +1,7 @@
 """An execution as the worker holds it, and the pure rules of finishing one: its status, replays and backoff."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Protocol
@@ -9,8 +10,10 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.errors import InvalidInput
 from angora_rq.core.model import JobDef
 from angora_rq.core.outputs import parse_outputs
+from angora_rq.core.schema import Exec
 
 SPEC_CACHE = 4096
+UNVERSIONED = "~"  # spec_version's mark of a version made from the spec itself
 
 
 class OutcomeLike(Protocol):
@@ -48,42 +51,49 @@ class Claimed:
     params: dict[str, str]
     queue: str
     created: float
+    version: str = ""  # the definitions version its spec is recorded under (Exec.config_version)
 
     @classmethod
     def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
         """Build from the CLAIM script's reply for one execution."""
-        run, attempt, topic, params, queue, created = (to_str(f) for f in fields)
+        run, attempt, topic, params, queue, created, version, job = (to_str(f) for f in fields)
         return cls(
             id=to_str(id_),
-            spec=_spec(to_str(spec)),
+            spec=_spec(to_str(spec), job),
             run=run,
             attempt=int(attempt or 1),
             topic=topic,
             params=json.loads(params) if params else {},
             queue=queue,
             created=float(created or 0),
+            version=version,
         )
 
     @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> "Claimed":
-        """Rebuild what a worker held about an execution from its hash (decoded)."""
+    def from_hash(cls, xid: str, fields: dict[str, str], spec: str) -> "Claimed":
+        """Rebuild what a worker held about an execution from its hash (decoded) and its spec's JSON."""
         return cls(
-            id=fields["id"],
-            spec=JobDef.from_json(json.loads(fields["spec"])),
-            run=fields.get("run", ""),
-            attempt=int(fields.get("attempt") or 1),
-            topic=fields.get("topic", ""),
-            params=json.loads(fields["params"]) if fields.get("params") else {},
-            queue=fields.get("queue") or "default",
-            created=float(fields.get("created") or 0),
+            id=xid,
+            spec=_spec(spec, fields.get(Exec.job, "")),
+            run=fields.get(Exec.run, ""),
+            attempt=int(fields.get(Exec.attempt) or 1),
+            topic=fields.get(Exec.topic, ""),
+            params=json.loads(fields[Exec.params]) if fields.get(Exec.params) else {},
+            queue=fields.get(Exec.queue) or "default",
+            created=float(fields.get(Exec.created) or 0),
+            version=fields.get(Exec.config_version, ""),
         )
 
 
 _specs: dict[str, JobDef] = {}
 
 
-def _spec(text: str) -> JobDef:
-    """The JobDef of a stored spec; parsed once per distinct text (every execution of a job version shares it)."""
+def _spec(text: str, name: str) -> JobDef:
+    """The JobDef of a stored spec; parsed once per distinct text (every execution of a job version shares it).
+
+    A spec Redis no longer has ('') gives a job that cannot start: its execution fails, once, and says why."""
+    if not text:
+        return JobDef(name=name, triggers=(), command=(), replay=0, description="its definition is missing in Redis")
     job = _specs.get(text)
     if job is None:
         if len(_specs) > SPEC_CACHE:
@@ -93,8 +103,21 @@ def _spec(text: str) -> JobDef:
 
 
 def spec_json(job: JobDef) -> str:
-    """A job's spec as stored with each execution (the worker parses each distinct text once)."""
+    """A job's spec as recorded once per definitions version (the worker parses each distinct text once)."""
     return json.dumps(job.to_json())
+
+
+def spec_version(version: str, spec: str) -> str:
+    """The version a spec is recorded under: the definitions' version, or, for a job created outside any loaded
+    definitions (no version), one made from the spec's text, so two such specs of one name never collide."""
+    return version or UNVERSIONED + hashlib.sha1(spec.encode()).hexdigest()[:11]
+
+
+def worker_host(worker: str) -> str:
+    """The host a worker named by default (`host.pid.random`) runs on ('' for another name)."""
+    host, _, rest = worker.rpartition(".")
+    host, _, pid = host.rpartition(".")
+    return host if host and pid.isdigit() and rest else ""
 
 
 def replay_allowed(spec: JobDef, attempt: int) -> bool:

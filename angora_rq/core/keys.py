@@ -31,10 +31,6 @@ class Keys:
         """Stream of every accepted message (consumer group MATCHER_GROUP)."""
         return f"{self.prefix}:messages"
 
-    def dedupe(self, entry_id: str, job: str) -> str:
-        """Marker that stream entry `entry_id` has been dispatched to `job`."""
-        return f"{self.prefix}:dedupe:{entry_id}:{job}"
-
     def work(self) -> str:
         """Counter of accepted work not finished: messages not yet dispatched + executions queued, held, delayed or
         running (the sum of every run's `active`); the work budget is checked against it."""
@@ -44,10 +40,6 @@ class Keys:
         """Counter of root messages ever accepted (SEND): until the next INFO reading, the memory budget charges each
         one a fixed size (core/pressure.py)."""
         return f"{self.prefix}:accepted"
-
-    def join(self, run_id: str, job: str) -> str:
-        """Marker that the parent_success join of `job` in `run_id` has fired."""
-        return f"{self.prefix}:join:{run_id}:{job}"
 
     def idempotency(self, key: str) -> str:
         """The first answer to a send made with the Idempotency-Key `key` (run id, entry id, fingerprint)."""
@@ -70,20 +62,20 @@ class Keys:
         """Hash of a job's latest status and counters."""
         return f"{self.prefix}:job:{job}"
 
+    def tail(self, execution_id: str) -> str:
+        """String holding an execution's output tail while it runs, and after when too long for its hash."""
+        return f"{self.prefix}:tail:{execution_id}"
+
     def job_executions(self, job: str) -> str:
-        """Sorted set of a job's execution ids, scored by creation time."""
+        """List of a job's latest execution ids, newest first (the job's history index, `history` long)."""
         return f"{self.prefix}:job:{job}:execs"
 
     def run(self, run_id: str) -> str:
-        """Hash of a run: plan, per-job statuses, counters."""
+        """Hash of a run: plan, per-job statuses, its executions, counters."""
         return f"{self.prefix}:run:{run_id}"
 
-    def run_executions(self, run_id: str) -> str:
-        """Sorted set of a run's execution ids, scored by creation time."""
-        return f"{self.prefix}:run:{run_id}:execs"
-
     def runs(self) -> str:
-        """Sorted set of run ids, scored by start time."""
+        """Sorted set of run ids, scored by start time: every run kept, the order history is trimmed in."""
         return f"{self.prefix}:runs"
 
     def approvals(self) -> str:
@@ -116,6 +108,18 @@ class Keys:
         """Short-lived sorted set holding one request's intersection of two run indexes."""
         return f"{self.prefix}:runs:scratch:{token}"
 
+    def definitions(self, version: str) -> str:
+        """Hash of one definitions version: the specs and run plans its executions and runs refer to."""
+        return f"{self.prefix}:defs:{version}"
+
+    def definitions_index(self) -> str:
+        """Sorted set of definitions versions, scored by their last use (the janitor drops unused ones)."""
+        return f"{self.prefix}:defs"
+
+    def schema(self) -> str:
+        """String: the version of the layout of everything under the prefix (see store/layout.py)."""
+        return f"{self.prefix}:schema"
+
     def delayed(self) -> str:
         """Sorted set of execution ids waiting for a replay backoff, scored by due time."""
         return f"{self.prefix}:delayed"
@@ -125,6 +129,11 @@ class Keys:
         """Hash event topic -> who listens ('j' jobs, 'w' webhooks), as the definitions in force say; field
         '#seq' numbers the runs events start."""
         return f"{self.prefix}:events"
+
+    def events_on(self) -> str:
+        """'1' while some event has a listener (written with `events`): SEND reads it with its counters, so
+        without listeners a send looks for none."""
+        return f"{self.prefix}:events:on"
 
     def webhook_outbox(self) -> str:
         """List of events (JSON) for webhooks, newest first, waiting to be turned into deliveries."""
@@ -212,6 +221,19 @@ class Keys:
         """Hash of one schedule's state (last tick, next fire time, fencing token)."""
         return f"{self.prefix}:schedule:{name}"
 
+    # -- layout 1's keys, that `angora migrate` converts (core/layout.py) -------------------------------
+    def v1_run_executions(self, run_id: str) -> str:
+        """Layout 1: sorted set of a run's execution ids."""
+        return f"{self.prefix}:run:{run_id}:execs"
+
+    def v1_join(self, run_id: str, job: str) -> str:
+        """Layout 1: marker that the parent_success join of `job` in `run_id` has fired (`*` as job: a pattern)."""
+        return f"{self.prefix}:join:{run_id}:{job}"
+
+    def v1_dedupe_pattern(self) -> str:
+        """Layout 1: the pattern of the markers that a stream entry was dispatched to a job."""
+        return f"{self.prefix}:dedupe:*"
+
     # -- RQ's keys of this deployment's queues (see the module's docstring) ---------------------------
     def rq_name(self, queue: str) -> str:
         """The name RQ knows queue `queue` by: itself under the default prefix, `<prefix>:<queue>` otherwise."""
@@ -271,6 +293,11 @@ RQ_WORKERS = "rq:workers"
 def rq_queue_named(rq_name: str) -> str:
     """RQ's list of a queue known to RQ by `rq_name` (as rq-dashboard names it: Keys.rq_name already applied)."""
     return f"rq:queue:{rq_name}"
+
+
+def rq_registry_named(kind: str, rq_name: str) -> str:
+    """One of RQ's registries (`wip`, `finished`, `failed`) of a queue known to RQ by `rq_name`."""
+    return f"rq:{kind}:{rq_name}"
 
 
 def rq_job(job_id: str) -> str:

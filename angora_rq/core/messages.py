@@ -130,6 +130,7 @@ class Message:
     origin: str = "api"  # "http", "cli", "schedule:<name>", "job:<name>:<execution id>", "manual"
     sent_at: float = 0.0
     config_version: str = ""
+    new_run: bool = field(default=False, compare=False)  # its run id was generated for it: no such run exists yet
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -149,6 +150,7 @@ class Message:
             run_id=check_run_id(run_id) if run_id not in (None, "") else new_run_id(),
             origin=origin,
             sent_at=time.time() if now is None else now,
+            new_run=run_id in (None, ""),
         )
 
     def to_fields(self) -> dict[str, str]:

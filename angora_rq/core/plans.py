@@ -2,11 +2,20 @@
 which parents a parent_success job still waits for."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Mapping
 
+from angora_rq.core.runs import PLAN_JSON
 from angora_rq.core.schema import SUCCEEDED, Run
 from angora_rq.core.snapshot import Snapshot
+
+
+
+
+def plan_ref(plan_json: str) -> str:
+    """The short name a run records its plan by (the JSON is stored once per definitions version)."""
+    return hashlib.sha1(plan_json.encode()).hexdigest()[:12]
 
 
 def merge_plans(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +41,7 @@ def run_plan_json(snap: Snapshot, topic: str, recorded: str = "") -> str:
 
 def missing_parents(snap: Snapshot, job: str, run: Mapping[str, str]) -> list[str]:
     """Parents a parent_success job still waits for in a run (its hash): those in the run's plan, else every one."""
-    plan_jobs = json.loads(run["plan"])["jobs"] if run.get("plan") else None
+    plan_jobs = json.loads(run[PLAN_JSON])["jobs"] if run.get(PLAN_JSON) else None
     return [p for p in snap.join_parents(job, plan_jobs) if run.get(Run.job_status + p) not in SUCCEEDED]
 
 

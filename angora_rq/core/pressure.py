@@ -18,9 +18,13 @@ from typing import Any, Mapping, Optional
 
 from angora_rq.core.errors import Overloaded
 
-# Charged per accepted message until the next INFO reading: above the measured cost of a one-job message once
-# dispatched (execution and RQ job hashes, its run, index entries: 6,443 bytes in tests/e2e/test_pressure.py's flood).
-MESSAGE_BYTES = 8192
+# Charged per accepted message until the next INFO reading: twice the measured cost of a one-job message once
+# dispatched and finished (its execution, its run and their index entries: 1,014 bytes in bench/run.py's memory
+# section, 1,066 by MEMORY USAGE in tests/e2e/test_footprint.py; it was 6,443 before the compact layout).
+MESSAGE_BYTES = 2048
+# Of the memory budget: finished history is trimmed, oldest run first, to stay under this share of it, so the rest
+# stays free for accepted work (store/history.py); only when unfinished work fills that are messages refused.
+HISTORY_SHARE = 0.8
 # Of `maxmemory`: the rest is headroom for what accepted work still writes (executions of messages not yet
 # dispatched at the last reading, follow-up messages, replays, bookkeeping), which is never refused.
 MAXMEMORY_SHARE = 0.9
@@ -119,6 +123,15 @@ def usage(work_used: int, work_limit: int, accepted: int, memory: Optional[Memor
                    "full": bool(mem_limit) and memory is not None and accepted >= (memory.accepted_cap or 0)},
         "accepted": accepted,
     }
+
+
+def history_view(since: Optional[float], runs: int, retention: float, memory: Optional[Memory]) -> dict[str, Any]:
+    """How far back history reaches (the oldest run kept started at `since`), how many runs are kept, and what
+    bounds it: finished runs older than `retention` go, and the oldest go first while Redis holds more than
+    `trim_at` bytes (HISTORY_SHARE of the memory budget)."""
+    limit = memory.limit if memory is not None else 0
+    return {"since": since, "runs": runs, "retention": retention,
+            "trim_at": int(limit * HISTORY_SHARE) if limit else None}
 
 
 def _ratio(used: int, limit: int) -> Optional[float]:

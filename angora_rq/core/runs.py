@@ -9,9 +9,13 @@ from typing import Any, Mapping, Sequence
 from angora_rq.core.schema import FAILED, FINAL, NOT_STARTED, Run, Status
 
 
+PLAN_JSON = "plan"  # in a run's fields as the store reads them (store/queries.with_plans): the plan's JSON
+
+
 def plan_of_hash(h: Mapping[str, str]) -> dict[str, Any]:
-    """The plan a run's hash (decoded) holds, or an empty one."""
-    return json.loads(h[Run.plan]) if h.get(Run.plan) else {"jobs": [], "parents": {}, "depth": {}}
+    """The plan of a run's hash as the store reads it (decoded, its plan's JSON found by its ref), or an empty
+    one."""
+    return json.loads(h[PLAN_JSON]) if h.get(PLAN_JSON) else {"jobs": [], "parents": {}, "depth": {}}
 
 
 def summarize_hash(h: Mapping[str, str], plan: Mapping[str, Any] | None = None) -> "RunSummary":

@@ -2,8 +2,8 @@
 
 Python writes and reads fields through these names (`Exec.status`, `Run.job_status + job`), and so do the Lua
 scripts in store/lua/: a script writes `EXEC.status` or `STATUS.queued` (the namespaces in `LUA`), and the loader
-(store/scripts.py) replaces each such name by its value here, as a Lua string ('status'), when it reads the
-script; a name this module does not define stops the load. Substituting once, at load time, keeps one source of
+(store/scripts.py) replaces each such name by its value here, as a Lua string ('s'), when it reads the script;
+a name this module does not define stops the load. Substituting once, at load time, keeps one source of
 truth at no cost per call: names passed in ARGV would add arguments to every call (the client's cost per argument
 was most of a dispatch's), and a preamble of Lua tables would be built again by every call.
 
@@ -22,79 +22,87 @@ class Names:
 
 
 class Exec(Names):
-    """Fields of an execution hash (`Keys.execution`): one attempt of one job in one run."""
+    """Fields of an execution hash (`Keys.execution`): one attempt of one job in one run.
 
-    id = "id"
-    job = "job"
-    run = "run"
-    attempt = "attempt"
-    status = "status"
-    queue = "queue"
-    topic = "topic"
-    entry = "entry"  # the stream entry that triggered it ('' for replays and manual runs)
-    origin = "origin"
-    params = "params"  # JSON
-    spec = "spec"  # JSON of JobDef.to_json() as it was when created
-    config_version = "config_version"
-    created = "created"
-    queued = "queued"
-    replay_of = "replay_of"
-    delay_until = "delay_until"
-    limit = "limit"  # the job's concurrency (0 = none)
-    started = "started"
-    worker = "worker"
-    host = "host"
-    ended = "ended"
-    exit_code = "exit_code"
-    signal = "signal"
-    reason = "reason"
-    duration = "duration"
-    tail = "tail"
-    pid = "pid"
-    next = "next"  # the execution that replays or retries this one
-    late = "late"  # JSON: an end its worker reported after it was recorded or replayed (refused, kept to be seen)
-    outputs = "outputs"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py)
-    approval = "approval"  # an approval gate's decision: approved | rejected ('' while it waits)
-    decided_by = "decided_by"  # who took it ('timeout' when approval_timeout passed)
-    decided_at = "decided_at"
-    approval_deadline = "approval_deadline"  # when approval_timeout passes ('' = never)
+    Short names and no empty fields: an execution is the record Redis keeps most of, and a hash whose fields and
+    values are all short (Redis 6.2's hash-max-ziplist-value: 64 bytes) stays in the compact ziplist encoding, about
+    a fifth of a hashtable's size. Its id is the key's last part; its job's definition is in `Keys.definitions`
+    under `Defs.job` + its job (by its `config_version`), not copied into each execution.
+    """
+
+    job = "j"
+    run = "r"
+    attempt = "a"
+    status = "s"
+    queue = "q"
+    topic = "t"
+    origin = "o"
+    params = "p"  # JSON; absent when {}
+    config_version = "v"  # the definitions version whose spec of `job` it runs
+    created = "c"
+    replay_of = "rp"  # absent unless a replay or retry
+    delay_until = "du"  # absent unless delayed
+    limit = "lm"  # the job's concurrency; absent when none
+    started = "st"
+    worker = "w"
+    host = "h"
+    ended = "en"
+    exit_code = "x"
+    signal = "sg"  # absent unless killed by a signal
+    reason = "rs"
+    duration = "d"  # layout 1's; now absent: ended - started
+    tail = "tl"  # the output's tail when short (TAIL_INLINE); a longer one is in `Keys.tail`
+    next = "nx"  # the execution that replays or retries this one
+    late = "lt"  # JSON: an end its worker reported after it was recorded or replayed (refused, kept to be seen)
+    outputs = "out"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py); absent when none
+    approval = "ap"  # an approval gate's decision: approved | rejected (absent while it waits)
+    decided_by = "db"  # who took it ('timeout' when approval_timeout passed)
+    decided_at = "da"
+    approval_deadline = "ad"  # when approval_timeout passes (absent = never)
 
 
 class Run(Names):
-    """Fields of a run hash (`Keys.run`); the per-job ones are a prefix + the job's name."""
+    """Fields of a run hash (`Keys.run`); the per-job ones are a prefix + the job's name. Its id is the key's."""
 
-    run_id = "run_id"
-    created = "created"
-    topic = "topic"
-    origin = "origin"
-    plan = "plan"  # JSON {"jobs", "parents", "depth"}
-    params = "params"
-    config_version = "config_version"
-    active = "active"  # messages in flight + executions not finished
-    canceled = "canceled"  # '1' once canceled
-    schedule = "schedule"  # runs a schedule started: its name, the tick (ms) and how many ticks it covers
-    tick = "tick"
-    covers = "covers"
+    created = "c"
+    topic = "t"
+    origin = "o"
+    plan = "pl"  # the plan's ref: its JSON is in `Keys.definitions(config_version)` under `Defs.plan` + ref
+    params = "p"  # absent when {}
+    config_version = "v"
+    active = "a"  # messages in flight + executions not finished
+    canceled = "cn"  # '1' once canceled
+    schedule = "sc"  # runs a schedule started: its name, the tick (ms) and how many ticks it covers
+    tick = "tk"
+    covers = "cv"
     job_status = "s:"  # + job: the job's latest status in the run
-    job_count = "n:"  # + job: executions so far
     job_execution = "e:"  # + job: the latest execution's id
-    rerun_of = "rerun_of"  # a run started by `rerun`: the run it repeats
+    execution = "x:"  # + execution id: its job (every execution of the run)
+    join = "j:"  # + job: the parent_success join of the job has fired in this run
+    rerun_of = "rr"  # a run started by `rerun`: the run it repeats
 
 
 class JobStats(Names):
     """Fields of a job's statistics hash (`Keys.job_stats`)."""
 
-    last_execution = "last_execution"
-    last_run = "last_run"
-    last_status = "last_status"
-    last_started = "last_started"
-    last_ended = "last_ended"
-    last_duration = "last_duration"
+    last_execution = "le"
+    last_run = "lr"
+    last_status = "ls"
+    last_started = "lst"
+    last_ended = "len"
+    last_duration = "ld"
     succeeded = "succeeded"  # these three: counts written before `count`/`seconds` replaced them (still read)
     failed = "failed"
     total = "total"
     count = "h:"  # + final status + ":" + bucket bound: commands that ended so, in that duration bucket
     seconds = "d:"  # + final status: their durations' sum
+
+
+class Defs(Names):
+    """Fields of a definitions version's hash (`Keys.definitions`): what executions and runs of it refer to."""
+
+    job = "j:"  # + job name: JSON of JobDef.to_json()
+    plan = "p:"  # + plan ref (core.plans.plan_ref): a run plan's JSON
 
 
 class Metrics(Names):
@@ -210,7 +218,8 @@ SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it s
 
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
-    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "METRICS": Metrics, "SCHEDULE": Schedule, "RQJOB": RqJob,
+    "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "DEFS": Defs, "METRICS": Metrics, "SCHEDULE": Schedule,
+    "RQJOB": RqJob,
     "STATUS": Status, "RQSTATUS": RqStatus, "ENTRY": Entry,
     "EVENT": Event,
 }

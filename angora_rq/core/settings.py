@@ -94,7 +94,7 @@ class Settings:
     max_memory: int = 0  # the Redis memory budget in bytes; 0 = from Redis' maxmemory or its host's memory
     retention: float = 7 * 86400.0
     history: int = 1000
-    max_runs: int = 10_000
+    max_runs: int = 0  # runs kept at most (0: no count limit; retention and the storage budget decide)
     default_timeout: float = 3600.0
     kill_grace: float = 5.0
     replay_max_delay: float = 300.0

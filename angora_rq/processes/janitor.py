@@ -1,7 +1,6 @@
 """Housekeeping any worker or matcher runs: due replays, dead workers' executions, bounded indices."""
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -12,21 +11,24 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.core.execution import Claimed
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Exec, Status
+from angora_rq.store import history
+from angora_rq.core.pressure import HISTORY_SHARE, mib
 from angora_rq.store.fence import write_if_running
+from angora_rq.store.pressure import Pressure
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.core.model import JobDef
-from angora_rq.core.schema import Exec
 from angora_rq.store.clock import redis_now
 from angora_rq.store.control import Control
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import BELL_CAP
+from angora_rq.store.state import BELL_CAP, load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
 SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
+BUDGET_EVERY = 5.0  # how often history is checked against the memory budget (one INFO memory)
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
 
@@ -65,6 +67,8 @@ class Janitor:
         self.state = self.control.state  # publishes the events of what it records
         self._last_reap = 0.0
         self._last_settle = 0.0
+        self._last_budget = 0.0
+        self.pressure = Pressure(r, keys, settings)
         self._last_trim = 0.0
         self.run_index = RunIndex(r, keys)
 
@@ -81,6 +85,9 @@ class Janitor:
         if now - self._last_settle >= SETTLE_EVERY:
             self._last_settle = now
             self.run_index.settle()
+        if now - self._last_budget >= BUDGET_EVERY:
+            self._last_budget = now
+            self.keep_in_budget()
         if now - self._last_trim >= TRIM_EVERY:
             self._last_trim = now
             self.trim(now)
@@ -123,9 +130,9 @@ class Janitor:
         for raw in self.r.lrange(k.orphans(), 0, 99):
             xid = to_str(raw)
 
-            def lost(pipe: Pipeline, fields: dict[str, str]) -> None:
-                started = float(fields.get("started") or now)
-                ex = Claimed.from_hash(fields)
+            def lost(pipe: Pipeline, fields: dict[str, str], xid: str = xid) -> None:
+                started = float(fields.get(Exec.started) or now)
+                ex = load_claimed(self.r, k, xid, fields)  # its spec: read now, on another connection
                 self.state.finalize(pipe, ex, Lost(started=started, ended=now), now)
                 pipe.lrem(k.orphans(), 1, ex.id)
 
@@ -136,16 +143,28 @@ class Janitor:
                 self.r.lrem(k.orphans(), 1, xid)
         return done
 
+    def keep_in_budget(self) -> history.Dropped:
+        """Drop finished history, oldest run first, while Redis holds more than HISTORY_SHARE of the memory budget
+        (core/pressure.py), so new work keeps finding room; unfinished work is never dropped."""
+        memory = self.pressure.memory(fresh=True)
+        if memory is None or not memory.limit or memory.used <= memory.limit * HISTORY_SHARE:
+            return history.Dropped()
+        dropped = history.keep_under(self.r, self.keys, int(memory.limit * HISTORY_SHARE))
+        if dropped.runs:
+            log.info("history over %d%% of the memory budget (%s): dropped the %d oldest finished run(s), %d "
+                     "execution(s)", HISTORY_SHARE * 100, mib(memory.limit), dropped.runs, dropped.executions)
+        return dropped
+
     def expire_approvals(self, now: float) -> int:
         """Decide the executions whose approval_timeout has passed, as their job's on_approval_timeout says."""
         k, done = self.keys, 0
         for raw in self.r.zrangebyscore(k.approvals(), "-inf", now, start=0, num=100):
             xid = to_str(raw)
-            spec = to_str(self.r.hget(k.execution(xid), Exec.spec))
+            fields = to_str_dict(self.r.hgetall(k.execution(xid)))
             try:
-                if not spec:
+                if not fields:
                     raise NotFound(xid)
-                approve = JobDef.from_json(json.loads(spec)).on_approval_timeout == "approve"
+                approve = load_claimed(self.r, k, xid, fields).spec.on_approval_timeout == "approve"
                 self.control.decide(xid, approve, "timeout", now)
                 done += 1
             except NotFound:  # expired with its run: nothing left to decide
@@ -155,14 +174,19 @@ class Janitor:
         return done
 
     def trim(self, now: float) -> None:
-        """Bound what would otherwise grow: the runs indexes, RQ's finished/failed/canceled registries, heartbeats."""
-        k = self.keys
-        queues = [q for m in self.r.smembers(K.RQ_QUEUES) if (q := k.own_queue(to_str(m))) is not None]
-        beats = {to_str(a): float(b) for a, b in self.r.hgetall(k.heartbeats()).items()}
+        """Bound what would otherwise grow: finished history (by age and count), definitions versions nothing
+        refers to, the run indexes, RQ's finished/failed/canceled registries, stale heartbeats."""
+        k, r = self.keys, self.r
+        history.drop_oldest(r, k, until=now - self.settings.retention)
+        if self.settings.max_runs:
+            over = int(r.zcard(k.runs())) - self.settings.max_runs
+            if over > 0:
+                history.drop_oldest(r, k, count=over)
+        history.drop_unused_versions(r, k, now)
+        queues = [q for m in r.smembers(K.RQ_QUEUES) if (q := k.own_queue(to_str(m))) is not None]
+        beats = {to_str(a): float(b) for a, b in r.hgetall(k.heartbeats()).items()}
         stale = [name for name, t in beats.items() if now - t > STALE_HEARTBEAT]
-        with self.r.pipeline(transaction=False) as p:
-            p.zremrangebyrank(k.runs(), 0, -(self.settings.max_runs + 1))
-            p.zremrangebyscore(k.runs(), "-inf", now - self.settings.retention)
+        with r.pipeline(transaction=False) as p:
             for q in queues:
                 # Registry scores are expiry times (RQ's convention); RQ cleans them only when its workers run.
                 p.zremrangebyscore(k.rq_finished(q), 0, now)
@@ -170,10 +194,9 @@ class Janitor:
                 p.zremrangebyscore(k.rq_canceled(q), 0, now)
             if stale:
                 p.hdel(k.heartbeats(), *stale)
-            p.zrange(k.runs(), 0, 0, withscores=True)
-            oldest = p.execute()[-1]
-        # The run indexes keep what the runs index keeps.
-        self.run_index.trim(oldest[0][1] if oldest else now - self.settings.retention)
+            p.execute()
+        # The run indexes keep no run older than the oldest kept (DROP_RUNS takes a dropped run out of them too).
+        self.run_index.trim(history.oldest_run(r, k) or now - self.settings.retention)
 
 
 def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:
@@ -186,8 +209,8 @@ def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Clai
         if xid in known:
             continue
         fields = to_str_dict(r.hgetall(keys.execution(xid)))
-        if fields.get("status") == "running" and fields.get("worker") == worker:
-            found.append(Claimed.from_hash(fields))
+        if fields.get(Exec.status) == Status.running and fields.get(Exec.worker) == worker:
+            found.append(load_claimed(r, keys, xid, fields))
         else:
             r.lrem(inflight, 1, xid)
     return found

@@ -1,8 +1,9 @@
 """The matcher: reads the message stream in a consumer group and dispatches one execution per matched job.
 
-Each batch is read, then dispatched and acknowledged by ONE Lua call (dispatch.py) that sets a dedupe key per
-(entry, job) (per (run, job) for parent_success joins) with SET NX: a matcher killed at any instant loses nothing
-(its entries stay pending and are claimed by another matcher) and dispatches nothing twice.
+Each batch is read, then dispatched and acknowledged by ONE Lua call (dispatch.py) that handles only the entries
+still pending for this matcher (a parent_success join once per run): a matcher killed at any instant loses nothing
+(its entries stay pending and are claimed by another matcher) and nothing is dispatched twice (an entry claimed
+from a stalled matcher is no longer that one's; an acknowledged entry is nobody's).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
-from angora_rq.core.plans import missing_parents, run_plan_json
+from angora_rq.core.execution import UNVERSIONED
+from angora_rq.core.plans import PLAN_JSON, missing_parents, plan_ref, run_plan_json
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
@@ -34,7 +36,6 @@ from angora_rq.store.versions import publish_running_version
 from angora_rq.processes.outage import Outage
 
 log = logging.getLogger(__name__)
-DEDUPE_TTL = 86400
 HEARTBEAT_EVERY = 0.5
 EVENTS_EVERY = 10.0
 MAX_PLAN_RETRIES = 10
@@ -45,12 +46,11 @@ DEAD_CONSUMER_IDLE = 60.0
 
 @dataclass
 class Dispatch:
-    """One (entry, job) the matcher may start, and the key that makes it happen once."""
+    """One (entry, job) the matcher may start."""
 
     entry: str
     msg: Message
     job: JobDef
-    guard: str
 
 
 @dataclass
@@ -214,9 +214,7 @@ class Matcher:
             msg = Message.from_fields(fields)
             batch.entries.append((entry, msg))
             for job in snap.lookup(msg.topic):
-                guard = (self.keys.join(msg.run_id, job.name) if job.parent_success
-                         else self.keys.dedupe(entry, job.name))
-                batch.dispatches.append(Dispatch(entry, msg, job, guard))
+                batch.dispatches.append(Dispatch(entry, msg, job))
         return batch
 
     def process(self, entries: list[tuple[str, dict]], now: float) -> int:
@@ -233,16 +231,16 @@ class Matcher:
             plan = ""
             if msg.is_root:
                 run = runs.setdefault(msg.run_id, {})  # a later root message of the run in this batch merges into it
-                run["plan"] = run_plan_json(snap, msg.topic, run.get("plan", ""))
-                plan = ("=" if joins else "?") + run["plan"]
+                run[PLAN_JSON] = run_plan_json(snap, msg.topic, run.get(PLAN_JSON, ""))
+                plan = ("=" if joins else "?") + run[PLAN_JSON]
             index[entry] = len(out.messages)
             out.messages.append((entry, msg, plan))
         for d in batch.dispatches:
-            # A join whose parents have not all succeeded is not tried; guards, pauses and cancels are checked
-            # by the script itself, atomically with the writes.
+            # A join whose parents have not all succeeded is not tried; whether the entry is still this matcher's,
+            # the join's once per run, pauses and cancels are checked by the script itself, atomically with the writes.
             if not d.job.parent_success or not missing_parents(snap, d.job.name, runs.get(d.msg.run_id, {})):
-                out.dispatches.append((index[d.entry], d.job, d.guard))
-        created, conflicts = self.dispatcher.dispatch(out, snap.version, now, DEDUPE_TTL)
+                out.dispatches.append((index[d.entry], d.job))
+        created, conflicts = self.dispatcher.dispatch(out, snap.version, now)
         for m, old in conflicts:
             self._merge_plan(out.messages[m][1], snap, old)
         self._replicated()
@@ -264,10 +262,13 @@ class Matcher:
 
     def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
         """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""
+        k, version = self.keys, snap.version or UNVERSIONED
         for _ in range(MAX_PLAN_RETRIES):
             merged = run_plan_json(snap, msg.topic, old)
-            old = SET_PLAN.bind(run=self.keys.run(msg.run_id), read=old, merged=merged, config_version=snap.version,
-                                params=json.dumps(msg.params)).run(self.link)
+            old = SET_PLAN.bind(run=k.run(msg.run_id), defs=k.definitions(version), defs_index=k.definitions_index(),
+                                read=plan_ref(old), merged_ref=plan_ref(merged), merged=merged,
+                                config_version=version, params=json.dumps(msg.params) if msg.params else "",
+                                defs_prefix=k.definitions(""), now=repr(time.time())).run(self.link)
             if old is None:
                 return
             old = to_str(old)
@@ -282,6 +283,10 @@ class Matcher:
         runs: list[Any] = []
         for run_id, mode in modes.items():
             runs += (self.keys.run(run_id), mode)
-        replies = READ_RUNS.bind(runs=runs).run(self.link)
-        return {run_id: {to_str(k): to_str(v) for k, v in zip(flat[::2], flat[1::2])}
-                for run_id, flat in zip(modes, replies)}
+        replies = READ_RUNS.bind(defs_prefix=self.keys.definitions(""), runs=runs).run(self.link)
+        out: dict[str, dict[str, str]] = {}
+        for run_id, (plan, flat) in zip(modes, replies):
+            run = out[run_id] = {to_str(k): to_str(v) for k, v in zip(flat[::2], flat[1::2])}
+            if plan:
+                run[PLAN_JSON] = to_str(plan)
+        return out

@@ -26,7 +26,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.schema import RqWorker
 from angora_rq.store.connection import Redis
 from angora_rq.store.fence import note_late, write_if_running
-from angora_rq.store.state import State, host_of
+from angora_rq.store.state import Finished, State, host_of, load_claimed
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class Unrecorded:
     hand_back: bool = False
     ex: Optional[Claimed] = None  # what the worker claimed; None for lines read back from disk
     checked: bool = False  # record only after checking the execution is still running under `owner`
+    live: bool = True  # its tail key may have been written while it ran (the worker knows; a spilled line may)
 
     def to_json(self) -> str:
         """One line of a spill file."""
@@ -160,12 +161,13 @@ class Outbox:
         gone = {id(u) for u in done}
         self.items = [u for u in self.items if id(u) not in gone]
 
-    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float) -> None:
-        """Queue an end's record on a transaction: hand the execution back, or finalize it."""
+    def write(self, pipe: Any, u: Unrecorded, ex: Claimed, now: float, batch: Optional[Finished] = None) -> None:
+        """Queue an end's record on a transaction: hand the execution back, or finalize it (its record into
+        `batch` when given: the caller queues the batch's one FINISH call, State.record)."""
         if u.hand_back:
-            self.state.hand_back(pipe, ex, u.owner)
+            self.state.hand_back(pipe, ex, u.owner, now)
         else:
-            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, pid=u.pid)
+            self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, live=u.live, batch=batch)
 
     def record_checked(self, now: float, everything: bool = False,
                        confirm: Optional[Callable[[], bool]] = None) -> None:
@@ -178,7 +180,7 @@ class Outbox:
     def _record_one(self, u: Unrecorded, now: float) -> bool:
         """Write one end if its execution is still running under the worker that ran it; True once done with it."""
         def write(pipe: Any, fields: dict[str, str]) -> None:
-            self.write(pipe, u, u.ex or Claimed.from_hash(fields), now)
+            self.write(pipe, u, u.ex or load_claimed(self.r, self.keys, u.xid, fields), now)
             if not u.hand_back:
                 count_for_rq(pipe, u.owner, [u.outcome])
 

@@ -203,9 +203,11 @@ class Scheduler:
         reply = TICK.bind(
             stream=k.stream(), run=k.run(msg.run_id), runs=k.runs(), work=k.work(), accepted=k.accepted(),
             idem=k.tick_idempotency(s.name, tick_ms), unsettled=k.runs_unsettled(), lease=k.scheduler_lease(),
-            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), outbox_cap=OUTBOX_CAP,
+            schedule=k.schedule(s.name), events=k.events(), outbox=k.webhook_outbox(), events_on=k.events_on(),
+            outbox_cap=OUTBOX_CAP,
             budget=budget.work, accepted_cap=budget.accepted_cap, now=repr(now), run_id=msg.run_id, topic=msg.topic,
             origin=msg.origin, idem_ttl=int(self.settings.idempotency_ttl), fingerprint=fingerprint(msg),
+            fresh="1" if msg.new_run else "0",
             lease_value=self.lease.value, tick_ms=tick_ms, token=self.lease.token, run_prefix=k.run(""),
             overlap=s.overlap, mode=mode, schedule_name=s.name, covers=covers, fields=field_pairs(msg.to_fields()),
         ).run(link_for(self.r))

@@ -39,13 +39,13 @@ from angora_rq.processes.selffence import SelfFence
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import FENCED, Claimed
+from angora_rq.core.execution import FENCED, Claimed, worker_host
 from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import State, host_of
+from angora_rq.store.state import Finished, State, host_of
 
 log = logging.getLogger(__name__)
 LIVE_TAIL_EVERY = 1.0
@@ -66,6 +66,7 @@ class Active:
     cmd: Any  # runner.RunningCommand
     hand_back: bool = False
     checked: bool = False  # record its end only after checking it is still ours (see Unrecorded.checked)
+    live: bool = False  # its tail key has been written while it ran
     fenced: bool = False  # ended by the self-fence (selffence.py): its lease could not be renewed
 
     @property
@@ -353,7 +354,8 @@ class AngoraWorker:
                 if a.fenced:
                     outcome = dataclasses.replace(outcome, reason=FENCED)
                 hand_back = a.hand_back or (self.stopping and stopped_with_us(outcome))
-                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked))
+                self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked,
+                                           a.live))
                 del self.active[xid]
                 self._forget(a)
                 self.orphans.ended(xid, outcome.reason, now)
@@ -382,8 +384,10 @@ class AngoraWorker:
             claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
         guard = still_ours(self.keys, self.name, [u.xid for u in batch])
         with self.r.pipeline() as pipe:
+            finished = Finished(self.name, now)
             for u in batch:
-                self.outbox.write(pipe, u, u.ex, now)  # type: ignore[arg-type]  # sure() has an ex
+                self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
+            self.state.record(pipe, finished)  # one FINISH call for the whole batch
             count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
                 if claim is None:
@@ -585,7 +589,8 @@ class AngoraWorker:
         if slow:
             with self.r.pipeline(transaction=False) as p:
                 for a in slow:
-                    p.hset(self.keys.execution(a.ex.id), mapping={"tail": a.cmd.read_tail(), "pid": a.cmd.pid})
+                    p.set(self.keys.tail(a.ex.id), a.cmd.read_tail())
+                    a.live = True
                 p.execute()
 
     def _waiter(self) -> None:
@@ -617,16 +622,16 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
                events: bool = False) -> Bound:
     """The CLAIM call of worker `worker` for up to `free` executions from `queues` (publishing their events when
     `events`: some event has a listener)."""
-    k = keys
+    k, host = keys, host_of(settings)
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), work=k.work(), events=k.events(),
-        stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
-        unsettled=k.runs_unsettled(), outbox_cap=OUTBOX_CAP, events_on="1" if events else "", want=free, now=repr(now),
-        worker=worker, host=host_of(settings), started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
+        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), events=k.events(), stream=k.stream(),
+        runs=k.runs(), outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+        outbox_cap=OUTBOX_CAP, events_on="1" if events else "", want=free, now=repr(now),
+        worker=worker, host="" if worker_host(worker) == host else host,  # '': the worker's name says it
+        started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
         rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
-        rq_queue_prefix=k.rq_queue(""), rq_canceled_prefix=k.rq_canceled(""),
-        canceled_expiry=now + settings.retention, queues=queues,
+        rq_queue_prefix=k.rq_queue(""), defs_prefix=k.definitions(""), queues=queues,
     )
 
 
@@ -638,8 +643,11 @@ def stopped_with_us(outcome: runner.Outcome) -> bool:
     return outcome.reason == "exit" and (by_signal or by_code)
 
 
-def run_execution(execution_id: str, prefix: str = "angora") -> str:
-    """The RQ job function: lets a stock `rq worker` run an Angora execution (in-process, one at a time)."""
+def run_execution(execution_id: Optional[str] = None, prefix: Optional[str] = None) -> str:
+    """The RQ job function: lets a stock `rq worker` run an Angora execution (in-process, one at a time).
+
+    The execution is the RQ job's own id and the prefix ANGORA_PREFIX's (rqcompat.job_data: the arguments are
+    left out of RQ's record); both are taken as arguments too."""
     from rq import get_current_job
 
     from angora_rq.processes.inline import run_inline
@@ -647,7 +655,8 @@ def run_execution(execution_id: str, prefix: str = "angora") -> str:
     job = get_current_job()
     if job is None:
         raise RuntimeError("run_execution runs only inside an RQ worker")
-    return run_inline(job.connection, Keys(prefix), Settings.from_env(), execution_id)
+    settings = Settings.from_env()
+    return run_inline(job.connection, Keys(prefix or settings.prefix), settings, execution_id or job.id)
 
 
 def _iso(ts: float) -> str:

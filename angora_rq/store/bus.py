@@ -50,8 +50,10 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
                      unsettled=keys.runs_unsettled(), budget=budget.work,
                      accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
-                     fingerprint=fingerprint(msg) if key else "", fields=field_pairs(msg.to_fields()),
-                     events=keys.events(), outbox=keys.webhook_outbox(), run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
+                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0",
+                     fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
+                     events_on=keys.events_on(),
+                     run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
     with redis_errors():
         try:
             if wait is None:

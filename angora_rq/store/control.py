@@ -11,25 +11,27 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core import keys as K
 from angora_rq.store.bus import submit
 from angora_rq.core.errors import Conflict, NotFound
-from angora_rq.core.execution import Claimed
+from angora_rq.core.execution import UNVERSIONED, Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, check_params, check_run_id, new_run_id
-from angora_rq.core.plans import manual_plan, missing_parents
-from angora_rq.core.schema import SKIPPABLE, WAITING, Event, Exec, Run, Status
+from angora_rq.core.plans import PLAN_JSON, manual_plan, missing_parents
+from angora_rq.core.schema import SKIPPABLE, WAITING, Event, Exec, RqJob, RqStatus, Run, Status
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.connection import WatchError
 from angora_rq.store.events import Events
 from angora_rq.store.pressure import Pressure
+from angora_rq.store.queries import Queries
 from angora_rq.store.scripts import DECIDE
-from angora_rq.store.state import BELL_CAP, State
+from angora_rq.store.state import BELL_CAP, State, load_claimed
 
 # What cancel reads of each execution of a run.
 ROW = (Exec.status, Exec.job, Exec.run, Exec.queue, Exec.worker, Exec.replay_of)
-CANCEL_TRIES = 20
+XID = "id"  # in a row: the execution's id (the key's, not a field)
 # What `rerun --failed` starts again: jobs whose latest execution ran and failed, was killed, or was canceled.
 RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
 RERUN_TRIES = 10
+CANCEL_TRIES = 20
 
 
 class Control:
@@ -50,7 +52,10 @@ class Control:
             raise NotFound(f"no job named {name!r}")
         params = check_params(params)
         run_id = check_run_id(run_id) if run_id else new_run_id()
-        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
+        try:
+            run = Queries(self.r, self.keys).run_hash(run_id)  # with its plan's JSON, for the join's parents
+        except NotFound:
+            run = {}
         if job.parent_success:
             self._check_parents(snap, name, run, run_id)
         topic = next((t for t in job.triggers if "*" not in t and "#" not in t), "manual")
@@ -58,11 +63,15 @@ class Control:
         msg = Message(topic, params, run_id, "manual", now)
         with self.r.pipeline() as pipe:
             if not run:
-                plan = manual_plan(snap, name)
-                pipe.hset(self.keys.run(run_id), mapping={
-                    "run_id": run_id, "created": repr(now), "topic": topic, "origin": "manual",
-                    "plan": json.dumps(plan), "params": json.dumps(params), "config_version": snap.version,
-                    **({Run.rerun_of: rerun_of} if rerun_of else {})})
+                version = snap.version or UNVERSIONED
+                ref = self.state.record_plan(pipe, version, json.dumps(manual_plan(snap, name)), now)
+                fields = {Run.created: repr(now), Run.topic: topic, Run.origin: "manual", Run.plan: ref,
+                          Run.config_version: version}
+                if params:
+                    fields[Run.params] = json.dumps(params)
+                if rerun_of:
+                    fields[Run.rerun_of] = rerun_of
+                pipe.hset(self.keys.run(run_id), mapping=fields)
                 pipe.zadd(self.keys.runs(), {run_id: now})
                 self.events.publish(pipe, Event.run + "started", run_id, now, {"status": "started", "topic": topic})
             gate = Status.awaiting_approval if job.approval else Status.queued  # by hand too: the gate holds
@@ -86,10 +95,11 @@ class Control:
         for _ in range(CANCEL_TRIES):
             with self.r.pipeline() as pipe:
                 # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
-                pipe.watch(rk, self.keys.run_executions(run_id))
-                if not pipe.exists(rk):
+                pipe.watch(rk)
+                fields = [to_str(f) for f in pipe.hkeys(rk)]
+                if not fields:
                     raise NotFound(f"no run {run_id!r}")
-                ids = [to_str(x) for x in pipe.zrange(self.keys.run_executions(run_id), 0, -1)]
+                ids = [f[len(Run.execution):] for f in fields if f.startswith(Run.execution)]
                 if ids:
                     pipe.watch(*(self.keys.execution(x) for x in ids))
                 rows = self._rows(ids)
@@ -101,13 +111,13 @@ class Control:
                 for f in waiting:
                     self._drop_waiting(pipe, f, Status.canceled)
                 for f in running if kill else ():
-                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[Exec.id]}")
+                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[XID]}")
                 try:
                     pipe.execute()
                 except redis.WatchError:
                     continue
-            return {"run_id": run_id, "canceled": True, "dropped": [f[Exec.id] for f in waiting],
-                    "kill_requested": [f[Exec.id] for f in running] if kill else []}
+            return {"run_id": run_id, "canceled": True, "dropped": [f[XID] for f in waiting],
+                    "kill_requested": [f[XID] for f in running] if kill else []}
         raise Conflict(f"run {run_id} kept changing while it was being canceled; try again")
 
     def _rows(self, ids: list[str]) -> list[dict[str, str]]:
@@ -116,15 +126,15 @@ class Control:
             for xid in ids:
                 p.hmget(self.keys.execution(xid), *ROW)
             replies = p.execute()
-        return [{**to_str_dict(dict(zip(ROW, reply))), Exec.id: xid} for xid, reply in zip(ids, replies)]
+        return [{**to_str_dict(dict(zip(ROW, reply))), XID: xid} for xid, reply in zip(ids, replies)]
 
     def rerun(self, snap: Snapshot, run_id: str) -> dict[str, str]:
         """A new run of a run's root message and params (of a run started by hand: that job by hand again)."""
-        run = self._run(run_id)
+        run = Queries(self.r, self.keys).run_hash(run_id)
         params = json.loads(run.get(Run.params) or "{}")
         new = new_run_id()
         if run.get(Run.origin) == "manual":
-            jobs = json.loads(run[Run.plan])["jobs"] if run.get(Run.plan) else []
+            jobs = json.loads(run[PLAN_JSON])["jobs"] if run.get(PLAN_JSON) else []
             if not jobs:
                 raise Conflict(f"run {run_id} was started by hand but its plan names no job")
             started = self.run_job(snap, jobs[0], params, new, rerun_of=run_id)
@@ -149,7 +159,7 @@ class Control:
                 now = time.time()
                 pipe.multi()
                 pipe.hdel(rk, Run.canceled)
-                started = [self._again(pipe, snap, run_id, f, now) for f in execs]
+                started = [self._again(pipe, snap, run_id, ex, now) for ex in execs]
                 try:
                     pipe.execute()
                 except WatchError:
@@ -157,35 +167,28 @@ class Control:
             return {"run_id": run_id, "executions": started}
         raise Conflict(f"run {run_id} kept changing while its failed jobs were being started again; try again")
 
-    def _rerunnable(self, pipe: Any, run_id: str, run: dict[str, str]) -> list[dict[str, str]]:
+    def _rerunnable(self, pipe: Any, run_id: str, run: dict[str, str]) -> list[Claimed]:
         """The latest execution of each job `rerun_failed` starts again (NotFound, Conflict when there is none)."""
         if not run:
             raise NotFound(f"no run {run_id!r}")
         if int(run.get(Run.active) or 0) > 0:
             raise Conflict(f"run {run_id} is still running; re-run its failed jobs once it has finished")
         jobs = [k[len(Run.job_status):] for k, v in run.items() if k.startswith(Run.job_status) and v in RERUNNABLE]
-        execs = [to_str_dict(pipe.hgetall(self.keys.execution(run.get(Run.job_execution + job, ""))))
-                 for job in jobs]
-        execs = [f for f in execs if f.get(Exec.id)]  # an execution past its retention cannot be repeated
+        ids = [run.get(Run.job_execution + job, "") for job in jobs]
+        found = [(xid, to_str_dict(pipe.hgetall(self.keys.execution(xid)))) for xid in ids]
+        execs = [load_claimed(pipe, self.keys, xid, f) for xid, f in found if f]  # a dropped one cannot be repeated
         if not execs:
             raise Conflict(f"run {run_id} has no failed, killed or canceled job to re-run")
         return execs
 
-    def _again(self, pipe: Any, snap: Snapshot, run_id: str, f: dict[str, str], now: float) -> dict[str, str]:
+    def _again(self, pipe: Any, snap: Snapshot, run_id: str, ex: Claimed, now: float) -> dict[str, str]:
         """Queue a new attempt of an execution in its run, with its job's definition in force if it still has one."""
-        ex = Claimed.from_hash(f)
         job = snap.config.job(ex.spec.name)
         msg = Message(ex.topic, ex.params, run_id, f"rerun:{ex.id}", now)
         nxt = self.state.create(pipe, job or ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
-                                config_version=snap.version if job else f.get(Exec.config_version, ""))
+                                config_version=snap.version if job else ex.version)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
         return {"job": ex.spec.name, "execution_id": nxt, "rerun_of": ex.id}
-
-    def _run(self, run_id: str) -> dict[str, str]:
-        run = to_str_dict(self.r.hgetall(self.keys.run(run_id)))
-        if not run:
-            raise NotFound(f"no run {run_id!r}")
-        return run
 
     def kill(self, xid: str) -> str:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
@@ -195,14 +198,14 @@ class Control:
             f = to_str_dict(pipe.hgetall(ek))
             if not f:
                 raise NotFound(f"no execution {xid!r}")
-            status = f.get("status")
+            status = f.get(Exec.status)
             pipe.multi()
-            if status == "running" and f.get("worker") and f.get("worker") != "rq":
-                pipe.rpush(self.keys.worker_control(f["worker"]), f"kill {xid}")
+            if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
+                pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
                 result = "kill requested"
             elif status in WAITING:
-                self._drop_waiting(pipe, f, "killed")
-                ex = Claimed.from_hash(f)  # killed for good: its failure branch follows
+                self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
+                ex = load_claimed(self.r, self.keys, xid, f)  # killed for good: its failure branch follows
                 self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
                 result = "killed"
             else:
@@ -211,23 +214,24 @@ class Control:
         return result
 
     def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
-        xid, run = f["id"], self.keys.run(f["run"])
-        pipe.hset(self.keys.execution(xid), mapping={"status": status, "ended": repr(time.time())})
-        pipe.hset(K.rq_job(xid), "status", "canceled")
-        pipe.zadd(self.keys.rq_canceled(f.get("queue") or "default"), {xid: time.time() + self.settings.retention})
+        """An execution not started yet (its row, XID included) ends as `status`: out of every queue and list."""
+        xid, run, job = f[XID], self.keys.run(f[Exec.run]), f[Exec.job]
+        pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(time.time())})
+        pipe.hset(K.rq_job(xid), RqJob.status, RqStatus.canceled)
+        pipe.zadd(self.keys.rq_canceled(f.get(Exec.queue) or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
         pipe.zrem(self.keys.approvals(), xid)
-        pipe.lrem(self.keys.rq_queue(f.get("queue") or "default"), 1, xid)
-        pipe.lrem(self.keys.held(f["job"]), 1, xid)
-        pipe.lrem(self.keys.paused_held(f["job"]), 1, xid)
-        pipe.hset(run, f"s:{f['job']}", status)
-        pipe.hincrby(run, "active", -1)
+        pipe.lrem(self.keys.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
+        pipe.lrem(self.keys.held(job), 1, xid)
+        pipe.lrem(self.keys.paused_held(job), 1, xid)
+        pipe.hset(run, Run.job_status + job, status)
+        pipe.hincrby(run, Run.active, -1)
         pipe.decr(self.keys.work())
-        if f.get("replay_of"):
+        if f.get(Exec.replay_of):
             self.state.settle_replayed(pipe, xid)
         now = time.time()
-        self.events.execution(pipe, status, f["run"], f["job"], xid, now)
-        self.events.run_end(pipe, f["run"], now)
+        self.events.execution(pipe, status, f[Exec.run], job, xid, now)
+        self.events.run_end(pipe, f[Exec.run], now)
 
     def decide(self, xid: str, approve: bool, by: str, now: Optional[float] = None) -> dict[str, Any]:
         """Approve or reject an execution awaiting approval (Conflict when it is not): approved, it is queued;
@@ -242,7 +246,7 @@ class Control:
             if f.get(Exec.status) != Status.awaiting_approval:
                 raise Conflict(f"execution {xid} is {f.get(Exec.status)}, not awaiting approval: there is nothing "
                                f"to {'approve' if approve else 'reject'}", detail={"status": f.get(Exec.status)})
-            ex = Claimed.from_hash(f)
+            ex = load_claimed(self.r, self.keys, xid, f)
             k, job = self.keys, ex.spec.name
             pipe.multi()
             DECIDE.bind(exec=ek, rq_job=K.rq_job(xid), run=k.run(ex.run), approvals=k.approvals(), work=k.work(),
@@ -264,29 +268,29 @@ class Control:
     def retry(self, xid: str) -> str:
         """A new attempt of a finished execution, whatever its replay count; returns the new execution id."""
         f = self._finished(xid)
-        ex = Claimed.from_hash(f)
+        ex = load_claimed(self.r, self.keys, xid, f)
         msg = Message(ex.topic, ex.params, ex.run, f"retry:{xid}", time.time())
         with self.r.pipeline() as pipe:
             nxt = self.state.create(pipe, ex.spec, msg, msg.sent_at, attempt=ex.attempt + 1, replay_of=xid,
-                                    config_version=f.get("config_version", ""))
-            pipe.hset(self.keys.execution(xid), "next", nxt)
+                                    config_version=ex.version)
+            pipe.hset(self.keys.execution(xid), Exec.next, nxt)
             pipe.execute()
         return nxt
 
     def skip(self, xid: str) -> None:
         """Mark a failed execution succeeded (`skipped`) and send its messages so its children proceed."""
         f = self._finished(xid)
-        if f.get("status") not in SKIPPABLE:
-            raise Conflict(f"execution {xid} is {f.get('status')}; only failed ones can be skipped")
-        ex = Claimed.from_hash(f)
+        if f.get(Exec.status) not in SKIPPABLE:
+            raise Conflict(f"execution {xid} is {f.get(Exec.status)}; only failed ones can be skipped")
+        ex = load_claimed(self.r, self.keys, xid, f)
         now = time.time()
         with self.r.pipeline() as pipe:
-            if f.get("next"):
-                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f["next"])))
-                if nxt.get("status") in WAITING:
-                    self._drop_waiting(pipe, nxt, "canceled")
-            pipe.hset(self.keys.execution(xid), "status", "skipped")
-            pipe.hset(self.keys.run(ex.run), f"s:{ex.spec.name}", "skipped")
+            if f.get(Exec.next):
+                nxt = to_str_dict(self.r.hgetall(self.keys.execution(f[Exec.next])))
+                if nxt.get(Exec.status) in WAITING:
+                    self._drop_waiting(pipe, {**nxt, XID: f[Exec.next]}, Status.canceled)
+            pipe.hset(self.keys.execution(xid), Exec.status, Status.skipped)
+            pipe.hset(self.keys.run(ex.run), Run.job_status + ex.spec.name, Status.skipped)
             pipe.hincrby(self.keys.runs_unsettled(), ex.run, 1)
             outputs = json.loads(f[Exec.outputs]) if f.get(Exec.outputs) else {}
             self.state.send(pipe, ex.spec.name, xid, ex.run, ex.spec.messages, {**ex.params, **outputs}, now)
@@ -297,7 +301,7 @@ class Control:
         f = to_str_dict(self.r.hgetall(self.keys.execution(xid)))
         if not f:
             raise NotFound(f"no execution {xid!r}")
-        if f.get("status") in WAITING | {Status.running}:
-            raise Conflict(f"execution {xid} is still {f['status']}")
+        if f.get(Exec.status) in WAITING | {Status.running}:
+            raise Conflict(f"execution {xid} is still {f[Exec.status]}")
         return f
 

@@ -6,20 +6,23 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from angora_rq.core import keys as K
+from angora_rq.core.codec import to_str
+from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.events import OUTBOX_CAP, Events
-from angora_rq.store.link import Link
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
-from angora_rq.core.rqcompat import job_data_parts, job_mapping, utc_iso
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import RqJob
-from angora_rq.store.scripts import DISPATCH, field_pairs
 from angora_rq.core.settings import Settings
-from angora_rq.core.execution import spec_json
-from angora_rq.store.state import BELL_CAP
+from angora_rq.store.link import Link
+from angora_rq.store.scripts import DISPATCH, field_pairs
+from angora_rq.store.state import BELL_CAP, State
 
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
-_PER_EXECUTION = (RqJob.created_at, RqJob.enqueued_at, RqJob.data, RqJob.description, RqJob.status)
+_PER_EXECUTION = (RqJob.created_at, RqJob.description, RqJob.status)
+RECORD_EVERY = 60.0  # seconds: how often a matcher records again a spec, a plan and its version's use
 
 
 @dataclass
@@ -27,7 +30,13 @@ class Outgoing:
     """One batch as the DISPATCH script takes it: entries with their plans, and the (entry, job) pairs to try."""
 
     messages: list[tuple[str, Message, str]]  # (entry, message, plan: '', '=' + JSON or '?' + JSON, see DISPATCH)
-    dispatches: list[tuple[int, JobDef, str]]  # (index into messages, job, guard key)
+    dispatches: list[tuple[int, JobDef]]  # (index into messages, job); a parent_success job is tried once per run
+
+
+def entry_order(entry: str) -> tuple[int, int]:
+    """A stream entry id as what orders it: (milliseconds, sequence)."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def gate_arg(job: JobDef) -> str:
@@ -45,54 +54,80 @@ class Dispatcher:
                  events: Optional[Events] = None) -> None:
         self.link = link
         self.events = events or Events(None, keys)  # which events have listeners: DISPATCH publishes theirs
-        self.consumer = consumer  # the matcher's name in the consumer group
         self.keys = keys
         self.settings = settings
+        self.consumer = consumer
         self._jobs: dict[tuple[str, str], list[Any]] = {}
-        self._head, self._tail = job_data_parts(keys.prefix)
+        self._recorded: dict[tuple[str, str, str], float] = {}  # what it recorded when (`_due`)
+        self._state = State(keys, settings)
 
-    def dispatch(self, batch: Outgoing, version: str, now: float, guard_ttl: int) -> tuple[int, list[tuple[int, str]]]:
-        """Create every execution whose guard is free and acknowledge every entry: one round trip.
+    def dispatch(self, batch: Outgoing, version: str, now: float) -> tuple[int, list[tuple[int, str]]]:
+        """Create every execution of the entries still pending for this matcher and acknowledge them: one round trip.
 
         Returns the executions created and, for '?' plans the run already had another plan for, (index into
-        batch.messages, that plan).
+        batch.messages, that plan's JSON).
         """
-        k, ttl = self.keys, int(self.settings.retention)
+        k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
-        for _, job, _ in batch.dispatches:
+        marks: list[tuple[str, str, str]] = []
+        for _, job in batch.dispatches:
             if job.name not in job_no:
                 job_no[job.name] = len(job_no) + 1
-                rest += self._job_args(job, version, ttl)
+                args = self._job_args(job, version)
+                if not self._due(("job", version, job.name), now, marks):
+                    args = [*args[:2], "", *args[3:]]  # recorded less than a minute ago: not again
+                rest += args
+        batch_version = version or UNVERSIONED
         for entry, msg, plan in batch.messages:
-            rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params), k.run(msg.run_id),
-                     k.run_executions(msg.run_id), plan)
-        for m, job, guard in batch.dispatches:
-            rest += (m + 1, job_no[job.name], new_execution_id(), guard)
+            mode, text = plan[:1], plan[1:]
+            if text:
+                ref = plan_ref(text)
+                text = f"{ref} {text}" if self._due(("plan", batch_version, ref), now, marks) else ref
+            rest += (entry, msg.run_id, msg.topic, msg.origin, json.dumps(msg.params) if msg.params else "",
+                     k.run(msg.run_id), mode, text)
+        for m, job in batch.dispatches:
+            rest += (m + 1, job_no[job.name], new_execution_id(), "1" if job.parent_success else "")
+        ids = sorted((entry_order(e), e) for e, _, _ in batch.messages) or [((0, 0), "0-0")]
         created, *conflicts = DISPATCH.bind(
-            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, work=k.work(), metrics=k.metrics(),
-            approvals=k.approvals(), events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
-            unsettled=k.runs_unsettled(), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
-            events_on="1" if self.events.any() else "",
-            now=repr(now), now_iso=utc_iso(now), ttl=ttl, history=self.settings.history, guard_ttl=guard_ttl,
-            config_version=version, bell_cap=BELL_CAP, exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-            group=MATCHER_GROUP, consumer=self.consumer, data_head=self._head, data_tail=self._tail,
-            n_jobs=len(job_no), n_messages=len(batch.messages),
-            n_dispatches=len(batch.dispatches), batch=rest,
+            stream=k.stream(), paused_jobs=k.paused_jobs(), rq_queues=K.RQ_QUEUES, defs=k.definitions(batch_version),
+            defs_index=k.definitions_index(), work=k.work(), metrics=k.metrics(), approvals=k.approvals(),
+            events=k.events(), runs=k.runs(), outbox=k.webhook_outbox(), accepted=k.accepted(),
+            unsettled=k.runs_unsettled(), now=repr(now),
+            now_iso=utc_iso(now), history=self.settings.history, group=MATCHER_GROUP, consumer=self.consumer,
+            first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
+            run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "",
+            n_jobs=len(job_no), n_messages=len(batch.messages), n_dispatches=len(batch.dispatches), batch=rest,
         ).run(self.link)
-        return int(created), [(int(m) - 1, old.decode()) for m, old in zip(conflicts[::2], conflicts[1::2])]
+        if len(self._recorded) > 10_000:
+            self._recorded.clear()
+        self._recorded.update((what, now) for what in marks)
+        return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
-    def _job_args(self, job: JobDef, version: str, ttl: int) -> list[Any]:
+    def _due(self, what: tuple[str, str, str], now: float, marks: list[tuple[str, str, str]]) -> bool:
+        """Whether a spec or plan (and its version's use) is to be recorded again: at most once a RECORD_EVERY per
+        matcher (`marks` collects what this batch records: `dispatch` keeps them once the call succeeded). The
+        janitor drops a version only once unused for an hour (store/history.py), so one in use keeps them."""
+        if not what[1]:
+            return True  # no version: the same name may stand for another definition next time
+        last = self._recorded.get(what)
+        if last is not None and now - last < RECORD_EVERY:
+            return False
+        marks.append(what)
+        return True
+
+    def _job_args(self, job: JobDef, version: str) -> list[Any]:
         """A job's constant arguments (name, queue, spec, keys, RQ fields), built once per definitions version."""
         cached = self._jobs.get((job.name, version)) if version else None
         if cached is None:
             if len(self._jobs) > 10_000:
                 self._jobs.clear()
             k = self.keys
-            timeout = job.timeout or self.settings.default_timeout
-            rq = job_mapping("", k.prefix, k.rq_name(job.queue), "", timeout, ttl, 0.0)
+            rq = job_mapping(k.rq_name(job.queue), "", job.timeout or self.settings.default_timeout, 0.0)
             assert all(name in rq for name in _PER_EXECUTION)
-            cached = [job.name, job.queue, spec_json(job), job.concurrency or 0, k.job_stats(job.name),
+            spec, spec_v = self._state.spec(job, version)
+            cached = [job.name, job.queue, spec, spec_v, job.concurrency or "", k.job_stats(job.name),
                       k.job_executions(job.name), k.rq_queue(job.queue), k.bell(job.queue),
                       k.paused_held(job.name), gate_arg(job), len(rq), *field_pairs(rq)]
             if version:  # without a version the same name may stand for another definition next time

@@ -33,6 +33,9 @@ def write_wanted(r: Redis, keys: Keys, wanted: dict[str, str]) -> None:
             p.hdel(keys.events(), *stale)
         if wanted:
             p.hset(keys.events(), mapping=wanted)
+            p.set(keys.events_on(), 1)
+        else:
+            p.delete(keys.events_on())
         p.execute()
 
 

@@ -5,6 +5,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Exec, Status
 from angora_rq.store.connection import Pipeline, Redis, WatchError
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import NOTE_LATE, STILL_OURS
@@ -25,7 +26,8 @@ def write_if_running(r: Redis, execution_key: str, owner: Optional[str],
             try:
                 pipe.watch(execution_key)
                 fields = to_str_dict(pipe.hgetall(execution_key))
-                if fields.get("status") != "running" or (owner is not None and fields.get("worker") != owner):
+                ours = owner is None or fields.get(Exec.worker) == owner
+                if fields.get(Exec.status) != Status.running or not ours:
                     return False
                 pipe.multi()
                 write(pipe, fields)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Iterable, Optional
 
 import redis
@@ -47,13 +46,13 @@ def pause_job(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
     return {"job": job, "paused": True, "changed": bool(added)}
 
 
-def resume_job(r: redis.Redis, keys: Keys, job: str, now: Optional[float] = None) -> dict[str, Any]:
+def resume_job(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
     """Unpause `job` and queue what it held, in order (one atomic step)."""
     k = keys
     was, released = RESUME.bind(
         paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job), rq_queues=K.RQ_QUEUES, job=job,
         exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""), run_prefix=k.run(""),
-        bell_prefix=k.bell(""), now=repr(time.time() if now is None else now), bell_cap=BELL_CAP,
+        bell_prefix=k.bell(""), bell_cap=BELL_CAP,
     ).run(link_for(r))
     return {"job": job, "paused": False, "changed": bool(was), "released": int(released)}
 

@@ -11,7 +11,7 @@ import redis
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
-from angora_rq.core.pressure import Budget, Memory, memory_limit, usage
+from angora_rq.core.pressure import Budget, Memory, history_view, memory_limit, usage
 from angora_rq.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,16 @@ class Pressure:
         return Memory(int(info.get("used_memory") or 0), limit, source, int(to_str(accepted) or 0), int(waiting))
 
     def usage(self) -> dict[str, Any]:
-        """How much of each budget is used (core.pressure.usage): one GET, plus the memory reading when due."""
+        """How much of each budget is used (core.pressure.usage), and how far back history reaches: one round trip,
+        plus the memory reading when due."""
         memory = self.memory()
         with self.r.pipeline(transaction=False) as p:
             p.get(self.keys.work())
             p.get(self.keys.accepted())
-            work, accepted = p.execute()
-        return usage(int(to_str(work) or 0), self.settings.backlog, int(to_str(accepted) or 0), memory)
+            p.zrange(self.keys.runs(), 0, 0, withscores=True)
+            p.zcard(self.keys.runs())
+            work, accepted, first, runs = p.execute()
+        out = usage(int(to_str(work) or 0), self.settings.backlog, int(to_str(accepted) or 0), memory)
+        out["history"] = history_view(float(first[0][1]) if first else None, int(runs), self.settings.retention,
+                                      memory)
+        return out

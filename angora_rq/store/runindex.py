@@ -20,6 +20,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.runs import RunSummary, summarize, summarize_hash
 from angora_rq.core.schema import NOT_STARTED, Run, Status
 from angora_rq.store.link import link_for
+from angora_rq.store.plans import with_plans
 from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
 
 FINISHED = (Status.succeeded, Status.failed, Status.canceled)  # run statuses with an index; the others are live
@@ -128,8 +129,7 @@ class RunIndex:
                 p.hgetall(self.keys.run(rid))
             raws = p.execute()
         out: list[Optional[tuple[float, RunSummary]]] = []
-        for raw in raws:
-            h = to_str_dict(raw)
+        for h in with_plans(self.r, self.keys, [to_str_dict(raw) for raw in raws]):
             out.append((float(h[Run.created]), summarize_hash(h)) if h.get(Run.created) else None)
         return out
 
@@ -213,7 +213,7 @@ class RunIndex:
             return set()
         with self.r.pipeline(transaction=False) as p:
             for run in live:
-                p.hexists(self.keys.run(run.run_id), f"s:{job}")
+                p.hexists(self.keys.run(run.run_id), Run.job_status + job)
             found = [run for run, yes in zip(live, p.execute()) if yes]
         if index and found:
             with self.r.pipeline(transaction=False) as p:

@@ -10,6 +10,7 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.keys import Keys
 from angora_rq.core.model import Config
 from angora_rq.core.schedules import leader_view, status_row
+from angora_rq.core.schema import Run, Schedule
 
 
 def leader_status(r: redis.Redis, keys: Keys) -> dict[str, Any]:
@@ -35,6 +36,6 @@ def schedule_status(r: redis.Redis, keys: Keys, snapshot: Any, now: Optional[flo
         states = [to_str_dict(raw) for raw in p.execute()]
     with r.pipeline(transaction=False) as p:
         for st in states:
-            p.hget(keys.run(st.get("run") or "-"), "active")
+            p.hget(keys.run(st.get(Schedule.run) or "-"), Run.active)
         actives = p.execute()
     return [status_row(s, st, to_str(active), now) for s, st, active in zip(schedules, states, actives)]

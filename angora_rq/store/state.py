@@ -3,33 +3,64 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from redis.client import Pipeline
 
+from angora_rq.core.codec import to_str
 from angora_rq.core.execution import (Claimed, OutcomeLike, failure_params, final_status, replay_delay, spec_json,
-                                      take_outputs)
+                                      spec_version, take_outputs)
 from angora_rq.core import keys as K
 from angora_rq.store.bus import send_in
-from angora_rq.store.events import Events
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.metrics import bucket_bound
 from angora_rq.core.model import JobDef
-from angora_rq.core.rqcompat import job_mapping, utc_iso
-from angora_rq.core.schema import Exec, RqJob, RqStatus, Run, Status
-from angora_rq.store.scripts import CREATE, FINISH, RELEASE, SETTLE_REPLAYED, field_pairs
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.rqcompat import description, job_mapping, utc_iso
+from angora_rq.core.schema import Defs, Exec, RqStatus, Status
+from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RELEASE, SETTLE_REPLAYED, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
-BELL_CAP = 64
+TAIL_INLINE = 64  # bytes: a tail this short stays in the execution's hash (hash-max-ziplist-value), a longer one
+BELL_CAP = 64     # goes to its own key
 HOST = socket.gethostname()
 
 
 def host_of(settings: Settings) -> str:
     """This host's name as executions record it: ANGORA_HOST, else the hostname."""
     return settings.host or HOST
+
+
+class Finished:
+    """The records of executions that ended, gathered for one FINISH call (store/lua/finish.lua)."""
+
+    def __init__(self, worker: str, now: float) -> None:
+        self.worker = worker  # whose inflight list they leave ('' = none)
+        self.now = now
+        self.rows: list[Any] = []
+
+    def add(self, ex: Claimed, outcome: OutcomeLike, status: str, live: bool, outputs: dict[str, str]) -> None:
+        """One execution's row: its result fields (its outputs too), and what the script needs to file it."""
+        tail = outcome.tail[-TAIL_LIMIT:]
+        inline = len(tail.encode()) <= TAIL_INLINE
+        fields = {
+            Exec.status: status,
+            Exec.exit_code: "" if outcome.exit_code is None else outcome.exit_code,
+            Exec.signal: outcome.signal or "",
+            Exec.reason: outcome.reason,
+            Exec.started: repr(outcome.started),
+            Exec.ended: repr(outcome.ended),
+            Exec.tail: tail if inline else "",
+            Exec.outputs: json.dumps(outputs) if outputs else "",
+        }  # its duration is ended - started (the job's stats sum the runner's own)
+        pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
+        self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
+                      fields[Exec.started], fields[Exec.ended], f"{outcome.duration:.6f}",
+                      bucket_bound(outcome.duration),
+                      "" if inline else tail, "1" if live else "0", len(pairs) // 2, *pairs]
 
 
 class State:
@@ -39,19 +70,20 @@ class State:
         self.keys = keys
         self.settings = settings
         self.events = events or Events(None, keys)  # None: this State publishes no event
-        self._specs: dict[tuple[str, str], str] = {}
+        self._specs: dict[tuple[str, str], tuple[str, str]] = {}
 
-    def _spec_json(self, job: JobDef, version: str) -> str:
-        """A job's spec as stored with each execution; cached per (job, definitions version) on the hot path."""
-        if not version:
-            return spec_json(job)
+    def spec(self, job: JobDef, version: str) -> tuple[str, str]:
+        """A job's spec JSON and the version it is recorded under; cached per (job, version) on the hot path."""
         key = (job.name, version)
-        text = self._specs.get(key)
-        if text is None:
+        cached = self._specs.get(key) if version else None
+        if cached is None:
             if len(self._specs) > 10_000:
                 self._specs.clear()
-            text = self._specs[key] = spec_json(job)
-        return text
+            text = spec_json(job)
+            cached = (text, spec_version(version, text))
+            if version:  # without a version the same name may stand for another definition next time
+                self._specs[key] = cached
+        return cached
 
     # -- creating executions ----------------------------------------------------------------------
     def create(
@@ -61,7 +93,6 @@ class State:
         msg: Message,
         now: float,
         *,
-        entry: str = "",
         config_version: str = "",
         attempt: int = 1,
         replay_of: str = "",
@@ -69,35 +100,42 @@ class State:
         status: str = Status.queued,
     ) -> str:
         """Create an execution and its RQ job; queue it unless delayed (for `delay` s of Redis' clock), held or
-        awaiting approval (then until the job's approval_timeout). Counts it in its run."""
-        k, ttl = self.keys, int(self.settings.retention)
+        awaiting approval (then until the job's approval_timeout, by Redis' clock too). Counts it in its run."""
+        k = self.keys
         xid = new_execution_id()
+        spec, version = self.spec(job, config_version)
         fields = {
-            Exec.id: xid, Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
-            Exec.queue: job.queue, Exec.topic: msg.topic, Exec.entry: entry, Exec.origin: msg.origin,
-            Exec.params: json.dumps(msg.params), Exec.spec: self._spec_json(job, config_version),
-            Exec.config_version: config_version, Exec.created: repr(now), Exec.queued: repr(now),
-            Exec.replay_of: replay_of, Exec.delay_until: "",
-            Exec.limit: job.concurrency or 0,
-        }
-        description = f"{job.name} (run {msg.run_id}, attempt {attempt})"
+            Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
+            Exec.queue: job.queue, Exec.topic: msg.topic, Exec.origin: msg.origin,
+            Exec.params: json.dumps(msg.params) if msg.params else "", Exec.config_version: version,
+            Exec.created: repr(now), Exec.replay_of: replay_of,
+            Exec.limit: job.concurrency or "",
+        }  # delay_until and approval_deadline: CREATE writes them, by Redis' clock
+        fields = {f: v for f, v in fields.items() if v != ""}
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
-        rq_fields = job_mapping(xid, k.prefix, k.rq_name(job.queue), description,
-                                job.timeout or self.settings.default_timeout, ttl, now, rq_status)
+        rq_fields = job_mapping(k.rq_name(job.queue), description(job.name, msg.run_id, attempt),
+                                job.timeout or self.settings.default_timeout, now, rq_status)
         CREATE.bind(
             exec=k.execution(xid), rq_job=K.rq_job(xid), run=k.run(msg.run_id), job_execs=k.job_executions(job.name),
-            run_execs=k.run_executions(msg.run_id), stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue),
-            bell=k.bell(job.queue), delayed=k.delayed(), rq_queues=K.RQ_QUEUES, work=k.work(), approvals=k.approvals(),
-            ttl=ttl,
-            history=self.settings.history, now=repr(now), id=xid, job=job.name, run_id=msg.run_id, status=status,
-            delay=repr(delay),
+            stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
+            rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(), work=k.work(),
+            approvals=k.approvals(), history=self.settings.history, now=repr(now), id=xid, job=job.name,
+            run_id=msg.run_id, status=status, delay=repr(delay),
             approval_timeout=repr(float(job.approval_timeout)) if job.approval_timeout else "", bell_cap=BELL_CAP,
-            n_exec=len(fields),
+            spec=spec,
+            version=version, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
         pipe.hincrby(k.runs_unsettled(), msg.run_id, 1)  # the run is live (again): the run indexes must look at it
         self.events.execution(pipe, status, msg.run_id, job.name, xid, now)
         return xid
+
+    def record_plan(self, pipe: Pipeline, version: str, plan: str, now: float) -> str:
+        """Record a run plan's JSON under its definitions version; returns the ref a run keeps (Run.plan)."""
+        ref = plan_ref(plan)
+        pipe.hsetnx(self.keys.definitions(version), Defs.plan + ref, plan)
+        pipe.zadd(self.keys.definitions_index(), {version: now})
+        return ref
 
     def enqueue(self, pipe: Pipeline, xid: str, queue: str, at_front: bool = False) -> None:
         """Put an execution's RQ job in its queue and ring the queue's bell for idle workers."""
@@ -116,15 +154,21 @@ class State:
         outcome: OutcomeLike,
         now: float,
         worker: str = "",
-        pid: int = 0,
+        live: bool = False,
+        batch: Optional[Finished] = None,
     ) -> str:
-        """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status."""
+        """Record a finished command: status, counters, RQ registries, messages or a replay. Returns the status.
+
+        live: whether its tail key was written while it ran (worker._live_tails). With `batch`, the record itself
+        joins the batch's one FINISH call (`record`, queued by the caller after every finalize of the batch);
+        without, it is queued last."""
         spec = ex.spec
         outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
             self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
-        self._record(pipe, ex, outcome, status, pid, worker, now, outputs)
+        rows = batch if batch is not None else Finished(worker, now)
+        rows.add(ex, outcome, status, live, outputs)
         if ex.attempt > 1:
             self.settle_replayed(pipe, ex.id)
         params = {**ex.params, **outputs} if outputs else ex.params
@@ -134,8 +178,8 @@ class State:
             self._replay(pipe, ex, now, outcome.reason)
         elif status in (Status.failed, Status.killed):
             self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now)
-        self.events.execution(pipe, status, ex.run, spec.name, ex.id, now)
-        self.events.run_end(pipe, ex.run, now)
+        if batch is None:
+            self.record(pipe, rows)  # after what it sends (FINISH publishes whether its run ended)
         return status
 
     def send(self, pipe: Pipeline, job: str, xid: str, run: str, topics: Iterable[str], params: dict[str, str],
@@ -151,31 +195,20 @@ class State:
             self.send(pipe, spec.name, xid, run, spec.on_failure,
                       failure_params(spec.name, xid, params, exit_code, reason), now)
 
-    def _record(self, pipe: Pipeline, ex: Claimed, outcome: OutcomeLike, status: str, pid: int, worker: str,
-                now: float, outputs: dict[str, str]) -> None:
-        """The execution's result, its RQ job and registries, the run's status and count, the job's stats."""
-        k, ttl, ok = self.keys, int(self.settings.retention), outcome.ok
-        fields = {
-            Exec.status: status,
-            Exec.exit_code: "" if outcome.exit_code is None else outcome.exit_code,
-            Exec.signal: outcome.signal or "",
-            Exec.reason: outcome.reason,
-            Exec.started: repr(outcome.started),
-            Exec.ended: repr(outcome.ended),
-            Exec.duration: f"{outcome.duration:.6f}",
-            Exec.tail: outcome.tail[-TAIL_LIMIT:],
-            Exec.pid: pid or "",
-        }
-        if outputs:
-            fields[Exec.outputs] = json.dumps(outputs)
+    def record(self, pipe: Pipeline, batch: Finished) -> None:
+        """Queue the one FINISH call of a batch of finished executions (nothing when it is empty), after what they
+        send: FINISH publishes how their runs ended, when something listens."""
+        if not batch.rows:
+            return
+        k = self.keys
         FINISH.bind(
-            exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), stats=k.job_stats(ex.spec.name),
-            inflight=k.worker_inflight(worker) if worker else "", rq_started=k.rq_started(ex.queue),
-            rq_ended=(k.rq_finished if ok else k.rq_failed)(ex.queue), work=k.work(), ttl=ttl, id=ex.id, status=status,
-            job=ex.spec.name, ok="1" if ok else "0", rq_status=RqStatus.finished if ok else RqStatus.failed,
-            ended_iso=utc_iso(now), registry_score=now + ttl, started=fields[Exec.started],
-            ended=fields[Exec.ended], duration=fields[Exec.duration], bucket=bucket_bound(outcome.duration),
-            fields=field_pairs(fields),
+            work=k.work(), inflight=k.worker_inflight(batch.worker) if batch.worker else "",
+            ended_iso=utc_iso(batch.now), registry_score=batch.now + self.settings.retention,
+            exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), run_prefix=k.run(""),
+            stats_prefix=k.job_stats(""), tail_prefix=k.tail(""), rq_started_prefix=k.rq_started(""),
+            rq_failed_prefix=k.rq_failed(""), events=k.events(), stream=k.stream(), runs=k.runs(),
+            outbox=k.webhook_outbox(), accepted=k.accepted(), unsettled=k.runs_unsettled(), now=repr(batch.now),
+            outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "", rows=batch.rows,
         ).queue(pipe)
 
     def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
@@ -197,20 +230,27 @@ class State:
         the run was canceled meanwhile: nothing is left waiting)."""
         delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay, reason)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
-        nxt = self.create(pipe, ex.spec, msg, now, attempt=ex.attempt + 1, replay_of=ex.id,
-                          delay=delay, status=Status.delayed)
+        nxt = self.create(pipe, ex.spec, msg, now, config_version=ex.version, attempt=ex.attempt + 1,
+                          replay_of=ex.id, delay=delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
 
-    def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str) -> None:
-        """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent."""
+    def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str, now: float) -> None:
+        """Return a claimed execution to the front of its queue unrun (worker stopping); the attempt is not spent.
+        In a run canceled meanwhile it is canceled instead."""
         k = self.keys
-        pipe.hset(k.execution(ex.id), mapping={Exec.status: Status.queued, Exec.started: "", Exec.worker: "",
-                                               Exec.host: ""})
-        pipe.hset(K.rq_job(ex.id), mapping={RqJob.status: RqStatus.queued, RqJob.started_at: "", RqJob.worker_name: ""})
-        pipe.zrem(k.rq_started(ex.queue), f"{ex.id}:{ex.id}")
-        pipe.hset(k.run(ex.run), Run.job_status + ex.spec.name, Status.queued)
-        pipe.lrem(k.worker_inflight(worker), 1, ex.id)
-        if ex.spec.concurrency:
-            pipe.srem(k.slots(ex.spec.name), ex.id)
-        self.enqueue(pipe, ex.id, ex.queue, at_front=True)
-        self.events.execution(pipe, Status.queued, ex.run, ex.spec.name, ex.id, time.time())
+        HAND_BACK.bind(
+            exec=k.execution(ex.id), rq_job=K.rq_job(ex.id), run=k.run(ex.run), inflight=k.worker_inflight(worker),
+            rq_started=k.rq_started(ex.queue), slots=k.slots(ex.spec.name) if ex.spec.concurrency else "",
+            rq_queue=k.rq_queue(ex.queue), rq_queues=K.RQ_QUEUES, bell=k.bell(ex.queue), tail=k.tail(ex.id),
+            work=k.work(), rq_canceled=k.rq_canceled(ex.queue), events=k.events(), stream=k.stream(), runs=k.runs(),
+            outbox=k.webhook_outbox(), accepted=k.accepted(), unsettled=k.runs_unsettled(), id=ex.id,
+            job=ex.spec.name, run_id=ex.run, bell_cap=BELL_CAP, now=repr(now), now_iso=utc_iso(now),
+            canceled_expiry=now + self.settings.retention, run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+            events_on="1" if self.events.any() else "",
+        ).queue(pipe)
+
+
+def load_claimed(r: Any, keys: Keys, xid: str, fields: dict[str, str]) -> Claimed:
+    """An execution as a worker holds it, from its hash (decoded) and its spec, read from its definitions version."""
+    spec = r.hget(keys.definitions(fields.get(Exec.config_version, "")), Defs.job + fields.get(Exec.job, ""))
+    return Claimed.from_hash(xid, fields, to_str(spec))

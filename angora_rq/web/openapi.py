@@ -209,6 +209,11 @@ SCHEMAS.update({
                    "description": "Redis used_memory (last reading, at most 1 s old) against the memory budget "
                                   "(source: ANGORA_MAX_MEMORY, maxmemory or system memory)."},
         "accepted": {"type": "integer", "description": "Messages accepted since the deployment began."},
+        "history": {**obj({"since": nullable("number"), "runs": INT, "retention": {"type": "number"},
+                           "trim_at": nullable("integer")}, closed=True),
+                    "description": "How far back history reaches: when the oldest run kept started (unix time), "
+                                   "how many runs are kept; finished runs older than `retention` seconds go, and "
+                                   "the oldest go first while Redis holds more than `trim_at` bytes."},
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),

@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, g, render_template, request
 from angora_rq.core.codec import to_str
 from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
-from angora_rq.core.schema import FAILED, WAITING, Status
+from angora_rq.core.schema import FAILED, WAITING, Exec, Status
 from angora_rq.core.topics import topic_matches
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
@@ -96,7 +96,7 @@ def job_states(names: Iterable[str]) -> dict[str, dict[str, Any]]:
     latest = [(n, s["last_execution"]) for n, s in stats.items() if s["last_execution"]]
     with ext.r.pipeline(transaction=False) as p:
         for _, xid in latest:
-            p.hmget(ext.keys.execution(xid), *LATEST_FIELDS)
+            p.hmget(ext.keys.execution(xid), *(getattr(Exec, f) for f in LATEST_FIELDS))
         p.smembers(ext.keys.paused_jobs())
         *replies, paused = p.execute()
     paused_names = {to_str(v) for v in paused}
@@ -268,11 +268,13 @@ def execution(xid: str) -> str:
 def attempt_chain(view: dict[str, Any]) -> list[dict[str, Any]]:
     """The attempts of this execution, oldest first: back along `replay_of`, forward along `next`."""
     ext = _ext()
-    fields = ("id", "attempt", "status", "replay_of", "next")
+    stored = ("attempt", "status", "replay_of", "next")
+    fields = ("id", *stored)
 
     def fetch(xid: str) -> Optional[dict[str, str]]:
-        raw = dict(zip(fields, (to_str(v) for v in ext.r.hmget(ext.keys.execution(xid), *fields))))
-        return raw if raw["id"] else None
+        reply = ext.r.hmget(ext.keys.execution(xid), *(getattr(Exec, f) for f in stored))
+        raw = dict(zip(stored, (to_str(v) for v in reply)), id=xid)
+        return raw if raw["status"] else None
 
     here = {k: str(view.get(k) or "") for k in fields}
     before: list[dict[str, str]] = []

@@ -10,9 +10,10 @@ import pytest
 
 from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import Claimed, final_status, replay_delay
+from angora_rq.core.execution import Claimed, final_status, replay_delay, spec_version
+from angora_rq.core.schema import Exec
 from angora_rq.core.model import Config, JobDef, ScheduleDef
-from angora_rq.core.plans import manual_plan, merge_plans, missing_parents, run_plan_json
+from angora_rq.core.plans import manual_plan, merge_plans, missing_parents, plan_ref, run_plan_json
 from angora_rq.core.schedules import leader_view, status_row
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
@@ -96,9 +97,20 @@ def test_final_status() -> None:
 
 def test_claimed_from_a_hash() -> None:
     job = JobDef(name="x", triggers=("t",), command=("true",))
-    ex = Claimed.from_hash({"id": "e1", "spec": json.dumps(job.to_json()), "run": "r", "attempt": "3",
-                            "params": '{"A": "1"}', "created": "12.5"})
-    assert (ex.id, ex.spec, ex.attempt, ex.params, ex.queue, ex.created) == ("e1", job, 3, {"A": "1"}, "default", 12.5)
+    ex = Claimed.from_hash("e1", {Exec.job: "x", Exec.run: "r", Exec.attempt: "3", Exec.params: '{"A": "1"}',
+                                  Exec.created: "12.5", Exec.config_version: "v"}, json.dumps(job.to_json()))
+    assert (ex.id, ex.spec, ex.attempt, ex.params, ex.queue, ex.created, ex.version) == (
+        "e1", job, 3, {"A": "1"}, "default", 12.5, "v")
+
+
+def test_an_execution_whose_spec_is_gone_fails_to_start_and_says_why() -> None:
+    ex = Claimed.from_hash("e1", {Exec.job: "x", Exec.run: "r"}, "")
+    assert (ex.spec.name, ex.spec.command, ex.spec.replay) == ("x", (), 0) and "missing" in ex.spec.description
+
+
+def test_a_spec_without_definitions_version_gets_one_of_its_own() -> None:
+    assert spec_version("v1", "{}") == "v1"
+    assert spec_version("", "{}") == spec_version("", "{}") != spec_version("", "[]")
 
 
 # -- a command's spec ----------------------------------------------------------------------------------------------
@@ -127,3 +139,19 @@ def test_status_row() -> None:
     assert row["next_fire"] is not None and row["next_fire"] > 90.0
     empty = status_row(s, {}, "", now=90.0)
     assert empty["last_tick"] is None and empty["last_run"] is None and empty["last_run_active"] is False
+
+
+def test_a_layout_1_execution_and_run_in_layout_2() -> None:
+    from angora_rq.core import layout
+
+    spec = json.dumps(JobDef(name="x", triggers=("t",), command=("true",)).to_json())
+    fields, got_spec, version, tail = layout.execution({
+        "id": "e1", "job": "x", "run": "r", "status": "queued", "spec": spec, "params": "{}", "limit": "0",
+        "config_version": "", "queued": "1.0", "entry": "1-0", "tail": "y" * 65, "created": "1.0"})
+    assert fields == {Exec.job: "x", Exec.run: "r", Exec.status: "queued", Exec.config_version: version,
+                      Exec.created: "1.0"}
+    assert (got_spec, tail) == (spec, "y" * 65) and version == spec_version("", spec)
+    run, plan, v = layout.run({"run_id": "r", "created": "1.0", "plan": '{"jobs": []}', "config_version": "v1",
+                               "active": "0", "s:x": "queued", "e:x": "e1", "n:x": "1", "params": "{}"})
+    assert (plan, v) == ('{"jobs": []}', "v1")
+    assert run == {"c": "1.0", "pl": plan_ref(plan), "v": "v1", "a": "0", "s:x": "queued", "e:x": "e1"}

@@ -47,10 +47,11 @@ def test_each_prefix_has_its_own_rq_queues() -> None:
 def test_every_key_has_the_prefix() -> None:
     k = Keys("pfx")
     names = [
-        k.stream(), k.dedupe("1-0", "j"), k.join("r", "j"), k.execution("x"), k.job_stats("j"),
-        k.job_executions("j"), k.run("r"), k.run_executions("r"), k.runs(), k.delayed(), k.workers(),
+        k.stream(), k.execution("x"), k.tail("x"), k.job_stats("j"), k.job_executions("j"), k.run("r"), k.runs(),
+        k.definitions("v"), k.definitions_index(), k.schema(), k.delayed(), k.workers(),
         k.worker_alive("w"), k.worker_inflight("w"), k.worker_guard("w"), k.worker_control("w"), k.bell("q"),
-        k.orphans(), k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
+        k.orphans(),
+        k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
         k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(), k.idempotency("s"),
         k.tick_idempotency("s", 1), k.metrics(), k.runs_unsettled(),
         k.runs_index_built(), k.runs_by_status("failed"), k.runs_by_job("j"), k.runs_indexed_jobs(),

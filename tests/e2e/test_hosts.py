@@ -19,6 +19,7 @@ import pytest
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.runs import is_terminal
+from angora_rq.core.schema import Run
 from angora_rq.processes.redis_server import RedisServer
 from angora_rq.store.bus import send
 from angora_rq.core.codec import to_str
@@ -64,8 +65,9 @@ def all_executions(h: Hosts, run_ids: list[str]) -> list[dict[str, Any]]:
     for i in range(0, len(run_ids), 500):
         with h.r.pipeline(transaction=False) as p:
             for rid in run_ids[i:i + 500]:
-                p.zrange(h.keys.run_executions(rid), 0, -1)
-            ids = [to_str(x) for reply in p.execute() for x in reply]
+                p.hkeys(h.keys.run(rid))  # the run's executions are its `x:<id>` fields
+            ids = [to_str(f)[len(Run.execution):] for reply in p.execute() for f in reply
+                   if to_str(f).startswith(Run.execution)]
         out += h.q.executions(ids)
     return out
 

@@ -26,6 +26,7 @@ from angora_rq.core.messages import Message
 from angora_rq.core.runs import is_terminal
 from angora_rq.processes.redis_server import RedisServer, free_port
 from angora_rq.store.bus import send
+from angora_rq.core.schema import Exec, Run
 from angora_testkit import System, wait_for, write_config
 from tcp_proxy import ResettingProxy
 
@@ -151,7 +152,7 @@ def unfinished_runs(r: redis.Redis, keys: Keys, run_ids: list[str]) -> list[str]
     """Accepted runs with work in flight or a job not final."""
     with r.pipeline(transaction=False) as p:
         for rid in run_ids:
-            p.hmget(keys.run(rid), "active", "s:f1_a", "s:f1_b")
+            p.hmget(keys.run(rid), Run.active, "s:f1_a", "s:f1_b")
         rows = p.execute()
     bad = []
     for rid, (active, a, b) in zip(run_ids, rows):
@@ -165,7 +166,7 @@ def executions(r: redis.Redis, keys: Keys) -> list[dict[str, str]]:
     ids = list(r.scan_iter(match=keys.execution("*"), count=1000))
     with r.pipeline(transaction=False) as p:
         for k in ids:
-            p.hmget(k, "status", "ended")
+            p.hmget(k, Exec.status, Exec.ended)
         rows = p.execute()
     return [{"status": (s or b"").decode(), "ended": (e or b"").decode()} for s, e in rows]
 

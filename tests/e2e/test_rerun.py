@@ -14,7 +14,7 @@ from flask import Flask
 
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
-from angora_testkit import System, running, write_config
+from angora_testkit import System, fields, running, write_config
 
 # `flaky` fails until the file `fixed` exists; `join` waits for both `first` and `flaky`.
 JOBS = """
@@ -161,7 +161,8 @@ def test_two_reruns_of_the_failed_jobs_at_once_start_them_once(redis_url: str, k
 
     from angora_rq.core.codec import to_str_dict
     from angora_rq.core.errors import Conflict
-    from angora_rq.core.execution import Claimed
+    from angora_rq.core.schema import Exec
+    from angora_rq.store.state import load_claimed
     from angora_rq.definitions.source import ConfigSource
     from angora_rq.store.control import Control
 
@@ -170,11 +171,12 @@ def test_two_reruns_of_the_failed_jobs_at_once_start_them_once(redis_url: str, k
     r = redis.Redis.from_url(redis_url)
     control = Control(r, keys, settings)
     started = control.run_job(snap, "solo")
-    ex = Claimed.from_hash(to_str_dict(r.hgetall(keys.execution(started["execution_id"]))))
+    xid = started["execution_id"]
+    ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     with r.pipeline() as pipe:
         control.state.finalize(pipe, ex, Failed(), 2.0)  # replay: unlimited -> replaying, a replay is delayed
         pipe.execute()
-    assert control.kill(r.hget(keys.execution(ex.id), "next").decode()) == "killed"  # drop the replay
+    assert control.kill(r.hget(keys.execution(ex.id), Exec.next).decode()) == "killed"  # drop the replay
     outcomes: list[Any] = []
     gate = threading.Barrier(4)
 
@@ -192,4 +194,4 @@ def test_two_reruns_of_the_failed_jobs_at_once_start_them_once(redis_url: str, k
         t.join()
     done = [o for o in outcomes if isinstance(o, dict)]
     assert len(done) == 1 and len(done[0]["executions"]) == 1, outcomes
-    assert r.zcard(keys.run_executions(ex.run)) == 3  # the attempt, its dropped replay, the one re-run
+    assert fields(r, keys.run(ex.run))[f"n:{ex.spec.name}"] == "3"  # the attempt, its dropped replay, the re-run

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import redis
@@ -17,8 +16,16 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, JobDef
 from angora_rq.core.pressure import Budget
 from angora_rq.core.settings import Settings
+from angora_rq.core.schema import Exec, Run
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.store.queries import Queries
+from angora_testkit import fields
 from naive_matcher import NaiveMatcher
+
+
+def plan(r: redis.Redis, keys: Keys, run_id: str) -> dict:
+    """A run's plan, as the queries read it (through its ref)."""
+    return Queries(r, keys).run(run_id)["plan"]
 
 
 def snap(*jobs: JobDef) -> Snapshot:
@@ -34,8 +41,8 @@ def test_send_counts_the_message_in_its_run(r: redis.Redis, keys: Keys) -> None:
     msg = Message.create("go", {"X": "1"}, "run-1", origin="test")
     entry = bus.send(r, keys, msg)
     assert r.xlen(keys.stream()) == 1 and entry
-    run = r.hgetall(keys.run("run-1"))
-    assert run[b"active"] == b"1" and run[b"topic"] == b"go" and run[b"origin"] == b"test"
+    run = fields(r, keys.run("run-1"))
+    assert run["active"] == "1" and run["topic"] == "go" and run["origin"] == "test"
     assert r.zscore(keys.runs(), "run-1") is not None
 
 
@@ -68,8 +75,8 @@ def test_matcher_dispatches_plans_and_acks(r: redis.Redis, keys: Keys) -> None:
     bus.ensure_group(r, keys)
     bus.send(r, keys, Message.create("go", run_id="r1"))
     assert m.step(block_ms=10) == 1
-    run = {k.decode(): v.decode() for k, v in r.hgetall(keys.run("r1")).items()}
-    assert json.loads(run["plan"])["jobs"] == ["a", "c", "b"]  # `go.#` matches `go` too ('#' = zero or more)
+    run = fields(r, keys.run("r1"))
+    assert plan(r, keys, "r1")["jobs"] == ["a", "c", "b"]  # `go.#` matches `go` too ('#' = zero or more)
     assert run["active"] == "2" and run["s:a"] == "queued" and run["s:c"] == "queued"
     assert r.llen(keys.rq_queue("default")) == 2
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
@@ -87,7 +94,7 @@ def test_a_claimed_entry_is_dispatched_once_even_if_the_slow_matcher_wakes_up(r:
     fast = Matcher(r, keys, settings, lambda: s, name="fast")
     fast._own_pending_done = True
     assert fast.step(block_ms=10) == 20  # claims the stalled entries (XAUTOCLAIM)
-    assert slow.process(stale, now=0.0) == 0  # the dedupe guards stop a second dispatch
+    assert slow.process(stale, now=0.0) == 0  # no longer its entries (claimed, then acknowledged): nothing twice
     assert r.llen(keys.rq_queue("default")) == 40  # 20 messages x 2 jobs (a, and c through go.#)
 
 
@@ -118,16 +125,16 @@ def test_parent_success_join_fires_once_when_every_parent_succeeded(r: redis.Red
     bus.send(r, keys, Message.create("go", run_id="run"))
     m.step(block_ms=10)
     # p1 succeeded and sent p.done: p2 has not finished, so the join waits.
-    r.hset(keys.run("run"), "s:p1", "succeeded")
+    r.hset(keys.run("run"), Run.job_status + "p1", "succeeded")
     bus.send(r, keys, Message("p.done", {}, "run", "job:p1:x", 1.0))
     m.step(block_ms=10)
-    assert r.hget(keys.run("run"), "s:j") is None
+    assert r.hget(keys.run("run"), Run.job_status + "j") is None
     # p2 succeeded too: both of their messages arrive in one batch; the join fires once.
-    r.hset(keys.run("run"), "s:p2", "succeeded")
+    r.hset(keys.run("run"), Run.job_status + "p2", "succeeded")
     bus.send(r, keys, Message("p.done", {}, "run", "job:p2:y", 2.0))
     bus.send(r, keys, Message("p.done", {}, "run", "job:p2:y", 2.0))
     m.step(block_ms=10)
-    assert r.hget(keys.run("run"), "n:j") == b"1"
+    assert fields(r, keys.run("run"))["n:j"] == "1"
 
 
 def test_redis_out_of_memory_is_unavailable_not_a_crash(r: redis.Redis, keys: Keys) -> None:
@@ -139,10 +146,6 @@ def test_redis_out_of_memory_is_unavailable_not_a_crash(r: redis.Redis, keys: Ke
         assert e.value.status == 503
     finally:
         r.config_set("maxmemory", "0")
-
-
-def _hash(r: redis.Redis, key: str) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
 
 
 def test_a_dispatched_execution_is_recorded_as_state_create_records_it(r: redis.Redis, keys: Keys) -> None:
@@ -158,20 +161,19 @@ def test_a_dispatched_execution_is_recorded_as_state_create_records_it(r: redis.
     (xid,) = [x.decode() for x in r.lrange(keys.rq_queue("etl"), 0, -1)]
     with r.pipeline() as pipe:
         other = State(keys, settings).create(pipe, job, Message.create("go", {"N": "1"}, "r2", origin="test"), 1000.0,
-                                             entry="9-9", config_version="v1")
+                                             config_version="v1")
         pipe.execute()
     for key in (keys.execution, K.rq_job):
-        mine, theirs = _hash(r, key(xid)), _hash(r, key(other))
+        mine, theirs = fields(r, key(xid)), fields(r, key(other))
         assert mine.keys() == theirs.keys()
         differ = {f for f in mine if mine[f] != theirs[f]}
-        # Only what names the execution, its run and its stream entry may differ.
-        assert differ <= {"id", "run", "entry", "data", "description"}, differ
-        assert 0 < r.ttl(key(xid)) <= settings.retention
-    assert Job.fetch(xid, connection=r).args == (xid, keys.prefix)
-    assert r.zscore(keys.job_executions(job.name), xid) == 1000.0
-    assert r.zscore(keys.run_executions("r1"), xid) == 1000.0
-    assert _hash(r, keys.job_stats(job.name))["last_execution"] == other  # the later of the two
-    assert r.get(keys.dedupe(_hash(r, keys.execution(xid))["entry"], job.name)) == b"1"
+        # Only what names the execution's run may differ.
+        assert differ <= {"run", "description"}, differ
+        assert r.ttl(key(xid)) == -1
+    assert Job.fetch(xid, connection=r).args == ()
+    assert [x.decode() for x in r.lrange(keys.job_executions(job.name), 0, -1)] == [other, xid]
+    assert fields(r, keys.run("r1"))["x:" + xid] == job.name
+    assert fields(r, keys.job_stats(job.name))["last_execution"] == other  # the later of the two
 
 
 def test_a_second_root_message_merges_its_plan_into_the_run(r: redis.Redis, keys: Keys) -> None:
@@ -181,27 +183,28 @@ def test_a_second_root_message_merges_its_plan_into_the_run(r: redis.Redis, keys
     bus.ensure_group(r, keys)
     bus.send(r, keys, Message.create("go", run_id="r1"))
     m.step(block_ms=10)
-    assert json.loads(r.hget(keys.run("r1"), "plan"))["jobs"] == ["a", "b"]
+    assert plan(r, keys, "r1")["jobs"] == ["a", "b"]
     bus.send(r, keys, Message.create("other", run_id="r1"))  # another batch: the script hands the old plan back
     m.step(block_ms=10)
-    assert json.loads(r.hget(keys.run("r1"), "plan"))["jobs"] == ["a", "b", "d"]
+    assert plan(r, keys, "r1")["jobs"] == ["a", "b", "d"]
     bus.send(r, keys, Message.create("go", run_id="r2"))
     bus.send(r, keys, Message.create("other", run_id="r2"))  # the same batch
     assert m.step(block_ms=10) == 2
-    assert json.loads(r.hget(keys.run("r2"), "plan"))["jobs"] == ["a", "b", "d"]
-    assert r.hget(keys.run("r2"), "n:a") == b"1" and r.hget(keys.run("r2"), "n:d") == b"1"
+    assert plan(r, keys, "r2")["jobs"] == ["a", "b", "d"]
+    run = fields(r, keys.run("r2"))
+    assert run["n:a"] == "1" and run["n:d"] == "1"
 
 
 def test_a_canceled_run_dispatches_nothing_and_its_messages_are_acknowledged(r: redis.Redis, keys: Keys) -> None:
     m = Matcher(r, keys, Settings(prefix=keys.prefix), lambda: snap(A, C), name="m")
     bus.ensure_group(r, keys)
     bus.send(r, keys, Message.create("go", run_id="r1"))
-    r.hset(keys.run("r1"), "canceled", "1")
+    r.hset(keys.run("r1"), Run.canceled, "1")
     bus.send(r, keys, Message.create("go", run_id="r2"))
     assert m.step(block_ms=10) == 2
     assert r.llen(keys.rq_queue("default")) == 2  # a and c of r2 only
-    assert r.hget(keys.run("r1"), "active") == b"0" and r.hget(keys.run("r1"), "n:a") is None
-    assert r.hget(keys.run("r2"), "active") == b"2"
+    assert fields(r, keys.run("r1"))["active"] == "0" and "n:a" not in fields(r, keys.run("r1"))
+    assert fields(r, keys.run("r2"))["active"] == "2"
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
 
 
@@ -216,6 +219,6 @@ def test_a_topic_that_starts_many_jobs_queues_them_all_in_order(r: redis.Redis, 
     assert m.step(block_ms=10) == 100
     queued = [x.decode() for x in r.lrange(keys.rq_queue("default"), 0, -1)]
     assert len(queued) == 12_000
-    names = [r.hget(keys.execution(x), "job").decode() for x in queued[:240]]
+    names = [r.hget(keys.execution(x), Exec.job).decode() for x in queued[:240]]
     assert names == [j.name for j in jobs] * 2  # message by message, each in definition order
-    assert r.hget(keys.run("r99"), "active") == b"120"
+    assert r.hget(keys.run("r99"), Run.active) == b"120"

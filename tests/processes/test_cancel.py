@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from angora_rq.cli import main
 from angora_rq.commands.runner import Outcome
 from angora_rq.core.codec import to_str_dict
-from angora_rq.core.execution import Claimed
+from angora_rq.core.schema import Exec
 from angora_rq.core.errors import NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
@@ -22,7 +22,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.processes.worker import AngoraWorker
 from angora_rq.store.control import Control
 from angora_rq.store.queries import Queries
-from angora_rq.store.state import State
+from angora_rq.store.state import State, load_claimed
 from angora_testkit import pid_alive
 from test_pause import claim
 
@@ -39,7 +39,7 @@ def create(r: redis.Redis, keys: Keys, job: JobDef, run: str, status: str = "que
 
 
 def status(r: redis.Redis, keys: Keys, xid: str) -> str:
-    return (r.hget(keys.execution(xid), "status") or b"").decode()
+    return (r.hget(keys.execution(xid), Exec.status) or b"").decode()
 
 
 def test_cancel_drops_queued_held_and_delayed_executions_at_once(r: redis.Redis, keys: Keys) -> None:
@@ -71,12 +71,12 @@ def test_a_replay_of_a_command_that_fails_after_the_cancel_is_never_due(r: redis
     xid = create(r, keys, FAILING, "r1")
     assert claim(r, keys, ("q1",)) == [xid]  # running on worker w1
     assert Control(r, keys, settings).cancel_run("r1")["dropped"] == []
-    ex = Claimed.from_hash(to_str_dict(r.hgetall(keys.execution(xid))))
+    ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     now = time.time()
     with r.pipeline() as pipe:
         State(keys, settings).finalize(pipe, ex, Outcome(1, None, "exit", now - 1, now, 1.0, ""), now, worker="w1")
         pipe.execute()
-    nxt = r.hget(keys.execution(xid), "next").decode()
+    nxt = r.hget(keys.execution(xid), Exec.next).decode()
     assert status(r, keys, xid) == "replaying" and status(r, keys, nxt) == "canceled"
     assert r.zcard(keys.delayed()) == 0
     run = Queries(r, keys).run("r1")
@@ -87,12 +87,12 @@ def test_a_replay_of_a_run_not_canceled_still_waits_for_its_backoff(r: redis.Red
     settings = Settings(prefix=keys.prefix)
     xid = create(r, keys, FAILING, "r1")
     claim(r, keys, ("q1",))
-    ex = Claimed.from_hash(to_str_dict(r.hgetall(keys.execution(xid))))
+    ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     now = time.time()
     with r.pipeline() as pipe:
         State(keys, settings).finalize(pipe, ex, Outcome(1, None, "exit", now - 1, now, 1.0, ""), now, worker="w1")
         pipe.execute()
-    nxt = r.hget(keys.execution(xid), "next").decode()
+    nxt = r.hget(keys.execution(xid), Exec.next).decode()
     assert status(r, keys, nxt) == "delayed" and r.zrange(keys.delayed(), 0, -1) == [nxt.encode()]
     run = Queries(r, keys).run("r1")
     assert run["active"] == 1 and run["jobs"]["flaky"]["status"] == "replaying"

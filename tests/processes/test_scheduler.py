@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from angora_rq.store.bus import send as bus_send
+from angora_rq.core.schema import Run
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, ScheduleDef
@@ -21,6 +22,7 @@ from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import (GRACE, US, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire,
                              to_ms)
+from angora_testkit import fields
 
 UTC = timezone.utc
 CRONS = ["* * * * *", "*/5 * * * *", "0 * * * *", "30 1 * * *", "0 9 * * 1-5", "15,45 */2 * * *", "0 0 1 * *",
@@ -184,7 +186,7 @@ def runs_of(r: redis.Redis, keys: Keys, origin: str) -> list[dict[str, str]]:
     """Every run a given origin started, oldest tick first."""
     out = []
     for rid in r.zrange(keys.runs(), 0, -1):
-        h = {k.decode(): v.decode() for k, v in r.hgetall(keys.run(rid.decode())).items()}
+        h = {**fields(r, keys.run(rid.decode())), "run_id": rid.decode()}
         if h.get("origin") == origin:
             out.append(h)
     return sorted(out, key=lambda h: int(h.get("tick") or 0))
@@ -252,7 +254,7 @@ def test_overlap_forbid_skips_ticks_while_the_previous_run_is_active(r: redis.Re
     (first,) = runs_of(r, keys, "schedule:slow")
     assert a.step(T0 + 2.1) == 0  # the first run is still active (its message is in flight)
     assert r.hget(keys.schedule("slow"), "skipped") == b"1"
-    r.hset(keys.run(first["run_id"]), "active", 0)
+    r.hset(keys.run(first["run_id"]), Run.active, 0)
     assert a.step(T0 + 3.1) == 1
     assert [int(h["tick"]) // 1000 for h in runs_of(r, keys, "schedule:slow")] == [T0 + 1, T0 + 3]
 

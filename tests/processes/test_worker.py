@@ -16,7 +16,9 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
 from angora_rq.processes.worker import AngoraWorker
+from angora_rq.core.schema import Exec
 from angora_rq.store.control import Control
+from angora_rq.store.queries import Queries
 from angora_testkit import ESCAPERS, escaping_script, kill_sleepers, new_tag, sleepers, wait_for
 
 JOB = JobDef("nap", ("go",), ("sleep", "0.3"), replay=0)
@@ -29,23 +31,23 @@ def test_the_claim_sent_with_a_batchs_records_survives_a_server_that_forgot_its_
     settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
     state = State(keys, settings)
     with r.pipeline() as pipe:
-        ids = [state.create(pipe, JOB, Message.create("go", None, f"run{i}", origin="test"), 1000.0 + i)
+        ids = [state.create(pipe, JOB, Message.create("go", None, f"run{i}", origin="test"), time.time() + i)
                for i in range(2)]
         pipe.execute()
     worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
     worker.start()
     try:
-        while r.hget(keys.execution(ids[0]), "status") != b"running":
+        while r.hget(keys.execution(ids[0]), Exec.status) != b"running":
             worker.step(max_wait=0.01)
         r.script_flush()  # the server forgets CLAIM while the first command runs
-        assert r.hget(keys.execution(ids[0]), "status") == b"running"
+        assert r.hget(keys.execution(ids[0]), Exec.status) == b"running"
         deadline = time.monotonic() + 30
-        while r.hget(keys.execution(ids[1]), "status") != b"succeeded":
+        while r.hget(keys.execution(ids[1]), Exec.status) != b"succeeded":
             assert time.monotonic() < deadline, r.hgetall(keys.execution(ids[1]))
             worker.step(max_wait=0.05)
     finally:
         worker.close()
-    assert r.hget(keys.execution(ids[0]), "status") == b"succeeded"
+    assert r.hget(keys.execution(ids[0]), Exec.status) == b"succeeded"
     assert worker.stats.claims >= 2
 
 
@@ -70,7 +72,7 @@ def _step_until(worker: AngoraWorker, check: Callable[[], Any], within: float = 
 
 
 def _status(r: redis.Redis, keys: Keys, xid: str) -> tuple[str, str]:
-    f = r.hmget(keys.execution(xid), "status", "reason")
+    f = r.hmget(keys.execution(xid), Exec.status, Exec.reason)
     return tuple(v.decode() if v else "" for v in f)  # type: ignore[return-value]
 
 
@@ -150,7 +152,7 @@ def test_executions_of_a_job_sharing_its_log_each_keep_their_own_tail(r: redis.R
     ids = {run: _create(r, keys, settings, job, run=run) for run in ("runA", "runB")}
 
     def tails() -> dict[str, str]:
-        return {run: (r.hget(keys.execution(xid), "tail") or b"").decode() for run, xid in ids.items()}
+        return {run: Queries(r, keys).execution(xid)["tail"] for run, xid in ids.items()}
 
     worker = AngoraWorker(r, keys, settings, concurrency=2, name="w1")
     worker.start()

@@ -22,6 +22,7 @@ from angora_rq.processes.janitor import Janitor
 from angora_rq.processes.worker import AngoraWorker, claim_call
 from angora_rq.store.link import Link
 from angora_rq.store.queries import Queries
+from angora_rq.core.schema import Exec, Run
 from angora_rq.store.state import State
 from tcp_proxy import ResettingProxy
 
@@ -74,7 +75,7 @@ def queue(r: redis.Redis, keys: Keys, settings: Settings, job: JobDef, n: int = 
 
 
 def status(r: redis.Redis, keys: Keys, xid: str) -> Optional[str]:
-    raw = r.hget(keys.execution(xid), "status")
+    raw = r.hget(keys.execution(xid), Exec.status)
     return raw.decode() if raw else None
 
 
@@ -245,7 +246,7 @@ def test_a_worker_stopped_during_an_outage_leaves_its_ends_on_disk_for_the_next(
         second.close()
     assert not spilled[0].exists()
     assert job_stats(r, keys, NAP.name)["total"] == 2 and r.xlen(keys.stream()) == 2
-    assert [r.hget(keys.execution(x), "attempt") for x in ids] == [b"1", b"1"]
+    assert [r.hget(keys.execution(x), Exec.attempt) for x in ids] == [b"1", b"1"]
 
 
 def test_ends_are_kept_through_an_outage_and_recorded_when_redis_is_back(
@@ -316,9 +317,8 @@ def test_executions_are_created_after_the_read_that_brought_their_message(
     threading.Timer(0.3, send_late).start()
     assert m.step(block_ms=5000) == 1
     msg = sent[0]
-    (xid,) = [x.decode() for x in r.zrange(keys.run_executions("late"), 0, -1)]
-    created, queued = (float(v) for v in r.hmget(keys.execution(xid), "created", "queued"))
-    assert created >= msg.sent_at and queued >= msg.sent_at
+    (xid,) = [f.decode()[len(Run.execution):] for f in r.hkeys(keys.run("late")) if f.startswith(b"x:")]
+    assert float(r.hget(keys.execution(xid), Exec.created)) >= msg.sent_at
 
 
 def _s(v: Any) -> str:

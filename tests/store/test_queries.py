@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Defs, Run
 from angora_rq.store.queries import Queries
 
 
@@ -14,8 +15,9 @@ def test_filtered_runs_list_reads_chunks_and_finds_matches_past_the_first(r: red
             rid = f"run{i:02}"
             p.zadd(keys.runs(), {rid: 1000.0 + i})
             status = "failed" if i % 7 == 0 else "succeeded"
-            p.hset(keys.run(rid), mapping={"run_id": rid, "created": 1000.0 + i, "active": 0,
-                                           "plan": '{"jobs": ["load"], "parents": {}}', "s:load": status})
+            p.hset(keys.run(rid), mapping={Run.created: 1000.0 + i, Run.active: 0, Run.plan: "p",
+                                           Run.config_version: "v", "s:load": status})
+        p.hset(keys.definitions("v"), Defs.plan + "p", '{"jobs": ["load"], "parents": {}}')
         p.execute()
     total, runs = Queries(r, keys).runs(limit=5, status="failed", job="load")
     assert total == 9  # the matches, not every run

@@ -9,11 +9,13 @@ import redis
 
 from angora_rq.core.errors import Overloaded
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Run
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import MEMORY_RETRY_AFTER, MESSAGE_BYTES, WORK_RETRY_AFTER, Budget, Memory
 from angora_rq.store import bus
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
+from angora_testkit import hash_as
 
 T = 1_700_000_000_000  # a tick, in ms
 
@@ -29,15 +31,15 @@ def test_send_adds_the_entry_and_creates_and_counts_its_run(r: redis.Redis, keys
     entry = bus.send(r, keys, msg)
     [(got, fields)] = r.xrange(keys.stream())
     assert got.decode() == entry and {k.decode(): v.decode() for k, v in fields.items()} == msg.to_fields()
-    assert h(r, keys.run("run1")) == {"run_id": "run1", "created": "1000.0", "topic": "data.ready", "origin": "http",
-                                      "active": "1"}
+    assert hash_as(r, keys.run("run1"), Run) == {"created": "1000.0", "topic": "data.ready", "origin": "http",
+                                                 "active": "1"}
     assert r.zscore(keys.runs(), "run1") == 1000.0
 
 
 def test_a_second_root_message_in_a_run_counts_but_keeps_the_runs_fields(r: redis.Redis, keys: Keys) -> None:
     bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http", now=1000.0))
     bus.send(r, keys, Message.create("other", None, "run1", origin="cli", now=1001.0))
-    run = h(r, keys.run("run1"))
+    run = hash_as(r, keys.run("run1"), Run)
     assert (run["active"], run["topic"], run["origin"], run["created"]) == ("2", "data.ready", "http", "1000.0")
     assert r.xlen(keys.stream()) == 2 and r.zscore(keys.runs(), "run1") == 1000.0
 
@@ -116,9 +118,10 @@ def tick(r: redis.Redis, keys: Keys, tick_ms: int, run_id: str, token: int = 1, 
         idem=keys.tick_idempotency("s", tick_ms), unsettled=keys.runs_unsettled(), lease=keys.scheduler_lease(),
         schedule=keys.schedule("s"),
         budget=budget, accepted_cap="", now=repr(msg.sent_at), run_id=run_id, topic=msg.topic, origin=msg.origin,
-        idem_ttl=60, fingerprint=fingerprint(msg), lease_value=lease_value, tick_ms=tick_ms, token=token,
+        idem_ttl=60, fingerprint=fingerprint(msg), fresh="0", lease_value=lease_value, tick_ms=tick_ms, token=token,
         run_prefix=keys.run(""), overlap=overlap, mode=mode, schedule_name="s", covers=1,
         fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(), outbox_cap=10,
+        events_on=keys.events_on(),
     ).run(Link(r))
     return reply[0].decode(), reply[1].decode()
 
@@ -134,7 +137,7 @@ def test_a_tick_sends_the_message_as_send_does_and_records_itself(r: redis.Redis
     assert outcome == "sent"
     [(got, fields)] = r.xrange(keys.stream())
     assert got.decode() == entry and fields[b"t"] == b"beat" and fields[b"o"] == b"schedule:s"
-    run = h(r, keys.run("run1"))
+    run = hash_as(r, keys.run("run1"), Run)
     assert (run["active"], run["origin"], run["schedule"], run["tick"], run["covers"]) == (
         "1", "schedule:s", "s", str(T), "1")
     st = h(r, keys.schedule("s"))
@@ -188,7 +191,7 @@ def test_overlap_forbid_skips_while_the_last_run_is_active(r: redis.Redis, keys:
     st = h(r, keys.schedule("s"))
     assert (st["last"], st["last_skipped"], st["skipped"], st["run"]) == (str(T + 1000), str(T + 1000), "1", "run1")
     assert st["skip_reason"] == "overlap run1"
-    r.hset(keys.run("run1"), "active", 0)
+    r.hset(keys.run("run1"), Run.active, 0)
     assert tick(r, keys, T + 2000, "run3", overlap="forbid")[0] == "sent"
 
 

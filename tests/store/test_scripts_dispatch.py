@@ -9,11 +9,14 @@ from angora_rq.core import keys as K
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
+from angora_rq.core.plans import plan_ref
+from angora_rq.core.schema import Defs, Exec, RqJob, Run
 from angora_rq.core.settings import Settings
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
+from angora_testkit import fields, hash_as
 
 LOAD = JobDef("load", ("data.ready",), ("true",), queue="etl")
 INDEX = JobDef("index", ("data.ready",), ("true",), queue="etl")
@@ -22,7 +25,12 @@ NOW = 2000.0
 
 
 def h(r: redis.Redis, key: str) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+    """An execution's or a run's hash, fields under their Python names (core/schema.py)."""
+    return hash_as(r, key, Run if ":run:" in key else Exec)
+
+
+def run_execs(r: redis.Redis, keys: Keys, run_id: str) -> list[str]:
+    return [f.decode()[len(Run.execution):] for f in r.hkeys(keys.run(run_id)) if f.decode().startswith(Run.execution)]
 
 
 def ids(r: redis.Redis, key: str) -> list[str]:
@@ -39,11 +47,11 @@ def receive(r: redis.Redis, keys: Keys, *run_ids: str) -> list[tuple[str, Messag
 
 
 def dispatch(r: redis.Redis, keys: Keys, received: list[tuple[str, Message]], jobs: tuple[JobDef, ...] = (LOAD,),
-             plans: tuple[str, ...] = ()) -> tuple[int, list[tuple[int, str]]]:
-    """Every received message to every job, guarded per (entry, job) as the matcher does."""
+             plans: tuple[str, ...] = (), consumer: str = "m1") -> tuple[int, list[tuple[int, str]]]:
+    """Every received message to every job, as matcher `consumer` (the one that read them: `receive`)."""
     batch = Outgoing([(entry, msg, plans[i] if plans else "") for i, (entry, msg) in enumerate(received)],
-                     [(i, job, keys.dedupe(entry, job.name)) for i, (entry, _) in enumerate(received) for job in jobs])
-    return Dispatcher(Link(r), keys, Settings(history=10), "m1").dispatch(batch, "v1", NOW, 60)
+                     [(i, job) for i in range(len(received)) for job in jobs])
+    return Dispatcher(Link(r), keys, Settings(history=10), consumer).dispatch(batch, "v1", NOW)
 
 
 def pending(r: redis.Redis, keys: Keys) -> int:
@@ -57,23 +65,23 @@ def test_dispatch_creates_queues_counts_and_acknowledges(r: redis.Redis, keys: K
     assert len(queued) == 4 and len(ids(r, keys.rq_queue("other"))) == 2
     assert r.llen(keys.bell("etl")) == 4 and r.llen(keys.bell("other")) == 2
     ex = h(r, keys.execution(queued[0]))
-    assert (ex["job"], ex["run"], ex["status"], ex["entry"], ex["attempt"], ex["config_version"]) == (
-        "load", "run1", "queued", got[0][0], "1", "v1")
-    assert h(r, K.rq_job(queued[0]))["status"] == "queued"
+    assert (ex["job"], ex["run"], ex["status"], ex["attempt"], ex["config_version"]) == (
+        "load", "run1", "queued", "1", "v1")
+    assert r.hget(K.rq_job(queued[0]), RqJob.status) == b"queued"
     run = h(r, keys.run("run1"))
     assert run["active"] == "3"  # the message's count became its first execution's, and two more were added
-    assert (run["s:load"], run["n:index"], run["e:load"]) == ("queued", "1", queued[0])
-    assert r.zcard(keys.run_executions("run1")) == 3 and r.zcard(keys.job_executions("load")) == 2
+    assert (run["s:load"], run["e:load"], run["x:" + queued[0]]) == ("queued", queued[0], "load")
+    assert len(run_execs(r, keys, "run1")) == 3 and r.llen(keys.job_executions("load")) == 2
+    assert json.loads(r.hget(keys.definitions("v1"), Defs.job + "load")) == LOAD.to_json()
     assert pending(r, keys) == 0
 
 
 def test_dispatch_run_twice_creates_each_execution_once(r: redis.Redis, keys: Keys) -> None:
-    """A stalled matcher's batch, claimed and dispatched by another, then dispatched again by the first."""
+    """A batch dispatched twice (a lost reply, a retried step): the second finds its entries acknowledged."""
     got = receive(r, keys, "run1")
     assert dispatch(r, keys, got, (LOAD, INDEX)) == (2, [])
     assert dispatch(r, keys, got, (LOAD, INDEX)) == (0, [])
-    assert len(ids(r, keys.rq_queue("etl"))) == 2 and r.zcard(keys.run_executions("run1")) == 2
-    assert h(r, keys.run("run1"))["n:load"] == "1"
+    assert len(ids(r, keys.rq_queue("etl"))) == 2 and len(run_execs(r, keys, "run1")) == 2
 
 
 def test_dispatch_counts_the_messages_it_acknowledged_once(r: redis.Redis, keys: Keys) -> None:
@@ -86,7 +94,7 @@ def test_dispatch_counts_the_messages_it_acknowledged_once(r: redis.Redis, keys:
     received = [(entry.decode(), Message.from_fields(fields)) for entry, fields in got]
     dispatch(r, keys, received)
     dispatch(r, keys, received)
-    assert h(r, keys.metrics()) == {"messages:root": "1", "messages:job": "2"}
+    assert fields(r, keys.metrics()) == {"messages:root": "1", "messages:job": "2"}
 
 
 def test_dispatch_run_twice_counts_the_message_in_its_run_once(r: redis.Redis, keys: Keys) -> None:
@@ -97,6 +105,17 @@ def test_dispatch_run_twice_counts_the_message_in_its_run_once(r: redis.Redis, k
     assert h(r, keys.run("run1"))["active"] == "1"  # the queued execution: the run is not over
 
 
+def test_only_the_matcher_an_entry_is_pending_for_dispatches_it(r: redis.Redis, keys: Keys) -> None:
+    """A stalled matcher's entries claimed by another: the claimer dispatches them, the stalled one (waking up
+    with the same batch) creates nothing and acknowledges nothing of theirs."""
+    got = receive(r, keys, "run1")
+    r.xclaim(keys.stream(), MATCHER_GROUP, "m2", 0, [got[0][0]])
+    assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (0, [])
+    assert pending(r, keys) == 1 and h(r, keys.run("run1"))["active"] == "1"
+    assert dispatch(r, keys, got, (LOAD,), consumer="m2") == (1, [])
+    assert pending(r, keys) == 0 and len(ids(r, keys.rq_queue("etl"))) == 1
+
+
 def test_a_message_that_starts_nothing_stops_counting_in_its_run(r: redis.Redis, keys: Keys) -> None:
     got = receive(r, keys, "run1")
     assert dispatch(r, keys, got, ()) == (0, [])
@@ -105,7 +124,7 @@ def test_a_message_that_starts_nothing_stops_counting_in_its_run(r: redis.Redis,
 
 def test_dispatch_creates_nothing_in_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
     got = receive(r, keys, "run1", "run2")
-    r.hset(keys.run("run1"), "canceled", "1")
+    r.hset(keys.run("run1"), Run.canceled, "1")
     assert dispatch(r, keys, got) == (1, [])
     assert [h(r, keys.execution(x))["run"] for x in ids(r, keys.rq_queue("etl"))] == ["run2"]
     assert h(r, keys.run("run1"))["active"] == "0" and "s:load" not in h(r, keys.run("run1"))
@@ -117,43 +136,51 @@ def test_dispatch_holds_the_executions_of_a_paused_job(r: redis.Redis, keys: Key
     assert dispatch(r, keys, got, (LOAD, OTHER)) == (2, [])
     [held] = ids(r, keys.paused_held("load"))
     assert r.llen(keys.rq_queue("etl")) == 0 and r.llen(keys.bell("etl")) == 0
-    assert (h(r, keys.execution(held))["status"], h(r, K.rq_job(held))["status"]) == ("held", "deferred")
+    assert (h(r, keys.execution(held))["status"], r.hget(K.rq_job(held), RqJob.status)) == ("held", b"deferred")
     assert h(r, keys.run("run1"))["s:load"] == "held" and len(ids(r, keys.rq_queue("other"))) == 1
 
 
 def test_dispatch_writes_plans_and_hands_back_a_conflicting_one(r: redis.Redis, keys: Keys) -> None:
     got = receive(r, keys, "run1", "run2", "run3")
-    r.hset(keys.run("run2"), "plan", "old")
-    r.hset(keys.run("run3"), "plan", "same")
+    r.hset(keys.definitions("v0"), mapping={Defs.plan + plan_ref("old"): "old", Defs.plan + plan_ref("same"): "same"})
+    r.hset(keys.run("run2"), mapping={Run.plan: plan_ref("old"), Run.config_version: "v0"})
+    r.hset(keys.run("run3"), mapping={Run.plan: plan_ref("same"), Run.config_version: "v0"})
     assert dispatch(r, keys, got, plans=("=new", "?mine", "?same")) == (3, [(1, "old")])
-    assert [h(r, keys.run(f"run{i}"))["plan"] for i in (1, 2, 3)] == ["new", "old", "same"]
+    assert [h(r, keys.run(f"run{i}"))["plan"] for i in (1, 2, 3)] == [plan_ref(p) for p in ("new", "old", "same")]
+    assert r.hget(keys.definitions("v1"), Defs.plan + plan_ref("new")) == b"new"  # its JSON, once per version
     assert h(r, keys.run("run1"))["config_version"] == "v1"
     assert json.loads(h(r, keys.run("run1"))["params"]) == {"N": "1"}
 
 
-def test_a_join_guard_lets_one_dispatch_of_a_job_per_run_through(r: redis.Redis, keys: Keys) -> None:
+def test_a_join_fires_once_per_run(r: redis.Redis, keys: Keys) -> None:
+    join = JobDef("load", ("data.ready",), ("true",), queue="etl", parent_success=True)
     got = receive(r, keys, "run1", "run1")
-    batch = Outgoing([(entry, msg, "") for entry, msg in got], [(i, LOAD, keys.join("run1", "load")) for i in (0, 1)])
-    assert Dispatcher(Link(r), keys, Settings(), "m1").dispatch(batch, "v1", NOW, 60) == (1, [])
+    batch = Outgoing([(entry, msg, "") for entry, msg in got], [(i, join) for i in (0, 1)])
+    assert Dispatcher(Link(r), keys, Settings(), "m1").dispatch(batch, "v1", NOW) == (1, [])
     assert h(r, keys.run("run1"))["active"] == "1"  # 2 messages: one became the execution, one counted out
 
 
 # -- READ_RUNS and SET_PLAN --------------------------------------------------------------------------------------
 
 def test_read_runs_reads_the_plan_or_the_whole_hash(r: redis.Redis, keys: Keys) -> None:
-    r.hset(keys.run("a"), mapping={"plan": "P", "s:load": "succeeded"})
-    r.hset(keys.run("b"), mapping={"plan": "Q", "s:load": "failed"})
-    reply = READ_RUNS.bind(runs=[keys.run("a"), "plan", keys.run("b"), "all", keys.run("none"), "all",
-                                 keys.run("none"), "plan"]).run(Link(r))
-    assert reply[:2] == [[b"plan", b"P"], [b"plan", b"Q", b"s:load", b"failed"]] and reply[2:] == [[], []]
+    r.hset(keys.definitions("v1"), mapping={Defs.plan + "p": "P", Defs.plan + "q": "Q"})
+    r.hset(keys.run("a"), mapping={Run.plan: "p", Run.config_version: "v1", "s:load": "succeeded"})
+    r.hset(keys.run("b"), mapping={Run.plan: "q", Run.config_version: "v1", "s:load": "failed"})
+    reply = READ_RUNS.bind(defs_prefix=keys.definitions(""), runs=[
+        keys.run("a"), "plan", keys.run("b"), "all", keys.run("none"), "all", keys.run("none"), "plan"]).run(Link(r))
+    assert reply[0] == [b"P", []] and reply[1][0] == b"Q" and reply[2:] == [[b"", []], [b"", []]]
+    assert dict(zip(reply[1][1][::2], reply[1][1][1::2]))[b"s:load"] == b"failed"
 
 
 def set_plan(r: redis.Redis, keys: Keys, read: str, merged: str) -> object:
-    return SET_PLAN.bind(run=keys.run("a"), read=read, merged=merged, config_version="v2", params="{}").run(Link(r))
+    return SET_PLAN.bind(run=keys.run("a"), defs=keys.definitions("v2"), defs_index=keys.definitions_index(),
+                         read=plan_ref(read), merged_ref=plan_ref(merged), merged=merged, config_version="v2",
+                         params="{}", defs_prefix=keys.definitions(""), now=NOW).run(Link(r))
 
 
 def test_set_plan_writes_only_over_the_plan_it_read(r: redis.Redis, keys: Keys) -> None:
     assert set_plan(r, keys, "", "P1") is None  # no plan yet
     assert set_plan(r, keys, "P1", "P2") is None
     assert set_plan(r, keys, "P1", "P3") == b"P2"  # changed since read: merge again
-    assert h(r, keys.run("a")) == {"plan": "P2", "config_version": "v2", "params": "{}"}
+    assert h(r, keys.run("a")) == {"plan": plan_ref("P2"), "config_version": "v2", "params": "{}"}
+    assert r.zscore(keys.definitions_index(), "v2") == NOW

@@ -5,7 +5,7 @@ pausing) or, where a case needs the same inputs twice, through its bind() direct
 """
 from __future__ import annotations
 
-import time
+import json
 
 import redis
 
@@ -13,15 +13,17 @@ from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
+from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
-from angora_rq.core.execution import Claimed
+from angora_rq.core.codec import to_str_dict
 from angora_rq.processes.janitor import Janitor
 from angora_rq.processes.worker import claim_call
 from angora_rq.store import pausing
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import REAP
-from angora_rq.store.state import State
+from angora_rq.store.state import Finished, State, load_claimed
+from angora_testkit import fields
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0)
 LIMITED = JobDef("one", ("go",), ("true",), queue="etl", concurrency=1)
@@ -41,8 +43,7 @@ class Done:
         return self.exit_code == 0
 
 
-def h(r: redis.Redis, key: str) -> dict[str, str]:
-    return {k.decode(): v.decode(errors="replace") for k, v in r.hgetall(key).items()}
+h = fields
 
 
 def ids(r: redis.Redis, key: str) -> list[str]:
@@ -71,9 +72,9 @@ def redis_now(r: redis.Redis) -> float:
 
 
 def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int = 0) -> str:
-    ex = Claimed.from_hash(h(r, keys.execution(xid)))
+    ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     with r.pipeline() as pipe:
-        status = State(keys, SETTINGS).finalize(pipe, ex, Done(code), 3000.0, worker=worker, pid=7)
+        status = State(keys, SETTINGS).finalize(pipe, ex, Done(code), 3000.0, worker=worker)
         pipe.execute()
     return status
 
@@ -90,6 +91,8 @@ def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis
     # Due 300 s from now by Redis' clock, whatever the clock of the process that created it (`now` is 1000.0).
     assert member == delayed.encode() and before + 300 <= due <= redis_now(r) + 300
     assert [h(r, K.rq_job(x))["status"] for x in (queued, delayed, held)] == ["queued", "scheduled", "deferred"]
+    assert all(r.object("encoding", k) == b"ziplist" for x in (queued, delayed, held)
+               for k in (keys.execution(x), K.rq_job(x)))  # compact: short fields and values
     ex = h(r, keys.execution(delayed))
     assert (ex["status"], ex["attempt"], ex["replay_of"], float(ex["delay_until"])) == ("delayed", "2", queued, due)
     run = h(r, keys.run("run1"))
@@ -98,11 +101,25 @@ def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis
 
 
 def test_create_in_a_run_sent_before_keeps_the_runs_own_fields(r: redis.Redis, keys: Keys) -> None:
-    r.hset(keys.run("run1"), mapping={"run_id": "run1", "topic": "data.ready", "active": 1, "plan": "{}"})
+    r.hset(keys.run("run1"), mapping={Run.topic: "data.ready", Run.active: 1, Run.plan: "p"})
     create(r, keys)
     run = h(r, keys.run("run1"))
-    assert (run["active"], run["topic"], run["plan"]) == ("2", "data.ready", "{}")
-    assert 0 < r.ttl(keys.run("run1")) <= SETTINGS.retention
+    assert (run["active"], run["topic"], run["plan"]) == ("2", "data.ready", "p")
+    assert r.ttl(keys.run("run1")) == -1  # never expires by itself: history is trimmed by whole finished runs
+
+
+def test_an_execution_refers_to_its_spec_recorded_once_per_version(r: redis.Redis, keys: Keys) -> None:
+    a, b = create(r, keys, config_version="v1"), create(r, keys, config_version="v1")
+    assert h(r, keys.execution(a))["config_version"] == "v1" and r.hlen(keys.definitions("v1")) == 1
+    assert json.loads(r.hget(keys.definitions("v1"), Defs.job + "load")) == JOB.to_json()
+    assert load_claimed(r, keys, b, to_str_dict(r.hgetall(keys.execution(b)))).spec == JOB
+    assert r.zscore(keys.definitions_index(), "v1") == 1000.0
+    # Without a version (a job outside loaded definitions), each distinct spec gets a version of its own.
+    other = JobDef("load", ("data.ready",), ("false",), queue="etl", replay=0)
+    c, d = create(r, keys), create(r, keys, job=other)
+    vc, vd = (h(r, keys.execution(x))["config_version"] for x in (c, d))
+    assert vc != vd and vc.startswith("~") and vd.startswith("~")
+    assert load_claimed(r, keys, d, to_str_dict(r.hgetall(keys.execution(d)))).spec == other
 
 
 # -- CLAIM -----------------------------------------------------------------------------------------------------
@@ -111,12 +128,13 @@ def test_claim_takes_queued_executions_in_order_and_marks_them_running(r: redis.
     xs = [create(r, keys, run_id=f"run{i}") for i in range(3)]
     reply = claim_call(keys, SETTINGS, "w1", ("etl",), 2000.0, 2).run(Link(r))
     assert [x.decode() for x in reply[0::3]] == xs[:2]
-    assert [x.decode() for x in reply[2]] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
+    assert [x.decode() for x in reply[2]][:6] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
+    assert json.loads(reply[1]) == JOB.to_json()
     assert ids(r, keys.worker_inflight("w1")) == xs[:2] and ids(r, keys.rq_queue("etl")) == xs[2:]
     ex = h(r, keys.execution(xs[0]))
     assert (ex["status"], ex["worker"], ex["started"]) == ("running", "w1", "2000.0")
     rq = h(r, K.rq_job(xs[0]))
-    assert (rq["status"], rq["worker_name"]) == ("started", "w1") and rq["started_at"] == rq["last_heartbeat"]
+    assert (rq["status"], rq["worker_name"]) == ("started", "w1") and rq["started_at"]
     assert r.zscore(keys.rq_started("etl"), f"{xs[0]}:{xs[0]}") == 2000.0 + SETTINGS.default_timeout + 600
     assert h(r, keys.run("run0"))["s:load"] == "running"
 
@@ -137,19 +155,42 @@ def test_claim_skips_paused_queues(r: redis.Redis, keys: Keys) -> None:
     assert ids(r, keys.rq_queue("etl")) == [etl]
 
 
-def test_claim_cancels_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
-    xid = create(r, keys)
-    r.hset(keys.run("run1"), "canceled", "1")
-    assert claim(r, keys) == []
-    assert h(r, keys.execution(xid))["status"] == "canceled" and h(r, K.rq_job(xid))["status"] == "canceled"
+def test_no_queue_gets_an_execution_of_a_canceled_run(r: redis.Redis, keys: Keys) -> None:
+    """CLAIM reads no run (cancel drops what waits): CREATE and HAND_BACK cancel an execution that would join a
+    queue in a canceled run, once."""
+    running = create(r, keys)
+    r.sadd(keys.workers(), "w1")
+    assert claim(r, keys) == [running]
+    r.hset(keys.run("run1"), Run.canceled, "1")
+    late = create(r, keys)  # e.g. a retry in the canceled run
+    ex = load_claimed(r, keys, running, to_str_dict(r.hgetall(keys.execution(running))))
+    with r.pipeline() as pipe:
+        State(keys, SETTINGS).hand_back(pipe, ex, "w1", 3000.0)  # its worker stops before running it
+        pipe.execute()
+    assert claim(r, keys) == [] and r.llen(keys.rq_queue("etl")) == 0
+    for xid in (running, late):
+        assert h(r, keys.execution(xid))["status"] == "canceled" and h(r, K.rq_job(xid))["status"] == "canceled"
+        assert r.zscore(keys.rq_canceled("etl"), xid) is not None or xid == late
     run = h(r, keys.run("run1"))
-    assert (run["s:load"], run["active"]) == ("canceled", "0")
-    assert claim(r, keys) == [] and h(r, keys.run("run1"))["active"] == "0"  # counted down once
+    assert (run["s:load"], run["active"]) == ("canceled", "0") and r.get(keys.work()) == b"0"
+    assert ids(r, keys.worker_inflight("w1")) == [] and "started" not in h(r, keys.execution(running))
+
+
+def test_hand_back_queues_an_execution_again_at_the_front(r: redis.Redis, keys: Keys) -> None:
+    first, second = create(r, keys), create(r, keys, run_id="run2")
+    assert claim(r, keys, want=1) == [first]
+    ex = load_claimed(r, keys, first, to_str_dict(r.hgetall(keys.execution(first))))
+    with r.pipeline() as pipe:
+        State(keys, SETTINGS).hand_back(pipe, ex, "w1", 3000.0)
+        pipe.execute()
+    assert ids(r, keys.rq_queue("etl")) == [first, second] and ids(r, keys.worker_inflight("w1")) == []
+    assert h(r, keys.execution(first))["status"] == "queued" and h(r, K.rq_job(first))["status"] == "queued"
+    assert h(r, keys.run("run1"))["s:load"] == "queued" and r.zcard(keys.rq_started("etl")) == 0
 
 
 def test_claim_drops_an_execution_killed_while_queued(r: redis.Redis, keys: Keys) -> None:
     xid = create(r, keys)
-    r.hset(keys.execution(xid), "status", "killed")
+    r.hset(keys.execution(xid), Exec.status, "killed")
     assert claim(r, keys) == []
     assert h(r, keys.execution(xid))["status"] == "killed" and h(r, keys.run("run1"))["active"] == "1"
 
@@ -178,7 +219,7 @@ def test_finish_leaves_a_dead_workers_finished_executions_out_of_its_orphans(r: 
 def test_finish_records_a_failure_without_a_worker(r: redis.Redis, keys: Keys) -> None:
     xid = create(r, keys)
     r.rpush(keys.worker_inflight("w1"), "other")
-    ex = Claimed.from_hash(h(r, keys.execution(xid)))
+    ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     with r.pipeline() as pipe:
         assert State(keys, SETTINGS).finalize(pipe, ex, Done(2), 3000.0) == "failed"  # no worker: inflight ''
         pipe.execute()
@@ -213,19 +254,19 @@ def test_release_with_nothing_held_only_frees_the_slot(r: redis.Redis, keys: Key
 # -- PROMOTE ---------------------------------------------------------------------------------------------------
 
 def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
+    before = redis_now(r)
     due = create(r, keys, status="delayed", delay=0.0)
     later = create(r, keys, status="delayed", delay=300.0)
     killed = create(r, keys, status="delayed", delay=0.0)
-    r.hset(keys.execution(killed), "status", "killed")
+    r.hset(keys.execution(killed), Exec.status, "killed")
     janitor = Janitor(r, keys, SETTINGS)
-    before = redis_now(r)
     assert janitor.promote() == 2  # due by Redis' clock: no caller's `now` to get wrong
     assert janitor.promote() == 0  # the same call again: nothing is queued twice
     assert ids(r, keys.rq_queue("etl")) == [due]
     assert r.zrange(keys.delayed(), 0, -1) == [later.encode()]
     ex = h(r, keys.execution(due))
     assert (ex["status"], h(r, K.rq_job(due))["status"]) == ("queued", "queued")
-    assert before <= float(ex["queued"]) <= redis_now(r)
+    assert before + 300 <= float(h(r, keys.execution(later))["delay_until"]) <= redis_now(r) + 300  # Redis' clock
     assert h(r, keys.execution(killed))["status"] == "killed"
     assert r.sismember(K.RQ_QUEUES, keys.rq_queue("etl"))
 
@@ -258,10 +299,12 @@ def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -
 
 def records(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> object:
     """A worker's transaction recording each execution as succeeded, guarded; None when Redis aborted it."""
+    state, batch = State(keys, SETTINGS), Finished(worker, 3000.0)
     with r.pipeline() as pipe:
         for xid in xids:
-            State(keys, SETTINGS).finalize(pipe, Claimed.from_hash(h(r, keys.execution(xid))), Done(), 3000.0,
-                                           worker=worker)
+            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
+            state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)
+        state.record(pipe, batch)  # the batch's one FINISH, inside the guarded transaction
         return Link(r).execute_then(pipe, None, still_ours(keys, worker, xids))[0]
 
 
@@ -294,8 +337,8 @@ def test_resume_twice_queues_the_held_executions_once(r: redis.Redis, keys: Keys
     pausing.pause_job(r, keys, "load")
     xs = [create(r, keys, run_id=f"run{i}", status="held") for i in range(3)]
     r.rpush(keys.paused_held("load"), *xs)
-    r.hset(keys.execution(xs.pop()), "status", "killed")  # killed while held: not queued
-    assert pausing.resume_job(r, keys, "load", now=time.time())["released"] == 2
+    r.hset(keys.execution(xs.pop()), Exec.status, "killed")  # killed while held: not queued
+    assert pausing.resume_job(r, keys, "load")["released"] == 2
     assert pausing.resume_job(r, keys, "load") == {"job": "load", "paused": False, "changed": False, "released": 0}
     assert ids(r, keys.rq_queue("etl")) == xs and r.llen(keys.bell("etl")) == 1
     assert h(r, keys.run("run1"))["s:load"] == "queued"

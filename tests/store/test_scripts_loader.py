@@ -76,10 +76,10 @@ def test_bind_takes_exactly_the_header_names_by_keyword() -> None:
     assert (call.keys, call.args) == (["L"], ["me 1"])
     with pytest.raises(TypeError, match=r"missing \['value'\], unexpected \['valu'\]"):
         scripts.RESIGN.bind(lease="L", valu="me 1")
-    call = scripts.READ_RUNS.bind(runs=("k1", "plan", "k2", "all"))
-    assert (call.keys, call.args) == ([], ["k1", "plan", "k2", "all"])
+    call = scripts.READ_RUNS.bind(defs_prefix="d:", runs=("k1", "plan", "k2", "all"))
+    assert (call.keys, call.args) == ([], ["d:", "k1", "plan", "k2", "all"])
     with pytest.raises(TypeError, match="list or tuple"):
-        scripts.READ_RUNS.bind(runs="k1")  # a str would be spread into characters
+        scripts.READ_RUNS.bind(defs_prefix="d:", runs="k1")  # a str would be spread into characters
 
 
 def test_every_schema_namespace_names_each_redis_field_once() -> None:
@@ -117,8 +117,8 @@ def test_schema_names_become_the_schemas_values(tmp_path: Path, r: redis.Redis) 
 redis.call('HSET', key, EXEC.status, STATUS.queued, RUN.job_status .. 'load', STATUS.held)
 return redis.call('HGETALL', key)
 """)
-    assert "redis.call('HSET', key, 'status', 'queued', 's:' .. 'load', 'held')" in lib["fields"].text
-    assert lib["fields"].bind(key="h").run(Link(r)) == [b"status", b"queued", b"s:load", b"held"]
+    assert "redis.call('HSET', key, 's', 'queued', 's:' .. 'load', 'held')" in lib["fields"].text
+    assert lib["fields"].bind(key="h").run(Link(r)) == [b"s", b"queued", b"s:load", b"held"]
 
 
 def test_redis_errors_give_the_files_line_numbers(tmp_path: Path, r: redis.Redis) -> None:

@@ -22,6 +22,7 @@ from angora_rq.core.pressure import Budget
 from angora_rq.core.settings import Settings
 from angora_rq.store.bus import submit
 from angora_rq.web import create_app
+from angora_rq.core.schema import Run
 from angora_testkit import running, write_config
 
 FORM = "application/x-www-form-urlencoded"
@@ -49,7 +50,7 @@ def test_a_repeat_gets_the_first_answer_and_sends_nothing(r: redis.Redis, keys: 
     again = submit(r, keys, Message.create("t.go", {"A": "1"}), key="k1", key_ttl=60)  # another generated run id
     assert (again.run_id, again.message_id, again.replayed) == (first.run_id, first.message_id, True)
     assert not first.replayed and r.xlen(keys.stream()) == 1
-    assert r.hget(keys.run(first.run_id), "active") == b"1"
+    assert r.hget(keys.run(first.run_id), Run.active) == b"1"
     assert 0 < r.ttl(keys.idempotency("k1")) <= 60
     other = submit(r, keys, Message.create("t.go", {"A": "1"}), key="k2", key_ttl=60)
     assert other.run_id != first.run_id and r.xlen(keys.stream()) == 2

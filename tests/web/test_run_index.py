@@ -9,6 +9,7 @@ from typing import Any
 import redis
 from flask.testing import FlaskClient
 
+from angora_rq.core.schema import Exec, Run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor
@@ -97,7 +98,7 @@ def test_runs_move_when_they_reopen_and_end_again(client: FlaskClient, finish: F
 def test_canceled_runs_are_canceling_then_canceled(client: FlaskClient, finish: Finish, r: redis.Redis,
                                                    keys: Keys) -> None:
     busy = run_job(client, "report")
-    r.hset(keys.execution(busy["execution_id"]), mapping={"status": "running", "worker": "w1"})  # a worker has it
+    r.hset(keys.execution(busy["execution_id"]), mapping={Exec.status: "running", Exec.worker: "w1"})  # a worker has it
     waiting = run_job(client, "nightly_only")
     for started in (busy, waiting):
         assert client.post(f"/api/v1/runs/{started['run_id']}/cancel").status_code == 200
@@ -114,7 +115,7 @@ def test_a_settler_with_a_stale_read_leaves_the_run_unsettled(client: FlaskClien
     index = RunIndex(r, keys)
     run_id = failed_run(client, finish)
     seen = (r.hget(keys.runs_unsettled(), run_id) or b"").decode()
-    created = float(r.hget(keys.run(run_id), "created") or 0)
+    created = float(r.hget(keys.run(run_id), Run.created) or 0)
     r.hincrby(keys.runs_unsettled(), run_id, 1)  # reopened after the settler read it
     index._record([(run_id, seen, "failed", created)], {}, {run_id: created})  # what it would write from its read
     assert r.hexists(keys.runs_unsettled(), run_id) and r.zscore(keys.runs_by_status("failed"), run_id) is None

@@ -11,6 +11,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from angora_rq.core.schema import Exec
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
@@ -18,11 +19,11 @@ from test_ui_pages import Finish, app, client, config_dir, finish, page, run_job
 
 
 def _next(r: redis.Redis, keys: Keys, xid: str) -> str:
-    return (r.hget(keys.execution(xid), "next") or b"").decode()
+    return (r.hget(keys.execution(xid), Exec.next) or b"").decode()
 
 
 def _status(r: redis.Redis, keys: Keys, xid: str) -> str:
-    return (r.hget(keys.execution(xid), "status") or b"").decode()
+    return (r.hget(keys.execution(xid), Exec.status) or b"").decode()
 
 
 def test_dashboard_counts_executions_under_that_name(client: FlaskClient, finish: Finish) -> None:

@@ -13,11 +13,11 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from angora_rq.core.codec import to_str_dict
-from angora_rq.core.execution import Claimed
+from angora_rq.core.codec import to_str, to_str_dict
+from angora_rq.core.schema import Exec
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import State
+from angora_rq.store.state import State, load_claimed
 from angora_rq.web import create_app
 
 JOBS = """\
@@ -96,7 +96,7 @@ Finish = Callable[..., str]
 def finish(r: redis.Redis, keys: Keys, settings: Settings) -> Finish:
     """Finish a queued execution the way a worker does (state.finalize); returns its final status."""
     def done(xid: str, exit_code: int = 0, tail: str = "ok\n", reason: str = "exit") -> str:
-        ex = Claimed.from_hash(to_str_dict(r.hgetall(keys.execution(xid))))
+        ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
         now = time.time()
         with r.pipeline() as pipe:
             status = State(keys, settings).finalize(pipe, ex, Outcome(exit_code, reason, started=now - 0.25,
@@ -159,7 +159,7 @@ def test_dashboard_lists_jobs_with_status_run_and_rate(client: FlaskClient, fini
 def test_running_execution_shows_live_in_dashboard_and_header(client: FlaskClient, r: redis.Redis,
                                                               keys: Keys) -> None:
     xid = run_job(client)["execution_id"]
-    r.hset(keys.execution(xid), mapping={"status": "running", "started": repr(time.time())})
+    r.hset(keys.execution(xid), mapping={Exec.status: "running", Exec.started: repr(time.time())})
     html = page(client, "/")
     assert '<tr data-status="running">' in html
     assert re.search(r'>\s*1 running</a>', html)
@@ -229,7 +229,7 @@ def test_execution_page_has_timings_actions_and_attempt_chain(client: FlaskClien
                                                               r: redis.Redis, keys: Keys) -> None:
     first = run_job(client, "load")["execution_id"]
     assert finish(first, exit_code=7, tail="boom\n") == "replaying"
-    second = to_str_dict({b"next": r.hget(keys.execution(first), "next")})["next"]
+    second = to_str(r.hget(keys.execution(first), Exec.next))
     html = page(client, f"/executions/{first}")
     assert "boom" in html and ">7<" in html
     assert f'data-post="/api/v1/executions/{first}/retry"' in html

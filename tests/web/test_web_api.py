@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Exec
 from angora_rq.processes.redis_server import free_port
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
@@ -234,7 +235,7 @@ def test_cancel_run(client: FlaskClient) -> None:
 def test_cancel_run_with_kill_asks_the_worker(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
     started = run_job(client)
     xid = started["execution_id"]
-    r.hset(keys.execution(xid), mapping={"status": "running", "worker": "w1"})  # as CLAIM leaves it
+    r.hset(keys.execution(xid), mapping={Exec.status: "running", Exec.worker: "w1"})  # as CLAIM leaves it
     resp = client.post(f"/api/v1/runs/{started['run_id']}/cancel?kill=true")
     assert conforms(resp, "/api/v1/runs/{run_id}/cancel", "post")["kill_requested"] == [xid]
     assert r.lrange(keys.worker_control("w1"), 0, -1) == [f"kill {xid}".encode()]
@@ -246,7 +247,7 @@ def test_cancel_run_with_kill_asks_the_worker(client: FlaskClient, r: redis.Redi
 
 def test_execution_detail_with_tail(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
     xid = run_job(client)["execution_id"]
-    r.hset(keys.execution(xid), "tail", "line one\nline two\n")
+    r.set(keys.tail(xid), "line one\nline two\n")  # a long tail is kept beside its execution
     body = conforms(client.get(f"/api/v1/executions/{xid}"), "/api/v1/executions/{execution_id}")
     assert body["tail"] == "line one\nline two\n" and body["tail_truncated"] is False
     assert body["spec"]["name"] == "extract"
@@ -280,7 +281,7 @@ def test_kill_waiting_then_retry_then_conflicts(client: FlaskClient) -> None:
 def test_skip_failed_execution(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
     started = run_job(client)
     xid = started["execution_id"]
-    r.hset(keys.execution(xid), mapping={"status": "failed", "ended": time.time()})
+    r.hset(keys.execution(xid), mapping={Exec.status: "failed", Exec.ended: time.time()})
     r.lrem(keys.rq_queue("default"), 1, xid)
     resp = client.post(f"/api/v1/executions/{xid}/skip")
     assert conforms(resp, "/api/v1/executions/{execution_id}/skip", "post")["status"] == "skipped"

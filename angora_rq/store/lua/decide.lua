@@ -23,7 +23,7 @@ elseif redis.call('SISMEMBER', paused_jobs, job) == 1 then
   redis.call('RPUSH', paused_held, id)
 else
   new = STATUS.queued
-  redis.call('HSET', exec, EXEC.status, new, EXEC.queued, now)
+  redis.call('HSET', exec, EXEC.status, new)
   redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.queued)
   redis.call('RPUSH', rq_queue, id)
   redis.call('SADD', rq_queues, rq_queue)

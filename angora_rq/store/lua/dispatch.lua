@@ -1,30 +1,36 @@
--- A whole matcher batch in one call: for each (message, job) whose guard is free (SET NX, so no WATCH), create
--- the execution and its RQ job as State.create/CREATE do, queue it (or hold it if its job is paused), index it
--- and count it in its run; record the root messages' plans; ring each queue's bell once; XACK every entry, and
--- count in `metrics` the entries still pending it dispatched (root and job messages apart: one HINCRBY per kind
--- per batch; a batch dispatched twice is counted once).
--- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed).
+-- A whole matcher batch in one call: for each message still pending for this matcher (so dispatched by nobody
+-- yet), and each job it triggers (a parent_success join once per run: the run's join field), create the execution
+-- and its RQ job as CREATE does, queue it (or hold it if its job is paused), index it and count it in its run;
+-- record the root messages' plans; ring each queue's bell once; XACK the entries it handled, and count them in
+-- `metrics` (root and job messages apart: one HINCRBY per kind per batch; a batch dispatched twice counts once).
+-- `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
+-- Atomic, so a killed matcher either did all of it or nothing (its entries stay pending and are claimed), and the
+-- pending check makes a second dispatch of an entry (claimed from a stalled matcher meanwhile) a no-op.
 -- Values shared by many executions (a job's spec and RQ fields, the batch's time) travel once per batch: the
 -- per-argument cost of the client, not Redis, was most of a dispatch.
--- KEYS: stream paused_jobs rq_queues work metrics approvals events runs outbox accepted unsettled
--- ARGV: now now_iso ttl history guard_ttl config_version bell_cap exec_prefix rq_job_prefix group consumer
--- ARGV: run_prefix outbox_cap events_on data_head data_tail n_jobs n_messages n_dispatches batch...
+-- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
+-- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
+-- ARGV: defs_prefix run_prefix outbox_cap events_on n_jobs n_messages n_dispatches batch...
 -- include: publish run_end
+-- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
---   job (12 + 2n values): name, queue, spec, limit, stats key, execs key, rq queue key, bell key, paused-held
---     list, gate ('' = none; else an approval gate: its approval_timeout in seconds, or 'inf'), n rq fields,
---     rq field pairs (created_at, enqueued_at, data, description and status are set per execution; data is
---     data_head .. id .. data_tail)
---   message (8): entry, run id, topic, origin, params, run key, run execs key, plan: '' (not a root message),
---     '=' .. JSON (the caller read and merged the run's plan: write it) or '?' .. JSON (write it unless the run
---     already has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN)
---   dispatch (4): message number, job number, execution id, guard key ('' = none)
--- A guard already taken (the pair was dispatched before), an entry no longer pending or a canceled run creates
--- nothing. `work` (the deployment's counter of unfinished work) moves as the runs' `active` counts do, by one INCRBY.
+--   job (12 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
+--     version's use and its queue's place in RQ's set of queues are not written again either), version (its
+--     spec's: config_version, or spec_version's own),
+--     limit ('' = none), stats key, execs key, rq queue key, bell key, paused-held list, gate ('' = none; else an
+--     approval gate: its approval_timeout in seconds, or 'inf'), n rq fields, rq field pairs (created_at,
+--     description and status are set per execution)
+--   message (8): entry, run id, topic, origin, params ('' = none), run key, plan mode, plan: mode '' (not a root
+--     message), '=' (the caller read and merged the run's plan: write it) or '?' (write it unless the run already
+--     has another plan: then leave it and return the old one for the caller to merge, see SET_PLAN); plan is
+--     the ref and its JSON ('ref json', or 'ref' alone when this matcher recorded it less than a minute ago)
+--   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
+-- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
+-- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
--- angora.execution.<status> and a run a message left with nothing in flight publishes how it ended.
--- Returns {executions created, then per plan conflict: message number, old plan}. An approval gate's deadline is
--- read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
+-- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
+-- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
+-- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
 local function due_in(seconds)
   local t = redis.call('TIME')
   return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
@@ -32,81 +38,101 @@ end
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
-local jobs = {}
+local jobs, versions, announce = {}, {}, {}
 for j = 1, nj do
-  local job = {name = ARGV[p], queue = ARGV[p + 1], spec = ARGV[p + 2], limit = ARGV[p + 3], stats = ARGV[p + 4],
-               execs = ARGV[p + 5], qkey = ARGV[p + 6], bell = ARGV[p + 7], held = ARGV[p + 8], gate = ARGV[p + 9],
-               rq = {}, at = {}, n = 0, scores = {}}
-  local nrq = tonumber(ARGV[p + 10])
-  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 10 + i] end
+  local job = {name = ARGV[p], queue = ARGV[p + 1], version = ARGV[p + 3], limit = ARGV[p + 4], stats = ARGV[p + 5],
+               execs = ARGV[p + 6], qkey = ARGV[p + 7], bell = ARGV[p + 8], held = ARGV[p + 9], gate = ARGV[p + 10],
+               rq = {}, at = {}, ids = {}}
+  if ARGV[p + 2] ~= '' then
+    redis.call('HSETNX', defs_prefix .. job.version, DEFS.job .. job.name, ARGV[p + 2])
+    versions[job.version] = true
+    announce[job.qkey] = true
+  end
+  local nrq = tonumber(ARGV[p + 11])
+  for i = 1, nrq * 2 do job.rq[i] = ARGV[p + 11 + i] end
   for i = 1, nrq * 2, 2 do job.at[job.rq[i]] = i + 1 end
   job.paused = redis.call('SISMEMBER', paused_jobs, job.name) == 1
   jobs[j] = job
-  p = p + 11 + nrq * 2
+  p = p + 12 + nrq * 2
 end
-local msgs, entries, conflicts, counted = {}, {}, {}, {root = 0, job = 0}
+-- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
+-- more of this consumer's entries than the read returns).
+local pending, room = {}, nm + 100
+local got = nm > 0 and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
+for _, e in ipairs(got) do pending[e[1]] = true end
+local exact = #got < room
+-- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
+-- its messages and executions set, one HINCRBY of its count), whatever the batch holds of it.
+local msgs, entries, conflicts, counted, states, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
+local function run_of(rkey)
+  local run = states[rkey]
+  if not run then
+    local h = redis.call('HMGET', rkey, RUN.canceled, RUN.plan, RUN.config_version)
+    run = {canceled = h[1] == '1', plan = h[2], version = h[3], fields = {}, delta = 0}
+    states[rkey] = run
+    order[#order + 1] = rkey
+  end
+  return run
+end
+local function put(run, ...)
+  for _, v in ipairs({...}) do run.fields[#run.fields + 1] = v end
+end
 for m = 1, nm do
-  msgs[m] = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
-             rkey = ARGV[p + 5], rexecs = ARGV[p + 6], plan = ARGV[p + 7], absorbed = false, live = false}
-  entries[m] = ARGV[p]
-  p = p + 8
-end
--- Only entries still pending are dispatched: while this matcher stalled, another may have claimed, dispatched
--- and acknowledged some of them. Their guards would stop a second execution, but not a second count of the
--- message in its run. XCLAIM ... JUSTID returns the ids still pending (and keeps them with this consumer).
-local pending = {}
-if nm > 0 then
-  local claim = {'XCLAIM', stream, group, consumer, 0}
-  for m = 1, nm do claim[5 + m] = entries[m] end
-  claim[#claim + 1] = 'JUSTID'
-  for _, id in ipairs(redis.call(unpack(claim))) do pending[id] = true end
-end
-for m = 1, nm do
-  local msg = msgs[m]
+  local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
+               rkey = ARGV[p + 5], absorbed = false}
   msg.live = pending[msg.entry] == true
+  if not msg.live and not exact then
+    msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
+  end
+  msgs[m] = msg
+  local mode, plan = ARGV[p + 6], ARGV[p + 7]
   if msg.live then
+    entries[#entries + 1] = msg.entry
     local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
     counted[kind] = counted[kind] + 1
-  end
-  local plan = msg.plan
-  if msg.live and plan ~= '' then
-    local old = plan:sub(1, 1) == '?' and redis.call('HGET', msg.rkey, RUN.plan)
-    plan = plan:sub(2)
-    if old and old ~= plan then
-      conflicts[#conflicts + 1] = m
-      conflicts[#conflicts + 1] = old
-    else
-      redis.call('HSET', msg.rkey, RUN.plan, plan, RUN.config_version, config_version, RUN.params, msg.params)
+    local run = run_of(msg.rkey)
+    msg.state = run
+    if mode ~= '' then
+      local sp = plan:find(' ', 1, true)
+      local ref = sp and plan:sub(1, sp - 1) or plan
+      if sp then
+        redis.call('HSETNX', defs, DEFS.plan .. ref, plan:sub(sp + 1))
+        versions[config_version] = true
+      end
+      if mode == '?' and run.plan and run.plan ~= ref then
+        conflicts[#conflicts + 1] = m
+        conflicts[#conflicts + 1] = redis.call('HGET', defs_prefix .. (run.version or ''), DEFS.plan .. run.plan) or ''
+      else
+        run.plan, run.version = ref, config_version
+        put(run, RUN.plan, ref, RUN.config_version, config_version)
+        if msg.params ~= '' then put(run, RUN.params, msg.params) end
+      end
     end
   end
+  p = p + 8
 end
-local canceled, bells, touched, created, queued, queues, moved = {}, {}, {}, 0, {}, {}, 0
+local bells, created, queued, queues, moved = {}, 0, {}, {}, 0
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
-  local id, guard = ARGV[p + 2], ARGV[p + 3]
+  local id, join = ARGV[p + 2], ARGV[p + 3]
   p = p + 4
-  if msg.live and canceled[msg.rkey] == nil then
-    canceled[msg.rkey] = redis.call('HGET', msg.rkey, RUN.canceled) == '1'
-  end
-  if msg.live and not canceled[msg.rkey] and (guard == '' or redis.call('SET', guard, 1, 'NX', 'EX', guard_ttl)) then
+  if msg.live and not msg.state.canceled
+      and (join == '' or redis.call('HSETNX', msg.rkey, RUN.join .. job.name, 1) == 1) then
     -- An approval gate waits for a person first (a pause is looked at once it is approved).
     local status = job.gate ~= '' and STATUS.awaiting_approval or job.paused and STATUS.held or STATUS.queued
-    local ek = exec_prefix .. id
-    redis.call('HSET', ek, EXEC.id, id, EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status,
-               EXEC.queue, job.queue, EXEC.topic, msg.topic, EXEC.entry, msg.entry, EXEC.origin, msg.origin,
-               EXEC.params, msg.params, EXEC.spec, job.spec, EXEC.config_version, config_version, EXEC.created, now,
-               EXEC.queued, now, EXEC.replay_of, '', EXEC.delay_until, '', EXEC.limit, job.limit)
-    redis.call('EXPIRE', ek, ttl)
+    local f = {EXEC.job, job.name, EXEC.run, msg.run, EXEC.attempt, 1, EXEC.status, status, EXEC.queue, job.queue,
+               EXEC.topic, msg.topic, EXEC.origin, msg.origin, EXEC.config_version, job.version, EXEC.created, now}
+    if msg.params ~= '' then f[#f + 1] = EXEC.params; f[#f + 1] = msg.params end
+    if job.limit ~= '' then f[#f + 1] = EXEC.limit; f[#f + 1] = job.limit end
+    local deadline = job.gate ~= '' and job.gate ~= 'inf' and due_in(job.gate) or ''  -- Redis' clock
+    if deadline ~= '' then f[#f + 1] = EXEC.approval_deadline; f[#f + 1] = deadline end
+    redis.call('HSET', exec_prefix .. id, unpack(f))
     local rq, at = job.rq, job.at
-    rq[at[RQJOB.created_at]], rq[at[RQJOB.enqueued_at]] = now_iso, now_iso
-    rq[at[RQJOB.data]] = data_head .. id .. data_tail
-    rq[at[RQJOB.description]] = job.name .. ' (run ' .. msg.run .. ', attempt 1)'
+    rq[at[RQJOB.created_at]] = now_iso
+    rq[at[RQJOB.description]] = string.sub(job.name .. ' (run ' .. msg.run .. ', attempt 1)', 1, 64)
     rq[at[RQJOB.status]] = status == STATUS.queued and RQSTATUS.queued or RQSTATUS.deferred
     redis.call('HSET', rq_job_prefix .. id, unpack(rq))
-    redis.call('EXPIRE', rq_job_prefix .. id, ttl)
     if job.gate ~= '' then
-      local deadline = job.gate == 'inf' and '' or due_in(job.gate)  -- by Redis' clock, not the matcher's
-      redis.call('HSET', ek, EXEC.approval_deadline, deadline)
       redis.call('ZADD', approvals, deadline == '' and '+inf' or deadline, id)
     elseif job.paused then
       redis.call('RPUSH', job.held, id)
@@ -122,19 +148,13 @@ for d = 1, nd do
       q[#q + 1] = id
       bells[job.bell] = bells[job.bell] + 1
     end
-    job.scores[#job.scores + 1] = now
-    job.scores[#job.scores + 1] = id
-    job.n, job.last, job.run = job.n + 1, id, msg.run
-    redis.call('ZADD', msg.rexecs, now, id)
+    job.ids[#job.ids + 1] = id
+    job.last, job.run = id, msg.run
     -- The message's first execution takes over its count in the run; every further one adds one.
-    if msg.absorbed then
-      redis.call('HINCRBY', msg.rkey, RUN.active, 1)
-      moved = moved + 1
-    end
+    if msg.absorbed then msg.state.delta = msg.state.delta + 1 end
     msg.absorbed = true
-    redis.call('HINCRBY', msg.rkey, RUN.job_count .. job.name, 1)
-    redis.call('HSET', msg.rkey, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id)
-    touched[msg.rkey] = msg.rexecs
+    put(msg.state, RUN.job_status .. job.name, status, RUN.job_execution .. job.name, id, RUN.execution .. id,
+        job.name)
     created = created + 1
     if events_on ~= '' then
       publish({events, stream, runs, outbox, work, accepted, unsettled},
@@ -144,31 +164,41 @@ for d = 1, nd do
   end
 end
 for m = 1, nm do
-  -- A message that started nothing stops counting in its run.
+  -- A message that started nothing stops counting in its run (which may have ended with it).
   if msgs[m].live and not msgs[m].absorbed then
-    redis.call('HINCRBY', msgs[m].rkey, RUN.active, -1)
-    moved = moved - 1
-    if events_on ~= '' then
-      run_end({msgs[m].rkey, events, stream, runs, outbox, work, accepted, unsettled},
-              {msgs[m].run, now, run_prefix, outbox_cap})
-    end
+    msgs[m].state.delta = msgs[m].state.delta - 1
+    msgs[m].state.id = msgs[m].run
   end
 end
-for rkey, rexecs in pairs(touched) do
-  redis.call('EXPIRE', rkey, ttl)
-  redis.call('EXPIRE', rexecs, ttl)
+for _, rkey in ipairs(order) do
+  local run = states[rkey]
+  if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
+  if run.delta ~= 0 then redis.call('HINCRBY', rkey, RUN.active, run.delta) end
+  moved = moved + run.delta
+end
+if moved ~= 0 then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
+if events_on ~= '' then
+  for _, rkey in ipairs(order) do
+    if states[rkey].id then
+      run_end({rkey, events, stream, runs, outbox, work, accepted, unsettled}, {states[rkey].id, now, run_prefix,
+              outbox_cap})
+    end
+  end
 end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
   for i = 1, #ids, 1000 do  -- unpack() is limited to a few thousand values
     redis.call('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
   end
-  redis.call('SADD', rq_queues, qkey)
+  if announce[qkey] then redis.call('SADD', rq_queues, qkey) end
 end
 for _, job in ipairs(jobs) do
-  if job.n > 0 then
-    redis.call('ZADD', job.execs, unpack(job.scores))
-    redis.call('ZREMRANGEBYRANK', job.execs, 0, -(keep + 1))
+  if #job.ids > 0 then
+    local len = 0
+    for i = 1, #job.ids, 1000 do
+      len = redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
+    end
+    if len > keep then redis.call('LTRIM', job.execs, 0, keep - 1) end
     redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
                JOBSTATS.last_status, STATUS.queued)
   end
@@ -176,11 +206,10 @@ end
 for bell, n in pairs(bells) do
   local ones = {}
   for i = 1, math.min(n, cap) do ones[i] = 1 end
-  redis.call('RPUSH', bell, unpack(ones))
-  redis.call('LTRIM', bell, 0, cap - 1)
+  if redis.call('RPUSH', bell, unpack(ones)) > cap then redis.call('LTRIM', bell, 0, cap - 1) end
 end
-if moved ~= 0 then redis.call('INCRBY', work, moved) end
-redis.call('XACK', stream, group, unpack(entries))
+for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
+if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
 for kind, n in pairs(counted) do
   if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
 end

@@ -1,26 +1,86 @@
--- Record a finished command: its execution, RQ job and registries, the run's job status and count, the job's
--- stats. One command instead of twelve, for the same reason as CREATE.
--- KEYS: exec rq_job run stats inflight rq_started rq_ended work
--- ARGV: ttl id status job ok rq_status ended_iso registry_score started ended duration bucket fields...
--- inflight: the worker's list, or '' (none); rq_ended: RQ's finished or failed registry; work: the deployment's
--- counter of unfinished work (moves with the run's `active`); ok: '1' or '0';
--- bucket: the duration's histogram bound (core/metrics.py): the job's stats count commands per (status, bound)
--- and sum durations per status, for /metrics;
--- fields: the execution's field/value pairs. Returns 1. Not idempotent (counts twice): callers run it once per
+-- Record a batch of finished commands (a worker's, or one): each execution, its RQ job and registries, its run's
+-- job status and count; then, once per batch, the work counter, RQ's started registry per queue, the succeeded
+-- executions' RQ jobs, and per job its statistics. One command instead of twelve per execution.
+-- KEYS: work inflight events stream runs outbox accepted unsettled
+-- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
+-- ARGV: rq_failed_prefix outbox_cap events_on rows...
+-- include: publish run_end
+-- inflight: the worker's list, or '' (none); work: the deployment's counter of unfinished work (moves with the runs'
+-- `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
+-- queue, status, ok ('1' or '0'), started, ended, duration, bucket (the duration's histogram bound, core/metrics.py:
+-- the job's stats count commands per (status, bound) and sum durations per status, for /metrics), tail_text (the
+-- output's tail when too long for the execution's hash, else ''), live ('1' if the tail key was written while the
+-- command ran: it goes unless it holds the final tail), n (field/value pairs), then the execution's n field/value
+-- pairs. A succeeded execution's RQ job is deleted (RQ's own result_ttl=0: rq-dashboard lists what is queued,
+-- running or failed, Angora's pages the history); a failed one's stays in RQ's failed registry until the execution
+-- is dropped. Returns the number of executions recorded. Not idempotent (counts twice): callers run it once per
 -- execution (a worker for what it claimed; the janitor under WATCH of a status still running).
-redis.call('HSET', exec, unpack(ARGV, fields))
-redis.call('EXPIRE', exec, ttl)
-if inflight ~= '' then redis.call('LREM', inflight, 1, id) end
-redis.call('HSET', rq_job, RQJOB.status, rq_status, RQJOB.ended_at, ended_iso)
-redis.call('EXPIRE', rq_job, ttl)
-redis.call('ZREM', rq_started, id .. ':' .. id)
-redis.call('ZADD', rq_ended, registry_score, id)
-redis.call('HSET', run, RUN.job_status .. job, status)
-redis.call('HINCRBY', run, RUN.active, -1)
-redis.call('DECR', work)
-local succeeded = ok == '1'
-redis.call('HSET', stats, JOBSTATS.last_status, succeeded and STATUS.succeeded or STATUS.failed,
-           JOBSTATS.last_started, started, JOBSTATS.last_ended, ended, JOBSTATS.last_duration, duration)
-redis.call('HINCRBY', stats, JOBSTATS.count .. status .. ':' .. bucket, 1)
-redis.call('HINCRBYFLOAT', stats, JOBSTATS.seconds .. status, duration)
-return 1
+-- Callers queue FINISH after the messages and replays the batch sends (they count in their run first). events_on:
+-- '' when no event has a listener (core/events.py); else each execution's final status is published, then how
+-- each of the batch's runs ended if it has.
+local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
+local n, p = 0, rows
+while p <= #ARGV do
+  local id, run, job, queue, status, ok = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5]
+  local t0, t1, duration, bucket, tail_text, live = ARGV[p + 6], ARGV[p + 7], ARGV[p + 8], ARGV[p + 9],
+                                                    ARGV[p + 10], ARGV[p + 11]
+  local nf = tonumber(ARGV[p + 12])
+  local ek = exec_prefix .. id
+  redis.call('HSET', ek, unpack(ARGV, p + 13, p + 12 + nf * 2))
+  p = p + 13 + nf * 2
+  if tail_text ~= '' then
+    redis.call('SET', tail_prefix .. id, tail_text)
+  elseif live == '1' then
+    redis.call('DEL', tail_prefix .. id)
+  end
+  if inflight ~= '' then redis.call('LREM', inflight, 1, id) end
+  started[queue] = started[queue] or {}
+  table.insert(started[queue], id .. ':' .. id)
+  if ok == '1' then
+    dropped[#dropped + 1] = rq_job_prefix .. id
+  else
+    redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.failed, RQJOB.ended_at, ended_iso)
+    redis.call('ZADD', rq_failed_prefix .. queue, registry_score, id)
+  end
+  local rk = run_prefix .. run
+  -- A replaying one's job status is its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled
+  -- in a run canceled while this attempt ran).
+  if status ~= STATUS.replaying then redis.call('HSET', rk, RUN.job_status .. job, status) end
+  redis.call('HINCRBY', rk, RUN.active, -1)
+  if events_on ~= '' then
+    publish({events, stream, runs, outbox, work, accepted, unsettled},
+            {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job', job,
+             'execution_id', id})
+    if not seen[run] then
+      seen[run] = true
+      ended[#ended + 1] = run
+    end
+  end
+  local s = jobs[job]
+  if not s then
+    s = {counts = {}, seconds = {}}
+    jobs[job] = s
+    order[#order + 1] = job
+  end
+  s.last = {ok == '1' and STATUS.succeeded or STATUS.failed, t0, t1, duration}
+  local c = JOBSTATS.count .. status .. ':' .. bucket
+  s.counts[c] = (s.counts[c] or 0) + 1
+  local d = JOBSTATS.seconds .. status
+  s.seconds[d] = (s.seconds[d] or 0) + tonumber(duration)
+  n = n + 1
+end
+for queue, members in pairs(started) do redis.call('ZREM', rq_started_prefix .. queue, unpack(members)) end
+for i = 1, #dropped, 1000 do redis.call('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
+if n > 0 then redis.call('DECRBY', work, n) end
+for _, run in ipairs(ended) do
+  run_end({run_prefix .. run, events, stream, runs, outbox, work, accepted, unsettled},
+          {run, now, run_prefix, outbox_cap})
+end
+for _, job in ipairs(order) do
+  local s, sk = jobs[job], stats_prefix .. job
+  redis.call('HSET', sk, JOBSTATS.last_status, s.last[1], JOBSTATS.last_started, s.last[2],
+             JOBSTATS.last_ended, s.last[3], JOBSTATS.last_duration, s.last[4])
+  for field, k in pairs(s.counts) do redis.call('HINCRBY', sk, field, k) end
+  for field, sum in pairs(s.seconds) do redis.call('HINCRBYFLOAT', sk, field, string.format('%.6f', sum)) end
+end
+return n

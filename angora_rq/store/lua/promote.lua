@@ -4,7 +4,7 @@
 -- Due times are Redis' own (CREATE): the clock of the host that runs this plays no part. A replay goes to the
 -- front of its queue (a lost host's executions would otherwise wait behind the whole backlog: measured, 27 s
 -- behind 10,000 queued workflows), and each queue given work rings its bell once, so idle workers claim it now.
--- An execution no longer delayed (killed or expired meanwhile) only leaves the delayed set. Returns how many left it.
+-- An execution no longer delayed (killed or deleted meanwhile) only leaves the delayed set. Returns how many left it.
 local t = redis.call('TIME')
 local now = string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000)
 local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, tonumber(limit))
@@ -14,7 +14,7 @@ for _, id in ipairs(ids) do
   local ek = exec_prefix .. id
   if redis.call('HGET', ek, EXEC.status) == STATUS.delayed then
     local q = redis.call('HGET', ek, EXEC.queue)
-    redis.call('HSET', ek, EXEC.status, STATUS.queued, EXEC.queued, now)
+    redis.call('HSET', ek, EXEC.status, STATUS.queued)
     redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.queued)
     redis.call('LPUSH', rq_queue_prefix .. q, id)  -- at the front: it was taken once, before what waits now
     redis.call('SADD', rq_queues, rq_queue_prefix .. q)

@@ -21,7 +21,7 @@ if string.find(flags, 'j', 1, true) and string.sub(origin, 1, #EVENT.origin) ~= 
   local o = EVENT.origin .. topic
   redis.call('XADD', stream, '*', ENTRY.topic, topic, ENTRY.run, run_id, ENTRY.origin, o, ENTRY.sent, now,
              ENTRY.params, cjson.encode(params))
-  redis.call('HSET', run_prefix .. run_id, RUN.run_id, run_id, RUN.created, now, RUN.topic, topic, RUN.origin, o)
+  redis.call('HSET', run_prefix .. run_id, RUN.created, now, RUN.topic, topic, RUN.origin, o)
   redis.call('HINCRBY', run_prefix .. run_id, RUN.active, 1)
   redis.call('INCR', work)
   redis.call('INCR', accepted)

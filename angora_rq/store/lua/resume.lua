@@ -1,7 +1,7 @@
 -- Unpause a job: it leaves the paused set and what it held goes, in order, to the end of its RQ queues.
 -- KEYS: paused_jobs paused_held rq_queues
--- ARGV: job exec_prefix rq_job_prefix rq_queue_prefix run_prefix bell_prefix now bell_cap
--- An execution no longer held (killed while held, or expired) is dropped. Each queue's bell rings once.
+-- ARGV: job exec_prefix rq_job_prefix rq_queue_prefix run_prefix bell_prefix bell_cap
+-- An execution no longer held (killed while held, or deleted) is dropped. Each queue's bell rings once.
 -- Returns {1 if the job was paused else 0, executions queued}; a second call finds nothing to do.
 local was = redis.call('SREM', paused_jobs, job)
 local ids = redis.call('LRANGE', paused_held, 0, -1)
@@ -11,7 +11,7 @@ for _, id in ipairs(ids) do
   local ek = exec_prefix .. id
   local e = redis.call('HMGET', ek, EXEC.status, EXEC.queue, EXEC.run, EXEC.job)
   if e[1] == STATUS.held then
-    redis.call('HSET', ek, EXEC.status, STATUS.queued, EXEC.queued, now)
+    redis.call('HSET', ek, EXEC.status, STATUS.queued)
     redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.queued)
     redis.call('HSET', run_prefix .. e[3], RUN.job_status .. e[4], STATUS.queued)
     redis.call('RPUSH', rq_queue_prefix .. e[2], id)

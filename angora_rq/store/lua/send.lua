@@ -2,9 +2,10 @@
 -- idempotency key, a repeat gets the first answer back and sends nothing (even over budget, since it adds no work):
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
--- KEYS: stream run runs work accepted idem unsettled events outbox
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint run_prefix outbox_cap fields...
+-- KEYS: stream run runs work accepted idem unsettled events outbox events_on
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap fields...
 -- include: publish
+-- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
 -- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
@@ -13,7 +14,8 @@
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
 -- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
--- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's).
+-- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's; events_on
+-- is set while any event has a listener, read with the counters, so a send without listeners costs no more).
 if idem ~= '' then
   local first = redis.call('GET', idem)
   if first then
@@ -22,7 +24,7 @@ if idem ~= '' then
     return {run0, entry0}
   end
 end
-local counts = redis.call('MGET', work, accepted)
+local counts = redis.call('MGET', work, accepted, events_on)
 local used, sent = tonumber(counts[1]) or 0, tonumber(counts[2]) or 0
 local cap, room = tonumber(budget), tonumber(accepted_cap)  -- room: nil when there is no memory budget
 if cap > 0 and used >= cap then
@@ -32,15 +34,18 @@ if room and sent >= room then
   return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
 local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
-redis.call('HINCRBY', run, RUN.active, 1)
 redis.call('INCR', work)
 redis.call('INCR', accepted)
-if redis.call('HSETNX', run, RUN.created, now) == 1 then
-  redis.call('HSET', run, RUN.run_id, run_id, RUN.topic, topic, RUN.origin, origin)
+local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
+if started then
+  redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
+end
+if started and counts[3] then
   publish({events, stream, runs, outbox, work, accepted, unsettled},
           {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 end
+if not started then redis.call('HINCRBY', run, RUN.active, 1) end
 if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
 redis.call('HINCRBY', unsettled, run_id, 1)
 return id

@@ -1,8 +1,8 @@
 -- Send one schedule's message for one tick (mode 'send'), or only record the tick (mode 'mark'), fenced: nothing
 -- happens unless the lease still holds this term's value and the tick is newer than the schedule's last one.
 -- The message goes out exactly as SEND sends it (same fields, counters, budgets and idempotency record).
--- KEYS: stream run runs work accepted idem unsettled lease schedule events outbox
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint lease_value tick_ms token run_prefix
+-- KEYS: stream run runs work accepted idem unsettled lease schedule events outbox events_on
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh lease_value tick_ms token run_prefix
 -- ARGV: overlap mode schedule_name covers outbox_cap fields...
 -- include: send
 -- idem: the tick's idempotency record (SEND's), so a tick whose schedule state was lost is not sent again.
@@ -33,9 +33,9 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
     return {'overlap', st[3]}
   end
 end
-local id = send({stream, run, runs, work, accepted, idem, unsettled, events, outbox},
-                {budget, accepted_cap, now, run_id, topic, origin, idem_ttl, fingerprint, run_prefix, outbox_cap,
-                 unpack(ARGV, fields)})
+local id = send({stream, run, runs, work, accepted, idem, unsettled, events, outbox, events_on},
+                {budget, accepted_cap, now, run_id, topic, origin, idem_ttl, fingerprint, fresh, run_prefix,
+                 outbox_cap, unpack(ARGV, fields)})
 if type(id) == 'table' then
   local err = id.err or ''
   if string.sub(err, 1, 6) == 'BUDGET' then

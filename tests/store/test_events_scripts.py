@@ -1,0 +1,108 @@
+"""Events published by the batched scripts (FINISH, CLAIM, HAND_BACK) on real Redis, as webhooks receive them."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.settings import Settings
+from angora_rq.processes.worker import claim_call
+from angora_rq.store.bus import send
+from angora_rq.store.events import Events, write_wanted
+from angora_rq.store.link import Link
+from angora_rq.store.state import Finished, State, load_claimed
+from angora_testkit import fields
+
+LAST = JobDef("last", ("data.ready",), ("true",), queue="etl", replay=0)
+SENDS = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
+
+
+class Done:
+    """A command that exited 0."""
+
+    exit_code, signal, reason, started, ended, duration, tail, ok = 0, None, "exit", 1.0, 1.5, 0.5, "", True
+    output = b""
+
+
+def listening(r: redis.Redis, keys: Keys, *topics: str) -> State:
+    """A State whose events know that a webhook listens to `topics`."""
+    r.hset(keys.events(), mapping={t: "w" for t in topics})
+    return State(keys, Settings(), Events(r, keys))
+
+
+def heard(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    """The events on the webhooks' outbox, oldest first."""
+    return [json.loads(e) for e in reversed(r.lrange(keys.webhook_outbox(), 0, -1))]
+
+
+def create(r: redis.Redis, keys: Keys, state: State, job: JobDef, run_id: str) -> str:
+    with r.pipeline() as pipe:
+        xid = state.create(pipe, job, Message.create("data.ready", None, run_id, origin="test"), 1000.0,
+                           config_version="v1")
+        pipe.execute()
+    return xid
+
+
+def test_one_finish_publishes_each_execution_and_each_run_that_ended_once(r: redis.Redis, keys: Keys) -> None:
+    state = listening(r, keys, "angora.execution.succeeded", "angora.run.succeeded")
+    a, b = create(r, keys, state, LAST, "r1"), create(r, keys, state, LAST, "r1")
+    c = create(r, keys, state, SENDS, "r2")
+    with r.pipeline() as pipe:
+        batch = Finished("w1", 2000.0)
+        for xid in (a, b, c):
+            ex = load_claimed(r, keys, xid, _raw(r, keys, xid))
+            state.finalize(pipe, ex, Done(), 2000.0, worker="w1", batch=batch)
+        state.record(pipe, batch)  # one FINISH, queued after the message `load` sends
+        pipe.execute()
+    events = heard(r, keys)
+    assert [(e["event"], e["execution_id"]) for e in events[:3]] == [
+        ("angora.execution.succeeded", a), ("angora.execution.succeeded", b), ("angora.execution.succeeded", c)]
+    # r1 ended with the batch: told once; r2 still counts the message its execution sent, so it has not ended.
+    assert [(e["event"], e["run_id"]) for e in events[3:]] == [("angora.run.succeeded", "r1")]
+    assert fields(r, keys.run("r2"))["active"] == "1"
+
+
+def test_finish_publishes_nothing_when_nothing_listens(r: redis.Redis, keys: Keys) -> None:
+    state = State(keys, Settings(), Events(r, keys))
+    xid = create(r, keys, state, LAST, "r1")
+    with r.pipeline() as pipe:
+        state.finalize(pipe, load_claimed(r, keys, xid, _raw(r, keys, xid)), Done(), 2000.0)
+        pipe.execute()
+    assert fields(r, keys.execution(xid))["status"] == "succeeded" and r.llen(keys.webhook_outbox()) == 0
+
+
+def test_claim_and_hand_back_publish_the_new_status(r: redis.Redis, keys: Keys) -> None:
+    state = listening(r, keys, "angora.execution.running", "angora.execution.queued")
+    xid = create(r, keys, state, LAST, "r1")
+    assert heard(r, keys)[0]["execution_id"] == xid  # CREATE's own `queued`
+    reply = claim_call(keys, Settings(), "w1", ("etl",), time.time(), 1, events=True).run(Link(r))
+    assert reply[0].decode() == xid
+    with r.pipeline() as pipe:
+        state.hand_back(pipe, load_claimed(r, keys, xid, _raw(r, keys, xid)), "w1", time.time())
+        pipe.execute()
+    assert [(e["event"], e["status"]) for e in heard(r, keys)] == [
+        ("angora.execution.queued", "queued"), ("angora.execution.running", "running"),
+        ("angora.execution.queued", "queued")]
+    assert fields(r, keys.execution(xid))["status"] == "queued"
+
+
+def _raw(r: redis.Redis, keys: Keys, xid: str) -> dict[str, str]:
+    """An execution's hash, decoded, fields under their Redis names (what load_claimed reads)."""
+    return {k.decode(): v.decode() for k, v in r.hgetall(keys.execution(xid)).items()}
+
+
+def test_send_looks_for_listeners_only_while_the_matcher_says_there_are_some(r: redis.Redis, keys: Keys) -> None:
+    r.hset(keys.events(), "angora.run.started", "w")  # not through write_wanted: events_on is not set
+    send(r, keys, Message.create("data.ready", None, None, origin="test"))
+    assert r.llen(keys.webhook_outbox()) == 0
+    write_wanted(r, keys, {"angora.run.started": "w"})
+    run = Message.create("data.ready", None, None, origin="test")
+    send(r, keys, run)
+    assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
+    write_wanted(r, keys, {})
+    assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")
