@@ -71,6 +71,7 @@ class Run(Names):
     params = "p"  # absent when {}
     config_version = "v"
     active = "a"  # messages in flight + executions not finished
+    ended = "en"  # when `active` last came to 0 (store/lua/run_count.lua); meaningful while it is 0; absent in old runs
     canceled = "cn"  # '1' once canceled
     schedule = "sc"  # runs a schedule started: its name, the tick (ms) and how many ticks it covers
     tick = "tk"

@@ -2,6 +2,7 @@
 -- run: the writes of State.create in one command (replays, retries, manual runs; matcher batches use DISPATCH).
 -- KEYS: exec rq_job run job_execs stats rq_queue bell delayed rq_queues defs defs_index work approvals
 -- ARGV: history now id job run_id status delay approval_timeout bell_cap spec version n_exec fields...
+-- include: run_count
 -- fields: the execution's n_exec field/value pairs, then the RQ job's; spec: the job's JSON, recorded under its
 -- definitions version unless there already; work: the deployment's counter of unfinished work (moves with the
 -- run's `active`). Returns 1. delay: seconds a delayed execution waits, from now by Redis' clock (TIME): a host
@@ -48,7 +49,7 @@ redis.call('LPUSH', job_execs, id)
 redis.call('LTRIM', job_execs, 0, tonumber(history) - 1)
 redis.call('HSET', stats, JOBSTATS.last_execution, id, JOBSTATS.last_run, run_id, JOBSTATS.last_status, STATUS.queued)
 if status ~= STATUS.canceled then
-  redis.call('HINCRBY', run, RUN.active, 1)
+  run_count({run}, {1, now})  -- a run that had ended is running again: its end time goes
   redis.call('INCR', work)
 end
 redis.call('HSET', run, RUN.job_status .. job, job_status, RUN.job_execution .. job, id, RUN.execution .. id, job)

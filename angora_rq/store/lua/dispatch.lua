@@ -11,7 +11,7 @@
 -- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
 -- ARGV: defs_prefix run_prefix outbox_cap events_on n_jobs n_messages n_dispatches batch...
--- include: publish run_end
+-- include: publish run_end run_count
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (12 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
@@ -173,7 +173,7 @@ end
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
-  if run.delta ~= 0 then redis.call('HINCRBY', rkey, RUN.active, run.delta) end
+  if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
   moved = moved + run.delta
 end
 if moved ~= 0 then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
