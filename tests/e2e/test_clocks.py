@@ -13,10 +13,11 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.core.schema import Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.ticks import from_ms
 from angora_rq.processes.scheduler import Scheduler
-from angora_testkit import System, wait_for, write_config
+from angora_testkit import System, hash_as, wait_for, write_config
 
 SKEWED = [sys.executable, str(Path(__file__).parents[1] / "skewed.py")]
 SKEWS = [30.0, -30.0]
@@ -37,7 +38,7 @@ def runs_of(r: redis.Redis, keys: Keys, origin: str) -> list[dict[str, str]]:
     """Every run started by `origin`."""
     out = []
     for rid in r.zrange(keys.runs(), 0, -1):
-        h = {k.decode(): v.decode() for k, v in r.hgetall(keys.run(rid.decode())).items()}
+        h = hash_as(r, keys.run(rid.decode()), Run)
         if h.get("origin") == origin:
             out.append(h)
     return out
@@ -146,7 +147,7 @@ def test_a_replay_is_due_by_redis_clock_whoever_failed_and_whoever_promotes(
                          what=f"the first attempt to fail ({s.logs()})")[0]
         replay = s.q.execution(first["next"])
         assert replay["status"] == "delayed"
-        wait = float(r.hget(keys.execution(replay["id"]), "delay_until")) - now_of(r)
+        wait = float(r.hget(keys.execution(replay["id"]), Exec.delay_until)) - now_of(r)
         assert 0 < wait <= 20, f"due in {wait:.1f}s by Redis' clock; the job says 20 s (a 30 s skew shows)"
         s.start("worker", "--name", "honest")  # its janitor, and the skewed one's, look at it for a while
         time.sleep(3)
@@ -174,7 +175,7 @@ def test_an_approval_deadline_is_by_redis_clock_whoever_creates_and_whoever_expi
         rid = s.send("clock.gate")
         gated = wait_for(lambda: [x for x in s.executions(rid) if x["status"] == "awaiting_approval"], 30,
                          what=f"the gate ({s.logs()})")[0]
-        left = float(r.hget(keys.execution(gated["id"]), "approval_deadline")) - now_of(r)
+        left = float(r.hget(keys.execution(gated["id"]), Exec.approval_deadline)) - now_of(r)
         assert 0 < left <= 20, f"decided in {left:.1f}s by Redis' clock; the job says 20 s (a 30 s skew shows)"
         time.sleep(3)  # the skewed worker's janitor passes every second
         assert s.q.execution(gated["id"])["status"] == "awaiting_approval", "decided early"

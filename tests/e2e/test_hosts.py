@@ -23,7 +23,7 @@ from angora_rq.core.schema import Run
 from angora_rq.processes.redis_server import RedisServer
 from angora_rq.store.bus import send
 from angora_rq.core.codec import to_str
-from angora_testkit import wait_for, write_config
+from angora_testkit import hash_as, wait_for, write_config
 from hosts import Hosts
 
 REPLAYED_WITHIN = 10.0  # seconds from a host's death to its executions running again elsewhere
@@ -86,7 +86,7 @@ def schedule_ticks(h: Hosts) -> list[int]:
     """Every tick (ms) the schedule's runs stand for (a catch-up run stands for the ticks it covers)."""
     out = []
     for rid in h.r.zrange(h.keys.runs(), 0, -1):
-        run = {to_str(k): to_str(v) for k, v in h.r.hgetall(h.keys.run(to_str(rid))).items()}
+        run = hash_as(h.r, h.keys.run(to_str(rid)), Run)
         if run.get("origin") == "schedule:beat":
             tick, covers = int(run["tick"]), int(run.get("covers") or 1)
             out += [tick - 1000 * i for i in range(covers)]
