@@ -48,6 +48,8 @@ def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
         out["approval_deadline"] = float(deadline) if deadline else None
         out["tail"] = fields.get(Exec.tail) or tail
         out["spec"] = json.loads(spec) if spec else None
+        # An end its worker reported after someone else recorded or replayed it: refused, shown (fence.note_late).
+        out["late"] = json.loads(fields[Exec.late]) if fields.get(Exec.late) else None
     return out
 
 

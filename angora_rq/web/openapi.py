@@ -94,6 +94,9 @@ EXECUTION = obj({
 EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail": {"type": "string", "description": "The last characters of the output (see the `tail` parameter)."},
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
+    "late": {"type": ["object", "null"], "description": "An end its worker reported after the execution had been "
+             "recorded or replayed (a host cut off from Redis): refused, kept here. worker, host, reason, "
+             "exit_code, signal, started, ended."},
     "approval": {"type": ["string", "null"], "enum": ["approved", "rejected", None],
                  "description": "An approval gate's decision (null while it waits, or for other jobs)."},
     "decided_by": nullable("string"), "decided_at": nullable("number"),

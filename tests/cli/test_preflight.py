@@ -66,7 +66,8 @@ def test_a_worker_without_redis_says_where_to_find_one(bare_env: dict[str, str],
 
 def test_a_malformed_redis_url_is_one_line(bare_env: dict[str, str], tmp_path: Path) -> None:
     line = one_line_error(run(["worker"], dict(bare_env, REDIS_URL="localhost:6379"), tmp_path))
-    assert "REDIS_URL must start with redis://, rediss:// (TLS) or unix://" in line and "'localhost:'" in line
+    assert "REDIS_URL must start with redis://, rediss:// (TLS), unix:// or redis+sentinel://" in line
+    assert "'localhost:'" in line
 
 
 def test_up_refuses_a_web_port_in_use(bare_env: dict[str, str], tmp_path: Path) -> None:

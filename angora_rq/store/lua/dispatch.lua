@@ -29,7 +29,12 @@
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
--- Returns {executions created, then per plan conflict: message number, old plan JSON}.
+-- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
+-- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
+local function due_in(seconds)
+  local t = redis.call('TIME')
+  return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
+end
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
@@ -119,7 +124,7 @@ for d = 1, nd do
                EXEC.topic, msg.topic, EXEC.origin, msg.origin, EXEC.config_version, job.version, EXEC.created, now}
     if msg.params ~= '' then f[#f + 1] = EXEC.params; f[#f + 1] = msg.params end
     if job.limit ~= '' then f[#f + 1] = EXEC.limit; f[#f + 1] = job.limit end
-    local deadline = job.gate ~= '' and job.gate ~= 'inf' and tostring(tonumber(now) + tonumber(job.gate)) or ''
+    local deadline = job.gate ~= '' and job.gate ~= 'inf' and due_in(job.gate) or ''  -- Redis' clock
     if deadline ~= '' then f[#f + 1] = EXEC.approval_deadline; f[#f + 1] = deadline end
     redis.call('HSET', exec_prefix .. id, unpack(f))
     local rq, at = job.rq, job.at
