@@ -19,6 +19,7 @@ from angora_rq.store.pressure import Pressure
 from angora_rq.core.errors import Conflict, NotFound
 from angora_rq.store.clock import redis_now
 from angora_rq.store.control import Control
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
@@ -97,8 +98,11 @@ class Janitor:
         k = self.keys
         return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-                                rq_queue_prefix=k.rq_queue(""), bell_prefix=k.bell(""),
-                                bell_cap=BELL_CAP).run(link_for(self.r)))
+                                rq_queue_prefix=k.rq_queue(""), bell_prefix=k.bell(""), bell_cap=BELL_CAP,
+                                events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(),
+                                work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+                                run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+                                events_on="1" if self.state.events.any() else "").run(link_for(self.r)))
 
     def reap_workers(self) -> int:
         """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).

@@ -138,3 +138,16 @@ def test_resume_publishes_each_execution_it_queues(r: redis.Redis, keys: Keys) -
     before = len(heard(r, keys))
     assert resume_job(r, keys, "last")["released"] == 1
     assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [("angora.execution.queued", xid)]
+
+
+def test_promote_publishes_each_replay_it_queues(r: redis.Redis, keys: Keys) -> None:
+    from angora_rq.processes.janitor import Janitor
+
+    state = listening(r, keys, "angora.execution.delayed", "angora.execution.queued")
+    with r.pipeline() as pipe:  # a replay whose backoff is already over, as finalize creates one
+        xid = state.create(pipe, LAST, Message.create("data.ready", None, "r1", origin="test"), 1000.0,
+                           config_version="v1", status="delayed", delay=0.0)
+        pipe.execute()
+    before = len(heard(r, keys))
+    assert Janitor(r, keys, Settings()).promote() == 1  # due by Redis' clock
+    assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [("angora.execution.queued", xid)]
