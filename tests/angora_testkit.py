@@ -19,6 +19,7 @@ import redis
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.schema import Exec, JobStats, Names, Run
 from angora_rq.store.bus import send
+from angora_rq.store.connection import client_for
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.processes.redis_server import free_port
@@ -105,7 +106,7 @@ class System:
         self.workdir = workdir
         self.cwd = cwd  # where its processes start (`python -m` puts it first on their path)
         self.keys = Keys(env["ANGORA_PREFIX"])
-        self.r = redis.Redis.from_url(env["REDIS_URL"])
+        self.r = client_for(env["REDIS_URL"])  # redis+sentinel:// too
         self.q = Queries(self.r, self.keys)
         self.procs: dict[str, subprocess.Popen] = {}
         self._n = 0

@@ -63,12 +63,21 @@ def redis_ready(settings: Settings, r: Any) -> None:
     if not settings.redis_url and not settings.embedded_socket.exists():
         raise AngoraError(f"REDIS_URL is not set and no `angora up` runs here (no {settings.embedded_socket}): "
                           "set REDIS_URL (rediss:// for TLS), or start `angora up`")
+    from angora_rq.store.connection import unavailable
+
     tls_files_ready(settings)
     warning = first_contact(r, settings.effective_redis_url)
     if warning:
         log.warning("%s", warning)
-    else:
+        return
+    try:
         layout_ready(r, Keys(settings.prefix))
+    except Exception as e:
+        # Redis can go away between the PING and the layout's read (a restart under load): like a server that
+        # does not answer yet, that is for the role's loop to ride out, not a reason to exit.
+        if unavailable(e) is None:
+            raise
+        log.warning("Redis went away before the data's layout could be read (%s); retrying", e)
 
 
 def layout_ready(r: Any, keys: Keys) -> None:

@@ -51,6 +51,7 @@ def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Option
     from angora_rq.core.messages import check_idempotency_key
     from angora_rq.store.bus import submit
     from angora_rq.store.pressure import Pressure
+    from angora_rq.store.replication import wait_command
 
     if as_json and wait:
         raise click.UsageError("--json prints one JSON answer; --wait follows the run as text: choose one")
@@ -58,7 +59,7 @@ def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Option
     msg = Message.create(topic, parse_param_args(params), run_id, origin="cli")
     idem = check_idempotency_key(key) if key is not None else ""
     with redis_errors():
-        sent = submit(r, keys, msg, Pressure(r, keys, s).budget(), idem, s.idempotency_ttl)
+        sent = submit(r, keys, msg, Pressure(r, keys, s).budget(), idem, s.idempotency_ttl, wait=wait_command(s))
     if as_json:
         click.echo(json.dumps({"run_id": sent.run_id, "message_id": sent.message_id,
                                **({"replayed": sent.replayed} if idem else {})}))

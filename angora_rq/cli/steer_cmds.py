@@ -106,7 +106,8 @@ def logs(ctx: click.Context, execution_id: str, follow: bool, interval: float, a
     with redis_errors():
         view = q.execution(execution_id)
     if as_json:
-        click.echo(json.dumps({"execution_id": execution_id, "status": view["status"], "tail": view["tail"]}))
+        click.echo(json.dumps({"execution_id": execution_id, "status": view["status"], "host": view["host"],
+                               "tail": view["tail"]}))
         return
     shown = view["tail"] or ""
     click.echo(shown, nl=False)
@@ -118,7 +119,8 @@ def logs(ctx: click.Context, execution_id: str, follow: bool, interval: float, a
         click.echo(tail_delta(shown, text), nl=False)
         shown = text
     if follow:
-        click.echo(f"[{execution_id}: {view['status']}]", err=True)
+        where = f" on {view['host']}" if view["host"] else ""
+        click.echo(f"[{execution_id}: {view['status']}{where}]", err=True)
         sys.exit(0 if view["status"] in SUCCEEDED else 1)
 
 

@@ -149,8 +149,16 @@ def replay_allowed(spec: JobDef, attempt: int) -> bool:
     return spec.replay is None or attempt <= spec.replay
 
 
-def replay_delay(spec: JobDef, attempt: int, cap: float) -> float:
-    """Backoff before the next attempt: replay_delay doubling per attempt, capped."""
+# Ends that say nothing about the command: its worker was lost (or gave its commands up when it could not reach
+# Redis). Their replay starts at once, without the backoff meant to slow down a failing command.
+FENCED = "fenced"  # the reason of a command its worker ended because it could not renew its lease (selffence.py)
+NOT_THE_COMMAND = frozenset({"worker lost", FENCED})
+
+
+def replay_delay(spec: JobDef, attempt: int, cap: float, reason: str = "") -> float:
+    """Backoff before the next attempt: replay_delay doubling per attempt, capped; none after a lost worker."""
+    if reason in NOT_THE_COMMAND:
+        return 0.0
     return min(cap, spec.replay_delay * (2 ** max(0, attempt - 1)))
 
 

@@ -160,6 +160,10 @@ class Keys:
         """Set of execution ids a worker has claimed and not finished."""
         return f"{self.prefix}:worker:{name}:inflight"
 
+    def worker_guard(self, name: str) -> str:
+        """Key a worker WATCHes with its executions while it records their ends (store/fence.py: still_ours)."""
+        return f"{self.prefix}:worker:{name}:guard"
+
     def worker_control(self, name: str) -> str:
         """List of control requests for a worker (e.g. `kill <execution id>`); its waiter thread blocks on it."""
         return f"{self.prefix}:worker:{name}:control"

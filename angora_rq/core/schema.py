@@ -53,6 +53,7 @@ class Exec(Names):
     duration = "d"  # layout 1's; now absent: ended - started
     tail = "tl"  # the output's tail when short (TAIL_INLINE); a longer one is in `Keys.tail`
     next = "nx"  # the execution that replays or retries this one
+    late = "lt"  # JSON: an end its worker reported after it was recorded or replayed (refused, kept to be seen)
     outputs = "out"  # JSON: the KEY=VALUE lines its command wrote to $ANGORA_OUTPUT (core/outputs.py); absent when none
     approval = "ap"  # an approval gate's decision: approved | rejected (absent while it waits)
     decided_by = "db"  # who took it ('timeout' when approval_timeout passed)
@@ -70,6 +71,7 @@ class Run(Names):
     params = "p"  # absent when {}
     config_version = "v"
     active = "a"  # messages in flight + executions not finished
+    ended = "en"  # when `active` last came to 0 (store/lua/run_count.lua); meaningful while it is 0; absent in old runs
     canceled = "cn"  # '1' once canceled
     schedule = "sc"  # runs a schedule started: its name, the tick (ms) and how many ticks it covers
     tick = "tk"

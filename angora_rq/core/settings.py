@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from angora_rq.core.errors import AngoraError
 
@@ -99,7 +99,7 @@ class Settings:
     kill_grace: float = 5.0
     replay_max_delay: float = 300.0
     worker_concurrency: int = 8
-    worker_ttl: float = 10.0
+    worker_ttl: float = 5.0  # a worker whose heartbeat is older than this is lost: its executions are replayed
     claim_idle: float = 5.0
     idempotency_ttl: float = 86400.0
     metrics_token: str | None = None
@@ -107,6 +107,9 @@ class Settings:
     log_format: str = "text"
     redis_tls_verify: str | None = None
     redis_tls_ca: str | None = None
+    durability: str = "primary"
+    host: str | None = None  # this host's name as executions record it (ANGORA_HOST; default: the hostname)
+    durability_timeout: float = 1.0
     auth_off: bool = False  # ANGORA_AUTH=off: serve without credentials even off loopback (warned at every start)
     secret_key: str | None = None
     allowed_hosts: tuple[str, ...] | None = None  # None: loopback names when bound to loopback, else any
@@ -148,6 +151,9 @@ class Settings:
                 log_format=one_of("ANGORA_LOG_FORMAT", env.get("ANGORA_LOG_FORMAT"), LOG_FORMATS) or s.log_format,
                 redis_tls_verify=one_of("ANGORA_REDIS_TLS_VERIFY", env.get("ANGORA_REDIS_TLS_VERIFY"), TLS_VERIFY),
                 redis_tls_ca=env.get("ANGORA_REDIS_TLS_CA") or None,
+                durability=one_of("ANGORA_DURABILITY", env.get("ANGORA_DURABILITY"), DURABILITY) or s.durability,
+                host=env.get("ANGORA_HOST") or None,
+                durability_timeout=parse_seconds(env.get("ANGORA_DURABILITY_TIMEOUT", s.durability_timeout)),
                 auth_off=one_of("ANGORA_AUTH", env.get("ANGORA_AUTH"), ("on", "off")) == "off",
                 secret_key=env.get("ANGORA_SECRET_KEY") or None,
                 allowed_hosts=_names(env.get("ANGORA_ALLOWED_HOSTS")),
@@ -156,17 +162,30 @@ class Settings:
                 rq_dashboard=one_of("ANGORA_RQ_DASHBOARD", env.get("ANGORA_RQ_DASHBOARD"), RQ_DASHBOARD_MODES)
                 or s.rq_dashboard,
             )
+            if settings.redis_url and urlsplit(settings.redis_url).scheme == SENTINEL_SCHEME:
+                parse_sentinel_url(settings.redis_url)
         except ValueError as e:
             raise AngoraError(f"bad setting in the environment: {e}") from e
         if settings.redis_url and urlsplit(settings.redis_url).scheme not in REDIS_SCHEMES:
             scheme = settings.redis_url.split(":", 1)[0]
-            raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS) "
-                              f"or unix://; it starts with {scheme + ':'!r}")
+            raise AngoraError(f"bad setting in the environment: REDIS_URL must start with redis://, rediss:// (TLS), "
+                              f"unix:// or redis+sentinel://; it starts with {scheme + ':'!r}")
         return settings
 
     def __post_init__(self) -> None:
         if self.idempotency_ttl < 1:
             raise AngoraError("bad setting in the environment: ANGORA_IDEMPOTENCY_TTL must be 1s or more")
+
+    @property
+    def heartbeat_every(self) -> float:
+        """How often a worker renews its heartbeat: a fifth of its TTL, so a beat may be late by most of the TTL
+        (a Redis or network stall of 2 s with the default 5 s) before the worker is taken for lost."""
+        return self.worker_ttl / 5
+
+    @property
+    def replicated(self) -> bool:
+        """True when a write counts as done only once a replica has it (ANGORA_DURABILITY=replicated)."""
+        return self.durability == "replicated"
 
     @property
     def auth_enabled(self) -> bool:
@@ -189,7 +208,45 @@ class Settings:
 LOG_FORMATS = ("text", "json", "logfmt")
 # redis-py's names for ssl.CERT_NONE / CERT_OPTIONAL / CERT_REQUIRED.
 TLS_VERIFY = ("none", "optional", "required")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEME = "redis+sentinel"
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
+# primary: a write is done when the primary has it; replicated: when a replica has it too (WAIT 1).
+DURABILITY = ("primary", "replicated")
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """What a redis+sentinel:// URL names: the sentinels to ask, the service (primary) they watch, and the db."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None  # of the data nodes
+    sentinel_password: str | None = None  # of the sentinels (query `sentinel_password`), when they ask for one
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Parse `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service[/db][?sentinel_password=...]`
+    (the form rq-dashboard reads too); ValueError saying what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL: {redacted(url)}")
+    auth, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = auth.partition(":") if auth else ("", "", "")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        if not host or (port and not port.isdigit()):
+            raise ValueError(f"REDIS_URL: {item!r} is not a sentinel host[:port]")
+        sentinels.append((host, int(port) if port else SENTINEL_PORT))
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError("REDIS_URL: a sentinel URL ends with /SERVICE or /SERVICE/DB (e.g. /mymaster/0)")
+    query = dict(parse_qsl(parts.query))
+    return SentinelUrl(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0, username or None,
+                       unquote(password) if password else None, query.get("sentinel_password") or None)
 
 
 def one_of(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:

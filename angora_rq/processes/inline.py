@@ -12,7 +12,7 @@ from angora_rq.commands.runner import run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.store.events import Events
-from angora_rq.store.state import HOST, State, load_claimed
+from angora_rq.store.state import State, host_of, load_claimed
 
 
 def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> str:
@@ -26,7 +26,7 @@ def run_inline(r: Redis, keys: Keys, settings: Settings, execution_id: str) -> s
             return fields.get(Exec.status, "missing")
         now = time.time()
         pipe.multi()
-        pipe.hset(ek, mapping={Exec.status: Status.running, Exec.started: repr(now), Exec.host: HOST,
+        pipe.hset(ek, mapping={Exec.status: Status.running, Exec.started: repr(now), Exec.host: host_of(settings),
                                Exec.worker: "rq"})
         pipe.hset(keys.run(fields[Exec.run]), Run.job_status + fields[Exec.job], Status.running)
         pipe.execute()

@@ -17,12 +17,14 @@ from angora_rq.core.pressure import HISTORY_SHARE, mib
 from angora_rq.store.fence import write_if_running
 from angora_rq.store.pressure import Pressure
 from angora_rq.core.errors import Conflict, NotFound
+from angora_rq.store.clock import redis_now
 from angora_rq.store.control import Control
+from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import load_claimed
+from angora_rq.store.state import BELL_CAP, load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -74,12 +76,13 @@ class Janitor:
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""
         now = time.time() if now is None else now
-        self.promote(now)
-        if now - self._last_reap >= REAP_EVERY:
+        self.promote()
+        if now - self._last_reap >= min(REAP_EVERY, self.settings.heartbeat_every):
             self._last_reap = now
             self.reap_workers()
-            self.replay_orphans(now)
-            self.expire_approvals(now)
+            if self.replay_orphans(now):
+                self.promote()  # a lost worker's executions are replayed without a backoff: queue them now
+            self.expire_approvals(redis_now(link_for(self.r)))  # deadlines are by Redis' clock too
         if now - self._last_settle >= SETTLE_EVERY:
             self._last_settle = now
             self.run_index.settle()
@@ -90,12 +93,16 @@ class Janitor:
             self._last_trim = now
             self.trim(now)
 
-    def promote(self, now: float) -> int:
-        """Queue executions whose replay backoff is over."""
+    def promote(self) -> int:
+        """Queue executions whose replay backoff is over (by Redis' clock)."""
         k = self.keys
-        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, now=repr(now), limit=500,
+        return int(PROMOTE.bind(delayed=k.delayed(), rq_queues=K.RQ_QUEUES, limit=500,
                                 exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""),
-                                rq_queue_prefix=k.rq_queue("")).run(link_for(self.r)))
+                                rq_queue_prefix=k.rq_queue(""), bell_prefix=k.bell(""), bell_cap=BELL_CAP,
+                                events=k.events(), stream=k.stream(), runs=k.runs(), outbox=k.webhook_outbox(),
+                                work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+                                run_prefix=k.run(""), outbox_cap=OUTBOX_CAP,
+                                events_on="1" if self.state.events.any() else "").run(link_for(self.r)))
 
     def reap_workers(self) -> int:
         """Move the inflight executions of workers whose heartbeat expired to the orphans list (atomic).

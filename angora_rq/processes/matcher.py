@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -24,12 +23,14 @@ from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.events import wanted
 from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
+from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.plans import PLAN_JSON, missing_parents, plan_ref, run_plan_json
 from angora_rq.core.settings import Settings
+from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.versions import publish_running_version
 from angora_rq.processes.outage import Outage
@@ -76,7 +77,7 @@ class Matcher:
         self.keys = keys
         self.settings = settings
         self.snapshot = snapshot
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
         self.link = Link(r)  # the hot path's own connection (link.py)
         self.events = Events(r, keys)
@@ -248,7 +249,22 @@ class Matcher:
         created, conflicts = self.dispatcher.dispatch(out, snap.version, now)
         for m, old in conflicts:
             self._merge_plan(out.messages[m][1], snap, old)
+        self._replicated()
         return created
+
+    def _replicated(self) -> None:
+        """With ANGORA_DURABILITY=replicated, a batch counts as done once a replica has it (WAIT on the Link that
+        dispatched it). Unconfirmed, its entries are read again from this consumer's pending list: a failover that
+        lost the batch left them pending (or undelivered) on the new primary; the dedupe keys make it a no-op
+        otherwise."""
+        wait = wait_command(self.settings)
+        if wait is None:
+            return
+        try:
+            confirm(self.link.call(*wait), "the matcher's batch")
+        except NotReplicated as e:
+            log.warning("matcher %s: %s; its entries will be read again", self.name, e.message)
+            self._own_pending_done = False
 
     def _merge_plan(self, msg: Message, snap: Snapshot, old: str) -> None:
         """Record the merge of a run's plan with a root message's own (compare-and-set, retried on a change)."""

@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 from urllib.parse import quote
 
 from angora_rq.commands.runner import Outcome
@@ -25,8 +25,8 @@ from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import RqWorker
 from angora_rq.store.connection import Redis
-from angora_rq.store.fence import write_if_running
-from angora_rq.store.state import Finished, State, load_claimed
+from angora_rq.store.fence import note_late, write_if_running
+from angora_rq.store.state import Finished, State, host_of, load_claimed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ class Unrecorded:
         outcome["output"] = (outcome["output"] or b"").decode("latin-1")  # bytes, as text JSON can hold (lossless)
         return json.dumps({"id": self.xid, "owner": self.owner, "pid": self.pid, "hand_back": self.hand_back,
                            "outcome": outcome})
+
+    def late_json(self, host: str) -> str:
+        """What a refused end keeps on its execution: who ran it, where, and how it ended."""
+        o = self.outcome
+        return json.dumps({"worker": self.owner, "host": host, "reason": o.reason, "exit_code": o.exit_code,
+                           "signal": o.signal, "started": o.started, "ended": o.ended})
 
     @classmethod
     def from_json(cls, line: str) -> "Unrecorded":
@@ -163,11 +169,13 @@ class Outbox:
         else:
             self.state.finalize(pipe, ex, u.outcome, now, worker=u.owner, live=u.live, batch=batch)
 
-    def record_checked(self, now: float, everything: bool = False) -> None:
-        """Write the ends in doubt (or all of them) one by one, each fenced (fence.py)."""
-        for u in [u for u in self.items if everything or u.checked]:
-            if self._record_one(u, now):
-                self.drop([u])
+    def record_checked(self, now: float, everything: bool = False,
+                       confirm: Optional[Callable[[], bool]] = None) -> None:
+        """Write the ends in doubt (or all of them) one by one, each fenced (fence.py); forget them once written
+        (or found recorded) and, when given, `confirm()` says they are safe (replicated)."""
+        done = [u for u in self.items if (everything or u.checked) and self._record_one(u, now)]
+        if done and (confirm is None or confirm()):
+            self.drop(done)
 
     def _record_one(self, u: Unrecorded, now: float) -> bool:
         """Write one end if its execution is still running under the worker that ran it; True once done with it."""
@@ -177,8 +185,11 @@ class Outbox:
                 count_for_rq(pipe, u.owner, [u.outcome])
 
         done = write_if_running(self.r, self.keys.execution(u.xid), u.owner, write)
-        if done is False:
-            log.info("worker %s: execution %s was already recorded or replayed; this end is not", self.owner, u.xid)
+        if done is False and not u.hand_back and note_late(
+                self.r, self.keys.execution(u.xid), u.late_json(host_of(self.state.settings)), u.owner,
+                u.outcome.ended):
+            log.warning("worker %s: execution %s was recorded or replayed by another; this end (%s) is refused and "
+                        "kept on it as `late`", self.owner, u.xid, u.outcome.reason)
         return done is not None
 
     def record_spilled(self, now: float) -> None:

@@ -4,6 +4,8 @@
 
 - Leadership: a lease `keys.scheduler_lease()` = "<holder> <token>", taken with SET NX PX (TTL 3 s) and renewed
   every second; the token comes from INCR `keys.scheduler_fence()` at acquisition, so each term has its own.
+- Time is Redis' (TIME, store/clock.py), read at each step: a host whose clock is off neither sends a tick early
+  nor late (tick.lua also refuses a tick later than Redis' clock).
 - Sending a tick is ONE Lua call (store/lua/tick.lua) that checks the lease still holds this holder's token and that
   the tick is newer than the schedule's last one (`keys.schedule(name)` field `last`), then runs bus's SEND (tick.lua
   includes send.lua: same fields, counters and budgets) and records the tick. A stale leader (paused,
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -23,16 +24,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Optional, Sequence
 
-from angora_rq.store.connection import Redis, RedisConnectionError, RedisError
+from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message, fingerprint, new_run_id
 from angora_rq.core.model import Config, ScheduleDef
+from angora_rq.store.clock import redis_now
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.scripts import ACQUIRE, RENEW, RESIGN, TICK, field_pairs
 from angora_rq.core.settings import Settings
+from angora_rq.store.state import host_of
 from angora_rq.core.ticks import GRACE, baseline, due_ticks, from_ms, from_ts, missed_count, next_fire, prev_fire, to_ms
 
 __all__ = ["Scheduler", "next_fire", "prev_fire", "due_ticks"]
@@ -60,7 +63,7 @@ class Scheduler:
         self.keys = keys
         self.settings = settings
         self.config = config
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.ttl = ttl
         self.renew_every = renew_every
         self.grace = grace
@@ -68,6 +71,7 @@ class Scheduler:
         self.pressure = Pressure(r, keys, settings)
         self.sent = 0
         self._last_lease_check = float("-inf")
+        self._offset = 0.0  # Redis' clock minus ours, as last read
         self._stop = threading.Event()
 
     @property
@@ -82,7 +86,7 @@ class Scheduler:
             while not self._stop.is_set():
                 try:
                     self.step()
-                except RedisConnectionError as e:
+                except UNREACHABLE as e:
                     log.warning("scheduler %s: Redis connection lost (%s); retrying", self.name, e)
                     self.lease = None
                     self._stop.wait(1.0)
@@ -91,7 +95,7 @@ class Scheduler:
                     log.exception("scheduler %s: step failed; trying again", self.name)
                     self._stop.wait(1.0)
                     continue
-                self._stop.wait(self._sleep_for(time.time()))
+                self._stop.wait(self._sleep_for(time.time() + self._offset))
         finally:
             self.resign()
             try:
@@ -105,7 +109,10 @@ class Scheduler:
 
     def step(self, now: Optional[float] = None) -> int:
         """Keep (or try to take) the lease; as leader, send every due tick. Returns messages sent."""
-        now = time.time() if now is None else now
+        if now is None:
+            local = time.time()
+            now = redis_now(link_for(self.r))
+            self._offset = now - local
         self._keep_lease(now)
         if not self.is_leader:
             return 0
@@ -175,7 +182,7 @@ class Scheduler:
         for tick in due_ticks(s, last, at, self.grace):
             covers = missed_count(s, last, tick) if (at - tick).total_seconds() > self.grace else 1
             outcome, detail = self.send_tick(s, tick, now, covers=covers)
-            if outcome == "fenced":
+            if outcome in ("fenced", "early"):
                 return sent
             if outcome == "sent":
                 sent += 1

@@ -13,11 +13,11 @@ a retry never counts an end twice. A CLAIM whose reply was lost is found again i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import selectors
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -35,23 +35,28 @@ from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.outage import Outage
 from angora_rq.core.schema import RqWorker
 from angora_rq.processes.outbox import Outbox, Unrecorded, count_for_rq
+from angora_rq.processes.selffence import SelfFence
+from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import Claimed, worker_host
+from angora_rq.core.execution import FENCED, Claimed, worker_host
 from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.dispatch import Dispatcher, Outgoing
+from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import CLAIM, Bound
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import HOST, Finished, State
+from angora_rq.store.state import Finished, State, host_of
 
 log = logging.getLogger(__name__)
-HEARTBEAT_EVERY = 2.0
 LIVE_TAIL_EVERY = 1.0
 SPILL_SCAN_EVERY = 2.0
 # Of the heartbeat's TTL, what is not counted on when deciding that no janitor can have taken this worker's
 # executions (the beat's transit, a clock that drifts): past it, records are written only after a check.
-ALIVE_MARGIN = 2.0
+ALIVE_MARGIN = 0.4  # of the TTL: 2 s of the default 5 s
+# The heartbeat thread stands in for a loop that is late with its beat (a slow pass, a starved CPU), but not for
+# one stuck this many TTLs (30 s of the default 5 s): then the lease lapses and a janitor replays what it holds.
+LOOP_STUCK = 6
 
 
 @dataclass
@@ -63,6 +68,12 @@ class Active:
     hand_back: bool = False
     checked: bool = False  # record its end only after checking it is still ours (see Unrecorded.checked)
     live: bool = False  # its tail key has been written while it ran
+    fenced: bool = False  # ended by the self-fence (selffence.py): its lease could not be renewed
+
+    @property
+    def pgid(self) -> int:
+        """The command's process group (0 when it has none)."""
+        return int(getattr(self.cmd, "pgid", 0) or 0)
 
 
 @dataclass
@@ -95,7 +106,7 @@ class AngoraWorker:
         self.settings = settings
         self.queues = tuple(queues)
         self.concurrency = concurrency or settings.worker_concurrency
-        self.name = name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
+        self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.burst = burst
         self.stop_grace = stop_grace
         self.events = Events(r, keys)  # which events have listeners (cached; read at most once a second)
@@ -117,7 +128,10 @@ class AngoraWorker:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._last_beat = 0.0
+        self._last_beat = 0.0  # when the loop last beat and did its housekeeping (time.time())
+        self._beat_sent = 0.0  # when the last beat that Redis acknowledged was sent, by anyone (time.monotonic())
+        self._loop_at = time.monotonic()  # when the loop last began a step
+        self._beat_lock = threading.Lock()
         self._last_tail = 0.0
         self._next_spill_scan = 0.0
         self._alive_until = 0.0  # monotonic time until which this worker's heartbeat key surely exists
@@ -125,6 +139,7 @@ class AngoraWorker:
         self._needs_register = True
         self._recheck = False  # a CLAIM's reply was lost: look for what it claimed in the inflight list
         self.guardian: Optional[Guardian] = None
+        self.fence = SelfFence(settings.worker_ttl, lambda: tuple(self.active.values()), f"worker {self.name}")
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self._rq_worker: Any = None
         self._rq_state = ""  # the state last written to RQ's worker hash
@@ -152,8 +167,10 @@ class AngoraWorker:
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
         self._env.update(self.guardian.environment())
         self.orphans.adopt()
+        self.fence.start()
         self._attempt(self._register)
         threading.Thread(target=self._waiter, name="angora-waiter", daemon=True).start()
+        threading.Thread(target=self._beater, name="angora-heartbeat", daemon=True).start()
 
     def done(self) -> bool:
         """True when the loop should end: nothing running, and nothing unrecorded unless the grace is over."""
@@ -198,12 +215,13 @@ class AngoraWorker:
         self.orphans.release(self._known_pids())
         if self.guardian is not None:
             self.guardian.close()
+        self.fence.stop()
 
     def _unregister(self) -> None:
         """Leave: the heartbeat goes, and the janitor step for this worker replays whatever its inflight list
         still holds (nothing, normally) and removes its name."""
         try:
-            with self.r.pipeline() as p:
+            with self._beat_lock, self.r.pipeline() as p:  # no beat of the heartbeat thread lands after this
                 p.delete(self.keys.worker_alive(self.name))
                 p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
                 p.execute()
@@ -233,6 +251,7 @@ class AngoraWorker:
     # -- one iteration ----------------------------------------------------------------------------
     def step(self, max_wait: float = 1.0) -> int:
         """Claim work for free slots, wait for something to happen, record what finished."""
+        self._loop_at = time.monotonic()
         now = time.time()
         claimed = 0
         if self._online(now) and not self.stopping and not self._claimed_at_reap:
@@ -309,7 +328,8 @@ class AngoraWorker:
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
         if (sweep := self.orphans.next_deadline()) is not None:
             deadlines.append(sweep)
-        timeout = max_wait
+        # The next heartbeat is due in time whatever else the loop waits for.
+        timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
@@ -333,6 +353,8 @@ class AngoraWorker:
         for xid, a in list(self.active.items()):
             outcome = a.cmd.poll(now)
             if outcome is not None:
+                if a.fenced:
+                    outcome = dataclasses.replace(outcome, reason=FENCED)
                 hand_back = a.hand_back or (self.stopping and stopped_with_us(outcome))
                 self.outbox.add(Unrecorded(xid, self.name, outcome, a.cmd.pid or 0, hand_back, a.ex, a.checked,
                                            a.live))
@@ -354,7 +376,7 @@ class AngoraWorker:
         batch = self.outbox.sure() if sure else []
         if batch:
             self._record_batch(batch, now)
-        self.outbox.record_checked(now, everything=not sure)
+        self.outbox.record_checked(now, everything=not sure, confirm=lambda: self._replicated(renew=True))
 
     def _record_batch(self, batch: list[Unrecorded], now: float) -> None:
         free = self.concurrency - len(self.active)
@@ -362,6 +384,7 @@ class AngoraWorker:
         if free > 0 and not self.stopping:
             # The next claim rides in the same round trip as this batch's records.
             claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
+        guard = still_ours(self.keys, self.name, [u.xid for u in batch])
         with self.r.pipeline() as pipe:
             finished = Finished(self.name, now)
             for u in batch:
@@ -371,19 +394,52 @@ class AngoraWorker:
             count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
                 if claim is None:
-                    self.link.execute(pipe)
+                    written, _ = self.link.execute_then(pipe, None, guard)
                 else:
-                    _, reply = claim.run_after(self.link, pipe)
+                    written, reply = claim.run_after(self.link, pipe, guard)
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
                 raise
-        self.outbox.drop(batch)
-        self.dispatcher.recorded(marks, now)
         self.stats.finalizes += 1
         if claim is not None:
             self._start_claimed(reply)
             self._claimed_at_reap = True
+        if written is None:
+            # Some execution was no longer ours (replayed by a janitor while this process stalled): nothing was
+            # written; each end goes again on its own, fenced, and a refused one is kept as `late`.
+            log.warning("worker %s: %d end(s) not recorded in one go: some execution is no longer ours",
+                        self.name, len(batch))
+            self.outbox.doubt(batch)
+            return
+        self.dispatcher.recorded(marks, now)
+        try:
+            replicated = self._replicated()
+        except BaseException:
+            self.outbox.doubt(batch)
+            raise
+        if replicated:
+            self.outbox.drop(batch)
+        else:
+            self.outbox.doubt(batch)  # kept, and written again (fenced) if a failover lost them
+
+    def _replicated(self, renew: bool = False) -> bool:
+        """With ANGORA_DURABILITY=replicated, whether a replica has every write this worker's Link made (WAIT);
+        always True otherwise. `renew`: write the heartbeat first, so the WAIT also covers the writes made on other
+        connections before it (the fenced records): a replica receives the writes in the primary's order."""
+        wait = wait_command(self.settings)
+        if wait is None:
+            return True
+        commands: list[Any] = [wait]
+        if renew:
+            ttl_ms = int(self.settings.worker_ttl * 1000)
+            commands.insert(0, ("SET", self.keys.worker_alive(self.name), 1, "PX", ttl_ms))
+        try:
+            confirm(self.link.calls(commands)[-1], "the worker's records")
+        except NotReplicated as e:
+            log.warning("worker %s: %s; kept to be written again", self.name, e.message)
+            return False
+        return True
 
     def _dispatch_direct(self, pipe: Any, finished: Finished, now: float) -> list[tuple[str, str, str]]:
         """Queue the dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions
@@ -480,10 +536,16 @@ class AngoraWorker:
     def _lost(self, e: Exception) -> None:
         self.outage.failed(e)
         self._claimed_at_reap = False
+        # Redis may come back as another server (a failover) that lacks the last writes: every end is recorded
+        # fenced from now on, only on an execution still running under this worker there.
+        for a in self.active.values():
+            a.checked = True
+        self.outbox.doubt()
 
     def _housekeeping(self, now: float) -> None:
-        if self.outage.down or now - self._last_beat >= HEARTBEAT_EVERY:
+        if self.outage.down or now - self._last_beat >= self.settings.heartbeat_every:
             self._beat(now)
+            self._last_beat = now
             if time.monotonic() >= self._next_spill_scan:
                 # Before the janitor: ends on disk are recorded before it replays their executions.
                 self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
@@ -495,9 +557,13 @@ class AngoraWorker:
 
     def _beat(self, now: float) -> None:
         """Refresh the heartbeat; notice when a janitor took this worker for dead meanwhile."""
+        with self._beat_lock:
+            self._beat_locked(now)
+
+    def _beat_locked(self, now: float) -> None:
         sent = time.monotonic()
         with self.r.pipeline() as p:
-            p.set(self.keys.worker_alive(self.name), 1, ex=int(self.settings.worker_ttl))
+            p.set(self.keys.worker_alive(self.name), 1, px=int(self.settings.worker_ttl * 1000))
             p.sadd(self.keys.workers(), self.name)
             p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
             p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
@@ -505,17 +571,34 @@ class AngoraWorker:
             if not self.active:
                 self._show_state(busy=False, pipe=p)
             added = p.execute()[1]
-        self._last_beat = now
-        self._alive_until = sent + self.settings.worker_ttl - ALIVE_MARGIN
+        self._beat_sent = max(self._beat_sent, sent)
         if added and self._registered:
             # Only a janitor removes a live worker's name: it has replayed what this worker held, so each of
-            # those ends is written only if its execution is still ours.
+            # those ends is written only if its execution is still ours (before this beat makes them look sure).
             log.warning("worker %s: taken for dead while Redis was out of reach; its executions were replayed",
                         self.name)
-            for a in self.active.values():
+            for a in list(self.active.values()):
                 a.checked = True
             self.outbox.doubt()
+        self._alive_until = max(self._alive_until, sent + self.settings.worker_ttl * (1 - ALIVE_MARGIN))
+        self.fence.renewed(sent)
         self._registered = True
+
+    def _beater(self) -> None:
+        """The heartbeat's own thread: beat whenever the loop is late with it (a pass slowed by a big janitor
+        chore, a starved CPU), so a live worker is not taken for lost and its executions run twice; not for a loop
+        stuck LOOP_STUCK TTLs (its lease then lapses, as a dead worker's)."""
+        every, stuck = self.settings.heartbeat_every, self.settings.worker_ttl * LOOP_STUCK
+        while not self._quit_waiter.wait(every / 4):
+            late = time.monotonic() - self._beat_sent >= every
+            if not late or not self._registered or time.monotonic() - self._loop_at > stuck:
+                continue
+            try:
+                with self._beat_lock:
+                    if not self._quit_waiter.is_set():
+                        self._beat_locked(time.time())
+            except Exception as e:  # never let the thread die; the loop notices an outage itself
+                log.debug("worker %s: heartbeat thread: %s", self.name, e)
 
     def _live_tails(self, now: float) -> None:
         """Copy the output tail of commands running for over a second into Redis, for the UI's live view."""
@@ -556,12 +639,12 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
                events: bool = False) -> Bound:
     """The CLAIM call of worker `worker` for up to `free` executions from `queues` (publishing their events when
     `events`: some event has a listener)."""
-    k = keys
+    k, host = keys, host_of(settings)
     return CLAIM.bind(
         inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), events=k.events(), stream=k.stream(),
         runs=k.runs(), outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
         outbox_cap=OUTBOX_CAP, events_on="1" if events else "", want=free, now=repr(now),
-        worker=worker, host="" if worker_host(worker) == HOST else HOST,  # '': the worker's name says it
+        worker=worker, host="" if worker_host(worker) == host else host,  # '': the worker's name says it
         started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
         exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
         rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),

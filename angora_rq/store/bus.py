@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import redis
 from redis.client import Pipeline
@@ -18,6 +19,7 @@ from angora_rq.core.schema import Run
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.metrics import count_refused
+from angora_rq.store.replication import confirm
 from angora_rq.store.scripts import SEND, field_pairs
 
 
@@ -30,17 +32,19 @@ class Sent:
     replayed: bool = False
 
 
-def send(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET) -> str:
+def send(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
+         wait: Optional[Sequence[Any]] = None) -> str:
     """Accept a root message (HTTP, CLI, scheduler) in one round trip; its entry id. See `submit`."""
-    return submit(r, keys, msg, budget).message_id
+    return submit(r, keys, msg, budget, wait=wait).message_id
 
 
 def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET, key: str = "",
-           key_ttl: float = Settings.idempotency_ttl) -> Sent:
+           key_ttl: float = Settings.idempotency_ttl, wait: Optional[Sequence[Any]] = None) -> Sent:
     """Accept a root message in one round trip; with an idempotency `key`, a repeat within `key_ttl` seconds gets
     the first answer (replayed) and sends nothing, even past a budget. `Overloaded` (503) past a budget,
     `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
-    params."""
+    params. `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it
+    counts as accepted, in the same round trip; `NotReplicated` (503) when none did in time."""
     call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
                      accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
                      unsettled=keys.runs_unsettled(), budget=budget.work,
@@ -52,7 +56,11 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
     with redis_errors():
         try:
-            reply = call.run(link_for(r))
+            if wait is None:
+                reply = call.run(link_for(r))
+            else:
+                reply, acked = call.run_then(link_for(r), wait)
+                confirm(acked, "the message")
         except redis.exceptions.ResponseError as e:
             raise _refused(r, keys, e, budget) from e
     if isinstance(reply, list):

@@ -8,20 +8,23 @@ from __future__ import annotations
 import contextlib
 import re
 import ssl
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
+from urllib.parse import urlsplit
 
 import redis
 from redis.client import Pipeline
+from redis.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError  # not the builtin ConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError, WatchError
 
 from angora_rq.core.errors import AngoraError, Unavailable
-from angora_rq.core.settings import Settings, redacted
+from angora_rq.core.settings import SENTINEL_SCHEME, Settings, parse_sentinel_url, redacted
 
 __all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
-           "UNREACHABLE", "connect", "ping", "unavailable", "redis_errors", "first_contact"]
+           "UNREACHABLE", "connect", "client_for", "ping", "unavailable", "redis_errors", "first_contact"]
 
 Redis = redis.Redis
+SENTINEL_TIMEOUT = 1.0  # seconds to wait for one sentinel before asking the next
 # Redis out of reach: restarting, shut down, loading its AOF (BusyLoadingError is a ConnectionError), a connection
 # reset or refused, no answer in time. What a loop waits out (processes/outage.py), and a 503 over HTTP.
 UNREACHABLE = (RedisConnectionError, redis.exceptions.TimeoutError)
@@ -38,18 +41,33 @@ def connect(settings: Settings, pool_size: int = 0, **kwargs: object) -> redis.R
     pool_size: at most that many connections, a caller waiting up to 10 s for one (the web role, whose threads
     are many: see web/server.py); else redis-py's pool, which fails past 100.
     """
-    opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5}
+    # A read that waits longer than socket_timeout is a Redis out of reach (every blocking call Angora makes waits
+    # a second at most): without it, a connection whose packets are dropped (a partition) would hang for ever.
+    opts: dict = {"health_check_interval": 30, "socket_connect_timeout": 5, "socket_timeout": 10}
     opts.update(kwargs)
-    if pool_size:
-        pool = redis.BlockingConnectionPool.from_url(settings.effective_redis_url, max_connections=pool_size,
-                                                     timeout=10, **opts)
-        return redis.Redis(connection_pool=pool)
-    return redis.Redis.from_url(settings.effective_redis_url, **opts)
+    return client_for(settings.effective_redis_url, pool_size, **opts)
+
+
+def client_for(url: str, pool_size: int = 0, **opts: Any) -> redis.Redis:
+    """A client for `url`: redis://, rediss://, unix://, or redis+sentinel://, whose connections go to the primary
+    the sentinels name when each connects (so a connection made after a failover reaches the new primary).
+    pool_size: see `connect` (redis-py has no blocking pool for sentinels: theirs grows as needed)."""
+    if urlsplit(url).scheme != SENTINEL_SCHEME:
+        if pool_size:
+            pool = redis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=10, **opts)
+            return redis.Redis(connection_pool=pool)
+        return redis.Redis.from_url(url, **opts)
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs={
+        "socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT,
+        **({"password": target.sentinel_password} if target.sentinel_password else {})})
+    return sentinel.master_for(target.service, redis_class=redis.Redis, db=target.db, username=target.username,
+                               password=target.password, **opts)
 
 
 def ping(url: str, timeout: float = 1.0) -> bool:
     """True when a Redis server answers PING at `url`."""
-    client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    client = client_for(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         return bool(client.ping())
     except (RedisError, OSError):

@@ -22,7 +22,7 @@ from angora_rq.store.connection import WatchError
 from angora_rq.store.events import Events
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
-from angora_rq.store.scripts import DECIDE
+from angora_rq.store.scripts import DECIDE, RUN_COUNT
 from angora_rq.store.state import BELL_CAP, State, load_claimed
 
 # What cancel reads of each execution of a run.
@@ -215,8 +215,8 @@ class Control:
 
     def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
         """An execution not started yet (its row, XID included) ends as `status`: out of every queue and list."""
-        xid, run, job = f[XID], self.keys.run(f[Exec.run]), f[Exec.job]
-        pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(time.time())})
+        xid, run, job, now = f[XID], self.keys.run(f[Exec.run]), f[Exec.job], time.time()
+        pipe.hset(self.keys.execution(xid), mapping={Exec.status: status, Exec.ended: repr(now)})
         pipe.hset(K.rq_job(xid), RqJob.status, RqStatus.canceled)
         pipe.zadd(self.keys.rq_canceled(f.get(Exec.queue) or "default"), {xid: time.time() + self.settings.retention})
         pipe.zrem(self.keys.delayed(), xid)
@@ -225,11 +225,10 @@ class Control:
         pipe.lrem(self.keys.held(job), 1, xid)
         pipe.lrem(self.keys.paused_held(job), 1, xid)
         pipe.hset(run, Run.job_status + job, status)
-        pipe.hincrby(run, Run.active, -1)
+        RUN_COUNT.bind(run=run, delta=-1, now=repr(now)).queue(pipe)  # its end time, if this was its last piece
         pipe.decr(self.keys.work())
         if f.get(Exec.replay_of):
             self.state.settle_replayed(pipe, xid)
-        now = time.time()
         self.events.execution(pipe, status, f[Exec.run], job, xid, now)
         self.events.run_end(pipe, f[Exec.run], now)
 

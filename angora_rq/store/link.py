@@ -21,6 +21,10 @@ import redis
 from redis.client import Pipeline
 
 
+# A connection that raised one of these is closed, or out of step with its replies.
+LOST = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
 class LuaScript(Protocol):
     """What a Link needs of a script (scripts.Script has it)."""
 
@@ -41,8 +45,28 @@ class Link:
     def call(self, *args: Any) -> Any:
         """Run one command (str, bytes or int arguments) and return its raw reply; error replies raise."""
         conn = self._connection()
-        conn.send_packed_command([hiredis.pack_command(args)])
-        return conn.read_response()
+        try:
+            conn.send_packed_command([hiredis.pack_command(args)])
+            return conn.read_response()
+        except LOST:
+            self._drop()
+            raise
+
+    def calls(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Several commands in one round trip; each reply raw, an error reply returned (not raised) in its place."""
+        conn = self._connection()
+        replies: list[Any] = []
+        try:
+            conn.send_packed_command([b"".join(hiredis.pack_command(tuple(c)) for c in commands)])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+        except LOST:
+            self._drop()
+            raise
+        return replies
 
     def script(self, script: LuaScript, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
         """EVALSHA a script, loading it once if the server does not know it (e.g. after a restart)."""
@@ -58,37 +82,50 @@ class Link:
         The pipeline only records (`pipe.hset(...)` etc.); its own execute() would add ~10 us per command. Every
         reply is read before the first error is raised, so the connection stays in step.
         """
-        return self.execute_then(pipe, None)[0]
+        replies = self.execute_then(pipe, None)[0]
+        return [] if replies is None else replies
 
-    def execute_then(self, pipe: Pipeline, then: Optional[Sequence[Any]]) -> tuple[list[Any], Any]:
+    def execute_then(self, pipe: Pipeline, then: Optional[Sequence[Any]],
+                     before: Sequence[Sequence[Any]] = ()) -> tuple[Optional[list[Any]], Any]:
         """execute(pipe), plus one more command in the same round trip, after the transaction.
 
         Returns the pipeline's replies and that command's reply, or the error it got (returned, not raised: the
-        pipeline's writes are done either way and the caller decides).
+        pipeline's writes are done either way and the caller decides). `before`: commands sent ahead of the
+        transaction (a WATCH and its check); the replies are None when they aborted it (nothing was written).
         """
         commands = [args for args, _ in pipe.command_stack]
         pipe.reset()
         if pipe.transaction and commands:
             commands = [("MULTI",), *commands, ("EXEC",)]
         n = len(commands)
+        commands = [*before, *commands] if n else commands
         if then is not None:
             commands.append(then)
         if not commands:
             return [], None
         conn = self._connection()
-        conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
         replies: list[Any] = []
-        for _ in commands:
-            try:
-                replies.append(conn.read_response())
-            except redis.exceptions.ResponseError as e:
-                replies.append(e)
+        try:
+            conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+        except LOST:
+            self._drop()
+            raise
         last = replies.pop() if then is not None else None
+        error = next((x for x in replies if isinstance(x, Exception)), None)
+        if n and before:
+            replies = replies[len(before):]
         if pipe.transaction and n and isinstance(replies[-1], list):
             replies = replies[-1]
-        error = next((x for x in replies if isinstance(x, Exception)), None)
+            error = error or next((x for x in replies if isinstance(x, Exception)), None)
         if error is not None:
             raise error
+        if pipe.transaction and n and replies[-1] is None:
+            return None, last  # EXEC answered nil: a WATCH of `before` aborted the transaction
         return replies, last
 
     def close(self) -> None:
@@ -96,6 +133,17 @@ class Link:
         if self._conn is not None and self._pid == os.getpid():
             self._pool.release(self._conn)
         self._conn = None
+
+    def _drop(self) -> None:
+        """Forget a connection that failed: the next command takes one from the pool, which connects it afresh.
+
+        A connection that reconnects by itself goes back to the address it had; one the pool connects asks the
+        sentinels first (redis+sentinel://), so after a failover the Link reaches the new primary.
+        """
+        conn, self._conn = self._conn, None
+        if conn is not None and self._pid == os.getpid():
+            conn.disconnect()
+            self._pool.release(conn)
 
     def _connection(self) -> Any:
         if self._conn is None or self._pid != os.getpid():

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Iterable, Optional
 
 import redis
@@ -19,6 +20,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core import keys as K
 from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.link import link_for
 from angora_rq.store.scripts import RESUME
 from angora_rq.store.state import BELL_CAP
@@ -52,7 +54,9 @@ def resume_job(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
     was, released = RESUME.bind(
         paused_jobs=k.paused_jobs(), paused_held=k.paused_held(job), rq_queues=K.RQ_QUEUES, job=job,
         exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""), run_prefix=k.run(""),
-        bell_prefix=k.bell(""), bell_cap=BELL_CAP,
+        bell_prefix=k.bell(""), bell_cap=BELL_CAP, events=k.events(), stream=k.stream(), runs=k.runs(),
+        outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+        now=repr(time.time()), outbox_cap=OUTBOX_CAP, events_on="1" if Events(r, keys).any() else "",
     ).run(link_for(r))
     return {"job": job, "paused": False, "changed": bool(was), "released": int(released)}
 

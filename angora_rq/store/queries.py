@@ -48,6 +48,8 @@ def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
         out["approval_deadline"] = float(deadline) if deadline else None
         out["tail"] = fields.get(Exec.tail) or tail
         out["spec"] = json.loads(spec) if spec else None
+        # An end its worker reported after someone else recorded or replayed it: refused, shown (fence.note_late).
+        out["late"] = json.loads(fields[Exec.late]) if fields.get(Exec.late) else None
     return out
 
 
@@ -205,12 +207,18 @@ def run_view(run_id: str, h: dict[str, str]) -> dict[str, Any]:
         for name, st in summary.jobs.items()
     }
     version = h.get(Run.config_version) or None
+    created = float(h[Run.created]) if h.get(Run.created) else None
+    # The end time counts once nothing is in flight (a run running again keeps its last one until it ends again);
+    # a run recorded before runs had one has none.
+    ended = float(h[Run.ended]) if active <= 0 and h.get(Run.ended) else None
     return {
         "run_id": run_id,
         "status": summary.status,
         "topic": h.get(Run.topic),
         "origin": h.get(Run.origin),
-        "created": float(h[Run.created]) if h.get(Run.created) else None,
+        "created": created,
+        "ended": ended,
+        "duration": max(0.0, ended - created) if ended is not None and created is not None else None,
         "params": json.loads(h[Run.params]) if h.get(Run.params) else {},
         "config_version": None if version == UNVERSIONED else version,
         "active": active,

@@ -83,22 +83,40 @@ class Bound:
         """EVALSHA on `link` (loading the script once if the server does not know it); the raw reply."""
         return link.script(self.script, self.keys, self.args)
 
-    def run_after(self, link: Link, pipe: Pipeline) -> tuple[list[Any], Any]:
+    def run_after(self, link: Link, pipe: Pipeline,
+                  before: Sequence[Sequence[Any]] = ()) -> tuple[Optional[list[Any]], Any]:
         """Run what `pipe` queued (MULTI/EXEC if transactional), then this script, in one round trip.
 
-        Returns the pipeline's replies and the script's reply. The pipeline's writes are done whatever the
-        script's fate; a NOSCRIPT costs one more round trip (the script is loaded and run again).
+        Returns the pipeline's replies (None when `before`, Link.execute_then's, aborted the transaction) and the
+        script's reply. The script runs whatever the pipeline's fate; a NOSCRIPT costs one more round trip (the
+        script is loaded and run again).
         """
-        replies, reply = link.execute_then(pipe, evalsha(self.script, self.keys, self.args))
+        replies, reply = link.execute_then(pipe, evalsha(self.script, self.keys, self.args), before)
         if isinstance(reply, redis.exceptions.NoScriptError):
             reply = self.run(link)
         elif isinstance(reply, Exception):
             raise reply
         return replies, reply
 
+    def run_then(self, link: Link, then: Sequence[Any]) -> tuple[Any, Any]:
+        """This script, then one more command (a WAIT), in one round trip: the script's reply (its error raised)
+        and the command's (its error returned). After a NOSCRIPT both go again, the script loaded first."""
+        reply, after = link.calls([evalsha(self.script, self.keys, self.args), then])
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            reply = self.run(link)
+            after = link.calls([then])[0]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply, after
+
     def queue(self, pipe: Pipeline) -> None:
         """Queue this call on a pipeline (inside its MULTI), as EVAL."""
-        pipe.execute_command("EVAL", self.script.text, len(self.keys), *self.keys, *self.args)
+        pipe.execute_command(*self.eval_command())
+
+    def eval_command(self) -> tuple[Any, ...]:
+        """This call as an EVAL command with the script's text, for a round trip where a NOSCRIPT would go
+        unnoticed (inside a MULTI, or ahead of one: Link.execute_then's `before`)."""
+        return ("EVAL", self.script.text, len(self.keys), *self.keys, *self.args)
 
 
 def field_pairs(mapping: Mapping[str, Any]) -> list[Any]:
@@ -193,6 +211,7 @@ CLAIM = LIBRARY["claim"]
 CREATE = LIBRARY["create"]
 DECIDE = LIBRARY["decide"]
 DISPATCH = LIBRARY["dispatch"]
+NOTE_LATE = LIBRARY["note_late"]
 DROP_RUNS = LIBRARY["drop_runs"]
 DROP_VERSIONS = LIBRARY["drop_versions"]
 FINISH = LIBRARY["finish"]
@@ -208,7 +227,9 @@ RESUME = LIBRARY["resume"]
 SEND = LIBRARY["send"]
 SET_PLAN = LIBRARY["set_plan"]
 RUN_END = LIBRARY["run_end"]
+RUN_COUNT = LIBRARY["run_count"]
 TICK = LIBRARY["tick"]
 RUN_STATES = LIBRARY["run_states"]
 SETTLE_REPLAYED = LIBRARY["settle_replayed"]
 SETTLE_RUNS = LIBRARY["settle_runs"]
+STILL_OURS = LIBRARY["still_ours"]

@@ -29,6 +29,11 @@ BELL_CAP = 64     # goes to its own key
 HOST = socket.gethostname()
 
 
+def host_of(settings: Settings) -> str:
+    """This host's name as executions record it: ANGORA_HOST, else the hostname."""
+    return settings.host or HOST
+
+
 class Finished:
     """The records of executions that ended, gathered for one FINISH call (store/lua/finish.lua)."""
 
@@ -103,24 +108,21 @@ class State:
         config_version: str = "",
         attempt: int = 1,
         replay_of: str = "",
-        delay_until: float = 0.0,
+        delay: float = 0.0,
         status: str = Status.queued,
     ) -> str:
-        """Create an execution and its RQ job; queue it unless delayed, held or awaiting approval (then until
-        the job's approval_timeout). Counts it in its run."""
+        """Create an execution and its RQ job; queue it unless delayed (for `delay` s of Redis' clock), held or
+        awaiting approval (then until the job's approval_timeout, by Redis' clock too). Counts it in its run."""
         k = self.keys
         xid = new_execution_id()
         spec, version = self.spec(job, config_version)
-        deadline = now + job.approval_timeout if job.approval_timeout else None
         fields = {
             Exec.job: job.name, Exec.run: msg.run_id, Exec.attempt: attempt, Exec.status: status,
             Exec.queue: job.queue, Exec.topic: msg.topic, Exec.origin: msg.origin,
             Exec.params: json.dumps(msg.params) if msg.params else "", Exec.config_version: version,
             Exec.created: repr(now), Exec.replay_of: replay_of,
-            Exec.delay_until: repr(delay_until) if delay_until else "", Exec.limit: job.concurrency or "",
-        }
-        if status == Status.awaiting_approval and deadline is not None:
-            fields[Exec.approval_deadline] = repr(deadline)
+            Exec.limit: job.concurrency or "",
+        }  # delay_until and approval_deadline: CREATE writes them, by Redis' clock
         fields = {f: v for f, v in fields.items() if v != ""}
         rq_status = {Status.queued: RqStatus.queued, Status.delayed: RqStatus.scheduled}.get(status, RqStatus.deferred)
         rq_fields = job_mapping(k.rq_name(job.queue), description(job.name, msg.run_id, attempt),
@@ -130,8 +132,9 @@ class State:
             stats=k.job_stats(job.name), rq_queue=k.rq_queue(job.queue), bell=k.bell(job.queue), delayed=k.delayed(),
             rq_queues=K.RQ_QUEUES, defs=k.definitions(version), defs_index=k.definitions_index(), work=k.work(),
             approvals=k.approvals(), history=self.settings.history, now=repr(now), id=xid, job=job.name,
-            run_id=msg.run_id, status=status, delay_until=repr(delay_until),
-            approval_score="+inf" if deadline is None else repr(deadline), bell_cap=BELL_CAP, spec=spec,
+            run_id=msg.run_id, status=status, delay=repr(delay),
+            approval_timeout=repr(float(job.approval_timeout)) if job.approval_timeout else "", bell_cap=BELL_CAP,
+            spec=spec,
             version=version, n_exec=len(fields),
             fields=[*field_pairs(fields), *field_pairs(rq_fields)],
         ).queue(pipe)
@@ -176,7 +179,7 @@ class State:
         outcome, outputs = take_outputs(outcome)
         status = final_status(ex, outcome)
         if spec.concurrency:
-            self._release(pipe, ex)  # before the record: this execution's status is the run's latest for its job
+            self._release(pipe, ex, now)  # before the record: this execution's status is the run's latest for its job
         rows = batch if batch is not None else Finished(worker, now)
         rows.add(ex, outcome, status, live, outputs)
         if ex.attempt > 1:
@@ -185,7 +188,7 @@ class State:
         if status == Status.succeeded:
             self.send(pipe, spec.name, ex.id, ex.run, spec.messages, params, now, batch, ex)
         elif status == Status.replaying:
-            self._replay(pipe, ex, now)
+            self._replay(pipe, ex, now, outcome.reason)
         elif status in (Status.failed, Status.killed):
             self.send_failure(pipe, spec, ex.id, ex.run, params, outcome.exit_code, outcome.reason, now, batch, ex)
         if batch is None:
@@ -230,23 +233,26 @@ class State:
         """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""
         SETTLE_REPLAYED.bind(exec=self.keys.execution(xid), exec_prefix=self.keys.execution("")).queue(pipe)
 
-    def _release(self, pipe: Pipeline, ex: Claimed) -> None:
+    def _release(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
         k = self.keys
         RELEASE.bind(slots=k.slots(ex.spec.name), held=k.held(ex.spec.name), rq_queues=K.RQ_QUEUES, id=ex.id,
                      exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), rq_queue_prefix=k.rq_queue(""),
-                     run_prefix=k.run("")).queue(pipe)
+                     run_prefix=k.run(""), events=k.events(), stream=k.stream(), runs=k.runs(),
+                     outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
+                     now=repr(now), outbox_cap=OUTBOX_CAP,
+                     events_on="1" if self.events.any() else "").queue(pipe)
         # The released execution (same job, same queue) may go to any idle worker, not only to this one.
         bell = k.bell(ex.queue)
         pipe.rpush(bell, 1)
         pipe.ltrim(bell, 0, BELL_CAP - 1)
 
-    def _replay(self, pipe: Pipeline, ex: Claimed, now: float) -> None:
+    def _replay(self, pipe: Pipeline, ex: Claimed, now: float, reason: str) -> None:
         """The next attempt, delayed; CREATE marks the job `replaying` in the run (or the attempt `canceled` when
         the run was canceled meanwhile: nothing is left waiting)."""
-        delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay)
+        delay = replay_delay(ex.spec, ex.attempt, self.settings.replay_max_delay, reason)
         msg = Message(ex.topic, ex.params, ex.run, f"replay:{ex.id}", now)
         nxt = self.create(pipe, ex.spec, msg, now, config_version=ex.version, attempt=ex.attempt + 1,
-                          replay_of=ex.id, delay_until=now + delay, status=Status.delayed)
+                          replay_of=ex.id, delay=delay, status=Status.delayed)
         pipe.hset(self.keys.execution(ex.id), Exec.next, nxt)
 
     def hand_back(self, pipe: Pipeline, ex: Claimed, worker: str, now: float) -> None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, request
 
 from angora_rq.core.errors import Conflict, Forbidden, NotFound
-from angora_rq.core.settings import Settings
+from angora_rq.core.settings import SENTINEL_SCHEME, Settings, parse_sentinel_url
 
 URL_PREFIX = "/rq"
 ACTIONS = frozenset({"rq_dashboard.delete_job_view", "rq_dashboard.requeue_job_view", "rq_dashboard.requeue_all",
@@ -38,7 +39,12 @@ def init_app(app: Flask, settings: Settings) -> None:
         return
     import rq_dashboard  # rq-dashboard 0.9.0 imports `six` without declaring it (a dependency of Angora)
 
-    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", settings.effective_redis_url)
+    url = settings.effective_redis_url
+    # rq-dashboard reads redis+sentinel:// URLs itself (redis_sentinel_url: the same form, the same failover
+    # following through redis-py's sentinel pool); the sentinels' own password it takes from its config only.
+    app.config.setdefault("RQ_DASHBOARD_REDIS_URL", url)
+    if urlsplit(url).scheme == SENTINEL_SCHEME and parse_sentinel_url(url).sentinel_password:
+        app.config.setdefault("RQ_DASHBOARD_REDIS_SENTINEL_PASSWORD", parse_sentinel_url(url).sentinel_password)
     app.config.setdefault("RQ_DASHBOARD_DISABLE_DELETE", True)
     app.extensions["angora_rq_dashboard"] = settings.rq_dashboard
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)

@@ -94,6 +94,9 @@ EXECUTION = obj({
 EXECUTION_DETAIL = {"allOf": [ref("Execution"), obj({
     "tail": {"type": "string", "description": "The last characters of the output (see the `tail` parameter)."},
     "tail_truncated": BOOL, "spec": {"anyOf": [ref("JobDef"), {"type": "null"}]},
+    "late": {"type": ["object", "null"], "description": "An end its worker reported after the execution had been "
+             "recorded or replayed (a host cut off from Redis): refused, kept here. worker, host, reason, "
+             "exit_code, signal, started, ended."},
     "approval": {"type": ["string", "null"], "enum": ["approved", "rejected", None],
                  "description": "An approval gate's decision (null while it waits, or for other jobs)."},
     "decided_by": nullable("string"), "decided_at": nullable("number"),
@@ -112,6 +115,11 @@ RUN_JOB = obj({"status": STR, "execution": nullable("string"), "executions": INT
 RUN = obj({
     "run_id": STR, "status": {"type": "string", "description": "Derived: running, succeeded, failed, ..."},
     "topic": nullable("string"), "origin": nullable("string"), "created": nullable("number"),
+    "ended": {"type": ["number", "null"], "description": "When its last message or execution finished (unix time); "
+                                                         "null while it runs, and for runs recorded before runs "
+                                                         "kept an end time."},
+    "duration": {"type": ["number", "null"], "description": "Seconds from `created` to `ended`; null while it runs "
+                                                            "or when `ended` is null."},
     "params": STR_MAP, "config_version": nullable("string"), "active": INT, "canceled": BOOL, "plan": ref("Plan"),
     "rerun_of": {"type": ["string", "null"], "description": "The run this one re-runs (`rerun`)."},
     "jobs": {"type": "object", "additionalProperties": ref("RunJob"),

@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from angora_rq.store.bus import submit
+from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
 from angora_rq.core.messages import Message, check_idempotency_key
@@ -137,7 +138,8 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
     """Put a root message on the bus: the answer's body and extra headers (503 when Redis is down or full, or a
     budget is used up: core/pressure.py; 409 when its idempotency key was used for another message)."""
     with redis_errors():
-        sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl)
+        sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
+                      wait=wait_command(ext.settings))
     body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
     if not sub.key:
         return body, []

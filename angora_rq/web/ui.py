@@ -232,8 +232,17 @@ def runs() -> str:
     job_name = request.args.get("job", "")[:200] or None
     page = page_arg()
     total, items = _ext().queries.runs((page - 1) * PAGE_SIZE, PAGE_SIZE, status=status, job=job_name)
-    return render_template("runs.html", runs=items, paging=pages(total, page), status=status or "",
-                           job=job_name or "", statuses=RUN_STATUSES, job_names=_job_names())
+    return render_template("runs.html", runs=with_elapsed(items, time.time()), paging=pages(total, page),
+                           status=status or "", job=job_name or "", statuses=RUN_STATUSES, job_names=_job_names())
+
+
+def with_elapsed(runs: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """Each run with `elapsed`: for one still in flight, the seconds since it was created (live pages show it
+    growing), else None (a finished run has its `duration`)."""
+    for r in runs:
+        live = r["active"] > 0 and r["created"] is not None
+        r["elapsed"] = max(0.0, now - r["created"]) if live else None
+    return runs
 
 
 def _job_names() -> list[str]:

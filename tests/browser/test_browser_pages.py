@@ -202,6 +202,21 @@ def test_runs_list_updates_live(angora: tuple[str, System], page: Any) -> None:
     assert stayed(page)
 
 
+def test_runs_list_shows_time_so_far_then_the_duration(angora: tuple[str, System], page: Any) -> None:
+    base, system = angora
+    run_id = system.send("demo.slow")  # sleeps 2 s
+    wait_until(lambda: system.q.run(run_id)["status"] == "running", 20, f"run {run_id} to start")
+    page.goto(base + "/runs")
+    assert page.inner_text("#runs-list thead th:nth-child(6)") == "Duration"
+    cell = f"#runs-list tr:has(a[href='/runs/{run_id}']) td:nth-child(6)"
+    assert page.inner_text(cell).endswith("so far")
+    stay(page)
+    page.wait_for_function(f"() => /^[\\d.]+ s$/.test(document.querySelector(\"{cell}\").textContent.trim())",
+                           timeout=20_000)  # the run ended: its duration, live
+    assert stayed(page)
+    assert float(page.inner_text(cell).split()[0]) >= 2.0
+
+
 def test_run_page_draws_a_live_timeline(angora: tuple[str, System], page: Any) -> None:
     base, system = angora
     run_id = system.send("demo.slow")

@@ -66,7 +66,8 @@ def test_a_worker_without_redis_says_where_to_find_one(bare_env: dict[str, str],
 
 def test_a_malformed_redis_url_is_one_line(bare_env: dict[str, str], tmp_path: Path) -> None:
     line = one_line_error(run(["worker"], dict(bare_env, REDIS_URL="localhost:6379"), tmp_path))
-    assert "REDIS_URL must start with redis://, rediss:// (TLS) or unix://" in line and "'localhost:'" in line
+    assert "REDIS_URL must start with redis://, rediss:// (TLS), unix:// or redis+sentinel://" in line
+    assert "'localhost:'" in line
 
 
 def test_up_refuses_a_web_port_in_use(bare_env: dict[str, str], tmp_path: Path) -> None:
@@ -116,3 +117,37 @@ def test_up_uses_a_redis_server_on_path_when_none_is_bundled(bare_env: dict[str,
     env = dict(bare_env, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), bare_env.get("PYTHONPATH")])))
     write_config(tmp_path / "config", "- {name: a, triggers: [a], command: 'true'}\n")
     assert f"redis-server: {on_path} ({ON_PATH})" in up_says_which_redis(env, tmp_path)
+
+
+def test_redis_gone_between_ping_and_layout_read_is_ridden_out(monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A Redis restarting under load can answer the first PING and refuse the layout's read just after: the role
+    logs it and starts (its loop retries) instead of exiting with a traceback (a scheduler did, in a CI run)."""
+    import redis
+
+    from angora_rq.cli import checks
+    from angora_rq.core.settings import Settings
+    from angora_rq.processes.redis_server import free_port
+    from angora_rq.store import connection
+
+    url = f"redis://127.0.0.1:{free_port()}"  # nothing listens there: every command is refused
+    monkeypatch.setattr(connection, "first_contact", lambda r, u: None)  # the PING that came just before answered
+    with caplog.at_level("WARNING", logger="angora_rq.cli"):
+        checks.redis_ready(Settings(redis_url=url, prefix="angora"), redis.Redis.from_url(url))
+    assert "went away before the data's layout could be read" in caplog.text
+
+
+def test_layout_of_another_release_still_refused_after_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only Redis being unavailable is ridden out: a layout error still stops the role with its one line."""
+    from angora_rq.cli import checks
+    from angora_rq.core.errors import AngoraError
+    from angora_rq.core.settings import Settings
+    from angora_rq.store import connection
+
+    def newer(r: object, keys: object) -> None:
+        raise AngoraError("Redis holds Angora data of a newer layout")
+
+    monkeypatch.setattr(connection, "first_contact", lambda r, u: None)
+    monkeypatch.setattr(checks, "layout_ready", newer)
+    with pytest.raises(AngoraError, match="newer layout"):
+        checks.redis_ready(Settings(redis_url="redis://127.0.0.1:1", prefix="angora"), object())

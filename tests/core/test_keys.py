@@ -49,7 +49,8 @@ def test_every_key_has_the_prefix() -> None:
     names = [
         k.stream(), k.execution("x"), k.tail("x"), k.job_stats("j"), k.job_executions("j"), k.run("r"), k.runs(),
         k.definitions("v"), k.definitions_index(), k.schema(), k.delayed(), k.workers(),
-        k.worker_alive("w"), k.worker_inflight("w"), k.worker_control("w"), k.bell("q"), k.orphans(),
+        k.worker_alive("w"), k.worker_inflight("w"), k.worker_guard("w"), k.worker_control("w"), k.bell("q"),
+        k.orphans(),
         k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
         k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(), k.idempotency("s"),
         k.tick_idempotency("s", 1), k.metrics(), k.runs_unsettled(),

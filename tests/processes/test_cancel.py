@@ -45,12 +45,12 @@ def status(r: redis.Redis, keys: Keys, xid: str) -> str:
 def test_cancel_drops_queued_held_and_delayed_executions_at_once(r: redis.Redis, keys: Keys) -> None:
     control = Control(r, keys, Settings(prefix=keys.prefix))
     queued = create(r, keys, FAILING, "r1")
-    delayed = create(r, keys, FAILING, "r1", status="delayed", delay_until=time.time() + 300)
+    delayed = create(r, keys, FAILING, "r1", status="delayed", delay=300)
     held = create(r, keys, FAILING, "r1", status="held")  # waiting for a concurrency slot
     r.rpush(keys.held("flaky"), held)
     paused = create(r, keys, FAILING, "r1", status="held")  # dispatched while its job was paused
     r.rpush(keys.paused_held("flaky"), paused)
-    other = create(r, keys, FAILING, "r2", status="delayed", delay_until=time.time() + 300)
+    other = create(r, keys, FAILING, "r2", status="delayed", delay=300)
 
     out = control.cancel_run("r1")
 
@@ -103,7 +103,7 @@ def test_cancel_with_kill_ends_the_running_commands(r: redis.Redis, keys: Keys, 
     pidfile = tmp_path / "pid"
     job = JobDef("long", ("go",), ("sh", "-c", f"echo $$ > {pidfile}; exec sleep 1000"), replay=0)
     xid = create(r, keys, job, "r1")
-    waiting = create(r, keys, FAILING, "r1", status="delayed", delay_until=time.time() + 300)
+    waiting = create(r, keys, FAILING, "r1", status="delayed", delay=300)
     worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
     worker.start()
     try:
@@ -124,7 +124,7 @@ def test_cancel_with_kill_ends_the_running_commands(r: redis.Redis, keys: Keys, 
 
 
 def test_angora_cancel(r: redis.Redis, keys: Keys, angora_env: dict[str, str]) -> None:
-    create(r, keys, FAILING, "r1", status="delayed", delay_until=time.time() + 300)
+    create(r, keys, FAILING, "r1", status="delayed", delay=300)
     runner = CliRunner()
     result = runner.invoke(main, ["cancel", "r1", "--kill"], env=angora_env)
     assert result.exit_code == 0, result.output

@@ -5,6 +5,8 @@ an outage is a proxy that cuts the worker off (tcp_proxy.py).
 """
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -164,6 +166,61 @@ def test_a_worker_taken_for_dead_does_not_record_what_the_janitor_replayed(
     stats = job_stats(r, keys, NAP.name)
     assert (stats["total"], stats["failed"], stats["succeeded"]) == (1, 1, 0)
     assert r.xlen(keys.stream()) == 0  # attempt 1 sent nothing: its success was not recorded
+
+
+def test_a_worker_whose_loop_stalls_keeps_its_heartbeat_and_runs_its_command_once(
+        r: redis.Redis, keys: Keys, settings: Settings) -> None:
+    """The loop stuck for three TTLs in a slow pass (a starved CPU) while its command ends: the heartbeat thread
+    keeps the lease, so a janitor elsewhere replays nothing and the end is recorded once, by the worker."""
+    settings = dataclasses.replace(settings, worker_ttl=2.0)
+    (xid,) = queue(r, keys, settings, NAP)
+    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    lapsed, stop = [], threading.Event()
+
+    def elsewhere() -> None:  # another host's janitor, and a look at the lease, all along
+        janitor = Janitor(r, keys, settings)
+        while not stop.wait(0.1):
+            lapsed.append(not r.exists(keys.worker_alive("w1")))
+            janitor.step(time.time())
+
+    try:
+        step_until(worker, lambda: worker.active)
+        watcher = threading.Thread(target=elsewhere)
+        watcher.start()
+
+        def slow_pass(now: Optional[float] = None) -> None:
+            time.sleep(3 * settings.worker_ttl)
+
+        worker.janitor.step = slow_pass  # type: ignore[method-assign]
+        worker._last_beat = 0.0  # the next step does its housekeeping: the slow pass
+        step_until(worker, lambda: not worker.active and not worker.outbox)
+        stop.set()
+        watcher.join()
+    finally:
+        stop.set()
+        worker.close()
+    assert lapsed and not any(lapsed)
+    assert status(r, keys, xid) == "succeeded"
+    stats = job_stats(r, keys, NAP.name)
+    assert (stats["total"], stats["succeeded"]) == (1, 1)
+
+
+def test_the_heartbeat_thread_does_not_keep_a_stuck_loop_alive(r: redis.Redis, keys: Keys,
+                                                                settings: Settings) -> None:
+    settings = dataclasses.replace(settings, worker_ttl=1.0)
+    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    try:
+        worker.step(max_wait=0.0)
+        assert r.exists(keys.worker_alive("w1"))
+        worker._loop_at = time.monotonic() - 1000  # its loop has not begun a step for long
+        deadline = time.monotonic() + 30
+        while r.exists(keys.worker_alive("w1")):
+            assert time.monotonic() < deadline, "the lease never lapsed"
+            time.sleep(0.1)
+    finally:
+        worker.close()
 
 
 def test_a_worker_stopped_during_an_outage_leaves_its_ends_on_disk_for_the_next(

@@ -106,3 +106,48 @@ def test_send_looks_for_listeners_only_while_the_matcher_says_there_are_some(r: 
     assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
     write_wanted(r, keys, {})
     assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")
+
+
+ONE_AT_A_TIME = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0, concurrency=1)
+
+
+def test_release_publishes_the_held_execution_it_queues(r: redis.Redis, keys: Keys) -> None:
+    state = listening(r, keys, "angora.execution.held", "angora.execution.queued")
+    first, second = create(r, keys, state, ONE_AT_A_TIME, "r1"), create(r, keys, state, ONE_AT_A_TIME, "r1")
+    claim_call(keys, Settings(), "w1", ("etl",), time.time(), 2, events=True).run(Link(r))
+    assert fields(r, keys.execution(second))["status"] == "held"  # the job's one slot is taken by `first`
+    before = len(heard(r, keys))
+    with r.pipeline() as pipe:
+        state.finalize(pipe, load_claimed(r, keys, first, _raw(r, keys, first)), Done(), time.time(), worker="w1")
+        pipe.execute()
+    assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [
+        ("angora.execution.queued", second)]
+    assert fields(r, keys.execution(second))["status"] == "queued"
+
+
+def test_resume_publishes_each_execution_it_queues(r: redis.Redis, keys: Keys) -> None:
+    from angora_rq.store.pausing import pause_job, resume_job
+
+    state = listening(r, keys, "angora.execution.held", "angora.execution.queued")
+    pause_job(r, keys, "last")
+    with r.pipeline() as pipe:  # as DISPATCH holds what a paused job is sent
+        xid = state.create(pipe, LAST, Message.create("data.ready", None, "r1", origin="test"), 1000.0,
+                           config_version="v1", status="held")
+        pipe.rpush(keys.paused_held("last"), xid)
+        pipe.execute()
+    before = len(heard(r, keys))
+    assert resume_job(r, keys, "last")["released"] == 1
+    assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [("angora.execution.queued", xid)]
+
+
+def test_promote_publishes_each_replay_it_queues(r: redis.Redis, keys: Keys) -> None:
+    from angora_rq.processes.janitor import Janitor
+
+    state = listening(r, keys, "angora.execution.delayed", "angora.execution.queued")
+    with r.pipeline() as pipe:  # a replay whose backoff is already over, as finalize creates one
+        xid = state.create(pipe, LAST, Message.create("data.ready", None, "r1", origin="test"), 1000.0,
+                           config_version="v1", status="delayed", delay=0.0)
+        pipe.execute()
+    before = len(heard(r, keys))
+    assert Janitor(r, keys, Settings()).promote() == 1  # due by Redis' clock
+    assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [("angora.execution.queued", xid)]

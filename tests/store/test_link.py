@@ -62,7 +62,7 @@ def test_execute_then_returns_the_extra_commands_reply_or_error(r: redis.Redis) 
     with r.pipeline() as pipe:
         pipe.set("x", 1)
         replies, extra = link.execute_then(pipe, ("GET", "x"))
-    assert extra == b"1" and len(replies) == 1
+    assert extra == b"1" and replies is not None and len(replies) == 1
     with r.pipeline() as pipe:
         pipe.set("y", 1)
         _, extra = link.execute_then(pipe, ("EVALSHA", "0" * 40, 0))

@@ -19,9 +19,10 @@ from angora_rq.core.codec import to_str_dict
 from angora_rq.processes.janitor import Janitor
 from angora_rq.processes.worker import claim_call
 from angora_rq.store import pausing
+from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import REAP
-from angora_rq.store.state import State, load_claimed
+from angora_rq.store.state import Finished, State, load_claimed
 from angora_testkit import fields
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0)
@@ -64,6 +65,12 @@ def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...] = ("etl",), want: 
     return [x.decode() for x in reply[0::3]]
 
 
+def redis_now(r: redis.Redis) -> float:
+    """Redis' clock."""
+    seconds, micros = r.time()
+    return seconds + micros / 1e6
+
+
 def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int = 0) -> str:
     ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
     with r.pipeline() as pipe:
@@ -76,15 +83,18 @@ def finish(r: redis.Redis, keys: Keys, xid: str, worker: str = "w1", code: int =
 
 def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis, keys: Keys) -> None:
     queued = create(r, keys)
-    delayed = create(r, keys, status="delayed", delay_until=1500.0, attempt=2, replay_of=queued)
+    before = redis_now(r)
+    delayed = create(r, keys, status="delayed", delay=300.0, attempt=2, replay_of=queued)
     held = create(r, keys, status="held")
     assert ids(r, keys.rq_queue("etl")) == [queued] and r.llen(keys.bell("etl")) == 1
-    assert r.zrange(keys.delayed(), 0, -1, withscores=True) == [(delayed.encode(), 1500.0)]
+    [(member, due)] = r.zrange(keys.delayed(), 0, -1, withscores=True)
+    # Due 300 s from now by Redis' clock, whatever the clock of the process that created it (`now` is 1000.0).
+    assert member == delayed.encode() and before + 300 <= due <= redis_now(r) + 300
     assert [h(r, K.rq_job(x))["status"] for x in (queued, delayed, held)] == ["queued", "scheduled", "deferred"]
     assert all(r.object("encoding", k) == b"ziplist" for x in (queued, delayed, held)
                for k in (keys.execution(x), K.rq_job(x)))  # compact: short fields and values
     ex = h(r, keys.execution(delayed))
-    assert (ex["status"], ex["attempt"], ex["replay_of"], ex["delay_until"]) == ("delayed", "2", queued, "1500.0")
+    assert (ex["status"], ex["attempt"], ex["replay_of"], float(ex["delay_until"])) == ("delayed", "2", queued, due)
     run = h(r, keys.run("run1"))
     assert (run["active"], run["n:load"], run["s:load"], run["e:load"]) == ("3", "3", "held", held)
     assert h(r, keys.job_stats("load"))["last_execution"] == held
@@ -244,17 +254,19 @@ def test_release_with_nothing_held_only_frees_the_slot(r: redis.Redis, keys: Key
 # -- PROMOTE ---------------------------------------------------------------------------------------------------
 
 def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
-    due = create(r, keys, status="delayed", delay_until=1500.0)
-    later = create(r, keys, status="delayed", delay_until=2500.0)
-    killed = create(r, keys, status="delayed", delay_until=1400.0)
+    before = redis_now(r)
+    due = create(r, keys, status="delayed", delay=0.0)
+    later = create(r, keys, status="delayed", delay=300.0)
+    killed = create(r, keys, status="delayed", delay=0.0)
     r.hset(keys.execution(killed), Exec.status, "killed")
     janitor = Janitor(r, keys, SETTINGS)
-    assert janitor.promote(2000.0) == 2
-    assert janitor.promote(2000.0) == 0  # the same call again: nothing is queued twice
+    assert janitor.promote() == 2  # due by Redis' clock: no caller's `now` to get wrong
+    assert janitor.promote() == 0  # the same call again: nothing is queued twice
     assert ids(r, keys.rq_queue("etl")) == [due]
     assert r.zrange(keys.delayed(), 0, -1) == [later.encode()]
     ex = h(r, keys.execution(due))
     assert (ex["status"], h(r, K.rq_job(due))["status"]) == ("queued", "queued")
+    assert before + 300 <= float(h(r, keys.execution(later))["delay_until"]) <= redis_now(r) + 300  # Redis' clock
     assert h(r, keys.execution(killed))["status"] == "killed"
     assert r.sismember(K.RQ_QUEUES, keys.rq_queue("etl"))
 
@@ -281,6 +293,42 @@ def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -
     assert reap(r, keys, "w1") == 0  # run twice (two janitors): no execution is orphaned twice
     assert ids(r, keys.orphans()) == ["a", "b"] and not r.exists(keys.worker_inflight("w1"))
     assert r.smembers(keys.workers()) == {b"w2"}
+
+
+# -- STILL_OURS (the guard of a worker's usual transaction of records) -------------------------------------------
+
+def records(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> object:
+    """A worker's transaction recording each execution as succeeded, guarded; None when Redis aborted it."""
+    state, batch = State(keys, SETTINGS), Finished(worker, 3000.0)
+    with r.pipeline() as pipe:
+        for xid in xids:
+            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
+            state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)
+        state.record(pipe, batch)  # the batch's one FINISH, inside the guarded transaction
+        return Link(r).execute_then(pipe, None, still_ours(keys, worker, xids))[0]
+
+
+def test_still_ours_lets_a_workers_records_through_while_every_execution_is_its_own(
+        r: redis.Redis, keys: Keys) -> None:
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    assert records(r, keys, xs) is not None
+    assert [h(r, keys.execution(x))["status"] for x in xs] == ["succeeded", "succeeded"]
+
+
+def test_still_ours_aborts_the_records_of_an_execution_a_janitor_took_meanwhile(r: redis.Redis, keys: Keys) -> None:
+    """The worker stalled after reckoning its heartbeat alive; meanwhile a janitor recorded one execution lost
+    and replayed it: nothing of the batch is written (the worker writes each end again, fenced)."""
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    r.sadd(keys.workers(), "w1")
+    assert reap(r, keys, "w1") == 2  # its heartbeat key is gone
+    Janitor(r, keys, SETTINGS).replay_orphans(2500.0)
+    lost = [h(r, keys.execution(x)) for x in xs]
+    assert records(r, keys, xs) is None
+    assert [h(r, keys.execution(x)) for x in xs] == lost  # untouched: still `worker lost`
+    assert not [f for f in h(r, keys.job_stats("load")) if f.startswith("h:succeeded")]  # not counted either
+    assert records(r, keys, xs, worker="w2") is None  # nor is anyone else's batch let through
 
 
 # -- RESUME ----------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from angora_rq.core.codec import to_str, to_str_dict
-from angora_rq.core.schema import Exec
+from angora_rq.core.schema import Exec, Run
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State, load_claimed
@@ -223,6 +223,27 @@ def test_runs_list_filters(client: FlaskClient, finish: Finish) -> None:
     c = run_job(client, "nightly_only")
     by_job = page(client, "/runs?job=nightly_only")
     assert c["run_id"] in by_job and a["run_id"] not in by_job and b["run_id"] not in by_job
+
+
+def test_runs_list_shows_each_runs_duration_or_its_time_so_far(client: FlaskClient, finish: Finish,
+                                                               r: redis.Redis, keys: Keys) -> None:
+    done = run_job(client, "report")  # one job: its run ends with it
+    finish(done["execution_id"])
+    r.hset(keys.run(done["run_id"]), Run.created, repr(float(r.hget(keys.run(done["run_id"]), Run.ended)) - 75))
+    live = run_job(client)
+    r.hset(keys.run(live["run_id"]), Run.created, repr(time.time() - 130))
+    html = page(client, "/runs")
+    assert '<th scope="col">Duration</th>' in html
+
+    def cell(run_id: str) -> str:
+        return found(rf'href="/runs/{run_id}">.*?<td>\s*<time.*?</td>\s*<td class="num">(.*?)</td>', html)
+
+    assert cell(done["run_id"]) == "1 m 15 s"
+    assert re.fullmatch(r'2 m \d\d s <span class="muted small">so far</span>', cell(live["run_id"]))
+    r.hset(keys.run("old-run"), mapping={Run.created: "1000.0", Run.active: "0", Run.topic: "etl.start"})
+    r.zadd(keys.runs(), {"old-run": 1000.0})
+    html = page(client, "/runs")
+    assert cell("old-run") == "\u2013"  # recorded before runs kept an end time: a dash
 
 
 def test_execution_page_has_timings_actions_and_attempt_chain(client: FlaskClient, finish: Finish,

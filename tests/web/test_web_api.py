@@ -20,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from angora_rq.core.keys import Keys
-from angora_rq.core.schema import Exec
+from angora_rq.core.schema import Exec, Run
 from angora_rq.processes.redis_server import free_port
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
@@ -212,6 +212,25 @@ def test_runs_list_filters_and_pages(client: FlaskClient) -> None:
     assert client.get("/api/v1/runs?status=succeeded").get_json()["runs"] == []
     assert client.get("/api/v1/runs?job=joined").get_json()["runs"] == []
     assert client.get(f"/api/v1/runs?since={mid}&until={mid - 1}").get_json()["runs"] == []
+
+
+def test_runs_list_gives_end_time_and_duration_once_a_run_has_ended(client: FlaskClient, r: redis.Redis,
+                                                                   keys: Keys) -> None:
+    started = run_job(client)
+    [running] = conforms(client.get("/api/v1/runs"), "/api/v1/runs")["runs"]
+    assert (running["status"], running["ended"], running["duration"]) == ("queued", None, None)
+    client.post(f"/api/v1/runs/{started['run_id']}/cancel")  # its one execution goes: the run ends now
+    [ended] = conforms(client.get("/api/v1/runs"), "/api/v1/runs")["runs"]
+    assert ended["status"] == "canceled" and ended["ended"] >= ended["created"]
+    assert ended["duration"] == pytest.approx(ended["ended"] - ended["created"])
+    detail = conforms(client.get(f"/api/v1/runs/{started['run_id']}"), "/api/v1/runs/{run_id}")
+    assert (detail["ended"], detail["duration"]) == (ended["ended"], ended["duration"])
+    # A run recorded before runs kept an end time: no duration, no error.
+    r.hset(keys.run("old-run"), mapping={Run.created: "1000.0", Run.active: "0", Run.topic: "etl.start"})
+    r.zadd(keys.runs(), {"old-run": 1000.0})
+    old = conforms(client.get("/api/v1/runs?until=2000"), "/api/v1/runs")["runs"]
+    assert [(x["run_id"], x["status"], x["ended"], x["duration"]) for x in old] == [
+        ("old-run", "succeeded", None, None)]
 
 
 @pytest.mark.parametrize("query", ["since=abc", "until=-1", "since=nan", "since=inf",

@@ -2,6 +2,7 @@
 -- its job is paused now); rejected, it ends `rejected` and stops counting in its run.
 -- KEYS: exec rq_job run approvals stats paused_jobs paused_held rq_queue rq_queues bell work
 -- ARGV: id job decision by now bell_cap
+-- include: run_count
 -- decision: 'approved' or 'rejected'; work: the deployment's counter of unfinished work (moves with `active`).
 -- Returns {1, new status}, or {0, status} when it was not awaiting approval
 -- (nothing changes: a decision is taken once).
@@ -14,7 +15,7 @@ if decision == 'rejected' then
   new = STATUS.rejected
   redis.call('HSET', exec, EXEC.status, new, EXEC.ended, now)
   redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.canceled)
-  redis.call('HINCRBY', run, RUN.active, -1)
+  run_count({run}, {-1, now})
   redis.call('DECR', work)
   redis.call('HSET', stats, JOBSTATS.last_status, new)
 elseif redis.call('SISMEMBER', paused_jobs, job) == 1 then

@@ -11,7 +11,7 @@
 -- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
 -- ARGV: defs_prefix run_prefix outbox_cap events_on direct n_jobs n_messages n_dispatches batch...
--- include: publish run_end
+-- include: publish run_end run_count
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (12 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
@@ -34,7 +34,12 @@
 -- and its executions are created as a matcher's would be (pause, cancel, approval gates), with no pending check
 -- and nothing to acknowledge. Atomic with the end that sends it, it is dispatched exactly once: if the
 -- transaction did not happen, the end is recorded again (fenced) and sends it then.
--- Returns {executions created, then per plan conflict: message number, old plan JSON}.
+-- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
+-- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
+local function due_in(seconds)
+  local t = redis.call('TIME')
+  return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
+end
 local keep, cap = tonumber(history), tonumber(bell_cap)
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
@@ -126,7 +131,7 @@ for d = 1, nd do
                EXEC.topic, msg.topic, EXEC.origin, msg.origin, EXEC.config_version, job.version, EXEC.created, now}
     if msg.params ~= '' then f[#f + 1] = EXEC.params; f[#f + 1] = msg.params end
     if job.limit ~= '' then f[#f + 1] = EXEC.limit; f[#f + 1] = job.limit end
-    local deadline = job.gate ~= '' and job.gate ~= 'inf' and tostring(tonumber(now) + tonumber(job.gate)) or ''
+    local deadline = job.gate ~= '' and job.gate ~= 'inf' and due_in(job.gate) or ''  -- Redis' clock
     if deadline ~= '' then f[#f + 1] = EXEC.approval_deadline; f[#f + 1] = deadline end
     redis.call('HSET', exec_prefix .. id, unpack(f))
     local rq, at = job.rq, job.at
@@ -176,7 +181,7 @@ end
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
-  if run.delta ~= 0 then redis.call('HINCRBY', rkey, RUN.active, run.delta) end
+  if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
   moved = moved + run.delta
 end
 if moved ~= 0 then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it

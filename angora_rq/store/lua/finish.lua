@@ -4,7 +4,7 @@
 -- KEYS: work inflight events stream runs outbox accepted unsettled
 -- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
 -- ARGV: rq_failed_prefix outbox_cap events_on rows...
--- include: publish run_end
+-- include: publish run_end run_count
 -- inflight: the worker's list, or '' (none); work: the deployment's counter of unfinished work (moves with the runs'
 -- `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
 -- queue, status, ok ('1' or '0'), started, ended, duration, bucket (the duration's histogram bound, core/metrics.py:
@@ -46,7 +46,7 @@ while p <= #ARGV do
   -- A replaying one's job status is its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled
   -- in a run canceled while this attempt ran).
   if status ~= STATUS.replaying then redis.call('HSET', rk, RUN.job_status .. job, status) end
-  redis.call('HINCRBY', rk, RUN.active, -1)
+  run_count({rk}, {-1, now})  -- the run's end time once nothing is left in flight
   if events_on ~= '' then
     publish({events, stream, runs, outbox, work, accepted, unsettled},
             {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job', job,

@@ -3,7 +3,7 @@
 -- canceled run).
 -- KEYS: exec rq_job run inflight rq_started slots rq_queue rq_queues bell tail work rq_canceled events stream runs outbox accepted unsettled
 -- ARGV: id job run_id bell_cap now now_iso canceled_expiry run_prefix outbox_cap events_on
--- include: publish run_end
+-- include: publish run_end run_count
 -- slots: the job's concurrency slots, or '' (no limit); events_on: '' when no event has a listener, else the
 -- execution's new status is published (and a canceled run's end). Returns 1 if queued again, 0 if canceled.
 local function told(status)
@@ -26,7 +26,7 @@ if redis.call('HGET', run, RUN.canceled) == '1' then
   redis.call('HSET', rq_job, RQJOB.status, RQSTATUS.canceled, RQJOB.ended_at, now_iso)
   redis.call('ZADD', rq_canceled, canceled_expiry, id)
   redis.call('HSET', run, RUN.job_status .. job, STATUS.canceled)
-  redis.call('HINCRBY', run, RUN.active, -1)
+  run_count({run}, {-1, now})
   redis.call('DECR', work)
   told(STATUS.canceled)
   return 0

@@ -4,7 +4,7 @@
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
 -- KEYS: stream run runs work accepted idem unsettled events outbox events_on
 -- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap fields...
--- include: publish
+-- include: publish run_count
 -- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
@@ -45,7 +45,7 @@ if started and counts[3] then
   publish({events, stream, runs, outbox, work, accepted, unsettled},
           {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 end
-if not started then redis.call('HINCRBY', run, RUN.active, 1) end
+if not started then run_count({run}, {1, now}) end
 if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
 redis.call('HINCRBY', unsettled, run_id, 1)
 return id

@@ -10,8 +10,12 @@
 -- and stored as the argument text (a Lua number may print as 1.7e+12).
 -- A tick refused by a budget is skipped and recorded with SEND's reason (`BUDGET work <used> <budget>`...).
 -- Returns {outcome, detail}: sent <entry id> | marked | stale <last> | fenced | overlap <run id> | budget <reason> |
--- replayed <first entry id> (sent before: recorded as the last tick, not sent again).
+-- replayed <first entry id> (sent before: recorded as the last tick, not sent again) | early <Redis' time, ms>:
+-- a tick later than Redis' clock is not sent, whatever the sender's clock says.
 local tick, fence = tonumber(tick_ms), tonumber(token)
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if mode ~= 'mark' and tick > now_ms then return {'early', tostring(now_ms)} end
 if redis.call('GET', lease) ~= lease_value then return {'fenced', ''} end
 local st = redis.call('HMGET', schedule, SCHEDULE.last, SCHEDULE.token, SCHEDULE.run)
 if st[2] and tonumber(st[2]) > fence then return {'fenced', ''} end
