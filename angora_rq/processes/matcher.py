@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError
 from angora_rq.core.codec import to_str
 from angora_rq.store import bus
-from angora_rq.store.dispatch import RECORD_EVERY, Dispatcher, Outgoing, record_follow
+from angora_rq.store.dispatch import RECORD_EVERY, Dispatcher, Outgoing, keep_follow, record_follow
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.events import wanted
 from angora_rq.store.events import Events, write_wanted
@@ -93,6 +93,7 @@ class Matcher:
         self._events_at = float("-inf")
         self._follow_version: Optional[str] = None
         self._follow_at = float("-inf")
+        self._follow: dict[str, str] = {}  # the follow records of _follow_version
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -151,10 +152,16 @@ class Matcher:
             # Redis that restarted empty forgets it).
             write_wanted(self.r, self.keys, wanted(snap.index, snap.config.webhooks))
             self._events_version, self._events_at = snap.version, now
-        if snap.version != self._follow_version or now - self._follow_at > RECORD_EVERY:
-            # Which topics workers dispatch themselves, for this version (kept in use while a matcher runs it).
-            record_follow(self.r, self.keys, snap.version, snap.follow_records(), now)
+        if snap.version != self._follow_version:
+            # Which topics workers dispatch themselves, for this version: computed and written once per version
+            # (a second with 100,000 definitions), then kept in use, and written again if Redis lost them.
+            self._follow = snap.follow_records()
+            record_follow(self.r, self.keys, snap.version, self._follow, now)
             self._follow_version, self._follow_at = snap.version, now
+        elif self._follow and snap.version and now - self._follow_at > RECORD_EVERY:
+            self._follow_at = now
+            if not keep_follow(self.r, self.keys, snap.version, next(iter(self._follow)), now):
+                record_follow(self.r, self.keys, snap.version, self._follow, now)
         if now - self._last_trim > 1.0:
             self._last_trim = now
             bus.trim(self.r, self.keys)

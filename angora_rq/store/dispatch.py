@@ -55,10 +55,21 @@ def record_follow(r: Any, keys: Keys, version: str, records: dict[str, str], now
     janitor keeps the version while a matcher runs it. Nothing without a version: no worker dispatches then."""
     if not version or not records:
         return
+    fields = [(Defs.follow + job, text) for job, text in records.items()]
     with r.pipeline(transaction=False) as p:
-        p.hset(keys.definitions(version), mapping={Defs.follow + job: text for job, text in records.items()})
+        for i in range(0, len(fields), 1000):  # many definitions: no single command holds Redis up for long
+            p.hset(keys.definitions(version), mapping=dict(fields[i:i + 1000]))
         p.zadd(keys.definitions_index(), {version: now})
         p.execute()
+
+
+def keep_follow(r: Any, keys: Keys, version: str, job: str, now: float) -> bool:
+    """Record a version's use again (see record_follow); whether its follow record of `job` is still there (a
+    Redis that restarted empty has lost them: the caller records them again)."""
+    with r.pipeline(transaction=False) as p:
+        p.zadd(keys.definitions_index(), {version: now})
+        p.hexists(keys.definitions(version), Defs.follow + job)
+        return bool(p.execute()[1])
 
 
 class Dispatcher:

@@ -15,7 +15,9 @@ from angora_rq.core.model import Config, JobDef
 from angora_rq.core.schema import Defs, Exec, Metrics, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
+from angora_rq.processes.matcher import Matcher
 from angora_rq.processes.worker import AngoraWorker, claim_call
+from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing, record_follow
 from angora_rq.store.events import Events
 from angora_rq.store.link import Link
@@ -145,3 +147,21 @@ def test_without_a_follow_record_the_message_goes_to_the_stream(r: redis.Redis, 
         worker.close()
     [(_, entry)] = r.xrange(keys.stream())
     assert Message.from_fields(entry).topic == "to.b" and r.hget(keys.run("run1"), Run.active) == b"1"
+
+
+def test_a_matcher_records_follow_records_once_per_version_and_again_if_redis_lost_them(
+        r: redis.Redis, keys: Keys) -> None:
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",))
+    b = JobDef("b", ("to.b",), ("true",))
+    snap = Snapshot(Config(jobs=(a, b), version="v1"))
+    matcher = Matcher(r, keys, Settings(), lambda: snap, name="m1")
+    bus.ensure_group(r, keys)
+    matcher.step(block_ms=1, now=NOW)
+    field = Defs.follow + "a"
+    assert followers(r.hget(keys.definitions("v1"), field).decode(), "to.b") == (b,)
+    assert r.zscore(keys.definitions_index(), "v1") == NOW
+    r.delete(keys.definitions("v1"))  # a Redis that restarted empty
+    matcher.step(block_ms=1, now=NOW + 1)
+    assert not r.exists(keys.definitions("v1"))  # not written again every step
+    matcher.step(block_ms=1, now=NOW + 61)
+    assert r.hexists(keys.definitions("v1"), field) and r.zscore(keys.definitions_index(), "v1") == NOW + 61
