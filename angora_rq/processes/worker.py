@@ -412,7 +412,6 @@ class AngoraWorker:
                         self.name, len(batch))
             self.outbox.doubt(batch)
             return
-        self.dispatcher.recorded(marks, now)
         try:
             replicated = self._replicated()
         except BaseException:
@@ -420,6 +419,7 @@ class AngoraWorker:
             raise
         if replicated:
             self.outbox.drop(batch)
+            self.dispatcher.recorded(marks, now)  # the specs its direct dispatch recorded are kept
         else:
             self.outbox.doubt(batch)  # kept, and written again (fenced) if a failover lost them
 
