@@ -246,6 +246,17 @@ def test_runs_list_shows_each_runs_duration_or_its_time_so_far(client: FlaskClie
     assert cell("old-run") == "\u2013"  # recorded before runs kept an end time: a dash
 
 
+def test_run_page_shows_a_finished_runs_duration(client: FlaskClient, finish: Finish, r: redis.Redis,
+                                                 keys: Keys) -> None:
+    done = run_job(client, "report")
+    live = run_job(client)
+    assert 'id="run-duration"' not in page(client, f"/runs/{done['run_id']}")  # still running: no end yet
+    finish(done["execution_id"])
+    r.hset(keys.run(done["run_id"]), Run.created, repr(float(r.hget(keys.run(done["run_id"]), Run.ended)) - 75))
+    assert found(r'id="run-duration">(.*?)</dd>', page(client, f"/runs/{done['run_id']}")) == "1 m 15 s"
+    assert 'id="run-duration"' not in page(client, f"/runs/{live['run_id']}")  # a live page stays the same (304s)
+
+
 def test_execution_page_has_timings_actions_and_attempt_chain(client: FlaskClient, finish: Finish,
                                                               r: redis.Redis, keys: Keys) -> None:
     first = run_job(client, "load")["execution_id"]
