@@ -29,6 +29,10 @@ from angora_rq.store.state import BELL_CAP, load_claimed
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
 SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
+# Runs per round trip when the janitor settles. It runs in every worker, whose memory keeps the high-water mark of
+# one chunk (each finished run read whole): 500 left an idle worker 1.7 MiB larger after 2,000 jobs (bench/run.py
+# --only memory: 40.25 MiB, 38.57 without the settle), 100 leaves it 0.6 MiB larger (39.1 MiB).
+SETTLE_CHUNK = 100
 BUDGET_EVERY = 5.0  # how often history is checked against the memory budget (one INFO memory)
 TRIM_EVERY = 30.0
 STALE_HEARTBEAT = 86400.0
@@ -71,7 +75,7 @@ class Janitor:
         self._last_budget = 0.0
         self.pressure = Pressure(r, keys, settings)
         self._last_trim = 0.0
-        self.run_index = RunIndex(r, keys)
+        self.run_index = RunIndex(r, keys, chunk=SETTLE_CHUNK)
 
     def step(self, now: Optional[float] = None) -> None:
         """One pass (cheap when there is nothing to do)."""

@@ -66,9 +66,10 @@ class Window:
 class RunIndex:
     """Keeps the run indexes up to date and pages through them."""
 
-    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, chunk: int = CHUNK) -> None:
         self.r = r
         self.keys = keys
+        self.chunk = chunk  # unsettled runs read per round trip when settling
         self._built = False
 
     # -- keeping the indexes up to date ------------------------------------------------------------------
@@ -79,10 +80,10 @@ class RunIndex:
         live: list[LiveRun] = []
         cursor = 0
         while True:
-            cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=CHUNK)
+            cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=self.chunk)
             ids = [(to_str(k), to_str(v)) for k, v in batch.items()]
-            for start in range(0, len(ids), CHUNK):
-                live += self._settle_chunk(ids[start:start + CHUNK], statuses)
+            for start in range(0, len(ids), self.chunk):
+                live += self._settle_chunk(ids[start:start + self.chunk], statuses)
             if int(cursor) == 0:
                 break
         live.sort(key=lambda run: run.created, reverse=True)

@@ -153,6 +153,18 @@ def test_a_vanished_run_leaves_the_unsettled_runs(client: FlaskClient, r: redis.
     assert not r.hexists(keys.runs_unsettled(), run_id)
 
 
+def test_a_settle_in_chunks_smaller_than_the_backlog_indexes_every_run(client: FlaskClient, finish: Finish,
+                                                                          r: redis.Redis, keys: Keys) -> None:
+    failed = [failed_run(client, finish) for _ in range(3)]
+    succeeded = [succeeded_run(client, finish) for _ in range(4)]
+    live = run_job(client, "report")["run_id"]  # started, not finished
+    RunIndex(r, keys, chunk=2).settle()  # the janitor's chunks are small (SETTLE_CHUNK): several round trips
+    assert r.zcard(keys.runs_by_status("failed")) == 3 and r.zcard(keys.runs_by_status("succeeded")) == 4
+    assert [m.decode() for m in r.hkeys(keys.runs_unsettled())] == [live]
+    assert api_runs(client, status="failed")["total"] == 3 and sorted(succeeded + failed + [live]) == sorted(
+        run["run_id"] for run in api_runs(client, limit=100)["runs"])
+
+
 def test_the_janitor_settles_and_trims_the_indexes(client: FlaskClient, finish: Finish, r: redis.Redis,
                                                    keys: Keys, settings: Settings) -> None:
     old = failed_run(client, finish)
