@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import redis
 
@@ -86,6 +86,21 @@ def procfile_web(base_env: dict[str, str], tmp_path: Path,
         proc.wait()
 
 
+def sigterm_all(procs: Iterable[subprocess.Popen], timeout: float = 15.0) -> list[subprocess.Popen]:
+    """SIGTERM every process still running, give each `timeout` s to end; return those that did not."""
+    every = list(procs)
+    for p in every:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    left = []
+    for p in every:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            left.append(p)
+    return left
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
     """Poll until predicate() is truthy (a bound against hangs, not a performance check)."""
     deadline = time.monotonic() + timeout
@@ -155,15 +170,9 @@ class System:
 
     def stop(self) -> None:
         """SIGTERM every child, then SIGKILL what is left."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        for p in sigterm_all(self.procs.values()):
+            p.kill()
+            p.wait()
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run `angora args...` as a user does, with this system's environment; output captured as text."""

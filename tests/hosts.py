@@ -27,6 +27,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.store.queries import Queries
+from angora_testkit import sigterm_all
 from chaos_proxy import ChaosProxy
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
@@ -134,14 +135,7 @@ class Host:
 
     def stop(self) -> None:
         """SIGTERM the roles, wait, then kill whatever of the host is left."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
+        sigterm_all(self.procs.values())
         self.kill()
 
 

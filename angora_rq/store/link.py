@@ -103,18 +103,7 @@ class Link:
             commands.append(then)
         if not commands:
             return [], None
-        conn = self._connection()
-        replies: list[Any] = []
-        try:
-            conn.send_packed_command([b"".join(hiredis.pack_command(c) for c in commands)])
-            for _ in commands:
-                try:
-                    replies.append(conn.read_response())
-                except redis.exceptions.ResponseError as e:
-                    replies.append(e)
-        except LOST:
-            self._drop()
-            raise
+        replies = self.calls(commands)
         last = replies.pop() if then is not None else None
         error = next((x for x in replies if isinstance(x, Exception)), None)
         if n and before:
