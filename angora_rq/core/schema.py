@@ -221,7 +221,7 @@ SKIPPABLE = FAILED | {Status.replaying, Status.canceled}  # a user may mark it s
 # The namespaces Lua scripts see, by their Lua name.
 LUA: dict[str, type[Names]] = {
     "EXEC": Exec, "RUN": Run, "JOBSTATS": JobStats, "DEFS": Defs, "METRICS": Metrics, "SCHEDULE": Schedule,
-    "RQJOB": RqJob,
+    "RQJOB": RqJob, "RQWORKER": RqWorker,
     "STATUS": Status, "RQSTATUS": RqStatus, "ENTRY": Entry,
     "EVENT": Event,
 }

@@ -34,7 +34,7 @@ from angora_rq.commands.reaper import Orphans
 from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.outage import Outage
 from angora_rq.core.schema import RqWorker
-from angora_rq.processes.outbox import Outbox, Unrecorded, count_for_rq
+from angora_rq.processes.outbox import Outbox, Unrecorded
 from angora_rq.processes.selffence import SelfFence
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.core.keys import Keys
@@ -44,7 +44,7 @@ from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
-from angora_rq.store.scripts import CLAIM, Bound
+from angora_rq.store.scripts import CLAIM, Bound, run_both
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import Finished, State, host_of
 
@@ -384,19 +384,25 @@ class AngoraWorker:
         if free > 0 and not self.stopping:
             # The next claim rides in the same round trip as this batch's records.
             claim = claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
-        guard = still_ours(self.keys, self.name, [u.xid for u in batch])
+        rq_worker = K.rq_worker(self.name)
         with self.r.pipeline() as pipe:
             finished = Finished(self.name, now)
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
             marks = self._dispatch_direct(pipe, finished, now)  # before FINISH: the runs count them first
-            self.state.record(pipe, finished)  # one FINISH call for the whole batch
-            count_for_rq(pipe, self.name, [u.outcome for u in batch if not u.hand_back])
             try:
-                if claim is None:
-                    written, _ = self.link.execute_then(pipe, None, guard)
+                if not pipe.command_stack and finished.rows:
+                    # Nothing but the records (no message, replay, release or hand-back): one FINISH that checks
+                    # the executions are still ours itself, and the next claim, in one round trip.
+                    written, reply = self._finish_alone(self.state.finish_call(finished, rq_worker, guard=True),
+                                                        claim)
                 else:
-                    written, reply = claim.run_after(self.link, pipe, guard)
+                    self.state.record(pipe, finished, rq_worker)  # one FINISH call for the whole batch
+                    guard = still_ours(self.keys, self.name, [u.xid for u in batch])
+                    if claim is None:
+                        written, _ = self.link.execute_then(pipe, None, guard)
+                    else:
+                        written, reply = claim.run_after(self.link, pipe, guard)
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 self._recheck = self._recheck or claim is not None
@@ -422,6 +428,15 @@ class AngoraWorker:
             self.dispatcher.recorded(marks, now)  # the specs its direct dispatch recorded are kept
         else:
             self.outbox.doubt(batch)  # kept, and written again (fenced) if a failover lost them
+
+    def _finish_alone(self, finish: Bound, claim: Optional[Bound]) -> tuple[Optional[list], Any]:
+        """A guarded FINISH (and the next CLAIM) in one round trip: (None when the batch was not written because
+        some execution is no longer ours, the claim's reply)."""
+        if claim is None:
+            done, reply = finish.run(self.link), None
+        else:
+            done, reply = run_both(self.link, finish, claim)
+        return (None if int(done) < 0 else [done]), reply
 
     def _replicated(self, renew: bool = False) -> bool:
         """With ANGORA_DURABILITY=replicated, whether a replica has every write this worker's Link made (WAIT);

@@ -224,8 +224,8 @@ class Control:
         pipe.lrem(self.keys.rq_queue(f.get(Exec.queue) or "default"), 1, xid)
         pipe.lrem(self.keys.held(job), 1, xid)
         pipe.lrem(self.keys.paused_held(job), 1, xid)
-        pipe.hset(run, Run.job_status + job, status)
-        RUN_COUNT.bind(run=run, delta=-1, now=repr(now)).queue(pipe)  # its end time, if this was its last piece
+        # The job's status, and the run's end time if this was its last piece.
+        RUN_COUNT.bind(run=run, delta=-1, now=repr(now), fields=[Run.job_status + job, status]).queue(pipe)
         pipe.decr(self.keys.work())
         if f.get(Exec.replay_of):
             self.state.settle_replayed(pipe, xid)

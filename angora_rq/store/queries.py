@@ -13,6 +13,7 @@ from angora_rq.core.execution import UNVERSIONED, worker_host
 from angora_rq.core.keys import Keys
 from angora_rq.core.metrics import DurationStats, duration_stats, status_counts
 from angora_rq.core.schema import Defs, Exec, JobStats, Run, Status
+from angora_rq.core.settings import Settings
 from angora_rq.store.plans import with_plans
 
 LIST_FIELDS = ("id", "job", "run", "attempt", "status", "queue", "topic", "origin", "created", "started",
@@ -56,9 +57,10 @@ def execution_view(xid: str, fields: dict[str, str], tail: Optional[str] = None,
 class Queries:
     """Read-only views over what Angora keeps in Redis."""
 
-    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, history: int = Settings.history) -> None:
         self.r = r
         self.keys = keys
+        self.history = history  # executions kept per job: its history list may hold a few more (dispatch.lua)
         self._index: Any = None  # a RunIndex, made on the first filtered list
 
     def rq_queue_state(self, rq_name: str) -> tuple[bool, int]:
@@ -92,17 +94,18 @@ class Queries:
         return [execution_view(xid, to_str_dict(raw)) for xid, raw in zip(ids, replies) if raw]
 
     def job_executions(self, job: str, offset: int = 0, limit: int = 50) -> tuple[int, list[dict[str, Any]]]:
-        """A job's executions, newest first, and how many its history index holds."""
+        """A job's executions, newest first, and how many its history index holds (`history` at most)."""
         key = self.keys.job_executions(job)
+        last = min(offset + limit, self.history) - 1
         with self.r.pipeline(transaction=False) as p:
             p.llen(key)
-            p.lrange(key, offset, offset + limit - 1)
+            p.lrange(key, offset, last)
             total, ids = p.execute()
-        return int(total), self.executions(to_str(i) for i in ids)
+        return min(int(total), self.history), self.executions(to_str(i) for i in ids) if last >= offset else []
 
     def job_durations(self, job: str) -> DurationStats:
         """p50/p95 duration and success rate over the job's retained history (`history` executions at most)."""
-        ids = self.r.lrange(self.keys.job_executions(job), 0, -1)
+        ids = self.r.lrange(self.keys.job_executions(job), 0, self.history - 1)
         with self.r.pipeline(transaction=False) as p:
             for xid in ids:
                 p.hmget(self.keys.execution(to_str(xid)), Exec.status, Exec.duration, Exec.started, Exec.ended)

@@ -119,6 +119,20 @@ class Bound:
         return ("EVAL", self.script.text, len(self.keys), *self.keys, *self.args)
 
 
+def run_both(link: Link, first: Bound, second: Bound) -> tuple[Any, Any]:
+    """Two scripts in one round trip (EVALSHA each, in order): their replies, an error reply raised. One the server
+    did not know (NOSCRIPT: it did not run) is loaded and run again, in the same order."""
+    replies = link.calls([evalsha(first.script, first.keys, first.args), evalsha(second.script, second.keys,
+                                                                                  second.args)])
+    for i, bound in enumerate((first, second)):
+        if isinstance(replies[i], redis.exceptions.NoScriptError):
+            replies[i] = bound.run(link)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[0], replies[1]
+
+
 def field_pairs(mapping: Mapping[str, Any]) -> list[Any]:
     """A mapping as the field, value, field, value... list a script's tail takes."""
     return [x for kv in mapping.items() for x in kv]

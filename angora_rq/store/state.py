@@ -20,7 +20,7 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import description, job_mapping, utc_iso
 from angora_rq.core.schema import Defs, Exec, RqStatus, Status
-from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RELEASE, SETTLE_REPLAYED, field_pairs
+from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RELEASE, SETTLE_REPLAYED, Bound, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -213,13 +213,18 @@ class State:
             self.send(pipe, spec.name, xid, run, spec.on_failure,
                       failure_params(spec.name, xid, params, exit_code, reason), now, batch, ex)
 
-    def record(self, pipe: Pipeline, batch: Finished) -> None:
+    def record(self, pipe: Pipeline, batch: Finished, rq_worker: str = "") -> None:
         """Queue the one FINISH call of a batch of finished executions (nothing when it is empty), after what they
-        send: FINISH publishes how their runs ended, when something listens."""
-        if not batch.rows:
-            return
+        send: FINISH publishes how their runs ended, when something listens. rq_worker: RQ's hash of the worker
+        whose counters move with the batch ('' = none)."""
+        if batch.rows:
+            self.finish_call(batch, rq_worker).queue(pipe)
+
+    def finish_call(self, batch: Finished, rq_worker: str = "", guard: bool = False) -> Bound:
+        """A batch's FINISH call; with `guard`, for running alone: nothing is written (it returns -1) unless every
+        execution is still in the worker's inflight list (store/lua/finish.lua)."""
         k = self.keys
-        FINISH.bind(
+        return FINISH.bind(
             work=k.work(), inflight=k.worker_inflight(batch.worker) if batch.worker else "",
             ended_iso=utc_iso(batch.now), registry_score=batch.now + self.settings.retention,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), run_prefix=k.run(""),
@@ -227,7 +232,8 @@ class State:
             rq_failed_prefix=k.rq_failed(""), events=k.events(), stream=k.stream(), runs=k.runs(),
             outbox=k.webhook_outbox(), accepted=k.accepted(), unsettled=k.runs_unsettled(), now=repr(batch.now),
             outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "", rows=batch.rows,
-        ).queue(pipe)
+            rq_worker=rq_worker, guard="1" if guard else "",
+        )
 
     def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
         """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""

@@ -142,7 +142,7 @@ class Angora:
         r = connect(settings, pool_size=REDIS_CONNECTIONS, socket_timeout=10)
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
-        return cls(settings, r, keys, Queries(r, keys), Control(r, keys, settings), definitions,
+        return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
                    Pressure(r, keys, settings))
 
     @property

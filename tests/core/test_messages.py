@@ -52,7 +52,9 @@ def test_generated_run_ids_are_valid_and_distinct() -> None:
 @given(
     topic=st.from_regex(r"[a-z0-9_]{1,8}(\.[a-z0-9_]{1,8}){0,4}", fullmatch=True),
     params=st.dictionaries(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True),
-                           st.text(max_size=50).filter(lambda v: "\x00" not in v), max_size=5),
+                           st.text(max_size=50).filter(lambda v: "\x00" not in v), max_size=5)
+    # Valid params only: names that differ only in case are refused (one ANGORA_PARAM_<NAME> variable).
+    .filter(lambda d: len({k.upper() for k in d}) == len(d)),
 )
 def test_stream_fields_round_trip(topic: str, params: dict[str, str]) -> None:
     m = Message.create(topic, params, origin="cli", now=1.5)

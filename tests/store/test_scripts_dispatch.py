@@ -107,13 +107,27 @@ def test_dispatch_run_twice_counts_the_message_in_its_run_once(r: redis.Redis, k
 
 def test_only_the_matcher_an_entry_is_pending_for_dispatches_it(r: redis.Redis, keys: Keys) -> None:
     """A stalled matcher's entries claimed by another: the claimer dispatches them, the stalled one (waking up
-    with the same batch) creates nothing and acknowledges nothing of theirs."""
+    with the same batch) creates nothing and acknowledges nothing of theirs (a batch of three or more entries:
+    one XPENDING read of the range is the check)."""
+    got = receive(r, keys, "run1", "run2", "run3")
+    r.xclaim(keys.stream(), MATCHER_GROUP, "m2", 0, [e for e, _ in got])
+    assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (0, [])
+    assert pending(r, keys) == 3 and h(r, keys.run("run1"))["active"] == "1"
+    assert dispatch(r, keys, got, (LOAD,), consumer="m2") == (3, [])
+    assert pending(r, keys) == 0 and len(ids(r, keys.rq_queue("etl"))) == 3
+
+
+def test_a_small_batch_is_dispatched_once_by_whichever_matcher_acknowledges_it_first(
+        r: redis.Redis, keys: Keys) -> None:
+    """A batch of one or two entries: each entry's own XACK is the check (it answers 1 to the first caller only),
+    so of two matchers holding the same entry (one stalled, one that claimed it) exactly one dispatches it."""
     got = receive(r, keys, "run1")
     r.xclaim(keys.stream(), MATCHER_GROUP, "m2", 0, [got[0][0]])
-    assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (0, [])
-    assert pending(r, keys) == 1 and h(r, keys.run("run1"))["active"] == "1"
-    assert dispatch(r, keys, got, (LOAD,), consumer="m2") == (1, [])
-    assert pending(r, keys) == 0 and len(ids(r, keys.rq_queue("etl"))) == 1
+    assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (1, [])  # woke first: acknowledged and dispatched
+    assert pending(r, keys) == 0
+    assert dispatch(r, keys, got, (LOAD,), consumer="m2") == (0, [])  # nothing left to acknowledge: nothing made
+    assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (0, [])  # nor a second time by the first
+    assert len(ids(r, keys.rq_queue("etl"))) == 1 and h(r, keys.run("run1"))["active"] == "1"
 
 
 def test_a_message_that_starts_nothing_stops_counting_in_its_run(r: redis.Redis, keys: Keys) -> None:

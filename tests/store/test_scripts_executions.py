@@ -331,6 +331,51 @@ def test_still_ours_aborts_the_records_of_an_execution_a_janitor_took_meanwhile(
     assert records(r, keys, xs, worker="w2") is None  # nor is anyone else's batch let through
 
 
+# -- FINISH alone, guarded (a worker's batch with nothing else to write) ----------------------------------------
+
+def finish_alone(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> int:
+    """A worker's batch recording each execution as succeeded in one guarded FINISH: its reply (-1 = refused)."""
+    state, batch = State(keys, SETTINGS), Finished(worker, 3000.0)
+    with r.pipeline() as pipe:
+        for xid in xids:
+            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
+            state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)
+        assert not pipe.command_stack  # nothing but the records: the worker's one-call case
+    return int(state.finish_call(batch, K.rq_worker(worker), guard=True).run(Link(r)))
+
+
+def test_a_guarded_finish_records_a_workers_batch_and_its_rq_counters_in_one_call(
+        r: redis.Redis, keys: Keys) -> None:
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    assert finish_alone(r, keys, xs) == 2
+    assert [h(r, keys.execution(x))["status"] for x in xs] == ["succeeded", "succeeded"]
+    assert not r.exists(keys.worker_inflight("w1"))
+    assert [h(r, keys.run(f"run{i}"))["s:load"] for i in range(2)] == ["succeeded", "succeeded"]
+    runs = [h(r, keys.run(f"run{i}")) for i in range(2)]
+    assert [(run["active"], float(run["ended"])) for run in runs] == [("0", 3000.0)] * 2  # ended (the same HSET)
+    rq = h(r, K.rq_worker("w1"))
+    assert rq["successful_job_count"] == "2" and "failed_job_count" not in rq and float(rq["total_working_time"]) > 0
+
+
+def test_a_guarded_finish_writes_nothing_when_one_execution_is_no_longer_the_workers(
+        r: redis.Redis, keys: Keys) -> None:
+    """One of the batch was taken back by a janitor (gone from the inflight list) and replayed: nothing of the
+    batch is written, and the other stays in the inflight list (the worker writes each end again, fenced)."""
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(2)]
+    claim(r, keys)
+    r.lrem(keys.worker_inflight("w1"), 1, xs[1])
+    r.rpush(keys.orphans(), xs[1])
+    Janitor(r, keys, SETTINGS).replay_orphans(2500.0)
+    before = [h(r, keys.execution(x)) for x in xs]
+    assert finish_alone(r, keys, xs) == -1
+    assert [h(r, keys.execution(x)) for x in xs] == before
+    assert ids(r, keys.worker_inflight("w1")) == [xs[0]]
+    assert not [f for f in h(r, keys.job_stats("load")) if f.startswith("h:succeeded")]  # not counted either
+    assert not r.exists(K.rq_worker("w1"))
+    assert finish_alone(r, keys, xs[:1], worker="w2") == -1  # nor is anyone else's batch let through
+
+
 # -- RESUME ----------------------------------------------------------------------------------------------------
 
 def test_resume_twice_queues_the_held_executions_once(r: redis.Redis, keys: Keys) -> None:

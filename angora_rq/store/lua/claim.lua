@@ -21,9 +21,12 @@ for qi = queues, #ARGV do
   if #ids >= n then break end
   if redis.call('SISMEMBER', paused_queues, q) == 0 then
     local qkey = rq_queue_prefix .. q
-    while #ids < n do
-      local popped = redis.call('LPOP', qkey, n - #ids)
+    local more = true
+    while more and #ids < n do
+      local asked = n - #ids
+      local popped = redis.call('LPOP', qkey, asked)
       if not popped then break end
+      more = #popped == asked  -- fewer: the queue is empty now (no LPOP that answers nil)
       for _, id in ipairs(popped) do
         local ek = exec_prefix .. id
         local e = redis.call('HMGET', ek, EXEC.status, EXEC.job, EXEC.run, EXEC.limit, EXEC.config_version,

@@ -27,6 +27,8 @@
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
 -- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
+-- A batch of one or two entries acknowledges each first, alone: XACK answers 1 only to the first caller, so its
+-- answer is the pending check (one command per entry instead of an XPENDING and an XACK).
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
 -- direct: '1' for a worker's direct dispatch of the messages sent by the executions it records (queued in the
@@ -41,6 +43,7 @@ local function due_in(seconds)
   return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
 end
 local keep, cap = tonumber(history), tonumber(bell_cap)
+local slack = math.floor(keep / 8) + 8
 local nj, nm, nd = tonumber(n_jobs), tonumber(n_messages), tonumber(n_dispatches)
 local p = batch
 local jobs, versions, announce = {}, {}, {}
@@ -62,8 +65,9 @@ for j = 1, nj do
 end
 -- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
 -- more of this consumer's entries than the read returns).
-local pending, room = {}, nm + 100
-local got = nm > 0 and direct == '' and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
+local pending, room, early = {}, nm + 100, direct == '' and nm <= 2
+local got = nm > 0 and direct == '' and not early and redis.call('XPENDING', stream, group, first, last, room,
+                                                                 consumer) or {}
 for _, e in ipairs(got) do pending[e[1]] = true end
 local exact = #got < room
 -- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
@@ -86,13 +90,15 @@ for m = 1, nm do
   local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
                rkey = ARGV[p + 5], absorbed = false}
   msg.live = direct ~= '' or pending[msg.entry] == true
-  if not msg.live and not exact then
+  if early then
+    msg.live = redis.call('XACK', stream, group, msg.entry) == 1
+  elseif not msg.live and not exact then
     msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
   end
   msgs[m] = msg
   local mode, plan = ARGV[p + 6], ARGV[p + 7]
   if msg.live then
-    if direct == '' then entries[#entries + 1] = msg.entry end
+    if direct == '' and not early then entries[#entries + 1] = msg.entry end
     local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
     counted[kind] = counted[kind] + 1
     local run = run_of(msg.rkey)
@@ -206,7 +212,9 @@ for _, job in ipairs(jobs) do
     for i = 1, #job.ids, 1000 do
       len = redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
     end
-    if len > keep then redis.call('LTRIM', job.execs, 0, keep - 1) end
+    -- Trimmed once it holds an eighth more than `keep` (readers take the first `keep`: store/queries.py), not at
+    -- each batch.
+    if len > keep + slack then redis.call('LTRIM', job.execs, 0, keep - 1) end
     redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
                JOBSTATS.last_status, STATUS.queued)
   end
@@ -214,7 +222,8 @@ end
 for bell, n in pairs(bells) do
   local ones = {}
   for i = 1, math.min(n, cap) do ones[i] = 1 end
-  if redis.call('RPUSH', bell, unpack(ones)) > cap then redis.call('LTRIM', bell, 0, cap - 1) end
+  -- Trimmed once twice over its cap, not at each batch of a busy queue: the extra ones only wake idle workers.
+  if redis.call('RPUSH', bell, unpack(ones)) > 2 * cap then redis.call('LTRIM', bell, 0, cap - 1) end
 end
 for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
 if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end

@@ -1,11 +1,15 @@
 -- Record a batch of finished commands (a worker's, or one): each execution, its RQ job and registries, its run's
 -- job status and count; then, once per batch, the work counter, RQ's started registry per queue, the succeeded
 -- executions' RQ jobs, and per job its statistics. One command instead of twelve per execution.
--- KEYS: work inflight events stream runs outbox accepted unsettled
+-- KEYS: work inflight events stream runs outbox accepted unsettled rq_worker
 -- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
--- ARGV: rq_failed_prefix outbox_cap events_on rows...
+-- ARGV: rq_failed_prefix outbox_cap events_on guard rows...
 -- include: publish run_end run_count
--- inflight: the worker's list, or '' (none); work: the deployment's counter of unfinished work (moves with the runs'
+-- inflight: the worker's list, or '' (none); guard: '1' when the call stands alone (a worker's batch with nothing
+-- else to write): each execution must still be in `inflight` (claimed by this worker and not taken back by a
+-- janitor since, store/lua/reap.lua), else nothing is written and the call returns -1 (the caller records each
+-- end fenced, store/fence.py); rq_worker: RQ's hash of the worker whose counters of finished and failed jobs and
+-- working time move with the batch ('' = none); work: the deployment's counter of unfinished work (moves with the runs'
 -- `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
 -- queue, status, ok ('1' or '0'), started, ended, duration, bucket (the duration's histogram bound, core/metrics.py:
 -- the job's stats count commands per (status, bound) and sum durations per status, for /metrics), tail_text (the
@@ -20,6 +24,21 @@
 -- each of the batch's runs ended if it has.
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local n, p = 0, rows
+if guard == '1' and inflight ~= '' then
+  -- Every execution still ours, or nothing written: the LREM each one needs anyway is the check.
+  local taken = {}
+  while p <= #ARGV do
+    local id = ARGV[p]
+    if redis.call('LREM', inflight, 1, id) == 0 then
+      if #taken > 0 then redis.call('RPUSH', inflight, unpack(taken)) end
+      return -1
+    end
+    taken[#taken + 1] = id
+    p = p + 13 + tonumber(ARGV[p + 12]) * 2
+  end
+  p = rows
+end
+local ok_count, working = 0, 0
 while p <= #ARGV do
   local id, run, job, queue, status, ok = ARGV[p], ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], ARGV[p + 4], ARGV[p + 5]
   local t0, t1, duration, bucket, tail_text, live = ARGV[p + 6], ARGV[p + 7], ARGV[p + 8], ARGV[p + 9],
@@ -33,7 +52,7 @@ while p <= #ARGV do
   elseif live == '1' then
     redis.call('DEL', tail_prefix .. id)
   end
-  if inflight ~= '' then redis.call('LREM', inflight, 1, id) end
+  if inflight ~= '' and guard ~= '1' then redis.call('LREM', inflight, 1, id) end
   started[queue] = started[queue] or {}
   table.insert(started[queue], id .. ':' .. id)
   if ok == '1' then
@@ -43,10 +62,14 @@ while p <= #ARGV do
     redis.call('ZADD', rq_failed_prefix .. queue, registry_score, id)
   end
   local rk = run_prefix .. run
-  -- A replaying one's job status is its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled
-  -- in a run canceled while this attempt ran).
-  if status ~= STATUS.replaying then redis.call('HSET', rk, RUN.job_status .. job, status) end
-  run_count({rk}, {-1, now})  -- the run's end time once nothing is left in flight
+  -- The run's end time once nothing is left in flight, and the job's status in it. A replaying one's job status is
+  -- its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled in a run canceled while this
+  -- attempt ran).
+  if status ~= STATUS.replaying then
+    run_count({rk}, {-1, now, RUN.job_status .. job, status})
+  else
+    run_count({rk}, {-1, now})
+  end
   if events_on ~= '' then
     publish({events, stream, runs, outbox, work, accepted, unsettled},
             {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job', job,
@@ -62,6 +85,8 @@ while p <= #ARGV do
     jobs[job] = s
     order[#order + 1] = job
   end
+  if ok == '1' then ok_count = ok_count + 1 end
+  working = working + tonumber(duration)
   s.last = {ok == '1' and STATUS.succeeded or STATUS.failed, t0, t1, duration}
   local c = JOBSTATS.count .. status .. ':' .. bucket
   s.counts[c] = (s.counts[c] or 0) + 1
@@ -82,5 +107,10 @@ for _, job in ipairs(order) do
              JOBSTATS.last_ended, s.last[3], JOBSTATS.last_duration, s.last[4])
   for field, k in pairs(s.counts) do redis.call('HINCRBY', sk, field, k) end
   for field, sum in pairs(s.seconds) do redis.call('HINCRBYFLOAT', sk, field, string.format('%.6f', sum)) end
+end
+if rq_worker ~= '' and n > 0 then
+  if ok_count > 0 then redis.call('HINCRBY', rq_worker, RQWORKER.successful_job_count, ok_count) end
+  if n > ok_count then redis.call('HINCRBY', rq_worker, RQWORKER.failed_job_count, n - ok_count) end
+  redis.call('HINCRBYFLOAT', rq_worker, RQWORKER.total_working_time, string.format('%.6f', working))
 end
 return n
