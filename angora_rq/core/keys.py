@@ -308,3 +308,13 @@ def rq_job(job_id: str) -> str:
 def rq_worker(name: str) -> str:
     """RQ's worker hash."""
     return f"rq:worker:{name}"
+
+
+def rq_worker_executions(name: str) -> str:
+    """RQ's set of a worker's active executions (Angora's worker keeps none there; its death deletes the key)."""
+    return f"rq:worker:{name}:executions"
+
+
+def rq_queue_workers(rq_name: str) -> str:
+    """RQ's set of the worker hashes serving the queue RQ knows by `rq_name` (Keys.rq_name already applied)."""
+    return f"rq:workers:{rq_name}"

@@ -174,7 +174,15 @@ class RqWorker(Names):
     """Fields of RQ's worker hash (`keys.rq_worker`) that Angora's worker keeps, fixed by RQ (rq-dashboard, rq info)."""
 
     state = "state"  # 'busy' or 'idle'
+    birth = "birth"
     last_heartbeat = "last_heartbeat"
+    death = "death"
+    queues = "queues"  # RQ's names of the worker's queues, comma-separated
+    pid = "pid"
+    hostname = "hostname"
+    ip_address = "ip_address"
+    version = "version"  # RQ's version
+    python_version = "python_version"
     successful_job_count = "successful_job_count"
     failed_job_count = "failed_job_count"
     total_working_time = "total_working_time"

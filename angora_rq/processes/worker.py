@@ -44,6 +44,7 @@ from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
+from angora_rq.store import rqworker
 from angora_rq.store.scripts import CLAIM, Bound, run_both
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import Finished, State, host_of
@@ -141,7 +142,7 @@ class AngoraWorker:
         self.guardian: Optional[Guardian] = None
         self.fence = SelfFence(settings.worker_ttl, lambda: tuple(self.active.values()), f"worker {self.name}")
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
-        self._rq_worker: Any = None
+        self._rq_registered = False  # RQ's record of this worker was written (store/rqworker.py)
         self._rq_state = ""  # the state last written to RQ's worker hash
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
@@ -226,27 +227,35 @@ class AngoraWorker:
                 p.hdel(self.keys.heartbeats(), f"worker:{self.name}")
                 p.execute()
             self.janitor.reap_worker(self.name)
-            if self._rq_worker is not None:
-                self._rq_worker.register_death()
+            if self._rq_registered:
+                with self.r.pipeline() as p:
+                    rqworker.death(p, self.name, self._rq_queues(), time.time())
+                    p.execute()
         except RedisError as e:
             log.warning("worker %s: could not unregister (the janitor will once the heartbeat expires): %s",
                         self.name, e)
 
     def _register(self) -> None:
         """Hand anything an earlier process of this name left claimed to the janitor, then register with RQ."""
-        from rq import Queue, Worker
-
         self.r.delete(self.keys.worker_alive(self.name))
         self.janitor.reap_worker(self.name)
         self._needs_register = False
         try:
-            qs = [Queue(self.keys.rq_name(q), connection=self.r) for q in self.queues]
-            self._rq_worker = Worker(qs, connection=self.r, name=self.name)
-            self._rq_worker.register_birth()
-            self._show_state(busy=False)
+            address = rqworker.client_address(self.r, self.name)
+            with self.r.pipeline() as p:
+                rqworker.birth(p, self.name, self._rq_queues(), self.settings.worker_ttl, address, time.time())
+                self._rq_state = ""  # birth writes a fresh hash: the state goes with it
+                self._show_state(busy=False, pipe=p)
+                p.execute()
+            self._rq_registered = True
         except Exception as e:  # rq-dashboard visibility only; never fatal
             log.warning("worker %s: could not register with RQ: %s", self.name, e)
-            self._rq_worker = None
+            self._rq_registered = False
+            self._rq_state = ""
+
+    def _rq_queues(self) -> list[str]:
+        """The names RQ knows this worker's queues by."""
+        return [self.keys.rq_name(q) for q in self.queues]
 
     # -- one iteration ----------------------------------------------------------------------------
     def step(self, max_wait: float = 1.0) -> int:

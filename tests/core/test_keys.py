@@ -6,6 +6,7 @@ import pytest
 from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from angora_rq.core import keys as K
 from angora_rq.core.keys import DEFAULT_PREFIX, Keys
@@ -26,6 +27,8 @@ def test_rq_key_names_match_rq(prefix: str) -> None:
     assert k.rq_canceled("etl") == CanceledJobRegistry(name, connection=conn).key
     assert K.RQ_WORKERS == Worker.redis_workers_keys
     assert K.rq_worker("w1") == Worker.redis_worker_namespace_prefix + "w1"
+    assert K.rq_worker_executions("w1") == Worker([], "w1", connection=conn, prepare_for_work=False).executions_key
+    assert K.rq_queue_workers(name) == WORKERS_BY_QUEUE_KEY % name
     assert Queue.from_queue_key(q.key, connection=conn).name == name  # how rq-dashboard lists it (Queue.all)
     assert k.own_queue(q.key) == "etl"
 
