@@ -20,12 +20,13 @@ from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.metrics import count_refused
 from angora_rq.store.replication import confirm
-from angora_rq.store.scripts import SEND, field_pairs
+from angora_rq.store.scripts import SEND, Bound, field_pairs
 
 
 @dataclass(frozen=True)
 class Sent:
-    """The answer to a send: the run and stream entry of the message, and whether it repeats an earlier send."""
+    """The answer to a send: the run and stream entry of the message (dispatch.direct_id when it was dispatched
+    without one), and whether it repeats an earlier send."""
 
     run_id: str
     message_id: str
@@ -45,15 +46,26 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
     `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
     params. `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it
     counts as accepted, in the same round trip; `NotReplicated` (503) when none did in time."""
-    call = SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
+    return answer(r, keys, msg, send_call(keys, msg, budget, key, key_ttl, ""), budget, wait)
+
+
+def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float, entry: str,
+              now: Optional[float] = None) -> Bound:
+    """SEND's call for a message (`entry`: SEND's, '' to add a stream entry; see dispatch.submit_direct)."""
+    return SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
                      accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
                      unsettled=keys.runs_unsettled(), budget=budget.work,
-                     accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
+                     accepted_cap=budget.accepted_cap, now=repr(now or msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
-                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0",
+                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0", entry=entry,
                      fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
                      events_on=keys.events_on(),
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
+
+
+def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget,
+           wait: Optional[Sequence[Any]]) -> Sent:
+    """Run a SEND (or SEND_DISPATCH) call, then `wait` in the same round trip: its answer (refusals raised)."""
     with redis_errors():
         try:
             if wait is None:

@@ -1,11 +1,13 @@
-"""A matcher batch's writes, or a worker's direct dispatch: one DISPATCH call (store/lua/dispatch.lua) creates, guards,
-queues and acknowledges; and the follow records that tell workers what they dispatch themselves."""
+"""A matcher batch's writes, or a worker's or the web's direct dispatch: one DISPATCH call (store/lua/dispatch.lua)
+creates, guards, queues and acknowledges; and the follow records that tell workers what they dispatch themselves."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+import redis
 from redis.client import Pipeline
 
 from angora_rq.core import keys as K
@@ -18,11 +20,14 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import job_mapping, utc_iso
 from angora_rq.core.schema import Defs, RqJob
+from angora_rq.core.pressure import NO_BUDGET, Budget
 from angora_rq.core.settings import Settings
 from angora_rq.store.link import Link
-from angora_rq.store.scripts import DISPATCH, Bound, field_pairs
+from angora_rq.store.scripts import DISPATCH, SEND_DISPATCH, Bound, field_pairs
+from angora_rq.store.bus import Sent, answer, send_call
 from angora_rq.store.state import BELL_CAP, State
 
+DIRECT_PREFIX = "direct:"  # the message id of a message dispatched with no stream entry (submit_direct)
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
 _PER_EXECUTION = (RqJob.created_at, RqJob.description, RqJob.status)
 RECORD_EVERY = 60.0  # seconds: how often a matcher records again a spec, a plan and its version's use
@@ -93,7 +98,7 @@ class Dispatcher:
         batch.messages, that plan's JSON).
         """
         marks: list[tuple[str, str, str]] = []
-        created, *conflicts = self._bind(batch, version, now, marks, direct=False).run(self.link)
+        created, *conflicts = self._bind(batch, version, now, marks, direct="").run(self.link)
         self.recorded(marks, now)
         return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
@@ -103,8 +108,17 @@ class Dispatcher:
         Returns what the call records (a spec, its version's use), for `recorded` once the transaction went
         through."""
         marks: list[tuple[str, str, str]] = []
-        self._bind(batch, version, now, marks, direct=True).queue(pipe)
+        self._bind(batch, version, now, marks, direct="1").queue(pipe)
         return marks
+
+    def root(self, msg: Message, jobs: Sequence[JobDef], plan: str, version: str,
+             now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
+        """The DISPATCH call (its 'root' mode) of a root message that starts a fresh run, for a script that accepts
+        it first in the same call (store/bus.submit_direct): its executions of `jobs` (no parent_success join), its
+        run's `plan` (JSON) written. Returns the call and what it records (`recorded`, once it went through)."""
+        marks: list[tuple[str, str, str]] = []
+        batch = Outgoing([("", msg, "=" + plan)], [(0, job) for job in jobs])
+        return self._bind(batch, version, now, marks, direct="root"), marks
 
     def recorded(self, marks: list[tuple[str, str, str]], now: float) -> None:
         """Remember what a call that succeeded recorded (`_due`)."""
@@ -113,7 +127,7 @@ class Dispatcher:
         self._recorded.update((what, now) for what in marks)
 
     def _bind(self, batch: Outgoing, version: str, now: float, marks: list[tuple[str, str, str]],
-              direct: bool) -> Bound:
+              direct: str) -> Bound:
         k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
@@ -144,7 +158,7 @@ class Dispatcher:
             first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
             run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "",
-            direct="1" if direct else "", n_jobs=len(job_no), n_messages=len(batch.messages),
+            direct=direct, n_jobs=len(job_no), n_messages=len(batch.messages),
             n_dispatches=len(batch.dispatches), batch=rest,
         )
 
@@ -176,3 +190,32 @@ class Dispatcher:
             if version:  # without a version the same name may stand for another definition next time
                 self._jobs[(job.name, version)] = cached
         return cached
+
+
+def submit_direct(r: redis.Redis, keys: Keys, msg: Message, dispatcher: Dispatcher, jobs: Sequence[JobDef],
+                  plan: str, version: str, budget: Budget = NO_BUDGET, key: str = "",
+                  key_ttl: float = Settings.idempotency_ttl, wait: Optional[Sequence[Any]] = None) -> Sent:
+    """Accept a root message that starts a fresh run AND dispatch it to `jobs` (none a parent_success join) in
+    one atomic call (send_dispatch.lua): no stream entry, no matcher. `plan`: the run's plan JSON, `version`: the
+    definitions' (the matchers'). Answers and refuses as `submit` does (a repeat dispatches nothing); the
+    message id is `direct_id(msg)`, never a stream entry's."""
+    now = msg.sent_at or time.time()
+    sending = send_call(keys, msg, budget, key, key_ttl, direct_id(msg), now).named()
+    root, marks = dispatcher.root(msg, jobs, plan, version, now)
+    dispatching = root.named()
+    del dispatching["events_on"]  # read by the script from SEND's key
+    shared = {n: v for n, v in dispatching.items() if n in sending}
+    if any(sending[n] != v for n, v in shared.items()):
+        raise ValueError(f"SEND and DISPATCH disagree on {sorted(n for n in shared if sending[n] != shared[n])}")
+    fields, batch = sending.pop("fields"), dispatching.pop("batch")
+    call = SEND_DISPATCH.bind(**{**dispatching, **sending}, n_fields=len(fields), rest=[*fields, *batch])
+    sent = answer(r, keys, msg, call, budget, wait)
+    if not sent.replayed:
+        dispatcher.recorded(marks, now)
+    return sent
+
+
+def direct_id(msg: Message) -> str:
+    """The message id answered for a message dispatched with no stream entry (submit_direct): `direct:<run id>`
+    (its run is fresh, so this message is its only one so far); a stream entry id is `<ms>-<seq>`."""
+    return DIRECT_PREFIX + msg.run_id

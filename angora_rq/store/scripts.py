@@ -79,6 +79,14 @@ class Bound:
     keys: list[Any]
     args: list[Any]
 
+    def named(self) -> dict[str, Any]:
+        """The call's values by their header names (a tail's as a list): for a script that includes this one."""
+        names = dict(zip(self.script.keys, self.keys))
+        names.update(zip(self.script.argv, self.args))
+        if self.script.tail is not None:
+            names[self.script.tail] = self.args[len(self.script.argv):]
+        return names
+
     def run(self, link: Link) -> Any:
         """EVALSHA on `link` (loading the script once if the server does not know it); the raw reply."""
         return link.script(self.script, self.keys, self.args)
@@ -239,6 +247,7 @@ RENEW = LIBRARY["renew"]
 RESIGN = LIBRARY["resign"]
 RESUME = LIBRARY["resume"]
 SEND = LIBRARY["send"]
+SEND_DISPATCH = LIBRARY["send_dispatch"]
 SET_PLAN = LIBRARY["set_plan"]
 RUN_END = LIBRARY["run_end"]
 RUN_COUNT = LIBRARY["run_count"]

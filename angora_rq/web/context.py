@@ -22,6 +22,8 @@ from angora_rq.definitions.reload import Reloader
 from angora_rq.definitions.source import ConfigSource
 from angora_rq.store.connection import Redis, RedisError, connect
 from angora_rq.store.control import Control
+from angora_rq.store.dispatch import Dispatcher
+from angora_rq.store.link import Link
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
 from angora_rq.store.reloads import reload_requests
@@ -30,6 +32,7 @@ from angora_rq.store.versions import running_version
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 2.0
+RUNNING_EVERY = 1.0  # seconds: how often /send reads again the version the matchers run (matched_snapshot)
 REDIS_CONNECTIONS = 16  # per server process, whatever its thread count
 
 
@@ -134,7 +137,10 @@ class Angora:
     control: Control
     definitions: Definitions
     pressure: Pressure
+    dispatcher: Dispatcher  # for the root messages /send dispatches itself (web/send.py)
     _followed: Optional[str] = None  # the matchers' version last seen (and reloaded for)
+    _running: Optional[str] = None  # the matchers' version as matched_snapshot last read it...
+    _running_at: float = float("-inf")  # ...then (time.monotonic)
 
     @classmethod
     def create(cls, settings: Settings) -> "Angora":
@@ -143,7 +149,7 @@ class Angora:
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
         return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
-                   Pressure(r, keys, settings))
+                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web"))
 
     @property
     def source(self) -> Optional[ConfigSource]:
@@ -154,6 +160,21 @@ class Angora:
         """The definitions in force: read again first when the matchers run another version than ours."""
         self.follow_matchers()
         return self.definitions.snapshot()
+
+    def matched_snapshot(self) -> Optional[Snapshot]:
+        """The definitions in force when they are the version the matchers run, else None (none runs, another
+        version, none loaded). Their version is read at most once a RUNNING_EVERY (not a round trip per request),
+        and followed as `follow_matchers` does."""
+        now = time.monotonic()
+        if now - self._running_at >= RUNNING_EVERY:
+            self._running, self._running_at = self.follow_matchers(), now
+        if not self._running:
+            return None
+        try:
+            snap = self.definitions.snapshot()
+        except Unavailable:
+            return None
+        return snap if snap.version == self._running else None
 
     def config_status(self) -> dict[str, Any]:
         """Definitions.status(), and the version the matchers run (they and this app read the same files)."""

@@ -169,7 +169,10 @@ SCHEMAS: dict[str, Any] = {
         "description": "msg, optional run_id, params as `param.KEY=VALUE` fields (a `params` field holding a "
                        "JSON object is accepted too).",
     },
-    "Accepted": obj({"run_id": STR, "message_id": STR, "replayed": {
+    "Accepted": obj({"run_id": STR, "message_id": {
+        "type": "string", "description": "The message's stream entry id (`<ms>-<seq>`), or `direct:<run_id>` when "
+                                         "this server dispatched it itself (a new run whose jobs it knows: no stream "
+                                         "entry)."}, "replayed": {
         "type": "boolean", "description": "With an idempotency key: true when this repeats an earlier send (the "
                                           "first answer; nothing was sent)."}}, ("run_id", "message_id"), closed=True),
     "RunRequest": obj({"params": PARAMS_IN, "run_id": RUN_ID_IN}, (), closed=True),

@@ -1,5 +1,9 @@
 """`POST /send`: the original way in (`curl -d "msg=time.0105" http://host/send`), form or JSON.
 
+A message that starts a fresh run, when this process's definitions are the matchers' version, is dispatched in
+the same atomic call that accepts it (`direct_jobs`): its executions are queued with no stream entry and no matcher
+hop (its message_id is then `direct:<run id>`); any other goes on the stream for a matcher.
+
 An `Idempotency-Key` header (or a `key` field) makes a send idempotent: a repeat within ANGORA_IDEMPOTENCY_TTL
 (24 h) gets the first answer back, with `Idempotent-Replayed: true`, and sends nothing (store/lua/send.lua).
 """
@@ -13,11 +17,16 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from angora_rq.store.bus import submit
+from angora_rq.store.dispatch import submit_direct
 from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
+from angora_rq.core.events import is_event
 from angora_rq.core.messages import Message, check_idempotency_key
+from angora_rq.core.model import JobDef
+from angora_rq.core.plans import run_plan_json
 from angora_rq.core.security import parse_json
+from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.metrics import count_refused
 
 bp = Blueprint("send", __name__)
@@ -134,12 +143,31 @@ def message_from_request() -> Submission:
         raise
 
 
+def direct_jobs(snap: Optional[Snapshot], msg: Message) -> list[JobDef]:
+    """The jobs this process may dispatch a root message to itself, in the call that accepts it (store/dispatch.py
+    submit_direct: no stream entry, no matcher hop); [] when it goes on the stream for a matcher instead: our
+    definitions are not the matchers' (`snap` None: Angora.matched_snapshot), the message joins an existing run (a
+    plan to merge), its topic is an event's, no job takes it, or a parent_success join does (joins read the run)."""
+    if snap is None or not msg.new_run or is_event(msg.topic):
+        return []
+    jobs = list(snap.lookup(msg.topic))
+    return [] if any(job.parent_success for job in jobs) else jobs
+
+
 def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Put a root message on the bus: the answer's body and extra headers (503 when Redis is down or full, or a
-    budget is used up: core/pressure.py; 409 when its idempotency key was used for another message)."""
+    """Accept a root message: dispatched at once when it can be (`direct_jobs`), else put on the bus. The answer's
+    body and extra headers (503 when Redis is down or full, or a budget is used up: core/pressure.py; 409 when its
+    idempotency key was used for another message)."""
+    snap = ext.matched_snapshot()
+    jobs = direct_jobs(snap, sub.msg)
     with redis_errors():
-        sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
-                      wait=wait_command(ext.settings))
+        if snap is not None and jobs:
+            sent = submit_direct(ext.r, ext.keys, sub.msg, ext.dispatcher, jobs, run_plan_json(snap, sub.msg.topic),
+                                 snap.version, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
+                                 wait=wait_command(ext.settings))
+        else:
+            sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
+                          wait=wait_command(ext.settings))
     body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
     if not sub.key:
         return body, []

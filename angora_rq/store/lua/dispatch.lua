@@ -36,6 +36,10 @@
 -- and its executions are created as a matcher's would be (pause, cancel, approval gates), with no pending check
 -- and nothing to acknowledge. Atomic with the end that sends it, it is dispatched exactly once: if the
 -- transaction did not happen, the end is recorded again (fenced) and sends it then.
+-- direct 'root': one root message the same call accepted first (send_dispatch.lua, in a fresh run SEND just
+-- created and counted it in): no stream entry, so no pending check and nothing to acknowledge, and no read of the
+-- run (it has no plan and cannot be canceled yet); otherwise as a matcher's: its first execution takes its count
+-- over, and a message that creates nothing stops counting (its run may end with it).
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
 -- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
 local function due_in(seconds)
@@ -76,7 +80,7 @@ local msgs, entries, conflicts, counted, states, order = {}, {}, {}, {root = 0, 
 local function run_of(rkey)
   local run = states[rkey]
   if not run then
-    local h = redis.call('HMGET', rkey, RUN.canceled, RUN.plan, RUN.config_version)
+    local h = direct == 'root' and {} or redis.call('HMGET', rkey, RUN.canceled, RUN.plan, RUN.config_version)
     run = {canceled = h[1] == '1', plan = h[2], version = h[3], fields = {}, delta = 0}
     states[rkey] = run
     order[#order + 1] = rkey
@@ -103,8 +107,8 @@ for m = 1, nm do
     counted[kind] = counted[kind] + 1
     local run = run_of(msg.rkey)
     msg.state = run
-    -- A direct message counts in its run (as a sent one does) until its first execution takes its count over.
-    if direct ~= '' then run.delta = run.delta + 1 end
+    -- A worker's direct message counts in its run (as a sent one does) until its first execution takes it over.
+    if direct == '1' then run.delta = run.delta + 1 end
     if mode ~= '' then
       local sp = plan:find(' ', 1, true)
       local ref = sp and plan:sub(1, sp - 1) or plan
@@ -181,7 +185,7 @@ for m = 1, nm do
   if msgs[m].live and not msgs[m].absorbed then
     msgs[m].state.delta = msgs[m].state.delta - 1
     -- (a direct dispatch's run is still counting the execution that sent it: FINISH, next, looks at its end)
-    if direct == '' then msgs[m].state.id = msgs[m].run end
+    if direct ~= '1' then msgs[m].state.id = msgs[m].run end
   end
 end
 for _, rkey in ipairs(order) do

@@ -3,14 +3,15 @@
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
 -- KEYS: stream run runs work accepted idem unsettled events outbox events_on
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap fields...
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap entry fields...
 -- include: publish run_count
 -- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
 -- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
 -- idem: the key's record ('' = no key), kept idem_ttl seconds as "<run id> <entry id> <fingerprint>";
--- fields: the entry's field/value pairs.
+-- fields: the entry's field/value pairs. entry: '' (the message goes on the stream: its entry id is the answer), or
+-- the answer of a message dispatched by the same call instead (send_dispatch.lua: no stream entry is added).
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
 -- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
@@ -33,7 +34,7 @@ end
 if room and sent >= room then
   return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
-local id = redis.call('XADD', stream, '*', unpack(ARGV, fields))
+local id = entry ~= '' and entry or redis.call('XADD', stream, '*', unpack(ARGV, fields))
 redis.call('INCR', work)
 redis.call('INCR', accepted)
 local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
