@@ -200,19 +200,32 @@ def submit_direct(r: redis.Redis, keys: Keys, msg: Message, dispatcher: Dispatch
     definitions' (the matchers'). Answers and refuses as `submit` does (a repeat dispatches nothing); the
     message id is `direct_id(msg)`, never a stream entry's."""
     now = msg.sent_at or time.time()
-    sending = send_call(keys, msg, budget, key, key_ttl, direct_id(msg), now).named()
     root, marks = dispatcher.root(msg, jobs, plan, version, now)
-    dispatching = root.named()
-    del dispatching["events_on"]  # read by the script from SEND's key
-    shared = {n: v for n, v in dispatching.items() if n in sending}
-    if any(sending[n] != v for n, v in shared.items()):
-        raise ValueError(f"SEND and DISPATCH disagree on {sorted(n for n in shared if sending[n] != shared[n])}")
-    fields, batch = sending.pop("fields"), dispatching.pop("batch")
-    call = SEND_DISPATCH.bind(**{**dispatching, **sending}, n_fields=len(fields), rest=[*fields, *batch])
+    call = _send_dispatch(send_call(keys, msg, budget, key, key_ttl, direct_id(msg), now).named(), root.named())
     sent = answer(r, keys, msg, call, budget, wait)
     if not sent.replayed:
         dispatcher.recorded(marks, now)
     return sent
+
+
+def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
+    """SEND_DISPATCH's call from SEND's (`s`) and DISPATCH's (`d`) values by name; DISPATCH's events_on (a flag)
+    is read by the script from SEND's (a key)."""
+    differ = sorted(n for n in s.keys() & d.keys() if n != "events_on" and s[n] != d[n])
+    if differ:
+        raise ValueError(f"SEND and DISPATCH disagree on {differ}")
+    return SEND_DISPATCH.bind(
+        stream=s["stream"], run=s["run"], runs=s["runs"], work=s["work"], accepted=s["accepted"], idem=s["idem"],
+        unsettled=s["unsettled"], events=s["events"], outbox=s["outbox"], events_on=s["events_on"],
+        paused_jobs=d["paused_jobs"], rq_queues=d["rq_queues"], defs=d["defs"], defs_index=d["defs_index"],
+        metrics=d["metrics"], approvals=d["approvals"], budget=s["budget"], accepted_cap=s["accepted_cap"],
+        now=s["now"], run_id=s["run_id"], topic=s["topic"], origin=s["origin"], idem_ttl=s["idem_ttl"],
+        fingerprint=s["fingerprint"], fresh=s["fresh"], run_prefix=s["run_prefix"], outbox_cap=s["outbox_cap"],
+        entry=s["entry"], now_iso=d["now_iso"], history=d["history"], group=d["group"], consumer=d["consumer"],
+        first=d["first"], last=d["last"], config_version=d["config_version"], bell_cap=d["bell_cap"],
+        exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"], defs_prefix=d["defs_prefix"],
+        direct=d["direct"], n_jobs=d["n_jobs"], n_messages=d["n_messages"], n_dispatches=d["n_dispatches"],
+        n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
 
 
 def direct_id(msg: Message) -> str:

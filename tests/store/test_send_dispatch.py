@@ -13,7 +13,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, JobDef
 from angora_rq.core.plans import run_plan_json
-from angora_rq.core.pressure import Budget
+from angora_rq.core.pressure import NO_BUDGET, Budget
 from angora_rq.core.schema import Defs, Exec, Metrics, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
@@ -26,7 +26,7 @@ LOAD = JobDef("load", ("to.load",), ("true",), queue="etl")
 INDEX = JobDef("index", ("to.load",), ("true",), queue="etl")
 
 
-def send(r: redis.Redis, keys: Keys, *jobs: JobDef, key: str = "", budget: Budget = Budget()) -> Sent:
+def send(r: redis.Redis, keys: Keys, *jobs: JobDef, key: str = "", budget: Budget = NO_BUDGET) -> Sent:
     snap = Snapshot(Config(jobs=jobs, version="v1"))
     msg = Message.create("to.load", {"N": "1"}, origin="http")
     return submit_direct(r, keys, msg, Dispatcher(Link(r), keys, Settings(history=10), "web"), jobs,
