@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 
-from angora_rq.core.errors import Overloaded
+from angora_rq.core.errors import Conflict, Overloaded
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import Config, JobDef
@@ -26,9 +26,9 @@ LOAD = JobDef("load", ("to.load",), ("true",), queue="etl")
 INDEX = JobDef("index", ("to.load",), ("true",), queue="etl")
 
 
-def send(r: redis.Redis, keys: Keys, *jobs: JobDef, key: str = "", budget: Budget = NO_BUDGET) -> Sent:
+def send(r: redis.Redis, keys: Keys, *jobs: JobDef, key: str = "", budget: Budget = NO_BUDGET, n: str = "1") -> Sent:
     snap = Snapshot(Config(jobs=jobs, version="v1"))
-    msg = Message.create("to.load", {"N": "1"}, origin="http")
+    msg = Message.create("to.load", {"N": n}, origin="http")
     return submit_direct(r, keys, msg, Dispatcher(Link(r), keys, Settings(history=10), "web"), jobs,
                          run_plan_json(snap, msg.topic), "v1", budget, key=key, key_ttl=60)
 
@@ -61,7 +61,11 @@ def test_a_repeat_answers_the_first_answer_and_dispatches_nothing(r: redis.Redis
     again = send(r, keys, LOAD, key="k1")  # another generated run id
     assert (again.run_id, again.message_id, again.replayed) == (first.run_id, first.message_id, True)
     assert len(queued(r, keys)) == 1 and r.get(keys.work()) == b"1" and r.get(keys.accepted()) == b"1"
-    assert not r.exists(keys.run(Message.create("x").run_id)) and not r.exists(keys.stream())
+    assert r.zcard(keys.runs()) == 1 and not r.exists(keys.stream())
+    with pytest.raises(Conflict) as e:  # the key, for another message: refused, nothing dispatched
+        send(r, keys, LOAD, key="k1", n="2")
+    assert e.value.detail == {"run_id": first.run_id, "message_id": first.message_id}
+    assert len(queued(r, keys)) == 1 and r.zcard(keys.runs()) == 1
 
 
 def test_a_budget_refusal_creates_nothing(r: redis.Redis, keys: Keys) -> None:
