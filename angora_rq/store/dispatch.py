@@ -209,8 +209,8 @@ def submit_direct(r: redis.Redis, keys: Keys, msg: Message, dispatcher: Dispatch
 
 
 def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
-    """SEND_DISPATCH's call from SEND's (`s`) and DISPATCH's (`d`) values by name; DISPATCH's events_on (a flag)
-    is read by the script from SEND's (a key)."""
+    """SEND_DISPATCH's call from SEND's (`s`) and DISPATCH's (`d`) values by name (DISPATCH's events_on, a flag,
+    is `listened`: SEND's events_on is a key)."""
     differ = sorted(n for n in s.keys() & d.keys() if n != "events_on" and s[n] != d[n])
     if differ:
         raise ValueError(f"SEND and DISPATCH disagree on {differ}")
@@ -224,8 +224,8 @@ def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
         entry=s["entry"], now_iso=d["now_iso"], history=d["history"], group=d["group"], consumer=d["consumer"],
         first=d["first"], last=d["last"], config_version=d["config_version"], bell_cap=d["bell_cap"],
         exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"], defs_prefix=d["defs_prefix"],
-        direct=d["direct"], n_jobs=d["n_jobs"], n_messages=d["n_messages"], n_dispatches=d["n_dispatches"],
-        n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
+        listened=d["events_on"], direct=d["direct"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
+        n_dispatches=d["n_dispatches"], n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
 
 
 def direct_id(msg: Message) -> str:

@@ -23,6 +23,7 @@ from angora_rq.definitions.source import ConfigSource
 from angora_rq.store.connection import Redis, RedisError, connect
 from angora_rq.store.control import Control
 from angora_rq.store.dispatch import Dispatcher
+from angora_rq.store.events import Events
 from angora_rq.store.link import Link
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
@@ -149,7 +150,7 @@ class Angora:
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
         return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
-                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web"))
+                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web", Events(r, keys)))
 
     @property
     def source(self) -> Optional[ConfigSource]:

@@ -19,6 +19,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.bus import Sent
 from angora_rq.store.dispatch import Dispatcher, direct_id, submit_direct
+from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
 from angora_testkit import hash_as
 
@@ -29,7 +30,8 @@ INDEX = JobDef("index", ("to.load",), ("true",), queue="etl")
 def send(r: redis.Redis, keys: Keys, *jobs: JobDef, key: str = "", budget: Budget = NO_BUDGET, n: str = "1") -> Sent:
     snap = Snapshot(Config(jobs=jobs, version="v1"))
     msg = Message.create("to.load", {"N": n}, origin="http")
-    return submit_direct(r, keys, msg, Dispatcher(Link(r), keys, Settings(history=10), "web"), jobs,
+    dispatcher = Dispatcher(Link(r), keys, Settings(history=10), "web", Events(r, keys))
+    return submit_direct(r, keys, msg, dispatcher, jobs,
                          run_plan_json(snap, msg.topic), "v1", budget, key=key, key_ttl=60)
 
 
@@ -85,3 +87,11 @@ def test_a_paused_job_is_held_and_an_approval_gate_waits(r: redis.Redis, keys: K
     [waiting] = [x.decode() for x in r.zrange(keys.approvals(), 0, -1)]
     assert r.hget(keys.execution(waiting), Exec.status) == b"awaiting_approval"
     assert queued(r, keys) == [] and r.hget(keys.run(sent.run_id), Run.active) == b"2"
+
+
+def test_the_run_and_its_executions_publish_their_events(r: redis.Redis, keys: Keys) -> None:
+    write_wanted(r, keys, {"angora.run.started": "w", "angora.execution.queued": "w"})
+    sent = send(r, keys, LOAD)
+    events = [json.loads(e) for e in reversed(r.lrange(keys.webhook_outbox(), 0, -1))]
+    assert [(e["event"], e["run_id"]) for e in events] == [("angora.run.started", sent.run_id),
+                                                          ("angora.execution.queued", sent.run_id)]
