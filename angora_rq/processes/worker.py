@@ -398,14 +398,19 @@ class AngoraWorker:
             finished = Finished(self.name, now)
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
-            marks = self._dispatch_direct(pipe, finished, now)  # before FINISH: the runs count them first
+            calls = self._dispatch_direct(finished, now)
+            marks = [m for _, ms in calls for m in ms]
             try:
-                if not pipe.command_stack and finished.rows:
-                    # Nothing but the records (no message, replay, release or hand-back): one FINISH that checks
-                    # the executions are still ours itself, and the next claim, in one round trip.
-                    written, reply = self._finish_alone(self.state.finish_call(finished, rq_worker, guard=True),
-                                                        claim)
+                if not pipe.command_stack and finished.rows and len(calls) <= 1:
+                    # Nothing else to write (no message to the stream, replay, release or hand-back): one call
+                    # that checks the executions are still ours itself (FINISH, or RECORD: the direct dispatch of
+                    # what they send, then FINISH), and the next claim, in one round trip.
+                    one = (self.state.record_call(finished, calls[0][0], rq_worker) if calls
+                           else self.state.finish_call(finished, rq_worker, guard=True))
+                    written, reply = self._finish_alone(one, claim)
                 else:
+                    for call, _ in calls:
+                        call.queue(pipe)  # before FINISH: the runs count them first
                     self.state.record(pipe, finished, rq_worker)  # one FINISH call for the whole batch
                     guard = still_ours(self.keys, self.name, [u.xid for u in batch])
                     if claim is None:
@@ -465,18 +470,15 @@ class AngoraWorker:
             return False
         return True
 
-    def _dispatch_direct(self, pipe: Any, finished: Finished, now: float) -> list[tuple[str, str, str]]:
-        """Queue the dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions
-        version (a chain keeps the version it started with); returns what they record (Dispatcher.recorded)."""
+    def _dispatch_direct(self, finished: Finished, now: float) -> list[tuple[Bound, list[tuple[str, str, str]]]]:
+        """The dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions version
+        (a chain keeps the version it started with), each with what it records (Dispatcher.recorded)."""
         by_version: dict[str, Outgoing] = {}
         for version, msg, jobs in finished.direct:
             out = by_version.setdefault(version, Outgoing([], []))
             out.dispatches += [(len(out.messages), job) for job in jobs]
             out.messages.append(("", msg, ""))
-        marks: list[tuple[str, str, str]] = []
-        for version, out in by_version.items():
-            marks += self.dispatcher.direct(pipe, out, version, now)
-        return marks
+        return [self.dispatcher.direct(out, version, now) for version, out in by_version.items()]
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""
