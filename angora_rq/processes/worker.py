@@ -14,6 +14,7 @@ a retry never counts an end twice. A CLAIM whose reply was lost is found again i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import selectors
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 from angora_rq.core.codec import to_str
@@ -299,6 +300,8 @@ class AngoraWorker:
     def _start_claimed(self, reply: list) -> int:
         """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
         self.stats.claims += 1
+        if not reply:
+            return 0  # most claims find nothing (a bell another worker answered, a step after a record)
         n = 0
         try:
             with spawn.batch():
@@ -398,14 +401,19 @@ class AngoraWorker:
             finished = Finished(self.name, now)
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
-            marks = self._dispatch_direct(pipe, finished, now)  # before FINISH: the runs count them first
+            calls = self._dispatch_direct(finished, now)
+            marks = [m for _, ms in calls for m in ms]
             try:
-                if not pipe.command_stack and finished.rows:
-                    # Nothing but the records (no message, replay, release or hand-back): one FINISH that checks
-                    # the executions are still ours itself, and the next claim, in one round trip.
-                    written, reply = self._finish_alone(self.state.finish_call(finished, rq_worker, guard=True),
-                                                        claim)
+                if not pipe.command_stack and finished.rows and len(calls) <= 1:
+                    # Nothing else to write (no message to the stream, replay, release or hand-back): one call
+                    # that checks the executions are still ours itself (FINISH, or RECORD: the direct dispatch of
+                    # what they send, then FINISH), and the next claim, in one round trip.
+                    one = (self.state.record_call(finished, calls[0][0], rq_worker) if calls
+                           else self.state.finish_call(finished, rq_worker, guard=True))
+                    written, reply = self._finish_alone(one, claim)
                 else:
+                    for call, _ in calls:
+                        call.queue(pipe)  # before FINISH: the runs count them first
                     self.state.record(pipe, finished, rq_worker)  # one FINISH call for the whole batch
                     guard = still_ours(self.keys, self.name, [u.xid for u in batch])
                     if claim is None:
@@ -465,18 +473,15 @@ class AngoraWorker:
             return False
         return True
 
-    def _dispatch_direct(self, pipe: Any, finished: Finished, now: float) -> list[tuple[str, str, str]]:
-        """Queue the dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions
-        version (a chain keeps the version it started with); returns what they record (Dispatcher.recorded)."""
+    def _dispatch_direct(self, finished: Finished, now: float) -> list[tuple[Bound, list[tuple[str, str, str]]]]:
+        """The dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions version
+        (a chain keeps the version it started with), each with what it records (Dispatcher.recorded)."""
         by_version: dict[str, Outgoing] = {}
         for version, msg, jobs in finished.direct:
             out = by_version.setdefault(version, Outgoing([], []))
             out.dispatches += [(len(out.messages), job) for job in jobs]
             out.messages.append(("", msg, ""))
-        marks: list[tuple[str, str, str]] = []
-        for version, out in by_version.items():
-            marks += self.dispatcher.direct(pipe, out, version, now)
-        return marks
+        return [self.dispatcher.direct(out, version, now) for version, out in by_version.items()]
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""
@@ -663,17 +668,52 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
                events: bool = False) -> Bound:
     """The CLAIM call of worker `worker` for up to `free` executions from `queues` (publishing their events when
     `events`: some event has a listener)."""
-    k, host = keys, host_of(settings)
+    c = _claim_keys(keys, worker)
     return CLAIM.bind(
-        inflight=k.worker_inflight(worker), paused_queues=k.paused_queues(), events=k.events(), stream=k.stream(),
-        runs=k.runs(), outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
-        outbox_cap=OUTBOX_CAP, events_on="1" if events else "", want=free, now=repr(now),
-        worker=worker, host="" if worker_host(worker) == host else host,  # '': the worker's name says it
-        started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now),
-        exec_prefix=k.execution(""), run_prefix=k.run(""), rq_job_prefix=K.rq_job(""),
-        rq_started_prefix=k.rq_started(""), slots_prefix=k.slots(""), held_prefix=k.held(""),
-        rq_queue_prefix=k.rq_queue(""), defs_prefix=k.definitions(""), queues=queues,
+        inflight=c.inflight, paused_queues=c.paused_queues, events=c.events, stream=c.stream, runs=c.runs,
+        outbox=c.outbox, work=c.work, accepted=c.accepted, unsettled=c.unsettled, outbox_cap=OUTBOX_CAP,
+        events_on="1" if events else "", want=free, now=repr(now), worker=worker, host=_claim_host(settings, worker),
+        started_expiry=now + settings.default_timeout + 600, now_iso=_iso(now), exec_prefix=c.exec_prefix,
+        run_prefix=c.run_prefix, rq_job_prefix=c.rq_job_prefix, rq_started_prefix=c.rq_started_prefix,
+        slots_prefix=c.slots_prefix, held_prefix=c.held_prefix, rq_queue_prefix=c.rq_queue_prefix,
+        defs_prefix=c.defs_prefix, queues=queues,
     )
+
+
+class ClaimKeys(NamedTuple):
+    """The key names of a worker's CLAIM calls (built once: a worker claims at every step)."""
+
+    inflight: str
+    paused_queues: str
+    events: str
+    stream: str
+    runs: str
+    outbox: str
+    work: str
+    accepted: str
+    unsettled: str
+    exec_prefix: str
+    run_prefix: str
+    rq_job_prefix: str
+    rq_started_prefix: str
+    slots_prefix: str
+    held_prefix: str
+    rq_queue_prefix: str
+    defs_prefix: str
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_keys(k: Keys, worker: str) -> ClaimKeys:
+    return ClaimKeys(k.worker_inflight(worker), k.paused_queues(), k.events(), k.stream(), k.runs(),
+                     k.webhook_outbox(), k.work(), k.accepted(), k.runs_unsettled(), k.execution(""), k.run(""),
+                     K.rq_job(""), k.rq_started(""), k.slots(""), k.held(""), k.rq_queue(""), k.definitions(""))
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_host(settings: Settings, worker: str) -> str:
+    """The host a claim records: '' when the worker's name says it (host.pid.random: not stored twice)."""
+    host = host_of(settings)
+    return "" if worker_host(worker) == host else host
 
 
 def stopped_with_us(outcome: runner.Outcome) -> bool:

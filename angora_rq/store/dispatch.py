@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import redis
-from redis.client import Pipeline
 
 from angora_rq.core import keys as K
 from angora_rq.core.codec import to_str
@@ -102,19 +101,17 @@ class Dispatcher:
         self.recorded(marks, now)
         return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
-    def direct(self, pipe: Pipeline, batch: Outgoing, version: str, now: float) -> list[tuple[str, str, str]]:
-        """Queue on a worker's transaction, before its FINISH, the dispatch of the messages its executions send
+    def direct(self, batch: Outgoing, version: str, now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
+        """The dispatch of the messages a worker's executions send, for its record of their ends, before FINISH
         (DISPATCH's direct mode: no stream entry, no pending check; its executions created at once).
-        Returns what the call records (a spec, its version's use), for `recorded` once the transaction went
-        through."""
+        Returns the call and what it records (a spec, its version's use), for `recorded` once it went through."""
         marks: list[tuple[str, str, str]] = []
-        self._bind(batch, version, now, marks, direct="1").queue(pipe)
-        return marks
+        return self._bind(batch, version, now, marks, direct="1"), marks
 
     def root(self, msg: Message, jobs: Sequence[JobDef], plan: str, version: str,
              now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
         """The DISPATCH call (its 'root' mode) of a root message that starts a fresh run, for a script that accepts
-        it first in the same call (store/bus.submit_direct): its executions of `jobs` (no parent_success join), its
+        it first in the same call (submit_direct): its executions of `jobs` (no parent_success join), its
         run's `plan` (JSON) written. Returns the call and what it records (`recorded`, once it went through)."""
         marks: list[tuple[str, str, str]] = []
         batch = Outgoing([("", msg, "=" + plan)], [(0, job) for job in jobs])

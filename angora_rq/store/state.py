@@ -20,7 +20,7 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import description, job_mapping, utc_iso
 from angora_rq.core.schema import Defs, Exec, RqStatus, Status
-from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RELEASE, SETTLE_REPLAYED, Bound, field_pairs
+from angora_rq.store.scripts import CREATE, FINISH, HAND_BACK, RECORD, RELEASE, SETTLE_REPLAYED, Bound, field_pairs
 from angora_rq.core.settings import Settings
 
 TAIL_LIMIT = 65536
@@ -44,6 +44,14 @@ class Finished:
         # Messages they send that the caller dispatches itself, before FINISH (DISPATCH's direct mode): (definitions
         # version, message, the jobs it triggers).
         self.direct: list[tuple[str, Message, tuple[JobDef, ...]]] = []
+
+    def rows_ids(self) -> list[str]:
+        """The execution ids of the rows, in order."""
+        out, p = [], 0
+        while p < len(self.rows):
+            out.append(self.rows[p])
+            p += 13 + int(self.rows[p + 12]) * 2
+        return out
 
     def take(self, ex: Claimed, msg: Message) -> bool:
         """Keep a message `ex` sends for direct dispatch if its job's follow record covers the topic (else it
@@ -220,12 +228,13 @@ class State:
         if batch.rows:
             self.finish_call(batch, rq_worker).queue(pipe)
 
-    def finish_call(self, batch: Finished, rq_worker: str = "", guard: bool = False) -> Bound:
+    def finish_call(self, batch: Finished, rq_worker: str = "", guard: bool = False, inflight: bool = True) -> Bound:
         """A batch's FINISH call; with `guard`, for running alone: nothing is written (it returns -1) unless every
-        execution is still in the worker's inflight list (store/lua/finish.lua)."""
+        execution is still in the worker's inflight list (store/lua/finish.lua). Without `inflight`, the list is
+        left alone (RECORD took the ids out of it already)."""
         k = self.keys
         return FINISH.bind(
-            work=k.work(), inflight=k.worker_inflight(batch.worker) if batch.worker else "",
+            work=k.work(), inflight=k.worker_inflight(batch.worker) if batch.worker and inflight else "",
             ended_iso=utc_iso(batch.now), registry_score=batch.now + self.settings.retention,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), run_prefix=k.run(""),
             stats_prefix=k.job_stats(""), tail_prefix=k.tail(""), rq_started_prefix=k.rq_started(""),
@@ -234,6 +243,16 @@ class State:
             outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "", rows=batch.rows,
             rq_worker=rq_worker, guard="1" if guard else "",
         )
+
+    def record_call(self, batch: Finished, dispatch: Bound, rq_worker: str = "") -> Bound:
+        """A worker's batch whose only other write is `dispatch` (DISPATCH, direct mode): both in one guarded call
+        (store/lua/record.lua); -1 when some execution is no longer the worker's, and then nothing is written."""
+        finish = self.finish_call(batch, rq_worker, inflight=False)
+        ids = batch.rows_ids()
+        return RECORD.bind(inflight=self.keys.worker_inflight(batch.worker), n_ids=len(ids),
+                           dispatch_keys=len(dispatch.keys), dispatch_args=len(dispatch.args),
+                           finish_keys=len(finish.keys),
+                           parts=[*ids, *dispatch.keys, *dispatch.args, *finish.keys, *finish.args])
 
     def settle_replayed(self, pipe: Pipeline, xid: str) -> None:
         """The attempt `xid` replays is `failed` now, no longer `replaying`: its replay has had its turn."""

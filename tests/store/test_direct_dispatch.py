@@ -35,8 +35,9 @@ def direct(r: redis.Redis, keys: Keys, jobs: tuple[JobDef, ...], run_id: str = "
     r.setnx(keys.work(), 1)
     msg = Message("to.load", {"N": "1"}, run_id, "job:a:x1", NOW)
     with r.pipeline() as pipe:
-        Dispatcher(Link(r), keys, Settings(history=10), "w1").direct(
-            pipe, Outgoing([("", msg, "")], [(0, job) for job in jobs]), "v1", NOW)
+        call, _ = Dispatcher(Link(r), keys, Settings(history=10), "w1").direct(
+            Outgoing([("", msg, "")], [(0, job) for job in jobs]), "v1", NOW)
+        call.queue(pipe)
         return pipe.execute()
 
 

@@ -19,6 +19,7 @@ from angora_rq.core.codec import to_str_dict
 from angora_rq.processes.janitor import Janitor
 from angora_rq.processes.worker import claim_call
 from angora_rq.store import pausing
+from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import REAP
@@ -374,6 +375,58 @@ def test_a_guarded_finish_writes_nothing_when_one_execution_is_no_longer_the_wor
     assert not [f for f in h(r, keys.job_stats("load")) if f.startswith("h:succeeded")]  # not counted either
     assert not r.exists(K.rq_worker("w1"))
     assert finish_alone(r, keys, xs[:1], worker="w2") == -1  # nor is anyone else's batch let through
+
+
+def test_a_guarded_finish_of_a_larger_batch_reads_and_rewrites_the_inflight_list_once(
+        r: redis.Redis, keys: Keys) -> None:
+    """Three or more ends: one read of the inflight list and one rewrite, keeping what still runs; refused whole
+    when one of them is not there any more."""
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(5)]
+    claim(r, keys)
+    r.lrem(keys.worker_inflight("w1"), 1, xs[3])  # taken back by a janitor meanwhile
+    assert finish_alone(r, keys, xs[1:4]) == -1
+    assert ids(r, keys.worker_inflight("w1")) == [xs[0], xs[1], xs[2], xs[4]]  # untouched
+    assert [h(r, keys.execution(x))["status"] for x in xs] == ["running"] * 5
+    assert finish_alone(r, keys, xs[1:3] + xs[4:]) == 3
+    assert ids(r, keys.worker_inflight("w1")) == [xs[0]]  # still running: still the worker's
+    assert [h(r, keys.execution(x))["status"] for x in xs] == ["running", "succeeded", "succeeded", "running",
+                                                              "succeeded"]
+
+
+def record_with_dispatch(r: redis.Redis, keys: Keys, xids: list[str], run_id: str) -> int:
+    """A worker's batch recording each execution as succeeded, with the direct dispatch of one message of run
+    `run_id` to JOB, in one RECORD call: its reply (-1 = refused)."""
+    state, batch = State(keys, SETTINGS), Finished("w1", 3000.0)
+    with r.pipeline() as pipe:
+        for xid in xids:
+            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
+            state.finalize(pipe, ex, Done(), 3000.0, worker="w1", batch=batch)
+        assert not pipe.command_stack
+    msg = Message("data.ready", {"N": "2"}, run_id, f"job:load:{xids[0]}", 3000.0)
+    call, _ = Dispatcher(Link(r), keys, SETTINGS, "w1").direct(Outgoing([("", msg, "")], [(0, JOB)]), "v1", 3000.0)
+    return int(state.record_call(batch, call, K.rq_worker("w1")).run(Link(r)))
+
+
+def test_a_record_dispatches_what_the_batch_sends_then_finishes_it_in_one_call(r: redis.Redis, keys: Keys) -> None:
+    [x] = [create(r, keys, run_id="run1")]
+    claim(r, keys)
+    assert record_with_dispatch(r, keys, [x], "run1") == 1
+    assert h(r, keys.execution(x))["status"] == "succeeded" and not r.exists(keys.worker_inflight("w1"))
+    [nxt] = ids(r, keys.rq_queue("etl"))
+    assert h(r, keys.execution(nxt))["status"] == "queued" and h(r, keys.run("run1"))["active"] == "1"
+    assert h(r, K.rq_worker("w1"))["successful_job_count"] == "1"
+
+
+def test_a_record_writes_and_dispatches_nothing_when_an_execution_is_no_longer_the_workers(
+        r: redis.Redis, keys: Keys) -> None:
+    [x] = [create(r, keys, run_id="run1")]
+    claim(r, keys)
+    r.lrem(keys.worker_inflight("w1"), 1, x)  # taken back by a janitor (REAP) meanwhile
+    before = h(r, keys.execution(x))
+    assert record_with_dispatch(r, keys, [x], "run1") == -1
+    assert h(r, keys.execution(x)) == before and ids(r, keys.rq_queue("etl")) == []
+    assert h(r, keys.run("run1"))["active"] == "1"  # the execution still counts; no follow-up does
+    assert not r.exists(K.rq_worker("w1"))
 
 
 # -- RESUME ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,30 @@
+-- A worker's batch of ends whose only other write is the direct dispatch of the messages they send (a workflow's
+-- step): DISPATCH (direct mode) then FINISH in one call, guarded as a lone FINISH is (finish.lua's `guard`): each
+-- execution must still be in the worker's inflight list (claimed by it, not taken back by a janitor since), else
+-- nothing is written and the call returns -1. One EVALSHA instead of WATCH, a guard EVAL, MULTI, DISPATCH's and
+-- FINISH's texts and EXEC.
+-- KEYS: inflight
+-- ARGV: n_ids dispatch_keys dispatch_args finish_keys parts...
+-- include: dispatch finish
+-- parts: the batch's n_ids execution ids; then DISPATCH's dispatch_keys KEYS and dispatch_args ARGV; then FINISH's
+-- finish_keys KEYS and the rest, its ARGV (its inflight '': the ids are out of the list already).
+-- Returns FINISH's reply (the number of executions recorded), or -1.
+local p, taken = parts, {}
+for i = p, p + tonumber(n_ids) - 1 do
+  if redis.call('LREM', inflight, 1, ARGV[i]) == 0 then
+    if #taken > 0 then redis.call('RPUSH', inflight, unpack(taken)) end
+    return -1
+  end
+  taken[#taken + 1] = ARGV[i]
+end
+p = p + tonumber(n_ids)
+local function slice(first, count)
+  local out = {}
+  for i = first, first + count - 1 do out[#out + 1] = ARGV[i] end
+  return out
+end
+local dk, dn, fk = tonumber(dispatch_keys), tonumber(dispatch_args), tonumber(finish_keys)
+local d_keys, d_args = slice(p, dk), slice(p + dk, dn)
+p = p + dk + dn
+dispatch(d_keys, d_args)
+return finish(slice(p, fk), slice(p + fk, #ARGV - p - fk + 1))
