@@ -22,7 +22,7 @@ from angora_rq.store.control import Control
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
-from angora_rq.store.scripts import PROMOTE, REAP
+from angora_rq.store.scripts import LEAVE_INFLIGHT, PROMOTE, REAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import BELL_CAP, load_claimed
 
@@ -212,7 +212,7 @@ def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Clai
 
     Entries whose execution is no longer running under the worker are stale and removed.
     """
-    inflight, found = keys.worker_inflight(worker), []
+    inflight, found, stale = keys.worker_inflight(worker), [], []
     for xid in [to_str(x) for x in r.lrange(inflight, 0, -1)]:
         if xid in known:
             continue
@@ -220,5 +220,7 @@ def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Clai
         if fields.get(Exec.status) == Status.running and fields.get(Exec.worker) == worker:
             found.append(load_claimed(r, keys, xid, fields))
         else:
-            r.lrem(inflight, 1, xid)
+            stale.append(xid)
+    if stale:
+        LEAVE_INFLIGHT.bind(inflight=inflight, all_or_nothing="", ids=stale).run(link_for(r))
     return found

@@ -41,17 +41,10 @@ class Finished:
         self.worker = worker  # whose inflight list they leave ('' = none)
         self.now = now
         self.rows: list[Any] = []
+        self.ids: list[str] = []  # the rows' execution ids, in order
         # Messages they send that the caller dispatches itself, before FINISH (DISPATCH's direct mode): (definitions
         # version, message, the jobs it triggers).
         self.direct: list[tuple[str, Message, tuple[JobDef, ...]]] = []
-
-    def rows_ids(self) -> list[str]:
-        """The execution ids of the rows, in order."""
-        out, p = [], 0
-        while p < len(self.rows):
-            out.append(self.rows[p])
-            p += 13 + int(self.rows[p + 12]) * 2
-        return out
 
     def take(self, ex: Claimed, msg: Message) -> bool:
         """Keep a message `ex` sends for direct dispatch if its job's follow record covers the topic (else it
@@ -77,6 +70,7 @@ class Finished:
             Exec.outputs: json.dumps(outputs) if outputs else "",
         }  # its duration is ended - started (the job's stats sum the runner's own)
         pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
+        self.ids.append(ex.id)
         self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
                       fields[Exec.started], fields[Exec.ended], f"{outcome.duration:.6f}",
                       bucket_bound(outcome.duration),
@@ -248,7 +242,7 @@ class State:
         """A worker's batch whose only other write is `dispatch` (DISPATCH, direct mode): both in one guarded call
         (store/lua/record.lua); -1 when some execution is no longer the worker's, and then nothing is written."""
         finish = self.finish_call(batch, rq_worker, inflight=False)
-        ids = batch.rows_ids()
+        ids = batch.ids
         return RECORD.bind(inflight=self.keys.worker_inflight(batch.worker), n_ids=len(ids),
                            dispatch_keys=len(dispatch.keys), dispatch_args=len(dispatch.args),
                            finish_keys=len(finish.keys),

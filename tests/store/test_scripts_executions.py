@@ -16,7 +16,7 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.codec import to_str_dict
-from angora_rq.processes.janitor import Janitor
+from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.worker import claim_call
 from angora_rq.store import pausing
 from angora_rq.store.dispatch import Dispatcher, Outgoing
@@ -296,15 +296,33 @@ def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -
     assert r.smembers(keys.workers()) == {b"w2"}
 
 
+def test_lost_claims_finds_what_the_worker_does_not_know_and_drops_stale_entries(r: redis.Redis, keys: Keys) -> None:
+    """A CLAIM whose reply was lost: the ids running under the worker that it does not know are found; those no
+    longer running under it leave the inflight list (one LEAVE_INFLIGHT call), the others stay."""
+    xs = [create(r, keys, run_id=f"run{i}") for i in range(4)]
+    claim(r, keys)
+    r.hset(keys.execution(xs[2]), Exec.status, "lost")
+    r.hset(keys.execution(xs[3]), Exec.worker, "w2")
+    assert [ex.id for ex in lost_claims(r, keys, "w1", known={xs[0]})] == [xs[1]]
+    assert ids(r, keys.worker_inflight("w1")) == xs[:2]
+
+
 # -- STILL_OURS (the guard of a worker's usual transaction of records) -------------------------------------------
+
+def succeeded(r: redis.Redis, keys: Keys, state: State, pipe: object, xids: list[str], worker: str) -> Finished:
+    """Finalize each claimed execution as succeeded into one worker batch (what the batch's record call writes)."""
+    batch = Finished(worker, 3000.0)
+    for xid in xids:
+        ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
+        state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)  # type: ignore[arg-type]
+    return batch
+
 
 def records(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> object:
     """A worker's transaction recording each execution as succeeded, guarded; None when Redis aborted it."""
-    state, batch = State(keys, SETTINGS), Finished(worker, 3000.0)
+    state = State(keys, SETTINGS)
     with r.pipeline() as pipe:
-        for xid in xids:
-            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
-            state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)
+        batch = succeeded(r, keys, state, pipe, xids, worker)
         state.record(pipe, batch)  # the batch's one FINISH, inside the guarded transaction
         return Link(r).execute_then(pipe, None, still_ours(keys, worker, xids))[0]
 
@@ -336,11 +354,9 @@ def test_still_ours_aborts_the_records_of_an_execution_a_janitor_took_meanwhile(
 
 def finish_alone(r: redis.Redis, keys: Keys, xids: list[str], worker: str = "w1") -> int:
     """A worker's batch recording each execution as succeeded in one guarded FINISH: its reply (-1 = refused)."""
-    state, batch = State(keys, SETTINGS), Finished(worker, 3000.0)
+    state = State(keys, SETTINGS)
     with r.pipeline() as pipe:
-        for xid in xids:
-            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
-            state.finalize(pipe, ex, Done(), 3000.0, worker=worker, batch=batch)
+        batch = succeeded(r, keys, state, pipe, xids, worker)
         assert not pipe.command_stack  # nothing but the records: the worker's one-call case
     return int(state.finish_call(batch, K.rq_worker(worker), guard=True).run(Link(r)))
 
@@ -396,11 +412,9 @@ def test_a_guarded_finish_of_a_larger_batch_reads_and_rewrites_the_inflight_list
 def record_with_dispatch(r: redis.Redis, keys: Keys, xids: list[str], run_id: str) -> int:
     """A worker's batch recording each execution as succeeded, with the direct dispatch of one message of run
     `run_id` to JOB, in one RECORD call: its reply (-1 = refused)."""
-    state, batch = State(keys, SETTINGS), Finished("w1", 3000.0)
+    state = State(keys, SETTINGS)
     with r.pipeline() as pipe:
-        for xid in xids:
-            ex = load_claimed(r, keys, xid, to_str_dict(r.hgetall(keys.execution(xid))))
-            state.finalize(pipe, ex, Done(), 3000.0, worker="w1", batch=batch)
+        batch = succeeded(r, keys, state, pipe, xids, "w1")
         assert not pipe.command_stack
     msg = Message("data.ready", {"N": "2"}, run_id, f"job:load:{xids[0]}", 3000.0)
     call, _ = Dispatcher(Link(r), keys, SETTINGS, "w1").direct(Outgoing([("", msg, "")], [(0, JOB)]), "v1", 3000.0)

@@ -4,13 +4,13 @@
 -- KEYS: work inflight events stream runs outbox accepted unsettled rq_worker
 -- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
 -- ARGV: rq_failed_prefix outbox_cap events_on guard rows...
--- include: publish run_end run_count
+-- include: publish run_end run_count leave_inflight
 -- inflight: the worker's list, or '' (none); guard: '1' when the call stands alone (a worker's batch with nothing
--- else to write): each execution must still be in `inflight` (claimed by this worker and not taken back by a
--- janitor since, store/lua/reap.lua), else nothing is written and the call returns -1 (the caller records each
--- end fenced, store/fence.py): taking them out of the list, which the call does anyway, is the check; rq_worker: RQ's hash of the worker whose counters of finished and failed jobs and
--- working time move with the batch ('' = none); work: the deployment's counter of unfinished work (moves with the runs'
--- `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
+-- else to write): each execution must still be in `inflight` (leave_inflight.lua), else nothing is written and
+-- the call returns -1 (the caller records each end fenced, store/fence.py): taking them out of the list, which the
+-- call does anyway, is the check; rq_worker: RQ's hash of the worker whose counters of finished and failed jobs
+-- and working time move with the batch ('' = none); work: the deployment's counter of unfinished work (moves with
+-- the runs' `active`); a key is a *_prefix .. an execution id, a run id, a job or a queue. rows: per execution id, run, job,
 -- queue, status, ok ('1' or '0'), started, ended, duration, bucket (the duration's histogram bound, core/metrics.py:
 -- the job's stats count commands per (status, bound) and sum durations per status, for /metrics), tail_text (the
 -- output's tail when too long for the execution's hash, else ''), live ('1' if the tail key was written while the
@@ -24,40 +24,15 @@
 -- each of the batch's runs ended if it has.
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local n, p = 0, rows
--- The batch leaves the worker's inflight list: one LREM per execution for a batch of one or two, else one read of
--- the (short: at most the worker's concurrency) list and one rewrite. With `guard`, every execution must be there.
-local ids = {}
-while p <= #ARGV do
-  ids[#ids + 1] = ARGV[p]
-  p = p + 13 + tonumber(ARGV[p + 12]) * 2
-end
-p = rows
-if inflight ~= '' and #ids <= 2 then
-  local taken = {}
-  for _, id in ipairs(ids) do
-    if redis.call('LREM', inflight, 1, id) == 1 then
-      taken[#taken + 1] = id
-    elseif guard == '1' then
-      if #taken > 0 then redis.call('RPUSH', inflight, unpack(taken)) end
-      return -1
-    end
+-- The batch leaves the worker's inflight list (with `guard`, all of it or nothing).
+if inflight ~= '' then
+  local ids = {}
+  while p <= #ARGV do
+    ids[#ids + 1] = ARGV[p]
+    p = p + 13 + tonumber(ARGV[p + 12]) * 2
   end
-elseif inflight ~= '' then
-  local wanted, rest, found = {}, {}, 0
-  for _, id in ipairs(ids) do wanted[id] = true end
-  for _, id in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
-    if wanted[id] then
-      wanted[id] = nil
-      found = found + 1
-    else
-      rest[#rest + 1] = id
-    end
-  end
-  if guard == '1' and found < #ids then return -1 end
-  if found > 0 then
-    redis.call('DEL', inflight)
-    for i = 1, #rest, 1000 do redis.call('RPUSH', inflight, unpack(rest, i, math.min(i + 999, #rest))) end
-  end
+  p = rows
+  if leave_inflight({inflight}, {guard, unpack(ids)}) == 0 then return -1 end
 end
 local ok_count, working = 0, 0
 while p <= #ARGV do

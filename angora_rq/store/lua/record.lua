@@ -5,18 +5,12 @@
 -- FINISH's texts and EXEC.
 -- KEYS: inflight
 -- ARGV: n_ids dispatch_keys dispatch_args finish_keys parts...
--- include: dispatch finish
+-- include: dispatch finish leave_inflight
 -- parts: the batch's n_ids execution ids; then DISPATCH's dispatch_keys KEYS and dispatch_args ARGV; then FINISH's
 -- finish_keys KEYS and the rest, its ARGV (its inflight '': the ids are out of the list already).
 -- Returns FINISH's reply (the number of executions recorded), or -1.
-local p, taken = parts, {}
-for i = p, p + tonumber(n_ids) - 1 do
-  if redis.call('LREM', inflight, 1, ARGV[i]) == 0 then
-    if #taken > 0 then redis.call('RPUSH', inflight, unpack(taken)) end
-    return -1
-  end
-  taken[#taken + 1] = ARGV[i]
-end
+local p = parts
+if leave_inflight({inflight}, {'1', unpack(ARGV, p, p + tonumber(n_ids) - 1)}) == 0 then return -1 end
 p = p + tonumber(n_ids)
 local function slice(first, count)
   local out = {}
