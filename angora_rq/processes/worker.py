@@ -275,7 +275,7 @@ class AngoraWorker:
             self._want_work.set()
         else:
             self._want_work.clear()
-        self._wait(self._wait_timeout(max_wait, claimed))
+        self._wait(self._wait_timeout(max_wait))
         self._handle_control()
         self._handle_stop()
         finished = self._reap(time.time())
@@ -334,9 +334,9 @@ class AngoraWorker:
         except (ValueError, OSError):
             pass  # already finished (spawn error): the next poll reports it
 
-    def _wait_timeout(self, max_wait: float, claimed: int) -> float:
-        if claimed and len(self.active) < self.concurrency:
-            return 0.0  # there may be more work queued: claim again right away
+    def _wait_timeout(self, max_wait: float) -> float:
+        # No claim again right away after one that left slots free: CLAIM pops until the slots are full or the
+        # queues are empty, so it would find nothing; what is queued since rings a bell.
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
         if (sweep := self.orphans.next_deadline()) is not None:
             deadlines.append(sweep)
@@ -401,7 +401,7 @@ class AngoraWorker:
             finished = Finished(self.name, now)
             for u in batch:
                 self.outbox.write(pipe, u, u.ex, now, finished)  # type: ignore[arg-type]  # sure() has an ex
-            calls = self._dispatch_direct(finished, now)
+            calls = self._dispatch_direct(finished, now, free if claim is not None else 0)
             marks = [m for _, ms in calls for m in ms]
             try:
                 if not pipe.command_stack and finished.rows and len(calls) <= 1:
@@ -473,15 +473,20 @@ class AngoraWorker:
             return False
         return True
 
-    def _dispatch_direct(self, finished: Finished, now: float) -> list[tuple[Bound, list[tuple[str, str, str]]]]:
+    def _dispatch_direct(self, finished: Finished, now: float,
+                         free: int) -> list[tuple[Bound, list[tuple[str, str, str]]]]:
         """The dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions version
-        (a chain keeps the version it started with), each with what it records (Dispatcher.recorded)."""
+        (a chain keeps the version it started with), each with what it records (Dispatcher.recorded). `free`: the
+        slots of this worker's claim that follows in the same round trip (0: none follows)."""
         by_version: dict[str, Outgoing] = {}
         for version, msg, jobs in finished.direct:
             out = by_version.setdefault(version, Outgoing([], []))
             out.dispatches += [(len(out.messages), job) for job in jobs]
             out.messages.append(("", msg, ""))
-        return [self.dispatcher.direct(out, version, now) for version, out in by_version.items()]
+        # What this worker's own claim takes right after needs no bell (it would wake another worker for nothing).
+        mine = len(by_version) == 1 and all(job.queue in self.queues for o in by_version.values()
+                                             for _, job in o.dispatches)
+        return [self.dispatcher.direct(out, version, now, free if mine else 0) for version, out in by_version.items()]
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""

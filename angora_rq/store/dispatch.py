@@ -97,16 +97,19 @@ class Dispatcher:
         batch.messages, that plan's JSON).
         """
         marks: list[tuple[str, str, str]] = []
-        created, *conflicts = self._bind(batch, version, now, marks, direct="").run(self.link)
+        created, *conflicts = self._bind(batch, version, now, marks, direct="", spare=0).run(self.link)
         self.recorded(marks, now)
         return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
 
-    def direct(self, batch: Outgoing, version: str, now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
+    def direct(self, batch: Outgoing, version: str, now: float,
+               spare: int = 0) -> tuple[Bound, list[tuple[str, str, str]]]:
         """The dispatch of the messages a worker's executions send, for its record of their ends, before FINISH
-        (DISPATCH's direct mode: no stream entry, no pending check; its executions created at once).
-        Returns the call and what it records (a spec, its version's use), for `recorded` once it went through."""
+        (DISPATCH's direct mode: no stream entry, no pending check; its executions created at once). `spare`: the
+        free slots of the worker's claim that follows in the same round trip, when all these jobs are on its
+        queues (DISPATCH rings no bell for executions that claim takes). Returns the call and what it records (a
+        spec, its version's use), for `recorded` once it went through."""
         marks: list[tuple[str, str, str]] = []
-        return self._bind(batch, version, now, marks, direct="1"), marks
+        return self._bind(batch, version, now, marks, direct="1", spare=spare), marks
 
     def root(self, msg: Message, jobs: Sequence[JobDef], plan: str, version: str,
              now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
@@ -115,7 +118,7 @@ class Dispatcher:
         run's `plan` (JSON) written. Returns the call and what it records (`recorded`, once it went through)."""
         marks: list[tuple[str, str, str]] = []
         batch = Outgoing([("", msg, "=" + plan)], [(0, job) for job in jobs])
-        return self._bind(batch, version, now, marks, direct="root"), marks
+        return self._bind(batch, version, now, marks, direct="root", spare=0), marks
 
     def recorded(self, marks: list[tuple[str, str, str]], now: float) -> None:
         """Remember what a call that succeeded recorded (`_due`)."""
@@ -124,7 +127,7 @@ class Dispatcher:
         self._recorded.update((what, now) for what in marks)
 
     def _bind(self, batch: Outgoing, version: str, now: float, marks: list[tuple[str, str, str]],
-              direct: str) -> Bound:
+              direct: str, spare: int) -> Bound:
         k = self.keys
         job_no: dict[str, int] = {}
         rest: list[Any] = []  # the script's `batch...`: jobs, messages, dispatches
@@ -155,7 +158,7 @@ class Dispatcher:
             first=ids[0][1], last=ids[-1][1], config_version=batch_version, bell_cap=BELL_CAP,
             exec_prefix=k.execution(""), rq_job_prefix=K.rq_job(""), defs_prefix=k.definitions(""),
             run_prefix=k.run(""), outbox_cap=OUTBOX_CAP, events_on="1" if self.events.any() else "",
-            direct=direct, n_jobs=len(job_no), n_messages=len(batch.messages),
+            direct=direct, spare=spare, n_jobs=len(job_no), n_messages=len(batch.messages),
             n_dispatches=len(batch.dispatches), batch=rest,
         )
 
@@ -221,7 +224,7 @@ def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
         entry=s["entry"], now_iso=d["now_iso"], history=d["history"], group=d["group"], consumer=d["consumer"],
         first=d["first"], last=d["last"], config_version=d["config_version"], bell_cap=d["bell_cap"],
         exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"], defs_prefix=d["defs_prefix"],
-        listened=d["events_on"], direct=d["direct"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
+        listened=d["events_on"], direct=d["direct"], spare=d["spare"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
         n_dispatches=d["n_dispatches"], n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
 
 

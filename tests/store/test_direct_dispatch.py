@@ -129,6 +129,50 @@ def test_a_worker_runs_a_chain_without_the_stream_and_events_are_published_once(
     assert {r.hget(keys.execution(run["e:" + j]), Exec.config_version) for j in "bc"} == {b"v1"}
 
 
+def test_no_bell_rings_for_what_the_workers_own_claim_takes(r: redis.Redis, keys: Keys) -> None:
+    """`spare` (the free slots of the CLAIM that follows a worker's RECORD): executions that fit in it ring no
+    bell, which would wake another worker for a claim that finds nothing; more than it ring as before."""
+    def dispatch(run_id: str, jobs: tuple[JobDef, ...], spare: int) -> None:
+        msg = Message("to.load", {}, run_id, "job:a:x1", NOW)
+        call, _ = Dispatcher(Link(r), keys, Settings(history=10), "w1").direct(
+            Outgoing([("", msg, "")], [(0, job) for job in jobs]), "v1", NOW, spare)
+        call.run(Link(r))
+
+    dispatch("run1", (LOAD, INDEX), spare=2)
+    assert len(queued(r, keys)) == 2 and r.llen(keys.bell("etl")) == 0
+    dispatch("run2", (LOAD, INDEX), spare=1)
+    assert len(queued(r, keys)) == 4 and r.llen(keys.bell("etl")) == 2
+    dispatch("run3", (LOAD,), spare=0)
+    assert r.llen(keys.bell("etl")) == 3
+
+
+def test_a_chain_in_a_worker_with_a_free_slot_wakes_no_other_worker(
+        r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """a -> b -> c on the worker's own queue: each next step is claimed in the round trip that records the one
+    before, so no bell is rung for it (only the first, created by CREATE, rang one)."""
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
+    b = JobDef("b", ("to.b",), ("true",), messages=("to.c",), replay=0)
+    c = JobDef("c", ("to.c",), ("true",), replay=0)
+    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b, c), version="v1")).follow_records(), NOW)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    with r.pipeline() as pipe:
+        State(keys, settings).create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(),
+                                     config_version="v1")
+        pipe.execute()
+    r.delete(keys.bell("default"))  # CREATE's bell for a (nobody listens in this test)
+    worker = AngoraWorker(r, keys, settings, concurrency=2, name="w1")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while r.hget(keys.run("run1"), Run.active) != b"0":
+            assert time.monotonic() < deadline, r.hgetall(keys.run("run1"))
+            worker.step(max_wait=0.05)
+    finally:
+        worker.close()
+    assert [hash_as(r, keys.run("run1"), Run)["s:" + j] for j in "abc"] == ["succeeded"] * 3
+    assert r.llen(keys.bell("default")) == 0
+
+
 def test_without_a_follow_record_the_message_goes_to_the_stream(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     """A version no matcher recorded follow records for (or an older release's data): the matcher's path."""
     a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)

@@ -10,7 +10,7 @@
 -- per-argument cost of the client, not Redis, was most of a dispatch.
 -- KEYS: stream paused_jobs rq_queues defs defs_index work metrics approvals events runs outbox accepted unsettled
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
--- ARGV: defs_prefix run_prefix outbox_cap events_on direct n_jobs n_messages n_dispatches batch...
+-- ARGV: defs_prefix run_prefix outbox_cap events_on direct spare n_jobs n_messages n_dispatches batch...
 -- include: publish run_end run_count
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
@@ -36,6 +36,10 @@
 -- and its executions are created as a matcher's would be (pause, cancel, approval gates), with no pending check
 -- and nothing to acknowledge. Atomic with the end that sends it, it is dispatched exactly once: if the
 -- transaction did not happen, the end is recorded again (fenced) and sends it then.
+-- spare: how many executions the caller claims itself right after this call, in the same round trip (a worker's
+-- RECORD then its CLAIM, for its own queues; 0 otherwise): when every execution queued here fits in it, no bell
+-- rings (a bell would wake another worker for a claim that finds nothing). What it leaves queued, if older
+-- executions were ahead, waits for the next claim: workers claim whenever they record and at least every second.
 -- direct 'root': one root message the same call accepted first (send_dispatch.lua, in a fresh run SEND just
 -- created and counted it in): no stream entry, so no pending check and nothing to acknowledge, and no read of the
 -- run (it has no plan and cannot be canceled yet); otherwise as a matcher's: its first execution takes its count
@@ -223,6 +227,9 @@ for _, job in ipairs(jobs) do
                JOBSTATS.last_status, STATUS.queued)
   end
 end
+local total = 0
+for _, n in pairs(bells) do total = total + n end
+if total <= tonumber(spare) then bells = {} end
 for bell, n in pairs(bells) do
   local ones = {}
   for i = 1, math.min(n, cap) do ones[i] = 1 end
