@@ -12,7 +12,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Conflict
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import link_for
+from angora_rq.store.link import Link, link_for
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
@@ -67,7 +67,7 @@ def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget
            wait: Optional[Sequence[Any]]) -> Sent:
     """Run a SEND call, then `wait` in the same round trip: its answer (refusals raised)."""
     try:
-        reply = run_send(r, call, wait, "the message")
+        reply = run_send(link_for(r), call, wait, "the message")
     except redis.exceptions.ResponseError as e:
         raise refused(r, keys, e, budget) from e
     if isinstance(reply, list):
@@ -75,13 +75,13 @@ def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget
     return Sent(msg.run_id, to_str(reply))
 
 
-def run_send(r: redis.Redis, call: Bound, wait: Optional[Sequence[Any]], what: str) -> Any:
-    """Run a call that accepts messages (SEND, SEND_DISPATCH), then `wait` in the same round trip: its raw reply
-    (an error reply raised as ResponseError; Unavailable when Redis is down, NotReplicated past `wait`)."""
+def run_send(link: Link, call: Bound, wait: Optional[Sequence[Any]], what: str) -> Any:
+    """Run a call that accepts messages (SEND, SEND_DISPATCH) on `link`, then `wait` in the same round trip: its raw
+    reply (an error reply raised as ResponseError; Unavailable when Redis is down, NotReplicated past `wait`)."""
     with redis_errors():
         if wait is None:
-            return call.run(link_for(r))
-        reply, acked = call.run_then(link_for(r), wait)
+            return call.run(link)
+        reply, acked = call.run_then(link, wait)
         confirm(acked, what)
         return reply
 

@@ -208,16 +208,17 @@ class Direct:
 def submit_directs(r: redis.Redis, keys: Keys, dispatcher: Dispatcher, sends: Sequence[Direct],
                    budget: Budget = NO_BUDGET, key_ttl: float = Settings.idempotency_ttl,
                    wait: Optional[Sequence[Any]] = None) -> list[Union[Sent, Exception]]:
-    """Accept root messages that each start a fresh run AND dispatch them in one atomic call (send_dispatch.lua):
-    no stream entry, no matcher. All of one definitions version. Each answered and refused as `submit` would,
-    in order (its Sent, or its refusal: Overloaded, Conflict); a refused or repeated message dispatches nothing;
-    a message id is DIRECT_PREFIX + its run id, never a stream entry's. A Redis error (Unavailable), or `wait`'s WAIT
-    unanswered (NotReplicated), is raised for all of them."""
+    """Accept root messages that each start a fresh run AND dispatch them in one atomic call (send_dispatch.lua),
+    on the dispatcher's connection: no stream entry, no matcher. All of one definitions version. Each answered
+    and refused as `submit` would, in order (its Sent, or its refusal: Overloaded, Conflict); a refused or
+    repeated message dispatches nothing; a message id is DIRECT_PREFIX + its run id, never a stream entry's. A
+    Redis error (Unavailable), or `wait`'s WAIT unanswered (NotReplicated), is raised for all of them."""
     if not sends or any(s.version != sends[0].version or not s.msg.new_run for s in sends):
         raise ValueError("submit_directs takes fresh runs' messages of one definitions version")
     now = time.time()
     root, marks = dispatcher.roots([(s.msg, s.jobs, s.plan) for s in sends], sends[0].version, now)
-    replies = run_send(r, _send_dispatch(keys, sends, budget, key_ttl, root.named()), wait, "the messages")
+    call = _send_dispatch(keys, sends, budget, key_ttl, root.named())
+    replies = run_send(dispatcher.link, call, wait, "the messages")
     answers: list[Union[Sent, Exception]] = []
     for s, (kind, first, second) in zip(sends, zip(replies[::3], replies[1::3], replies[2::3])):
         if kind == b"sent":

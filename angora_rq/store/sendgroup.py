@@ -20,6 +20,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.pressure import Budget
 from angora_rq.store.bus import Sent
 from angora_rq.store.dispatch import Direct, Dispatcher, submit_directs
+from angora_rq.store.link import release_link
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,7 +116,10 @@ class SendGroup:
 
     def send(self, direct: Direct) -> Sent:
         """Accept and dispatch `direct` with whatever else is sent meanwhile: its answer, its refusal raised
-        (Overloaded, Conflict), or the batch's Unavailable."""
+        (Overloaded, Conflict), or the batch's Unavailable. The batch goes on the dispatcher's connection; the
+        caller's own (link_for) is given back first: callers waiting for a batch while holding the pool's
+        connections would leave none for the leader's reads (the budget's), and wait for it for ever."""
+        release_link(self.r)
         return self._batches.submit(direct)
 
     def _flush(self, sends: list[Direct]) -> list[Union[Sent, Exception]]:

@@ -222,7 +222,7 @@ def test_concurrent_sends_to_one_web_process_are_each_dispatched_once(angora_env
         s.start("matcher")
         wait_for(lambda: running_version(s.r, s.keys), 60, 0.05, f"the matcher to run ({s.logs()})")
         sender = Sender(start_web(s), "flood.go")
-        sender.send(300, threads=16)
+        sender.send(300, threads=48)  # more than the web process's 16 Redis connections
         assert sender.statuses == {202: 300} and len(set(sender.accepted)) == 300
         assert sender.message_ids == ["direct:" + run for run in sender.accepted]
         assert s.r.xlen(s.keys.stream()) == 0 and s.r.llen(s.keys.rq_queue("default")) == 300

@@ -4,6 +4,8 @@ a batch as each of its messages alone."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -22,7 +24,7 @@ from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.bus import Sent
 from angora_rq.store.dispatch import Direct, Dispatcher, submit_directs
 from angora_rq.store.events import Events, write_wanted
-from angora_rq.store.link import Link
+from angora_rq.store.link import Link, link_for, release_link
 from angora_rq.store.sendgroup import SendGroup
 from angora_testkit import hash_as
 
@@ -222,3 +224,47 @@ def test_a_send_group_makes_one_call_per_definitions_version_and_answers_in_orde
     assert answers[3] == Sent(batch[2].msg.run_id, "direct:" + batch[2].msg.run_id, replayed=True)
     assert r.hget(keys.run(batch[1].msg.run_id), Run.config_version) == b"v2"
     assert r.hget(keys.run(batch[0].msg.run_id), Run.config_version) == b"v1"
+
+
+def test_requests_waiting_for_a_batch_hold_no_connection_the_leader_needs(redis_url: str, keys: Keys) -> None:
+    """The web's threads hold a connection of a bounded pool each (link_for) until their request ends; had the
+    ones waiting for a batch kept theirs, the leader could not get one to send it: every request stalled until
+    the pool's timeout, then failed (seen with 64 concurrent /send on a pool of 16)."""
+    pool = redis.BlockingConnectionPool.from_url(redis_url, max_connections=10, timeout=2)
+    r = redis.Redis(connection_pool=pool)
+    started, go = threading.Event(), threading.Event()
+
+    def budget() -> Budget:  # the leader's first flush waits here, so that the others queue behind it
+        started.set()
+        assert go.wait(30)
+        return NO_BUDGET
+    group = SendGroup(r, keys, Dispatcher(Link(r), keys, Settings(history=10), "web", Events(r, keys)), budget,
+                      60, None)
+    out: dict[int, Any] = {}
+
+    def request(i: int) -> None:
+        try:
+            if i:
+                link_for(r).call("PING")  # a read earlier in the request: the thread holds a connection
+            out[i] = group.send(direct(LOAD))
+        except Exception as e:  # noqa: BLE001 - what the request got
+            out[i] = e
+        finally:
+            release_link(r)
+    threads = [threading.Thread(target=request, args=(0,))]
+    threads[0].start()
+    assert started.wait(30)
+    threads += [threading.Thread(target=request, args=(i,)) for i in range(1, 11)]
+    for t in threads[1:]:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(group._batches._queue) < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    go.set()
+    for t in threads:
+        t.join(30)
+    assert all(isinstance(a, Sent) for a in out.values()) and len(out) == 11, out
+    assert len(queued(r, keys)) == 11
+    r.close()
+    pool.disconnect()
