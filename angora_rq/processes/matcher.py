@@ -61,6 +61,15 @@ class Batch:
     dispatches: list[Dispatch] = field(default_factory=list)
 
 
+# Seconds a matcher waits after a batch smaller than a full one before it reads again, so that under load the next
+# read takes more entries: a DISPATCH's fixed cost (one round trip, the script's entry, the jobs' arguments) is
+# shared by more messages. Measured through the Python API (bench throughput, 3,000 jobs, 3 runs each, twice):
+# Redis commands per job 25.1-25.4 -> 22.6-22.7 and Redis CPU per job 203-220 -> 169-205 us for 1 ms; 2 ms saved
+# no more. At a trickle it costs nothing (a lone message is read at once; only one arriving within the linger after
+# it waits); /send and a worker's follow-up messages do not go through the matcher.
+LINGER = 0.001
+
+
 class Matcher:
     """One matcher process: `step()` handles one batch, `run()` loops until stopped."""
 
@@ -72,6 +81,7 @@ class Matcher:
         snapshot: Callable[[], Snapshot],
         name: Optional[str] = None,
         batch_size: int = 100,
+        linger: float = LINGER,
     ) -> None:
         self.r = r
         self.keys = keys
@@ -79,6 +89,7 @@ class Matcher:
         self.snapshot = snapshot
         self.name = name or f"{host_of(settings)}.{os.getpid()}.{uuid.uuid4().hex[:4]}"
         self.batch_size = batch_size
+        self.linger = linger
         self.link = Link(r)  # the hot path's own connection (link.py)
         self.events = Events(r, keys)
         self.dispatcher = Dispatcher(self.link, keys, settings, self.name, self.events)
@@ -104,7 +115,8 @@ class Matcher:
                 if not group:
                     bus.ensure_group(self.r, self.keys)  # here, not before the loop: Redis may be down at start
                     group = True
-                self.step()
+                if 0 < self.step() < self.batch_size and self.linger:
+                    time.sleep(self.linger)
                 outage.reached()
             except UNREACHABLE as e:
                 outage.failed(e)

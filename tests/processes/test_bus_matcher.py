@@ -82,6 +82,30 @@ def test_matcher_dispatches_plans_and_acks(r: redis.Redis, keys: Keys) -> None:
     assert r.xpending(keys.stream(), MATCHER_GROUP)["pending"] == 0
 
 
+def test_the_matcher_lingers_after_a_partial_batch_only(r: redis.Redis, keys: Keys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a batch smaller than a full one (load, but not a backlog) the loop waits `linger` before reading
+    again, so the next batch is bigger; after an empty read (idle: it blocked already) or a full batch (a backlog)
+    it reads again at once."""
+    from angora_rq.processes import matcher as matcher_module
+    m = Matcher(r, keys, Settings(prefix=keys.prefix), lambda: snap(A), name="m1", batch_size=100, linger=0.25)
+    counts = iter([3, 0, 100, 1])
+    slept: list[float] = []
+
+    def step() -> int:
+        n = next(counts, None)
+        if n is None:
+            m.stopping = True
+            return 0
+        slept.append(-n)  # mark each step in the same list, to see what follows it
+        return n
+
+    monkeypatch.setattr(m, "step", step)
+    monkeypatch.setattr(matcher_module.time, "sleep", slept.append)
+    m.run()
+    assert slept == [-3, 0.25, 0, -100, -1, 0.25]
+
+
 def test_a_claimed_entry_is_dispatched_once_even_if_the_slow_matcher_wakes_up(r: redis.Redis, keys: Keys) -> None:
     settings = dataclasses.replace(Settings(prefix=keys.prefix), claim_idle=0.0)
     s = snap(A, C)
