@@ -241,11 +241,13 @@ def _send_http(port: int, n: int, clients: int = 4) -> None:
 
 
 def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int = 2,
-               concurrency: Optional[int] = None) -> dict[str, Any]:
-    """n trivial jobs (`true`) sent through /send (via='http') or the Python API (via='api'), until all finished."""
+               concurrency: Optional[int] = None, clients: int = 4) -> dict[str, Any]:
+    """n trivial jobs (`true`) sent through /send (via='http', over `clients` connections) or the Python API
+    (via='api'), until all finished."""
     with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
         r, keys = s["r"], s["keys"]
-        send_n = (lambda k: _send_http(s["port"], k)) if via == "http" else (lambda k: _send_api(r, keys, k))
+        send_n = ((lambda k: _send_http(s["port"], k, clients)) if via == "http"
+                  else (lambda k: _send_api(r, keys, k)))
         # Warm up the path first (the web server's workers, each process's connections and scripts).
         send_n(WARMUP)
         wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP, 60, 0.01, "warm-up jobs")
@@ -267,7 +269,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
     seconds = t_end - t0
     return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
             "redis_cpu_us_per_job": redis_cpu / n * 1e6,
-            "failed": failed, "workers": workers, "via": via}
+            "failed": failed, "workers": workers, "via": via, "clients": clients if via == "http" else 0}
 
 
 def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:

@@ -83,6 +83,8 @@ class Bench:
         systems = {
             "angora_http": lambda: A.throughput(self.db(), n, self.logs("angora"), via="http"),
             "angora_api": lambda: A.throughput(self.db(), n, self.logs("angora"), via="api"),
+            # Many clients at once: each web process's concurrent /send requests share one Redis call (group commit).
+            "angora_http_64": lambda: A.throughput(self.db(), n, self.logs("angora"), via="http", clients=64),
             "rq_worker": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker"),
             "rq_worker_2": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker_2"),
             "rq_pool_simple_2": lambda: P.rq_throughput(self.db(), n // 2, self.logs("rq"), "rq_pool_simple_2"),
