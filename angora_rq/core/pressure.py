@@ -13,6 +13,7 @@ is used up); follow-up messages of finished jobs are never refused but count aga
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -137,3 +138,22 @@ def history_view(since: Optional[float], runs: int, retention: float, memory: Op
 def _ratio(used: int, limit: int) -> Optional[float]:
     return round(used / limit, 4) if limit else None
 
+
+class Burst:
+    """Whether sends come in a burst: more than `count` within `window` seconds (in one process).
+
+    A root message that /send dispatches itself costs ~16 Redis commands; the stream path costs ~24 alone but
+    ~12 per message in a matcher batch of 50 (measured with INFO commandstats). At a trickle the direct call
+    saves the matcher's hop (0.4-0.6 ms of /send -> start); in a burst the matcher's batches are cheaper.
+    """
+
+    def __init__(self, count: int = 4, window: float = 0.01) -> None:
+        self.window = window
+        self._times: deque[float] = deque(maxlen=count)
+
+    def note(self, now: float) -> bool:
+        """Count a send at `now`; True when it belongs to a burst (the last `count` sends fit in `window`)."""
+        full = len(self._times) == self._times.maxlen
+        burst = full and now - self._times[0] < self.window
+        self._times.append(now)
+        return burst

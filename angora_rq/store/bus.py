@@ -12,7 +12,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Conflict
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import Link, link_for
+from angora_rq.store.link import link_for
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
@@ -25,8 +25,8 @@ from angora_rq.store.scripts import SEND, Bound, field_pairs
 
 @dataclass(frozen=True)
 class Sent:
-    """The answer to a send: the run and stream entry of the message (`direct:<run id>` when it was dispatched
-    without one: dispatch.submit_directs), and whether it repeats an earlier send."""
+    """The answer to a send: the run and stream entry of the message (dispatch.direct_id when it was dispatched
+    without one), and whether it repeats an earlier send."""
 
     run_id: str
     message_id: str
@@ -46,18 +46,18 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
     `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
     params. `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it
     counts as accepted, in the same round trip; `NotReplicated` (503) when none did in time."""
-    return answer(r, keys, msg, send_call(keys, msg, budget, key, key_ttl), budget, wait)
+    return answer(r, keys, msg, send_call(keys, msg, budget, key, key_ttl, ""), budget, wait)
 
 
-def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float) -> Bound:
-    """SEND's call for a message, to go on the stream (dispatch.submit_directs has SEND_DISPATCH call SEND for
-    messages it dispatches with no stream entry)."""
+def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float, entry: str,
+              now: Optional[float] = None) -> Bound:
+    """SEND's call for a message (`entry`: SEND's, '' to add a stream entry; see dispatch.submit_direct)."""
     return SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
                      accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
                      unsettled=keys.runs_unsettled(), budget=budget.work,
-                     accepted_cap=budget.accepted_cap, now=repr(msg.sent_at or time.time()), run_id=msg.run_id,
+                     accepted_cap=budget.accepted_cap, now=repr(now or msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
-                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0", entry="",
+                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0", entry=entry,
                      fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
                      events_on=keys.events_on(),
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
@@ -65,34 +65,28 @@ def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float
 
 def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget,
            wait: Optional[Sequence[Any]]) -> Sent:
-    """Run a SEND call, then `wait` in the same round trip: its answer (refusals raised)."""
-    try:
-        reply = run_send(link_for(r), call, wait, "the message")
-    except redis.exceptions.ResponseError as e:
-        raise refused(r, keys, e, budget) from e
+    """Run a SEND (or SEND_DISPATCH) call, then `wait` in the same round trip: its answer (refusals raised)."""
+    with redis_errors():
+        try:
+            if wait is None:
+                reply = call.run(link_for(r))
+            else:
+                reply, acked = call.run_then(link_for(r), wait)
+                confirm(acked, "the message")
+        except redis.exceptions.ResponseError as e:
+            raise _refused(r, keys, e, budget) from e
     if isinstance(reply, list):
         return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True)
     return Sent(msg.run_id, to_str(reply))
 
 
-def run_send(link: Link, call: Bound, wait: Optional[Sequence[Any]], what: str) -> Any:
-    """Run a call that accepts messages (SEND, SEND_DISPATCH) on `link`, then `wait` in the same round trip: its raw
-    reply (an error reply raised as ResponseError; Unavailable when Redis is down, NotReplicated past `wait`)."""
-    with redis_errors():
-        if wait is None:
-            return call.run(link)
-        reply, acked = call.run_then(link, wait)
-        confirm(acked, what)
-        return reply
-
-
-def refused(r: redis.Redis, keys: Keys, e: redis.exceptions.ResponseError, budget: Budget) -> Exception:
+def _refused(r: redis.Redis, keys: Keys, e: redis.exceptions.ResponseError, budget: Budget) -> Exception:
     """The error SEND refused a message with, counted for /metrics; anything else unchanged."""
     text = str(e)
-    over = refusal(text, budget)
-    if over is not None:
+    refused = refusal(text, budget)
+    if refused is not None:
         count_refused(r, keys, "backlog")
-        return over
+        return refused
     if text.startswith("KEYREUSE"):
         count_refused(r, keys, "key_reuse")
         _, run_id, entry = text.split()

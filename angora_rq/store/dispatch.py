@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import redis
 
@@ -14,7 +14,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.execution import UNVERSIONED
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.events import OUTBOX_CAP, Events
-from angora_rq.core.messages import Message, fingerprint, new_execution_id
+from angora_rq.core.messages import Message, new_execution_id
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import plan_ref
 from angora_rq.core.rqcompat import job_mapping, utc_iso
@@ -23,12 +23,10 @@ from angora_rq.core.pressure import NO_BUDGET, Budget
 from angora_rq.core.settings import Settings
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import DISPATCH, SEND_DISPATCH, Bound, field_pairs
-from angora_rq.store.bus import Sent, refused, run_send
+from angora_rq.store.bus import Sent, answer, send_call
 from angora_rq.store.state import BELL_CAP, State
 
-# The message id of a message dispatched with no stream entry (submit_directs): DIRECT_PREFIX + its run id (its
-# run is fresh, so this message is its only one so far); a stream entry's id is `<ms>-<seq>`.
-DIRECT_PREFIX = "direct:"
+DIRECT_PREFIX = "direct:"  # the message id of a message dispatched with no stream entry (submit_direct)
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
 _PER_EXECUTION = (RqJob.created_at, RqJob.description, RqJob.status)
 RECORD_EVERY = 60.0  # seconds: how often a matcher records again a spec, a plan and its version's use
@@ -113,14 +111,13 @@ class Dispatcher:
         marks: list[tuple[str, str, str]] = []
         return self._bind(batch, version, now, marks, direct="1", spare=spare), marks
 
-    def roots(self, sends: Sequence[tuple[Message, Sequence[JobDef], str]], version: str,
-              now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
-        """The DISPATCH call (its 'root' mode) of root messages that each start a fresh run, for a script that
-        accepts them first in the same call (submit_directs): each (message, its jobs (no parent_success join),
-        its run's plan JSON). Returns the call and what it records (`recorded`, once it went through)."""
+    def root(self, msg: Message, jobs: Sequence[JobDef], plan: str, version: str,
+             now: float) -> tuple[Bound, list[tuple[str, str, str]]]:
+        """The DISPATCH call (its 'root' mode) of a root message that starts a fresh run, for a script that accepts
+        it first in the same call (submit_direct): its executions of `jobs` (no parent_success join), its
+        run's `plan` (JSON) written. Returns the call and what it records (`recorded`, once it went through)."""
         marks: list[tuple[str, str, str]] = []
-        batch = Outgoing([("", msg, "=" + plan) for msg, _, plan in sends],
-                         [(m, job) for m, (_, jobs, _) in enumerate(sends) for job in jobs])
+        batch = Outgoing([("", msg, "=" + plan)], [(0, job) for job in jobs])
         return self._bind(batch, version, now, marks, direct="root", spare=0), marks
 
     def recorded(self, marks: list[tuple[str, str, str]], now: float) -> None:
@@ -195,59 +192,43 @@ class Dispatcher:
         return cached
 
 
-@dataclass(frozen=True)
-class Direct:
-    """A root message that starts a fresh run, to accept and dispatch at once (submit_directs): the jobs it
-    triggers (none a parent_success join), its run's plan JSON, the definitions' version (the matchers'), and the
-    idempotency key it came with ('' for none)."""
-
-    msg: Message
-    jobs: Sequence[JobDef]
-    plan: str
-    version: str
-    key: str = ""
-
-
-def submit_directs(r: redis.Redis, keys: Keys, dispatcher: Dispatcher, sends: Sequence[Direct],
-                   budget: Budget = NO_BUDGET, key_ttl: float = Settings.idempotency_ttl,
-                   wait: Optional[Sequence[Any]] = None) -> list[Union[Sent, Exception]]:
-    """Accept root messages that each start a fresh run AND dispatch them in one atomic call (send_dispatch.lua),
-    on the dispatcher's connection: no stream entry, no matcher. All of one definitions version. Each answered
-    and refused as `submit` would, in order (its Sent, or its refusal: Overloaded, Conflict); a refused or
-    repeated message dispatches nothing; a message id is DIRECT_PREFIX + its run id, never a stream entry's. A
-    Redis error (Unavailable), or `wait`'s WAIT unanswered (NotReplicated), is raised for all of them."""
-    if not sends or any(s.version != sends[0].version or not s.msg.new_run for s in sends):
-        raise ValueError("submit_directs takes fresh runs' messages of one definitions version")
-    now = time.time()
-    root, marks = dispatcher.roots([(s.msg, s.jobs, s.plan) for s in sends], sends[0].version, now)
-    call = _send_dispatch(keys, sends, budget, key_ttl, root.named())
-    replies = run_send(dispatcher.link, call, wait, "the messages")
-    answers: list[Union[Sent, Exception]] = []
-    for s, (kind, first, second) in zip(sends, zip(replies[::3], replies[1::3], replies[2::3])):
-        if kind == b"sent":
-            answers.append(Sent(s.msg.run_id, to_str(first)))
-        elif kind == b"again":
-            answers.append(Sent(to_str(first), to_str(second), replayed=True))
-        else:
-            answers.append(refused(r, keys, redis.exceptions.ResponseError(to_str(first)), budget))
-    if any(isinstance(a, Sent) and not a.replayed for a in answers):
+def submit_direct(r: redis.Redis, keys: Keys, msg: Message, dispatcher: Dispatcher, jobs: Sequence[JobDef],
+                  plan: str, version: str, budget: Budget = NO_BUDGET, key: str = "",
+                  key_ttl: float = Settings.idempotency_ttl, wait: Optional[Sequence[Any]] = None) -> Sent:
+    """Accept a root message that starts a fresh run AND dispatch it to `jobs` (none a parent_success join) in
+    one atomic call (send_dispatch.lua): no stream entry, no matcher. `plan`: the run's plan JSON, `version`: the
+    definitions' (the matchers'). Answers and refuses as `submit` does (a repeat dispatches nothing); the
+    message id is `direct_id(msg)`, never a stream entry's."""
+    now = msg.sent_at or time.time()
+    root, marks = dispatcher.root(msg, jobs, plan, version, now)
+    call = _send_dispatch(send_call(keys, msg, budget, key, key_ttl, direct_id(msg), now).named(), root.named())
+    sent = answer(r, keys, msg, call, budget, wait)
+    if not sent.replayed:
         dispatcher.recorded(marks, now)
-    return answers
+    return sent
 
 
-def _send_dispatch(keys: Keys, sends: Sequence[Direct], budget: Budget, key_ttl: float, d: dict[str, Any]) -> Bound:
-    """SEND_DISPATCH's call: SEND's values for `sends`, DISPATCH's (`d`, by name) for their root mode (DISPATCH's
-    events_on, a flag, is `listened`: SEND's events_on is a key)."""
-    idem = [x for s in sends for x in ((keys.idempotency(s.key), fingerprint(s.msg)) if s.key else ("", ""))]
+def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
+    """SEND_DISPATCH's call from SEND's (`s`) and DISPATCH's (`d`) values by name (DISPATCH's events_on, a flag,
+    is `listened`: SEND's events_on is a key)."""
+    differ = sorted(n for n in s.keys() & d.keys() if n != "events_on" and s[n] != d[n])
+    if differ:
+        raise ValueError(f"SEND and DISPATCH disagree on {differ}")
     return SEND_DISPATCH.bind(
-        stream=d["stream"], runs=d["runs"], work=d["work"], accepted=d["accepted"], unsettled=d["unsettled"],
-        events=d["events"], outbox=d["outbox"], events_on=keys.events_on(), paused_jobs=d["paused_jobs"],
-        rq_queues=d["rq_queues"], defs=d["defs"], defs_index=d["defs_index"], metrics=d["metrics"],
-        approvals=d["approvals"], budget=budget.work, accepted_cap=budget.accepted_cap, now=d["now"],
-        idem_ttl=max(1, int(key_ttl)), run_prefix=d["run_prefix"], outbox_cap=d["outbox_cap"],
-        direct_prefix=DIRECT_PREFIX, now_iso=d["now_iso"], history=d["history"], group=d["group"],
-        consumer=d["consumer"], first=d["first"], last=d["last"], config_version=d["config_version"],
-        bell_cap=d["bell_cap"], exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"],
-        defs_prefix=d["defs_prefix"], listened=d["events_on"], direct=d["direct"], n_jobs=d["n_jobs"],
-        n_messages=d["n_messages"], n_dispatches=d["n_dispatches"], rest=[*idem, *d["batch"]])
+        stream=s["stream"], run=s["run"], runs=s["runs"], work=s["work"], accepted=s["accepted"], idem=s["idem"],
+        unsettled=s["unsettled"], events=s["events"], outbox=s["outbox"], events_on=s["events_on"],
+        paused_jobs=d["paused_jobs"], rq_queues=d["rq_queues"], defs=d["defs"], defs_index=d["defs_index"],
+        metrics=d["metrics"], approvals=d["approvals"], budget=s["budget"], accepted_cap=s["accepted_cap"],
+        now=s["now"], run_id=s["run_id"], topic=s["topic"], origin=s["origin"], idem_ttl=s["idem_ttl"],
+        fingerprint=s["fingerprint"], fresh=s["fresh"], run_prefix=s["run_prefix"], outbox_cap=s["outbox_cap"],
+        entry=s["entry"], now_iso=d["now_iso"], history=d["history"], group=d["group"], consumer=d["consumer"],
+        first=d["first"], last=d["last"], config_version=d["config_version"], bell_cap=d["bell_cap"],
+        exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"], defs_prefix=d["defs_prefix"],
+        listened=d["events_on"], direct=d["direct"], spare=d["spare"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
+        n_dispatches=d["n_dispatches"], n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
 
+
+def direct_id(msg: Message) -> str:
+    """The message id answered for a message dispatched with no stream entry (submit_direct): `direct:<run id>`
+    (its run is fresh, so this message is its only one so far); a stream entry id is `<ms>-<seq>`."""
+    return DIRECT_PREFIX + msg.run_id

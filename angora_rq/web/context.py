@@ -28,8 +28,6 @@ from angora_rq.store.link import Link
 from angora_rq.store.pressure import Pressure
 from angora_rq.store.queries import Queries
 from angora_rq.store.reloads import reload_requests
-from angora_rq.store.replication import wait_command
-from angora_rq.store.sendgroup import SendGroup
 from angora_rq.store.versions import running_version
 
 log = logging.getLogger(__name__)
@@ -140,7 +138,7 @@ class Angora:
     control: Control
     definitions: Definitions
     pressure: Pressure
-    sends: SendGroup  # the root messages /send dispatches itself (web/send.py), coalesced
+    dispatcher: Dispatcher  # for the root messages /send dispatches itself (web/send.py)
     _followed: Optional[str] = None  # the matchers' version last seen (and reloaded for)
     _running: Optional[str] = None  # the matchers' version as matched_snapshot last read it...
     _running_at: float = float("-inf")  # ...then (time.monotonic)
@@ -151,11 +149,8 @@ class Angora:
         r = connect(settings, pool_size=REDIS_CONNECTIONS, socket_timeout=10)
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
-        pressure = Pressure(r, keys, settings)
-        sends = SendGroup(r, keys, Dispatcher(Link(r), keys, settings, "web", Events(r, keys)), pressure.budget,
-                          settings.idempotency_ttl, wait_command(settings))
         return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
-                   pressure, sends)
+                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web", Events(r, keys)))
 
     @property
     def source(self) -> Optional[ConfigSource]:

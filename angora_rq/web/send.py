@@ -2,8 +2,7 @@
 
 A message that starts a fresh run, when this process's definitions are the matchers' version, is dispatched in
 the same atomic call that accepts it (`direct_jobs`): its executions are queued with no stream entry and no matcher
-hop (its message_id is then `direct:<run id>`); the process's concurrent ones share that call (store/sendgroup.py),
-so a burst costs Redis less per message than the stream would. Any other goes on the stream for a matcher.
+hop (its message_id is then `direct:<run id>`); any other goes on the stream for a matcher.
 
 An `Idempotency-Key` header (or a `key` field) makes a send idempotent: a repeat within ANGORA_IDEMPOTENCY_TTL
 (24 h) gets the first answer back, with `Idempotent-Replayed: true`, and sends nothing (store/lua/send.lua).
@@ -11,6 +10,7 @@ An `Idempotency-Key` header (or a `key` field) makes a send idempotent: a repeat
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 
 from angora_rq.store.bus import submit
-from angora_rq.store.dispatch import Direct
+from angora_rq.store.dispatch import submit_direct
 from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import InvalidInput
@@ -26,6 +26,7 @@ from angora_rq.core.events import is_event
 from angora_rq.core.messages import Message, check_idempotency_key
 from angora_rq.core.model import JobDef
 from angora_rq.core.plans import run_plan_json
+from angora_rq.core.pressure import Burst
 from angora_rq.core.security import parse_json
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.metrics import count_refused
@@ -144,9 +145,12 @@ def message_from_request() -> Submission:
         raise
 
 
+BURST = Burst()  # this process's recent sends
+
+
 def direct_jobs(snap: Optional[Snapshot], msg: Message) -> list[JobDef]:
     """The jobs this process may dispatch a root message to itself, in the call that accepts it (store/dispatch.py
-    submit_directs: no stream entry, no matcher hop); [] when it goes on the stream for a matcher instead: our
+    submit_direct: no stream entry, no matcher hop); [] when it goes on the stream for a matcher instead: our
     definitions are not the matchers' (`snap` None: Angora.matched_snapshot), the message joins an existing run (a
     plan to merge), its topic is an event's, no job takes it, or a parent_success join does (joins read the run)."""
     if snap is None or not msg.new_run or is_event(msg.topic):
@@ -160,10 +164,13 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
     body and extra headers (503 when Redis is down or full, or a budget is used up: core/pressure.py; 409 when its
     idempotency key was used for another message)."""
     snap = ext.matched_snapshot()
-    jobs = direct_jobs(snap, sub.msg)
+    # In a burst the matcher's batches cost Redis less per message than dispatching each one here (core/pressure.py).
+    jobs = [] if BURST.note(time.monotonic()) else direct_jobs(snap, sub.msg)
     with redis_errors():
         if snap is not None and jobs:
-            sent = ext.sends.send(Direct(sub.msg, jobs, run_plan_json(snap, sub.msg.topic), snap.version, sub.key))
+            sent = submit_direct(ext.r, ext.keys, sub.msg, ext.dispatcher, jobs, run_plan_json(snap, sub.msg.topic),
+                                 snap.version, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
+                                 wait=wait_command(ext.settings))
         else:
             sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
                           wait=wait_command(ext.settings))

@@ -24,7 +24,6 @@ from angora_rq.core.settings import Settings
 from angora_rq.processes.redis_server import free_port
 from angora_rq.store import bus
 from angora_rq.store.pressure import Pressure
-from angora_rq.store.versions import running_version
 
 FLOOD = """\
 - name: step_a
@@ -63,7 +62,6 @@ class Sender:
         self.port, self.body = port, f"msg={topic}".encode()
         self.statuses: Counter[int] = Counter()
         self.accepted: list[str] = []  # run ids of the 202s
-        self.message_ids: list[str] = []  # and their message ids, in the same order
         self.refusals: list[tuple[str, dict[str, Any]]] = []  # (Retry-After, body) of the first 503s
         self._lock = threading.Lock()
 
@@ -86,7 +84,6 @@ class Sender:
                 self.statuses[resp.status] += 1
                 if resp.status == 202:
                     self.accepted.append(payload["run_id"])
-                    self.message_ids.append(payload["message_id"])
                 elif resp.status == 503 and len(self.refusals) < 100:
                     self.refusals.append((resp.getheader("Retry-After") or "", payload))
         conn.close()
@@ -209,30 +206,6 @@ def test_past_the_work_budget_send_is_503_and_every_accepted_message_runs(angora
     got = flood(angora_env, tmp_path, sends=200, threads=2, budget="50")
     check_flood(got, 200, 50)
     assert len(got["sender"].accepted) == 50  # the sends are not concurrent enough to fall short
-
-
-def test_concurrent_sends_to_one_web_process_are_each_dispatched_once(angora_env: dict[str, str],
-                                                                     tmp_path: Path) -> None:
-    """Many /send at once to one web process, whose definitions are the matchers': its direct sends, coalesced
-    (store/sendgroup.py), answer each its own run with no stream entry; every run runs once, its follow-up too."""
-    out = tmp_path / "out"
-    out.mkdir()
-    s = System(angora_env, write_config(tmp_path / "config", FLOOD.format(out=out)), tmp_path)
-    try:
-        s.start("matcher")
-        wait_for(lambda: running_version(s.r, s.keys), 60, 0.05, f"the matcher to run ({s.logs()})")
-        sender = Sender(start_web(s), "flood.go")
-        sender.send(300, threads=48)  # more than the web process's 16 Redis connections
-        assert sender.statuses == {202: 300} and len(set(sender.accepted)) == 300
-        assert sender.message_ids == ["direct:" + run for run in sender.accepted]
-        assert s.r.xlen(s.keys.stream()) == 0 and s.r.llen(s.keys.rq_queue("default")) == 300
-        s.start("worker", "-c", "8")
-        wait_for(lambda: len(lines(out / "b.txt")) >= 300 and counter(s.r, s.keys.work()) == 0, 120, 0.2,
-                 f"every workflow to run ({s.logs()})")
-        time.sleep(0.5)  # anything run twice would show now
-        assert sorted(lines(out / "a.txt")) == sorted(lines(out / "b.txt")) == sorted(sender.accepted)
-    finally:
-        s.stop()
 
 
 def test_angora_send_past_the_budget_exits_75(angora_env: dict[str, str], tmp_path: Path) -> None:

@@ -40,11 +40,10 @@
 -- RECORD then its CLAIM, for its own queues; 0 otherwise): when every execution queued here fits in it, no bell
 -- rings (a bell would wake another worker for a claim that finds nothing). What it leaves queued, if older
 -- executions were ahead, waits for the next claim: workers claim whenever they record and at least every second.
--- direct 'root': root messages the same call accepted first (send_dispatch.lua, each in a fresh run SEND just
--- created and counted it in; only those SEND accepted are passed on): no stream entry, so no pending check and
--- nothing to acknowledge, and no read of the run (it has no plan and cannot be canceled yet); otherwise as a
--- matcher's: its first execution takes its count over, and a message that creates nothing stops counting (its
--- run may end with it).
+-- direct 'root': one root message the same call accepted first (send_dispatch.lua, in a fresh run SEND just
+-- created and counted it in): no stream entry, so no pending check and nothing to acknowledge, and no read of the
+-- run (it has no plan and cannot be canceled yet); otherwise as a matcher's: its first execution takes its count
+-- over, and a message that creates nothing stops counting (its run may end with it).
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
 -- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
 local function due_in(seconds)
