@@ -83,7 +83,7 @@ class Bench:
         systems = {
             "angora_http": lambda: A.throughput(self.db(), n, self.logs("angora"), via="http"),
             "angora_api": lambda: A.throughput(self.db(), n, self.logs("angora"), via="api"),
-            # Many clients at once: each web process's concurrent /send requests share one Redis call (group commit).
+            # Many clients at once (the 4-connection row is the one the targets read).
             "angora_http_64": lambda: A.throughput(self.db(), n, self.logs("angora"), via="http", clients=64),
             "rq_worker": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker"),
             "rq_worker_2": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker_2"),

@@ -275,7 +275,7 @@ class AngoraWorker:
             self._want_work.set()
         else:
             self._want_work.clear()
-        self._wait(self._wait_timeout(max_wait))
+        self._wait(self._wait_timeout(max_wait, claimed))
         self._handle_control()
         self._handle_stop()
         finished = self._reap(time.time())
@@ -334,9 +334,13 @@ class AngoraWorker:
         except (ValueError, OSError):
             pass  # already finished (spawn error): the next poll reports it
 
-    def _wait_timeout(self, max_wait: float) -> float:
-        # No claim again right away after one that left slots free: CLAIM pops until the slots are full or the
-        # queues are empty, so it would find nothing; what is queued since rings a bell.
+    def _wait_timeout(self, max_wait: float, claimed: int) -> float:
+        if claimed and len(self.active) < self.concurrency:
+            # There may be more work queued: claim again right away. Under load this polling beats waiting for a
+            # bell (/send: 1,236-1,263 jobs/s with it, 1,060-1,085 without, back to back); its cost is at a
+            # trickle, where the empty claim can hold up the reap of a short command (3-job chain p50 7.4-8.5 ms
+            # with it, 6.6-7.1 without, in the same session).
+            return 0.0
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
         if (sweep := self.orphans.next_deadline()) is not None:
             deadlines.append(sweep)

@@ -51,22 +51,6 @@ def test_the_claim_sent_with_a_batchs_records_survives_a_server_that_forgot_its_
     assert worker.stats.claims >= 2
 
 
-def test_a_claim_that_left_slots_free_is_not_repeated_at_once(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
-    """CLAIM pops until the slots are full or the queues are empty: after one that left a slot free the worker
-    waits (for its command, a bell or its heartbeat) instead of asking again, so one step runs the command to
-    its end and records it (before, the step returned at once for a claim that found nothing)."""
-    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=60.0)  # a beat every 12 s
-    xid = _create(r, keys, settings, JOB)
-    worker = AngoraWorker(r, keys, settings, concurrency=2, name="w1")
-    worker.start()
-    try:
-        worker.step(max_wait=30.0)
-        assert _status(r, keys, xid) == ("succeeded", "exit")
-        assert worker.stats.claims == 2  # the one that started it, and the one riding with its record
-    finally:
-        worker.close()
-
-
 # -- nothing a command starts outlives its execution ------------------------------------------------------------
 def _settings(keys: Keys, tmp_path: Path) -> Settings:
     return Settings(prefix=keys.prefix, data_dir=tmp_path / "data", kill_grace=0.5)
