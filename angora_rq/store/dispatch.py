@@ -224,7 +224,7 @@ def _send_dispatch(s: dict[str, Any], d: dict[str, Any]) -> Bound:
         entry=s["entry"], now_iso=d["now_iso"], history=d["history"], group=d["group"], consumer=d["consumer"],
         first=d["first"], last=d["last"], config_version=d["config_version"], bell_cap=d["bell_cap"],
         exec_prefix=d["exec_prefix"], rq_job_prefix=d["rq_job_prefix"], defs_prefix=d["defs_prefix"],
-        listened=d["events_on"], direct=d["direct"], spare=d["spare"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
+        listened=d["events_on"], direct=d["direct"], n_jobs=d["n_jobs"], n_messages=d["n_messages"],
         n_dispatches=d["n_dispatches"], n_fields=len(s["fields"]), rest=[*s["fields"], *d["batch"]])
 
 

@@ -5,11 +5,11 @@
 -- KEYS: stream run runs work accepted idem unsettled events outbox events_on paused_jobs rq_queues defs defs_index metrics approvals
 -- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap entry
 -- ARGV: now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix defs_prefix
--- ARGV: listened direct spare n_jobs n_messages n_dispatches n_fields rest...
+-- ARGV: listened direct n_jobs n_messages n_dispatches n_fields rest...
 -- include: send dispatch
 -- Names are SEND's and DISPATCH's (see their headers); entry: the answer instead of an entry id (SEND's);
 -- direct: 'root'; rest: SEND's n_fields fields, then DISPATCH's batch; listened: DISPATCH's events_on (a flag; the
--- name is SEND's key's here).
+-- name is SEND's key's here). DISPATCH's spare is 0: no claim follows in this call.
 -- Returns SEND's answer: `entry` (dispatched), {first run id, first answer} for a repeat, or SEND's error.
 local function with(list, from, to)  -- list, then ARGV[from..to] (unpack() is limited to a few thousand values)
   for i = from, to do list[#list + 1] = ARGV[i] end
@@ -23,6 +23,6 @@ if type(sent) == 'table' then return sent end
 dispatch({stream, paused_jobs, rq_queues, defs, defs_index, work, metrics, approvals, events, runs, outbox, accepted,
           unsettled},
          with({now, now_iso, history, group, consumer, first, last, config_version, bell_cap, exec_prefix,
-               rq_job_prefix, defs_prefix, run_prefix, outbox_cap, listened, direct, spare, n_jobs, n_messages,
+               rq_job_prefix, defs_prefix, run_prefix, outbox_cap, listened, direct, 0, n_jobs, n_messages,
                n_dispatches}, rest + nf, #ARGV))
 return sent
