@@ -45,6 +45,33 @@ def queued(r: redis.Redis, keys: Keys, queue: str = "etl") -> list[str]:
     return [x.decode() for x in r.lrange(keys.rq_queue(queue), 0, -1)]
 
 
+def run_chain(r: redis.Redis, keys: Keys, tmp_path: Path, concurrency: int, bell: bool = True) -> dict[str, str]:
+    """Run a -> b -> c (follow records of version v1) in one worker of `concurrency` slots, stepped until the run
+    has nothing in flight; its run hash. bell=False: CREATE's bell for a is dropped first (nobody listens here), so
+    the bell shows only what the chain's own steps ring."""
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
+    b = JobDef("b", ("to.b",), ("true",), messages=("to.c",), replay=0)
+    c = JobDef("c", ("to.c",), ("true",), replay=0)
+    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b, c), version="v1")).follow_records(), NOW)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    with r.pipeline() as pipe:
+        State(keys, settings, Events(r, keys)).create(pipe, a, Message.create("go", None, "run1", origin="test"),
+                                                      time.time(), config_version="v1")
+        pipe.execute()
+    if not bell:
+        r.delete(keys.bell("default"))
+    worker = AngoraWorker(r, keys, settings, concurrency=concurrency, name="w1")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while r.hget(keys.run("run1"), Run.active) != b"0":
+            assert time.monotonic() < deadline, r.hgetall(keys.run("run1"))
+            worker.step(max_wait=0.05)
+    finally:
+        worker.close()
+    return hash_as(r, keys.run("run1"), Run)
+
+
 def test_a_direct_dispatch_creates_and_counts_and_leaves_nothing_for_a_matcher(r: redis.Redis, keys: Keys) -> None:
     assert direct(r, keys, (LOAD, INDEX)) == [[2]]
     ids = queued(r, keys)
@@ -99,26 +126,8 @@ def test_a_worker_runs_a_chain_without_the_stream_and_events_are_published_once(
         r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     """a -> b -> c in one worker: each next step is created in the transaction that records the one before, and
     the claim riding on it starts it; every execution's and the run's events are published once."""
-    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
-    b = JobDef("b", ("to.b",), ("true",), messages=("to.c",), replay=0)
-    c = JobDef("c", ("to.c",), ("true",), replay=0)
-    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b, c), version="v1")).follow_records(), NOW)
     r.hset(keys.events(), mapping={t: "w" for t in ("angora.execution.succeeded", "angora.run.succeeded")})
-    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
-    state = State(keys, settings, Events(r, keys))
-    with r.pipeline() as pipe:
-        state.create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(), config_version="v1")
-        pipe.execute()
-    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        while r.hget(keys.run("run1"), Run.active) != b"0":
-            assert time.monotonic() < deadline, r.hgetall(keys.run("run1"))
-            worker.step(max_wait=0.05)
-    finally:
-        worker.close()
-    run = hash_as(r, keys.run("run1"), Run)
+    run = run_chain(r, keys, tmp_path, concurrency=1)
     assert [run["s:" + j] for j in "abc"] == ["succeeded"] * 3
     assert not r.exists(keys.stream())  # no matcher ran, and none had anything to do
     topics = [json.loads(e)["event"] for e in reversed(r.lrange(keys.webhook_outbox(), 0, -1))]
@@ -150,26 +159,8 @@ def test_a_chain_in_a_worker_with_a_free_slot_wakes_no_other_worker(
         r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     """a -> b -> c on the worker's own queue: each next step is claimed in the round trip that records the one
     before, so no bell is rung for it (only the first, created by CREATE, rang one)."""
-    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
-    b = JobDef("b", ("to.b",), ("true",), messages=("to.c",), replay=0)
-    c = JobDef("c", ("to.c",), ("true",), replay=0)
-    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b, c), version="v1")).follow_records(), NOW)
-    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
-    with r.pipeline() as pipe:
-        State(keys, settings).create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(),
-                                     config_version="v1")
-        pipe.execute()
-    r.delete(keys.bell("default"))  # CREATE's bell for a (nobody listens in this test)
-    worker = AngoraWorker(r, keys, settings, concurrency=2, name="w1")
-    worker.start()
-    try:
-        deadline = time.monotonic() + 30
-        while r.hget(keys.run("run1"), Run.active) != b"0":
-            assert time.monotonic() < deadline, r.hgetall(keys.run("run1"))
-            worker.step(max_wait=0.05)
-    finally:
-        worker.close()
-    assert [hash_as(r, keys.run("run1"), Run)["s:" + j] for j in "abc"] == ["succeeded"] * 3
+    run = run_chain(r, keys, tmp_path, concurrency=2, bell=False)
+    assert [run["s:" + j] for j in "abc"] == ["succeeded"] * 3
     assert r.llen(keys.bell("default")) == 0
 
 
