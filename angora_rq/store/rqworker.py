@@ -5,7 +5,7 @@ The record: the hash `rq:worker:<name>` (birth, last_heartbeat, queues, pid, hos
 python_version; `death` once gone) and the worker's hash key in `rq:workers` and in `rq:workers:<queue>` for each
 of its queues. Written here rather than through `rq.Worker` because importing rq's package is what the worker
 process would pay for it: about 1.3 MiB of RSS and 44 modules, for three writes. The worker's heartbeat keeps the
-hash's `last_heartbeat`, `state` and expiry up to date (processes/worker.py).
+hash's `last_heartbeat`, `state` and expiry up to date (processes/lease.py).
 """
 from __future__ import annotations
 

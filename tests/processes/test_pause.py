@@ -14,7 +14,7 @@ from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
-from angora_rq.processes.worker import claim_call
+from angora_rq.store.claiming import claim_call
 from angora_rq.store.link import Link
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State

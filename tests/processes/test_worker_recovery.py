@@ -19,7 +19,8 @@ from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor
-from angora_rq.processes.worker import AngoraWorker, claim_call
+from angora_rq.processes.worker import AngoraWorker
+from angora_rq.store.claiming import claim_call
 from angora_rq.store.link import Link
 from angora_rq.store.queries import Queries
 from angora_rq.core.schema import Exec, Run
@@ -107,7 +108,7 @@ def test_an_end_whose_record_fails_is_kept_and_counted_once(r: redis.Redis, keys
     after Redis applied it (writing it again must not count it twice)."""
     (xid,) = queue(r, keys, settings, TRUE)
     worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
-    worker.link = LosingLink(r, "execute", deliver)
+    worker.link = worker.recorder.link = LosingLink(r, "execute", deliver)
     worker.start()
     try:
         step_until(worker, lambda: worker.link.lost and not worker.outbox)  # type: ignore[attr-defined]
@@ -119,7 +120,7 @@ def test_an_end_whose_record_fails_is_kept_and_counted_once(r: redis.Redis, keys
 def test_a_claim_whose_reply_was_lost_is_found_and_run(r: redis.Redis, keys: Keys, settings: Settings) -> None:
     (xid,) = queue(r, keys, settings, TRUE)
     worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
-    worker.link = LosingLink(r, "script", deliver=True)
+    worker.link = worker.recorder.link = LosingLink(r, "script", deliver=True)
     worker.start()
     try:
         step_until(worker, lambda: status(r, keys, xid) == "succeeded")
@@ -214,7 +215,7 @@ def test_the_heartbeat_thread_does_not_keep_a_stuck_loop_alive(r: redis.Redis, k
     try:
         worker.step(max_wait=0.0)
         assert r.exists(keys.worker_alive("w1"))
-        worker._loop_at = time.monotonic() - 1000  # its loop has not begun a step for long
+        worker.lease.loop_at = time.monotonic() - 1000  # its loop has not begun a step for long
         deadline = time.monotonic() + 30
         while r.exists(keys.worker_alive("w1")):
             assert time.monotonic() < deadline, "the lease never lapsed"

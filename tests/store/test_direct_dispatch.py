@@ -16,7 +16,8 @@ from angora_rq.core.schema import Defs, Exec, Metrics, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.processes.matcher import Matcher
-from angora_rq.processes.worker import AngoraWorker, claim_call
+from angora_rq.processes.worker import AngoraWorker
+from angora_rq.store.claiming import claim_call
 from angora_rq.store import bus
 from angora_rq.store.dispatch import Dispatcher, Outgoing, record_follow
 from angora_rq.store.events import Events

@@ -11,7 +11,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
-from angora_rq.processes.worker import claim_call
+from angora_rq.store.claiming import claim_call
 from angora_rq.store.bus import send
 from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link

@@ -19,7 +19,7 @@ from angora_rq.core.schema import Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.processes.matcher import Matcher
-from angora_rq.processes.worker import claim_call
+from angora_rq.store.claiming import claim_call
 from angora_rq.store import bus
 from angora_rq.store.control import Control
 from angora_rq.store.link import Link

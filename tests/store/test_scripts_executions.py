@@ -17,7 +17,7 @@ from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.codec import to_str_dict
 from angora_rq.processes.janitor import Janitor, lost_claims
-from angora_rq.processes.worker import claim_call
+from angora_rq.store.claiming import claim_call
 from angora_rq.store import pausing
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours

@@ -12,7 +12,7 @@ from angora_rq.core.codec import to_str_dict
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import Exec
 from angora_rq.core.settings import Settings
-from angora_rq.processes.worker import claim_call
+from angora_rq.store.claiming import claim_call
 from angora_rq.store.fence import note_late
 from angora_rq.store.link import Link
 from angora_rq.store.state import State, load_claimed
