@@ -39,6 +39,7 @@ from angora_rq.processes.outage import Outage
 from angora_rq.processes.outbox import Outbox, Unrecorded
 from angora_rq.processes.recording import Recorder
 from angora_rq.processes.selffence import SelfFence
+from angora_rq.processes.spool import sweep_outputs
 from angora_rq.processes.waker import Waker
 from angora_rq.store.claiming import claim_call
 from angora_rq.store.connection import UNREACHABLE, Redis
@@ -51,6 +52,7 @@ from angora_rq.store.state import State, host_of
 log = logging.getLogger(__name__)
 LIVE_TAIL_EVERY = 1.0
 SPILL_SCAN_EVERY = 2.0
+SPOOL_SWEEP_EVERY = 60.0  # the outputs files killed workers left (processes/spool.py)
 
 
 @dataclass
@@ -121,6 +123,7 @@ class AngoraWorker:
         self._last_beat = 0.0  # when the loop last beat and did its housekeeping (time.time())
         self._last_tail = 0.0
         self._next_spill_scan = 0.0
+        self._next_spool_sweep = 0.0
         self._recheck = False  # a CLAIM's reply was lost: look for what it claimed in the inflight list
         self.guardian: Optional[Guardian] = None
         self.fence = SelfFence(settings.worker_ttl, lambda: tuple(self.active.values()), f"worker {self.name}")
@@ -442,6 +445,9 @@ class AngoraWorker:
                 self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
                 self.outbox.record_spilled(now)
             self.janitor.step(now)
+            if time.monotonic() >= self._next_spool_sweep:
+                self._next_spool_sweep = time.monotonic() + SPOOL_SWEEP_EVERY
+                sweep_outputs(self.r, self.keys, self.spool_dir, now)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
             self._live_tails(now)
