@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from angora_rq.store.connection import Redis
 
 log = logging.getLogger(__name__)
 SUFFIX = ".output"
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.output$")  # <execution id>.output; any other name is not ours
 MIN_AGE = 10.0  # seconds untouched before a file is looked at: never one a command is writing now
 MAX_FILES = 1000  # looked at per sweep
 
@@ -29,12 +31,15 @@ def sweep_outputs(r: Redis, keys: Keys, spool: Path, now: float | None = None) -
     try:
         with os.scandir(spool) as entries:
             for entry in entries:
-                if entry.name.endswith(SUFFIX) and (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and \
+                if NAME.match(entry.name) and (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and \
                         now - entry.stat(follow_symlinks=False).st_mtime >= MIN_AGE:
                     stale.append(entry.name)
                     if len(stale) >= MAX_FILES:
                         break
     except FileNotFoundError:
+        return 0
+    except OSError as e:  # unreadable: nothing to sweep here; the worker goes on
+        log.warning("cannot sweep %s: %s", spool, e)
         return 0
     if not stale:
         return 0

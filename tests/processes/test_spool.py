@@ -38,11 +38,12 @@ def test_only_files_of_executions_that_no_longer_run_are_removed(r: redis.Redis,
     gone = output(spool, "trimmed1.output", old)  # its execution left history
     fresh = output(spool, "new1.output", 0)  # untouched for less than MIN_AGE: looked at next time
     other = output(spool, "notes.txt", old)
+    odd = output(spool, "not an id.output", old)  # not a name the runner gives: not ours
     link = spool / "link1.output"
     link.symlink_to(other)  # a command may leave a symlink there: removed, never followed
     os.utime(link, (NOW - old, NOW - old), follow_symlinks=False)
     assert sweep_outputs(r, keys, spool, NOW) == 4
-    assert running.exists() and fresh.exists() and other.exists()
+    assert running.exists() and fresh.exists() and other.exists() and odd.exists()
     assert not any(p.exists() or p.is_symlink() for p in (done, lost, gone, link))
     assert sweep_outputs(r, keys, spool, NOW + MIN_AGE) == 1 and not fresh.exists()
     assert sweep_outputs(r, keys, tmp_path / "missing", NOW) == 0
