@@ -23,13 +23,13 @@ from angora_rq.core.command import TAIL_LIMIT, CommandSpec
 from angora_rq.core.outputs import MAX_OUTPUT
 from angora_rq.commands.reaper import EXECUTION_VAR, signal_escaped
 from angora_rq.commands.signals import signal_group
+from angora_rq.commands import spoolfiles
 from angora_rq.commands.spawn import Spawned, posix_spawn
 
 log = logging.getLogger(__name__)
 
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 _COPY_CHUNK = 1 << 20
-_no_tmpfile: set[str] = set()  # spool dirs whose filesystem refuses O_TMPFILE
 _devnull = -1
 
 
@@ -67,17 +67,20 @@ class RunningCommand:
     kill signals the processes of its tree that left the group too; those that outlive their parent are the
     worker's to end (reaper.py).
 
-    Output goes to an unnamed spool file of this execution alone, so its tail is its own even when executions
-    share a log; the log gets the whole output as one block between marker lines when the command ends.
+    Output goes to an unnamed spool file of this execution alone (spoolfiles.py: reused only once nothing can
+    write to it), so its tail is its own even when executions share a log; the log gets the whole output as one
+    block between marker lines when the command ends.
     """
 
-    def __init__(self, spec: CommandSpec, started: float, out_fd: int, log_fd: int = -1) -> None:
+    def __init__(self, spec: CommandSpec, started: float, out_fd: int, log_fd: int = -1, writer: int = -1) -> None:
         self.spec = spec
         self.started = started
         self.pid: Optional[int] = None
         self.pgid: Optional[int] = None  # == pid: every command leads its own session and group
         self._t0 = time.monotonic()
-        self._out = out_fd  # this execution's spool file; -1 when it could not be opened
+        self._out = out_fd  # this execution's spool file, read here; -1 when it could not be opened
+        self._writer = writer  # the command's own descriptor of it (-1: the command writes through _out)
+        self._reusable = writer >= 0  # the spool file may serve a later command (spoolfiles.give_back)
         self._log = log_fd  # the job's log, opened at start (so an unwritable one fails the start), or -1
         self._popen: Optional[subprocess.Popen[bytes] | Spawned] = None
         self._pidfd = -1
@@ -156,12 +159,13 @@ class RunningCommand:
         spec = self.spec
         if not spec.argv:
             raise FileNotFoundError(2, "empty command", "")
+        out = self._child_out()
         if spec.cwd:
             self._popen = subprocess.Popen(
-                list(spec.argv), stdin=_devnull_fd(), stdout=self._out, stderr=subprocess.STDOUT,
+                list(spec.argv), stdin=_devnull_fd(), stdout=out, stderr=subprocess.STDOUT,
                 cwd=spec.cwd, env=spec.env, close_fds=True, start_new_session=True)
         else:
-            self._popen = Spawned(posix_spawn(spec.argv, spec.env, self._out, _devnull_fd()))
+            self._popen = Spawned(posix_spawn(spec.argv, spec.env, out, _devnull_fd()))
         self.pid = self.pgid = self._popen.pid
         try:
             self._pidfd = os.pidfd_open(self.pid)  # the unreaped child cannot vanish before this
@@ -177,8 +181,8 @@ class RunningCommand:
             what = f"cannot change to directory {self.spec.cwd!r}"
         else:
             what = f"cannot run {(self.spec.argv[0] if self.spec.argv else '')!r}"
-        if self._out >= 0:
-            _write(self._out, f"angora: {what}: {text}\n")
+        if self._child_out() >= 0:
+            _write(self._child_out(), f"angora: {what}: {text}\n")
         self._finish(127 if errno_ == errno.ENOENT else 126, f"angora: {what}: {text}")
 
     def _terminate(self, reason: str, now: float) -> None:
@@ -225,9 +229,20 @@ class RunningCommand:
         self._outcome = Outcome(code, sig, self._reason, self.started, self.started + duration, duration,
                                 _decode(data) if data or tail is None else tail, _take_output(self.spec.output_path))
 
+    def _child_out(self) -> int:
+        """The descriptor the command writes its output to."""
+        return self._writer if self._writer >= 0 else self._out
+
+    def _close_writer(self) -> None:
+        """Once the command started (or could not): only it keeps its descriptor of the spool file."""
+        if self._writer >= 0:
+            os.close(self._writer)
+            self._writer = -1
+
     def _close_out(self) -> None:
+        self._close_writer()
         if self._out >= 0:
-            os.close(self._out)
+            spoolfiles.give_back(self._out, self.spec.spool_dir or "/tmp", self._reusable)
             self._out = -1
         if self._log >= 0:
             os.close(self._log)
@@ -239,18 +254,20 @@ def start(spec: CommandSpec) -> RunningCommand:
     """Start a command in its own session; never raises for a command that cannot start (see Outcome)."""
     started = time.time()
     try:
-        out, log_fd = _open_output(spec)
+        out, writer, log_fd = _open_output(spec)
     except OSError as e:
         cmd = RunningCommand(spec, started, -1)
         where = spec.log_path or spec.spool_dir
         cmd._reason = "spawn_error"
         cmd._finish(126, f"angora: cannot open output file in {where!r}: {e.strerror or e}")
         return cmd
-    cmd = RunningCommand(spec, started, out, log_fd)
+    cmd = RunningCommand(spec, started, out, log_fd, writer)
     try:
         cmd._spawn()
     except (OSError, ValueError, TypeError, subprocess.SubprocessError) as e:
         cmd._fail(e)
+    finally:
+        cmd._close_writer()
     return cmd
 
 
@@ -263,31 +280,17 @@ def run(spec: CommandSpec) -> Outcome:
         cmd.close()
 
 
-def _open_output(spec: CommandSpec) -> tuple[int, int]:
-    """Open this execution's spool file and the job's log (-1 when it has none)."""
-    log_fd = _open_in_dir(spec.log_path, os.path.dirname(spec.log_path), _LOG_FLAGS, 0o644) if spec.log_path else -1
+def _open_output(spec: CommandSpec) -> tuple[int, int, int]:
+    """This execution's spool file (reader, the command's writer: spoolfiles.take) and the job's log (-1 when it
+    has none)."""
+    log_fd = (spoolfiles.open_in_dir(spec.log_path, os.path.dirname(spec.log_path), _LOG_FLAGS, 0o644)
+              if spec.log_path else -1)
     try:
-        return _open_spool(spec.spool_dir or "/tmp"), log_fd
+        return (*spoolfiles.take(spec.spool_dir or "/tmp"), log_fd)
     except OSError:
         if log_fd >= 0:
             os.close(log_fd)
         raise
-
-
-def _open_spool(spool: str) -> int:
-    """An unnamed file in `spool` (or a named one, unlinked at once, where the filesystem has no O_TMPFILE)."""
-    if spool not in _no_tmpfile:
-        try:
-            # An unnamed file: nothing to delete afterwards, nothing left behind if the worker is killed.
-            return _open_in_dir(spool, spool, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):  # no O_TMPFILE here
-                raise
-            _no_tmpfile.add(spool)
-    path = os.path.join(spool, f"angora-{os.getpid()}-{time.monotonic_ns()}.out")
-    fd = _open_in_dir(path, spool, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    os.unlink(path)  # the open fds (ours, the child's) keep it readable
-    return fd
 
 
 def _append_block(log_fd: int, head: bytes, out: int, tail: bytes, foot: bytes) -> None:
@@ -314,15 +317,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:
-    """os.open, creating the directory on the first miss (so the common case costs one syscall)."""
-    try:
-        return os.open(path, flags, mode)
-    except FileNotFoundError:
-        os.makedirs(directory or ".", exist_ok=True)
-        return os.open(path, flags, mode)
 
 
 # -- small helpers -------------------------------------------------------------------------------------
