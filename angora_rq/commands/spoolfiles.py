@@ -22,6 +22,7 @@ import time
 
 POOL_MAX = 64  # files kept per spool folder (a worker runs at most its concurrency at once)
 _pools: dict[str, list[int]] = {}
+_owner = os.getpid()  # a forked child must not share its parent's files: it starts a pool of its own
 _no_tmpfile: set[str] = set()  # spool dirs whose filesystem refuses O_TMPFILE
 
 
@@ -29,7 +30,7 @@ def take(spool: str) -> tuple[int, int]:
     """(reader, writer) for a command's output in `spool`: the worker reads through `reader`, the command writes
     through `writer` (the caller closes it once the command started). writer is -1 when the file cannot be
     reopened (no /proc): then `reader` is read-write, the command's too, and is not reused (see give_back)."""
-    pool = _pools.get(spool)
+    pool = _pool(spool)
     while pool:
         reader = pool.pop()
         try:
@@ -47,11 +48,20 @@ def take(spool: str) -> tuple[int, int]:
 def give_back(reader: int, spool: str, reusable: bool) -> None:
     """Done with `reader`: kept for a later command when `reusable` (it came with a writer) and nobody can write
     to its file any more (emptied first), else closed."""
-    pool = _pools.setdefault(spool, [])
+    pool = _pool(spool)
     if reusable and len(pool) < POOL_MAX and _unwritten(reader) and _emptied(reader):
         pool.append(reader)
     else:
         os.close(reader)
+
+
+def _pool(spool: str) -> list[int]:
+    """This process's pool for `spool` (after a fork, the parent's descriptors are left to the parent)."""
+    global _owner
+    if _owner != os.getpid():
+        _owner = os.getpid()
+        _pools.clear()
+    return _pools.setdefault(spool, [])
 
 
 def open_in_dir(path: str, directory: str, flags: int, mode: int) -> int:

@@ -57,3 +57,21 @@ def test_without_a_writer_of_its_own_the_file_is_not_kept(tmp_path: Path) -> Non
         raise AssertionError("the descriptor was left open")
     except OSError:
         pass
+
+
+def test_a_forked_child_does_not_take_its_parents_files(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    _, ino1 = run(["true"], spool)  # its file is in this process's pool now
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a new file, not the parent's
+        reader, writer = spoolfiles.take(str(spool))
+        os.write(w, str(os.fstat(reader).st_ino).encode())
+        os._exit(0)
+    os.close(w)
+    child_ino = int(os.read(r, 100))
+    os.waitpid(pid, 0)
+    os.close(r)
+    assert child_ino != ino1
+    _, ino2 = run(["true"], spool)
+    assert ino2 == ino1  # the parent still has it
