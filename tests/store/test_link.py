@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import redis
 
-from angora_rq.store.link import Link, link_for
+from angora_rq.store.link import Link, link_for, release_link
 
 
 def test_call_returns_raw_replies_and_raises_error_replies(r: redis.Redis) -> None:
@@ -91,3 +92,47 @@ def test_link_for_gives_each_thread_its_own_connection(r: redis.Redis) -> None:
     assert other[0] is not mine
     ids = {mine.call("CLIENT", "ID"), other[0].call("CLIENT", "ID")}
     assert len(ids) == 2
+
+
+def test_a_connection_given_back_reaches_a_thread_waiting_for_one(redis_url: str) -> None:
+    """The web's pool is bounded and blocking: more requests at once than connections wait for one. A thread that
+    is done gives its connection back where the waiting thread gets it (not kept aside for some later thread): the
+    waiter is served, instead of timing out with "No connection available" (seen through /send at 64 clients)."""
+    asked = threading.Semaphore(0)
+
+    class Watched(redis.BlockingConnectionPool):  # tells when a thread asks it for a connection
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            asked.release()
+            return super().get_connection(*args, **kwargs)
+
+    pool = Watched.from_url(redis_url, max_connections=2, timeout=3)
+    client = redis.Redis(connection_pool=pool)
+    holding, go, done = threading.Barrier(3), threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def holder() -> None:  # a request holding a connection until told to finish
+        link_for(client).call("PING")
+        holding.wait()
+        go.wait()
+        release_link(client)
+
+    def waiter() -> None:  # a third request at once: no connection is free until a holder is done
+        try:
+            holding.wait()
+            link_for(client).call("PING")
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+            release_link(client)
+
+    threads = [threading.Thread(target=f) for f in (holder, holder, waiter)]
+    for t in threads:
+        t.start()
+    for _ in range(3):  # the two holders', then the waiter's: it is waiting when the holders finish
+        asked.acquire()
+    go.set()
+    for t in threads:
+        t.join()
+    assert done.is_set() and not errors, errors
+    client.close()
