@@ -181,8 +181,9 @@ class RunningCommand:
             what = f"cannot change to directory {self.spec.cwd!r}"
         else:
             what = f"cannot run {(self.spec.argv[0] if self.spec.argv else '')!r}"
-        if self._child_out() >= 0:
-            _write(self._child_out(), f"angora: {what}: {text}\n")
+        out = self._child_out()
+        if out >= 0:
+            _write(out, f"angora: {what}: {text}\n")
         self._finish(127 if errno_ == errno.ENOENT else 126, f"angora: {what}: {text}")
 
     def _terminate(self, reason: str, now: float) -> None:

@@ -5,16 +5,27 @@ params (core/messages.py); anything else fails the execution with a reason sayin
 """
 from __future__ import annotations
 
+import re
+from typing import Optional
+
 from angora_rq.core.errors import InvalidInput
 from angora_rq.core.messages import MAX_PARAMS_TOTAL, PARAM_NAME_RE, check_params
 
 OUTPUT_VAR = "ANGORA_OUTPUT"
 MAX_OUTPUT = MAX_PARAMS_TOTAL  # bytes of the file: 16 KiB, what the params of one message may hold in all
+SUFFIX = ".output"
+_FILE_NAME = re.compile(r"^([A-Za-z0-9_-]{1,64})" + re.escape(SUFFIX) + "$")
 
 
 def output_file(spool_dir: str, execution_id: str) -> str:
     """Where an execution's command writes its outputs (in its worker's spool folder)."""
-    return f"{spool_dir.rstrip('/')}/{execution_id}.output"
+    return f"{spool_dir.rstrip('/')}/{execution_id}{SUFFIX}"
+
+
+def execution_of(file_name: str) -> Optional[str]:
+    """The execution whose outputs file `file_name` (a name in a spool folder) is, or None for any other name."""
+    m = _FILE_NAME.match(file_name)
+    return m.group(1) if m else None
 
 
 def parse_outputs(data: bytes) -> dict[str, str]:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
+from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
+from angora_rq.core.outputs import execution_of
 from angora_rq.core.schema import Exec, Status
 from angora_rq.store.connection import Redis
 
 log = logging.getLogger(__name__)
-SUFFIX = ".output"
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.output$")  # <execution id>.output; any other name is not ours
 MIN_AGE = 10.0  # seconds untouched before a file is looked at: never one a command is writing now
 MAX_FILES = 1000  # looked at per sweep
 
@@ -27,13 +26,14 @@ MAX_FILES = 1000  # looked at per sweep
 def sweep_outputs(r: Redis, keys: Keys, spool: Path, now: float | None = None) -> int:
     """Remove the outputs files of executions that no longer run; how many were removed."""
     now = time.time() if now is None else now
-    stale = []
+    stale: dict[str, str] = {}  # file name -> its execution (core/outputs.py: any other name is not ours)
     try:
         with os.scandir(spool) as entries:
             for entry in entries:
-                if NAME.match(entry.name) and (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and \
+                xid = execution_of(entry.name)
+                if xid and (entry.is_file(follow_symlinks=False) or entry.is_symlink()) and \
                         now - entry.stat(follow_symlinks=False).st_mtime >= MIN_AGE:
-                    stale.append(entry.name)
+                    stale[entry.name] = xid
                     if len(stale) >= MAX_FILES:
                         break
     except FileNotFoundError:
@@ -44,12 +44,12 @@ def sweep_outputs(r: Redis, keys: Keys, spool: Path, now: float | None = None) -
     if not stale:
         return 0
     with r.pipeline(transaction=False) as p:
-        for name in stale:
-            p.hget(keys.execution(name[:-len(SUFFIX)]), Exec.status)
+        for xid in stale.values():
+            p.hget(keys.execution(xid), Exec.status)
         statuses = p.execute()
     removed = 0
     for name, status in zip(stale, statuses):
-        if status is not None and status.decode() == Status.running:
+        if to_str(status) == Status.running:
             continue
         try:
             os.unlink(spool / name)

@@ -438,7 +438,7 @@ class AngoraWorker:
 
     def _housekeeping(self, now: float) -> None:
         if self.outage.down or now - self._last_beat >= self.settings.heartbeat_every:
-            self._beat(now)
+            self.lease.beat(now)
             self._last_beat = now
             if time.monotonic() >= self._next_spill_scan:
                 # Before the janitor: ends on disk are recorded before it replays their executions.
@@ -451,9 +451,6 @@ class AngoraWorker:
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
             self._live_tails(now)
-
-    def _beat(self, now: float) -> None:
-        self.lease.beat(now)
 
     def _taken_for_dead(self) -> None:
         """A janitor took this worker for dead (Redis was out of reach for longer than its lease) and replayed what
