@@ -51,15 +51,16 @@ def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
 
 def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float, entry: str,
               now: Optional[float] = None) -> Bound:
-    """SEND's call for a message (`entry`: SEND's, '' to add a stream entry; see dispatch.submit_direct)."""
+    """SEND's call for a message (`entry`: SEND's, '' to add a stream entry; see dispatch.submit_direct: with an
+    entry given, no stream entry is written, so its fields are not sent)."""
     return SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
                      accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
                      unsettled=keys.runs_unsettled(), budget=budget.work,
                      accepted_cap=budget.accepted_cap, now=repr(now or msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
                      fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0", entry=entry,
-                     fields=field_pairs(msg.to_fields()), events=keys.events(), outbox=keys.webhook_outbox(),
-                     events_on=keys.events_on(),
+                     fields=[] if entry else field_pairs(msg.to_fields()), events=keys.events(),
+                     outbox=keys.webhook_outbox(), events_on=keys.events_on(),
                      run_prefix=keys.run(""), outbox_cap=OUTBOX_CAP)
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 from urllib.parse import parse_qsl
 
 from flask import Flask, request
-from werkzeug.datastructures import MultiDict
 
 from angora_rq.core.security import host_allowed, parse_json
 from angora_rq.store.link import release_link
@@ -94,13 +93,35 @@ class Intake:
         return not any(key in environ for key in BROWSER_KEYS)
 
 
+class Fields:
+    """A form's fields by name, each with its values in order: what form_message reads of werkzeug's MultiDict,
+    whose get() raises and catches a BadRequestKeyError (an HTTPException built) for each field a form leaves out:
+    three per plain `msg=...` body."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def get(self, key: str) -> Optional[str]:
+        """The field's first value, or None."""
+        values = self._values.get(key)
+        return values[0] if values else None
+
+    def getlist(self, key: str) -> list[str]:
+        return list(self._values.get(key, ()))
+
+
 def parse(content_type: str, body: bytes, key: Optional[str] = None) -> Optional[Submission]:
     """The message of a plain form or JSON body (and its Idempotency-Key header), or None when Flask should look
     at it (any doubt, any error: a malformed key too)."""
     mimetype = content_type.partition(";")[0].strip().lower()
     try:
         if mimetype == FORM:
-            return form_message(MultiDict(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")), key)
+            return form_message(Fields(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")), key)
         if mimetype == JSON:
             return json_message(parse_json(body), key)
     except Exception:  # noqa: BLE001 - whatever it is, the Flask view reports it the one way it always does

@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional, Protocol
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.datastructures import MultiDict
 
 from angora_rq.store.bus import submit
 from angora_rq.store.dispatch import submit_direct
@@ -109,16 +108,26 @@ def json_message(body: Any, header_key: Optional[str] = None) -> Submission:
                       key)
 
 
-def form_message(form: MultiDict, header_key: Optional[str] = None) -> Submission:
+class FormFields(Protocol):
+    """What form_message reads of a form: werkzeug's MultiDict (Flask's request.form), or the fast lane's
+    intake.Fields."""
+
+    def __iter__(self) -> Iterator[str]: ...
+    def get(self, key: str) -> Optional[str]: ...
+    def getlist(self, key: str) -> list[str]: ...
+
+
+def form_message(form: FormFields, header_key: Optional[str] = None) -> Submission:
     """A message from form fields: msg, run_id, key, params (a JSON object) and/or param.KEY=VALUE."""
     unknown = sorted(k for k in form if k not in FORM_FIELDS and not k.startswith(PARAM_PREFIX))
     if unknown:
         raise InvalidInput(f"unknown form field(s): {', '.join(unknown)[:200]}",
                            detail={"allowed": sorted(FORM_FIELDS | {PARAM_PREFIX + "KEY"})})
     params: dict[str, Any] = {}
-    if form.get("params"):
+    given = form.get("params")
+    if given:
         try:
-            params = parse_json(form["params"])
+            params = parse_json(given)
         except InvalidInput as e:
             raise InvalidInput(f"form field 'params': {e.message}", detail=e.detail) from e
         if not isinstance(params, dict):

@@ -5,19 +5,22 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 import redis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings, strategies as st
+from werkzeug.datastructures import MultiDict
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from angora_rq.core.keys import Keys
 from angora_rq.core.pressure import WORK_RETRY_AFTER
 from angora_rq.core.settings import Settings
 from angora_rq.web import create_app
-from angora_rq.web.intake import Intake
+from angora_rq.core.errors import InvalidInput
+from angora_rq.web.intake import Fields, Intake
+from angora_rq.web.send import form_message
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -215,3 +218,28 @@ def test_any_form_gets_the_same_answer_from_both(make_app: MakeApp, pairs: list[
         fast[2]["run_id"] = slow[2]["run_id"] = "<run>"
     assert fast[:3] == slow[:3]
     json.dumps(fast[2])
+
+
+def read_form(make: Callable[[list[tuple[str, str]]], Any], body: str) -> Any:
+    """What form_message makes of `body` read into `make`'s structure: the message's parts, or the error."""
+    try:
+        sub = form_message(make(parse_qsl(body, keep_blank_values=True)))
+    except InvalidInput as e:
+        return e.message, e.detail
+    msg = sub.msg
+    return msg.topic, msg.params, msg.run_id if not msg.new_run else "<new>", sub.key
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(FIELDS, VALUES), max_size=6))
+def test_the_lane_reads_a_form_as_werkzeug_does(pairs: list[tuple[str, str]]) -> None:
+    """The lane's Fields against werkzeug's MultiDict (what Flask's views read): the first of repeated fields, each
+    value of a repeated param.X, the order of fields."""
+    body = urlencode(pairs)
+    assert read_form(Fields, body) == read_form(MultiDict, body)
+
+
+@pytest.mark.parametrize("body", ["msg=a.b&msg=c.d", "msg=a.b&param.X=1&param.X=2", "run_id=r-1&msg=a.b&run_id=r-2",
+                                  "msg=a.b&param.A=1&params=%7B%22B%22%3A%222%22%7D", "msg=&msg=a.b"])
+def test_repeated_fields_are_read_as_werkzeug_reads_them(body: str) -> None:
+    assert read_form(Fields, body) == read_form(MultiDict, body)

@@ -10,8 +10,9 @@
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
 -- it from INFO memory, read at most once a second). Two O(1) reads, whatever the size of the backlog.
 -- idem: the key's record ('' = no key), kept idem_ttl seconds as "<run id> <entry id> <fingerprint>";
--- fields: the entry's field/value pairs. entry: '' (the message goes on the stream: its entry id is the answer), or
--- the answer of a message dispatched by the same call instead (send_dispatch.lua: no stream entry is added).
+-- fields: the entry's field/value pairs (none with an entry). entry: '' (the message goes on the stream: its entry
+-- id is the answer), or the answer of a message dispatched by the same call instead (send_dispatch.lua: no stream
+-- entry is added).
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
 -- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
