@@ -195,6 +195,11 @@ def table(res: dict[str, Any]) -> str:
                    for a in (http, api)]
             lines.append(f"| {name} | {rate:,.0f} | {rng} | {_f(cmds)} | {_f(d.get('redis_cpu_us_per_job'))} | "
                          f"{rel[0]} | {rel[1]} |")
+        settled = [f"{name} {_f(d['settle_cmds_per_job'])} cmds, {_f(d['settle_cpu_us_per_job'])} us"
+                   for name, d in tp.items() if _num(d.get("settle_cmds_per_job"))]
+        if settled:
+            lines += ["", "Angora's Redis figures include putting each run into the run indexes, which a janitor does "
+                      "within seconds, mostly after the timed window (per job: " + "; ".join(settled) + ")."]
         lines.append("")
     dp = res.get("dispatch")
     if dp:
