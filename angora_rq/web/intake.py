@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from typing import Any, Callable, Iterable, Iterator, Optional
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qs
 
 from flask import Flask, request
 
@@ -94,14 +94,12 @@ class Intake:
 
 
 class Fields:
-    """A form's fields by name, each with its values in order: what form_message reads of werkzeug's MultiDict,
-    whose get() raises and catches a BadRequestKeyError (an HTTPException built) for each field a form leaves out:
-    three per plain `msg=...` body."""
+    """A form's fields by name, each with its values in order (urllib's parse_qs): what form_message reads of
+    werkzeug's MultiDict, whose get() raises and catches a BadRequestKeyError (an HTTPException built) for each
+    field a form leaves out: three per plain `msg=...` body."""
 
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        self._values: dict[str, list[str]] = {}
-        for name, value in pairs:
-            self._values.setdefault(name, []).append(value)
+    def __init__(self, values: dict[str, list[str]]) -> None:
+        self._values = values
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -121,7 +119,7 @@ def parse(content_type: str, body: bytes, key: Optional[str] = None) -> Optional
     mimetype = content_type.partition(";")[0].strip().lower()
     try:
         if mimetype == FORM:
-            return form_message(Fields(parse_qsl(body.decode(), keep_blank_values=True, errors="strict")), key)
+            return form_message(Fields(parse_qs(body.decode(), keep_blank_values=True, errors="strict")), key)
         if mimetype == JSON:
             return json_message(parse_json(body), key)
     except Exception:  # noqa: BLE001 - whatever it is, the Flask view reports it the one way it always does
