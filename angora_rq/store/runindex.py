@@ -139,13 +139,15 @@ class RunIndex:
         """One round trip: SETTLE_RUNS for the outcomes, and new job memberships into the per-job indexes."""
         k = self.keys
         runs: list[Any] = [x for row in outcomes for x in row]
-        jobs = {job for names in memberships.values() for job in names}
+        by_job: dict[str, dict[str, float]] = {}  # one ZADD per job, not per run and job
+        for rid, names in memberships.items():
+            for job in names:
+                by_job.setdefault(job, {})[rid] = created[rid]
         with self.r.pipeline(transaction=False) as p:
-            for rid, names in memberships.items():
-                for job in names:
-                    p.zadd(k.runs_by_job(job), {rid: created[rid]})
-            if jobs:
-                p.sadd(k.runs_indexed_jobs(), *jobs)
+            for job, members in by_job.items():
+                p.zadd(k.runs_by_job(job), members)
+            if by_job:
+                p.sadd(k.runs_indexed_jobs(), *by_job)
             if outcomes:
                 SETTLE_RUNS.bind(unsettled=k.runs_unsettled(), succeeded=k.runs_by_status(Status.succeeded),
                                  failed=k.runs_by_status(Status.failed), canceled=k.runs_by_status(Status.canceled),

@@ -182,7 +182,7 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
                                  wait=wait_command(ext.settings))
         else:
             sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
-                          wait=wait_command(ext.settings))
+                          wait=wait_command(ext.settings), listened=ext.dispatcher.events.any())
     body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
     if not sub.key:
         return body, []

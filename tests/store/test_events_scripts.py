@@ -108,6 +108,17 @@ def test_send_looks_for_listeners_only_while_the_matcher_says_there_are_some(r: 
     assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")
 
 
+def test_send_takes_the_callers_copy_of_whether_anyone_listens(r: redis.Redis, keys: Keys) -> None:
+    """A web process passes what its Events copy says (read at most once a second): SEND reads nothing then."""
+    write_wanted(r, keys, {"angora.run.started": "w"})
+    send(r, keys, Message.create("data.ready", None, None, origin="test"), listened=False)
+    assert r.llen(keys.webhook_outbox()) == 0  # the caller's copy said nobody listens
+    r.delete(keys.events_on())
+    run = Message.create("data.ready", None, None, origin="test")
+    send(r, keys, run, listened=True)  # the caller's copy is believed, whatever events_on says
+    assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
+
+
 ONE_AT_A_TIME = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0, concurrency=1)
 
 

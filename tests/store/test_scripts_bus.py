@@ -53,6 +53,7 @@ def test_send_over_the_work_budget_changes_nothing(r: redis.Redis, keys: Keys) -
     assert refused.value.status == 503 and refused.value.retry_after == WORK_RETRY_AFTER
     assert refused.value.detail == {"budget": "work", "used": 2, "limit": 2, "retry_after": WORK_RETRY_AFTER}
     assert r.xlen(keys.stream()) == 2 and not r.exists(keys.run("run9")) and r.get(keys.work()) == b"2"
+    assert r.get(keys.accepted()) == b"2"
     bus.send(r, keys, Message.create("t", None, "run9"), Budget(work=0))  # 0: no budget
     assert r.xlen(keys.stream()) == 3 and r.get(keys.work()) == b"3"
 
@@ -74,6 +75,7 @@ def test_send_past_the_memory_budget_changes_nothing(r: redis.Redis, keys: Keys)
         bus.send(r, keys, Message.create("t", None, "run9"), Budget(memory=room))
     assert refused.value.retry_after == MEMORY_RETRY_AFTER and refused.value.detail["budget"] == "memory"
     assert r.xlen(keys.stream()) == 2 and not r.exists(keys.run("run9"))
+    assert r.get(keys.work()) == b"2" and r.get(keys.accepted()) == b"2"  # moved, then moved back
     full = Memory(used=5000, limit=4000, source="ANGORA_MAX_MEMORY", accepted=2)
     with pytest.raises(Overloaded, match="memory budget"):
         bus.send(r, keys, Message.create("t", None, "run9"), Budget(memory=full))

@@ -138,6 +138,28 @@ def test_filtered_pages_read_only_their_runs(client: FlaskClient, finish: Finish
     assert hgetalls() - before == 1
 
 
+def test_settling_writes_each_index_once_per_chunk(client: FlaskClient, finish: Finish, r: redis.Redis,
+                                                   keys: Keys) -> None:
+    """Settling finished runs costs two reads per run (where it stands, then whole) and a fixed number of writes
+    per chunk: one per index key, whatever the number of runs (it was five per run, a quarter of a job's commands)."""
+    index = RunIndex(r, keys, chunk=100)
+    index.settle()  # once per keyspace: the indexes are built (and this connection's scripts loaded)
+    runs = [succeeded_run(client, finish) for _ in range(30)] + [failed_run(client, finish) for _ in range(10)]
+
+    def commands() -> int:
+        stats = r.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    before = commands()
+    index.settle()
+    spent = commands() - before - 1  # the INFO
+    # reads: EXISTS, HSCAN, per run HMGET and HGETALL (two EVALSHAs: the states and the writes, and the plans'
+    # HMGET); writes: per job a ZADD and the SADD, then per index a ZREM and a ZADD, the HMGET and HDEL of
+    # `unsettled`.
+    assert spent <= 2 * len(runs) + 20, spent
+    assert r.zcard(keys.runs_by_status("succeeded")) == 30 and r.zcard(keys.runs_by_status("failed")) == 10
+    assert not r.exists(keys.runs_unsettled())
+
+
 def test_runs_from_before_the_indexes_are_indexed_once(client: FlaskClient, finish: Finish, r: redis.Redis,
                                                        keys: Keys) -> None:
     run_id = failed_run(client, finish)

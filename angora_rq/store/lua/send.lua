@@ -3,7 +3,8 @@
 -- the check and the record are this one step, so two repeats at once cannot both send. The run is (again) live:
 -- its change counter in `unsettled` moves, so the run indexes look at it (store/runindex.py).
 -- KEYS: stream run runs work accepted idem unsettled events outbox events_on
--- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap entry fields...
+-- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap entry listen
+-- ARGV: fields...
 -- include: publish run_count
 -- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
@@ -16,8 +17,11 @@
 -- Returns the entry id; for a repeat {first run id, first entry id}; or the error `BUDGET work <used> <budget>` /
 -- `BUDGET memory <accepted> <cap>`, or `KEYREUSE <run> <entry>` when the key was first used for another message
 -- (another fingerprint). Without a key, each call adds an entry (the run is created once, and publishes
--- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's; events_on
--- is set while any event has a listener, read with the counters, so a send without listeners costs no more).
+-- angora.run.started when something listens: events, outbox, run_prefix and outbox_cap are PUBLISH's).
+-- listen: whether any event has a listener: '1' or '' from the caller's copy of the events hash (store/events.py,
+-- read at most once a second), or '?' to look at `events_on` (set while any event has a listener) here.
+-- The counters are moved first and moved back when a budget refuses (a refusal writes nothing in the end): INCR
+-- answers the value it replaces, so the budgets cost no read (one command per message fewer than an MGET).
 if idem ~= '' then
   local first = redis.call('GET', idem)
   if first then
@@ -26,24 +30,26 @@ if idem ~= '' then
     return {run0, entry0}
   end
 end
-local counts = redis.call('MGET', work, accepted, events_on)
-local used, sent = tonumber(counts[1]) or 0, tonumber(counts[2]) or 0
 local cap, room = tonumber(budget), tonumber(accepted_cap)  -- room: nil when there is no memory budget
+local used = redis.call('INCR', work) - 1
 if cap > 0 and used >= cap then
+  redis.call('DECR', work)
   return redis.error_reply('BUDGET work ' .. used .. ' ' .. cap)
 end
+local sent = redis.call('INCR', accepted) - 1
 if room and sent >= room then
+  redis.call('DECR', accepted)
+  redis.call('DECR', work)
   return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
+local listened = listen == '1' or (listen == '?' and redis.call('EXISTS', events_on) == 1)
 local id = entry ~= '' and entry or redis.call('XADD', stream, '*', unpack(ARGV, fields))
-redis.call('INCR', work)
-redis.call('INCR', accepted)
 local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
 if started then
   redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
 end
-if started and counts[3] then
+if started and listened then
   publish({events, stream, runs, outbox, work, accepted, unsettled},
           {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 end

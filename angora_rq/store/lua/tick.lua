@@ -35,7 +35,7 @@ if overlap == 'forbid' and st[3] and st[3] ~= '' then
 end
 local id = send({stream, run, runs, work, accepted, idem, unsettled, events, outbox, events_on},
                 {budget, accepted_cap, now, run_id, topic, origin, idem_ttl, fingerprint, fresh, run_prefix,
-                 outbox_cap, '', unpack(ARGV, fields)})
+                 outbox_cap, '', '?', unpack(ARGV, fields)})
 if type(id) == 'table' then
   local err = id.err or ''
   if string.sub(err, 1, 6) == 'BUDGET' then
