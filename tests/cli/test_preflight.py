@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from angora_rq.core.errors import AngoraError
 from angora_rq.processes.redis_server import ON_PATH, which_redis_server
 from angora_testkit import CLI, write_config
 
@@ -117,6 +118,25 @@ def test_up_uses_a_redis_server_on_path_when_none_is_bundled(bare_env: dict[str,
     env = dict(bare_env, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), bare_env.get("PYTHONPATH")])))
     write_config(tmp_path / "config", "- {name: a, triggers: [a], command: 'true'}\n")
     assert f"redis-server: {on_path} ({ON_PATH})" in up_says_which_redis(env, tmp_path)
+
+
+def test_up_starts_the_redis_server_angora_redis_server_names(bare_env: dict[str, str], tmp_path: Path) -> None:
+    on_path = shutil.which("redis-server")
+    if on_path is None:
+        pytest.skip("no redis-server on PATH")
+    link = tmp_path / "bin" / "my-redis-server"  # not the bundled one's path, nor the one on PATH
+    link.parent.mkdir()
+    link.symlink_to(on_path)
+    write_config(tmp_path / "config", "- {name: a, triggers: [a], command: 'true'}\n")
+    env = dict(bare_env, ANGORA_REDIS_SERVER=str(link))
+    assert f"redis-server: {link} (from ANGORA_REDIS_SERVER)" in up_says_which_redis(env, tmp_path)
+
+
+def test_a_redis_server_setting_that_names_no_program_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setenv("ANGORA_REDIS_SERVER", str(tmp_path / "nothing-here"))
+    with pytest.raises(AngoraError, match="ANGORA_REDIS_SERVER=.* is not an executable redis-server"):
+        which_redis_server()
 
 
 def test_redis_gone_between_ping_and_layout_read_is_ridden_out(monkeypatch: pytest.MonkeyPatch,
