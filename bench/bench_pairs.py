@@ -9,7 +9,9 @@ fifth round of issue 16), so a single before/after pair can mislead: this runs `
 bench in turn, a fresh Redis each time, and reports each pair and the median of the pairs' ratios.
 
 `--python` must import the other checkout's angora_rq (a virtualenv with it installed); its bench/ is put on the
-path. Each run is a subprocess of that side's Python, so neither side's code is loaded into the other.
+path. Each run is a subprocess of that side's Python, so neither side's code is loaded into the other; it runs in
+the temporary directory (a checkout's root as the working directory would shadow an installed package: 1f8439b's
+`angora_rq.web` is installed from its top-level web/), with that Python's directory first on PATH.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import os
 import statistics
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,10 +54,15 @@ finally:
 def measure(python: str, bench: Path, via: str, jobs: int, env: dict[str, str], server: str = "") -> dict[str, Any]:
     """One throughput() run of one side (on `server`, a redis-server binary, when given)."""
     proc = subprocess.run([python, "-c", DRIVER, str(bench), via, str(jobs), server], capture_output=True, text=True,
-                          timeout=1800, cwd=bench.parent, env=env)
+                          timeout=1800, cwd=tempfile.gettempdir(), env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{bench}: {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def on_path(python: str, env: dict[str, str]) -> dict[str, str]:
+    """`env` with the directory of `python` first on PATH: each side's benchmark starts its own `angora` script."""
+    return {**env, "PATH": os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])}
 
 
 def main(argv: list[str]) -> int:
@@ -70,8 +78,8 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     # The other side must not import this checkout through a PYTHONPATH set for this one.
     other_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    sides = {"this": (sys.executable, HERE, dict(os.environ)),
-             "other": (args.python, args.against.resolve() / "bench", other_env)}
+    sides = {"this": (sys.executable, HERE, on_path(sys.executable, dict(os.environ))),
+             "other": (args.python, args.against.resolve() / "bench", on_path(args.python, other_env))}
     runs: dict[str, list[dict[str, Any]]] = {}
     for via in args.via.split(","):
         for i in range(args.pairs):
