@@ -8,6 +8,8 @@ no round trip and no command.
 """
 from __future__ import annotations
 
+import os
+import threading
 import time
 from typing import Optional
 
@@ -22,6 +24,8 @@ from angora_rq.store.scripts import PUBLISH, RUN_END, field_pairs
 
 OUTBOX_CAP = 10_000  # events waiting for the webhook deliverer; the oldest go beyond (no scheduler running)
 REFRESH = 1.0
+STALE = 5 * REFRESH  # a background copy older than this is not trusted (Redis unreachable, the thread held up)
+FIRST_WAIT = 0.2  # seconds a process's first caller waits for the first background read
 
 
 def write_wanted(r: Redis, keys: Keys, wanted: dict[str, str]) -> None:
@@ -40,29 +44,74 @@ def write_wanted(r: Redis, keys: Keys, wanted: dict[str, str]) -> None:
 
 
 class Events:
-    """What one process knows of the events hash, and the publishing it queues on pipelines."""
+    """What one process knows of the events hash, and the publishing it queues on pipelines.
 
-    def __init__(self, r: Optional[Redis], keys: Keys) -> None:
+    `background`: a thread of this process reads the hash every REFRESH seconds and callers never wait for a
+    read (the web: its request threads each hold a connection of a pool of 16 for the request, and 64 of them at
+    once, each reading here on the pool in turn, left none free: /send answered 503 after the pool's 10 s timeout).
+    Until its first read, and when its last one is more than STALE seconds old, `known()` says it does not know.
+    """
+
+    def __init__(self, r: Optional[Redis], keys: Keys, background: bool = False) -> None:
         self.r = r  # None: a process that publishes nothing from Python (tests of the store alone)
         self.keys = keys
+        self.background = background
         self._wanted: dict[str, str] = {}
         self._read_at = float("-inf")
+        self._reader: Optional[tuple[int, threading.Thread]] = None  # (pid, thread): a fork has none of its own
+        self._starting = threading.Lock()
+        self._first = threading.Event()  # set by the first read that succeeded
 
     def wanted(self) -> dict[str, str]:
-        """Event topic -> who listens, as read at most REFRESH seconds ago."""
-        now = time.monotonic()
-        if self.r is not None and now - self._read_at >= REFRESH:
-            try:
-                raw = self.r.hgetall(self.keys.events())
-                self._wanted = {to_str(k): to_str(v) for k, v in raw.items() if not to_str(k).startswith("#")}
-                self._read_at = now
-            except RedisError:
-                pass  # keep the last copy: the step that asked will meet the outage itself
+        """Event topic -> who listens, as read at most REFRESH seconds ago (in the background: as last read)."""
+        if self.background:
+            self._ensure_reader()
+            return self._wanted
+        if self.r is not None and time.monotonic() - self._read_at >= REFRESH:
+            self._read()
         return self._wanted
 
     def any(self) -> bool:
         """Whether some event has a listener (then the hot scripts look for theirs)."""
         return bool(self.wanted())
+
+    def known(self) -> Optional[bool]:
+        """any(), or None when this process does not know (no read yet, or none lately): ask Redis instead. The
+        first call waits up to FIRST_WAIT for the first read (on an event, not on the pool: a bounded wait)."""
+        wanted = self.wanted()
+        if self.background and not self._first.is_set():
+            self._first.wait(FIRST_WAIT)
+            wanted = self._wanted
+        return None if time.monotonic() - self._read_at > STALE else bool(wanted)
+
+    def _read(self) -> None:
+        if self.r is None:
+            return
+        now = time.monotonic()
+        try:
+            raw = self.r.hgetall(self.keys.events())
+            self._wanted = {to_str(k): to_str(v) for k, v in raw.items() if not to_str(k).startswith("#")}
+            self._read_at = now
+            self._first.set()
+        except RedisError:
+            pass  # keep the last copy: the step that asked will meet the outage itself
+
+    def _ensure_reader(self) -> None:
+        reader = self._reader
+        if self.r is None or (reader is not None and reader[0] == os.getpid() and reader[1].is_alive()):
+            return
+        with self._starting:
+            reader = self._reader
+            if reader is None or reader[0] != os.getpid() or not reader[1].is_alive():
+                thread = threading.Thread(target=self._read_forever, name="angora-events", daemon=True)
+                self._reader = (os.getpid(), thread)
+                thread.start()
+
+    def _read_forever(self) -> None:
+        pid = os.getpid()
+        while self._reader is not None and self._reader[0] == pid:
+            self._read()
+            time.sleep(REFRESH)
 
     def execution(self, pipe: Pipeline, status: str, run: str, job: str, xid: str, now: float) -> None:
         """Publish angora.execution.<status> for an execution, when listened to."""

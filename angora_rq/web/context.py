@@ -149,8 +149,9 @@ class Angora:
         r = connect(settings, pool_size=REDIS_CONNECTIONS, socket_timeout=10)
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
+        events = Events(r, keys, background=True)  # read by a thread of its own: a request never waits for it
         return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
-                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web", Events(r, keys)))
+                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web", events))
 
     @property
     def source(self) -> Optional[ConfigSource]:

@@ -173,8 +173,10 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
     body and extra headers (503 when Redis is down or full, or a budget is used up: core/pressure.py; 409 when its
     idempotency key was used for another message)."""
     snap = ext.matched_snapshot()
-    # In a burst the matcher's batches cost Redis less per message than dispatching each one here (core/pressure.py).
-    jobs = [] if BURST.note(time.monotonic()) else direct_jobs(snap, sub.msg)
+    listened = ext.dispatcher.events.known()  # None until this process has read who listens: SEND looks itself
+    # In a burst the matcher's batches cost Redis less per message than dispatching each one here (core/pressure.py);
+    # a direct dispatch needs to know who listens (DISPATCH has no way to look itself).
+    jobs = [] if BURST.note(time.monotonic()) or listened is None else direct_jobs(snap, sub.msg)
     with redis_errors():
         if snap is not None and jobs:
             sent = submit_direct(ext.r, ext.keys, sub.msg, ext.dispatcher, jobs, run_plan_json(snap, sub.msg.topic),
@@ -182,7 +184,7 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
                                  wait=wait_command(ext.settings))
         else:
             sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
-                          wait=wait_command(ext.settings), listened=ext.dispatcher.events.any())
+                          wait=wait_command(ext.settings), listened=listened)
     body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
     if not sub.key:
         return body, []

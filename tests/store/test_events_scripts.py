@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
+from angora_rq.processes.redis_server import free_port
 from angora_rq.store.claiming import claim_call
 from angora_rq.store.bus import send
 from angora_rq.store.events import Events, write_wanted
@@ -162,3 +165,28 @@ def test_promote_publishes_each_replay_it_queues(r: redis.Redis, keys: Keys) -> 
     before = len(heard(r, keys))
     assert Janitor(r, keys, Settings()).promote() == 1  # due by Redis' clock
     assert [(e["event"], e["execution_id"]) for e in heard(r, keys)[before:]] == [("angora.execution.queued", xid)]
+
+
+def test_a_background_copy_is_read_by_its_own_thread_only(r: redis.Redis, keys: Keys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The web's copy (Events(background=True)): a request thread never takes a pool connection to read who
+    listens (each holds one for its request: waiting for a second deadlocked a pool of 16 under 64 clients)."""
+    write_wanted(r, keys, {"angora.run.started": "w"})
+    takers: list[str] = []
+    take = r.connection_pool.get_connection
+
+    def get_connection(*args: Any, **kwargs: Any) -> Any:
+        takers.append(threading.current_thread().name)
+        return take(*args, **kwargs)
+    monkeypatch.setattr(r.connection_pool, "get_connection", get_connection)
+    events = Events(r, keys, background=True)
+    assert events.known() is True  # the first call waits (boundedly) for the thread's first read
+    for _ in range(50):
+        assert events.known() is True and "angora.run.started" in events.wanted()
+    assert takers and set(takers) == {"angora-events"}
+
+
+def test_a_background_copy_says_it_does_not_know_before_its_first_read(keys: Keys) -> None:
+    unreachable = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.05)
+    events = Events(unreachable, keys, background=True)
+    assert events.known() is None and events.wanted() == {}  # SEND then looks itself (listen '?')
