@@ -12,7 +12,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.store.connection import redis_errors
 from angora_rq.core.errors import Conflict
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.store.link import link_for
+from angora_rq.store.link import borrowed
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
@@ -72,10 +72,12 @@ def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget
     """Run a SEND (or SEND_DISPATCH) call, then `wait` in the same round trip: its answer (refusals raised)."""
     with redis_errors():
         try:
-            if wait is None:
-                reply = call.run(link_for(r))
-            else:
-                reply, acked = call.run_then(link_for(r), wait)
+            with borrowed(r) as link:
+                if wait is None:
+                    reply = call.run(link)
+                else:
+                    reply, acked = call.run_then(link, wait)
+            if wait is not None:
                 confirm(acked, "the message")
         except redis.exceptions.ResponseError as e:
             raise _refused(r, keys, e, budget) from e

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from typing import Optional
 
 from redis.client import Pipeline
@@ -103,15 +104,10 @@ class Events:
         with self._starting:
             reader = self._reader
             if reader is None or reader[0] != os.getpid() or not reader[1].is_alive():
-                thread = threading.Thread(target=self._read_forever, name="angora-events", daemon=True)
+                thread = threading.Thread(target=_read_forever, args=(weakref.ref(self),), name="angora-events",
+                                          daemon=True)
                 self._reader = (os.getpid(), thread)
                 thread.start()
-
-    def _read_forever(self) -> None:
-        pid = os.getpid()
-        while self._reader is not None and self._reader[0] == pid:
-            self._read()
-            time.sleep(REFRESH)
 
     def execution(self, pipe: Pipeline, status: str, run: str, job: str, xid: str, now: float) -> None:
         """Publish angora.execution.<status> for an execution, when listened to."""
@@ -134,3 +130,16 @@ class Events:
             RUN_END.bind(run=k.run(run), events=k.events(), stream=k.stream(), runs=k.runs(),
                          outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
                          run_id=run, now=repr(now), run_prefix=k.run(""), outbox_cap=OUTBOX_CAP).queue(pipe)
+
+
+def _read_forever(ref: "weakref.ref[Events]") -> None:
+    """A background Events' reader: every REFRESH seconds until its Events is gone (its app was dropped: tests make
+    many) or the process forked (the child starts its own)."""
+    pid = os.getpid()
+    while True:
+        events = ref()
+        if events is None or events._reader is None or events._reader[0] != pid:
+            return
+        events._read()
+        del events  # no strong reference while asleep
+        time.sleep(REFRESH)

@@ -16,7 +16,6 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import Status
 from angora_rq.store.connection import Redis
-from angora_rq.store.link import link_for
 from angora_rq.store.scripts import DROP_RUNS, DROP_VERSIONS
 
 CHUNK = 200  # runs per DROP_RUNS call: one call stays short (Redis serves nothing else meanwhile)
@@ -45,7 +44,7 @@ def drop_runs(r: Redis, keys: Keys, run_ids: list[str]) -> tuple[Dropped, int]:
         failed=keys.runs_by_status(Status.failed), canceled=keys.runs_by_status(Status.canceled),
         run_prefix=keys.run(""), exec_prefix=keys.execution(""), rq_job_prefix=K.rq_job(""), tail_prefix=keys.tail(""),
         rq_failed_prefix=keys.rq_failed(""), by_job_prefix=keys.runs_by_job(""), run_ids=run_ids,
-    ).run(link_for(r))
+    ).run_borrowed(r)
     return Dropped(int(runs), int(execs)), int(kept)
 
 
@@ -112,5 +111,5 @@ def drop_unused_versions(r: Redis, keys: Keys, now: float) -> tuple[int, int]:
         index=keys.definitions_index(), indexed_jobs=keys.runs_indexed_jobs(), cutoff=repr(cutoff),
         defs_prefix=keys.definitions(""), stats_prefix=stats, execs_suffix=keys.job_executions("")[len(stats):],
         by_job_prefix=keys.runs_by_job(""), versions=versions,
-    ).run(link_for(r))
+    ).run_borrowed(r)
     return int(gone), int(jobs)

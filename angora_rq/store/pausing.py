@@ -21,7 +21,6 @@ from angora_rq.core import keys as K
 from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.store.events import OUTBOX_CAP, Events
-from angora_rq.store.link import link_for
 from angora_rq.store.scripts import RESUME
 from angora_rq.store.state import BELL_CAP
 
@@ -57,7 +56,7 @@ def resume_job(r: redis.Redis, keys: Keys, job: str) -> dict[str, Any]:
         bell_prefix=k.bell(""), bell_cap=BELL_CAP, events=k.events(), stream=k.stream(), runs=k.runs(),
         outbox=k.webhook_outbox(), work=k.work(), accepted=k.accepted(), unsettled=k.runs_unsettled(),
         now=repr(time.time()), outbox_cap=OUTBOX_CAP, events_on="1" if Events(r, keys).any() else "",
-    ).run(link_for(r))
+    ).run_borrowed(r)
     return {"job": job, "paused": False, "changed": bool(was), "released": int(released)}
 
 

@@ -19,7 +19,6 @@ from angora_rq.core.codec import to_str, to_str_dict
 from angora_rq.core.keys import Keys
 from angora_rq.core.runs import RunSummary, summarize, summarize_hash
 from angora_rq.core.schema import NOT_STARTED, Run, Status
-from angora_rq.store.link import link_for
 from angora_rq.store.plans import with_plans
 from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
 
@@ -92,7 +91,7 @@ class RunIndex:
     def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
         """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""
         rows = RUN_STATES.bind(mode="status" if statuses else "brief", not_started=" ".join(sorted(NOT_STARTED)),
-                               runs=[self.keys.run(rid) for rid, _ in chunk]).run(link_for(self.r))
+                               runs=[self.keys.run(rid) for rid, _ in chunk]).run_borrowed(self.r)
         outcomes: list[tuple[str, str, str, float]] = []
         live: list[LiveRun] = []
         finished: list[tuple[str, str]] = []

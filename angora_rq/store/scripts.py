@@ -34,7 +34,7 @@ from redis.client import Pipeline
 
 from angora_rq.core.errors import AngoraError
 from angora_rq.core.schema import LUA
-from angora_rq.store.link import Link, evalsha
+from angora_rq.store.link import Link, borrowed, evalsha
 
 LUA_DIR = Path(__file__).with_name("lua")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -90,6 +90,11 @@ class Bound:
     def run(self, link: Link) -> Any:
         """EVALSHA on `link` (loading the script once if the server does not know it); the raw reply."""
         return link.script(self.script, self.keys, self.args)
+
+    def run_borrowed(self, r: redis.Redis) -> Any:
+        """run() on this thread's Link on `r`'s pool, given back after unless the thread held it (link.borrowed)."""
+        with borrowed(r) as link:
+            return self.run(link)
 
     def run_after(self, link: Link, pipe: Pipeline,
                   before: Sequence[Sequence[Any]] = ()) -> tuple[Optional[list[Any]], Any]:

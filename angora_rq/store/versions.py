@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 from angora_rq.core.keys import Keys
 from angora_rq.store.connection import Redis
-from angora_rq.store.link import link_for
+from angora_rq.store.link import borrowed
 
 RUNNING_SECONDS = 60  # gone a minute after the last matcher stops publishing it
 
@@ -17,5 +17,6 @@ def publish_running_version(conn: Any, keys: Keys, version: str) -> None:
 
 def running_version(r: Redis, keys: Keys) -> Optional[str]:
     """The definitions version the matchers run (the last one published), or None when no matcher runs."""
-    value = link_for(r).call("GET", keys.running_version())
+    with borrowed(r) as link:
+        value = link.call("GET", keys.running_version())
     return value.decode() if isinstance(value, bytes) else value

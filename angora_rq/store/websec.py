@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from angora_rq.core.keys import Keys
 from angora_rq.store.connection import Redis
-from angora_rq.store.link import link_for
+from angora_rq.store.link import borrowed
 
 
 def web_secret(r: Redis, keys: Keys) -> bytes:
@@ -41,11 +41,11 @@ def close_session(r: Redis, keys: Keys, session_id: str, pipeline: Optional[Any]
 def login_wait(r: Redis, keys: Keys, client: str, limit: int) -> int:
     """Seconds `client` must wait before its credentials are checked again (0: now), after `limit` failures."""
     key = keys.login_failures(client)
-    link = link_for(r)  # one GET on the held connection: every authenticated request pays it
-    count = link.call("GET", key)
-    if count is None or int(count) < limit:
-        return 0
-    return max(1, int(link.call("TTL", key)))
+    with borrowed(r) as link:  # one GET on a held connection (no pool checkout): every authenticated request pays it
+        count = link.call("GET", key)
+        if count is None or int(count) < limit:
+            return 0
+        return max(1, int(link.call("TTL", key)))
 
 
 def login_failed(r: Redis, keys: Keys, client: str, window: float) -> int:
