@@ -32,6 +32,7 @@ XID = "id"  # in a row: the execution's id (the key's, not a field)
 RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
 RERUN_TRIES = 10
 CANCEL_TRIES = 20
+KILL_TRIES = 20
 
 
 class Control:
@@ -191,27 +192,33 @@ class Control:
         return {"job": ex.spec.name, "execution_id": nxt, "rerun_of": ex.id}
 
     def kill(self, xid: str) -> str:
-        """Kill a running execution (its whole process group) or drop a waiting one; returns what was done."""
+        """Kill a running execution (its whole process group) or drop a waiting one; returns what was done. An
+        execution that changes meanwhile (claimed, held, started) is looked at again."""
         ek = self.keys.execution(xid)
-        with self.r.pipeline() as pipe:
-            pipe.watch(ek)
-            f = to_str_dict(pipe.hgetall(ek))
-            if not f:
-                raise NotFound(f"no execution {xid!r}")
-            status = f.get(Exec.status)
-            pipe.multi()
-            if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
-                pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
-                result = "kill requested"
-            elif status in WAITING:
-                self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
-                ex = load_claimed(self.r, self.keys, xid, f)  # killed for good: its failure branch follows
-                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
-                result = "killed"
-            else:
-                raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
-            pipe.execute()
-        return result
+        for _ in range(KILL_TRIES):
+            with self.r.pipeline() as pipe:
+                pipe.watch(ek)
+                f = to_str_dict(pipe.hgetall(ek))
+                if not f:
+                    raise NotFound(f"no execution {xid!r}")
+                status = f.get(Exec.status)
+                pipe.multi()
+                if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
+                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
+                    result = "kill requested"
+                elif status in WAITING:
+                    self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
+                    ex = load_claimed(self.r, self.keys, xid, f)  # killed for good: its failure branch follows
+                    self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
+                    result = "killed"
+                else:
+                    raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
+                try:
+                    pipe.execute()
+                except WatchError:
+                    continue
+            return result
+        raise Conflict(f"execution {xid} kept changing while it was being killed; try again")
 
     def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
         """An execution not started yet (its row, XID included) ends as `status`: out of every queue and list."""

@@ -8,7 +8,9 @@ job that difference was a large share of a job's cost. A Link uses only redis-py
 (`health_check_interval`: a PING first, retried on a fresh connection) and the reply parser are still redis-py's.
 
 Replies are raw (bytes, lists, ints: no per-command decoding). A Link belongs to one thread; `link_for()` keeps one
-per thread and connection pool for callers that share a client across threads (the web app).
+per thread and connection pool for callers that share a client across threads (the web app). The store's steps
+take it with `borrowed()`, which gives it back after the step unless the thread held it already: a thread must
+never hold a Link while it waits for another connection of a bounded pool (the web's).
 """
 from __future__ import annotations
 

@@ -297,6 +297,26 @@ def test_kill_waiting_then_retry_then_conflicts(client: FlaskClient) -> None:
     assert client.post(f"/api/v1/executions/{new}/skip").status_code == 409
 
 
+def test_a_kill_that_meets_a_change_looks_again(client: FlaskClient, r: redis.Redis, keys: Keys,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker claims or holds an execution between kill's read and its write (the transaction is refused): kill
+    reads it again and acts on what it finds, instead of failing with redis-py's WatchError (a CI run did)."""
+    from angora_rq.store.control import Control
+
+    xid = run_job(client)["execution_id"]
+    drop, calls = Control._drop_waiting, []
+
+    def changed_meanwhile(self: Control, pipe: Any, f: dict[str, str], status: str) -> None:
+        calls.append(status)
+        if len(calls) == 1:
+            r.hset(keys.execution(xid), "touched", "1")  # another client writes the watched execution
+        drop(self, pipe, f, status)
+    monkeypatch.setattr(Control, "_drop_waiting", changed_meanwhile)
+    killed = client.post(f"/api/v1/executions/{xid}/kill")
+    assert conforms(killed, "/api/v1/executions/{execution_id}/kill", "post")["result"] == "killed"
+    assert len(calls) == 2 and r.hget(keys.execution(xid), Exec.status) == b"killed"
+
+
 def test_skip_failed_execution(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
     started = run_job(client)
     xid = started["execution_id"]
