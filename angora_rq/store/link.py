@@ -168,7 +168,7 @@ def release_link(r: redis.Redis) -> None:
     or when the pool has no connection free, the connection goes back to the client's pool: a thread may be
     waiting for one there, and it would wait until the pool's timeout, then answer 503 "No connection available"
     (seen through /send at 64 clients on the web's pool of 16), while the parked one sat idle."""
-    links: dict[int, Link] = getattr(_local, "links", None) or {}
+    links = _thread_links()
     link = links.pop(id(r.connection_pool), None)
     if link is None:
         return
@@ -203,7 +203,7 @@ def borrowed(r: redis.Redis) -> Iterator[Link]:
     pool on redis-py's path (the pages' and the API's reads): 64 authenticated API clients on two web processes
     (each checks its client's login failures on a Link first) left every connection of a process's pool of 16
     held by a thread waiting for another, and 1,527 of 2,560 requests answered 503 after the pool's 10 s timeout."""
-    links: dict[int, Link] = getattr(_local, "links", None) or {}
+    links = _thread_links()
     held = id(r.connection_pool) in links
     link = link_for(r)
     try:
@@ -213,10 +213,17 @@ def borrowed(r: redis.Redis) -> Iterator[Link]:
             release_link(r)
 
 
+def _thread_links() -> dict[int, Link]:
+    """This thread's Links, by connection pool."""
+    links: Optional[dict[int, Link]] = getattr(_local, "links", None)
+    if links is None:
+        links = _local.links = {}
+    return links
+
+
 def link_for(r: redis.Redis) -> Link:
     """This thread's Link on `r`'s connection pool (one per thread and pool, made on first use)."""
-    links: dict[int, Link] = getattr(_local, "links", None) or {}
-    _local.links = links
+    links = _thread_links()
     link = links.get(id(r.connection_pool))
     if link is None or link._pool is not r.connection_pool:
         if len(links) >= MAX_LINKS:
