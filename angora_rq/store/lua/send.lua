@@ -42,14 +42,14 @@ if room and sent >= room then
   redis.call('DECR', work)
   return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
-local listened = listen == '1' or (listen == '?' and redis.call('EXISTS', events_on) == 1)
 local id = entry ~= '' and entry or redis.call('XADD', stream, '*', unpack(ARGV, fields))
 local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
 if started then
   redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
   redis.call('ZADD', runs, now, run_id)
 end
-if started and listened then
+-- (events_on is looked at only for a run this message starts: nothing else here publishes)
+if started and (listen == '1' or (listen == '?' and redis.call('EXISTS', events_on) == 1)) then
   publish({events, stream, runs, outbox, work, accepted, unsettled},
           {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
 end
