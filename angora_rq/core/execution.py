@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Protocol
+from typing import Any, Optional, Protocol, Sequence
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.errors import InvalidInput
@@ -39,6 +39,9 @@ class OutcomeLike(Protocol):
     def ok(self) -> bool: ...
 
 
+CLAIM_WIDTH = 11  # values per execution in a CLAIM reply (store/lua/claim.lua)
+
+
 @dataclass
 class Claimed:
     """An execution a worker has claimed: what it needs to run and finalize it."""
@@ -55,12 +58,12 @@ class Claimed:
     follow: str = ""  # its version's Defs.follow record of the job (CLAIM): topics its worker dispatches itself
 
     @classmethod
-    def from_claim(cls, id_: Any, spec: Any, fields: list) -> "Claimed":
-        """Build from the CLAIM script's reply for one execution."""
-        run, attempt, topic, params, queue, created, version, job, follow = (to_str(f) for f in fields)
+    def from_claim(cls, values: Sequence[Any]) -> "Claimed":
+        """Build from the CLAIM script's CLAIM_WIDTH values for one execution."""
+        id_, spec, run, attempt, topic, params, queue, created, version, job, follow = (to_str(f) for f in values)
         return cls(
-            id=to_str(id_),
-            spec=_spec(to_str(spec), job),
+            id=id_,
+            spec=_spec(spec, job),
             run=run,
             attempt=int(attempt or 1),
             topic=topic,

@@ -30,7 +30,7 @@ from angora_rq.commands import runner, spawn
 from angora_rq.commands.guardian import Guardian
 from angora_rq.commands.reaper import Orphans
 from angora_rq.core.command import CleanEnv, command_spec
-from angora_rq.core.execution import FENCED, Claimed
+from angora_rq.core.execution import CLAIM_WIDTH, FENCED, Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor, lost_claims
@@ -249,15 +249,15 @@ class AngoraWorker:
         return claim_call(self.keys, self.settings, self.name, self.queues, now, free, self.events.any())
 
     def _start_claimed(self, reply: list) -> int:
-        """Start the executions of a CLAIM reply (id, spec, fields per execution)."""
+        """Start the executions of a CLAIM reply (CLAIM_WIDTH values per execution)."""
         self.stats.claims += 1
         if not reply:
             return 0  # most claims find nothing (a bell another worker answered, a step after a record)
         n = 0
         try:
             with spawn.batch():
-                for i in range(0, len(reply), 3):
-                    self._start(Claimed.from_claim(reply[i], reply[i + 1], reply[i + 2]))
+                for i in range(0, len(reply), CLAIM_WIDTH):
+                    self._start(Claimed.from_claim(reply[i:i + CLAIM_WIDTH]))
                     n += 1
         finally:
             if self.guardian is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 from angora_rq.core import keys as K
-from angora_rq.core.execution import worker_host
+from angora_rq.core.codec import to_str
+from angora_rq.core.execution import CLAIM_WIDTH, worker_host
 from angora_rq.core.keys import Keys
 from angora_rq.core.rqcompat import utc_iso
 from angora_rq.core.settings import Settings
@@ -29,6 +30,11 @@ def claim_call(keys: Keys, settings: Settings, worker: str, queues: tuple[str, .
         slots_prefix=c.slots_prefix, held_prefix=c.held_prefix, rq_queue_prefix=c.rq_queue_prefix,
         defs_prefix=c.defs_prefix, queues=queues,
     )
+
+
+def claimed_ids(reply: Sequence[Any]) -> list[str]:
+    """The ids of the executions a CLAIM reply started (CLAIM_WIDTH values each)."""
+    return [to_str(x) for x in reply[0::CLAIM_WIDTH]]
 
 
 class ClaimKeys(NamedTuple):

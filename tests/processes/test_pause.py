@@ -14,7 +14,7 @@ from angora_rq.core.errors import InvalidInput, NotFound
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
-from angora_rq.store.claiming import claim_call
+from angora_rq.store.claiming import claim_call, claimed_ids
 from angora_rq.store.link import Link
 from angora_rq.core.settings import Settings
 from angora_rq.store.state import State
@@ -40,7 +40,7 @@ def held(r: redis.Redis, keys: Keys, n: int, job: JobDef = JOB) -> list[str]:
 def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...], n: int = 100) -> list[str]:
     """The worker's CLAIM call (what AngoraWorker._claim sends), returning the claimed ids."""
     reply = claim_call(keys, Settings(), "w1", queues, time.time(), n).run(Link(r))
-    return [x.decode() for x in reply[0::3]]
+    return claimed_ids(reply)
 
 
 def field(r: redis.Redis, key: str, name: str) -> str:

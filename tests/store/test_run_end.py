@@ -19,7 +19,7 @@ from angora_rq.core.schema import Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.processes.matcher import Matcher
-from angora_rq.store.claiming import claim_call
+from angora_rq.store.claiming import claim_call, claimed_ids
 from angora_rq.store import bus
 from angora_rq.store.control import Control
 from angora_rq.store.link import Link
@@ -47,8 +47,7 @@ class Flow:
 
     def run_one(self, code: int, at: float) -> str:
         """Claim the one queued execution and finish it with `code` at time `at`; returns its id."""
-        [xid] = [x.decode() for x in claim_call(self.keys, self.settings, "w1", ("default",), at, 10)
-                 .run(Link(self.r))[0::3]]
+        [xid] = claimed_ids(claim_call(self.keys, self.settings, "w1", ("default",), at, 10).run(Link(self.r)))
         ex = load_claimed(self.r, self.keys, xid, to_str_dict(self.r.hgetall(self.keys.execution(xid))))
         with self.r.pipeline() as pipe:
             State(self.keys, self.settings).finalize(pipe, ex, Outcome(code, None, "exit", at - 1, at, 1.0, ""), at,
@@ -129,8 +128,8 @@ def test_dropping_the_last_waiting_execution_ends_the_run(flow: Flow, how: str) 
         [xid] = flow.r.zrange(flow.keys.approvals(), 0, -1)
         control.decide(xid.decode(), False, "someone")  # DECIDE
     else:
-        [xid] = [x.decode() for x in claim_call(flow.keys, flow.settings, "w1", ("default",), time.time(), 1)
-                 .run(Link(flow.r))[0::3]]
+        [xid] = claimed_ids(claim_call(flow.keys, flow.settings, "w1", ("default",), time.time(), 1)
+                            .run(Link(flow.r)))
         control.cancel_run("r1")  # running: it stays until its worker hands it back, canceled (HAND_BACK)
         assert flow.ended("r1") is None
         ex = load_claimed(flow.r, flow.keys, xid, to_str_dict(flow.r.hgetall(flow.keys.execution(xid))))

@@ -10,6 +10,7 @@ import json
 import redis
 
 from angora_rq.core import keys as K
+from angora_rq.core.execution import CLAIM_WIDTH, Claimed
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.model import JobDef
@@ -17,7 +18,7 @@ from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.codec import to_str_dict
 from angora_rq.processes.janitor import Janitor, lost_claims
-from angora_rq.store.claiming import claim_call
+from angora_rq.store.claiming import claim_call, claimed_ids
 from angora_rq.store import pausing
 from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours
@@ -63,7 +64,7 @@ def create(r: redis.Redis, keys: Keys, job: JobDef = JOB, run_id: str = "run1", 
 def claim(r: redis.Redis, keys: Keys, queues: tuple[str, ...] = ("etl",), want: int = 10,
           worker: str = "w1") -> list[str]:
     reply = claim_call(keys, SETTINGS, worker, queues, 2000.0, want).run(Link(r))
-    return [x.decode() for x in reply[0::3]]
+    return claimed_ids(reply)
 
 
 def redis_now(r: redis.Redis) -> float:
@@ -128,9 +129,13 @@ def test_an_execution_refers_to_its_spec_recorded_once_per_version(r: redis.Redi
 def test_claim_takes_queued_executions_in_order_and_marks_them_running(r: redis.Redis, keys: Keys) -> None:
     xs = [create(r, keys, run_id=f"run{i}") for i in range(3)]
     reply = claim_call(keys, SETTINGS, "w1", ("etl",), 2000.0, 2).run(Link(r))
-    assert [x.decode() for x in reply[0::3]] == xs[:2]
-    assert [x.decode() for x in reply[2]][:6] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
+    assert claimed_ids(reply) == xs[:2]
+    assert len(reply) == 2 * CLAIM_WIDTH  # flat: no nested array (each costs Redis 6 a write(2) of its own)
+    assert [x.decode() for x in reply[2:8]] == ["run0", "1", "data.ready", '{"N": "1"}', "etl", "1000.0"]
     assert json.loads(reply[1]) == JOB.to_json()
+    first = Claimed.from_claim(reply[:CLAIM_WIDTH])
+    version = h(r, keys.execution(xs[0]))["config_version"]
+    assert (first.id, first.run, first.spec, first.version) == (xs[0], "run0", JOB, version)
     assert ids(r, keys.worker_inflight("w1")) == xs[:2] and ids(r, keys.rq_queue("etl")) == xs[2:]
     ex = h(r, keys.execution(xs[0]))
     assert (ex["status"], ex["worker"], ex["started"]) == ("running", "w1", "2000.0")

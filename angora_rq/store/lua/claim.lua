@@ -11,8 +11,10 @@
 -- canceled run: cancel drops them, and CREATE and HAND_BACK cancel what would join one (a read per claim saved).
 -- events_on: '' when no event has a listener; else each execution's new status (running, held) is published
 -- (events, stream, runs, outbox, work, accepted, unsettled and outbox_cap are PUBLISH's).
--- Returns, per execution started: id, spec ('' if its definitions version lost it), {run, attempt, topic, params,
--- queue, created, config_version, job, follow} (follow: the version's Defs.follow record of the job, or '').
+-- Returns, per execution started, 11 values in one flat array: id, spec ('' if its definitions version lost it), run,
+-- attempt, topic, params, queue, created, config_version, job, follow (the version's Defs.follow record of the job,
+-- or ''). Flat because Redis starts a new reply buffer for each nested array, and Redis 6 writes each buffer with a
+-- write(2) of its own: nested, a claim of n cost n+1 writes (bench/README.md, seventh round).
 local n = tonumber(want)
 local out, ids, specs = {}, {}, {}
 for qi = queues, #ARGV do
@@ -58,8 +60,9 @@ for qi = queues, #ARGV do
           end
           ids[#ids + 1] = id
           out[#out + 1] = id
-          out[#out + 1] = specs[sk][1] or ''
-          out[#out + 1] = {e[3], e[6], e[7], e[8] or '', e[9], e[10], e[5] or '', e[2], specs[sk][2] or ''}
+          local o = #out
+          out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = specs[sk][1] or '', e[3], e[6], e[7], e[8] or ''
+          out[o + 6], out[o + 7], out[o + 8], out[o + 9], out[o + 10] = e[9], e[10], e[5] or '', e[2], specs[sk][2] or ''
           new = STATUS.running
         end
         if new and events_on ~= '' then
