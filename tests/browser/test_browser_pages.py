@@ -5,6 +5,7 @@ timeline and job chart, axe-core's accessibility rules (light and dark), a scree
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -179,26 +180,37 @@ def stayed(page: Any) -> bool:
     return page.evaluate("window.__stayed === 1")
 
 
+def live_until(page: Any, condition: str, within: float = 30.0) -> None:
+    """Move the page's clock (page.clock.install() before its goto) a poll interval on at a time until the JS
+    expression `condition` holds: the live updates run on the page's own timers, with no wait for them."""
+    deadline = time.monotonic() + within
+    while not page.evaluate(condition):
+        assert time.monotonic() < deadline, f"{condition} did not hold within {within} s"
+        page.clock.fast_forward(7000)  # longer than the slowest poll interval
+        page.wait_for_timeout(100)
+
+
 def test_dashboard_updates_live(angora: tuple[str, System], page: Any) -> None:
     base, system = angora
+    page.clock.install()
     page.goto(base + "/")
     assert page.get_attribute("#live", "data-state") == "on" and page.is_visible("#live")
     count = "#jobs tr:has(a[href='/jobs/load']) td:last-child"
     before = int(page.inner_text(count))
     stay(page)
     finished_run(system, "demo.start")
-    page.wait_for_function(f"() => Number(document.querySelector(\"{count}\").textContent) === {before + 1}",
-                           timeout=20_000)
+    live_until(page, f"Number(document.querySelector(\"{count}\").textContent) === {before + 1}")
     assert stayed(page)
     screenshot(page, "live-dashboard.png")
 
 
 def test_runs_list_updates_live(angora: tuple[str, System], page: Any) -> None:
     base, system = angora
+    page.clock.install()
     page.goto(base + "/runs")
     stay(page)
     run_id = system.send("demo.start")
-    page.wait_for_selector(f"#runs-list a[href='/runs/{run_id}']", timeout=20_000)
+    live_until(page, f"!!document.querySelector(\"#runs-list a[href='/runs/{run_id}']\")")
     assert stayed(page)
 
 
@@ -250,15 +262,14 @@ def test_execution_page_follows_the_execution_to_its_end(angora: tuple[str, Syst
 
 def test_job_page_updates_live_with_its_chart(angora: tuple[str, System], page: Any) -> None:
     base, system = angora
+    page.clock.install()
     page.goto(base + "/jobs/extract")
     bars = page.locator("#job-chart rect.bar").count()
     rows = page.locator("#job-history tbody tr").count()
     stay(page)
     finished_run(system, "demo.start")
-    page.wait_for_function(f"() => document.querySelectorAll('#job-chart rect.bar').length === {bars + 1}",
-                           timeout=20_000)
-    page.wait_for_function(f"() => document.querySelectorAll('#job-history tbody tr').length === {min(rows + 1, 25)}",
-                           timeout=20_000)
+    live_until(page, f"document.querySelectorAll('#job-chart rect.bar').length === {bars + 1}")
+    live_until(page, f"document.querySelectorAll('#job-history tbody tr').length === {min(rows + 1, 25)}")
     assert page.locator("#job-chart polyline.rate").count() == 1
     assert stayed(page)
     screenshot(page, "live-job.png")
@@ -280,19 +291,23 @@ def test_the_live_button_pauses_and_resumes(angora: tuple[str, System], page: An
 
     def is_poll(req: Any) -> bool:
         return bool(req.headers.get("x-angora-live"))
+    page.clock.install()  # the page's timers run when the test moves its clock on: no wait for a poll interval
     page.goto(base + "/runs")
-    page.wait_for_event("request", is_poll, timeout=20_000)
+    with page.expect_request(is_poll, timeout=20_000):
+        page.clock.fast_forward(7000)  # longer than the slowest poll interval
     page.click("#live")
     assert page.get_attribute("#live", "data-state") == "paused"
     assert page.get_attribute("#live", "aria-pressed") == "false"
     polls: list[str] = []
     page.on("request", lambda req: polls.append(req.url) if is_poll(req) else None)
-    page.wait_for_timeout(7000)  # longer than the slowest poll interval
+    page.clock.fast_forward(7000)
+    page.wait_for_timeout(500)  # a poll the timers fired would be on its way by now
     assert polls == []
     page.focus("#live")
-    page.keyboard.press("Enter")  # a real button: the keyboard works too
-    assert page.get_attribute("#live", "data-state") == "on"
-    page.wait_for_event("request", is_poll, timeout=20_000)
+    with page.expect_request(is_poll, timeout=20_000):
+        page.keyboard.press("Enter")  # a real button: the keyboard works too
+        assert page.get_attribute("#live", "data-state") == "on"
+        page.clock.fast_forward(7000)
 
 
 def test_keyboard_shortcuts(angora: tuple[str, System], page: Any) -> None:
@@ -333,6 +348,7 @@ def auth_web(angora: tuple[str, System], tmp_path_factory: pytest.TempPathFactor
 
 def test_live_updates_work_behind_auth(angora: tuple[str, System], auth_web: str, page: Any) -> None:
     _, system = angora
+    page.clock.install()
     page.goto(auth_web + "/runs")
     page.wait_for_url("**/login**")
     page.fill("#token", "s3cret-token")
@@ -341,5 +357,5 @@ def test_live_updates_work_behind_auth(angora: tuple[str, System], auth_web: str
     assert page.get_attribute("#live", "data-state") == "on"
     stay(page)
     run_id = system.send("demo.start")
-    page.wait_for_selector(f"#runs-list a[href='/runs/{run_id}']", timeout=20_000)
+    live_until(page, f"!!document.querySelector(\"#runs-list a[href='/runs/{run_id}']\")")
     assert stayed(page) and page.get_attribute("#live", "data-state") == "on"
