@@ -14,7 +14,7 @@
 -- Returns, per execution started, 11 values in one flat array: id, spec ('' if its definitions version lost it), run,
 -- attempt, topic, params, queue, created, config_version, job, follow (the version's Defs.follow record of the job,
 -- or ''). Flat because Redis starts a new reply buffer for each nested array, and Redis 6 writes each buffer with a
--- write(2) of its own: nested, a claim of n cost n+1 writes (bench/README.md, seventh round).
+-- write(2) of its own (bench/README.md, seventh round).
 local n = tonumber(want)
 local out, ids, specs = {}, {}, {}
 for qi = queues, #ARGV do
