@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -85,36 +86,38 @@ def answer_all(r: redis.Redis, keys: Keys, msgs: Sequence[Message], calls: Seque
             replies, acked = run_each(link, calls, wait)
         if wait is not None and not all(isinstance(reply, Exception) for reply in replies):  # (all refused: no write)
             confirm(acked, "the message" if len(calls) == 1 else "the messages")
-        return [_answer(r, keys, msg, reply, budget) for msg, reply in zip(msgs, replies)]
+        outcomes = [_answer(msg, reply, budget) for msg, reply in zip(msgs, replies)]
+    for reason, n in Counter(reason for _, reason in outcomes if reason).items():
+        count_refused(r, keys, reason, n)
+    return [outcome for outcome, _ in outcomes]
 
 
-def _answer(r: redis.Redis, keys: Keys, msg: Message, reply: Any, budget: Budget) -> Union[Sent, Exception]:
-    """One SEND reply as the caller's answer: a Sent, a refusal (Overloaded, Conflict) or the error, unraised."""
+def _answer(msg: Message, reply: Any, budget: Budget) -> tuple[Union[Sent, Exception], str]:
+    """One SEND reply as the caller's answer (a Sent, a refusal or the error, unraised) and the reason /metrics
+    counts a refusal under ('' for anything else)."""
     if isinstance(reply, redis.exceptions.ResponseError):
-        refused = _refused(r, keys, reply, budget)
+        refused, reason = _refused(reply, budget)
         if refused is reply:  # out of memory, read-only...: as redis_errors() would raise it
             refused = unavailable(reply) or reply
         if refused is not reply:
             refused.__cause__ = reply
-        return refused
+        return refused, reason
     if isinstance(reply, list):
-        return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True)
-    return Sent(msg.run_id, to_str(reply))
+        return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True), ""
+    return Sent(msg.run_id, to_str(reply)), ""
 
 
-def _refused(r: redis.Redis, keys: Keys, e: redis.exceptions.ResponseError, budget: Budget) -> Exception:
-    """The error SEND refused a message with, counted for /metrics; anything else unchanged."""
+def _refused(e: redis.exceptions.ResponseError, budget: Budget) -> tuple[Exception, str]:
+    """The error SEND refused a message with, and its reason for /metrics; anything else unchanged, reason ''."""
     text = str(e)
     refused = refusal(text, budget)
     if refused is not None:
-        count_refused(r, keys, "backlog")
-        return refused
+        return refused, "backlog"
     if text.startswith("KEYREUSE"):
-        count_refused(r, keys, "key_reuse")
         _, run_id, entry = text.split()
         return Conflict("this idempotency key was used for another message (another topic or params); "
-                        "use a new key for a new message", detail={"run_id": run_id, "message_id": entry})
-    return e
+                        "use a new key for a new message", detail={"run_id": run_id, "message_id": entry}), "key_reuse"
+    return e, ""
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

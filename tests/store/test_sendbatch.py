@@ -14,6 +14,7 @@ from angora_rq.core.errors import Conflict, Overloaded
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
 from angora_rq.core.pressure import NO_BUDGET, Budget
+from angora_rq.core.schema import Metrics
 from angora_rq.store import bus
 from angora_rq.store.link import release_link
 from angora_rq.store.scripts import Bound
@@ -147,6 +148,7 @@ def test_a_refusal_or_a_repeat_in_a_batch_is_that_message_alone(r: redis.Redis, 
     msgs = [Message.create("t", None, None) for _ in range(4)]
     got = bus.answer_all(r, keys, msgs, calls(keys, msgs, Budget(work=2)), Budget(work=2), None)
     assert [type(x) for x in got] == [bus.Sent, bus.Sent, Overloaded, Overloaded]
+    assert r.hget(keys.metrics(), Metrics.refused + "backlog") == b"2"  # counted for /metrics, once per batch
     r.delete(keys.work())
     same = [Message.create("t", None, None), Message.create("t", None, None), Message.create("u", None, None)]
     got = bus.answer_all(r, keys, same, calls(keys, same, key=lambda i: "k1"), NO_BUDGET, None)
