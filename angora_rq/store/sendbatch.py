@@ -1,11 +1,12 @@
-"""Group commit of the web's sends to the stream: the root messages one process's concurrent /send requests put on
-the bus go to Redis together, their SEND calls pipelined in one round trip. Each is its own SEND, so each message
-is accepted, refused or answered as a repeat exactly as alone; what a batch saves is Redis' round trips (about 30 us
-of its CPU each when a call arrives alone, against under 1 us pipelined: bench/README.md, seventh round).
+"""Group commit of the web's sends to the stream, under load: when one process has CROWD sends or more in hand, the
+root messages its concurrent /send requests put on the bus go to Redis together, their SEND calls pipelined in one
+round trip. Each is its own SEND, so each message is accepted, refused or answered as a repeat exactly as alone;
+what a batch saves is Redis' round trips (about 30 us of its CPU for a call that arrives alone, under 1 us
+pipelined: bench/README.md, seventh round). Below CROWD, sends go alone, at once and side by side, as Redis
+already takes concurrent calls in one pass of its event loop.
 
-Leader/follower, no timer: a request that finds no batch in flight sends at once whatever is queued (itself alone
-at a trickle: no added wait); requests that arrive meanwhile queue, and one of them, once that batch is back, sends
-them all in the next.
+Leader/follower, no timer: a crowded send that finds no batch in flight sends at once whatever is queued; those
+that arrive meanwhile queue, and one of them, once that batch is back, sends them all in the next.
 """
 from __future__ import annotations
 

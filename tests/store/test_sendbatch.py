@@ -18,7 +18,7 @@ from angora_rq.core.schema import Metrics
 from angora_rq.store import bus
 from angora_rq.store.link import release_link
 from angora_rq.store.scripts import Bound
-from angora_rq.store.sendbatch import Coalescer, SendBatcher
+from angora_rq.store.sendbatch import CROWD, Coalescer, SendBatcher
 
 
 class Gate:
@@ -189,3 +189,28 @@ def test_requests_waiting_for_a_batch_hold_no_connection(redis_url: str) -> None
     assert not errors, errors
     assert len({s.run_id for s in sent}) == 8 and client.xlen(keys.stream()) == 8
     client.close()
+
+
+def test_below_crowd_sends_go_alone_and_side_by_side(r: redis.Redis, keys: Keys) -> None:
+    """Two sends in hand at once (CROWD is more) each make their own call, neither waiting for the other's: a
+    batch would wait for the call in flight, and with 2 clients per web process that cost 10 % of jobs/s."""
+    assert CROWD > 2
+    batcher = SendBatcher(r, keys, lambda: NO_BUDGET, 60, None)
+    both = threading.Barrier(2, timeout=30)
+    flush = batcher._flush
+    sizes: list[int] = []
+
+    def side_by_side(batch: list[Any]) -> Any:
+        sizes.append(len(batch))
+        both.wait()  # broken (BrokenBarrierError) unless the other send is in its own call at the same time
+        return flush(batch)
+    batcher._flush = side_by_side  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            batcher.submit(Message.create("t", None, None))
+        except BaseException as e:
+            errors.append(e)
+    joined([threading.Thread(target=send) for _ in range(2)], start=True)
+    assert not errors and sizes == [1, 1] and r.xlen(keys.stream()) == 2
