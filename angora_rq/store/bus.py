@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import redis
 from redis.client import Pipeline
 
 from angora_rq.core.codec import to_str
-from angora_rq.store.connection import redis_errors
+from angora_rq.store.connection import redis_errors, unavailable
 from angora_rq.core.errors import Conflict
 from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.store.link import borrowed
@@ -20,7 +21,7 @@ from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.core.settings import Settings
 from angora_rq.store.metrics import count_refused
 from angora_rq.store.replication import confirm
-from angora_rq.store.scripts import SEND, Bound, field_pairs
+from angora_rq.store.scripts import SEND, Bound, field_pairs, run_each
 
 
 @dataclass(frozen=True)
@@ -70,35 +71,53 @@ def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float
 def answer(r: redis.Redis, keys: Keys, msg: Message, call: Bound, budget: Budget,
            wait: Optional[Sequence[Any]]) -> Sent:
     """Run a SEND (or SEND_DISPATCH) call, then `wait` in the same round trip: its answer (refusals raised)."""
+    [out] = answer_all(r, keys, [msg], [call], budget, wait)
+    if isinstance(out, Exception):
+        raise out
+    return out
+
+
+def answer_all(r: redis.Redis, keys: Keys, msgs: Sequence[Message], calls: Sequence[Bound], budget: Budget,
+               wait: Optional[Sequence[Any]]) -> list[Union[Sent, Exception]]:
+    """Run SEND calls (one per message, in order), then `wait`, in one round trip: per message its answer or its
+    refusal (returned, not raised). Redis down, out of memory or read-only, or no replica confirming, raises."""
     with redis_errors():
-        try:
-            with borrowed(r) as link:
-                if wait is None:
-                    reply = call.run(link)
-                else:
-                    reply, acked = call.run_then(link, wait)
-            if wait is not None:
-                confirm(acked, "the message")
-        except redis.exceptions.ResponseError as e:
-            raise _refused(r, keys, e, budget) from e
+        with borrowed(r) as link:
+            replies, acked = run_each(link, calls, wait)
+        if wait is not None and not all(isinstance(reply, Exception) for reply in replies):  # (all refused: no write)
+            confirm(acked, "the message" if len(calls) == 1 else "the messages")
+        outcomes = [_answer(msg, reply, budget) for msg, reply in zip(msgs, replies)]
+    for reason, n in Counter(reason for _, reason in outcomes if reason).items():
+        count_refused(r, keys, reason, n)
+    return [outcome for outcome, _ in outcomes]
+
+
+def _answer(msg: Message, reply: Any, budget: Budget) -> tuple[Union[Sent, Exception], str]:
+    """One SEND reply as the caller's answer (a Sent, a refusal or the error, unraised) and the reason /metrics
+    counts a refusal under ('' for anything else)."""
+    if isinstance(reply, redis.exceptions.ResponseError):
+        refused, reason = _refused(reply, budget)
+        if refused is reply:  # out of memory, read-only...: as redis_errors() would raise it
+            refused = unavailable(reply) or reply
+        if refused is not reply:
+            refused.__cause__ = reply
+        return refused, reason
     if isinstance(reply, list):
-        return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True)
-    return Sent(msg.run_id, to_str(reply))
+        return Sent(to_str(reply[0]), to_str(reply[1]), replayed=True), ""
+    return Sent(msg.run_id, to_str(reply)), ""
 
 
-def _refused(r: redis.Redis, keys: Keys, e: redis.exceptions.ResponseError, budget: Budget) -> Exception:
-    """The error SEND refused a message with, counted for /metrics; anything else unchanged."""
+def _refused(e: redis.exceptions.ResponseError, budget: Budget) -> tuple[Exception, str]:
+    """The error SEND refused a message with, and its reason for /metrics; anything else unchanged, reason ''."""
     text = str(e)
     refused = refusal(text, budget)
     if refused is not None:
-        count_refused(r, keys, "backlog")
-        return refused
+        return refused, "backlog"
     if text.startswith("KEYREUSE"):
-        count_refused(r, keys, "key_reuse")
         _, run_id, entry = text.split()
         return Conflict("this idempotency key was used for another message (another topic or params); "
-                        "use a new key for a new message", detail={"run_id": run_id, "message_id": entry})
-    return e
+                        "use a new key for a new message", detail={"run_id": run_id, "message_id": entry}), "key_reuse"
+    return e, ""
 
 
 def send_in(pipe: Pipeline, keys: Keys, msg: Message) -> None:

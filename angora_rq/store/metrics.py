@@ -21,10 +21,10 @@ from angora_rq.core.schema import Metrics
 REFUSALS = ("invalid", "backlog", "key_reuse")
 
 
-def count_refused(r: redis.Redis, keys: Keys, reason: str) -> None:
-    """Count a refused send (best effort: a Redis that cannot count has refused the send anyway)."""
+def count_refused(r: redis.Redis, keys: Keys, reason: str, n: int = 1) -> None:
+    """Count `n` refused sends (best effort: a Redis that cannot count has refused the sends anyway)."""
     with contextlib.suppress(redis.RedisError):
-        r.hincrby(keys.metrics(), Metrics.refused + reason, 1)
+        r.hincrby(keys.metrics(), Metrics.refused + reason, n)
 
 
 @dataclass

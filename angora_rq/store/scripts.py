@@ -111,17 +111,6 @@ class Bound:
             raise reply
         return replies, reply
 
-    def run_then(self, link: Link, then: Sequence[Any]) -> tuple[Any, Any]:
-        """This script, then one more command (a WAIT), in one round trip: the script's reply (its error raised)
-        and the command's (its error returned). After a NOSCRIPT both go again, the script loaded first."""
-        reply, after = link.calls([evalsha(self.script, self.keys, self.args), then])
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            reply = self.run(link)
-            after = link.calls([then])[0]
-        if isinstance(reply, Exception):
-            raise reply
-        return reply, after
-
     def queue(self, pipe: Pipeline) -> None:
         """Queue this call on a pipeline (inside its MULTI), as EVAL."""
         pipe.execute_command(*self.eval_command())
@@ -135,15 +124,28 @@ class Bound:
 def run_both(link: Link, first: Bound, second: Bound) -> tuple[Any, Any]:
     """Two scripts in one round trip (EVALSHA each, in order): their replies, an error reply raised. One the server
     did not know (NOSCRIPT: it did not run) is loaded and run again, in the same order."""
-    replies = link.calls([evalsha(first.script, first.keys, first.args), evalsha(second.script, second.keys,
-                                                                                  second.args)])
-    for i, bound in enumerate((first, second)):
-        if isinstance(replies[i], redis.exceptions.NoScriptError):
-            replies[i] = bound.run(link)
+    replies, _ = run_each(link, [first, second])
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
     return replies[0], replies[1]
+
+
+def run_each(link: Link, calls: Sequence[Bound], then: Optional[Sequence[Any]] = None) -> tuple[list[Any], Any]:
+    """Scripts in one round trip (EVALSHA each, in order), then one more command (a WAIT) if given: each script's
+    reply and the command's, error replies returned in their place. Those the server did not know (NOSCRIPT: they
+    did not run) are loaded and run again, in order, and then the command again: a WAIT must follow what ran last."""
+    replies = link.calls([evalsha(c.script, c.keys, c.args) for c in calls] + ([then] if then else []))
+    after = replies.pop() if then else None
+    again = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+    for i in again:
+        try:
+            replies[i] = calls[i].run(link)
+        except redis.exceptions.ResponseError as e:
+            replies[i] = e
+    if again and then:
+        after = link.calls([then])[0]
+    return replies, after
 
 
 def field_pairs(mapping: Mapping[str, Any]) -> list[Any]:

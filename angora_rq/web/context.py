@@ -26,6 +26,8 @@ from angora_rq.store.dispatch import Dispatcher
 from angora_rq.store.events import Events
 from angora_rq.store.link import Link
 from angora_rq.store.pressure import Pressure
+from angora_rq.store.replication import wait_command
+from angora_rq.store.sendbatch import SendBatcher
 from angora_rq.store.queries import Queries
 from angora_rq.store.reloads import reload_requests
 from angora_rq.store.versions import running_version
@@ -139,6 +141,7 @@ class Angora:
     definitions: Definitions
     pressure: Pressure
     dispatcher: Dispatcher  # for the root messages /send dispatches itself (web/send.py)
+    sends: SendBatcher  # for those it puts on the stream: concurrent ones in one round trip
     _followed: Optional[str] = None  # the matchers' version last seen (and reloaded for)
     _running: Optional[str] = None  # the matchers' version as matched_snapshot last read it...
     _running_at: float = float("-inf")  # ...then (time.monotonic)
@@ -150,8 +153,10 @@ class Angora:
         keys = Keys(settings.prefix)
         definitions = Definitions(settings.config_path, reload_requests(r, keys))
         events = Events(r, keys, background=True)  # read by a thread of its own: a request never waits for it
+        pressure = Pressure(r, keys, settings)
         return cls(settings, r, keys, Queries(r, keys, settings.history), Control(r, keys, settings), definitions,
-                   Pressure(r, keys, settings), Dispatcher(Link(r), keys, settings, "web", events))
+                   pressure, Dispatcher(Link(r), keys, settings, "web", events),
+                   SendBatcher(r, keys, pressure.budget, settings.idempotency_ttl, wait_command(settings)))
 
     @property
     def source(self) -> Optional[ConfigSource]:

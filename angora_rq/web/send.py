@@ -16,7 +16,6 @@ from typing import Any, Iterator, Optional, Protocol
 
 from flask import Blueprint, current_app, jsonify, request
 
-from angora_rq.store.bus import submit
 from angora_rq.store.dispatch import submit_direct
 from angora_rq.store.replication import wait_command
 from angora_rq.store.connection import redis_errors
@@ -183,8 +182,7 @@ def accept(sub: Submission, ext: Any) -> tuple[dict[str, Any], list[tuple[str, s
                                  snap.version, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
                                  wait=wait_command(ext.settings))
         else:
-            sent = submit(ext.r, ext.keys, sub.msg, ext.pressure.budget(), sub.key, ext.settings.idempotency_ttl,
-                          wait=wait_command(ext.settings), listened=listened)
+            sent = ext.sends.submit(sub.msg, sub.key, listened)
     body: dict[str, Any] = {"run_id": sent.run_id, "message_id": sent.message_id}
     if not sub.key:
         return body, []
