@@ -261,6 +261,48 @@ def test_chaos_redis_restarted_six_times_under_5000_workflows_through_send(
         s.stop()
 
 
+class Crowd(Sender):
+    """Several Senders at once, as one: their accepted runs and refusals together."""
+
+    def __init__(self, senders: list[Sender]) -> None:
+        super().__init__(lambda: "", 0, 1.0)
+        self.senders = senders
+
+    def run(self) -> None:
+        for one in self.senders:
+            one.start()
+        for one in self.senders:
+            one.join(600)
+        self.accepted = [run for one in self.senders for run in one.accepted]
+        self.refused = sum(one.refused for one in self.senders)
+
+
+@pytest.mark.chaos
+def test_chaos_redis_restarted_while_16_clients_send_at_once(
+        own_redis: RedisServer, angora_env: dict[str, str], tmp_path: Path) -> None:
+    """The same through the web's group commit: 16 clients sending at once, each as fast as it is answered (4,800
+    workflows), so a web process has several sends in hand and they go to Redis in batches; Redis SIGKILLed twice
+    and shut down once, 3 s each. A batch cut by the outage answers 503 to each of its messages; every 202 runs,
+    once."""
+    s, out = make_system(own_redis, angora_env, tmp_path)
+    port = free_port()
+    try:
+        s.start("web", "--port", str(port), "--workers", "2")
+        s.start("matcher")
+        s.start("worker", "-c", "8")
+        s.start("worker", "-c", "8")
+        wait_for(lambda: _answers(port), 60, what="the web server")
+        refusals: collections.Counter = collections.Counter()
+        crowd = Crowd([Sender(http_sender(port, refusals), n=300, rate=1000) for _ in range(16)])
+        figures = run_restarts(s, out, own_redis, crowd, [(1.5, "kill"), (2.0, "shutdown"), (2.0, "kill")], 3.0,
+                               "restarts under 16 senders")
+        check(figures, s)
+        assert len(crowd.accepted) == 16 * 300
+        assert set(refusals) <= {503}, f"/send refused with {dict(refusals)} (503 expected while Redis is down)"
+    finally:
+        s.stop()
+
+
 def _answers(port: int) -> bool:
     import requests
 
