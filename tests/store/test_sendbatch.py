@@ -64,6 +64,23 @@ def queued(c: Coalescer[Any, Any], n: int) -> None:
         time.sleep(0.001)
 
 
+def behind_a_held_flush(c: Coalescer[int, int], gate: Gate, items: list[int]) -> dict[int, Any]:
+    """Submit 0 (its flush held at the gate), then each of `items` from a thread of its own while that flush is in
+    flight; open the gate once they are all queued. Each item's outcome."""
+    first = threading.Thread(target=c.submit, args=(0,))
+    first.start()
+    assert gate.entered.wait(30)
+    out: dict[int, Any] = {}
+    threads = [threading.Thread(target=lambda x=x: out.__setitem__(x, c.submit(x))) for x in items]
+    for t in threads:
+        t.start()
+    queued(c, len(items))
+    gate.open.set()
+    first.join(30)
+    joined(threads)
+    return out
+
+
 def test_a_lone_submit_goes_at_once_alone() -> None:
     gate = Gate()
     gate.open.set()
@@ -75,17 +92,7 @@ def test_a_lone_submit_goes_at_once_alone() -> None:
 def test_submits_made_while_a_flush_is_in_flight_go_together_in_the_next() -> None:
     gate = Gate()
     c: Coalescer[int, int] = Coalescer(gate)
-    first = threading.Thread(target=c.submit, args=(0,))
-    first.start()
-    assert gate.entered.wait(30)
-    out: dict[int, Any] = {}
-    threads = [threading.Thread(target=lambda x=x: out.__setitem__(x, c.submit(x))) for x in range(1, 6)]
-    for t in threads:
-        t.start()
-    queued(c, 5)
-    gate.open.set()
-    first.join(30)
-    joined(threads)
+    out = behind_a_held_flush(c, gate, [1, 2, 3, 4, 5])
     assert gate.batches[0] == [0] and sorted(gate.batches[1]) == [1, 2, 3, 4, 5] and len(gate.batches) == 2
     assert out == {x: x * 10 for x in range(1, 6)}
 
@@ -107,16 +114,7 @@ def test_each_caller_gets_its_own_refusal_and_a_failed_flush_fails_its_whole_bat
 def test_a_batch_is_at_most_cap_items() -> None:
     gate = Gate()
     c: Coalescer[int, int] = Coalescer(gate, cap=2)
-    first = threading.Thread(target=c.submit, args=(0,))
-    first.start()
-    assert gate.entered.wait(30)
-    threads = [threading.Thread(target=c.submit, args=(x,)) for x in range(1, 6)]
-    for t in threads:
-        t.start()
-    queued(c, 5)
-    gate.open.set()
-    first.join(30)
-    joined(threads)
+    behind_a_held_flush(c, gate, [1, 2, 3, 4, 5])
     assert [len(b) for b in gate.batches] == [1, 2, 2, 1]
 
 
@@ -181,11 +179,7 @@ def test_requests_waiting_for_a_batch_hold_no_connection(redis_url: str) -> None
             errors.append(e)
         finally:
             release_link(client)
-    threads = [threading.Thread(target=request) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    joined([threading.Thread(target=request) for _ in range(8)], start=True)
     assert not errors, errors
     assert len({s.run_id for s in sent}) == 8 and client.xlen(keys.stream()) == 8
     client.close()
