@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import redis
 
@@ -33,6 +33,7 @@ RERUNNABLE = frozenset({Status.failed, Status.killed, Status.canceled})
 RERUN_TRIES = 10
 CANCEL_TRIES = 20
 KILL_TRIES = 20
+T = TypeVar("T")
 
 
 class Control:
@@ -93,33 +94,29 @@ class Control:
         """No further job of the run starts: its waiting executions (queued, delayed replays, held) are canceled at
         once; running commands finish, or with `kill` are killed. Returns the run id and the executions affected."""
         rk = self.keys.run(run_id)
-        for _ in range(CANCEL_TRIES):
-            with self.r.pipeline() as pipe:
-                # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
-                pipe.watch(rk)
-                fields = [to_str(f) for f in pipe.hkeys(rk)]
-                if not fields:
-                    raise NotFound(f"no run {run_id!r}")
-                ids = [f[len(Run.execution):] for f in fields if f.startswith(Run.execution)]
-                if ids:
-                    pipe.watch(*(self.keys.execution(x) for x in ids))
-                rows = self._rows(ids)
-                waiting = [f for f in rows if f[Exec.status] in WAITING]
-                running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
-                pipe.multi()
-                pipe.hset(rk, Run.canceled, "1")
-                pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
-                for f in waiting:
-                    self._drop_waiting(pipe, f, Status.canceled)
-                for f in running if kill else ():
-                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[XID]}")
-                try:
-                    pipe.execute()
-                except redis.WatchError:
-                    continue
+
+        def attempt(pipe: Any) -> dict[str, Any]:
+            # Watched before they are read: an execution created, claimed or promoted meanwhile means again.
+            pipe.watch(rk)
+            fields = [to_str(f) for f in pipe.hkeys(rk)]
+            if not fields:
+                raise NotFound(f"no run {run_id!r}")
+            ids = [f[len(Run.execution):] for f in fields if f.startswith(Run.execution)]
+            if ids:
+                pipe.watch(*(self.keys.execution(x) for x in ids))
+            rows = self._rows(ids)
+            waiting = [f for f in rows if f[Exec.status] in WAITING]
+            running = [f for f in rows if f[Exec.status] == Status.running and f[Exec.worker] not in ("", "rq")]
+            pipe.multi()
+            pipe.hset(rk, Run.canceled, "1")
+            pipe.hincrby(self.keys.runs_unsettled(), run_id, 1)  # its status changes: the run indexes look again
+            for f in waiting:
+                self._drop_waiting(pipe, f, Status.canceled)
+            for f in running if kill else ():
+                pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {f[XID]}")
             return {"run_id": run_id, "canceled": True, "dropped": [f[XID] for f in waiting],
                     "kill_requested": [f[XID] for f in running] if kill else []}
-        raise Conflict(f"run {run_id} kept changing while it was being canceled; try again")
+        return self._until_unchanged(CANCEL_TRIES, attempt, f"run {run_id} kept changing while it was being canceled")
 
     def _rows(self, ids: list[str]) -> list[dict[str, str]]:
         """What cancel needs of each execution, in one round trip."""
@@ -152,21 +149,17 @@ class Control:
         force): a new attempt of each one's latest execution. The jobs their failure held back (upstream_failed)
         follow as they succeed, parent_success joins included: they are matched again like any message."""
         rk = self.keys.run(run_id)
-        for _ in range(RERUN_TRIES):
-            with self.r.pipeline() as pipe:
-                pipe.watch(rk)  # a concurrent re-run (or anything reopening the run) makes this one try again
-                run = to_str_dict(pipe.hgetall(rk))
-                execs = self._rerunnable(pipe, run_id, run)
-                now = time.time()
-                pipe.multi()
-                pipe.hdel(rk, Run.canceled)
-                started = [self._again(pipe, snap, run_id, ex, now) for ex in execs]
-                try:
-                    pipe.execute()
-                except WatchError:
-                    continue
-            return {"run_id": run_id, "executions": started}
-        raise Conflict(f"run {run_id} kept changing while its failed jobs were being started again; try again")
+
+        def attempt(pipe: Any) -> dict[str, Any]:
+            pipe.watch(rk)  # a concurrent re-run (or anything reopening the run) makes this one try again
+            run = to_str_dict(pipe.hgetall(rk))
+            execs = self._rerunnable(pipe, run_id, run)
+            now = time.time()
+            pipe.multi()
+            pipe.hdel(rk, Run.canceled)
+            return {"run_id": run_id, "executions": [self._again(pipe, snap, run_id, ex, now) for ex in execs]}
+        return self._until_unchanged(RERUN_TRIES, attempt,
+                                     f"run {run_id} kept changing while its failed jobs were being started again")
 
     def _rerunnable(self, pipe: Any, run_id: str, run: dict[str, str]) -> list[Claimed]:
         """The latest execution of each job `rerun_failed` starts again (NotFound, Conflict when there is none)."""
@@ -195,30 +188,38 @@ class Control:
         """Kill a running execution (its whole process group) or drop a waiting one; returns what was done. An
         execution that changes meanwhile (claimed, held, started) is looked at again."""
         ek = self.keys.execution(xid)
-        for _ in range(KILL_TRIES):
+
+        def attempt(pipe: Any) -> str:
+            pipe.watch(ek)
+            f = to_str_dict(pipe.hgetall(ek))
+            if not f:
+                raise NotFound(f"no execution {xid!r}")
+            status = f.get(Exec.status)
+            pipe.multi()
+            if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
+                pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
+                return "kill requested"
+            if status in WAITING:
+                self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
+                ex = load_claimed(self.r, self.keys, xid, f)  # killed for good: its failure branch follows
+                self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
+                return "killed"
+            raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
+        return self._until_unchanged(KILL_TRIES, attempt, f"execution {xid} kept changing while it was being killed")
+
+    def _until_unchanged(self, tries: int, attempt: Callable[[Any], T], changing: str) -> T:
+        """An optimistic transaction: `attempt` WATCHes what it reads on a fresh pipeline, queues its writes after
+        MULTI and returns its answer; it goes again while a watched key changed before EXEC, at most `tries` times
+        (then Conflict: `changing`, try again)."""
+        for _ in range(tries):
             with self.r.pipeline() as pipe:
-                pipe.watch(ek)
-                f = to_str_dict(pipe.hgetall(ek))
-                if not f:
-                    raise NotFound(f"no execution {xid!r}")
-                status = f.get(Exec.status)
-                pipe.multi()
-                if status == Status.running and f.get(Exec.worker) and f.get(Exec.worker) != "rq":
-                    pipe.rpush(self.keys.worker_control(f[Exec.worker]), f"kill {xid}")
-                    result = "kill requested"
-                elif status in WAITING:
-                    self._drop_waiting(pipe, {**f, XID: xid}, Status.killed)
-                    ex = load_claimed(self.r, self.keys, xid, f)  # killed for good: its failure branch follows
-                    self.state.send_failure(pipe, ex.spec, xid, ex.run, ex.params, None, "killed", time.time())
-                    result = "killed"
-                else:
-                    raise Conflict(f"execution {xid} is {status}; only running or waiting executions can be killed")
+                answer = attempt(pipe)
                 try:
                     pipe.execute()
                 except WatchError:
                     continue
-            return result
-        raise Conflict(f"execution {xid} kept changing while it was being killed; try again")
+            return answer
+        raise Conflict(f"{changing}; try again")
 
     def _drop_waiting(self, pipe: Any, f: dict[str, str], status: str) -> None:
         """An execution not started yet (its row, XID included) ends as `status`: out of every queue and list."""
