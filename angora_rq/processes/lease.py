@@ -37,8 +37,10 @@ class Lease:
     worker held: each of those ends must be written only if its execution is still the worker's)."""
 
     def __init__(self, r: Redis, keys: Keys, settings: Settings, name: str, queues: Sequence[str], fence: SelfFence,
-                 janitor: Janitor, busy: Callable[[], bool], taken: Callable[[], None]) -> None:
+                 janitor: Janitor, busy: Callable[[], bool], taken: Callable[[], None],
+                 tally: Optional[rqworker.Tally] = None) -> None:
         self.r, self.keys, self.settings, self.name = r, keys, settings, name
+        self.tally = tally or rqworker.Tally()  # RQ's counters of the worker, written with each beat
         self.rq_queues = [keys.rq_name(q) for q in queues]  # the names RQ knows the worker's queues by
         self.fence, self.janitor, self.busy, self.taken = fence, janitor, busy, taken
         self.needs_register = True
@@ -119,9 +121,14 @@ class Lease:
             p.hset(self.keys.heartbeats(), f"worker:{self.name}", repr(now))
             p.expire(K.rq_worker(self.name), int(self.settings.worker_ttl) + 60)
             p.hset(K.rq_worker(self.name), "last_heartbeat", utc_iso(now))
+            counted = self.tally.write(p, self.name)
             if not self.busy():
                 self.show(busy=False, pipe=p)
-            added = p.execute()[1]
+            try:
+                added = p.execute()[1]
+            except BaseException:
+                self.tally.add(*counted)  # written with the next beat
+                raise
         self._sent = max(self._sent, sent)
         if added and self._beaten:
             # Only a janitor removes a live worker's name: it has replayed what this worker held.

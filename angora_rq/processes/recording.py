@@ -8,9 +8,9 @@ stays in the outbox in doubt: each end goes again on its own, fenced (processes/
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.processes.outbox import Outbox, Unrecorded
@@ -19,27 +19,37 @@ from angora_rq.store.dispatch import Dispatcher, Outgoing
 from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
-from angora_rq.store.scripts import Bound, run_both
+from angora_rq.store.rqworker import Tally
+from angora_rq.store.scripts import Bound, then_claim
 from angora_rq.store.state import Finished, State
 
 log = logging.getLogger(__name__)
 Marks = list[tuple[str, str, str]]  # what a direct dispatch recorded (Dispatcher.recorded)
 
 
+@dataclass(frozen=True)
+class Written:
+    """What `Recorder.write` did: the FINISH reply (None when nothing was written because some execution is no
+    longer the worker's), the claim's reply, what the direct dispatch recorded, and the batch's counts for RQ."""
+
+    done: Optional[list]
+    claimed: Any
+    marks: Marks
+    counts: tuple[int, int, float]  # succeeded, failed, seconds run
+
+
 class Recorder:
-    """Worker `name`'s writer of ends: `write` a batch (and a claim) in one round trip, then `settle` it."""
+    """Worker `name`'s writer of ends: `write` a batch (and a claim) in one round trip, then `settle` it. RQ's
+    counters of the worker move by `tally`, which the heartbeat writes (store/rqworker.Tally)."""
 
     def __init__(self, r: Redis, keys: Keys, settings: Settings, name: str, queues: Sequence[str], link: Link,
-                 state: State, dispatcher: Dispatcher, outbox: Outbox) -> None:
+                 state: State, dispatcher: Dispatcher, outbox: Outbox, tally: Tally) -> None:
         self.r, self.keys, self.settings, self.name, self.queues = r, keys, settings, name, tuple(queues)
-        self.link, self.state, self.dispatcher, self.outbox = link, state, dispatcher, outbox
+        self.link, self.state, self.dispatcher, self.outbox, self.tally = link, state, dispatcher, outbox, tally
 
-    def write(self, batch: list[Unrecorded], now: float, claim: Optional[Bound],
-              free: int) -> tuple[Optional[list], Any, Marks]:
-        """Record `batch` and run `claim` (None: no claim; `free`: the slots it asks for) in the same round trip:
-        (None when nothing was written because some execution is no longer ours, the claim's reply, what the direct
-        dispatch recorded). What the round trip raised is raised, the batch then in doubt."""
-        rq_worker = K.rq_worker(self.name)
+    def write(self, batch: list[Unrecorded], now: float, claim: Optional[Bound], free: int) -> Written:
+        """Record `batch` and run `claim` (None: no claim; `free`: the slots it asks for) in the same round trip.
+        What the round trip raised is raised, the batch then in doubt."""
         with self.r.pipeline() as pipe:
             finished = Finished(self.name, now)
             for u in batch:
@@ -52,13 +62,13 @@ class Recorder:
                     # Nothing else to write (no message to the stream, replay, release or hand-back): one call
                     # that checks the executions are still ours itself (FINISH, or RECORD: the direct dispatch of
                     # what they send, then FINISH), and the next claim, in one round trip.
-                    one = (self.state.record_call(finished, calls[0][0], rq_worker) if calls
-                           else self.state.finish_call(finished, rq_worker, guard=True))
+                    one = (self.state.record_call(finished, calls[0][0]) if calls
+                           else self.state.finish_call(finished, guard=True))
                     written, reply = self._finish_alone(one, claim)
                 else:
                     for call, _ in calls:
                         call.queue(pipe)  # before FINISH: the runs count them first
-                    self.state.record(pipe, finished, rq_worker)  # one FINISH call for the whole batch
+                    self.state.record(pipe, finished)  # one FINISH call for the whole batch
                     guard = still_ours(self.keys, self.name, [u.xid for u in batch])
                     if claim is None:
                         written, _ = self.link.execute_then(pipe, None, guard)
@@ -67,11 +77,12 @@ class Recorder:
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 raise
-        return written, reply, marks
+        n = len(finished.ids)
+        return Written(written, reply, marks, (finished.ok, n - finished.ok, finished.seconds))
 
-    def settle(self, batch: list[Unrecorded], written: Optional[list], marks: Marks, now: float) -> None:
+    def settle(self, batch: list[Unrecorded], written: Written, now: float) -> None:
         """After `write`: drop the batch from the outbox once Redis (and a replica, when asked) has it."""
-        if written is None:
+        if written.done is None:
             # Some execution was no longer ours (replayed by a janitor while this process stalled): nothing was
             # written; each end goes again on its own, fenced, and a refused one is kept as `late`.
             log.warning("worker %s: %d end(s) not recorded in one go: some execution is no longer ours",
@@ -85,7 +96,8 @@ class Recorder:
             raise
         if replicated:
             self.outbox.drop(batch)
-            self.dispatcher.recorded(marks, now)  # the specs its direct dispatch recorded are kept
+            self.dispatcher.recorded(written.marks, now)  # the specs its direct dispatch recorded are kept
+            self.tally.add(*written.counts)
         else:
             self.outbox.doubt(batch)  # kept, and written again (fenced) if a failover lost them
 
@@ -113,7 +125,8 @@ class Recorder:
         if claim is None:
             done, reply = finish.run(self.link), None
         else:
-            done, reply = run_both(self.link, finish, claim)
+            got = then_claim(finish, claim).run(self.link)  # one call for both (then_claim.lua)
+            done, reply = got[0], got[1:]
         return (None if int(done) < 0 else [done]), reply
 
     def _dispatch_direct(self, finished: Finished, now: float, free: int) -> list[tuple[Bound, Marks]]:

@@ -130,7 +130,7 @@ class AngoraWorker:
         self.lease = Lease(r, keys, settings, self.name, self.queues, self.fence, self.janitor,
                            busy=lambda: bool(self.active), taken=self._taken_for_dead)
         self.recorder = Recorder(r, keys, settings, self.name, self.queues, self.link, self.state, self.dispatcher,
-                                 self.outbox)
+                                 self.outbox, self.lease.tally)
         self.orphans = Orphans()  # what commands leave behind outside their groups (commands/reaper.py)
         self.spool_dir = settings.data_dir / "spool"
         # The worker's own environment, read once: $VARS expand from it and commands inherit it.
@@ -338,15 +338,15 @@ class AngoraWorker:
         # The next claim rides in the same round trip as this batch's records.
         claim = self._claim_call(now, free) if free > 0 and not self.stopping else None
         try:
-            written, reply, marks = self.recorder.write(batch, now, claim, free)
+            written = self.recorder.write(batch, now, claim, free)
         except BaseException:
             self._recheck = self._recheck or claim is not None  # it may have run: see _recheck_inflight
             raise
         self.stats.finalizes += 1
         if claim is not None:
-            self._start_claimed(reply)
+            self._start_claimed(written.claimed)
             self._claimed_at_reap = True
-        self.recorder.settle(batch, written, marks, now)
+        self.recorder.settle(batch, written, now)
 
     def _alive_certain(self) -> bool:
         """True while this worker's heartbeat key surely exists, so no janitor can take its executions."""

@@ -5,13 +5,15 @@ The record: the hash `rq:worker:<name>` (birth, last_heartbeat, queues, pid, hos
 python_version; `death` once gone) and the worker's hash key in `rq:workers` and in `rq:workers:<queue>` for each
 of its queues. Written here rather than through `rq.Worker` because importing rq's package is what the worker
 process would pay for it: about 1.3 MiB of RSS and 44 modules, for three writes. The worker's heartbeat keeps the
-hash's `last_heartbeat`, `state` and expiry up to date (processes/lease.py).
+hash's `last_heartbeat`, `state` and expiry up to date (processes/lease.py), and writes the counters of what it
+finished (`Tally`) with each beat rather than with each batch of ends.
 """
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import threading
 from functools import lru_cache
 from importlib.metadata import version
 from typing import Sequence
@@ -74,3 +76,44 @@ def death(pipe: Pipeline, name: str, rq_queues: Sequence[str], now: float) -> No
     pipe.hset(key, RqWorker.death, utc_iso(now))
     pipe.expire(key, DEATH_TTL)
     pipe.delete(K.rq_worker_executions(name))
+
+
+class Tally:
+    """A worker's finished and failed executions and working time since its last beat, for RQ's counters of the
+    worker (`successful_job_count`, `failed_job_count`, `total_working_time`: rq-dashboard, `rq info`).
+
+    Written with the heartbeat, once a second, instead of in each batch's FINISH: two or three commands fewer per
+    batch, for counters that only a person reads. A worker killed at once loses its last second of them, in a hash
+    that expires with it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the loop adds, the heartbeat thread may write
+        self.ok = 0
+        self.failed = 0
+        self.seconds = 0.0
+
+    def add(self, ok: int, failed: int, seconds: float) -> None:
+        """Count what a batch of ends recorded."""
+        with self._lock:
+            self.ok += ok
+            self.failed += failed
+            self.seconds += seconds
+
+    def take(self) -> tuple[int, int, float]:
+        """What was counted since the last take, and start again from zero."""
+        with self._lock:
+            taken = (self.ok, self.failed, self.seconds)
+            self.ok, self.failed, self.seconds = 0, 0, 0.0
+        return taken
+
+    def write(self, pipe: Pipeline, name: str) -> tuple[int, int, float]:
+        """Queue on `pipe` the increments of worker `name`'s counters; returns them, for `add` if the pipe fails."""
+        ok, failed, seconds = taken = self.take()
+        key = K.rq_worker(name)
+        if ok:
+            pipe.hincrby(key, RqWorker.successful_job_count, ok)
+        if failed:
+            pipe.hincrby(key, RqWorker.failed_job_count, failed)
+        if ok or failed:
+            pipe.hincrbyfloat(key, RqWorker.total_working_time, seconds)
+        return taken

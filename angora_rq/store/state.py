@@ -45,6 +45,8 @@ class Finished:
         # Messages they send that the caller dispatches itself, before FINISH (DISPATCH's direct mode): (definitions
         # version, message, the jobs it triggers).
         self.direct: list[tuple[str, Message, tuple[JobDef, ...]]] = []
+        self.ok = 0  # of the rows, how many succeeded, and the seconds they all ran (RQ's counters of the worker)
+        self.seconds = 0.0
 
     def take(self, ex: Claimed, msg: Message) -> bool:
         """Keep a message `ex` sends for direct dispatch if its job's follow record covers the topic (else it
@@ -71,6 +73,8 @@ class Finished:
         }  # its duration is ended - started (the job's stats sum the runner's own)
         pairs = field_pairs({f: v for f, v in fields.items() if v != ""})
         self.ids.append(ex.id)
+        self.ok += 1 if outcome.ok else 0
+        self.seconds += outcome.duration
         self.rows += [ex.id, ex.run, ex.spec.name, ex.queue, status, "1" if outcome.ok else "0",
                       fields[Exec.started], fields[Exec.ended], f"{outcome.duration:.6f}",
                       bucket_bound(outcome.duration),

@@ -93,3 +93,47 @@ def test_the_worker_process_never_imports_rq(r: redis.Redis, keys: Keys, angora_
     assert [m for m in imported if m == "rq" or m.startswith("rq.")] == []
     assert "angora_rq.processes.worker" in imported  # the check sees the worker's own modules
     assert r.hget(K.rq_worker("w1"), RqWorker.death)  # it did register with RQ, and leave
+
+
+def test_the_counters_move_with_the_heartbeat_and_survive_a_failed_beat(r: redis.Redis, keys: Keys,
+                                                                          tmp_path: Path) -> None:
+    """RQ's counters of a worker (rq-dashboard's finished, failed, working time) are written by its beat, not by each
+    batch of ends; a beat that Redis refuses leaves them for the next."""
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    with r.pipeline() as pipe:
+        for i, argv in enumerate((("true",), ("true",), ("false",))):
+            State(keys, settings).create(pipe, JobDef(f"j{i}", ("go",), argv, replay=0),
+                                         Message.create("go", None, f"run{i}", origin="test"), time.time())
+        pipe.execute()
+    worker = AngoraWorker(r, keys, settings, name="w1", concurrency=4)
+    worker.start()
+    try:
+        while worker.stats.finalizes == 0 or worker.active or worker.outbox:
+            worker.step(max_wait=0.05)
+        counters = (RqWorker.successful_job_count, RqWorker.failed_job_count, RqWorker.total_working_time)
+        assert r.hmget(K.rq_worker("w1"), *counters) == [None, None, None]  # the ends are recorded; not counted yet
+        assert worker.lease.tally.ok + worker.lease.tally.failed == 3
+
+        class Refused(redis.RedisError):
+            pass
+
+        real = redis.client.Pipeline.execute
+
+        def refuse(self: redis.client.Pipeline, raise_on_error: bool = True) -> list:
+            raise Refused("down")
+
+        redis.client.Pipeline.execute = refuse  # type: ignore[method-assign]
+        try:
+            try:
+                worker.lease.beat(time.time())
+            except Refused:
+                pass
+        finally:
+            redis.client.Pipeline.execute = real  # type: ignore[method-assign]
+        worker.lease.beat(time.time())
+        ok, failed, seconds = r.hmget(K.rq_worker("w1"), *counters)
+        assert (int(ok), int(failed)) == (2, 1) and float(seconds) > 0
+        worker.lease.beat(time.time())  # counted once
+        assert r.hmget(K.rq_worker("w1"), *counters)[:2] == [b"2", b"1"]
+    finally:
+        worker.close()

@@ -59,7 +59,9 @@ def test_workers_show_their_state_and_counts(system: System, dashboard: FlaskCli
         system.wait_run(system.send(topic))
     idle = wait_for(lambda: [w for w in workers(dashboard) if w["state"] == "idle"], 15, what="an idle worker")
     assert len(idle) == 1
-    w = idle[0]
+    # The counters move with the worker's heartbeat (store/rqworker.Tally), once a second.
+    w = wait_for(lambda: next((w for w in workers(dashboard) if w["successful_job_count"] + w["failed_job_count"] >= 3),
+                              None), 15, what="the counters to move")
     assert (w["successful_job_count"], w["failed_job_count"]) == (2, 1)
     queue = system.keys.rq_name("default")  # the name RQ knows Angora's queue by
     assert w["total_working_time"] > 0 and w["queues"] == [queue]
