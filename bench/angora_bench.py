@@ -282,7 +282,7 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
 
 
 def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:
-    """n messages through angora_rq.store.bus.send, one call each (what `angora send` does, without the process)."""
+    """n messages through the Python API (angora_rq.store.bus.send), one call each, from this one process."""
     for _ in range(n):
         send(r, keys, Message.create("bench.true", None, None, origin="bench"))
 

@@ -1,8 +1,9 @@
 """The message bus: one Redis stream read by the matchers' consumer group."""
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
@@ -17,7 +18,7 @@ from angora_rq.store.link import borrowed
 from angora_rq.core.messages import Message, fingerprint
 from angora_rq.core.pressure import NO_BUDGET, Budget, refusal
 from angora_rq.core.schema import Run
-from angora_rq.store.events import OUTBOX_CAP
+from angora_rq.store.events import OUTBOX_CAP, Events
 from angora_rq.core.settings import Settings
 from angora_rq.store.metrics import count_refused
 from angora_rq.store.replication import confirm
@@ -36,8 +37,31 @@ class Sent:
 
 def send(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET,
          wait: Optional[Sequence[Any]] = None, listened: Optional[bool] = None) -> str:
-    """Accept a root message (HTTP, CLI, scheduler) in one round trip; its entry id. See `submit`."""
-    return submit(r, keys, msg, budget, wait=wait, listened=listened).message_id
+    """Accept a root message (the Python API) in one round trip; its entry id. See `submit`. Who listens to events
+    is this process's copy unless `listened` says (`listeners`)."""
+    heard = listeners(r, keys) if listened is None else listened
+    return submit(r, keys, msg, budget, wait=wait, listened=heard).message_id
+
+
+_COPIES: OrderedDict[tuple[int, str], Events] = OrderedDict()  # per connection pool and key prefix, the newest last
+_COPIES_KEPT = 8
+_copies_lock = threading.Lock()
+
+
+def listeners(r: redis.Redis, keys: Keys) -> Optional[bool]:
+    """Whether any event has a listener, from this process's copy for `r`'s connection pool and `keys` (read at
+    most once a second, store/events.Events; None when it could not be read lately: SEND then looks itself). A
+    process that sends many messages saves SEND's look at `events:on` for each run it starts: one command per
+    message of the Python API, as the web and the worker do."""
+    slot = (id(r.connection_pool), keys.prefix)
+    with _copies_lock:
+        copy = _COPIES.get(slot)
+        if copy is None or copy.r is None or copy.r.connection_pool is not r.connection_pool:
+            copy = _COPIES[slot] = Events(r, keys)
+            if len(_COPIES) > _COPIES_KEPT:
+                _COPIES.popitem(last=False)
+        _COPIES.move_to_end(slot)
+    return copy.known()
 
 
 def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET, key: str = "",

@@ -15,7 +15,8 @@ from angora_rq.core.model import JobDef
 from angora_rq.core.settings import Settings
 from angora_rq.processes.redis_server import free_port
 from angora_rq.store.claiming import claim_call
-from angora_rq.store.bus import send
+from angora_rq.store import bus
+from angora_rq.store.bus import send, submit
 from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
 from angora_rq.store.state import Finished, State, load_claimed
@@ -100,15 +101,31 @@ def _raw(r: redis.Redis, keys: Keys, xid: str) -> dict[str, str]:
 
 
 def test_send_looks_for_listeners_only_while_the_matcher_says_there_are_some(r: redis.Redis, keys: Keys) -> None:
+    """A one-shot caller (`angora send`: submit with no copy of who listens) lets SEND look at `events:on`."""
     r.hset(keys.events(), "angora.run.started", "w")  # not through write_wanted: events_on is not set
-    send(r, keys, Message.create("data.ready", None, None, origin="test"))
+    submit(r, keys, Message.create("data.ready", None, None, origin="test"))
     assert r.llen(keys.webhook_outbox()) == 0
     write_wanted(r, keys, {"angora.run.started": "w"})
+    run = Message.create("data.ready", None, None, origin="test")
+    submit(r, keys, run)
+    assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
+    write_wanted(r, keys, {})
+    assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")
+
+
+def test_the_python_api_keeps_a_copy_of_who_listens_read_at_most_once_a_second(r: redis.Redis, keys: Keys) -> None:
+    """send() in a process that sends many messages: who listens is its copy (store/events.Events), not a look of
+    SEND's per run; a listener added meanwhile is heard once the copy is read again."""
+    send(r, keys, Message.create("data.ready", None, None, origin="test"))  # the copy is read: nobody listens
+    write_wanted(r, keys, {"angora.run.started": "w"})
+    send(r, keys, Message.create("data.ready", None, None, origin="test"))
+    assert r.llen(keys.webhook_outbox()) == 0  # the copy, under a second old, says nobody listens
+    copy = bus._COPIES[(id(r.connection_pool), keys.prefix)]
+    copy._read_at -= 1.0  # as a second later
     run = Message.create("data.ready", None, None, origin="test")
     send(r, keys, run)
     assert [(e["event"], e["run_id"]) for e in heard(r, keys)] == [("angora.run.started", run.run_id)]
     write_wanted(r, keys, {})
-    assert not r.exists(keys.events_on()) and not r.hexists(keys.events(), "angora.run.started")
 
 
 def test_send_takes_the_callers_copy_of_whether_anyone_listens(r: redis.Redis, keys: Keys) -> None:
