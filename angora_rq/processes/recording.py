@@ -20,7 +20,7 @@ from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.rqworker import Tally
-from angora_rq.store.scripts import Bound, then_claim
+from angora_rq.store.scripts import Bound, run_both
 from angora_rq.store.state import Finished, State
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class Recorder:
         if claim is None:
             done, reply = finish.run(self.link), None
         else:
-            got = then_claim(finish, claim).run(self.link)  # one call for both (then_claim.lua)
-            done, reply = got[0], got[1:]
+            done, reply = run_both(self.link, finish, claim)
         return (None if int(done) < 0 else [done]), reply
 
     def _dispatch_direct(self, finished: Finished, now: float, free: int) -> list[tuple[Bound, Marks]]:

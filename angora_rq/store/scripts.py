@@ -121,14 +121,14 @@ class Bound:
         return ("EVAL", self.script.text, len(self.keys), *self.keys, *self.args)
 
 
-def then_claim(first: Bound, claim: Bound) -> Bound:
-    """`first` (a FINISH or a RECORD) then `claim` (a CLAIM) as one call (then_claim.lua); its reply is the first's,
-    then the claim's values."""
-    if first.script.name not in ("finish", "record") or claim.script.name != "claim":
-        raise ValueError(f"then_claim takes a FINISH or RECORD and a CLAIM, not {first.script.name} and "
-                         f"{claim.script.name}")
-    return THEN_CLAIM.bind(first=first.script.name, first_keys=len(first.keys), first_args=len(first.args),
-                           claim_keys=len(claim.keys), parts=[*first.keys, *first.args, *claim.keys, *claim.args])
+def run_both(link: Link, first: Bound, second: Bound) -> tuple[Any, Any]:
+    """Two scripts in one round trip (EVALSHA each, in order): their replies, an error reply raised. One the server
+    did not know (NOSCRIPT: it did not run) is loaded and run again, in the same order."""
+    replies, _ = run_each(link, [first, second])
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies[0], replies[1]
 
 
 def run_each(link: Link, calls: Sequence[Bound], then: Optional[Sequence[Any]] = None) -> tuple[list[Any], Any]:
@@ -258,7 +258,6 @@ RESUME = LIBRARY["resume"]
 SEND = LIBRARY["send"]
 SEND_DISPATCH = LIBRARY["send_dispatch"]
 SET_PLAN = LIBRARY["set_plan"]
-THEN_CLAIM = LIBRARY["then_claim"]
 RUN_END = LIBRARY["run_end"]
 RUN_COUNT = LIBRARY["run_count"]
 TICK = LIBRARY["tick"]
