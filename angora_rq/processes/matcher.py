@@ -138,7 +138,8 @@ class Matcher:
         self.stopping = True
 
     def step(self, block_ms: int = 1000, now: Optional[float] = None) -> int:
-        """Read and dispatch one batch (own pending first, then claimed, then new); return entries handled."""
+        """Read and dispatch one batch (own pending first, then claimed, then new), waiting up to block_ms for new
+        entries (0: not at all); return entries handled."""
         self._housekeeping(time.time() if now is None else now)
         entries = self._read(block_ms)
         if entries:
@@ -210,8 +211,11 @@ class Matcher:
         claimed = self._claim_stale()
         if claimed:
             return claimed
-        got = self.link.call("XREADGROUP", "GROUP", MATCHER_GROUP, self.name, "COUNT", self.batch_size,
-                             "BLOCK", block_ms, "STREAMS", stream, ">")
+        # block_ms 0: no wait (Redis' own BLOCK 0 waits for ever). A short wait is as long as Redis' timer tick:
+        # the bundled Redis 6.2 times a blocked read out only at its next 100 ms cron (hz 10).
+        block = ("BLOCK", block_ms) if block_ms > 0 else ()
+        got = self.link.call("XREADGROUP", "GROUP", MATCHER_GROUP, self.name, "COUNT", self.batch_size, *block,
+                             "STREAMS", stream, ">")
         # RESP3 (redis-py 8's default) answers with a map {stream: entries}, RESP2 with [[stream, entries]].
         items = next(iter(got.values())) if isinstance(got, dict) else got[0][1] if got else []
         return [(to_str(i), dict(zip(f[::2], f[1::2]))) for i, f in items if f]

@@ -34,7 +34,7 @@ def drive(matcher: Matcher, worker: AngoraWorker, done: object, within: float = 
     deadline = time.monotonic() + within
     while not done():  # type: ignore[operator]
         assert time.monotonic() < deadline, f"gave up waiting for {done}"
-        matcher.step(block_ms=5)
+        matcher.step(block_ms=0)  # (a blocked read that finds nothing lasts Redis' 100 ms tick, not 5 ms)
         worker.step(max_wait=0.01)
 
 
