@@ -83,6 +83,7 @@ class Lease:
             self.janitor.reap_worker(self.name)
             if self._rq_registered:
                 with self.r.pipeline() as p:
+                    self.tally.write(p, self.name)  # what it finished since its last beat
                     rqworker.death(p, self.name, self.rq_queues, time.time())
                     p.execute()
         except RedisError as e:

@@ -84,7 +84,7 @@ class Tally:
 
     Written with the heartbeat, once a second, instead of in each batch's FINISH: two or three commands fewer per
     batch, for counters that only a person reads. A worker killed at once loses its last second of them, in a hash
-    that expires with it."""
+    that expires with it (a worker that stops writes them as it leaves)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the loop adds, the heartbeat thread may write

@@ -135,5 +135,7 @@ def test_the_counters_move_with_the_heartbeat_and_survive_a_failed_beat(r: redis
         assert (int(ok), int(failed)) == (2, 1) and float(seconds) > 0
         worker.lease.beat(time.time())  # counted once
         assert r.hmget(K.rq_worker("w1"), *counters)[:2] == [b"2", b"1"]
+        worker.lease.tally.add(1, 0, 0.5)  # what a last batch recorded since the last beat
     finally:
         worker.close()
+    assert r.hmget(K.rq_worker("w1"), *counters)[:2] == [b"3", b"1"]  # written as the worker left
