@@ -37,10 +37,9 @@ class Lease:
     worker held: each of those ends must be written only if its execution is still the worker's)."""
 
     def __init__(self, r: Redis, keys: Keys, settings: Settings, name: str, queues: Sequence[str], fence: SelfFence,
-                 janitor: Janitor, busy: Callable[[], bool], taken: Callable[[], None],
-                 tally: Optional[rqworker.Tally] = None) -> None:
+                 janitor: Janitor, busy: Callable[[], bool], taken: Callable[[], None]) -> None:
         self.r, self.keys, self.settings, self.name = r, keys, settings, name
-        self.tally = tally or rqworker.Tally()  # RQ's counters of the worker, written with each beat
+        self.tally = rqworker.Tally()  # RQ's counters of the worker, written with each beat
         self.rq_queues = [keys.rq_name(q) for q in queues]  # the names RQ knows the worker's queues by
         self.fence, self.janitor, self.busy, self.taken = fence, janitor, busy, taken
         self.needs_register = True
