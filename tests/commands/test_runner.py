@@ -273,8 +273,21 @@ def _child_view(tmp_path: Path, **kw: Any) -> dict[str, Any]:
             "fds": sorted(int(f) for f in fds.tail.split()), "cwd": pwd.tail.strip()}
 
 
+@pytest.fixture(params=["close_range", "scan"])
+def fd_marking(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways spawn.py marks the worker's descriptors close-on-exec: close_range(2) with CLOSE_RANGE_CLOEXEC
+    (Linux 5.11), and the scan of /proc/self/fd where the kernel lacks it."""
+    from angora_rq.commands import spawn
+
+    if request.param == "scan":
+        monkeypatch.setattr(spawn, "_close_range", False)
+    elif not spawn._cloexec_above_2():
+        pytest.skip("this kernel has no close_range with CLOSE_RANGE_CLOEXEC")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("cwd", [None, "/"])
-def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any) -> None:
+def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any, fd_marking: str) -> None:
     leaked_r, leaked_w = os.pipe()
     os.set_inheritable(leaked_r, True)  # a descriptor this process (the worker) holds, marked inheritable
     try:
@@ -291,7 +304,7 @@ def test_spawned_command_gets_a_clean_process(tmp_path: Path, cwd: Any) -> None:
         assert view["cwd"] == cwd
 
 
-def test_commands_started_in_a_batch_inherit_nothing_either(tmp_path: Path) -> None:
+def test_commands_started_in_a_batch_inherit_nothing_either(tmp_path: Path, fd_marking: str) -> None:
     """spawn.batch() (a worker's claimed batch) scans for inheritable descriptors once, on entry."""
     from angora_rq.commands import spawn
 
@@ -304,6 +317,45 @@ def test_commands_started_in_a_batch_inherit_nothing_either(tmp_path: Path) -> N
         os.close(leaked_r)
         os.close(leaked_w)
     assert view["fds"][:3] == [0, 1, 2] and len(view["fds"]) == 4, view["fds"]
+
+
+def test_every_descriptor_above_2_is_marked_and_a_kernel_without_the_flag_falls_back_to_the_scan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from angora_rq.commands import spawn
+
+    calls: list[tuple[int, int, int]] = []
+
+    def refused(first: int, last: int, flags: int) -> int:  # a kernel before 5.11: EINVAL for the flag
+        calls.append((first, last, flags))
+        return -1
+
+    monkeypatch.setattr(spawn, "_close_range", refused)
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    os.set_inheritable(w, True)
+    try:
+        spawn._no_inherited_fds()
+        assert calls == [(3, 0xFFFFFFFF, spawn.CLOSE_RANGE_CLOEXEC)]
+        assert not os.get_inheritable(r) and not os.get_inheritable(w)  # the scan did it
+        assert spawn._close_range is False  # and is used from now on, without asking the kernel again
+        os.set_inheritable(r, True)
+        spawn._no_inherited_fds()
+        assert len(calls) == 1 and not os.get_inheritable(r)
+    finally:
+        os.close(r)
+        os.close(w)
+    monkeypatch.setattr(spawn, "_close_range", None)  # found afresh: the real one, where this kernel has it
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    std = [os.get_inheritable(fd) for fd in range(3)]
+    try:
+        if not spawn._cloexec_above_2():
+            pytest.skip("this kernel has no close_range with CLOSE_RANGE_CLOEXEC")
+        assert not os.get_inheritable(r)
+        assert [os.get_inheritable(fd) for fd in range(3)] == std  # 0-2 are left as they are
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_path_is_searched_in_the_commands_environment(tmp_path: Path) -> None:
