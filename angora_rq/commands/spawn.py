@@ -4,12 +4,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import platform
 import signal
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 CLOSE_RANGE_CLOEXEC = 4  # linux/close_range.h: mark the range close-on-exec instead of closing it (Linux 5.11)
-SYS_CLOSE_RANGE = 436  # the same number on every architecture (Linux 5.9)
+# close_range's number where the raw system call is used (a libc before glibc 2.34): 436 on the architectures of the
+# unified table (Linux 5.9); others (MIPS, Alpha) number it otherwise, and scan instead.
+SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436, "arm64": 436, "riscv64": 436, "ppc64le": 436, "s390x": 436}
 
 
 class Spawned:
@@ -143,8 +146,9 @@ def _find_close_range() -> Any:
         fn.restype = ctypes.c_int
         return fn
     syscall = getattr(libc, "syscall", None)
-    if syscall is None:
+    number = SYS_CLOSE_RANGE.get(platform.machine())
+    if syscall is None or number is None:
         return False
     syscall.restype = ctypes.c_long
-    return lambda first, last, flags: syscall(ctypes.c_long(SYS_CLOSE_RANGE), ctypes.c_uint(first),
-                                              ctypes.c_uint(last), ctypes.c_int(flags))
+    return lambda first, last, flags: syscall(ctypes.c_long(number), ctypes.c_uint(first), ctypes.c_uint(last),
+                                              ctypes.c_int(flags))

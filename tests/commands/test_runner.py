@@ -358,6 +358,42 @@ def test_every_descriptor_above_2_is_marked_and_a_kernel_without_the_flag_falls_
         os.close(w)
 
 
+def test_without_libcs_close_range_the_raw_system_call_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libc before glibc 2.34 has no close_range(): the system call is made by its number."""
+    import ctypes
+    import platform
+
+    from angora_rq.commands import spawn
+
+    monkeypatch.setattr(spawn, "_close_range", None)
+    if not spawn._cloexec_above_2():  # libc's own call, where this libc has it
+        pytest.skip("this kernel has no close_range with CLOSE_RANGE_CLOEXEC, or this libc no close_range")
+    real = ctypes.CDLL
+
+    class OldLibc:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._libc = real(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "close_range":
+                raise AttributeError(name)
+            return getattr(self._libc, name)
+
+    monkeypatch.setattr(ctypes, "CDLL", OldLibc)
+    raw = spawn._find_close_range()
+    if platform.machine() not in spawn.SYS_CLOSE_RANGE:
+        assert raw is False  # its number is not known here: the scan is used
+        return
+    r, w = os.pipe()
+    os.set_inheritable(r, True)
+    try:
+        assert raw(3, 0xFFFFFFFF, spawn.CLOSE_RANGE_CLOEXEC) == 0
+        assert not os.get_inheritable(r)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_path_is_searched_in_the_commands_environment(tmp_path: Path) -> None:
     bindir = tmp_path / "bin"
     bindir.mkdir()
