@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 from typing import IO, Any, Optional
 
+from bench_pairs import on_path
+from harness import percentile
+
 HERE = Path(__file__).resolve().parent
 # One side: its own bench's system() with the web, then one sample per line read ("start" or "chain"), its ms printed.
 DRIVER = """
@@ -86,19 +89,13 @@ class Side:
         return line.strip()
 
 
-def side_env(python: str) -> dict[str, str]:
-    """A side's environment: its Python's directory first on PATH (the web's `angora` script is found there)."""
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(python).parent), env.get("PATH", "")])
-    env.pop("PYTHONPATH", None)
-    return env
-
-
 def run(other: Path, python: str, samples: int) -> dict[str, Any]:
     """Both systems up; `samples` samples of each kind per side after the warm-up, alternating sides."""
-    this = Side("this", sys.executable, HERE, side_env(sys.executable))
+    this = Side("this", sys.executable, HERE, on_path(sys.executable, dict(os.environ)))
+    # The other side must not import this checkout through a PYTHONPATH set for this one.
+    other_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
-        that = Side("other", python, other / "bench", side_env(python))
+        that = Side("other", python, other / "bench", on_path(python, other_env))
     except BaseException:
         this.close()
         raise
@@ -124,16 +121,11 @@ def summary(got: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
     for kind in ("start", "chain"):
         a, b = got["this"][kind], got["other"][kind]
         diffs = [x - y for x, y in zip(a, b)]
-        out[kind] = {"this_p50_ms": statistics.median(a), "other_p50_ms": statistics.median(b),
-                     "this_p99_ms": _p99(a), "other_p99_ms": _p99(b),
+        out[kind] = {"this_p50_ms": percentile(a, 50), "other_p50_ms": percentile(b, 50),
+                     "this_p99_ms": percentile(a, 99), "other_p99_ms": percentile(b, 99),
                      "paired_diff_median_ms": statistics.median(diffs),
                      "this_faster_share": sum(d < 0 for d in diffs) / len(diffs), "samples": len(a)}
     return out
-
-
-def _p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def main() -> None:
