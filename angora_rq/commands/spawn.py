@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 CLOSE_RANGE_CLOEXEC = 4  # linux/close_range.h: mark the range close-on-exec instead of closing it (Linux 5.11)
 # close_range's number where the raw system call is used (a libc before glibc 2.34): 436 on the architectures of the
 # unified table (Linux 5.9); others (MIPS, Alpha) number it otherwise, and scan instead.
-SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436, "arm64": 436, "riscv64": 436, "ppc64le": 436, "s390x": 436}
+SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436, "riscv64": 436, "ppc64le": 436, "s390x": 436}
 
 
 class Spawned:
