@@ -12,7 +12,9 @@ value: `unpack(ARGV, fields)`), so bodies never index KEYS, and index ARGV only 
 statuses are written as core/schema.py names them (`EXEC.status`, `STATUS.queued`; see its docstring): the loader
 replaces each with the schema's value as a Lua string ('status'), and refuses a name the schema lacks. Comment
 lines are sent empty, so the line numbers of Redis errors are the file's (counted from the end of the included
-functions, in a script with includes). Each script's SHA1 is computed with hashlib: loading needs no Redis client.
+functions, in a script with includes). An including script may hand an included one a Lua value (a table) after
+KEYS and ARGV, `f(KEYS, ARGV, value)`, which its body reads as HANDED (nil when a client runs it). Each script's
+SHA1 is computed with hashlib: loading needs no Redis client.
 
 `SCRIPT.bind(name=value, ...)` takes every KEYS and ARGV name as a keyword argument, exactly (TypeError
 otherwise), and builds the KEYS and ARGV lists: callers never index by position, and tests/store checks every
@@ -38,11 +40,14 @@ from angora_rq.store.link import Link, borrowed, evalsha
 
 LUA_DIR = Path(__file__).with_name("lua")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A body's `local x`, `local function x` and `for x, y in`: none may hide a KEYS or ARGV name (a local `runs` made
+# an included PUBLISH, called with `runs` as a key, get a table instead).
+DECLARED = re.compile(r"\b(?:local\s+(?:function\s+)?|for\s+)([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)")
 FIELD_REF = re.compile(r"\b(" + "|".join(LUA) + r")\.([A-Za-z_][A-Za-z0-9_]*)")
 # Lua's keywords and the globals scripts use: no header name may hide one.
 RESERVED = frozenset("""and break do else elseif end false for function if in local nil not or repeat return then
     true until while KEYS ARGV redis unpack tonumber tostring type pairs ipairs math string table cjson cmsgpack
-    bit struct select next error pcall""".split()) | frozenset(LUA)
+    bit struct select next error pcall HANDED""".split()) | frozenset(LUA)
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,9 @@ def load_library(directory: Path = LUA_DIR) -> dict[str, Script]:
     return {name: _compile(name, sources, ()) for name in sources}
 
 
-def _compile(name: str, sources: dict[str, str], including: tuple[str, ...]) -> Script:
+def _compile(name: str, sources: dict[str, str], including: tuple[str, ...], inside: bool = False) -> Script:
+    """`name`.lua as Redis runs it; `inside`: as the body of a function another script includes (HANDED is then
+    its third parameter, not a local)."""
     if name in including:
         raise ScriptError(f"{name}.lua: includes itself through {' -> '.join(including)}")
     if name not in sources:
@@ -174,12 +181,24 @@ def _compile(name: str, sources: dict[str, str], including: tuple[str, ...]) -> 
     code = "\n".join(body)
     if "KEYS[" in code or ("ARGV[" in code and tail is None):
         raise ScriptError(f"{name}.lua: index KEYS and ARGV through the header's names, not by position")
-    functions = [f"local function {inc}(KEYS, ARGV)\n{_compile(inc, sources, (*including, name)).text}\nend "
-                 for inc in includes]
-    body[0] = "".join(functions) + _preamble(keys, argv, tail)
+    _no_hidden_names(name, code, {*keys, *argv, *([tail] if tail else [])})
+    inner = [(inc, _compile(inc, sources, (*including, name), inside=True).text) for inc in includes]
+    functions = [f"local function {inc}(KEYS, ARGV, HANDED)\n{text}\nend " for inc, text in inner]
+    handed = "local HANDED = nil; " if "HANDED" in code and not inside else ""
+    body[0] = "".join(functions) + handed + _preamble(keys, argv, tail)
     text = FIELD_REF.sub(lambda m: _schema_name(name, m.group(1), m.group(2)), "\n".join(body))
     return Script(name, text, hashlib.sha1(text.encode()).hexdigest(), keys, argv, tail,
                   frozenset((*keys, *argv, *([tail] if tail else []))))
+
+
+def _no_hidden_names(name: str, code: str, names: set[str]) -> None:
+    """Refuse a body whose local (or loop variable) has the name of one of its KEYS or ARGV."""
+    code = re.sub(r"--[^\n]*", "", code)
+    for m in DECLARED.finditer(code):
+        for n in re.split(r"\s*,\s*", m.group(1)):
+            if n in names:
+                line = code.count("\n", 0, m.start()) + 1
+                raise ScriptError(f"{name}.lua:{line}: the local {n!r} hides the KEYS or ARGV value of that name")
 
 
 def _header(name: str, lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], Optional[str], list[str]]:

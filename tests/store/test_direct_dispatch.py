@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -137,6 +139,41 @@ def test_a_worker_runs_a_chain_without_the_stream_and_events_are_published_once(
     assert r.hget(keys.definitions("v1"), Defs.follow + "c") is None  # c sends nothing
     # A chain keeps the definitions version it started with (its follow records are that version's).
     assert {r.hget(keys.execution(run["e:" + j]), Exec.config_version) for j in "bc"} == {b"v1"}
+
+
+def commands_during(r: redis.Redis, work: Callable[[], Any]) -> list[list[str]]:
+    """Every command Redis ran (scripts' own included) while `work` ran, split into words (MONITOR)."""
+    stop, seen = "angora-test-end-" + uuid.uuid4().hex, []
+    with r.monitor() as m:
+        def read() -> None:
+            for line in m.listen():
+                if stop in line["command"]:
+                    return
+                seen.append(line["command"].split())
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            work()
+        finally:
+            r.echo(stop)
+            reader.join(30)
+    return seen
+
+
+def test_a_step_that_starts_its_follow_up_writes_its_run_once_and_moves_no_counter(
+        r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """RECORD: its DISPATCH hands the run's count and fields to its FINISH, so the end of a, which creates b in the
+    same run, nets +1 and -1 to nothing and writes the run with one HSET (five commands fewer per step)."""
+    seen = commands_during(r, lambda: run_chain(r, keys, tmp_path, concurrency=1))
+    run_key, work_key = keys.run("run1"), keys.work()
+    on_work = [c[0].upper() for c in seen if len(c) > 1 and c[1] == work_key]
+    counted = [c[3] for c in seen if c[:3] == ["HINCRBY", run_key, Run.active]]
+    assert (on_work, counted) == (["INCR", "INCRBY"], ["1", "-1"])  # a created; c ended (nothing in flight)
+    writes = [c[2:] for c in seen if c[:2] == ["HSET", run_key]]
+    for step, follow_up in (("a", "b"), ("b", "c")):
+        one = [w for w in writes if Run.job_status + follow_up in w and Run.job_status + step in w]
+        assert len(one) == 1 and one[0][one[0].index(Run.job_status + step) + 1] == "succeeded", writes
+    assert r.hget(run_key, Run.active) == b"0" and r.get(work_key) == b"0"
 
 
 def test_no_bell_rings_for_what_the_workers_own_claim_takes(r: redis.Redis, keys: Keys) -> None:

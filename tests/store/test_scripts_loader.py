@@ -147,6 +147,22 @@ return {key, value, unpack(got)}
     assert r.get("k:inner") == b"v-1" and r.get("k") is None  # the outer script's own locals are untouched
 
 
+def test_an_including_script_hands_its_include_a_lua_value(tmp_path: Path, r: redis.Redis) -> None:
+    inner = """-- KEYS:
+-- ARGV: value
+if HANDED then return {value, HANDED.extra} end
+return {value, 'alone'}
+"""
+    lib = library(tmp_path, inner=inner, outer="""-- KEYS:
+-- ARGV:
+-- include: inner
+local with, without = inner({}, {'a'}, {extra = 'handed'}), inner({}, {'b'})
+return {with[1], with[2], without[1], without[2]}
+""")
+    assert lib["outer"].bind().run(Link(r)) == [b"a", b"handed", b"b", b"alone"]
+    assert lib["inner"].bind(value="c").run(Link(r)) == [b"c", b"alone"]  # run by a client: HANDED is nil
+
+
 @pytest.mark.parametrize("files, error", [
     ({"a": "-- KEYS: k\nreturn 1\n"}, "must name its KEYS and ARGV"),
     ({"a": "-- KEYS: k\n-- KEYS: j\n-- ARGV:\nreturn 1\n"}, "more than one KEYS line"),
@@ -157,6 +173,9 @@ return {key, value, unpack(got)}
     ({"a": "-- KEYS: k\n-- ARGV:\nreturn KEYS[1]\n"}, "not by position"),
     ({"a": "-- KEYS:\n-- ARGV: x\nreturn ARGV[1]\n"}, "not by position"),
     ({"a": "-- KEYS: k\n-- ARGV:\nreturn EXEC.no_such_field\n"}, "no EXEC.no_such_field"),
+    ({"a": "-- KEYS: runs\n-- ARGV:\nlocal n, runs = 1, {}\nreturn n\n"}, r"a.lua:3: the local 'runs' hides"),
+    ({"a": "-- KEYS:\n-- ARGV: x\n\nlocal function x() end\nreturn 1\n"}, r"a.lua:4: the local 'x' hides"),
+    ({"a": "-- KEYS:\n-- ARGV: ids...\nfor _, ids in ipairs({}) do end\nreturn 1\n"}, "the local 'ids' hides"),
     ({"a": "-- KEYS:\n-- ARGV:\n-- include: b\nreturn 1\n"}, "b.lua, which does not exist"),
     ({"a": "-- KEYS:\n-- ARGV:\n-- include: b\nreturn 1\n",
       "b": "-- KEYS:\n-- ARGV:\n-- include: a\nreturn 1\n"}, "includes itself"),

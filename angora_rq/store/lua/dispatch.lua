@@ -46,6 +46,11 @@
 -- over, and a message that creates nothing stops counting (its run may end with it).
 -- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
 -- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
+-- RECORD (record.lua: direct '1', then FINISH in the same call) passes HANDED = true: the runs' fields and counts,
+-- and `work`, are then not written here but handed over: it returns {runs = {[run key] = {fields, delta}}, order =
+-- the run keys in order, moved = the sum of the deltas} for FINISH to write with its own. A step that dispatches
+-- its follow-up and ends would otherwise move its run's count and `work` by +1 then -1, and write its run twice:
+-- five commands where one HSET does.
 local function due_in(seconds)
   local t = redis.call('TIME')
   return string.format('%.6f', tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(seconds))
@@ -194,11 +199,13 @@ for m = 1, nm do
 end
 for _, rkey in ipairs(order) do
   local run = states[rkey]
-  if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
-  if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
+  if not HANDED then
+    if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
+    if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
+  end
   moved = moved + run.delta
 end
-if moved ~= 0 then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
+if moved ~= 0 and not HANDED then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
 if events_on ~= '' then
   for _, rkey in ipairs(order) do
     if states[rkey].id then
@@ -241,4 +248,5 @@ if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
 for kind, n in pairs(counted) do
   if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
 end
+if HANDED then return {runs = states, order = order, moved = moved} end
 return {created, unpack(conflicts)}

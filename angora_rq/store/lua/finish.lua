@@ -22,7 +22,28 @@
 -- Callers queue FINISH after the messages and replays the batch sends (they count in their run first). events_on:
 -- '' when no event has a listener (core/events.py); else each execution's final status is published, then how
 -- each of the batch's runs ended if it has.
+-- Each run is written once, after the rows: its count moved by its rows' sum, its fields in one HSET. RECORD
+-- passes as HANDED what its DISPATCH, just before, left unwritten (dispatch.lua): those runs' fields and counts, and
+-- `work`'s move, join this call's, so a step that ends and starts its follow-up in the same run writes the run with
+-- one HSET, and moves neither its count nor `work`.
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
+local counts, run_order = {}, {}  -- run key -> {fields, delta}; the keys in order
+local function count(rk, ...)
+  local c = counts[rk]
+  if not c then
+    c = {fields = {}, delta = 0}
+    counts[rk] = c
+    run_order[#run_order + 1] = rk
+  end
+  c.delta = c.delta - 1
+  for _, v in ipairs({...}) do c.fields[#c.fields + 1] = v end
+end
+if HANDED then  -- written first, as DISPATCH would have: a field set again below takes this call's value
+  for _, rk in ipairs(HANDED.order) do
+    counts[rk] = HANDED.runs[rk]
+    run_order[#run_order + 1] = rk
+  end
+end
 local n, p = 0, rows
 -- The batch leaves the worker's inflight list (with `guard`, all of it or nothing).
 if inflight ~= '' then
@@ -61,9 +82,9 @@ while p <= #ARGV do
   -- its replay's: CREATE, queued before FINISH, wrote it (replaying, or canceled in a run canceled while this
   -- attempt ran).
   if status ~= STATUS.replaying then
-    run_count({rk}, {-1, now, RUN.job_status .. job, status})
+    count(rk, RUN.job_status .. job, status)
   else
-    run_count({rk}, {-1, now})
+    count(rk)
   end
   if events_on ~= '' then
     publish({events, stream, runs, outbox, work, accepted, unsettled},
@@ -91,7 +112,16 @@ while p <= #ARGV do
 end
 for queue, members in pairs(started) do redis.call('ZREM', rq_started_prefix .. queue, unpack(members)) end
 for i = 1, #dropped, 1000 do redis.call('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
-if n > 0 then redis.call('DECRBY', work, n) end
+for _, rk in ipairs(run_order) do
+  local c = counts[rk]
+  if c.delta ~= 0 then
+    run_count({rk}, {c.delta, now, unpack(c.fields)})
+  elseif #c.fields > 0 then
+    redis.call('HSET', rk, unpack(c.fields))
+  end
+end
+local moved = (HANDED and HANDED.moved or 0) - n
+if moved ~= 0 then redis.call('INCRBY', work, moved) end
 for _, run in ipairs(ended) do
   run_end({run_prefix .. run, events, stream, runs, outbox, work, accepted, unsettled},
           {run, now, run_prefix, outbox_cap})

@@ -20,5 +20,6 @@ end
 local dk, dn, fk = tonumber(dispatch_keys), tonumber(dispatch_args), tonumber(finish_keys)
 local d_keys, d_args = slice(p, dk), slice(p + dk, dn)
 p = p + dk + dn
-dispatch(d_keys, d_args)
-return finish(slice(p, fk), slice(p + fk, #ARGV - p - fk + 1))
+-- DISPATCH leaves its runs' counts and fields to FINISH: one write of each run for both (dispatch.lua).
+local handed = dispatch(d_keys, d_args, true)
+return finish(slice(p, fk), slice(p + fk, #ARGV - p - fk + 1), handed)
