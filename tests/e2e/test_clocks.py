@@ -106,7 +106,7 @@ def test_a_skewed_scheduler_sends_each_tick_on_time_and_steals_no_lease(
 LONG_AND_FAILING = """
 - name: long
   triggers: [clock.long]
-  command: [sleep, "12"]
+  command: [sleep, "8"]
 - name: failing
   triggers: [clock.fail]
   command: "false"

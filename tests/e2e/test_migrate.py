@@ -16,6 +16,7 @@ import redis
 from angora_rq.core.codec import to_str_dict
 from angora_rq.core.keys import Keys
 from angora_rq.core.layout import LAYOUT
+from angora_rq.store.migrate import ROLES_SILENT
 from angora_rq.store.queries import Queries
 from angora_testkit import System, wait_for, write_config
 
@@ -93,7 +94,12 @@ def test_data_of_the_previous_layout_is_refused_then_migrated_and_run(
     refused = new.cli("worker", "--burst")
     assert refused.returncode != 0 and "angora migrate" in refused.stderr, refused.stderr
     assert len([line for line in refused.stderr.splitlines() if "Error" in line]) == 1, refused.stderr
-    time.sleep(10.5)  # the old matcher's heartbeat goes silent (migrate waits for every role to be stopped)
+    # migrate waits until every role has been silent for ROLES_SILENT: the old ones beat a moment ago.
+    early = new.cli("migrate")
+    assert early.returncode != 0 and "are running" in early.stderr, early.stderr
+    assert not r.exists(k.schema()) and r.exists(k.v1_run_executions(queued[0]))  # nothing was converted
+    stopped_at = time.time() - ROLES_SILENT - 1  # as if that long had passed (they are stopped)
+    r.hset(k.heartbeats(), mapping={name: stopped_at for name in r.hkeys(k.heartbeats())})
     migrated = new.cli("migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert r.get(k.schema()) == str(LAYOUT).encode()
