@@ -15,9 +15,9 @@ from typing import Any, Mapping, Optional
 
 import redis
 
-from angora_rq.core.codec import to_str, to_str_dict
+from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
-from angora_rq.core.runs import RunSummary, summarize, summarize_hash
+from angora_rq.core.runs import PLAN_JSON, RunSummary, plan_of_hash, summarize, summarize_hash
 from angora_rq.core.schema import NOT_STARTED, Run, Status
 from angora_rq.store.plans import with_plans
 from angora_rq.store.scripts import RUN_STATES, SETTLE_RUNS
@@ -90,17 +90,23 @@ class RunIndex:
 
     def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
         """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""
-        rows = RUN_STATES.bind(mode="status" if statuses else "brief", not_started=" ".join(sorted(NOT_STARTED)),
+        flat = RUN_STATES.bind(mode="status" if statuses else "brief", not_started=" ".join(sorted(NOT_STARTED)),
                                runs=[self.keys.run(rid) for rid, _ in chunk]).run_borrowed(self.r)
         outcomes: list[tuple[str, str, str, float]] = []
         live: list[LiveRun] = []
         finished: list[tuple[str, str]] = []
-        for (rid, seen), row in zip(chunk, rows):
-            created, active, canceled, started = (to_str(x) for x in row)
+        hashes: list[dict[str, str]] = []  # the finished runs' whole hashes, in the order of `finished`
+        at = 0
+        for rid, seen in chunk:
+            created, active, canceled, started = (to_str(x) for x in flat[at:at + 4])
+            n = int(flat[at + 4])
+            fields = flat[at + 5:at + 5 + 2 * n]
+            at += 5 + 2 * n
             if not created:
                 outcomes.append((rid, seen, "gone", 0.0))
             elif int(active or 0) <= 0:
                 finished.append((rid, seen))
+                hashes.append({to_str(k): to_str(v) for k, v in zip(fields[::2], fields[1::2])})
             else:
                 # A stand-in job: whether any job has started is all that tells a live run's status.
                 status = summarize((), {}, {"": "running"} if started == "1" else {}, int(active),
@@ -109,7 +115,7 @@ class RunIndex:
                 outcomes.append((rid, seen, "live", float(created)))  # out of the finished indexes if reopened
         memberships: dict[str, list[str]] = {}
         created_at: dict[str, float] = {}
-        for (rid, seen), whole in zip(finished, self._read_whole([rid for rid, _ in finished])):
+        for (rid, seen), whole in zip(finished, self._summaries(hashes)):
             if whole is None:
                 outcomes.append((rid, seen, "gone", 0.0))
                 continue
@@ -120,17 +126,21 @@ class RunIndex:
         self._record(outcomes, memberships, created_at)
         return live
 
-    def _read_whole(self, ids: list[str]) -> list[Optional[tuple[float, RunSummary]]]:
-        """Start time and summary (plan included) of finished runs, in one round trip; None for one that is gone."""
-        if not ids:
+    def _summaries(self, hashes: list[dict[str, str]]) -> list[Optional[tuple[float, RunSummary]]]:
+        """Start time and summary (plan included: one round trip for the plans) of finished runs' hashes; None for
+        one that is gone. Each plan's JSON is parsed once: a chunk's runs mostly share a few."""
+        if not hashes:
             return []
-        with self.r.pipeline(transaction=False) as p:
-            for rid in ids:
-                p.hgetall(self.keys.run(rid))
-            raws = p.execute()
         out: list[Optional[tuple[float, RunSummary]]] = []
-        for h in with_plans(self.r, self.keys, [to_str_dict(raw) for raw in raws]):
-            out.append((float(h[Run.created]), summarize_hash(h)) if h.get(Run.created) else None)
+        plans: dict[str, dict[str, Any]] = {}
+        for h in with_plans(self.r, self.keys, hashes):
+            if not h.get(Run.created):
+                out.append(None)
+                continue
+            text = h.get(PLAN_JSON, "")
+            if text not in plans:
+                plans[text] = plan_of_hash(h)
+            out.append((float(h[Run.created]), summarize_hash(h, plans[text])))
         return out
 
     def _record(self, outcomes: list[tuple[str, str, str, float]], memberships: dict[str, list[str]],
