@@ -176,6 +176,22 @@ def test_a_step_that_starts_its_follow_up_writes_its_run_once_and_moves_no_count
     assert r.hget(run_key, Run.active) == b"0" and r.get(work_key) == b"0"
 
 
+def test_a_fan_out_into_one_run_writes_the_run_in_parts(r: redis.Redis, keys: Keys) -> None:
+    """100 messages of one run, each to 15 jobs: 1,500 executions whose fields (3 each) go into the run's hash,
+    past the ~8,000 values Redis' Lua can unpack at once (one HSET used to fail the whole dispatch)."""
+    jobs = tuple(JobDef(f"j{i}", ("to.load",), ("true",), queue="etl") for i in range(15))
+    r.hset(keys.run("run1"), Run.active, 100)
+    r.set(keys.work(), 100)
+    msgs = [("", Message("to.load", {}, "run1", f"job:a:x{m}", NOW), "") for m in range(100)]
+    call, _ = Dispatcher(Link(r), keys, Settings(history=10), "w1").direct(
+        Outgoing(msgs, [(m, job) for m in range(100) for job in jobs]), "v1", NOW)
+    assert call.run(Link(r)) == [1500]
+    run = {k.decode(): v.decode() for k, v in r.hgetall(keys.run("run1")).items()}
+    assert sum(1 for k in run if k.startswith(Run.execution)) == 1500
+    assert run[Run.active] == "1600" and r.get(keys.work()) == b"1600"  # the 100 senders, and 1,500 executions
+    assert len(queued(r, keys)) == 1500
+
+
 def test_no_bell_rings_for_what_the_workers_own_claim_takes(r: redis.Redis, keys: Keys) -> None:
     """`spare` (the free slots of the CLAIM that follows a worker's RECORD): executions that fit in it ring no
     bell, which would wake another worker for a claim that finds nothing; more than it ring as before."""

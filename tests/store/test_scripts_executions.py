@@ -380,6 +380,18 @@ def test_a_guarded_finish_records_a_workers_batch_and_its_rq_counters_in_one_cal
     assert rq["successful_job_count"] == "2" and "failed_job_count" not in rq and float(rq["total_working_time"]) > 0
 
 
+def test_a_finish_of_many_ends_in_one_run_writes_the_run_in_parts_and_counts_it_once(
+        r: redis.Redis, keys: Keys) -> None:
+    """4,100 ends of one run in one FINISH: their 8,200 field values go to the run in parts (Redis' Lua unpacks
+    about 8,000 values at most), and its count moves once, by -4,100, to its end."""
+    xs = [create(r, keys) for _ in range(4100)]
+    assert len(claim(r, keys, want=4100)) == 4100
+    assert finish_alone(r, keys, xs) == 4100
+    run = h(r, keys.run("run1"))
+    assert (run["active"], float(run["ended"]), run["s:load"]) == ("0", 3000.0, "succeeded")
+    assert r.get(keys.work()) == b"0"
+
+
 def test_a_guarded_finish_writes_nothing_when_one_execution_is_no_longer_the_workers(
         r: redis.Redis, keys: Keys) -> None:
     """One of the batch was taken back by a janitor (gone from the inflight list) and replayed: nothing of the

@@ -73,7 +73,9 @@ for qi = queues, #ARGV do
       end
     end
   end
-  if #started > 0 then redis.call('ZADD', rq_started_prefix .. q, unpack(started)) end
+  for i = 1, #started, 1000 do  -- unpack() is limited to a few thousand values
+    redis.call('ZADD', rq_started_prefix .. q, unpack(started, i, math.min(i + 999, #started)))
+  end
 end
-if #ids > 0 then redis.call('RPUSH', inflight, unpack(ids)) end
+for i = 1, #ids, 1000 do redis.call('RPUSH', inflight, unpack(ids, i, math.min(i + 999, #ids))) end
 return out

@@ -200,7 +200,9 @@ end
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if not HANDED then
-    if #run.fields > 0 then redis.call('HSET', rkey, unpack(run.fields)) end
+    for i = 1, #run.fields, 1000 do  -- unpack() is limited to a few thousand values (a fan-out into one run)
+      redis.call('HSET', rkey, unpack(run.fields, i, math.min(i + 999, #run.fields)))
+    end
     if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
   end
   moved = moved + run.delta

@@ -110,14 +110,23 @@ while p <= #ARGV do
   s.seconds[d] = (s.seconds[d] or 0) + tonumber(duration)
   n = n + 1
 end
-for queue, members in pairs(started) do redis.call('ZREM', rq_started_prefix .. queue, unpack(members)) end
+for queue, members in pairs(started) do
+  for i = 1, #members, 1000 do  -- unpack() is limited to a few thousand values
+    redis.call('ZREM', rq_started_prefix .. queue, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
 for i = 1, #dropped, 1000 do redis.call('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
 for _, rk in ipairs(run_order) do
   local c = counts[rk]
+  local f = c.fields
+  if #f > 1000 then  -- unpack() is limited to a few thousand values: the fields go first, in parts
+    for i = 1, #f, 1000 do redis.call('HSET', rk, unpack(f, i, math.min(i + 999, #f))) end
+    f = {}
+  end
   if c.delta ~= 0 then
-    run_count({rk}, {c.delta, now, unpack(c.fields)})
-  elseif #c.fields > 0 then
-    redis.call('HSET', rk, unpack(c.fields))
+    run_count({rk}, {c.delta, now, unpack(f)})
+  elseif #f > 0 then
+    redis.call('HSET', rk, unpack(f))
   end
 end
 local moved = (HANDED and HANDED.moved or 0) - n
