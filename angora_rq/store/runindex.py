@@ -115,28 +115,19 @@ class RunIndex:
                 outcomes.append((rid, seen, "live", float(created)))  # out of the finished indexes if reopened
         memberships: dict[str, list[str]] = {}
         created_at: dict[str, float] = {}
-        for (rid, seen), whole in zip(finished, self._summaries(hashes)):
-            if whole is None:
-                outcomes.append((rid, seen, "gone", 0.0))
-                continue
-            started_at, summary = whole
+        for (rid, seen), (started_at, summary) in zip(finished, self._summaries(hashes)):
             created_at[rid] = started_at
             outcomes.append((rid, seen, summary.status if summary.status in FINISHED else "live", started_at))
             memberships[rid] = job_names(summary.jobs)
         self._record(outcomes, memberships, created_at)
         return live
 
-    def _summaries(self, hashes: list[dict[str, str]]) -> list[Optional[tuple[float, RunSummary]]]:
-        """Start time and summary (plan included: one round trip for the plans) of finished runs' hashes; None for
-        one that is gone. Each plan's JSON is parsed once: a chunk's runs mostly share a few."""
-        if not hashes:
-            return []
-        out: list[Optional[tuple[float, RunSummary]]] = []
+    def _summaries(self, hashes: list[dict[str, str]]) -> list[tuple[float, RunSummary]]:
+        """Start time and summary (plan included: one round trip for the plans) of finished runs' hashes (each
+        read with its `created` by RUN_STATES). Each plan's JSON is parsed once: a chunk's runs mostly share a few."""
+        out: list[tuple[float, RunSummary]] = []
         plans: dict[str, dict[str, Any]] = {}
         for h in with_plans(self.r, self.keys, hashes):
-            if not h.get(Run.created):
-                out.append(None)
-                continue
             text = h.get(PLAN_JSON, "")
             if text not in plans:
                 plans[text] = plan_of_hash(h)

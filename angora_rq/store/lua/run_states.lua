@@ -5,8 +5,8 @@
 -- `not_started` (space-separated: core/schema.NOT_STARTED), else '0'; that is all core/runs.summarize needs to
 -- tell a queued run from a running one, without sending the run's fields (hundreds, with a big plan) back.
 -- runs: run keys. n: 0, or for a run that has finished (created, and active <= 0) the number of its hash's fields,
--- which follow as field/value pairs (its whole hash, read here rather than in another round trip). One flat array for all the runs: a nested one
--- costs Redis a reply buffer, and a write(2), per run. Read-only.
+-- which follow as field/value pairs (its whole hash, read here rather than in another round trip). One flat array
+-- for all the runs: a nested one costs Redis a reply buffer, and a write(2), per run. Read-only.
 local waiting = {}
 for s in string.gmatch(not_started, '%S+') do waiting[s] = true end
 local prefix = RUN.job_status
