@@ -29,8 +29,8 @@ from angora_rq.core.schema import Exec, Run
 from angora_rq.store.runindex import RunIndex
 from angora_rq.processes.redis_server import free_port
 
-from harness import (BENCH_DIR, Procs, commands_total, cpu_seconds, percentile, redis_cpu_seconds, rss_mib,
-                     tree_pss_mib, tree_rss_mib, wait_until)
+from harness import (BENCH_DIR, Procs, bare_chain_ms, commands_total, cpu_seconds, percentile, redis_cpu_seconds,
+                     rss_mib, tree_pss_mib, tree_rss_mib, wait_until)
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
 WARMUP = 50  # messages sent and finished before a measurement starts
@@ -337,20 +337,24 @@ def latency(url: str, reps: int, log_dir: Path) -> dict[str, Any]:
         client = HttpClient(s["port"])
         start_ms: list[float] = []
         chain_ms: list[float] = []
+        bare_ms: list[float] = []  # the same gaps, the same moments: 3 bare `true` one after another
         try:
             for i in range(reps + 10):  # the first 10 warm up the web workers and are not counted
                 if i == 10:
                     start_ms.clear()
                     chain_ms.clear()
+                    bare_ms.clear()
                 start_ms.append(_one_latency(client, r, keys, "bench.true", "bench_true", Exec.started))
                 time.sleep(0.01)
                 chain_ms.append(_one_latency(client, r, keys, "bench.chain", "chain_3", Exec.ended))
+                time.sleep(0.01)
+                bare_ms.append(bare_chain_ms(3))
                 time.sleep(0.01)
         finally:
             client.close()
     return {"send_to_start_p50_ms": percentile(start_ms, 50), "send_to_start_p99_ms": percentile(start_ms, 99),
             "chain3_p50_ms": percentile(chain_ms, 50), "chain3_p99_ms": percentile(chain_ms, 99),
-            "samples": reps}
+            "bare3_p50_ms": percentile(bare_ms, 50), "bare3_p99_ms": percentile(bare_ms, 99), "samples": reps}
 
 
 def _one_latency(client: HttpClient, r: redis.Redis, keys: Keys, topic: str, job: str, field: str) -> float:

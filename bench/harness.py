@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+import select
 import signal
 import statistics
 import subprocess
@@ -176,6 +177,22 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     if not vals:
         return {"median": None, "min": None, "max": None, "runs": []}
     return {"median": statistics.median(vals), "min": vals[0], "max": vals[-1], "runs": list(values)}
+
+
+def bare_chain_ms(steps: int = 3) -> float:
+    """The machine's floor for a chain's commands: ms for `steps` bare `true` run one after another, each
+    posix_spawn()ed and waited for on its pidfd as Angora's worker does, in this process (no Redis, no hop)."""
+    env = dict(os.environ)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        pid = os.posix_spawn("/usr/bin/true", ["true"], env)
+        fd = os.pidfd_open(pid)
+        try:
+            select.select([fd], [], [], 10)
+        finally:
+            os.close(fd)
+        os.waitpid(pid, 0)
+    return (time.perf_counter() - t0) * 1000
 
 
 def percentile(values: Sequence[float], q: float) -> float:

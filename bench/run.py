@@ -219,6 +219,9 @@ def table(res: dict[str, Any]) -> str:
                   f"| Angora /send -> command start | {_f(a['send_to_start_p50_ms'])} "
                   f"| {_f(a['send_to_start_p99_ms'])} |",
                   f"| Angora 3-job chain, /send -> last end | {_f(a['chain3_p50_ms'])} | {_f(a['chain3_p99_ms'])} |"]
+        if "bare3_p50_ms" in a:  # the machine's floor: the chain's three commands with no Angora around them
+            lines.append(f"| 3 bare `true`, spawned and awaited one after another | {_f(a['bare3_p50_ms'])} "
+                         f"| {_f(a['bare3_p99_ms'])} |")
         for peer in ("rq_worker", "rq_simple"):
             d = lat.get(peer, {})
             if "p50_ms" in d:
