@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError
+from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError, unavailable
 from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import RECORD_EVERY, Dispatcher, Outgoing, keep_follow, record_follow
@@ -23,6 +24,7 @@ from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.events import wanted
 from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
+from angora_rq.store.rejects import reject
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
@@ -68,6 +70,20 @@ class Batch:
 # no more. At a trickle it costs nothing (a lone message is read at once; only one arriving within the linger after
 # it waits); /send and a worker's follow-up messages do not go through the matcher.
 LINGER = 0.001
+# An entry that fails alone is put aside only if this matcher dispatched something within this many seconds: when
+# nothing goes through (a Redis that refuses every script, a bug of this matcher), entries wait instead.
+REJECT_WITHIN = 60.0
+# Errors of a Redis that cannot serve for now, not of the batch (besides connection errors and `unavailable`):
+# its consumer group gone (a Redis that came back empty), permissions, replicas, a script to load again.
+WAIT_OUT = re.compile(r"\b(NOGROUP|NOPERM|NOAUTH|NOREPLICAS|MASTERDOWN|NOSCRIPT|TRYAGAIN|CLUSTERDOWN)\b")
+
+
+def lasting(e: BaseException) -> bool:
+    """Whether a batch that failed with `e` would fail the same way if tried again: an entry that does not decode,
+    a script's error. Not Redis out of reach or refusing work for now (connection.unavailable, WAIT_OUT)."""
+    if isinstance(e, UNREACHABLE) or unavailable(e) is not None or isinstance(e, NotReplicated):
+        return False
+    return not (isinstance(e, ResponseError) and WAIT_OUT.search(str(e)))
 
 
 class Matcher:
@@ -99,6 +115,7 @@ class Matcher:
         self._last_beat = 0.0
         self._last_consumers = 0.0
         self._published = ""
+        self._through_at = float("-inf")  # when a dispatch of this matcher last went through (monotonic)
         self._own_pending_done = False
         self._events_version: Optional[str] = None
         self._events_at = float("-inf")
@@ -144,8 +161,58 @@ class Matcher:
         entries = self._read(block_ms)
         if entries:
             # The time after the (blocking) read: executions are never created before their message was sent.
-            self.process(entries, time.time() if now is None else now)
+            self.handle(entries, time.time() if now is None else now)
         return len(entries)
+
+    def handle(self, entries: list[tuple[str, dict]], now: float) -> int:
+        """process() a batch; if it fails for a reason that trying again would not change (`lasting`), each entry
+        alone, so that one bad message holds up none of the others, and put aside (store/rejects.py) an entry that
+        fails alone while others go through: in this batch, or lately (REJECT_WITHIN). Otherwise (Redis cannot
+        serve, or nothing goes through) raise: the entries stay pending and are tried again after claim_idle.
+        Returns the executions created."""
+        try:
+            created = self.process(entries, now)
+        except Exception as e:
+            if not lasting(e) or len(entries) == 1 and not self._going_through():
+                raise
+            failed: Exception = e
+        else:
+            self._through_at = time.monotonic()
+            return created
+        if len(entries) == 1:
+            created, bad = 0, [(entries[0], failed)]
+        else:
+            log.warning("matcher %s: a batch of %d entries failed (%s); dispatching them one by one", self.name,
+                        len(entries), failed)
+            created, bad = self._one_by_one(entries, now)
+            if len(bad) == len(entries) and not self._going_through():
+                raise failed  # every one failed: more likely this matcher or its Redis than the messages
+        for (entry_id, fields), error in bad:
+            if reject(self.link, self.keys, entry_id, fields, f"{type(error).__name__}: {error}", self.name, now,
+                      self.events.any()):
+                log.error("matcher %s: message %s put aside (GET /api/v1/rejected): it failed alone: %s",
+                          self.name, entry_id, error)
+        return created
+
+    def _one_by_one(self, entries: list[tuple[str, dict]],
+                    now: float) -> tuple[int, list[tuple[tuple[str, dict], Exception]]]:
+        """process() each entry alone: the executions created, and the entries that failed for a lasting reason
+        with their errors (any other error is raised: what is left stays pending)."""
+        created, bad = 0, []
+        for entry in entries:
+            try:
+                created += self.process([entry], now)
+            except Exception as e:
+                if not lasting(e):
+                    raise
+                bad.append((entry, e))
+            else:
+                self._through_at = time.monotonic()
+        return created, bad
+
+    def _going_through(self) -> bool:
+        """Whether this matcher dispatched something lately (so an entry that fails alone is the entry's fault)."""
+        return time.monotonic() - self._through_at < REJECT_WITHIN
 
     def _housekeeping(self, now: float) -> None:
         # A reloading source (reload.Reloader) checks for new definitions here, even when idle.

@@ -1,4 +1,5 @@
-"""Operations under /api/v1: the budgets, schedules, pause and resume (jobs and queues), reload of the definitions.
+"""Operations under /api/v1: the budgets, schedules, the messages put aside, pause and resume (jobs and queues),
+reload of the definitions.
 
 Same conventions as web/api.py: auth and CSRF are checked app-wide before any view runs; errors are AngoraError
 subclasses, turned into `{"error", "detail"}` by the app's handlers.
@@ -12,6 +13,7 @@ from flask import Blueprint, jsonify
 
 from angora_rq.store import pausing
 from angora_rq.core.errors import NotFound
+from angora_rq.store.rejects import KEPT, read_rejected
 from angora_rq.store.reloads import request_reload
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
@@ -73,6 +75,14 @@ def webhooks() -> Any:
     ext = _ext()
     snap = ext.snapshot()
     return jsonify({"config_version": snap.version, "webhooks": deliveries(ext.r, ext.keys, snap.config.webhooks)})
+
+
+@bp.get("/rejected")
+def rejected() -> Any:
+    """The messages the matchers put aside (newest first), and how many were put aside in all."""
+    ext = _ext()
+    records, total = read_rejected(ext.r, ext.keys)
+    return jsonify({"total": total, "kept": KEPT, "rejected": records})
 
 
 # -- pause and resume --------------------------------------------------------------------------------------

@@ -27,8 +27,11 @@
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
 -- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
--- A batch of one or two entries acknowledges each first, alone: XACK answers 1 only to the first caller, so its
--- answer is the pending check (one command per entry instead of an XPENDING and an XACK).
+-- A batch of one or two entries reads each entry's pending record alone instead of the range. Entries are
+-- acknowledged last, after every other write: a script that fails midway (Redis keeps the writes it made before
+-- its error) leaves its entries pending, to be tried again and, if they fail alone, put aside (REJECT), never
+-- acknowledged without their executions. For the same reason the executions are queued only after their runs
+-- and jobs were written: a failure before that queues nothing, so nothing runs twice when the entry is retried.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
 -- direct: '1' for a worker's direct dispatch of the messages sent by the executions it records (queued in the
@@ -82,7 +85,7 @@ local pending, room, early = {}, nm + 100, direct == '' and nm <= 2
 local got = nm > 0 and direct == '' and not early and redis.call('XPENDING', stream, group, first, last, room,
                                                                  consumer) or {}
 for _, e in ipairs(got) do pending[e[1]] = true end
-local exact = #got < room
+local exact = not early and #got < room
 -- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
 -- its messages and executions set, one HINCRBY of its count), whatever the batch holds of it.
 local msgs, entries, conflicts, counted, states, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
@@ -103,15 +106,13 @@ for m = 1, nm do
   local msg = {entry = ARGV[p], run = ARGV[p + 1], topic = ARGV[p + 2], origin = ARGV[p + 3], params = ARGV[p + 4],
                rkey = ARGV[p + 5], absorbed = false}
   msg.live = direct ~= '' or pending[msg.entry] == true
-  if early then
-    msg.live = redis.call('XACK', stream, group, msg.entry) == 1
-  elseif not msg.live and not exact then
+  if not msg.live and not exact then
     msg.live = #redis.call('XPENDING', stream, group, msg.entry, msg.entry, 1, consumer) > 0
   end
   msgs[m] = msg
   local mode, plan = ARGV[p + 6], ARGV[p + 7]
   if msg.live then
-    if direct == '' and not early then entries[#entries + 1] = msg.entry end
+    if direct == '' then entries[#entries + 1] = msg.entry end
     local kind = string.sub(msg.origin, 1, 4) == 'job:' and 'job' or 'root'
     counted[kind] = counted[kind] + 1
     local run = run_of(msg.rkey)
@@ -137,7 +138,7 @@ for m = 1, nm do
   end
   p = p + 8
 end
-local bells, created, queued, queues, moved = {}, 0, {}, {}, 0
+local bells, created, queued, queues, moved, parked = {}, 0, {}, {}, 0, {}
 for d = 1, nd do
   local msg, job = msgs[tonumber(ARGV[p])], jobs[tonumber(ARGV[p + 1])]
   local id, join = ARGV[p + 2], ARGV[p + 3]
@@ -159,9 +160,9 @@ for d = 1, nd do
     rq[at[RQJOB.status]] = status == STATUS.queued and RQSTATUS.queued or RQSTATUS.deferred
     redis.call('HSET', rq_job_prefix .. id, unpack(rq))
     if job.gate ~= '' then
-      redis.call('ZADD', approvals, deadline == '' and '+inf' or deadline, id)
+      parked[#parked + 1] = {'ZADD', approvals, deadline == '' and '+inf' or deadline, id}
     elseif job.paused then
-      redis.call('RPUSH', job.held, id)
+      parked[#parked + 1] = {'RPUSH', job.held, id}
     else
       -- Queued at the end, in this order, one RPUSH per queue.
       local q = queued[job.qkey]
@@ -197,6 +198,25 @@ for m = 1, nm do
     if direct ~= '1' then msgs[m].state.id = msgs[m].run end
   end
 end
+for _, job in ipairs(jobs) do
+  if #job.ids > 0 then
+    local len = 0
+    for i = 1, #job.ids, 1000 do
+      len = redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
+    end
+    -- Trimmed once it holds an eighth more than `keep` (readers take the first `keep`: store/queries.py), not at
+    -- each batch.
+    if len > keep + slack then redis.call('LTRIM', job.execs, 0, keep - 1) end
+    redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
+               JOBSTATS.last_status, STATUS.queued)
+  end
+end
+for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
+for kind, n in pairs(counted) do
+  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
+end
+-- What cannot be undone comes last: the runs' counts, the queues and the held and gated lists (from them the
+-- executions run), the acknowledgement.
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if not HANDED then
@@ -216,25 +236,13 @@ if events_on ~= '' then
     end
   end
 end
+for _, c in ipairs(parked) do redis.call(unpack(c)) end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
   for i = 1, #ids, 1000 do  -- unpack() is limited to a few thousand values
     redis.call('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
   end
   if announce[qkey] then redis.call('SADD', rq_queues, qkey) end
-end
-for _, job in ipairs(jobs) do
-  if #job.ids > 0 then
-    local len = 0
-    for i = 1, #job.ids, 1000 do
-      len = redis.call('LPUSH', job.execs, unpack(job.ids, i, math.min(i + 999, #job.ids)))
-    end
-    -- Trimmed once it holds an eighth more than `keep` (readers take the first `keep`: store/queries.py), not at
-    -- each batch.
-    if len > keep + slack then redis.call('LTRIM', job.execs, 0, keep - 1) end
-    redis.call('HSET', job.stats, JOBSTATS.last_execution, job.last, JOBSTATS.last_run, job.run,
-               JOBSTATS.last_status, STATUS.queued)
-  end
 end
 local total = 0
 for _, n in pairs(bells) do total = total + n end
@@ -245,10 +253,6 @@ for bell, n in pairs(bells) do
   -- Trimmed once twice over its cap, not at each batch of a busy queue: the extra ones only wake idle workers.
   if redis.call('RPUSH', bell, unpack(ones)) > 2 * cap then redis.call('LTRIM', bell, 0, cap - 1) end
 end
-for v, _ in pairs(versions) do redis.call('ZADD', defs_index, now, v) end
 if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
-for kind, n in pairs(counted) do
-  if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
-end
 if HANDED then return {runs = states, order = order, moved = moved} end
 return {created, unpack(conflicts)}
