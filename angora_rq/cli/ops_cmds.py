@@ -162,6 +162,25 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def dead_letters(ctx: click.Context, as_json: bool) -> None:
+    """List the messages the matchers put aside as dead letters (newest first): each failed to dispatch alone."""
+    from angora_rq.store.deadletters import read_dead_letters
+
+    _, r, keys = _env(ctx)
+    with redis_errors():
+        records, total = read_dead_letters(r, keys)
+    if as_json:
+        click.echo(json.dumps({"total": total, "dead_letters": records}, indent=2))
+        return
+    for x in records:
+        topic = x.get("fields", {}).get("t", "?")
+        click.echo(f"{_when(x.get('at'))}  {x.get('entry', '?')}  {topic[:60]}  {x.get('error', '')[:200]}")
+    click.echo(f"{total} in all" if total else "no dead letters")
+
+
+@main.command()
 @click.argument("run_id")
 @click.option("--kill", is_flag=True, help="Also kill the run's running commands (else they finish).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON (as the API's).")

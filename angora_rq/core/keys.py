@@ -49,10 +49,10 @@ class Keys:
         """The first answer to a schedule's tick, as `idempotency` (its own namespace: no user key can take it)."""
         return f"{self.prefix}:idem:tick:{schedule}:{tick_ms}"
 
-    def rejected(self) -> str:
-        """List of the messages the matchers put aside (JSON, newest first, capped): entries that failed to
-        dispatch alone while others went through (processes/matcher.py, store/lua/reject.lua)."""
-        return f"{self.prefix}:rejected"
+    def dead_letters(self) -> str:
+        """List of the messages the matchers put aside as dead letters (JSON, newest first, capped): entries that
+        failed to dispatch alone while others went through (processes/matcher.py, store/lua/dead_letter.lua)."""
+        return f"{self.prefix}:messages:dead"
 
     def metrics(self) -> str:
         """Hash of counters kept for /metrics (fields: schema.Metrics) that no other record holds."""

@@ -112,7 +112,7 @@ class Metrics(Names):
 
     messages = "messages:"  # + 'root' or 'job': messages the matchers took off the stream (acknowledged)
     refused = "refused:"  # + reason (invalid, backlog, key_reuse): sends refused
-    rejected = "rejected"  # messages the matchers could not dispatch and put aside (Keys.rejected)
+    dead_letters = "dead"  # messages the matchers could not dispatch and put aside (Keys.dead_letters)
 
 
 class Schedule(Names):

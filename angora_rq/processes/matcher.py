@@ -24,7 +24,7 @@ from angora_rq.core.keys import MATCHER_GROUP, Keys
 from angora_rq.core.events import wanted
 from angora_rq.store.events import Events, write_wanted
 from angora_rq.store.link import Link
-from angora_rq.store.rejects import reject
+from angora_rq.store.deadletters import dead_letter
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.scripts import READ_RUNS, SET_PLAN
 from angora_rq.core.messages import Message
@@ -70,9 +70,9 @@ class Batch:
 # no more. At a trickle it costs nothing (a lone message is read at once; only one arriving within the linger after
 # it waits); /send and a worker's follow-up messages do not go through the matcher.
 LINGER = 0.001
-# An entry that fails alone is put aside only if this matcher dispatched something within this many seconds: when
-# nothing goes through (a Redis that refuses every script, a bug of this matcher), entries wait instead.
-REJECT_WITHIN = 60.0
+# An entry that fails alone is put aside (a dead letter) only if this matcher dispatched something within this many
+# seconds: when nothing goes through (a Redis that refuses every script, a bug of this matcher), entries wait.
+BLAME_WITHIN = 60.0
 # Errors of a Redis that cannot serve for now, not of the batch (besides connection errors and `unavailable`):
 # its consumer group gone (a Redis that came back empty), permissions, replicas, a script to load again.
 WAIT_OUT = re.compile(r"\b(NOGROUP|NOPERM|NOAUTH|NOREPLICAS|MASTERDOWN|NOSCRIPT|TRYAGAIN|CLUSTERDOWN)\b")
@@ -166,10 +166,10 @@ class Matcher:
 
     def handle(self, entries: list[tuple[str, dict]], now: float) -> int:
         """process() a batch; if it fails for a reason that trying again would not change (`lasting`), each entry
-        alone, so that one bad message holds up none of the others, and put aside (store/rejects.py) an entry that
-        fails alone while others go through: in this batch, or lately (REJECT_WITHIN). Otherwise (Redis cannot
-        serve, or nothing goes through) raise: the entries stay pending and are tried again after claim_idle.
-        Returns the executions created."""
+        alone, so that one bad message holds up none of the others; an entry that fails alone while others go
+        through (in this batch, or lately: BLAME_WITHIN) is put aside as a dead letter (store/deadletters.py).
+        Otherwise (Redis cannot serve, or nothing goes through) raise: the entries stay pending and are tried
+        again after claim_idle. Returns the executions created."""
         try:
             created = self.process(entries, now)
         except Exception as e:
@@ -188,10 +188,10 @@ class Matcher:
             if len(bad) == len(entries) and not self._going_through():
                 raise failed  # every one failed: more likely this matcher or its Redis than the messages
         for (entry_id, fields), error in bad:
-            if reject(self.link, self.keys, entry_id, fields, f"{type(error).__name__}: {error}", self.name, now,
-                      self.events.any()):
-                log.error("matcher %s: message %s put aside (GET /api/v1/rejected): it failed alone: %s",
-                          self.name, entry_id, error)
+            if dead_letter(self.link, self.keys, entry_id, fields, f"{type(error).__name__}: {error}", self.name,
+                           now, self.events.any()):
+                log.error("matcher %s: message %s put aside as a dead letter (angora dead-letters): it failed "
+                          "alone: %s", self.name, entry_id, error)
         return created
 
     def _one_by_one(self, entries: list[tuple[str, dict]],
@@ -212,7 +212,7 @@ class Matcher:
 
     def _going_through(self) -> bool:
         """Whether this matcher dispatched something lately (so an entry that fails alone is the entry's fault)."""
-        return time.monotonic() - self._through_at < REJECT_WITHIN
+        return time.monotonic() - self._through_at < BLAME_WITHIN
 
     def _housekeeping(self, now: float) -> None:
         # A reloading source (reload.Reloader) checks for new definitions here, even when idle.

@@ -55,9 +55,9 @@ class Scrape:
             refused.add_metric([reason], int(s.counters.get(Metrics.refused + reason) or 0))
         yield taken
         yield refused
-        yield CounterMetricFamily("angora_messages_rejected", "Messages the matchers put aside: each failed to "
-                                  "dispatch alone while others went through (GET /api/v1/rejected).",
-                                  value=int(s.counters.get(Metrics.rejected) or 0))
+        yield CounterMetricFamily("angora_messages_dead_lettered", "Messages the matchers put aside as dead "
+                                  "letters: each failed to dispatch alone while others went through "
+                                  "(GET /api/v1/dead-letters).", value=int(s.counters.get(Metrics.dead_letters) or 0))
         yield GaugeMetricFamily("angora_stream_length", "Entries in the message stream (the backlog).",
                                 value=s.stream_length)
         yield GaugeMetricFamily("angora_stream_pending", "Entries read by a matcher and not yet dispatched.",

@@ -243,10 +243,10 @@ SCHEMAS.update({
     "Paused": obj({"jobs": array(obj({"name": STR, "held": INT}, closed=True)),
                    "queues": array(obj({"name": STR, "waiting": INT}, closed=True))}, closed=True),
     "Reload": obj({"requested": INT, "config": ref("ConfigStatus")}, closed=True),
-    "Rejected": obj({
-        "total": {"type": "integer", "description": "Messages put aside since the deployment began."},
+    "DeadLetters": obj({
+        "total": {"type": "integer", "description": "Dead letters since the deployment began."},
         "kept": {"type": "integer", "description": "How many of the newest are kept."},
-        "rejected": array(obj({
+        "dead_letters": array(obj({
             "entry": {"type": "string", "description": "The message's stream entry id."},
             "fields": {**STR_MAP, "description": "The entry's fields (t topic, r run id, o origin, s sent at, "
                                                  "p params as JSON), each cut to 1,000 characters."},
@@ -277,9 +277,9 @@ def ops_paths(a: bool) -> dict[str, Any]:
         "/api/v1/jobs/{name}/resume": job_op("Resumed", "Queue what the job held, in order; run it again."),
         "/api/v1/queues/{queue}/pause": queue_op("Paused", "Workers stop taking executions from the queue."),
         "/api/v1/queues/{queue}/resume": queue_op("Resumed", "Workers take executions from the queue again."),
-        "/api/v1/rejected": {"get": op("Messages the matchers put aside: each failed to dispatch alone, for a reason "
-                                       "trying again would not change, while others went through.",
-                                       ("200", "Rejected", "The newest ones, newest first."), auth=a)},
+        "/api/v1/dead-letters": {"get": op("Messages the matchers put aside: each failed to dispatch alone, for a "
+                                           "reason trying again would not change, while others went through.",
+                                           ("200", "DeadLetters", "The newest ones, newest first."), auth=a)},
         "/api/v1/paused": {"get": op("Paused jobs (with what they hold) and paused queues.",
                                      ("200", "Paused", "What is paused."), auth=a)},
         "/api/v1/config/reload": {"post": op(

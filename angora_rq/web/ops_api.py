@@ -1,4 +1,4 @@
-"""Operations under /api/v1: the budgets, schedules, the messages put aside, pause and resume (jobs and queues),
+"""Operations under /api/v1: the budgets, schedules, dead letters, pause and resume (jobs and queues),
 reload of the definitions.
 
 Same conventions as web/api.py: auth and CSRF are checked app-wide before any view runs; errors are AngoraError
@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify
 
 from angora_rq.store import pausing
 from angora_rq.core.errors import NotFound
-from angora_rq.store.rejects import KEPT, read_rejected
+from angora_rq.store.deadletters import KEPT, read_dead_letters
 from angora_rq.store.reloads import request_reload
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
@@ -77,12 +77,12 @@ def webhooks() -> Any:
     return jsonify({"config_version": snap.version, "webhooks": deliveries(ext.r, ext.keys, snap.config.webhooks)})
 
 
-@bp.get("/rejected")
-def rejected() -> Any:
-    """The messages the matchers put aside (newest first), and how many were put aside in all."""
+@bp.get("/dead-letters")
+def dead_letters() -> Any:
+    """The messages the matchers put aside as dead letters (newest first), and how many in all."""
     ext = _ext()
-    records, total = read_rejected(ext.r, ext.keys)
-    return jsonify({"total": total, "kept": KEPT, "rejected": records})
+    records, total = read_dead_letters(ext.r, ext.keys)
+    return jsonify({"total": total, "kept": KEPT, "dead_letters": records})
 
 
 # -- pause and resume --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
 from angora_rq.core.schema import FAILED, WAITING, Exec, Status
 from angora_rq.core.topics import topic_matches
-from angora_rq.store.rejects import read_rejected
+from angora_rq.store.deadletters import read_dead_letters
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
 
@@ -193,10 +193,10 @@ def dashboard() -> str:
     snap = _ext().snapshot()
     states = all_job_states()
     rows = [{"job": j, **states[j.name]} for j in snap.config.jobs]
-    newest, rejected = read_rejected(_ext().r, _ext().keys, 1)
+    newest, dead = read_dead_letters(_ext().r, _ext().keys, 1)
     return render_template("dashboard.html", rows=rows, version=snap.version,
                            status=request.args.get("status", ""), budgets=_ext().pressure.usage(),
-                           problems=_ext().definitions.errors, rejected=rejected, newest_rejected=newest[:1])
+                           problems=_ext().definitions.errors, dead_letters=dead, newest_dead=newest[:1])
 
 
 @bp.get("/jobs/<name>")

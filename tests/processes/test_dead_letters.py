@@ -1,5 +1,6 @@
-"""A message the matcher cannot dispatch: the rest of its batch goes through, and it is put aside with its error
-(store/rejects.py), its run and the work budget no longer counting it; against the real redis-server."""
+"""A message the matcher cannot dispatch: the rest of its batch goes through, and it is put aside as a dead letter
+with its error (store/deadletters.py), its run and the work budget no longer counting it; against the real
+redis-server."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from angora_rq.core.snapshot import Snapshot
 from angora_rq.processes.matcher import Matcher, lasting
 from angora_rq.store import bus
 from angora_rq.store.connection import RedisConnectionError, ResponseError
-from angora_rq.store.rejects import read_rejected
+from angora_rq.store.deadletters import read_dead_letters
 from angora_testkit import fields
 
 A = JobDef(name="a", triggers=("go",), command=("true",))
@@ -49,7 +50,7 @@ def test_an_entry_that_does_not_decode_is_put_aside_and_holds_up_no_other(r: red
     bus.send(r, keys, Message.create("go", run_id="r2"))
     assert m.step(block_ms=10) == 3  # one batch of three
     assert queued(r, keys) == 2 and pending(r, keys) == 0
-    records, total = read_rejected(r, keys)
+    records, total = read_dead_letters(r, keys)
     assert total == 1 and [x["entry"] for x in records] == [bad]
     assert records[0]["fields"][Entry.params] == "{" and records[0]["matcher"] == "m1"
     assert "ValueError" in records[0]["error"] or "JSONDecodeError" in records[0]["error"]
@@ -68,7 +69,7 @@ def test_a_message_whose_dispatch_fails_alone_is_put_aside_and_its_run_ends(r: r
     assert fields(r, keys.run("rb"))["active"] == "1" and r.get(keys.work()) == b"2"
     m.step(block_ms=10)
     assert queued(r, keys) == 1 and pending(r, keys) == 0
-    records, total = read_rejected(r, keys)
+    records, total = read_dead_letters(r, keys)
     assert total == 1 and "WRONGTYPE" in records[0]["error"] and records[0]["fields"][Entry.run] == "rb"
     run = fields(r, keys.run("rb"))
     assert run["active"] == "0" and "ended" in run
@@ -86,7 +87,7 @@ def test_a_failed_dispatch_queues_nothing_and_acknowledges_nothing(r: redis.Redi
         m.step(block_ms=10)  # nothing went through lately: it waits rather than put aside
     assert queued(r, keys) == 0 and pending(r, keys) == 1
     assert fields(r, keys.run("r1"))["active"] == "1" and r.get(keys.work()) == b"1"
-    assert read_rejected(r, keys) == ([], 0)
+    assert read_dead_letters(r, keys) == ([], 0)
 
 
 def test_when_nothing_goes_through_the_entries_wait_instead_of_being_put_aside(r: redis.Redis, keys: Keys) -> None:
@@ -95,14 +96,14 @@ def test_when_nothing_goes_through_the_entries_wait_instead_of_being_put_aside(r
     undecodable(r, keys)
     with pytest.raises(ValueError):
         m.step(block_ms=10)
-    assert pending(r, keys) == 2 and read_rejected(r, keys) == ([], 0)
+    assert pending(r, keys) == 2 and read_dead_letters(r, keys) == ([], 0)
     # Once something goes through, a lone failure is the entry's own: put aside.
     bus.send(r, keys, Message.create("go", run_id="r1"))
     m.step(block_ms=10)
     assert queued(r, keys) == 1
     reread = r.xreadgroup(MATCHER_GROUP, "m1", {keys.stream(): "0"}, count=1)[0][1]
     m.handle([(reread[0][0].decode(), reread[0][1])], 1.0)
-    assert pending(r, keys) == 1 and read_rejected(r, keys)[1] == 1
+    assert pending(r, keys) == 1 and read_dead_letters(r, keys)[1] == 1
 
 
 def test_a_redis_that_cannot_serve_is_waited_out_not_blamed_on_the_messages() -> None:

@@ -1,8 +1,9 @@
 """A message no matcher can dispatch, among good ones, through real processes: the good ones run, the bad one is
-put aside and shown by the API and /metrics, and the matcher keeps going."""
+put aside as a dead letter and shown by the API, the CLI and /metrics, and the matcher keeps going."""
 from __future__ import annotations
 
 import http.client
+import json
 
 from angora_rq.core.schema import Entry
 from angora_testkit import Make, wait_for
@@ -25,15 +26,21 @@ def test_a_bad_entry_is_put_aside_and_the_others_run(system: Make) -> None:
     for run_id in runs:
         assert s.wait_run(run_id)["status"] == "succeeded"
     port = start_web(s)
-    body = wait_for(lambda: (b := get_json(port, "/api/v1/rejected"))["total"] and b, 30,
+    body = wait_for(lambda: (b := get_json(port, "/api/v1/dead-letters"))["total"] and b, 30,
                     what=f"the bad entry to be put aside ({s.logs()})")
-    assert [x["entry"] for x in body["rejected"]] == [bad]
-    assert "ValueError" in body["rejected"][0]["error"] and body["rejected"][0]["fields"][Entry.run] == "bad-run"
+    assert [x["entry"] for x in body["dead_letters"]] == [bad]
+    letter = body["dead_letters"][0]
+    assert "ValueError" in letter["error"] and letter["fields"][Entry.run] == "bad-run"
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    assert "angora_messages_rejected_total 1.0" in text
+    assert "angora_messages_dead_lettered_total 1.0" in text
     assert s.r.xpending(s.keys.stream(), "matchers")["pending"] == 0
+    listed = s.cli("dead-letters")
+    assert listed.returncode == 0 and bad in listed.stdout and "ValueError" in listed.stdout, listed
+    assert "1 in all" in listed.stdout
+    as_json = json.loads(s.cli("dead-letters", "--json").stdout)
+    assert as_json["total"] == 1 and as_json["dead_letters"][0]["entry"] == bad
     later = s.send("go")  # and the matcher goes on
     assert s.wait_run(later)["status"] == "succeeded"
