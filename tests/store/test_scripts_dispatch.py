@@ -118,9 +118,9 @@ def test_only_the_matcher_an_entry_is_pending_for_dispatches_it(r: redis.Redis, 
 
 
 def test_a_small_batch_is_dispatched_only_by_the_matcher_it_is_pending_for(r: redis.Redis, keys: Keys) -> None:
-    """A batch of one or two entries: each entry's own pending record is the check (a larger batch reads the
-    range), so of two matchers holding the same entry (one stalled, one that claimed it) only the claimer
-    dispatches it, and only once."""
+    """A batch of one entry, as a larger one: its pending record is the check (not an XACK first, whose answer
+    would be the check too, but whose write a failure later in the script would keep), so of two matchers holding
+    the same entry (one stalled, one that claimed it) only the claimer dispatches it, and only once."""
     got = receive(r, keys, "run1")
     r.xclaim(keys.stream(), MATCHER_GROUP, "m2", 0, [got[0][0]])
     assert dispatch(r, keys, got, (LOAD,), consumer="m1") == (0, [])  # woke first, but the entry is m2's now

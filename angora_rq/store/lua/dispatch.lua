@@ -27,11 +27,12 @@
 --   dispatch (4): message number, job number, execution id, join ('1' = a parent_success join, else '')
 -- defs: the definitions key of config_version (plans are recorded there, specs under their own version).
 -- A message no longer pending for `consumer` (dispatched already, or claimed by another matcher) creates nothing.
--- A batch of one or two entries reads each entry's pending record alone instead of the range. Entries are
--- acknowledged last, after every other write: a script that fails midway (Redis keeps the writes it made before
--- its error) leaves its entries pending, to be tried again and, if they fail alone, put aside (REJECT), never
--- acknowledged without their executions. For the same reason the executions are queued only after their runs
--- and jobs were written: a failure before that queues nothing, so nothing runs twice when the entry is retried.
+-- Entries are acknowledged last, after every other write: a script that fails midway (Redis keeps the writes it
+-- made before its error) leaves its entries pending, to be tried again and, if they fail alone, put aside as dead
+-- letters (dead_letter.lua), never acknowledged without their executions. (A batch of one or two entries once
+-- acknowledged each first, XACK's answer its pending check: a command fewer, but a failure after it lost the
+-- message.) For the same reason the executions are queued only after their runs and jobs were written: a failure
+-- before that queues nothing, so nothing runs twice when the entry is tried again.
 -- events_on: '' when no event has a listener (core/events.py); else each execution created publishes
 -- angora.execution.<status>, and a run a message left with nothing in flight publishes how it ended.
 -- direct: '1' for a worker's direct dispatch of the messages sent by the executions it records (queued in the
@@ -81,11 +82,10 @@ for j = 1, nj do
 end
 -- The entries still pending for this consumer, in one read of the batch's range (one per entry if the range holds
 -- more of this consumer's entries than the read returns).
-local pending, room, early = {}, nm + 100, direct == '' and nm <= 2
-local got = nm > 0 and direct == '' and not early and redis.call('XPENDING', stream, group, first, last, room,
-                                                                 consumer) or {}
+local pending, room = {}, nm + 100
+local got = nm > 0 and direct == '' and redis.call('XPENDING', stream, group, first, last, room, consumer) or {}
 for _, e in ipairs(got) do pending[e[1]] = true end
-local exact = not early and #got < room
+local exact = #got < room
 -- Each run is read once (canceled, and its plan for a root message) and written once (one HSET of every field
 -- its messages and executions set, one HINCRBY of its count), whatever the batch holds of it.
 local msgs, entries, conflicts, counted, states, order = {}, {}, {}, {root = 0, job = 0}, {}, {}
