@@ -162,13 +162,22 @@ def paused(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--resend", "entry", metavar="ENTRY", help="Send this dead letter's message again, in a new run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def dead_letters(ctx: click.Context, as_json: bool) -> None:
-    """List the messages the matchers put aside as dead letters (newest first): each failed to dispatch alone."""
-    from angora_rq.store.deadletters import read_dead_letters
+def dead_letters(ctx: click.Context, entry: Optional[str], as_json: bool) -> None:
+    """List the messages the matchers put aside as dead letters (newest first): each failed to dispatch alone.
+    With --resend ENTRY, send one's message again (prints the new run id) and take it off the list."""
+    from angora_rq.store.deadletters import read_dead_letters, resend
+    from angora_rq.store.pressure import Pressure
 
-    _, r, keys = _env(ctx)
+    settings, r, keys = _env(ctx)
+    if entry is not None:
+        with redis_errors():
+            sent = resend(r, keys, entry, Pressure(r, keys, settings).budget())
+        answer = {"run_id": sent.run_id, "message_id": sent.message_id, "replayed": sent.replayed}
+        click.echo(json.dumps(answer, indent=2) if as_json else sent.run_id)
+        return
     with redis_errors():
         records, total = read_dead_letters(r, keys)
     if as_json:
@@ -177,7 +186,8 @@ def dead_letters(ctx: click.Context, as_json: bool) -> None:
     for x in records:
         topic = x.get("fields", {}).get("t", "?")
         click.echo(f"{_when(x.get('at'))}  {x.get('entry', '?')}  {topic[:60]}  {x.get('error', '')[:200]}")
-    click.echo(f"{total} in all" if total else "no dead letters")
+    kept = f"{len(records)} kept" if records else "no dead letters kept"
+    click.echo(f"{kept} ({total} in all)" if total else kept)
 
 
 @main.command()

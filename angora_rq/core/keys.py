@@ -45,6 +45,10 @@ class Keys:
         """The first answer to a send made with the Idempotency-Key `key` (run id, entry id, fingerprint)."""
         return f"{self.prefix}:idem:send:{key}"
 
+    def resend_idempotency(self, entry: str) -> str:
+        """The first answer to sending a dead letter again, as `idempotency` (its own namespace)."""
+        return f"{self.prefix}:idem:dead:{entry}"
+
     def tick_idempotency(self, schedule: str, tick_ms: int) -> str:
         """The first answer to a schedule's tick, as `idempotency` (its own namespace: no user key can take it)."""
         return f"{self.prefix}:idem:tick:{schedule}:{tick_ms}"

@@ -66,26 +66,29 @@ def listeners(r: redis.Redis, keys: Keys) -> Optional[bool]:
 
 def submit(r: redis.Redis, keys: Keys, msg: Message, budget: Budget = NO_BUDGET, key: str = "",
            key_ttl: float = Settings.idempotency_ttl, wait: Optional[Sequence[Any]] = None,
-           listened: Optional[bool] = None) -> Sent:
+           listened: Optional[bool] = None, key_name: str = "") -> Sent:
     """Accept a root message in one round trip; with an idempotency `key`, a repeat within `key_ttl` seconds gets
     the first answer (replayed) and sends nothing, even past a budget. `Overloaded` (503) past a budget,
     `Unavailable` when Redis is down or out of memory; `Conflict` when the key was first used for another topic or
     params. `wait` (replication.wait_command): the WAIT that must confirm a replica has the message before it
     counts as accepted, in the same round trip; `NotReplicated` (503) when none did in time. `listened`: whether
-    any event has a listener, from the caller's copy (store/events.Events.any); None: SEND looks itself."""
-    return answer(r, keys, msg, send_call(keys, msg, budget, key, key_ttl, "", listened=listened), budget, wait)
+    any event has a listener, from the caller's copy (store/events.Events.any); None: SEND looks itself.
+    `key_name`: the idempotency record's key itself, for a key of Angora's own (not a client's `key`)."""
+    call = send_call(keys, msg, budget, key, key_ttl, "", listened=listened, key_name=key_name)
+    return answer(r, keys, msg, call, budget, wait)
 
 
 def send_call(keys: Keys, msg: Message, budget: Budget, key: str, key_ttl: float, entry: str,
-              now: Optional[float] = None, listened: Optional[bool] = None) -> Bound:
+              now: Optional[float] = None, listened: Optional[bool] = None, key_name: str = "") -> Bound:
     """SEND's call for a message (`entry`: SEND's, '' to add a stream entry; see dispatch.submit_direct: with an
     entry given, no stream entry is written, so its fields are not sent). `listened`: see `submit`."""
     return SEND.bind(stream=keys.stream(), run=keys.run(msg.run_id), runs=keys.runs(), work=keys.work(),
-                     accepted=keys.accepted(), idem=keys.idempotency(key) if key else "",
+                     accepted=keys.accepted(), idem=key_name or (keys.idempotency(key) if key else ""),
                      unsettled=keys.runs_unsettled(), budget=budget.work,
                      accepted_cap=budget.accepted_cap, now=repr(now or msg.sent_at or time.time()), run_id=msg.run_id,
                      topic=msg.topic, origin=msg.origin, idem_ttl=max(1, int(key_ttl)),
-                     fingerprint=fingerprint(msg) if key else "", fresh="1" if msg.new_run else "0", entry=entry,
+                     fingerprint=fingerprint(msg) if key or key_name else "", fresh="1" if msg.new_run else "0",
+                     entry=entry,
                      listen="?" if listened is None else "1" if listened else "",
                      fields=[] if entry else field_pairs(msg.to_fields()), events=keys.events(),
                      outbox=keys.webhook_outbox(), events_on=keys.events_on(),

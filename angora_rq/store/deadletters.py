@@ -12,10 +12,12 @@ from typing import Any, Mapping
 import redis
 
 from angora_rq.core.codec import to_str
-from angora_rq.core.errors import InvalidInput
+from angora_rq.core.errors import Conflict, InvalidInput, NotFound
 from angora_rq.core.keys import MATCHER_GROUP, Keys
-from angora_rq.core.messages import check_run_id
+from angora_rq.core.messages import Message, check_run_id
+from angora_rq.core.pressure import NO_BUDGET, Budget
 from angora_rq.core.schema import Entry, Metrics
+from angora_rq.store.bus import Sent, submit
 from angora_rq.store.events import OUTBOX_CAP
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import DEAD_LETTER
@@ -28,17 +30,20 @@ ERROR_LIMIT = 500  # characters of the error kept
 
 def record_of(entry: str, fields: Mapping[Any, Any], error: str, matcher: str, now: float) -> str:
     """A dead letter as kept: its id, its fields (each name cut to 64 characters and value to VALUE_LIMIT, in
-    order until they hold FIELDS_LIMIT), the error (cut to ERROR_LIMIT), the matcher and the time."""
+    order until they hold FIELDS_LIMIT; `cut` says whether anything was left out), the error (cut to
+    ERROR_LIMIT), the matcher and the time."""
     kept: dict[str, str] = {}
-    room = FIELDS_LIMIT
+    room, cut = FIELDS_LIMIT, False
     for k, v in fields.items():
-        name, value = _text(k)[:64], _text(v)[:VALUE_LIMIT]
-        room -= len(name) + len(value)
+        name, value = _text(k), _text(v)
+        room -= min(len(name), 64) + min(len(value), VALUE_LIMIT)
         if room < 0:
+            cut = True
             break
-        kept[name] = value
-    return json.dumps({"entry": entry, "fields": kept, "error": error[:ERROR_LIMIT], "matcher": matcher,
-                       "at": now}, separators=(",", ":"))
+        kept[name[:64]] = value[:VALUE_LIMIT]
+        cut = cut or len(name) > 64 or len(value) > VALUE_LIMIT
+    return json.dumps({"entry": entry, "fields": kept, "cut": cut, "error": error[:ERROR_LIMIT],
+                       "matcher": matcher, "at": now}, separators=(",", ":"))
 
 
 def run_of(fields: Mapping[Any, Any]) -> str:
@@ -86,3 +91,35 @@ def read_dead_letters(r: redis.Redis, keys: Keys, limit: int = KEPT) -> tuple[li
         except ValueError:
             out.append({"record": to_str(item)})
     return out, int(total or 0)
+
+
+def resend(r: redis.Redis, keys: Keys, entry: str, budget: Budget = NO_BUDGET) -> Sent:
+    """Send dead letter `entry`'s message again, once its cause is mended: its topic and params, in a new run
+    (origin `dead-letter:<entry>`), then take it off the list. A second resend of the same entry (two at once, or
+    one whose record could not be taken off) gets the first answer and sends nothing. NotFound when no kept dead
+    letter has that entry id; Conflict when what was kept cannot be sent as it was (cut, or not a valid message)."""
+    raw, record = _find(r, keys, entry)
+    fields = record.get("fields") or {}
+    if record.get("cut", True):
+        raise Conflict(f"dead letter {entry} was kept cut short: send its message again yourself",
+                       detail={"fields": fields})
+    try:
+        params = json.loads(fields[Entry.params]) if fields.get(Entry.params) else {}
+        msg = Message.create(fields.get(Entry.topic), params, origin=f"dead-letter:{entry}")
+    except (ValueError, InvalidInput) as e:
+        raise Conflict(f"dead letter {entry} is not a message that can be sent: {e}") from None
+    sent = submit(r, keys, msg, budget, key_name=keys.resend_idempotency(entry))
+    r.lrem(keys.dead_letters(), 1, raw)
+    return sent
+
+
+def _find(r: redis.Redis, keys: Keys, entry: str) -> tuple[bytes, dict[str, Any]]:
+    """The kept record of `entry` (raw and decoded); NotFound when none is kept."""
+    for raw in r.lrange(keys.dead_letters(), 0, -1):
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("entry") == entry:
+            return raw, record
+    raise NotFound(f"no dead letter {entry[:80]!r} is kept (the newest {KEPT} are)")

@@ -250,8 +250,10 @@ SCHEMAS.update({
             "entry": {"type": "string", "description": "The message's stream entry id."},
             "fields": {**STR_MAP, "description": "The entry's fields (t topic, r run id, o origin, s sent at, "
                                                  "p params as JSON), each cut to 1,000 characters."},
+            "cut": {"type": "boolean", "description": "Whether a field was cut short or left out (then it cannot "
+                                                      "be sent again as it was)."},
             "error": {"type": "string", "description": "Why its dispatch failed."},
-            "matcher": STR, "at": NUM}, ("entry", "fields", "error", "matcher", "at"))),
+            "matcher": STR, "at": NUM}, ("entry", "fields", "cut", "error", "matcher", "at"))),
     }, closed=True),
 })
 
@@ -280,6 +282,10 @@ def ops_paths(a: bool) -> dict[str, Any]:
         "/api/v1/dead-letters": {"get": op("Messages the matchers put aside: each failed to dispatch alone, for a "
                                            "reason trying again would not change, while others went through.",
                                            ("200", "DeadLetters", "The newest ones, newest first."), auth=a)},
+        "/api/v1/dead-letters/{entry}/resend": {"post": op(
+            "Send a dead letter's message (topic and params) again in a new run, and take it off the list; a repeat "
+            "gets the first answer (`replayed`).", ("202", "Accepted", "Sent."), "403 404 409",
+            (path_param("entry", "The dead letter's stream entry id."),), auth=a)},
         "/api/v1/paused": {"get": op("Paused jobs (with what they hold) and paused queues.",
                                      ("200", "Paused", "What is paused."), auth=a)},
         "/api/v1/config/reload": {"post": op(

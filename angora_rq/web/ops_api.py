@@ -13,7 +13,7 @@ from flask import Blueprint, jsonify
 
 from angora_rq.store import pausing
 from angora_rq.core.errors import NotFound
-from angora_rq.store.deadletters import KEPT, read_dead_letters
+from angora_rq.store.deadletters import KEPT, read_dead_letters, resend
 from angora_rq.store.reloads import request_reload
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
@@ -83,6 +83,15 @@ def dead_letters() -> Any:
     ext = _ext()
     records, total = read_dead_letters(ext.r, ext.keys)
     return jsonify({"total": total, "kept": KEPT, "dead_letters": records})
+
+
+@bp.post("/dead-letters/<entry>/resend")
+def resend_dead_letter(entry: str) -> Any:
+    """Send a dead letter's message again, in a new run, and take it off the list: 202 {run_id, message_id,
+    replayed} (replayed: it had been sent again already; nothing was sent)."""
+    ext = _ext()
+    sent = resend(ext.r, ext.keys, entry[:200], ext.pressure.budget())
+    return jsonify({"run_id": sent.run_id, "message_id": sent.message_id, "replayed": sent.replayed}), 202
 
 
 # -- pause and resume --------------------------------------------------------------------------------------

@@ -39,8 +39,13 @@ def test_a_bad_entry_is_put_aside_and_the_others_run(system: Make) -> None:
     assert s.r.xpending(s.keys.stream(), "matchers")["pending"] == 0
     listed = s.cli("dead-letters")
     assert listed.returncode == 0 and bad in listed.stdout and "ValueError" in listed.stdout, listed
-    assert "1 in all" in listed.stdout
+    assert "1 kept (1 in all)" in listed.stdout
     as_json = json.loads(s.cli("dead-letters", "--json").stdout)
     assert as_json["total"] == 1 and as_json["dead_letters"][0]["entry"] == bad
     later = s.send("go")  # and the matcher goes on
     assert s.wait_run(later)["status"] == "succeeded"
+    # Its topic and params were fine (its time field was not): sent again, it runs, and leaves the list.
+    resent = s.cli("dead-letters", "--resend", bad)
+    assert resent.returncode == 0, resent
+    assert s.wait_run(resent.stdout.strip())["status"] == "succeeded"
+    assert "no dead letters kept (1 in all)" in s.cli("dead-letters").stdout

@@ -11,6 +11,7 @@ from angora_rq.store import bus
 from angora_rq.store.link import Link
 from angora_rq.store.deadletters import KEPT, VALUE_LIMIT, dead_letter
 from test_ui_pages import app, client, config_dir, page, settings  # noqa: F401 (fixtures)
+from angora_testkit import fields
 from test_web_api import conforms
 
 
@@ -45,3 +46,34 @@ def test_the_dashboard_says_messages_were_put_aside(client: FlaskClient, r: redi
     html = page(client, "/")
     assert "1 message\n  could not be dispatched and was put aside as a dead letter" in html and entry in html
     assert "<b>bad</b>" not in html and "&lt;b&gt;bad&lt;/b&gt;" in html
+
+
+def test_a_dead_letter_is_sent_again_once_in_a_new_run(client: FlaskClient, r: redis.Redis, keys: Keys) -> None:
+    entry = put_aside(r, keys, {Entry.topic: "etl.start", Entry.run: "old-run", Entry.origin: "api",
+                                Entry.sent: "1", Entry.params: '{"X": "1"}'}, "ResponseError: WRONGTYPE")
+    raw = r.lindex(keys.dead_letters(), 0)
+    resp = client.post(f"/api/v1/dead-letters/{entry}/resend")
+    assert resp.status_code == 202
+    body = conforms(resp, "/api/v1/dead-letters/{entry}/resend", "post")
+    assert body["run_id"] != "old-run" and body["replayed"] is False
+    run = fields(r, keys.run(body["run_id"]))
+    assert run["topic"] == "etl.start" and run["origin"] == f"dead-letter:{entry}" and r.xlen(keys.stream()) == 2
+    assert conforms(client.get("/api/v1/dead-letters"), "/api/v1/dead-letters")["dead_letters"] == []
+    # A record that could not be taken off (or two resends at once): the first answer, nothing sent again.
+    r.lpush(keys.dead_letters(), raw)
+    again = client.post(f"/api/v1/dead-letters/{entry}/resend")
+    assert again.status_code == 202 and again.get_json() == dict(body, replayed=True)
+    assert r.xlen(keys.stream()) == 2 and r.llen(keys.dead_letters()) == 0
+
+
+def test_a_dead_letter_that_cannot_be_sent_as_it_was_is_refused(client: FlaskClient, r: redis.Redis,
+                                                                keys: Keys) -> None:
+    missing = client.post("/api/v1/dead-letters/1-0/resend")
+    assert missing.status_code == 404 and "no dead letter" in missing.get_json()["error"]
+    long = put_aside(r, keys, {Entry.topic: "etl.start", Entry.params: "x" * (VALUE_LIMIT + 1)}, "too long")
+    cut = client.post(f"/api/v1/dead-letters/{long}/resend")
+    assert cut.status_code == 409 and "cut short" in cut.get_json()["error"]
+    bad = put_aside(r, keys, {Entry.topic: "no topic!"}, "bad topic")
+    refused = client.post(f"/api/v1/dead-letters/{bad}/resend")
+    assert refused.status_code == 409 and "not a message that can be sent" in refused.get_json()["error"]
+    assert r.llen(keys.dead_letters()) == 2  # both kept
