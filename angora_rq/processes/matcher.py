@@ -166,14 +166,15 @@ class Matcher:
 
     def handle(self, entries: list[tuple[str, dict]], now: float) -> int:
         """process() a batch; if it fails for a reason that trying again would not change (`lasting`), each entry
-        alone, so that one bad message holds up none of the others; an entry that fails alone while others go
-        through (in this batch, or lately: BLAME_WITHIN) is put aside as a dead letter (store/deadletters.py).
-        Otherwise (Redis cannot serve, or nothing goes through) raise: the entries stay pending and are tried
-        again after claim_idle. Returns the executions created."""
+        alone, so that one bad message holds up none of the others. An entry that fails alone is put aside as a
+        dead letter (store/deadletters.py) when others go through (in this batch, or lately: BLAME_WITHIN), or
+        else once it has failed twice while DISPATCH itself still runs (`to_blame`). Otherwise (Redis cannot
+        serve, or nothing runs) raise: the entries stay pending and are tried again after claim_idle. Returns the
+        executions created."""
         try:
             created = self.process(entries, now)
         except Exception as e:
-            if not lasting(e) or len(entries) == 1 and not self._going_through():
+            if not lasting(e):
                 raise
             failed: Exception = e
         else:
@@ -185,14 +186,29 @@ class Matcher:
             log.warning("matcher %s: a batch of %d entries failed (%s); dispatching them one by one", self.name,
                         len(entries), failed)
             created, bad = self._one_by_one(entries, now)
-            if len(bad) == len(entries) and not self._going_through():
-                raise failed  # every one failed: more likely this matcher or its Redis than the messages
+        if len(bad) == len(entries) and not self._going_through() and not self.to_blame(bad, now):
+            raise failed  # nothing went through: more likely this matcher or its Redis than the messages
         for (entry_id, fields), error in bad:
             if dead_letter(self.link, self.keys, entry_id, fields, f"{type(error).__name__}: {error}", self.name,
                            now, self.events.any()):
                 log.error("matcher %s: message %s put aside as a dead letter (angora dead-letters): it failed "
                           "alone: %s", self.name, entry_id, error)
         return created
+
+    def to_blame(self, bad: list[tuple[tuple[str, dict], Exception]], now: float) -> bool:
+        """With nothing going through to compare with (a /send dispatches most messages itself): whether entries
+        that failed alone are to blame. Each was read at least twice (it failed again after claim_idle), and a
+        DISPATCH of no message runs: the script and Redis work, these entries do not."""
+        for (entry_id, _), _ in bad:
+            got = self.r.xpending_range(self.keys.stream(), MATCHER_GROUP, min=entry_id, max=entry_id, count=1)
+            if not got or int(got[0]["times_delivered"]) < 2:
+                return False
+        try:
+            self.dispatcher.dispatch(Outgoing([], []), self.snapshot().version, now)
+        except Exception as e:  # noqa: BLE001 - whatever it is, the entries are not shown to be at fault
+            log.warning("matcher %s: DISPATCH of no message failed too (%s): the entries wait", self.name, e)
+            return False
+        return True
 
     def _one_by_one(self, entries: list[tuple[str, dict]],
                     now: float) -> tuple[int, list[tuple[tuple[str, dict], Exception]]]:

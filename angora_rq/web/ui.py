@@ -19,7 +19,7 @@ from angora_rq.core.errors import AngoraError, NotFound
 from angora_rq.core.messages import RUN_ID_RE
 from angora_rq.core.schema import FAILED, WAITING, Exec, Status
 from angora_rq.core.topics import topic_matches
-from angora_rq.store.deadletters import read_dead_letters
+from angora_rq.store.deadletters import KEPT, read_dead_letters
 from angora_rq.store.schedules import leader_status, schedule_status
 from angora_rq.store.webhooks import deliveries
 
@@ -366,6 +366,14 @@ def webhooks() -> str:
     hooks = deliveries(ext.r, ext.keys, snap.config.webhooks)
     return render_template("webhooks.html", hooks=hooks, version=snap.version,
                            leader=leader_status(ext.r, ext.keys) if hooks else None)
+
+
+@bp.get("/dead-letters")
+def dead_letters() -> str:
+    """The messages no matcher could dispatch, newest first, each with a Send again button."""
+    ext = _ext()
+    letters, total = read_dead_letters(ext.r, ext.keys)
+    return render_template("dead_letters.html", letters=letters, total=total, kept=KEPT)
 
 
 @bp.get("/config")

@@ -116,3 +116,26 @@ def test_a_redis_that_cannot_serve_is_waited_out_not_blamed_on_the_messages() ->
     assert lasting(ResponseError("Error running script (call to f_x): @user_script:9: WRONGTYPE Operation against "
                                  "a key holding the wrong kind of value"))
     assert lasting(json.JSONDecodeError("Expecting value", "{", 1))
+
+
+def test_a_lone_entry_is_put_aside_once_it_failed_twice_and_dispatch_itself_runs(
+        r: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing else goes through the matcher (a /send dispatches most messages itself): an entry that fails alone
+    is to blame once it failed again when read a second time (after claim_idle) and a DISPATCH of no message
+    runs; if that fails too, the entry waits."""
+    m = matcher(r, keys)
+    bad = undecodable(r, keys)
+    with pytest.raises(ValueError):
+        m.step(block_ms=10)  # its first read
+    [(entry, entry_fields)] = r.xclaim(keys.stream(), MATCHER_GROUP, "m1", 0, [bad])  # read again
+    probe = m.dispatcher.dispatch
+
+    def broken(*args: object) -> object:
+        raise ResponseError("ERR Error running script: something broke")
+    monkeypatch.setattr(m.dispatcher, "dispatch", broken)
+    with pytest.raises(ValueError):
+        m.handle([(entry.decode(), entry_fields)], 2.0)
+    assert pending(r, keys) == 1 and read_dead_letters(r, keys) == ([], 0)
+    monkeypatch.setattr(m.dispatcher, "dispatch", probe)
+    m.handle([(entry.decode(), entry_fields)], 3.0)
+    assert pending(r, keys) == 0 and [x["entry"] for x in read_dead_letters(r, keys)[0]] == [bad]

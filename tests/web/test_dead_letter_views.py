@@ -77,3 +77,15 @@ def test_a_dead_letter_that_cannot_be_sent_as_it_was_is_refused(client: FlaskCli
     refused = client.post(f"/api/v1/dead-letters/{bad}/resend")
     assert refused.status_code == 409 and "not a message that can be sent" in refused.get_json()["error"]
     assert r.llen(keys.dead_letters()) == 2  # both kept
+
+
+def test_the_dead_letters_page_lists_them_with_a_send_again_button(client: FlaskClient, r: redis.Redis,
+                                                                   keys: Keys) -> None:
+    assert "No dead letters." in page(client, "/dead-letters")
+    sendable = put_aside(r, keys, {Entry.topic: "etl.start", Entry.run: "r-1"}, "ValueError: <i>odd</i>")
+    cut = put_aside(r, keys, {Entry.topic: "etl.start", Entry.params: "y" * (VALUE_LIMIT + 1)}, "too long")
+    html = page(client, "/dead-letters")
+    assert sendable in html and cut in html and "&lt;i&gt;odd&lt;/i&gt;" in html and "<i>odd</i>" not in html
+    assert html.count('data-post="/api/v1/dead-letters/') == 1  # the cut one cannot be sent as it was
+    assert f'data-post="/api/v1/dead-letters/{sendable}/resend"' in html and "cut short" in html
+    assert 'href="/dead-letters"' in page(client, "/")  # the dashboard's note links here
