@@ -5,6 +5,7 @@ Screenshots go to test-output/ at the repository root.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,11 +39,13 @@ JOBS = """\
   command: [sh, -c, 'echo right']
 """
 
-pytestmark = [
+# Every browser test's marks: `-m browser` selects them, and without Chromium they are skipped with the fix.
+BROWSER_MARKS = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"),
 ]
+pytestmark = BROWSER_MARKS
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> Any:
@@ -106,18 +109,17 @@ class Processes:
                 proc.wait()
 
 
-@pytest.fixture
-def system(angora_env: dict[str, str], tmp_path: Path,
-           request: pytest.FixtureRequest) -> Iterator[tuple[str, Processes]]:
-    """`angora web` on a free port, a matcher and a worker, on this test's Redis db and definitions (JOBS, or the
-    test's own through indirect parametrization)."""
+@contextlib.contextmanager
+def web_system(angora_env: dict[str, str], tmp_path: Path, jobs: str,
+               **extra_env: str) -> Iterator[tuple[str, Processes]]:
+    """`angora web` on a free port, a matcher and a worker, on this test's Redis db with the definitions `jobs`
+    (YAML text) and `extra_env`; stopped on the way out. Yields the web's base URL and the processes."""
     from angora_rq.processes.redis_server import free_port
 
     config = tmp_path / "config"
-    config.mkdir()
-    (config / "demo.yml").write_text(getattr(request, "param", JOBS))
-    env = dict(angora_env, ANGORA_CONFIG=str(config), ANGORA_RQ_DASHBOARD="full")
-    procs = Processes(env, tmp_path)
+    config.mkdir(exist_ok=True)
+    (config / "demo.yml").write_text(jobs)
+    procs = Processes(dict(angora_env, ANGORA_CONFIG=str(config), **extra_env), tmp_path)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -132,6 +134,14 @@ def system(angora_env: dict[str, str], tmp_path: Path,
         yield base, procs
     finally:
         procs.stop()
+
+
+@pytest.fixture
+def system(angora_env: dict[str, str], tmp_path: Path,
+           request: pytest.FixtureRequest) -> Iterator[tuple[str, Processes]]:
+    """`web_system` on JOBS, or the test's own through indirect parametrization, with rq-dashboard in full."""
+    with web_system(angora_env, tmp_path, getattr(request, "param", JOBS), ANGORA_RQ_DASHBOARD="full") as made:
+        yield made
 
 
 @pytest.fixture

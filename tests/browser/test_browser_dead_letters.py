@@ -10,7 +10,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import Entry
-from test_browser import CHROMIUM, Processes, answers, browser_page, wait_until  # noqa: F401 (a fixture)
+from test_browser import BROWSER_MARKS, Processes, browser_page, wait_until, web_system  # noqa: F401 (a fixture)
 from test_browser_rerun import api, finished
 
 JOBS = """\
@@ -19,34 +19,14 @@ JOBS = """\
   command: "true"
 """
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Processes]]:
     """`angora web` on a free port, a matcher (claiming after 1 s) and a worker."""
-    from angora_rq.processes.redis_server import free_port
-
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "jobs.yml").write_text(JOBS)
-    procs = Processes(dict(angora_env, ANGORA_CONFIG=str(config), ANGORA_CLAIM_IDLE="1"), tmp_path)
-    base = f"http://127.0.0.1:{free_port()}"
-    try:
-        procs.start("web", "web", "--port", base.rsplit(":", 1)[1])
-        procs.start("matcher", "matcher")
-        procs.start("worker", "worker")
-
-        def web_up() -> bool:
-            procs.check_alive()
-            return answers(f"{base}/healthz")
-        wait_until(web_up, 30, f"angora web on {base}")
-        yield base, procs
-    finally:
-        procs.stop()
+    with web_system(angora_env, tmp_path, JOBS, ANGORA_CLAIM_IDLE="1") as made:
+        yield made
 
 
 def test_a_dead_letter_is_found_from_the_dashboard_and_sent_again(

@@ -12,16 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, CLI, Processes, answers, screenshot, wait_until
+from test_browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, CLI, Processes, answers, screenshot, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAPH_JS = ROOT / "angora_rq" / "web" / "static" / "graph.js"
 SAMPLES = 24  # points read along each edge
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 # Draw a graph with the page's own graph.js and read back every box and points along every edge.
 GEOMETRY = """

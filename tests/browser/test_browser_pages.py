@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import redis
 
 from angora_testkit import System, procfile_web, write_config
-from test_browser import CHROMIUM, CHROMIUM_ARGS, answers, screenshot, wait_until
+from test_browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, answers, screenshot, wait_until
 
 JOBS = """\
 - name: extract
@@ -41,10 +40,7 @@ JOBS = """\
   message: demo.tick
 """
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture(scope="module")

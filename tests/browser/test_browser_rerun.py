@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from test_browser import CHROMIUM, Processes, answers, browser_page, wait_until  # noqa: F401 (a fixture)
+from test_browser import BROWSER_MARKS, Processes, browser_page, wait_until, web_system  # noqa: F401 (a fixture)
 
 JOBS = """\
 - name: fetch
@@ -21,34 +21,14 @@ JOBS = """\
   command: "true"
 """
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing"),
-]
+pytestmark = BROWSER_MARKS
 
 
 @pytest.fixture
 def system(angora_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Processes]]:
     """`angora web` on a free port, a matcher and a worker; `fetch` fails until tmp_path/fixed exists."""
-    from angora_rq.processes.redis_server import free_port
-
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "jobs.yml").write_text(JOBS.format(fixed=tmp_path / "fixed"))
-    procs = Processes(dict(angora_env, ANGORA_CONFIG=str(config)), tmp_path)
-    base = f"http://127.0.0.1:{free_port()}"
-    try:
-        procs.start("web", "web", "--port", base.rsplit(":", 1)[1])
-        procs.start("matcher", "matcher")
-        procs.start("worker", "worker")
-
-        def web_up() -> bool:
-            procs.check_alive()
-            return answers(f"{base}/healthz")
-        wait_until(web_up, 30, f"angora web on {base}")
-        yield base, procs
-    finally:
-        procs.stop()
+    with web_system(angora_env, tmp_path, JOBS.format(fixed=tmp_path / "fixed")) as made:
+        yield made
 
 
 def api(url: str, data: bytes | None = None) -> dict[str, Any]:
