@@ -70,8 +70,8 @@ class Batch:
 # no more. At a trickle it costs nothing (a lone message is read at once; only one arriving within the linger after
 # it waits); /send and a worker's follow-up messages do not go through the matcher.
 LINGER = 0.001
-# An entry that fails alone is put aside (a dead letter) only if this matcher dispatched something within this many
-# seconds: when nothing goes through (a Redis that refuses every script, a bug of this matcher), entries wait.
+# An entry that fails alone is to blame (a dead letter) if this matcher dispatched something within this many
+# seconds; otherwise only once it failed twice while DISPATCH itself runs (Matcher.to_blame).
 BLAME_WITHIN = 60.0
 # Errors of a Redis that cannot serve for now, not of the batch (besides connection errors and `unavailable`):
 # its consumer group gone (a Redis that came back empty), permissions, replicas, a script to load again.
