@@ -1,8 +1,9 @@
 """Dead letters: the stream entries a matcher put aside because their dispatch failed alone, for a reason that
-trying again would not change (a field that does not decode, a script error), while other entries went through.
-Each is kept as JSON in a capped list (`Keys.dead_letters`), newest first, with what it said and why it failed;
-GET /api/v1/dead-letters, `angora dead-letters`, the dashboard and /metrics show them. Putting one aside takes back
-what accepting it counted (store/lua/dead_letter.lua), so its run can end and the work budget is not held by it.
+trying again would not change (a field that does not decode, a script error); processes/matcher.py says when an
+entry is to blame. Each is kept as JSON in a capped list (`Keys.dead_letters`), newest first, with what it said and
+why it failed; GET /api/v1/dead-letters, `angora dead-letters`, the UI and /metrics show them. Putting one aside
+takes back what accepting it counted (store/lua/dead_letter.lua), so its run can end and the work budget is not
+held by it; `resend` sends its message again once the cause is mended.
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def resend(r: redis.Redis, keys: Keys, entry: str, budget: Budget = NO_BUDGET) -
     one whose record could not be taken off) gets the first answer and sends nothing. NotFound when no kept dead
     letter has that entry id; Conflict when what was kept cannot be sent as it was (cut, or not a valid message)."""
     raw, record = _find(r, keys, entry)
-    fields = record.get("fields") or {}
+    fields = record.get("fields")
+    fields = fields if isinstance(fields, dict) else {}
     if record.get("cut", True):
         raise Conflict(f"dead letter {entry} was kept cut short: send its message again yourself",
                        detail={"fields": fields})
