@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError, unavailable
+from angora_rq.store.connection import UNREACHABLE, Redis, ResponseError, lasting
 from angora_rq.core.codec import to_str
 from angora_rq.store import bus
 from angora_rq.store.dispatch import RECORD_EVERY, Dispatcher, Outgoing, keep_follow, record_follow
@@ -73,17 +72,6 @@ LINGER = 0.001
 # An entry that fails alone is to blame (a dead letter) if this matcher dispatched something within this many
 # seconds; otherwise only once it failed twice while DISPATCH itself runs (Matcher.to_blame).
 BLAME_WITHIN = 60.0
-# Errors of a Redis that cannot serve for now, not of the batch (besides connection errors and `unavailable`):
-# its consumer group gone (a Redis that came back empty), permissions, replicas, a script to load again.
-WAIT_OUT = re.compile(r"\b(NOGROUP|NOPERM|NOAUTH|NOREPLICAS|MASTERDOWN|NOSCRIPT|TRYAGAIN|CLUSTERDOWN)\b")
-
-
-def lasting(e: BaseException) -> bool:
-    """Whether a batch that failed with `e` would fail the same way if tried again: an entry that does not decode,
-    a script's error. Not Redis out of reach or refusing work for now (connection.unavailable, WAIT_OUT)."""
-    if isinstance(e, UNREACHABLE) or unavailable(e) is not None or isinstance(e, NotReplicated):
-        return False
-    return not (isinstance(e, ResponseError) and WAIT_OUT.search(str(e)))
 
 
 class Matcher:

@@ -24,7 +24,7 @@ from angora_rq.core.execution import Claimed, OutcomeLike
 from angora_rq.core import keys as K
 from angora_rq.core.keys import Keys
 from angora_rq.core.schema import RqWorker
-from angora_rq.store.connection import Redis
+from angora_rq.store.connection import Redis, lasting
 from angora_rq.store.fence import note_late, write_if_running
 from angora_rq.store.state import Finished, State, host_of, load_claimed
 
@@ -173,7 +173,17 @@ class Outbox:
                        confirm: Optional[Callable[[], bool]] = None) -> None:
         """Write the ends in doubt (or all of them) one by one, each fenced (fence.py); forget them once written
         (or found recorded) and, when given, `confirm()` says they are safe (replicated)."""
-        done = [u for u in self.items if (everything or u.checked) and self._record_one(u, now)]
+        done = []
+        for u in [u for u in self.items if everything or u.checked]:
+            try:
+                if self._record_one(u, now):
+                    done.append(u)
+            except Exception as e:
+                if not lasting(e):
+                    raise
+                # One end that cannot be written (a key of the wrong type) must not hold up those behind it.
+                log.error("worker %s: the end of execution %s cannot be recorded (%s); kept, tried again, and the "
+                          "other ends go on", self.owner, u.xid, e)
         if done and (confirm is None or confirm()):
             self.drop(done)
 

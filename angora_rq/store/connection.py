@@ -21,7 +21,7 @@ from angora_rq.core.errors import AngoraError, Unavailable
 from angora_rq.core.settings import SENTINEL_SCHEME, Settings, parse_sentinel_url, redacted
 
 __all__ = ["Redis", "Pipeline", "RedisError", "RedisConnectionError", "ResponseError", "NoScriptError", "WatchError",
-           "UNREACHABLE", "connect", "client_for", "ping", "unavailable", "redis_errors", "first_contact"]
+           "UNREACHABLE", "connect", "client_for", "ping", "unavailable", "lasting", "redis_errors", "first_contact"]
 
 Redis = redis.Redis
 SENTINEL_TIMEOUT = 1.0  # seconds to wait for one sentinel before asking the next
@@ -91,6 +91,20 @@ def unavailable(e: BaseException) -> Optional[Unavailable]:
         oom = isinstance(e, redis.exceptions.OutOfMemoryError) or "OOM" in str(e)
         return Unavailable(f"Redis {'is out of memory' if oom else 'refused the command'}: {e}")
     return None
+
+
+# Errors of a Redis that cannot serve for now, beside connection errors and `unavailable`: a consumer group gone (a
+# Redis that came back empty), permissions, replicas, a script to load again.
+WAIT_OUT = re.compile(r"\b(NOGROUP|NOPERM|NOAUTH|NOREPLICAS|MASTERDOWN|NOSCRIPT|TRYAGAIN|CLUSTERDOWN)\b")
+
+
+def lasting(e: BaseException) -> bool:
+    """Whether a step that failed with `e` would fail the same way if tried again (data that does not decode, a
+    script's error), rather than Redis being out of reach or refusing work for now (`unavailable`, a replica not
+    confirming, WAIT_OUT): what the matcher and the worker set aside instead of retrying for ever."""
+    if isinstance(e, (UNREACHABLE, Unavailable)) or unavailable(e) is not None:
+        return False
+    return not (isinstance(e, ResponseError) and WAIT_OUT.search(str(e)))
 
 
 @contextlib.contextmanager

@@ -14,9 +14,9 @@ from angora_rq.core.model import Config, JobDef
 from angora_rq.core.schema import Entry, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.snapshot import Snapshot
-from angora_rq.processes.matcher import Matcher, lasting
+from angora_rq.processes.matcher import Matcher
 from angora_rq.store import bus
-from angora_rq.store.connection import RedisConnectionError, ResponseError
+from angora_rq.store.connection import RedisConnectionError, ResponseError, lasting
 from angora_rq.store.deadletters import read_dead_letters
 from angora_testkit import fields
 
