@@ -55,7 +55,7 @@ class Keys:
 
     def dead_letters(self) -> str:
         """List of the messages the matchers put aside as dead letters (JSON, newest first, capped): entries that
-        failed to dispatch alone while others went through (processes/matcher.py, store/lua/dead_letter.lua)."""
+        failed to dispatch alone, and were to blame (processes/matcher.py, store/lua/dead_letter.lua)."""
         return f"{self.prefix}:messages:dead"
 
     def metrics(self) -> str:

@@ -56,7 +56,7 @@ class Scrape:
         yield taken
         yield refused
         yield CounterMetricFamily("angora_messages_dead_lettered", "Messages the matchers put aside as dead "
-                                  "letters: each failed to dispatch alone while others went through "
+                                  "letters: each failed to dispatch alone, for a reason trying again would not change "
                                   "(GET /api/v1/dead-letters).", value=int(s.counters.get(Metrics.dead_letters) or 0))
         yield GaugeMetricFamily("angora_stream_length", "Entries in the message stream (the backlog).",
                                 value=s.stream_length)

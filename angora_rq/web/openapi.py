@@ -280,7 +280,7 @@ def ops_paths(a: bool) -> dict[str, Any]:
         "/api/v1/queues/{queue}/pause": queue_op("Paused", "Workers stop taking executions from the queue."),
         "/api/v1/queues/{queue}/resume": queue_op("Resumed", "Workers take executions from the queue again."),
         "/api/v1/dead-letters": {"get": op("Messages the matchers put aside: each failed to dispatch alone, for a "
-                                           "reason trying again would not change, while others went through.",
+                                           "reason trying again would not change.",
                                            ("200", "DeadLetters", "The newest ones, newest first."), auth=a)},
         "/api/v1/dead-letters/{entry}/resend": {"post": op(
             "Send a dead letter's message (topic and params) again in a new run, and take it off the list; a repeat "

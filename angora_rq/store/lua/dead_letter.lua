@@ -1,5 +1,5 @@
--- Put aside as a dead letter a message a matcher could not dispatch (its entry failed alone, while others went
--- through): unless it was handled meanwhile (no longer pending for `consumer`), acknowledge it, keep `record`
+-- Put aside as a dead letter a message a matcher could not dispatch (its entry failed alone, and was to blame:
+-- processes/matcher.py): unless it was handled meanwhile (no longer pending for `consumer`), acknowledge it, keep `record`
 -- (JSON) at the head of the `letters` list (the newest `cap`), count it in `metrics`, and take back what accepting
 -- it counted: one in its run (which may end with it) and one in `work`. Nothing was created for it, since a failed
 -- DISPATCH queues nothing (dispatch.lua writes its counts, queues and acknowledgements last).
