@@ -196,7 +196,7 @@ def dashboard() -> str:
     newest, dead = read_dead_letters(_ext().r, _ext().keys, 1)
     return render_template("dashboard.html", rows=rows, version=snap.version,
                            status=request.args.get("status", ""), budgets=_ext().pressure.usage(),
-                           problems=_ext().definitions.errors, dead_letters=dead, newest_dead=newest[:1])
+                           problems=_ext().definitions.errors, dead_letters=dead, newest_dead=newest)
 
 
 @bp.get("/jobs/<name>")

@@ -64,6 +64,7 @@ def test_a_dead_letter_is_sent_again_once_in_a_new_run(client: FlaskClient, r: r
     again = client.post(f"/api/v1/dead-letters/{entry}/resend")
     assert again.status_code == 202 and again.get_json() == dict(body, replayed=True)
     assert r.xlen(keys.stream()) == 2 and r.llen(keys.dead_letters()) == 0
+    assert "dead-letters" not in page(client, "/")  # the dashboard's note goes once none is left to see
 
 
 def test_a_dead_letter_that_cannot_be_sent_as_it_was_is_refused(client: FlaskClient, r: redis.Redis,
