@@ -167,7 +167,7 @@ def check_host_loss(out: HostLoss, victim: str) -> None:
 
 def test_a_killed_host_loses_nothing_and_its_work_is_replayed_elsewhere(hosts: Hosts) -> None:
     layout = {"h1": (1, 1, 1), "h2": (1, 1, 1)}
-    out = host_loss(hosts, layout, workflows=300, victim="h1")
+    out = host_loss(hosts, layout, workflows=160, victim="h1")
     print(f"\nhost loss (small): {summary(out)}")
     check_host_loss(out, "h1")
 
