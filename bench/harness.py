@@ -30,10 +30,24 @@ def start_redis(data_dir: Path, appendonly: bool = True) -> RedisServer:
 
 
 def fresh_db(server: RedisServer, db: int) -> str:
-    """URL of database `db` of our own server, emptied (FLUSHDB on a server this benchmark started)."""
+    """URL of database `db` of our own server, with the whole server emptied (FLUSHALL, on a server this benchmark
+    started) and no background save or AOF rewrite running.
+
+    Emptying only `db` left the earlier measurements' data in the others: by the latency section of a whole run,
+    Redis held 78 MB and was rewriting an 85 MB AOF in a forked child, a core's worth of work on this 2-core machine,
+    while the latency was measured.
+    """
     url = f"{server.url}/{db}"
-    redis.Redis.from_url(url).flushdb()
+    r = redis.Redis.from_url(url)
+    r.flushall()
+    wait_until(lambda: not _persisting(r), 300, 0.05, "Redis's background save or AOF rewrite to end")
     return url
+
+
+def _persisting(r: redis.Redis) -> bool:
+    """Whether a child of Redis is saving its data or rewriting its AOF."""
+    info = r.info("persistence")
+    return bool(info.get("rdb_bgsave_in_progress") or info.get("aof_rewrite_in_progress"))
 
 
 def commands_total(r: redis.Redis) -> int:
