@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from angora_rq.commands import runner, spoolfiles
 from angora_rq.core.command import CommandSpec
 
@@ -59,6 +61,9 @@ def test_without_a_writer_of_its_own_the_file_is_not_kept(tmp_path: Path) -> Non
         pass
 
 
+# Under pytest-xdist the test process has threads of its own (execnet's); the child only calls os functions and
+# spoolfiles.take, which takes no lock, so no lock another thread held at the fork can block it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_does_not_take_its_parents_files(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     _, ino1 = run(["true"], spool)  # its file is in this process's pool now
