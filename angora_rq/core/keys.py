@@ -174,7 +174,7 @@ class Keys:
         return f"{self.prefix}:worker:{name}:guard"
 
     def worker_control(self, name: str) -> str:
-        """List of control requests for a worker (e.g. `kill <execution id>`); its loop blocks on it (waker.py)."""
+        """List of control requests for a worker (e.g. `kill <execution id>`); its waiter thread blocks on it."""
         return f"{self.prefix}:worker:{name}:control"
 
     def bell(self, queue: str) -> str:

@@ -117,8 +117,9 @@ class AngoraWorker:
         self.stopping = False
         self.forced = False
         self._stop_at = 0.0
+        self.waker = Waker(r, keys, self.name, self.queues)  # control requests and bells
         self._sel = selectors.DefaultSelector()
-        self.waker = Waker(r, keys, self.name, self.queues, self._sel)  # control requests and bells
+        self._sel.register(self.waker.fileno(), selectors.EVENT_READ, None)
         self._last_beat = 0.0  # when the loop last beat and did its housekeeping (time.time())
         self._last_tail = 0.0
         self._next_spill_scan = 0.0
@@ -150,13 +151,14 @@ class AngoraWorker:
             self.close()
 
     def start(self) -> None:
-        """Start the guardian and the heartbeat, and register if Redis answers (else the first step does)."""
+        """Start the guardian and the wake-up thread, and register if Redis answers (else the first step does)."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.guardian = Guardian.start(grace=self.settings.kill_grace)
         self._env.update(self.guardian.environment())
         self.orphans.adopt()
         self.fence.start()
         self._attempt(self.lease.register)
+        self.waker.start()
         self.lease.start()
 
     def done(self) -> bool:
@@ -181,7 +183,7 @@ class AngoraWorker:
         self.waker.wake()
 
     def close(self) -> None:
-        """Record what is left (on disk if Redis cannot be reached), unregister, stop the guardian."""
+        """Record what is left (on disk if Redis cannot be reached), unregister, stop the thread and the guardian."""
         self.waker.stop()
         self.lease.stop()
         self.stopping = True  # no claim rides along; what a lost claim took is handed back
@@ -217,8 +219,12 @@ class AngoraWorker:
         if self.burst and not claimed and not self.active and not self.outbox and not self.outage.down:
             self._idle_checked = True
             return 0
-        want_work = self.concurrency > len(self.active) and not self.stopping
-        self._wait(self._wait_timeout(max_wait, claimed), want_work)
+        free = self.concurrency - len(self.active)
+        if free > 0 and not self.stopping:
+            self.waker.want_work.set()
+        else:
+            self.waker.want_work.clear()
+        self._wait(self._wait_timeout(max_wait, claimed))
         self._handle_control()
         self._handle_stop()
         finished = self._reap(time.time())
@@ -291,25 +297,10 @@ class AngoraWorker:
             timeout = min(timeout, self.outage.wait())
         return timeout
 
-    def _wait(self, timeout: float, want_work: bool) -> None:
-        """Until a command ends, a control request or a bell arrives (`want_work`: the bells are heard), the pipe
-        wakes the loop, or `timeout`. A BLPOP that timed out with nothing is sent again and the wait goes on: it is
-        no reason to claim."""
-        end = time.monotonic() + timeout
-        while True:
-            if not self.outage.down:
-                self.waker.arm(want_work)
-            woke = False
-            for key, _ in self._sel.select(max(0.0, end - time.monotonic())):
-                if key.data is None:
-                    self.waker.drain()
-                    woke = True
-                elif key.data is self.waker:
-                    woke = self.waker.answer() or woke
-                else:
-                    woke = True  # a command's pidfd
-            if woke or time.monotonic() >= end:
-                return
+    def _wait(self, timeout: float) -> None:
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                self.waker.drain()
 
     def _reap(self, now: float) -> int:
         """Poll every running command; keep the end of each that finished until Redis has it."""

@@ -55,32 +55,6 @@ class Link:
             self._drop()
             raise
 
-    def send(self, *args: Any) -> int:
-        """Send one command without waiting for its reply (read it with `reply()` once the socket is readable);
-        the socket's file descriptor, for a selector."""
-        conn = self._connection()
-        try:
-            conn.send_packed_command([hiredis.pack_command(args)])
-            return int(conn._sock.fileno())  # redis-py's connection keeps its socket there
-        except LOST:
-            self._drop()
-            raise
-
-    def reply(self) -> Any:
-        """The reply to the command `send()` sent; error replies raise. Only after a `send()` on this Link."""
-        conn = self._conn
-        if conn is None or self._pid != os.getpid():
-            raise redis.exceptions.ConnectionError("no command in flight on this link")
-        try:
-            return conn.read_response()
-        except LOST:
-            self._drop()
-            raise
-
-    def abandon(self) -> None:
-        """Close the connection (a command may be in flight on it: it must not go back to the pool as it is)."""
-        self._drop()
-
     def calls(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Several commands in one round trip; each reply raw, an error reply returned (not raised) in its place."""
         conn = self._connection()
