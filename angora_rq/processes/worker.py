@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 LIVE_TAIL_EVERY = 1.0
 SPILL_SCAN_EVERY = 2.0
 SPOOL_SWEEP_EVERY = 60.0  # the outputs files killed workers left (processes/spool.py)
+QUIET = 0.02  # seconds with nothing started or ended after which a worker with a free slot hears the bells
 
 
 @dataclass
@@ -219,12 +220,7 @@ class AngoraWorker:
         if self.burst and not claimed and not self.active and not self.outbox and not self.outage.down:
             self._idle_checked = True
             return 0
-        free = self.concurrency - len(self.active)
-        if free > 0 and not self.stopping:
-            self.waker.want_work.set()
-        else:
-            self.waker.want_work.clear()
-        self._wait(self._wait_timeout(max_wait, claimed))
+        self._wait(self._listen(self._wait_timeout(max_wait, claimed)))
         self._handle_control()
         self._handle_stop()
         finished = self._reap(time.time())
@@ -233,6 +229,7 @@ class AngoraWorker:
         return finished
 
     _claimed_at_reap = False  # the last reap claimed too: the next step need not ask again
+    _busy_at = 0.0  # time.monotonic() when a command last started or ended here
 
     def _claim(self, now: float) -> int:
         free = self.concurrency - len(self.active)
@@ -264,6 +261,7 @@ class AngoraWorker:
                 self.guardian.flush()
         if n:
             self.lease.show(busy=True)
+            self._busy_at = time.monotonic()
         return n
 
     def _start(self, ex: Claimed) -> None:
@@ -297,6 +295,20 @@ class AngoraWorker:
             timeout = min(timeout, self.outage.wait())
         return timeout
 
+    def _listen(self, timeout: float) -> float:
+        """Whether the waker hears the bells while the loop waits up to `timeout`; the timeout to wait, shortened to
+        when the worker turns quiet. A worker with a free slot hears them once quiet: nothing running, or nothing
+        started or ended for QUIET. A busy one takes new work with the claim each record carries: answering the
+        bells while busy spread the work over more workers in smaller claims (4-5 % more Redis commands per job
+        under load, bench/README.md, thirteenth round)."""
+        free = self.concurrency > len(self.active) and not self.stopping
+        quiet_in = self._busy_at + QUIET - time.monotonic() if self.active else 0.0
+        if free and quiet_in <= 0:
+            self.waker.want_work.set()
+        else:
+            self.waker.want_work.clear()
+        return min(timeout, quiet_in) if free and quiet_in > 0 else timeout
+
     def _wait(self, timeout: float) -> None:
         for key, _ in self._sel.select(timeout):
             if key.data is None:
@@ -321,6 +333,8 @@ class AngoraWorker:
         if self.guardian is not None:
             self.guardian.flush()
         self.stats.finished += n
+        if n:
+            self._busy_at = time.monotonic()
         return n
 
     # -- recording ends ---------------------------------------------------------------------------

@@ -3,16 +3,27 @@ always hears control requests, and outlives a dropped connection."""
 from __future__ import annotations
 
 import selectors
+import threading
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 import redis
 
+import angora_rq.processes.waker as waker_module
+import angora_rq.processes.worker as worker_module
 from angora_rq.core.keys import Keys
+from angora_rq.core.messages import Message
+from angora_rq.core.model import JobDef
+from angora_rq.core.schema import Exec
+from angora_rq.core.settings import Settings
 from angora_rq.processes.waker import Waker
+from angora_rq.processes.worker import AngoraWorker
+from angora_rq.store.state import State
 
 HANG = 30.0  # seconds: a guard against a test hanging, not a limit on speed
+JOB = JobDef("nap", ("go",), ("sleep", "0.2"), replay=0)
 
 
 def _until(what: Callable[[], object], why: str) -> None:
@@ -27,8 +38,17 @@ def _blpops(r: redis.Redis) -> list[dict]:
 
 
 @pytest.fixture
-def waker(r: redis.Redis, keys: Keys) -> Iterator[Waker]:
-    w = Waker(r, keys, "w1", ["default"])
+def untimed(redis_url: str) -> Iterator[redis.Redis]:
+    """A client whose reads wait for hours: a BLPOP of BLOCK seconds returns only after them (redis-py's socket
+    timeout, 5 s when none is given, would end it sooner, and the waker would send another)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=7200)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def waker(untimed: redis.Redis, keys: Keys) -> Iterator[Waker]:
+    w = Waker(untimed, keys, "w1", ["default"])
     yield w
     w.stop()
 
@@ -72,3 +92,79 @@ def test_the_waker_outlives_its_connection_being_dropped(r: redis.Redis, keys: K
     r.rpush(keys.worker_control("w1"), "kill x2")
     _until(lambda: waker.control, "the control request")
     assert list(waker.control) == ["kill x2"]
+
+
+def test_a_blpop_sent_while_full_ends_soon_so_the_next_hears_the_bells(
+        r: redis.Redis, keys: Keys, waker: Waker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A BLPOP sent while the loop had no free slot watches the control list alone, for FULL_BLOCK: once the loop
+    wants work, the next one hears the bells (with BLOCK an hour long, nothing else would end the first)."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    waker.start()  # want_work clear
+    _until(lambda: _blpops(r), "the waker's BLPOP")
+    waker.want_work.set()
+    r.lpush(keys.bell("default"), "1")
+    assert _woken(waker)
+    waker.drain()
+    assert r.llen(keys.bell("default")) == 0
+    assert not waker.control
+
+
+def test_a_worker_that_drained_after_being_full_hears_the_next_bell(
+        r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's loop, full while its waker's BLPOP was sent, then free: its wait ends on the next bell (with
+    BLOCK and the heartbeat an hour or more away, nothing else would end it)."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200)
+    state = State(keys, settings)
+    worker = AngoraWorker(untimed, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    try:
+        first = _create(r, state, "run1")
+        _until(lambda: _step(worker) and r.hget(keys.execution(first), Exec.status) == b"succeeded", "the first")
+        waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
+        waited.start()
+        second = _create(r, state, "run2")
+        r.lpush(keys.bell("default"), "1")  # as a dispatch rings it
+        waited.join(HANG)
+        assert not waited.is_alive(), "the bell did not wake the worker"
+        _until(lambda: _step(worker) and r.hget(keys.execution(second), Exec.status) == b"succeeded", "the second")
+    finally:
+        worker.close()
+
+
+def _create(r: redis.Redis, state: State, run: str, job: JobDef = JOB) -> str:
+    with r.pipeline() as pipe:
+        xid = state.create(pipe, job, Message.create("go", None, run, origin="test"), time.time())
+        pipe.execute()
+    return xid
+
+
+def _step(worker: AngoraWorker) -> bool:
+    worker.step(max_wait=0.02)
+    return True
+
+
+def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
+        r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long command runs, a slot is free: once nothing has started or ended for QUIET, the waker hears the bells
+    and the wait ends on one (the command runs for minutes, BLOCK and the heartbeat are an hour or more away)."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200)
+    state = State(keys, settings)
+    worker = AngoraWorker(untimed, keys, settings, concurrency=2, name="w1")
+    worker.start()
+    try:
+        long = _create(r, state, "run1", JobDef("long", ("go",), ("sleep", "600"), replay=0))
+        _until(lambda: _step(worker) and r.hget(keys.execution(long), Exec.status) == b"running", "the long one")
+        time.sleep(worker_module.QUIET * 2)  # quiet now: nothing started or ended since
+        waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
+        waited.start()
+        _create(r, state, "run2")
+        r.lpush(keys.bell("default"), "1")
+        waited.join(HANG)
+        assert not waited.is_alive(), "the bell did not wake the worker"
+    finally:
+        worker.request_stop()
+        worker.request_stop()  # the second: now, the long command killed
+        _until(lambda: _step(worker) and worker.done(), "the worker to stop")
+        worker.close()
