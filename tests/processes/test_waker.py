@@ -60,15 +60,20 @@ def _woken(w: Waker) -> bool:
         return bool(sel.select(HANG))
 
 
-def test_a_bell_wakes_a_loop_that_wants_work_and_is_taken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
-    waker.want_work.set()
-    waker.start()
-    _until(lambda: _blpops(r), "the waker's BLPOP")
+def _ring_and_be_woken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
+    """Ring the queue's bell: the waker wakes the loop and takes the bell; no request comes with it."""
     r.lpush(keys.bell("default"), "1")
     assert _woken(waker)
     waker.drain()
     assert r.llen(keys.bell("default")) == 0
     assert not waker.control
+
+
+def test_a_bell_wakes_a_loop_that_wants_work_and_is_taken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
+    waker.want_work.set()
+    waker.start()
+    _until(lambda: _blpops(r), "the waker's BLPOP")
+    _ring_and_be_woken(r, keys, waker)
 
 
 def test_a_full_worker_leaves_the_bells_to_others_and_still_hears_control(
@@ -102,11 +107,7 @@ def test_a_blpop_sent_while_full_ends_soon_so_the_next_hears_the_bells(
     waker.start()  # want_work clear
     _until(lambda: _blpops(r), "the waker's BLPOP")
     waker.want_work.set()
-    r.lpush(keys.bell("default"), "1")
-    assert _woken(waker)
-    waker.drain()
-    assert r.llen(keys.bell("default")) == 0
-    assert not waker.control
+    _ring_and_be_woken(r, keys, waker)
 
 
 def test_a_worker_that_drained_after_being_full_hears_the_next_bell(
