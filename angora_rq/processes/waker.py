@@ -5,8 +5,9 @@ free slot, and nothing started or ended for a moment), its queues' bells.
 A BLPOP sent while the loop wanted no work watches the control list alone, and waits FULL_BLOCK, not BLOCK, so
 the thread hears the bells soon after the loop wants work again. With a second for every BLPOP, a worker that
 drained after a burst heard no bell until then: a message sent 20 ms after a burst of 40 waited 80-177 ms (p50)
-and 712-739 ms (p90) from its dispatch to its claim, and 0.9-1.1 ms (p50) and 1.5-2.3 ms (p90) with FULL_BLOCK and
-the loop's quiet rule (bench/bench_after_burst.py; bench/README.md, thirteenth round).
+and 712-739 ms (p90) from its dispatch to its claim; 1.1-1.2 ms (p50) and 1.5-15 ms (p90: at worst a FULL_BLOCK
+in flight) with FULL_BLOCK and the loop's quiet rule, after bursts of 40 jobs or of 4,000 (2.5 s) alike
+(bench/bench_after_burst.py; bench/README.md, thirteenth round).
 """
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ from angora_rq.store.connection import Redis, RedisError
 from angora_rq.store.link import Link
 
 BLOCK = 1.0  # seconds a BLPOP over the bells waits (an idle worker's: one a second)
-FULL_BLOCK = 0.05  # seconds a BLPOP over the control list alone waits: 20 a second while the loop is busy
+FULL_BLOCK = 0.05  # seconds a BLPOP over the control list alone waits while the worker is busy: 20 a second
+DEAF_FOR = 2.0  # seconds without a command started or ended after which such a BLPOP waits BLOCK again
+
+
+def blpop_timeout(want: bool, busy_at: float, now: float) -> float:
+    """How long the next BLPOP waits: BLOCK over the bells; FULL_BLOCK without them while a command started or
+    ended in the last DEAF_FOR seconds (`busy_at`: a burst, whose end the worker must hear soon after), else BLOCK
+    (a worker full of long commands sends one a second, not twenty)."""
+    return BLOCK if want or now - busy_at >= DEAF_FOR else FULL_BLOCK
 
 
 class Waker:
     """Worker `name`'s wake-ups: `control` holds the requests the thread received (`<verb> <execution id>`);
-    `want_work` set means the loop has free slots (a bell wakes it)."""
+    `want_work` set means the loop wants work (a bell wakes it)."""
 
     def __init__(self, r: Redis, keys: Keys, name: str, queues: Sequence[str]) -> None:
         self.r = r
@@ -35,6 +44,7 @@ class Waker:
         self.bells = [keys.bell(q) for q in queues]
         self.control: deque[str] = deque()
         self.want_work = threading.Event()
+        self.busy_at = time.monotonic()  # when a command last started or ended (as if at the start)
         self._quit = threading.Event()
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
@@ -57,6 +67,15 @@ class Waker:
         except OSError:  # full (BlockingIOError among them): the loop has wake-ups pending already
             pass
 
+    def want(self, want: bool, busy_at: float) -> None:
+        """Whether the loop wants work (a free slot, and quiet): the thread's next BLPOP hears the bells; `busy_at`:
+        when a command last started or ended (time.monotonic())."""
+        self.busy_at = busy_at
+        if want:
+            self.want_work.set()
+        else:
+            self.want_work.clear()
+
     def start(self) -> None:
         threading.Thread(target=self._run, name="angora-waiter", daemon=True).start()
 
@@ -69,7 +88,7 @@ class Waker:
             try:
                 want = self.want_work.is_set()
                 watch = [self.control_key] + (self.bells if want else [])
-                got = link.call("BLPOP", *watch, BLOCK if want else FULL_BLOCK)
+                got = link.call("BLPOP", *watch, blpop_timeout(want, self.busy_at, time.monotonic()))
             except RedisError:
                 time.sleep(0.5)
                 continue

@@ -70,7 +70,7 @@ def _ring_and_be_woken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
 
 
 def test_a_bell_wakes_a_loop_that_wants_work_and_is_taken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
-    waker.want_work.set()
+    waker.want(True, time.monotonic())
     waker.start()
     _until(lambda: _blpops(r), "the waker's BLPOP")
     _ring_and_be_woken(r, keys, waker)
@@ -106,7 +106,7 @@ def test_a_blpop_sent_while_full_ends_soon_so_the_next_hears_the_bells(
     monkeypatch.setattr(waker_module, "BLOCK", 3600)
     waker.start()  # want_work clear
     _until(lambda: _blpops(r), "the waker's BLPOP")
-    waker.want_work.set()
+    waker.want(True, time.monotonic())
     _ring_and_be_woken(r, keys, waker)
 
 
@@ -169,3 +169,14 @@ def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
         worker.request_stop()  # the second: now, the long command killed
         _until(lambda: _step(worker) and worker.done(), "the worker to stop")
         worker.close()
+
+
+def test_blpops_without_the_bells_are_short_for_a_while_then_one_a_second() -> None:
+    """Short while commands start and end (a burst, whose end the worker must hear soon after); a worker full of
+    long commands sends one a second."""
+    t = 1000.0
+    assert waker_module.blpop_timeout(True, t, t + 100) == waker_module.BLOCK
+    assert waker_module.blpop_timeout(False, t, t) == waker_module.FULL_BLOCK
+    assert waker_module.blpop_timeout(False, t, t + waker_module.DEAF_FOR - 0.01) == waker_module.FULL_BLOCK
+    assert waker_module.blpop_timeout(False, t, t + waker_module.DEAF_FOR) == waker_module.BLOCK
+    assert waker_module.FULL_BLOCK < waker_module.BLOCK
