@@ -114,29 +114,42 @@ def test_a_worker_that_drained_after_being_full_hears_the_next_bell(
         r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's loop, full while its waker's BLPOP was sent, then free: its wait ends on the next bell (with
     BLOCK and the heartbeat an hour or more away, nothing else would end it)."""
-    monkeypatch.setattr(waker_module, "BLOCK", 3600)
-    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200)
-    state = State(keys, settings)
-    worker = AngoraWorker(untimed, keys, settings, concurrency=1, name="w1")
-    worker.start()
+    state, worker = _started_worker(untimed, keys, tmp_path, monkeypatch, concurrency=1)
     try:
         first = _create(r, state, "run1")
         _until(lambda: _step(worker) and r.hget(keys.execution(first), Exec.status) == b"succeeded", "the first")
-        waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
-        waited.start()
-        second = _create(r, state, "run2")
-        r.lpush(keys.bell("default"), "1")  # as a dispatch rings it
-        waited.join(HANG)
-        assert not waited.is_alive(), "the bell did not wake the worker"
+        second = _woken_by_a_bell(r, keys, state, worker)
         _until(lambda: _step(worker) and r.hget(keys.execution(second), Exec.status) == b"succeeded", "the second")
     finally:
         worker.close()
+
+
+def _started_worker(client: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    concurrency: int) -> tuple[State, AngoraWorker]:
+    """A started worker "w1" whose BLPOPs over the bells last an hour, and whose heartbeat is due in 24 minutes."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200)
+    worker = AngoraWorker(client, keys, settings, concurrency=concurrency, name="w1")
+    worker.start()
+    return State(keys, settings), worker
 
 
 def _create(r: redis.Redis, state: State, run: str, job: JobDef = JOB) -> str:
     with r.pipeline() as pipe:
         xid = state.create(pipe, job, Message.create("go", None, run, origin="test"), time.time())
         pipe.execute()
+    return xid
+
+
+def _woken_by_a_bell(r: redis.Redis, keys: Keys, state: State, worker: AngoraWorker) -> str:
+    """A step that may wait an hour, in a thread; a new execution and its queue's bell, as a dispatch rings it: the
+    step must end (waiting at most HANG). Returns the new execution's id."""
+    waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
+    waited.start()
+    xid = _create(r, state, "run2")
+    r.lpush(keys.bell("default"), "1")
+    waited.join(HANG)
+    assert not waited.is_alive(), "the bell did not wake the worker"
     return xid
 
 
@@ -149,21 +162,12 @@ def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
         r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A long command runs, a slot is free: once nothing has started or ended for QUIET, the waker hears the bells
     and the wait ends on one (the command runs for minutes, BLOCK and the heartbeat are an hour or more away)."""
-    monkeypatch.setattr(waker_module, "BLOCK", 3600)
-    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200)
-    state = State(keys, settings)
-    worker = AngoraWorker(untimed, keys, settings, concurrency=2, name="w1")
-    worker.start()
+    state, worker = _started_worker(untimed, keys, tmp_path, monkeypatch, concurrency=2)
     try:
         long = _create(r, state, "run1", JobDef("long", ("go",), ("sleep", "600"), replay=0))
         _until(lambda: _step(worker) and r.hget(keys.execution(long), Exec.status) == b"running", "the long one")
         time.sleep(worker_module.QUIET * 2)  # quiet now: nothing started or ended since
-        waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
-        waited.start()
-        _create(r, state, "run2")
-        r.lpush(keys.bell("default"), "1")
-        waited.join(HANG)
-        assert not waited.is_alive(), "the bell did not wake the worker"
+        _woken_by_a_bell(r, keys, state, worker)
     finally:
         worker.request_stop()
         worker.request_stop()  # the second: now, the long command killed
