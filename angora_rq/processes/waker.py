@@ -5,7 +5,7 @@ free slot, and nothing started or ended for a moment), its queues' bells.
 A BLPOP sent while the loop wanted no work watches the control list alone, and waits FULL_BLOCK, not BLOCK, so
 the thread hears the bells soon after the loop wants work again. With a second for every BLPOP, a worker that
 drained after a burst heard no bell until then: a message sent 20 ms after a burst of 40 waited 80-177 ms (p50)
-and 712-739 ms (p90) from its dispatch to its claim; 1.1-1.2 ms (p50) and 1.5-15 ms (p90: at worst a FULL_BLOCK
+and 712-739 ms (p90) from its dispatch to its claim; 1.1-1.2 ms (p50) and 2.3-15 ms (p90: at worst a FULL_BLOCK
 in flight) with FULL_BLOCK and the loop's quiet rule, after bursts of 40 jobs or of 4,000 (2.5 s) alike
 (bench/bench_after_burst.py; bench/README.md, thirteenth round).
 """
