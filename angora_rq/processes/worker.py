@@ -261,13 +261,13 @@ class AngoraWorker:
                 self.guardian.flush()
         if n:
             self.lease.show(busy=True)
-            self._busy_at = time.monotonic()
         return n
 
     def _start(self, ex: Claimed) -> None:
         cmd = runner.start(command_spec(ex, self.settings, str(self.spool_dir), self._env))
         self.active[ex.id] = Active(ex, cmd)
         self.stats.started += 1
+        self._busy_at = time.monotonic()
         if self.guardian is not None and cmd.pgid:
             self.guardian.track(cmd.pgid)
         try:
