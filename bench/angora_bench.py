@@ -53,6 +53,11 @@ JOBS_YAML = """\
   triggers: [bench.chain.3]
   command: "true"
   replay: 0
+- name: bench_nap
+  triggers: [bench.nap]
+  command: [sh, -c, 'exec sleep "$ANGORA_PARAM_SECONDS"']
+  params: {SECONDS: "1"}
+  replay: 0
 """
 APP = "angora_rq.web:create_app"
 PROCFILE = BENCH_DIR.parent / "Procfile"

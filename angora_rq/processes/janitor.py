@@ -120,7 +120,7 @@ class Janitor:
         """Take one worker's inflight executions if its heartbeat has expired; -1 while it is alive."""
         k = self.keys
         n = int(REAP.bind(alive=k.worker_alive(name), inflight=k.worker_inflight(name), orphans=k.orphans(),
-                          workers=k.workers(), worker=name).run(link_for(self.r)))
+                          workers=k.workers(), control=k.worker_control(name), worker=name).run(link_for(self.r)))
         if n > 0:
             log.warning("worker %s is gone; %d execution(s) will be replayed", name, n)
         if n >= 0:

@@ -8,6 +8,11 @@ drained after a burst heard no bell until then: a message sent 20 ms after a bur
 and 712-739 ms (p90) from its dispatch to its claim; 1.1-1.2 ms (p50) and 2.3-15 ms (p90: at worst a FULL_BLOCK
 in flight) with FULL_BLOCK and the loop's quiet rule, after bursts of 40 jobs or of 4,000 (2.5 s) alike
 (bench/bench_after_burst.py; bench/README.md, thirteenth round).
+
+A worker full of long commands sends one BLPOP over the control list a second (DEAF_FOR). When a slot frees and
+the loop wants work while such a BLPOP is in flight, the loop cuts it short: it pushes POKE on its own control list,
+which the thread takes and drops, and the thread's next BLPOP hears the bells. Without it a message sent just then
+waited for the rest of that second (bench/README.md, fourteenth round).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from angora_rq.store.link import Link
 BLOCK = 1.0  # seconds a BLPOP over the bells waits (an idle worker's: one a second)
 FULL_BLOCK = 0.05  # seconds a BLPOP over the control list alone waits while the worker is busy: 20 a second
 DEAF_FOR = 2.0  # seconds without a command started or ended after which such a BLPOP waits BLOCK again
+POKE = "wake"  # pushed on a worker's own control list to end a long BLPOP without the bells (no verb of control)
 
 
 def blpop_timeout(want: bool, busy_at: float, now: float) -> float:
@@ -45,6 +51,7 @@ class Waker:
         self.control: deque[str] = deque()
         self.want_work = threading.Event()
         self.busy_at = time.monotonic()  # when a command last started or ended (as if at the start)
+        self.deaf = threading.Event()  # set while a BLPOP over the control list alone, BLOCK long, may be in flight
         self._quit = threading.Event()
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
@@ -71,10 +78,22 @@ class Waker:
         """Whether the loop wants work (a free slot, and quiet): the thread's next BLPOP hears the bells; `busy_at`:
         when a command last started or ended (time.monotonic())."""
         self.busy_at = busy_at
-        if want:
-            self.want_work.set()
-        else:
+        if not want:
             self.want_work.clear()
+            return
+        self.want_work.set()
+        # After want_work is set: the thread sets `deaf` before it reads want_work, so either it sees want_work, or
+        # its long BLPOP is seen here and poked.
+        if self.deaf.is_set():
+            self.deaf.clear()
+            self._poke()
+
+    def _poke(self) -> None:
+        """End the thread's long BLPOP over the control list (one round trip, at most once a DEAF_FOR)."""
+        try:
+            self.r.rpush(self.control_key, POKE)
+        except RedisError:
+            pass  # Redis out of reach: the BLPOP ends within BLOCK all the same
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="angora-waiter", daemon=True).start()
@@ -86,14 +105,22 @@ class Waker:
         link = Link(self.r)  # this thread's own connection; each bell costs ~30 us of CPU instead of ~100
         while not self._quit.is_set():
             try:
+                self.deaf.set()  # before want_work is read: see want()
                 want = self.want_work.is_set()
+                timeout = blpop_timeout(want, self.busy_at, time.monotonic())
+                if want or timeout < BLOCK:
+                    self.deaf.clear()
                 watch = [self.control_key] + (self.bells if want else [])
-                got = link.call("BLPOP", *watch, blpop_timeout(want, self.busy_at, time.monotonic()))
+                got = link.call("BLPOP", *watch, timeout)
             except RedisError:
                 time.sleep(0.5)
                 continue
+            finally:
+                self.deaf.clear()
             if got:
                 key, value = (to_str(got[0]), to_str(got[1]))
                 if key == self.control_key:
+                    if value == POKE:
+                        continue  # the loop wants work: the next BLPOP hears the bells
                     self.control.append(value)
                 self.wake()

@@ -110,6 +110,21 @@ def test_a_blpop_sent_while_full_ends_soon_so_the_next_hears_the_bells(
     _ring_and_be_woken(r, keys, waker)
 
 
+def test_a_long_blpop_without_the_bells_ends_once_the_loop_wants_work(
+        r: redis.Redis, keys: Keys, waker: Waker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker full of long commands sends BLPOPs over the control list alone, BLOCK long: once the loop wants work,
+    it pokes the one in flight, and the next hears the bells (with BLOCK an hour long, nothing else would end it)."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    monkeypatch.setattr(waker_module, "DEAF_FOR", 0.0)  # nothing started or ended lately: BLOCK-long BLPOPs
+    waker.start()  # want_work clear
+    _until(lambda: waker.deaf.is_set() and _blpops(r), "the waker's long BLPOP without the bells")
+    waker.want(True, time.monotonic() - 1)
+    _ring_and_be_woken(r, keys, waker)
+    assert r.llen(keys.worker_control("w1")) == 0  # the poke was taken, and dropped
+    waker.want(True, time.monotonic() - 1)  # wanting still: no BLPOP in flight is deaf, nothing to poke
+    assert r.llen(keys.worker_control("w1")) == 0
+
+
 def test_a_worker_that_drained_after_being_full_hears_the_next_bell(
         r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's loop, full while its waker's BLPOP was sent, then free: its wait ends on the next bell (with
@@ -118,7 +133,7 @@ def test_a_worker_that_drained_after_being_full_hears_the_next_bell(
     try:
         first = _create(r, state, "run1")
         _until(lambda: _step(worker) and r.hget(keys.execution(first), Exec.status) == b"succeeded", "the first")
-        second = _woken_by_a_bell(r, keys, state, worker)
+        second = _woken_by_a_bell(r, keys, state, worker, monkeypatch)
         _until(lambda: _step(worker) and r.hget(keys.execution(second), Exec.status) == b"succeeded", "the second")
     finally:
         worker.close()
@@ -141,21 +156,52 @@ def _create(r: redis.Redis, state: State, run: str, job: JobDef = JOB) -> str:
     return xid
 
 
-def _woken_by_a_bell(r: redis.Redis, keys: Keys, state: State, worker: AngoraWorker) -> str:
-    """A step that may wait an hour, in a thread; a new execution and its queue's bell, as a dispatch rings it: the
-    step must end (waiting at most HANG). Returns the new execution's id."""
+def _woken_by_a_bell(r: redis.Redis, keys: Keys, state: State, worker: AngoraWorker,
+                     monkeypatch: pytest.MonkeyPatch) -> str:
+    """A step that may wait an hour, in a thread; once it waits (past its claim), a new execution and its queue's
+    bell, as a dispatch rings it: the step must end (waiting at most HANG). Returns the new execution's id."""
+    waiting = threading.Event()
+    wait = worker._wait
+
+    def spied(timeout: float) -> None:
+        waiting.set()
+        wait(timeout)
+
+    monkeypatch.setattr(worker, "_wait", spied)
     waited = threading.Thread(target=worker.step, kwargs={"max_wait": 3600.0}, daemon=True)
     waited.start()
+    assert waiting.wait(HANG), "the step did not wait"
     xid = _create(r, state, "run2")
     r.lpush(keys.bell("default"), "1")
     waited.join(HANG)
     assert not waited.is_alive(), "the bell did not wake the worker"
+    monkeypatch.setattr(worker, "_wait", wait)
     return xid
 
 
 def _step(worker: AngoraWorker) -> bool:
     worker.step(max_wait=0.02)
     return True
+
+
+def test_a_worker_long_full_hears_the_next_bell_once_its_slot_frees(
+        r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One slot, held by a command longer than DEAF_FOR: the waker is in a BLOCK-long BLPOP over the control list
+    when the command ends; the loop, free, must hear the next bell (BLOCK and the heartbeat an hour or more away)."""
+    monkeypatch.setattr(waker_module, "DEAF_FOR", 0.05)
+    state, worker = _started_worker(untimed, keys, tmp_path, monkeypatch, concurrency=1)
+    gate = tmp_path / "gate"
+    gated = JobDef("gated", ("go",), ("sh", "-c", f"while [ ! -e '{gate}' ]; do sleep 0.01; done"), replay=0)
+    try:
+        first = _create(r, state, "run1", gated)
+        _until(lambda: _step(worker) and r.hget(keys.execution(first), Exec.status) == b"running", "the gated one")
+        _until(lambda: _step(worker) and worker.waker.deaf.is_set(), "the waker's long BLPOP without the bells")
+        gate.touch()
+        _until(lambda: _step(worker) and r.hget(keys.execution(first), Exec.status) == b"succeeded", "the first")
+        second = _woken_by_a_bell(r, keys, state, worker, monkeypatch)
+        _until(lambda: _step(worker) and r.hget(keys.execution(second), Exec.status) == b"succeeded", "the second")
+    finally:
+        worker.close()
 
 
 def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
@@ -167,7 +213,7 @@ def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
         long = _create(r, state, "run1", JobDef("long", ("go",), ("sleep", "600"), replay=0))
         _until(lambda: _step(worker) and r.hget(keys.execution(long), Exec.status) == b"running", "the long one")
         time.sleep(worker_module.QUIET * 2)  # quiet now: nothing started or ended since
-        _woken_by_a_bell(r, keys, state, worker)
+        _woken_by_a_bell(r, keys, state, worker, monkeypatch)
     finally:
         worker.request_stop()
         worker.request_stop()  # the second: now, the long command killed

@@ -281,23 +281,28 @@ def test_promote_queues_due_replays_once(r: redis.Redis, keys: Keys) -> None:
 
 def reap(r: redis.Redis, keys: Keys, worker: str) -> int:
     return int(REAP.bind(alive=keys.worker_alive(worker), inflight=keys.worker_inflight(worker),
-                         orphans=keys.orphans(), workers=keys.workers(), worker=worker).run(Link(r)))
+                         orphans=keys.orphans(), workers=keys.workers(), control=keys.worker_control(worker),
+                         worker=worker).run(Link(r)))
 
 
 def test_reap_leaves_a_live_worker_alone(r: redis.Redis, keys: Keys) -> None:
     r.sadd(keys.workers(), "w1")
     r.set(keys.worker_alive("w1"), 1)
     r.rpush(keys.worker_inflight("w1"), "a", "b")
+    r.rpush(keys.worker_control("w1"), "kill a")
     assert reap(r, keys, "w1") == -1
     assert ids(r, keys.worker_inflight("w1")) == ["a", "b"] and not r.exists(keys.orphans())
+    assert ids(r, keys.worker_control("w1")) == ["kill a"]
 
 
 def test_reap_moves_a_dead_workers_executions_once(r: redis.Redis, keys: Keys) -> None:
     r.sadd(keys.workers(), "w1", "w2")
     r.rpush(keys.worker_inflight("w1"), "a", "b")
+    r.rpush(keys.worker_control("w1"), "kill a", "wake")  # requests it will never read
     assert reap(r, keys, "w1") == 2
     assert reap(r, keys, "w1") == 0  # run twice (two janitors): no execution is orphaned twice
     assert ids(r, keys.orphans()) == ["a", "b"] and not r.exists(keys.worker_inflight("w1"))
+    assert not r.exists(keys.worker_control("w1"))
     assert r.smembers(keys.workers()) == {b"w2"}
 
 
