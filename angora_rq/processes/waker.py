@@ -51,6 +51,7 @@ class Waker:
         self.control: deque[str] = deque()
         self.want_work = threading.Event()
         self.busy_at = time.monotonic()  # when a command last started or ended (as if at the start)
+        self.free = True  # the loop has a free slot (a bell taken while it has none goes back)
         self.deaf = threading.Event()  # set while a BLPOP over the control list alone, BLOCK long, may be in flight
         self._quit = threading.Event()
         self._read, self._write = os.pipe()
@@ -74,10 +75,12 @@ class Waker:
         except OSError:  # full (BlockingIOError among them): the loop has wake-ups pending already
             pass
 
-    def want(self, want: bool, busy_at: float) -> None:
+    def want(self, want: bool, busy_at: float, free: bool = True) -> None:
         """Whether the loop wants work (a free slot, and quiet): the thread's next BLPOP hears the bells; `busy_at`:
-        when a command last started or ended (time.monotonic())."""
+        when a command last started or ended (time.monotonic()); `free`: whether it has a free slot (woken by a
+        bell, it claims even when not quiet)."""
         self.busy_at = busy_at
+        self.free = free
         if not want:
             self.want_work.clear()
             return
@@ -123,4 +126,16 @@ class Waker:
                     if value == POKE:
                         continue  # the loop wants work: the next BLPOP hears the bells
                     self.control.append(value)
+                elif not self.free:
+                    self._ring_again(link, key, value)
+                    continue
                 self.wake()
+
+    def _ring_again(self, link: Link, bell: str, value: str) -> None:
+        """Put back a bell taken by a BLPOP sent while the loop wanted work, whose slots a claim filled meanwhile:
+        another worker's BLPOP takes it. Kept, it would leave the message it rang for to the
+        next worker whose loop claims for another reason (a second at worst)."""
+        try:
+            link.call("LPUSH", bell, value)
+        except RedisError:
+            pass  # the message waits in its queue for the next claim, as after a lost bell

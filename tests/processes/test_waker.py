@@ -88,6 +88,22 @@ def test_a_full_worker_leaves_the_bells_to_others_and_still_hears_control(
     assert r.llen(keys.bell("default")) == 1
 
 
+def test_a_bell_taken_once_the_loop_no_longer_wants_work_is_put_back(
+        r: redis.Redis, keys: Keys, waker: Waker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The BLPOP over the bells was sent while the loop wanted work; a claim filled its slots before the bell came:
+    the bell goes back on its list for another worker, and the loop is not woken for it."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    waker.want(True, time.monotonic())
+    waker.start()
+    _until(lambda: _blpops(r), "the waker's BLPOP over the bells")
+    waker.want(False, time.monotonic(), free=False)  # full now: the BLPOP in flight still watches the bells
+    r.lpush(keys.bell("default"), "1")
+    _until(lambda: r.llen(keys.bell("default")) == 1 and _blpops(r), "the bell put back")
+    r.rpush(keys.worker_control("w1"), "kill x3")  # the next wake-up is this request's, not the bell's
+    assert _woken(waker)
+    assert list(waker.control) == ["kill x3"] and r.llen(keys.bell("default")) == 1
+
+
 def test_the_waker_outlives_its_connection_being_dropped(r: redis.Redis, keys: Keys, waker: Waker) -> None:
     waker.start()
     _until(lambda: _blpops(r), "the waker's BLPOP")
