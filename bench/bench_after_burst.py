@@ -11,7 +11,8 @@ dispatch (the matcher's `created`) and from its dispatch to its claim (the worke
 stays deaf to the queues' bells once it has drained shows in the second: up to a second (processes/waker.py).
 
 With `--long S`, the system has one worker with one slot, and each round's "burst" is one command of S seconds:
-the message after it times a worker that was full of a long command and has a free slot again.
+the message after it times a worker that was full of a long command (longer than waker.DEAF_FOR) and has a free
+slot again.
 """
 from __future__ import annotations
 

@@ -2,14 +2,17 @@
 thread that blocks on Redis for control requests (kill) and, while the loop wants work (worker.py `_listen`: a
 free slot, and nothing started or ended for a moment), its queues' bells.
 
-A BLPOP sent while the loop wanted no work watches the control list alone. When the loop wants work while such a
-BLPOP is in flight, it cuts it short: it pushes POKE on its own control list, which the thread takes and drops, and
-the thread's next BLPOP hears the bells. A worker that drained after a burst heard no bell for up to a second
-before (the rest of that BLPOP): a message sent 20 ms after a burst of 40 waited 80-177 ms (p50) and 712-739 ms
-(p90) from its dispatch to its claim; after a long command freed the only slot, 224 ms and 517 ms
-(bench/bench_after_burst.py; bench/README.md, thirteenth and fourteenth rounds). The poke costs one RPUSH each
-time the loop turns to wanting work: once after a burst, not under load (never quiet), where short BLPOPs cost
-twenty a second.
+A BLPOP sent while the loop wanted no work watches the control list alone, and waits FULL_BLOCK, not BLOCK, so
+the thread hears the bells soon after the loop wants work again. With a second for every BLPOP, a worker that
+drained after a burst heard no bell until then: a message sent 20 ms after a burst of 40 waited 80-177 ms (p50)
+and 712-739 ms (p90) from its dispatch to its claim; 1.1-1.2 ms (p50) and 2.3-15 ms (p90: at worst a FULL_BLOCK
+in flight) with FULL_BLOCK and the loop's quiet rule, after bursts of 40 jobs or of 4,000 (2.5 s) alike
+(bench/bench_after_burst.py; bench/README.md, thirteenth round).
+
+A worker full of long commands sends one BLPOP over the control list a second (DEAF_FOR). When a slot frees and
+the loop wants work while such a BLPOP is in flight, the loop cuts it short: it pushes POKE on its own control list,
+which the thread takes and drops, and the thread's next BLPOP hears the bells. Without it a message sent just then
+waited for the rest of that second (bench/README.md, fourteenth round).
 """
 from __future__ import annotations
 
@@ -24,8 +27,17 @@ from angora_rq.core.keys import Keys
 from angora_rq.store.connection import Redis, RedisError
 from angora_rq.store.link import Link
 
-BLOCK = 1.0  # seconds a BLPOP waits (one a second while nothing comes)
-POKE = "wake"  # pushed on a worker's own control list to end a BLPOP without the bells (no verb of control)
+BLOCK = 1.0  # seconds a BLPOP over the bells waits (an idle worker's: one a second)
+FULL_BLOCK = 0.05  # seconds a BLPOP over the control list alone waits while the worker is busy: 20 a second
+DEAF_FOR = 2.0  # seconds without a command started or ended after which such a BLPOP waits BLOCK again
+POKE = "wake"  # pushed on a worker's own control list to end a long BLPOP without the bells (no verb of control)
+
+
+def blpop_timeout(want: bool, busy_at: float, now: float) -> float:
+    """How long the next BLPOP waits: BLOCK over the bells; FULL_BLOCK without them while a command started or
+    ended in the last DEAF_FOR seconds (`busy_at`: a burst, whose end the worker must hear soon after), else BLOCK
+    (a worker full of long commands sends one a second, not twenty)."""
+    return BLOCK if want or now - busy_at >= DEAF_FOR else FULL_BLOCK
 
 
 class Waker:
@@ -38,8 +50,9 @@ class Waker:
         self.bells = [keys.bell(q) for q in queues]
         self.control: deque[str] = deque()
         self.want_work = threading.Event()
+        self.busy_at = time.monotonic()  # when a command last started or ended (as if at the start)
         self.free = True  # the loop has a free slot (a bell taken while it has none goes back)
-        self.deaf = threading.Event()  # set while a BLPOP over the control list alone may be in flight
+        self.deaf = threading.Event()  # set while a BLPOP over the control list alone, BLOCK long, may be in flight
         self._quit = threading.Event()
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
@@ -62,10 +75,11 @@ class Waker:
         except OSError:  # full (BlockingIOError among them): the loop has wake-ups pending already
             pass
 
-    def want(self, want: bool, free: bool = True) -> None:
-        """Whether the loop wants work (a free slot, and quiet): the thread hears the bells from now on (a BLPOP
-        in flight without them is poked); `free`: whether it has a free slot (woken by a bell, it claims even when
-        not quiet)."""
+    def want(self, want: bool, busy_at: float, free: bool = True) -> None:
+        """Whether the loop wants work (a free slot, and quiet): the thread's next BLPOP hears the bells; `busy_at`:
+        when a command last started or ended (time.monotonic()); `free`: whether it has a free slot (woken by a
+        bell, it claims even when not quiet)."""
+        self.busy_at = busy_at
         self.free = free
         if not want:
             self.want_work.clear()
@@ -78,7 +92,7 @@ class Waker:
             self._poke()
 
     def _poke(self) -> None:
-        """End the thread's BLPOP over the control list alone (one round trip)."""
+        """End the thread's long BLPOP over the control list (one round trip, at most once a DEAF_FOR)."""
         try:
             self.r.rpush(self.control_key, POKE)
         except RedisError:
@@ -96,10 +110,11 @@ class Waker:
             try:
                 self.deaf.set()  # before want_work is read: see want()
                 want = self.want_work.is_set()
-                if want:
+                timeout = blpop_timeout(want, self.busy_at, time.monotonic())
+                if want or timeout < BLOCK:
                     self.deaf.clear()
                 watch = [self.control_key] + (self.bells if want else [])
-                got = link.call("BLPOP", *watch, BLOCK)
+                got = link.call("BLPOP", *watch, timeout)
             except RedisError:
                 time.sleep(0.5)
                 continue

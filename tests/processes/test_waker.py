@@ -70,7 +70,7 @@ def _ring_and_be_woken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
 
 
 def test_a_bell_wakes_a_loop_that_wants_work_and_is_taken(r: redis.Redis, keys: Keys, waker: Waker) -> None:
-    waker.want(True)
+    waker.want(True, time.monotonic())
     waker.start()
     _until(lambda: _blpops(r), "the waker's BLPOP")
     _ring_and_be_woken(r, keys, waker)
@@ -93,10 +93,10 @@ def test_a_bell_taken_once_the_loop_no_longer_wants_work_is_put_back(
     """The BLPOP over the bells was sent while the loop wanted work; a claim filled its slots before the bell came:
     the bell goes back on its list for another worker, and the loop is not woken for it."""
     monkeypatch.setattr(waker_module, "BLOCK", 3600)
-    waker.want(True)
+    waker.want(True, time.monotonic())
     waker.start()
     _until(lambda: _blpops(r), "the waker's BLPOP over the bells")
-    waker.want(False, free=False)  # full now: the BLPOP in flight still watches the bells
+    waker.want(False, time.monotonic(), free=False)  # full now: the BLPOP in flight still watches the bells
     r.lpush(keys.bell("default"), "1")
     _until(lambda: r.llen(keys.bell("default")) == 1 and _blpops(r), "the bell put back")
     r.rpush(keys.worker_control("w1"), "kill x3")  # the next wake-up is this request's, not the bell's
@@ -115,17 +115,29 @@ def test_the_waker_outlives_its_connection_being_dropped(r: redis.Redis, keys: K
     assert list(waker.control) == ["kill x2"]
 
 
-def test_a_blpop_without_the_bells_ends_once_the_loop_wants_work(
+def test_a_blpop_sent_while_full_ends_soon_so_the_next_hears_the_bells(
         r: redis.Redis, keys: Keys, waker: Waker, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A BLPOP sent while the loop wanted no work watches the control list alone: once the loop wants work, it
-    pokes that BLPOP, and the next hears the bells (with BLOCK an hour long, nothing else would end it)."""
+    """A BLPOP sent while the loop had no free slot watches the control list alone, for FULL_BLOCK: once the loop
+    wants work, the next one hears the bells (with BLOCK an hour long, nothing else would end the first)."""
     monkeypatch.setattr(waker_module, "BLOCK", 3600)
     waker.start()  # want_work clear
-    _until(lambda: waker.deaf.is_set() and _blpops(r), "the waker's BLPOP without the bells")
-    waker.want(True)
+    _until(lambda: _blpops(r), "the waker's BLPOP")
+    waker.want(True, time.monotonic())
+    _ring_and_be_woken(r, keys, waker)
+
+
+def test_a_long_blpop_without_the_bells_ends_once_the_loop_wants_work(
+        r: redis.Redis, keys: Keys, waker: Waker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker full of long commands sends BLPOPs over the control list alone, BLOCK long: once the loop wants work,
+    it pokes the one in flight, and the next hears the bells (with BLOCK an hour long, nothing else would end it)."""
+    monkeypatch.setattr(waker_module, "BLOCK", 3600)
+    monkeypatch.setattr(waker_module, "DEAF_FOR", 0.0)  # nothing started or ended lately: BLOCK-long BLPOPs
+    waker.start()  # want_work clear
+    _until(lambda: waker.deaf.is_set() and _blpops(r), "the waker's long BLPOP without the bells")
+    waker.want(True, time.monotonic() - 1)
     _ring_and_be_woken(r, keys, waker)
     assert r.llen(keys.worker_control("w1")) == 0  # the poke was taken, and dropped
-    waker.want(True)  # wanting still: no BLPOP in flight is deaf, nothing to poke
+    waker.want(True, time.monotonic() - 1)  # wanting still: no BLPOP in flight is deaf, nothing to poke
     assert r.llen(keys.worker_control("w1")) == 0
 
 
@@ -190,8 +202,9 @@ def _step(worker: AngoraWorker) -> bool:
 
 def test_a_worker_long_full_hears_the_next_bell_once_its_slot_frees(
         r: redis.Redis, untimed: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One slot, held by a long command: the waker is in a BLPOP over the control list alone when the command ends;
-    the loop, free, must hear the next bell (BLOCK and the heartbeat an hour or more away)."""
+    """One slot, held by a command longer than DEAF_FOR: the waker is in a BLOCK-long BLPOP over the control list
+    when the command ends; the loop, free, must hear the next bell (BLOCK and the heartbeat an hour or more away)."""
+    monkeypatch.setattr(waker_module, "DEAF_FOR", 0.05)
     state, worker = _started_worker(untimed, keys, tmp_path, monkeypatch, concurrency=1)
     gate = tmp_path / "gate"
     gated = JobDef("gated", ("go",), ("sh", "-c", f"while [ ! -e '{gate}' ]; do sleep 0.01; done"), replay=0)
@@ -222,3 +235,14 @@ def test_a_busy_worker_with_a_free_slot_hears_the_bells_once_quiet(
         worker.request_stop()  # the second: now, the long command killed
         _until(lambda: _step(worker) and worker.done(), "the worker to stop")
         worker.close()
+
+
+def test_blpops_without_the_bells_are_short_for_a_while_then_one_a_second() -> None:
+    """Short while commands start and end (a burst, whose end the worker must hear soon after); a worker full of
+    long commands sends one a second."""
+    t = 1000.0
+    assert waker_module.blpop_timeout(True, t, t + 100) == waker_module.BLOCK
+    assert waker_module.blpop_timeout(False, t, t) == waker_module.FULL_BLOCK
+    assert waker_module.blpop_timeout(False, t, t + waker_module.DEAF_FOR - 0.01) == waker_module.FULL_BLOCK
+    assert waker_module.blpop_timeout(False, t, t + waker_module.DEAF_FOR) == waker_module.BLOCK
+    assert waker_module.FULL_BLOCK < waker_module.BLOCK
