@@ -303,7 +303,8 @@ class AngoraWorker:
         under load, bench/README.md, thirteenth round)."""
         free = self.concurrency > len(self.active) and not self.stopping
         quiet_in = self._busy_at + QUIET - time.monotonic() if self.active else 0.0
-        self.waker.want(free and quiet_in <= 0, self._busy_at, free)
+        # Not while Redis is out of reach: no bell can come, and the waker's poke would wait on a dead connection.
+        self.waker.want(free and quiet_in <= 0 and not self.outage.down, self._busy_at, free)
         return min(timeout, quiet_in) if free and quiet_in > 0 else timeout
 
     def _wait(self, timeout: float) -> None:
