@@ -97,6 +97,11 @@ class Keys:
         them (each reopening bumps the counter, so a settler that read the run before knows its read is stale)."""
         return f"{self.prefix}:runs:unsettled"
 
+    def runs_settler(self) -> str:
+        """String, a lease of a few seconds: a janitor is settling the run indexes (processes/janitor.py), so the
+        others, which would read the same runs, leave it to that one."""
+        return f"{self.prefix}:runs:settler"
+
     def runs_index_built(self) -> str:
         """Marker: the run indexes cover every run of `runs` (set once, after adding the older runs to settle)."""
         return f"{self.prefix}:runs:indexed"

@@ -56,7 +56,7 @@ def test_every_key_has_the_prefix() -> None:
         k.orphans(),
         k.heartbeats(), k.config(), k.paused_jobs(), k.paused_queues(), k.held("j"), k.slots("j"),
         k.scheduler_lease(), k.scheduler_fence(), k.schedule("s"), k.work(), k.accepted(), k.idempotency("s"),
-        k.tick_idempotency("s", 1), k.metrics(), k.runs_unsettled(),
+        k.tick_idempotency("s", 1), k.metrics(), k.runs_unsettled(), k.runs_settler(),
         k.runs_index_built(), k.runs_by_status("failed"), k.runs_by_job("j"), k.runs_indexed_jobs(),
         k.runs_scratch("t"),
     ]
