@@ -12,12 +12,20 @@ for s in string.gmatch(not_started, '%S+') do waiting[s] = true end
 local prefix = RUN.job_status
 local out = {}
 for i = runs, #ARGV do
-  local key = ARGV[i]
-  local row = redis.call('HMGET', key, RUN.created, RUN.active, RUN.canceled)
+  -- One read per run: most runs read here have finished, and are sent back whole (an HMGET of the three fields
+  -- first cost a command more per run; a live run's fields are read and not sent).
+  local h = redis.call('HGETALL', ARGV[i])
+  local created, active, canceled = '', '', ''
+  for j = 1, #h, 2 do
+    local k = h[j]
+    if k == RUN.created then created = h[j + 1]
+    elseif k == RUN.active then active = h[j + 1]
+    elseif k == RUN.canceled then canceled = h[j + 1] end
+  end
   local started = ''
-  if mode == 'status' and row[1] and tonumber(row[2] or '0') > 0 then
+  local live = tonumber(active ~= '' and active or '0') > 0
+  if mode == 'status' and created ~= '' and live then
     started = '0'
-    local h = redis.call('HGETALL', key)
     for j = 1, #h, 2 do
       if h[j]:sub(1, #prefix) == prefix and not waiting[h[j + 1]] then
         started = '1'
@@ -26,9 +34,12 @@ for i = runs, #ARGV do
     end
   end
   local o = #out
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = row[1] or '', row[2] or '', row[3] or '', started
-  local whole = row[1] and tonumber(row[2] or '0') <= 0 and redis.call('HGETALL', key) or {}
-  out[o + 5] = #whole / 2
-  for j = 1, #whole do out[o + 5 + j] = whole[j] end
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = created, active, canceled, started
+  if created ~= '' and not live then
+    out[o + 5] = #h / 2
+    for j = 1, #h do out[o + 5 + j] = h[j] end
+  else
+    out[o + 5] = 0
+  end
 end
 return out
