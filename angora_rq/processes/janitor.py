@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -26,7 +25,7 @@ from angora_rq.store.link import link_for
 from angora_rq.store.runindex import RunIndex
 from angora_rq.store.scripts import LEAVE_INFLIGHT, PROMOTE, REAP
 from angora_rq.core.settings import Settings
-from angora_rq.store.state import BELL_CAP, load_claimed
+from angora_rq.store.state import BELL_CAP, host_of, load_claimed
 
 log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
@@ -37,7 +36,6 @@ SETTLE_STEP = 1000
 # Seconds one janitor holds the settle once it starts a pass: every worker runs a janitor, and those started
 # together settled together, each reading the same runs (bench/README.md, fourteenth round).
 SETTLE_LEASE = 3.0
-LEASE_HOLDER = f"{socket.gethostname()}.{os.getpid()}"  # what the settle lease holds: who took it, for a reader
 # Runs per round trip when the janitor settles. It runs in every worker, whose memory keeps the high-water mark of
 # one chunk (each finished run read whole): 500 left an idle worker 1.7 MiB larger after 2,000 jobs (bench/run.py
 # --only memory: 40.25 MiB, 38.57 without the settle), 100 leaves it 0.6 MiB larger (39.1 MiB).
@@ -113,9 +111,10 @@ class Janitor:
             if now - self._last_settle < SETTLE_EVERY:
                 return
             self._last_settle = now
-            if not self.r.set(self.keys.runs_settler(), LEASE_HOLDER, nx=True, px=int(SETTLE_LEASE * 1000)):
+            holder = f"{host_of(self.settings)}.{os.getpid()}"  # who took it, for a reader
+            if not self.r.set(self.keys.runs_settler(), holder, nx=True, px=int(SETTLE_LEASE * 1000)):
                 return
-        self._settle_at = self.run_index.settle_part(self._settle_at, SETTLE_STEP)
+        self._settle_at, _ = self.run_index.settle_part(self._settle_at, SETTLE_STEP)
 
     def promote(self) -> int:
         """Queue executions whose replay backoff is over (by Redis' clock)."""

@@ -75,27 +75,25 @@ class RunIndex:
     def settle(self, statuses: bool = False) -> list[LiveRun]:
         """Index every unsettled run that has finished; return the others (live), newest first, with their status
         when `statuses` (it costs a look at every field of every live run, on the server)."""
-        live: list[LiveRun] = []
-        self.settle_part(0, None, statuses, live)
+        _, live = self.settle_part(0, None, statuses)
         live.sort(key=lambda run: run.created, reverse=True)
         return live
 
-    def settle_part(self, cursor: int, most: Optional[int], statuses: bool = False,
-                    live: Optional[list[LiveRun]] = None) -> int:
-        """Settle the unsettled runs from HSCAN position `cursor` on, until `most` runs have been read (None: all);
-        the live ones are added to `live`. Returns where to go on from, 0 once the scan is through."""
+    def settle_part(self, cursor: int, most: Optional[int],
+                    statuses: bool = False) -> tuple[int, list[LiveRun]]:
+        """Settle the unsettled runs from HSCAN position `cursor` on, until `most` runs have been read (None: all).
+        Returns where to go on from (0 once the scan is through) and the live runs read."""
         self._backfill()
+        live: list[LiveRun] = []
         read = 0
         while True:
             cursor, batch = self.r.hscan(self.keys.runs_unsettled(), cursor, count=self.chunk)
             ids = [(to_str(k), to_str(v)) for k, v in batch.items()]
             for start in range(0, len(ids), self.chunk):
-                found = self._settle_chunk(ids[start:start + self.chunk], statuses)
-                if live is not None:
-                    live += found
+                live += self._settle_chunk(ids[start:start + self.chunk], statuses)
             read += len(ids)
             if int(cursor) == 0 or (most is not None and read >= most):
-                return int(cursor)
+                return int(cursor), live
 
     def _settle_chunk(self, chunk: list[tuple[str, str]], statuses: bool) -> list[LiveRun]:
         """One chunk of unsettled runs: where they stand; the finished ones read whole and indexed."""

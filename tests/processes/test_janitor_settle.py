@@ -26,12 +26,12 @@ def test_a_settle_part_reads_about_as_many_runs_as_asked_and_says_where_to_go_on
         r: redis.Redis, keys: Keys) -> None:
     _unsettled(r, keys)
     index = RunIndex(r, keys, chunk=50)
-    cursor = index.settle_part(0, 50)
+    cursor, _ = index.settle_part(0, 50)
     left = r.hlen(keys.runs_unsettled())
     assert cursor != 0 and 0 < left <= RUNS - 50
     parts = 1
     while cursor:
-        cursor = index.settle_part(cursor, 50)
+        cursor, _ = index.settle_part(cursor, 50)
         parts += 1
     assert r.hlen(keys.runs_unsettled()) == 0 and parts > 2
 
