@@ -12,6 +12,7 @@ or firewall in front (docs/security.md). bench/bench_slow_clients.py measures it
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 CONNECTIONS = 1000
@@ -19,6 +20,16 @@ HEADER_SECONDS = 10
 BACKLOG = 2048
 # A granian worker SIGTERMed while it starts never stops, and without this its server waits for it for ever.
 KILL_AFTER = 5
+# granian warns at every start that this many threads "seems quite high" for the cores; the sizing is deliberate
+# (above), so a first start should not greet its user with advice to undo it.
+THREADS_WARNING = "Configuration allows spawning up to"
+
+
+class _DeliberateSizing(logging.Filter):
+    """Drops granian's warning about the thread count this module chose on purpose; passes everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(THREADS_WARNING)
 
 
 def granian_server(target: str, host: str, port: int, workers: int = 1) -> Any:
@@ -29,7 +40,11 @@ def granian_server(target: str, host: str, port: int, workers: int = 1) -> Any:
     from granian.log import LogLevels
 
     http1 = HTTP1Settings(header_read_timeout=HEADER_SECONDS * 1000)
-    return Granian(target, address=host, port=port, interface=Interfaces.WSGI, factory=True, workers=workers,
+    server = Granian(target, address=host, port=port, interface=Interfaces.WSGI, factory=True, workers=workers,
                    http=HTTPModes.http1, http1_settings=http1, backlog=BACKLOG, backpressure=CONNECTIONS,
                    blocking_threads=CONNECTIONS, log_level=LogLevels.warning, respawn_failed_workers=True,
                    workers_kill_timeout=KILL_AFTER)
+    granian_log = logging.getLogger("_granian")  # granian.log's logger (named like its Rust module's)
+    if not any(isinstance(f, _DeliberateSizing) for f in granian_log.filters):
+        granian_log.addFilter(_DeliberateSizing())
+    return server
