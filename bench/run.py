@@ -265,8 +265,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
     ap.add_argument("--jobs", type=int, default=3000, help="trivial jobs per throughput measurement")
     ap.add_argument("--slow-jobs", type=int, default=600, help="jobs for stock `rq worker` (about 30/s)")
-    # 5,000 messages took under a second: too short for this VM's swings.
-    ap.add_argument("--messages", type=int, default=20_000, help="messages per dispatch measurement")
+    # 5,000 messages took under a second: too short for this VM's swings. 20,000 (about 1 s) still put single runs
+    # at 12,200-22,300 messages/s and the 100,000-vs-10-definitions ratio at 0.885-1.153 over four whole runs;
+    # 100,000 (about 5 s): 14,900-19,300 and 1.03-1.07 (bench/README.md, fifteenth round).
+    ap.add_argument("--messages", type=int, default=100_000, help="messages per dispatch measurement")
     ap.add_argument("--definitions", type=int, default=100_000, help="definitions of the large dispatch case")
     ap.add_argument("--samples", type=int, default=200, help="latency samples")
     ap.add_argument("--rps-seconds", type=float, default=5.0, help="seconds per /send load measurement")
