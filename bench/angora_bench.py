@@ -249,10 +249,12 @@ CHAIN = ("bench.chain", ("chain_1", "chain_2", "chain_3"))  # a 3-job workflow: 
 
 
 def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int = 2,
-               concurrency: Optional[int] = None, clients: int = 4, chains: bool = False) -> dict[str, Any]:
+               concurrency: Optional[int] = None, clients: int = 4, chains: bool = False,
+               window: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     """n trivial jobs (`true`) sent through /send (via='http', over `clients` connections) or the Python API
     (via='api'), until all finished. chains: n messages that each start a 3-job workflow (CHAIN) instead; the
-    figures are per job all the same (3 n jobs)."""
+    figures are per job all the same (3 n jobs). window: called with "start" and "end" around the timed window
+    (bench_cpu_share.py reads every process's CPU there)."""
     topic, jobs = CHAIN if chains else ("bench.true", ("bench_true",))
     with system(url, log_dir, workers=workers, concurrency=concurrency, web=(via == "http")) as s:
         r, keys = s["r"], s["keys"]
@@ -268,11 +270,15 @@ def throughput(url: str, n: int, log_dir: Path, via: str = "http", workers: int 
             polls[0] += 1
             return _succeeded(r, keys, jobs[-1]) >= WARMUP + n
 
+        if window is not None:
+            window("start")
         c0, rcpu0 = commands_total(r), redis_cpu_seconds(r)
         t0 = time.perf_counter()
         sender = threading.Thread(target=send_n, args=(n,))
         sender.start()
         t_end = wait_until(done, max(60.0, n / 20), 0.005, f"{n} jobs to finish")
+        if window is not None:
+            window("end")
         sender.join()
         # Work each run leaves for later is counted too: a janitor puts every finished run into the run indexes
         # within seconds (processes/janitor.py, SETTLE_EVERY), mostly after this window. Settled here at once

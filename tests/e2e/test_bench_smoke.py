@@ -29,3 +29,20 @@ def test_bench_quick_dispatch_and_memory(tmp_path: Path) -> None:
     assert mem["redis_bytes_per_execution"] > mem["redis_bytes_per_queued_message"] > 0
     assert res["ratios"]["dispatch_vs_enqueue_many"] is not None
     assert "| dispatch" in proc.stdout and "| target (issue 4)" in proc.stdout
+
+
+@pytest.mark.skipif(not RUN.exists(), reason="bench/ is not beside the tests")
+def test_bench_cpu_share_puts_each_process_under_its_role(tmp_path: Path) -> None:
+    out = tmp_path / "share.json"
+    proc = subprocess.run([sys.executable, str(RUN.with_name("bench_cpu_share.py")), "--jobs", "300", "--json",
+                           str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    http, api = res["runs"]
+    # The commands are the workers' children (reaped), the clients are the benchmark itself; only /send has a web.
+    for run in (http, api):
+        cpu = run["cpu_us_per_job"]
+        assert {"worker", "worker children", "redis", "matcher", "clients"} <= set(cpu), cpu
+        assert all(us >= 0 for us in cpu.values()) and cpu["worker children"] > 0
+    assert http["cpu_us_per_job"]["web"] > 0 and "web" not in api["cpu_us_per_job"]
+    assert res["ceiling"] > 0 and res["half_ceiling_us_per_job_2_cores"] == pytest.approx(4e6 / res["ceiling"])
