@@ -33,6 +33,9 @@ SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what
 # Runs a janitor step reads at most: a pass over what 5 s of load left (6,000 runs took 286 ms of a worker's loop,
 # 48 us each, idle) goes on over the next steps, a second apart, instead of stalling the loop that long.
 SETTLE_STEP = 1000
+# Seconds between two steps of a pass. The worker's loop asks at every turn (at least once a second), not only at
+# its heartbeats: those come every ANGORA_WORKER_TTL / 5, and a step per heartbeat let a 60 s TTL settle 83 runs/s.
+SETTLE_STEP_EVERY = 1.0
 # Seconds one janitor holds the settle once it starts a pass: every worker runs a janitor, and those started
 # together settled together, each reading the same runs (bench/README.md, fourteenth round).
 SETTLE_LEASE = 3.0
@@ -80,6 +83,7 @@ class Janitor:
         self._last_reap = 0.0
         self._last_settle = 0.0
         self._settle_at = 0  # where this janitor's settle pass goes on (HSCAN cursor); 0: no pass under way
+        self._last_step = 0.0  # when this janitor last read a part of a pass
         self._last_budget = 0.0
         self.pressure = Pressure(r, keys, settings)
         self._last_trim = 0.0
@@ -106,14 +110,18 @@ class Janitor:
     def settle(self, now: float) -> None:
         """Put finished runs into the run indexes: every SETTLE_EVERY a pass, unless another janitor holds the
         settle (it took SETTLE_LEASE at its pass's start); at most SETTLE_STEP runs a step, a pass going on over the
-        next steps."""
-        if not self._settle_at:
+        next steps, SETTLE_STEP_EVERY apart. Cheap when it has nothing to do: the worker's loop calls it each turn."""
+        if self._settle_at:
+            if now - self._last_step < SETTLE_STEP_EVERY:
+                return
+        else:
             if now - self._last_settle < SETTLE_EVERY:
                 return
             self._last_settle = now
             holder = f"{host_of(self.settings)}.{os.getpid()}"  # who took it, for a reader
             if not self.r.set(self.keys.runs_settler(), holder, nx=True, px=int(SETTLE_LEASE * 1000)):
                 return
+        self._last_step = now
         self._settle_at, _ = self.run_index.settle_part(self._settle_at, SETTLE_STEP)
 
     def promote(self) -> int:

@@ -460,6 +460,8 @@ class AngoraWorker:
             if time.monotonic() >= self._next_spool_sweep:
                 self._next_spool_sweep = time.monotonic() + SPOOL_SWEEP_EVERY
                 sweep_outputs(self.r, self.keys, self.spool_dir, now)
+        elif not self.outage.down:
+            self.janitor.settle(now)  # a pass's next step is due every second, heartbeat or not (janitor.py)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
             self._live_tails(now)

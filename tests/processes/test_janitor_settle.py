@@ -11,6 +11,7 @@ import angora_rq.processes.janitor as janitor_module
 from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor
+from angora_rq.processes.worker import AngoraWorker
 from angora_rq.store.runindex import RunIndex
 
 RUNS = 1200  # unsettled runs: past hash-max-ziplist-entries (512 here) the hash is a hashtable, scanned in parts
@@ -51,15 +52,19 @@ def test_one_janitor_settles_at_a_time_and_goes_on_over_its_next_steps(
     assert 0 < after_first <= RUNS - 50 and r.exists(keys.runs_settler())
     second.settle(now)
     assert r.hlen(keys.runs_unsettled()) == after_first  # the lease is held: it read nothing
+    left = r.hlen(keys.runs_unsettled())
+    first.settle(now + janitor_module.SETTLE_STEP_EVERY / 2)  # the next step is not due yet
+    assert r.hlen(keys.runs_unsettled()) == left
     steps = 1
     while r.hlen(keys.runs_unsettled()):
-        first.settle(now)
+        first.settle(now + steps * janitor_module.SETTLE_STEP_EVERY)
         steps += 1
         assert steps < RUNS, "the pass does not end"
     assert steps > 2
     r.hset(keys.runs_unsettled(), "late", 1)
-    first.settle(now + 1)  # the pass is over: the next is SETTLE_EVERY after the last one started
-    assert r.hlen(keys.runs_unsettled()) == 1
+    first.settle(now + steps * janitor_module.SETTLE_STEP_EVERY)  # the pass is over: the next is SETTLE_EVERY after
+    assert r.hlen(keys.runs_unsettled()) == 1  # the last one started (it started at `now`: not yet, if SETTLE_EVERY
+    # is longer than this pass took)
 
 
 def test_a_janitor_settles_again_once_the_lease_has_expired(
@@ -74,3 +79,24 @@ def test_a_janitor_settles_again_once_the_lease_has_expired(
     r.delete(keys.runs_settler())  # expired
     janitor.settle(now + janitor_module.SETTLE_EVERY)
     assert r.hlen(keys.runs_unsettled()) == 0
+
+
+def test_a_worker_steps_through_a_pass_every_second_between_its_heartbeats(
+        r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ANGORA_WORKER_TTL at two hours a worker beats every 24 minutes; its loop still takes a pass's next step
+    each second (it used to take one per heartbeat: 1,000 runs per 24 minutes)."""
+    monkeypatch.setattr(janitor_module, "SETTLE_STEP", 100)
+    monkeypatch.setattr(janitor_module, "SETTLE_CHUNK", 100)
+    _unsettled(r, keys)
+    worker = AngoraWorker(r, keys, Settings(prefix=keys.prefix, data_dir=tmp_path / "data", worker_ttl=7200),
+                          concurrency=1, name="w1")
+    worker.start()
+    try:
+        now = time.time()
+        left = [r.hlen(keys.runs_unsettled())]
+        for second in range(4):
+            worker._housekeeping(now + second * janitor_module.SETTLE_STEP_EVERY)
+            left.append(r.hlen(keys.runs_unsettled()))
+        assert left[0] > left[1] > left[2] > left[3] > left[4], left
+    finally:
+        worker.close()
