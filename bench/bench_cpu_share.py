@@ -4,11 +4,11 @@
     python bench/bench_cpu_share.py --via http --jobs 3000 --reps 3 --json out.json
 
 Runs `throughput()` of run.py (its system: the Procfile's web server, a matcher, 2 workers; a fresh Redis) and
-reads every process's CPU from /proc at the start and the end of the timed window: its own (user + system) and
-what it reaped of its children (the commands, which the workers spawn and wait for). Each process counts under
-the role it belongs to (its own command line or its nearest ancestor's). The spawn ceiling (2 processes spawning
-`true`, measured beside it) says what the commands alone may cost: end to end at half the ceiling leaves
-2 cores / (ceiling / 2) of CPU per job for everything, commands included.
+reads the CPU of every process it started (and of itself) from /proc at the start and the end of the timed window:
+its own (user + system) and what it reaped of its children (the commands, which the workers spawn and wait for).
+Each process counts under the role it belongs to (its own command line or its nearest ancestor's). The spawn
+ceiling (2 processes spawning `true`, measured beside it) says what the commands alone may cost: end to end at
+half the ceiling leaves 2 cores / (ceiling / 2) of CPU per job for everything, commands included.
 """
 from __future__ import annotations
 
@@ -51,15 +51,15 @@ def processes() -> dict[int, tuple[int, str, float, float]]:
 
 
 def role_of(pid: int, procs: dict[int, tuple[int, str, float, float]]) -> Optional[str]:
-    """The role of pid: its own command line's, else its nearest ancestor's; this process is the clients."""
+    """The role of pid, one of this benchmark's descendants: its own command line's, else its nearest ancestor's
+    ("clients": this process itself). None for every other process of the machine (other tests' servers, say)."""
+    role: Optional[str] = None
     seen = 0
     while pid in procs and seen < 64:
         if pid == ME:
-            return "clients"
-        cmd = procs[pid][1]
-        for role, mark in ROLES:
-            if mark in cmd:
-                return role
+            return role or "clients"
+        if role is None:
+            role = next((name for name, mark in ROLES if mark in procs[pid][1]), None)
         pid, seen = procs[pid][0], seen + 1
     return None
 
