@@ -379,7 +379,9 @@ def paths(auth: bool) -> dict[str, Any]:
             ("200", "JobDetail", "The job."), "400 404", (JOB, OFFSET, limit(20)), auth=a)},
         "/api/v1/jobs/{name}/run": {"post": op(
             "Run a job by hand.", ("202", "Started", "Queued."), "400 403 404 409", (JOB,), RUN_BODY, auth=a)},
-        "/api/v1/runs": {"get": op("Runs, newest first.", ("200", "RunList", "A page of runs."), "400", (
+        "/api/v1/runs": {"get": op("Runs, newest first. With a status or job filter and 2,000 or more runs in "
+                                   "flight, the list may be up to a second old.",
+                                   ("200", "RunList", "A page of runs."), "400", (
             query("status", {"type": "string", "maxLength": 64}, "Only runs with this overall status."),
             query("job", {"type": "string", "maxLength": 200},
                   "Only runs where this job ran (or was blocked by a failure)."),
