@@ -140,20 +140,30 @@ def _ratio(used: int, limit: int) -> Optional[float]:
 
 
 class Burst:
-    """Whether sends come in a burst: more than `count` within `window` seconds (in one process).
+    """Whether sends come in a burst: more than `count` within `window` seconds (in one process), and for `hold`
+    seconds after the last send that was.
 
     A root message that /send dispatches itself costs ~16 Redis commands; the stream path costs ~24 alone but
     ~12 per message in a matcher batch of 50 (measured with INFO commandstats). At a trickle the direct call
-    saves the matcher's hop (0.4-0.6 ms of /send -> start); in a burst the matcher's batches are cheaper.
+    saves the matcher's hop (0.4-0.6 ms of /send -> start); in a burst the matcher's batches are cheaper. The hold
+    keeps a steady load near the threshold on the stream: without it, a web process at ~500 sends/s went in and
+    out of bursts with its load's jitter, and the slower its phase the more it dispatched itself (3 runs of 3,000
+    jobs through /send: 22.6 % of the messages at 1,065 jobs/s, 13-16 % at 1,186-1,257; bench/README.md, fifteenth
+    round), which made it slower still.
     """
 
-    def __init__(self, count: int = 4, window: float = 0.01) -> None:
+    def __init__(self, count: int = 4, window: float = 0.01, hold: float = 0.05) -> None:
         self.window = window
+        self.hold = hold
         self._times: deque[float] = deque(maxlen=count)
+        self._until = float("-inf")  # in a burst until then
 
     def note(self, now: float) -> bool:
-        """Count a send at `now`; True when it belongs to a burst (the last `count` sends fit in `window`)."""
+        """Count a send at `now`; True when it belongs to a burst (the last `count` sends fit in `window`, or one
+        that did came less than `hold` ago)."""
         full = len(self._times) == self._times.maxlen
         burst = full and now - self._times[0] < self.window
         self._times.append(now)
-        return burst
+        if burst:
+            self._until = now + self.hold
+        return burst or now < self._until
