@@ -267,7 +267,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--slow-jobs", type=int, default=600, help="jobs for stock `rq worker` (about 30/s)")
     # 5,000 messages took under a second: too short for this VM's swings. 20,000 (about 1 s) still put single runs
     # at 12,200-22,300 messages/s and the 100,000-vs-10-definitions ratio at 0.885-1.153 over four whole runs;
-    # 100,000 (about 5 s): 14,900-19,300 and 1.03-1.07 (bench/README.md, fifteenth round).
+    # 100,000 (about 5 s): 14,900-19,300 and 1.03-1.07; yet 0.818 in one more run, where the matcher's CPU per message
+    # rose with the large index as well (bench/README.md, fifteenth round).
     ap.add_argument("--messages", type=int, default=100_000, help="messages per dispatch measurement")
     ap.add_argument("--definitions", type=int, default=100_000, help="definitions of the large dispatch case")
     ap.add_argument("--samples", type=int, default=200, help="latency samples")
