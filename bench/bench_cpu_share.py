@@ -19,13 +19,13 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import angora_bench as A  # noqa: E402
 import peers as P  # noqa: E402
-from harness import fresh_db, machine, start_redis  # noqa: E402
+from harness import fresh_db, machine, start_redis, stat_fields  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 # (role, a piece of the command line that names it); the first that matches wins
@@ -34,23 +34,35 @@ ROLES = (("redis", "redis-server"), ("web", "angora\0web"), ("matcher", "angora_
 ME = os.getpid()
 
 
-def processes() -> dict[int, tuple[int, str, float, float]]:
-    """Every process: pid -> (parent pid, command line, own CPU seconds, reaped children's CPU seconds)."""
+class Proc(NamedTuple):
+    """One process as /proc showed it."""
+
+    ppid: int
+    cmd: str  # its command line, NUL-separated
+    own: float  # CPU seconds it used (user + system)
+    reaped: float  # CPU seconds of the children it reaped
+
+
+Procs = dict[int, Proc]
+
+
+def processes() -> Procs:
+    """Every process of the machine, by pid."""
     out = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
-            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = stat_fields(int(d.name))
             cmd = (d / "cmdline").read_text()
         except (OSError, IndexError):
             continue
-        out[int(d.name)] = (int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / HZ,
-                            (int(fields[13]) + int(fields[14])) / HZ)
+        out[int(d.name)] = Proc(int(fields[1]), cmd, (int(fields[11]) + int(fields[12])) / HZ,
+                                (int(fields[13]) + int(fields[14])) / HZ)
     return out
 
 
-def role_of(pid: int, procs: dict[int, tuple[int, str, float, float]]) -> Optional[str]:
+def role_of(pid: int, procs: Procs) -> Optional[str]:
     """The role of pid, one of this benchmark's descendants: its own command line's, else its nearest ancestor's
     ("clients": this process itself). None for every other process of the machine (other tests' servers, say)."""
     role: Optional[str] = None
@@ -59,24 +71,23 @@ def role_of(pid: int, procs: dict[int, tuple[int, str, float, float]]) -> Option
         if pid == ME:
             return role or "clients"
         if role is None:
-            role = next((name for name, mark in ROLES if mark in procs[pid][1]), None)
-        pid, seen = procs[pid][0], seen + 1
+            role = next((name for name, mark in ROLES if mark in procs[pid].cmd), None)
+        pid, seen = procs[pid].ppid, seen + 1
     return None
 
 
-def shares(before: dict[int, tuple[int, str, float, float]], after: dict[int, tuple[int, str, float, float]],
-           jobs: int) -> dict[str, float]:
+def shares(before: Procs, after: Procs, jobs: int) -> dict[str, float]:
     """CPU per job in microseconds, per role (own) and per role's reaped children ("<role> children")."""
     out: dict[str, float] = {}
-    for pid, (_, _, own, reaped) in after.items():
+    for pid, now in after.items():
         role = role_of(pid, after)
         if role is None:
             continue
-        own0, reaped0 = (before[pid][2], before[pid][3]) if pid in before else (0.0, 0.0)
-        out[role] = out.get(role, 0.0) + (own - own0) / jobs * 1e6
-        if reaped - reaped0 > 0:
+        then = before.get(pid, Proc(now.ppid, now.cmd, 0.0, 0.0))
+        out[role] = out.get(role, 0.0) + (now.own - then.own) / jobs * 1e6
+        if now.reaped - then.reaped > 0:
             key = f"{role} children"
-            out[key] = out.get(key, 0.0) + (reaped - reaped0) / jobs * 1e6
+            out[key] = out.get(key, 0.0) + (now.reaped - then.reaped) / jobs * 1e6
     return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
@@ -84,7 +95,7 @@ def one(via: str, jobs: int) -> dict[str, Any]:
     """One throughput() run on a fresh Redis, with the CPU shares of its window."""
     work = Path(tempfile.mkdtemp(prefix="angora-cpu-share-"))
     server = start_redis(work / "redis")
-    marks: dict[str, dict[int, tuple[int, str, float, float]]] = {}
+    marks: dict[str, Procs] = {}
     try:
         res = A.throughput(fresh_db(server, 1), jobs, work, via=via,
                            window=lambda at: marks.__setitem__(at, processes()))

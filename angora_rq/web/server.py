@@ -32,6 +32,9 @@ class _DeliberateSizing(logging.Filter):
         return not record.getMessage().startswith(THREADS_WARNING)
 
 
+DELIBERATE_SIZING = _DeliberateSizing()  # one instance: Logger.addFilter adds it once however often it is called
+
+
 def granian_server(target: str, host: str, port: int, workers: int = 1) -> Any:
     """A granian server for the WSGI app factory `target` ("module:function"), ready to `.serve()`."""
     from granian import Granian
@@ -41,10 +44,8 @@ def granian_server(target: str, host: str, port: int, workers: int = 1) -> Any:
 
     http1 = HTTP1Settings(header_read_timeout=HEADER_SECONDS * 1000)
     server = Granian(target, address=host, port=port, interface=Interfaces.WSGI, factory=True, workers=workers,
-                   http=HTTPModes.http1, http1_settings=http1, backlog=BACKLOG, backpressure=CONNECTIONS,
-                   blocking_threads=CONNECTIONS, log_level=LogLevels.warning, respawn_failed_workers=True,
-                   workers_kill_timeout=KILL_AFTER)
-    granian_log = logging.getLogger("_granian")  # granian.log's logger (named like its Rust module's)
-    if not any(isinstance(f, _DeliberateSizing) for f in granian_log.filters):
-        granian_log.addFilter(_DeliberateSizing())
+                     http=HTTPModes.http1, http1_settings=http1, backlog=BACKLOG, backpressure=CONNECTIONS,
+                     blocking_threads=CONNECTIONS, log_level=LogLevels.warning, respawn_failed_workers=True,
+                     workers_kill_timeout=KILL_AFTER)
+    logging.getLogger("_granian").addFilter(DELIBERATE_SIZING)  # granian.log's logger (named like its Rust module's)
     return server
