@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -52,3 +53,23 @@ def test_bench_cpu_share_puts_each_process_under_its_role(tmp_path: Path) -> Non
         assert all(us >= 0 for us in cpu.values()) and cpu["worker children"] > 0
     assert http["cpu_us_per_job"]["web"] > 0 and "web" not in api["cpu_us_per_job"]
     assert res["ceiling"] > 0 and res["half_ceiling_us_per_job_2_cores"] == pytest.approx(4e6 / res["ceiling"])
+
+
+@pytest.mark.skipif(not RUN.exists(), reason="bench/ is not beside the tests")
+@pytest.mark.skipif(shutil.which("callgrind_control") is None, reason="valgrind is not installed")
+def test_bench_instructions_counts_redis_work_by_part(tmp_path: Path) -> None:
+    out = tmp_path / "instr.json"
+    proc = subprocess.run([sys.executable, str(RUN.with_name("bench_instructions.py")), "--jobs", "100", "--warm",
+                           "20", "--json", str(out)], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = json.loads(out.read_text())["runs"]["this"]
+    k = run["kinstr_per_job"]
+    assert run["jobs"] == 100 and run["commands_per_job"] > 5
+    # The window's parts add up to its total, and the scripts' parts to the scripts (rounding aside); a job's
+    # scripts run commands, and its AOF feed is part of that work.
+    parts = k["requests_and_network"] + k["commands"] + k["multi_exec"] + k["scripts"]
+    assert parts == pytest.approx(k["total"], abs=0.5) and k["total"] > 0
+    inside = sum(v for name, v in k.items() if name.startswith("scripts_"))
+    assert inside == pytest.approx(k["scripts"], abs=0.5)
+    assert k["scripts_commands"] > 0 and k["scripts_lua"] > 0 and 0 < k["aof_feed"] < k["total"]
+    assert run["settle_kinstr_per_job"] > 0  # each job is a run of its own, settled after the window
