@@ -136,14 +136,14 @@ def categories(incl: dict[str, int], edges: dict[tuple[str, str], int], jobs: in
 
     total, top = incl.get("PROGRAM TOTALS", 0), incl.get("call", 0)
     scripts, bridge = incl.get("evalGenericCommand", 0), incl.get("luaRedisGenericCommand", 0)
+    lua, argv = incl.get("lua_pcall", 0), incl.get("luaSetGlobalArray", 0)
     inner = called("luaRedisGenericCommand", "call")  # the commands scripts run
     top_scripts = called("call", "evalShaCommand") + called("call", "evalCommand")
     exec_ = called("call", "execCommand")  # MULTI/EXEC bodies, with any EVAL queued in them
     return {"total": k(total), "requests_and_network": k(total - top), "commands": k(top - top_scripts - exec_),
             "multi_exec": k(exec_ - (scripts - top_scripts)), "scripts": k(scripts),
             "scripts_commands": k(inner), "scripts_redis_call": k(bridge - inner),
-            "scripts_lua": k(incl.get("lua_pcall", 0) - bridge), "scripts_keys_argv": k(incl.get("luaSetGlobalArray", 0)),
-            "scripts_other": k(scripts - incl.get("lua_pcall", 0) - incl.get("luaSetGlobalArray", 0)),
+            "scripts_lua": k(lua - bridge), "scripts_keys_argv": k(argv), "scripts_other": k(scripts - lua - argv),
             "aof_feed": k(incl.get("feedAppendOnlyFile", 0))}
 
 
