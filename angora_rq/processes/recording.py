@@ -21,7 +21,7 @@ from angora_rq.store.link import Link
 from angora_rq.store.replication import NotReplicated, confirm, wait_command
 from angora_rq.store.rqworker import Tally
 from angora_rq.store.scripts import Bound, run_both
-from angora_rq.store.state import Finished, State
+from angora_rq.store.state import Finished, State, finish_reply
 
 log = logging.getLogger(__name__)
 Marks = list[tuple[str, str, str]]  # what a direct dispatch recorded (Dispatcher.recorded)
@@ -77,6 +77,11 @@ class Recorder:
             except BaseException:
                 self.outbox.doubt(batch)  # applied or not, nobody can tell
                 raise
+        if written and finished.rows:  # FINISH's reply: RECORD's, or the transaction's last
+            _, errors = finish_reply(written[-1])
+            if errors:  # written once, the rest of each end with them: going again would count them twice
+                log.error("worker %s: %d end(s) recorded without some of their records (%s)", self.name,
+                          len(finished.ids), "; ".join(errors))
         n = len(finished.ids)
         return Written(written, reply, marks, (finished.ok, n - finished.ok, finished.seconds))
 
@@ -126,7 +131,7 @@ class Recorder:
             done, reply = finish.run(self.link), None
         else:
             done, reply = run_both(self.link, finish, claim)
-        return (None if int(done) < 0 else [done]), reply
+        return (None if finish_reply(done)[0] < 0 else [done]), reply
 
     def _dispatch_direct(self, finished: Finished, now: float, free: int) -> list[tuple[Bound, Marks]]:
         """The dispatch of the messages the batch's follow records cover, one DISPATCH call per definitions version

@@ -294,6 +294,14 @@ class State:
         ).queue(pipe)
 
 
+def finish_reply(reply: Any) -> tuple[int, list[str]]:
+    """FINISH's (or RECORD's) reply: how many ends it recorded (-1: none, some execution was no longer the caller's),
+    and what it could not write (a key of the wrong type: the rest was written all the same)."""
+    if isinstance(reply, (list, tuple)):
+        return int(reply[0]), [to_str(e) for e in reply[1:]]
+    return int(reply), []
+
+
 def load_claimed(r: Any, keys: Keys, xid: str, fields: dict[str, str]) -> Claimed:
     """An execution as a worker holds it, from its hash (decoded) and its spec, read from its definitions version."""
     spec = r.hget(keys.definitions(fields.get(Exec.config_version, "")), Defs.job + fields.get(Exec.job, ""))

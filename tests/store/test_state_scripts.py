@@ -17,7 +17,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.core.execution import Claimed
 from angora_rq.core.codec import to_str_dict
 from angora_rq.store.queries import Queries, stats_view
-from angora_rq.store.state import TAIL_INLINE, State
+from angora_rq.store.state import TAIL_INLINE, Finished, State, finish_reply
 from angora_testkit import fields
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", messages=("data.loaded",), replay=0)
@@ -141,3 +141,34 @@ def test_a_long_tail_is_kept_beside_the_execution_and_a_short_one_in_it(r: redis
 def test_job_data_is_one_small_pickle_for_every_execution() -> None:
     assert pickle.loads(job_data()) == ("angora_rq.processes.worker.run_execution", None, (), {})
     assert len(job_data()) <= 64 and DESCRIPTION_MAX <= 64  # hash-max-ziplist-value
+
+
+def test_finish_writes_every_end_past_a_key_of_the_wrong_type_and_says_what_it_could_not(
+        r: redis.Redis, keys: Keys) -> None:
+    """A script that fails midway keeps what it wrote before: FINISH used to end an execution and then stop at a
+    corrupted run, leaving that run's count, `work`, the worker's inflight list and the other ends unwritten."""
+    state = State(keys, Settings())
+    quiet = JobDef("quiet", ("go",), ("true",), queue="etl", replay=0)  # sends nothing: FINISH alone
+    with r.pipeline() as pipe:
+        xids = [state.create(pipe, quiet, Message.create("go", None, run, origin="test"), 1000.0)
+                for run in ("run1", "run2", "run3")]
+        pipe.execute()
+    r.rpush(keys.worker_inflight("w1"), *xids)
+    assert r.get(keys.work()) == b"3"
+    r.delete(keys.run("run2"))
+    r.set(keys.run("run2"), "not a hash")  # the second end's run
+    batch = Finished("w1", 1002.0)
+    with r.pipeline() as pipe:
+        for xid, run in zip(xids, ("run1", "run2", "run3")):
+            ex = Claimed(id=xid, spec=quiet, run=run, attempt=1, topic="go", params={}, queue="etl", created=1000.0,
+                         version="")
+            state.finalize(pipe, ex, Done(0), 1002.0, worker="w1", batch=batch)
+        state.record(pipe, batch)
+        (reply,) = pipe.execute()
+    count, errors = finish_reply(reply)
+    assert count == 3 and len(errors) == 1 and "WRONGTYPE" in errors[0]
+    assert [fields(r, keys.execution(x))["status"] for x in xids] == ["succeeded"] * 3
+    assert r.get(keys.work()) == b"0" and r.llen(keys.worker_inflight("w1")) == 0  # no work left counted
+    assert r.hget(keys.run("run1"), Run.active) == b"0" and r.hget(keys.run("run3"), Run.active) == b"0"
+    assert stats_view(to_str_dict(r.hgetall(keys.job_stats("quiet"))))["succeeded"] == 3
+    assert finish_reply(b"2") == (2, []) and finish_reply(-1) == (-1, [])

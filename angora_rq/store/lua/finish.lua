@@ -19,6 +19,11 @@
 -- running or failed, Angora's pages the history); a failed one's stays in RQ's failed registry until the execution
 -- is dropped. Returns the number of executions recorded. Not idempotent (counts twice): callers run it once per
 -- execution (a worker for what it claimed; the janitor under WATCH of a status still running).
+-- Fails clean: Redis keeps what a script wrote before an error, so past the guard each write is a redis.pcall (and
+-- each included call a pcall) and one that fails (a key of the wrong type: corrupted data) is skipped, the rest
+-- written all the same; the reply is then {count, error...} (store/state.py finish_reply). A failure midway used
+-- to end an execution and stop there: its run's count, `work` and the batch's other ends unwritten, the run active
+-- for ever, and the messages queued before FINISH in the caller's transaction sent again by a retry.
 -- Callers queue FINISH after the messages and replays the batch sends (they count in their run first). events_on:
 -- '' when no event has a listener (core/events.py); else each execution's final status is published, then how
 -- each of the batch's runs ended if it has.
@@ -26,6 +31,15 @@
 -- passes as HANDED what its DISPATCH, just before, left unwritten (dispatch.lua): those runs' fields and counts, and
 -- `work`'s move, join this call's, so a step that ends and starts its follow-up in the same run writes the run with
 -- one HSET, and moves neither its count nor `work`.
+local errors = {}  -- what could not be written: the rest is written all the same (returned with the count)
+local function note(err)
+  errors[#errors + 1] = type(err) == 'table' and tostring(err.err) or tostring(err)
+end
+local function w(...)  -- a write whose failure (a key of the wrong type) must not stop the others
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then note(reply.err) end
+  return reply
+end
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local counts, run_order = {}, {}  -- run key -> {fields, delta}; the keys in order
 local function count(rk, ...)
@@ -62,20 +76,20 @@ while p <= #ARGV do
                                                     ARGV[p + 10], ARGV[p + 11]
   local nf = tonumber(ARGV[p + 12])
   local ek = exec_prefix .. id
-  redis.call('HSET', ek, unpack(ARGV, p + 13, p + 12 + nf * 2))
+  w('HSET', ek, unpack(ARGV, p + 13, p + 12 + nf * 2))
   p = p + 13 + nf * 2
   if tail_text ~= '' then
-    redis.call('SET', tail_prefix .. id, tail_text)
+    w('SET', tail_prefix .. id, tail_text)
   elseif live == '1' then
-    redis.call('DEL', tail_prefix .. id)
+    w('DEL', tail_prefix .. id)
   end
   started[queue] = started[queue] or {}
   table.insert(started[queue], id .. ':' .. id)
   if ok == '1' then
     dropped[#dropped + 1] = rq_job_prefix .. id
   else
-    redis.call('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.failed, RQJOB.ended_at, ended_iso)
-    redis.call('ZADD', rq_failed_prefix .. queue, registry_score, id)
+    w('HSET', rq_job_prefix .. id, RQJOB.status, RQSTATUS.failed, RQJOB.ended_at, ended_iso)
+    w('ZADD', rq_failed_prefix .. queue, registry_score, id)
   end
   local rk = run_prefix .. run
   -- The run's end time once nothing is left in flight, and the job's status in it. A replaying one's job status is
@@ -87,9 +101,10 @@ while p <= #ARGV do
     count(rk)
   end
   if events_on ~= '' then
-    publish({events, stream, runs, outbox, work, accepted, unsettled},
-            {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job', job,
-             'execution_id', id})
+    local done, err = pcall(publish, {events, stream, runs, outbox, work, accepted, unsettled},
+                            {EVENT.execution .. status, now, run_prefix, outbox_cap, run, 'status', status, 'job',
+                             job, 'execution_id', id})
+    if not done then note(err) end
     if not seen[run] then
       seen[run] = true
       ended[#ended + 1] = run
@@ -112,39 +127,42 @@ while p <= #ARGV do
 end
 for queue, members in pairs(started) do
   for i = 1, #members, 1000 do  -- unpack() is limited to a few thousand values
-    redis.call('ZREM', rq_started_prefix .. queue, unpack(members, i, math.min(i + 999, #members)))
+    w('ZREM', rq_started_prefix .. queue, unpack(members, i, math.min(i + 999, #members)))
   end
 end
-for i = 1, #dropped, 1000 do redis.call('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
+for i = 1, #dropped, 1000 do w('DEL', unpack(dropped, i, math.min(i + 999, #dropped))) end
 for _, rk in ipairs(run_order) do
   local c = counts[rk]
   local f = c.fields
   if #f > 1000 then  -- unpack() is limited to a few thousand values: the fields go first, in parts
-    for i = 1, #f, 1000 do redis.call('HSET', rk, unpack(f, i, math.min(i + 999, #f))) end
+    for i = 1, #f, 1000 do w('HSET', rk, unpack(f, i, math.min(i + 999, #f))) end
     f = {}
   end
   if c.delta ~= 0 then
-    run_count({rk}, {c.delta, now, unpack(f)})
+    local done, err = pcall(run_count, {rk}, {c.delta, now, unpack(f)})
+    if not done then note(err) end
   elseif #f > 0 then
-    redis.call('HSET', rk, unpack(f))
+    w('HSET', rk, unpack(f))
   end
 end
 local moved = (HANDED and HANDED.moved or 0) - n
-if moved ~= 0 then redis.call('INCRBY', work, moved) end
+if moved ~= 0 then w('INCRBY', work, moved) end
 for _, run in ipairs(ended) do
-  run_end({run_prefix .. run, events, stream, runs, outbox, work, accepted, unsettled},
-          {run, now, run_prefix, outbox_cap})
+  local done, err = pcall(run_end, {run_prefix .. run, events, stream, runs, outbox, work, accepted, unsettled},
+                          {run, now, run_prefix, outbox_cap})
+  if not done then note(err) end
 end
 for _, job in ipairs(order) do
   local s, sk = jobs[job], stats_prefix .. job
-  redis.call('HSET', sk, JOBSTATS.last_status, s.last[1], JOBSTATS.last_started, s.last[2],
+  w('HSET', sk, JOBSTATS.last_status, s.last[1], JOBSTATS.last_started, s.last[2],
              JOBSTATS.last_ended, s.last[3], JOBSTATS.last_duration, s.last[4])
-  for field, k in pairs(s.counts) do redis.call('HINCRBY', sk, field, k) end
-  for field, sum in pairs(s.seconds) do redis.call('HINCRBYFLOAT', sk, field, string.format('%.6f', sum)) end
+  for field, k in pairs(s.counts) do w('HINCRBY', sk, field, k) end
+  for field, sum in pairs(s.seconds) do w('HINCRBYFLOAT', sk, field, string.format('%.6f', sum)) end
 end
 if rq_worker ~= '' and n > 0 then
-  if ok_count > 0 then redis.call('HINCRBY', rq_worker, RQWORKER.successful_job_count, ok_count) end
-  if n > ok_count then redis.call('HINCRBY', rq_worker, RQWORKER.failed_job_count, n - ok_count) end
-  redis.call('HINCRBYFLOAT', rq_worker, RQWORKER.total_working_time, string.format('%.6f', working))
+  if ok_count > 0 then w('HINCRBY', rq_worker, RQWORKER.successful_job_count, ok_count) end
+  if n > ok_count then w('HINCRBY', rq_worker, RQWORKER.failed_job_count, n - ok_count) end
+  w('HINCRBYFLOAT', rq_worker, RQWORKER.total_working_time, string.format('%.6f', working))
 end
+if #errors > 0 then return {n, unpack(errors)} end
 return n
