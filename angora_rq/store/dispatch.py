@@ -3,6 +3,7 @@ creates, guards, queues and acknowledges; and the follow records that tell worke
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -25,6 +26,8 @@ from angora_rq.store.link import Link
 from angora_rq.store.scripts import DISPATCH, SEND_DISPATCH, Bound, field_pairs
 from angora_rq.store.bus import Sent, answer, send_call
 from angora_rq.store.state import BELL_CAP, State
+
+log = logging.getLogger(__name__)
 
 DIRECT_PREFIX = "direct:"  # the message id of a message dispatched with no stream entry (submit_direct)
 # RQ fields the script fills in per execution; the rest of a job's RQ hash is the same for all its executions.
@@ -97,9 +100,14 @@ class Dispatcher:
         batch.messages, that plan's JSON).
         """
         marks: list[tuple[str, str, str]] = []
-        created, *conflicts = self._bind(batch, version, now, marks, direct="", spare=0).run(self.link)
+        created, *rest = self._bind(batch, version, now, marks, direct="", spare=0).run(self.link)
         self.recorded(marks, now)
-        return int(created), [(int(m) - 1, to_str(old)) for m, old in zip(conflicts[::2], conflicts[1::2])]
+        pairs = list(zip(rest[::2], rest[1::2]))
+        notes = [to_str(text) for m, text in pairs if int(m) == 0]
+        if notes:  # written once with the rest: going again would queue twice
+            log.error("matcher %s: a batch was dispatched without some of its records (%s)", self.consumer,
+                      "; ".join(notes))
+        return int(created), [(int(m) - 1, to_str(old)) for m, old in pairs if int(m) != 0]
 
     def direct(self, batch: Outgoing, version: str, now: float,
                spare: int = 0) -> tuple[Bound, list[tuple[str, str, str]]]:

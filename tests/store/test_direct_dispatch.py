@@ -255,3 +255,36 @@ def test_a_matcher_records_follow_records_once_per_version_and_again_if_redis_lo
     assert not r.exists(keys.definitions("v1"))  # not written again every step
     matcher.step(block_ms=1, now=NOW + 61)
     assert r.hexists(keys.definitions("v1"), field) and r.zscore(keys.definitions_index(), "v1") == NOW + 61
+
+
+def test_a_record_whose_dispatch_fails_leaves_its_executions_owned_and_sends_through_the_stream(
+        r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """RECORD takes its executions out of the worker's inflight list first; its DISPATCH failing (a key of the wrong
+    type: corrupted data) must put them back, or a worker killed before its fenced retry leaves them running with no
+    owner. The retry then records the end with its message on the stream, once."""
+    a = JobDef("a", ("go",), ("true",), messages=("to.b",), replay=0)
+    b = JobDef("b", ("to.b",), ("true",), replay=0)
+    record_follow(r, keys, "v1", Snapshot(Config(jobs=(a, b), version="v1")).follow_records(), NOW)
+    r.set(keys.job_executions("b"), "not a list")  # DISPATCH's history write for b fails
+    settings = Settings(prefix=keys.prefix, data_dir=tmp_path / "data")
+    with r.pipeline() as pipe:
+        xid = State(keys, settings).create(pipe, a, Message.create("go", None, "run1", origin="test"), time.time(),
+                                           config_version="v1")
+        pipe.execute()
+    worker = AngoraWorker(r, keys, settings, concurrency=1, name="w1")
+    worker.start()
+    owned_after_the_failure: list[bool] = []
+    try:
+        deadline = time.monotonic() + 30
+        while worker.active or worker.outbox or r.hget(keys.execution(xid), Exec.status) == b"queued":
+            assert time.monotonic() < deadline
+            try:
+                worker.step(max_wait=0.05)
+            except redis.ResponseError as e:  # run() logs it and steps again
+                assert "RECORD" in str(e) and "WRONGTYPE" in str(e)
+                owned_after_the_failure.append(r.lpos(keys.worker_inflight("w1"), xid) is not None)
+    finally:
+        worker.close()
+    assert owned_after_the_failure == [True]
+    assert r.hget(keys.execution(xid), Exec.status) == b"succeeded" and r.llen(keys.worker_inflight("w1")) == 0
+    assert r.xlen(keys.stream()) == 1 and queued(r, keys, "default") == []  # b: from the stream, by a matcher

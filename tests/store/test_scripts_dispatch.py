@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
 import redis
 
 from angora_rq.core import keys as K
@@ -199,3 +201,14 @@ def test_set_plan_writes_only_over_the_plan_it_read(r: redis.Redis, keys: Keys) 
     assert set_plan(r, keys, "P1", "P3") == b"P2"  # changed since read: merge again
     assert h(r, keys.run("a")) == {"plan": plan_ref("P2"), "config_version": "v2", "params": "{}"}
     assert r.zscore(keys.definitions_index(), "v2") == NOW
+
+
+def test_a_write_that_fails_after_the_first_queued_execution_is_skipped_and_logged(
+        r: redis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
+    """Once DISPATCH has written what a retry would repeat, a failure (a key of the wrong type: corrupted data) must
+    not stop it: the batch is acknowledged, not dispatched again, and the matcher logs what was not written."""
+    r.set(keys.rq_queue("other"), "not a list")
+    with caplog.at_level(logging.ERROR, logger="angora_rq"):
+        assert dispatch(r, keys, receive(r, keys, "run1"), jobs=(LOAD, OTHER)) == (2, [])
+    assert len(ids(r, keys.rq_queue("etl"))) == 1 and pending(r, keys) == 0
+    assert any("without some of its records" in m and "WRONGTYPE" in m for m in caplog.messages)

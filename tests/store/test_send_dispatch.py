@@ -95,3 +95,25 @@ def test_the_run_and_its_executions_publish_their_events(r: redis.Redis, keys: K
     events = [json.loads(e) for e in reversed(r.lrange(keys.webhook_outbox(), 0, -1))]
     assert [(e["event"], e["run_id"]) for e in events] == [("angora.run.started", sent.run_id),
                                                           ("angora.execution.queued", sent.run_id)]
+
+
+def test_a_dispatch_that_fails_sends_the_accepted_message_through_the_stream(r: redis.Redis, keys: Keys) -> None:
+    """A key of the wrong type (corrupted data) makes DISPATCH fail before it queues anything: the message SEND
+    accepted goes on the stream for a matcher (which dead-letters it if it keeps failing), not lost."""
+    r.set(keys.job_executions("index"), "not a list")  # DISPATCH's history write for INDEX fails
+    sent = send(r, keys, LOAD, INDEX, n="7")
+    assert queued(r, keys) == [] and r.get(keys.work()) == b"1"  # nothing queued; the message counts as work
+    [(_, entry)] = r.xrange(keys.stream())
+    msg = Message.from_fields(entry)
+    assert (msg.topic, msg.run_id, msg.origin, msg.params) == ("to.load", sent.run_id, "http", {"N": "7"})
+    assert r.hget(keys.run(sent.run_id), Run.active) == b"1"  # the run waits for it
+
+
+def test_a_write_that_fails_once_executions_are_queued_is_skipped_not_repeated(r: redis.Redis, keys: Keys) -> None:
+    """After the first write a retry would repeat, DISPATCH goes on past a failure: a fan-out into two queues with
+    the second queue corrupted queues the first once, and the message is not sent again."""
+    other = JobDef("other", ("to.load",), ("true",), queue="spare")
+    r.set(keys.rq_queue("spare"), "not a list")
+    sent = send(r, keys, LOAD, other)
+    assert len(queued(r, keys)) == 1 and not r.exists(keys.stream())  # dispatched, not put back on the stream
+    assert r.get(keys.rq_queue("spare")) == b"not a list" and not sent.replayed

@@ -48,7 +48,8 @@
 -- created and counted it in): no stream entry, so no pending check and nothing to acknowledge, and no read of the
 -- run (it has no plan and cannot be canceled yet); otherwise as a matcher's: its first execution takes its count
 -- over, and a message that creates nothing stops counting (its run may end with it).
--- Returns {executions created, then per plan conflict: message number, old plan JSON}. An approval gate's deadline
+-- Returns {executions created, then per plan conflict: message number, old plan JSON; then per write that failed
+-- once nothing could stop the call (below): 0, its error}. An approval gate's deadline
 -- is read from Redis' clock (TIME), not from the matcher's `now`: a host whose clock is off cannot shorten it.
 -- RECORD (record.lua: direct '1', then FINISH in the same call) passes HANDED = true: the runs' fields and counts,
 -- and `work`, are then not written here but handed over: it returns {runs = {[run key] = {fields, delta}}, order =
@@ -216,33 +217,48 @@ for kind, n in pairs(counted) do
   if n > 0 then redis.call('HINCRBY', metrics, METRICS.messages .. kind, n) end
 end
 -- What cannot be undone comes last: the runs' counts, the queues and the held and gated lists (from them the
--- executions run), the acknowledgement.
+-- executions run), the acknowledgement. From the first of these writes on nothing may stop the call (a batch that
+-- failed after queueing would be dispatched again, and queue twice): each is a redis.pcall (an included call a
+-- pcall), one that fails (a key of the wrong type: corrupted data) is skipped and noted, and the rest is written.
+local notes = {}  -- what could not be written
+local function note(err)
+  notes[#notes + 1] = type(err) == 'table' and tostring(err.err) or tostring(err)
+end
+local function w(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then note(reply.err) end
+  return reply
+end
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if not HANDED then
     for i = 1, #run.fields, 1000 do  -- unpack() is limited to a few thousand values (a fan-out into one run)
-      redis.call('HSET', rkey, unpack(run.fields, i, math.min(i + 999, #run.fields)))
+      w('HSET', rkey, unpack(run.fields, i, math.min(i + 999, #run.fields)))
     end
-    if run.delta ~= 0 then run_count({rkey}, {run.delta, now}) end
+    if run.delta ~= 0 then
+      local done, err = pcall(run_count, {rkey}, {run.delta, now})
+      if not done then note(err) end
+    end
   end
   moved = moved + run.delta
 end
-if moved ~= 0 and not HANDED then redis.call('INCRBY', work, moved) end  -- before an event's message counts in it
+if moved ~= 0 and not HANDED then w('INCRBY', work, moved) end  -- before an event's message counts in it
 if events_on ~= '' then
   for _, rkey in ipairs(order) do
     if states[rkey].id then
-      run_end({rkey, events, stream, runs, outbox, work, accepted, unsettled}, {states[rkey].id, now, run_prefix,
-              outbox_cap})
+      local done, err = pcall(run_end, {rkey, events, stream, runs, outbox, work, accepted, unsettled},
+                              {states[rkey].id, now, run_prefix, outbox_cap})
+      if not done then note(err) end
     end
   end
 end
-for _, c in ipairs(parked) do redis.call(unpack(c)) end
+for _, c in ipairs(parked) do w(unpack(c)) end
 for _, qkey in ipairs(queues) do
   local ids = queued[qkey]
   for i = 1, #ids, 1000 do  -- unpack() is limited to a few thousand values
-    redis.call('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
+    w('RPUSH', qkey, unpack(ids, i, math.min(i + 999, #ids)))
   end
-  if announce[qkey] then redis.call('SADD', rq_queues, qkey) end
+  if announce[qkey] then w('SADD', rq_queues, qkey) end
 end
 local total = 0
 for _, n in pairs(bells) do total = total + n end
@@ -251,8 +267,15 @@ for bell, n in pairs(bells) do
   local ones = {}
   for i = 1, math.min(n, cap) do ones[i] = 1 end
   -- Trimmed once twice over its cap, not at each batch of a busy queue: the extra ones only wake idle workers.
-  if redis.call('RPUSH', bell, unpack(ones)) > 2 * cap then redis.call('LTRIM', bell, 0, cap - 1) end
+  local len = w('RPUSH', bell, unpack(ones))
+  if type(len) == 'number' and len > 2 * cap then w('LTRIM', bell, 0, cap - 1) end
 end
-if #entries > 0 then redis.call('XACK', stream, group, unpack(entries)) end
-if HANDED then return {runs = states, order = order, moved = moved} end
+if #entries > 0 then w('XACK', stream, group, unpack(entries)) end
+if #notes > 0 then redis.log(redis.LOG_WARNING, 'angora DISPATCH: not written: ' .. table.concat(notes, '; ')) end
+if HANDED then return {runs = states, order = order, moved = moved, notes = notes} end
+-- (each note as a pair whose message number is 0: store/dispatch.py tells them from the plan conflicts)
+for _, text in ipairs(notes) do
+  conflicts[#conflicts + 1] = 0
+  conflicts[#conflicts + 1] = text
+end
 return {created, unpack(conflicts)}

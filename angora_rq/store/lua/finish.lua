@@ -40,6 +40,7 @@ local function w(...)  -- a write whose failure (a key of the wrong type) must n
   if type(reply) == 'table' and reply.err then note(reply.err) end
   return reply
 end
+for _, text in ipairs(HANDED and HANDED.notes or {}) do errors[#errors + 1] = text end  -- RECORD's DISPATCH's
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local counts, run_order = {}, {}  -- run key -> {fields, delta}; the keys in order
 local function count(rk, ...)
@@ -155,7 +156,7 @@ end
 for _, job in ipairs(order) do
   local s, sk = jobs[job], stats_prefix .. job
   w('HSET', sk, JOBSTATS.last_status, s.last[1], JOBSTATS.last_started, s.last[2],
-             JOBSTATS.last_ended, s.last[3], JOBSTATS.last_duration, s.last[4])
+    JOBSTATS.last_ended, s.last[3], JOBSTATS.last_duration, s.last[4])
   for field, k in pairs(s.counts) do w('HINCRBY', sk, field, k) end
   for field, sum in pairs(s.seconds) do w('HINCRBYFLOAT', sk, field, string.format('%.6f', sum)) end
 end

@@ -9,6 +9,11 @@
 -- parts: the batch's n_ids execution ids; then DISPATCH's dispatch_keys KEYS and dispatch_args ARGV; then FINISH's
 -- finish_keys KEYS and the rest, its ARGV (its inflight '': the ids are out of the list already).
 -- Returns FINISH's reply (the number of executions recorded), or -1.
+-- A DISPATCH that fails (a key of the wrong type: corrupted data) has queued nothing (it queues last, and what it
+-- writes after the queues cannot fail): the ends are not written either, their executions (still running under the
+-- worker) go back to its inflight list, and the error is returned; the worker then records them one by one, fenced,
+-- their messages through the stream. Out of the list, a worker killed before that would leave them running without
+-- an owner.
 local p = parts
 if leave_inflight({inflight}, {'1', unpack(ARGV, p, p + tonumber(n_ids) - 1)}) == 0 then return -1 end
 p = p + tonumber(n_ids)
@@ -21,5 +26,9 @@ local dk, dn, fk = tonumber(dispatch_keys), tonumber(dispatch_args), tonumber(fi
 local d_keys, d_args = slice(p, dk), slice(p + dk, dn)
 p = p + dk + dn
 -- DISPATCH leaves its runs' counts and fields to FINISH: one write of each run for both (dispatch.lua).
-local handed = dispatch(d_keys, d_args, true)
+local done, handed = pcall(dispatch, d_keys, d_args, true)
+if not done then
+  redis.call('RPUSH', inflight, unpack(ARGV, parts, parts + tonumber(n_ids) - 1))
+  return redis.error_reply('RECORD: ' .. tostring(type(handed) == 'table' and handed.err or handed))
+end
 return finish(slice(p, fk), slice(p + fk, #ARGV - p - fk + 1), handed)

@@ -21,9 +21,24 @@ local sent = send({stream, run, runs, work, accepted, idem, unsettled, events, o
                   with({budget, accepted_cap, now, run_id, topic, origin, idem_ttl, fingerprint, fresh, run_prefix,
                         outbox_cap, entry, listened}, rest, rest + nf - 1))
 if type(sent) == 'table' then return sent end
-dispatch({stream, paused_jobs, rq_queues, defs, defs_index, work, metrics, approvals, events, runs, outbox, accepted,
-          unsettled},
-         with({now, now_iso, history, group, consumer, first, last, config_version, bell_cap, exec_prefix,
-               rq_job_prefix, defs_prefix, run_prefix, outbox_cap, listened, direct, 0, n_jobs, n_messages,
-               n_dispatches}, rest + nf, #ARGV))
+local done, err = pcall(dispatch, {stream, paused_jobs, rq_queues, defs, defs_index, work, metrics, approvals, events,
+                                  runs, outbox, accepted, unsettled},
+                        with({now, now_iso, history, group, consumer, first, last, config_version, bell_cap,
+                              exec_prefix, rq_job_prefix, defs_prefix, run_prefix, outbox_cap, listened, direct, 0,
+                              n_jobs, n_messages, n_dispatches}, rest + nf, #ARGV))
+if not done then
+  -- DISPATCH failed before anything it writes could be repeated (a key of the wrong type: corrupted data), so it
+  -- queued nothing: the accepted message goes on the stream, where a matcher dispatches it again (and puts it
+  -- aside as a dead letter if it keeps failing), instead of being lost. Its answer stays this call's id.
+  redis.log(redis.LOG_WARNING, 'angora SEND_DISPATCH: dispatched through the stream instead: ' ..
+            tostring(type(err) == 'table' and err.err or err))
+  local p = rest + nf  -- DISPATCH's batch: its jobs, then the message (whose params are its fifth value)
+  for _ = 1, tonumber(n_jobs) do p = p + 12 + tonumber(ARGV[p + 11]) * 2 end
+  local entry_fields = {ENTRY.topic, topic, ENTRY.run, run_id, ENTRY.origin, origin, ENTRY.sent, now}
+  if ARGV[p + 4] ~= '' then
+    entry_fields[#entry_fields + 1] = ENTRY.params
+    entry_fields[#entry_fields + 1] = ARGV[p + 4]
+  end
+  redis.call('XADD', stream, '*', unpack(entry_fields))
+end
 return sent
