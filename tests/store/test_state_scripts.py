@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
+import pytest
 import redis
 from rq.job import Job
 
@@ -16,6 +18,7 @@ from angora_rq.core.schema import Defs, Exec, Run
 from angora_rq.core.settings import Settings
 from angora_rq.core.execution import Claimed
 from angora_rq.core.codec import to_str_dict
+from angora_rq.processes.redis_server import RedisServer, free_port
 from angora_rq.store.queries import Queries, stats_view
 from angora_rq.store.state import TAIL_INLINE, Finished, State, finish_reply
 from angora_testkit import fields
@@ -172,3 +175,29 @@ def test_finish_writes_every_end_past_a_key_of_the_wrong_type_and_says_what_it_c
     assert r.hget(keys.run("run1"), Run.active) == b"0" and r.hget(keys.run("run3"), Run.active) == b"0"
     assert stats_view(to_str_dict(r.hgetall(keys.job_stats("quiet"))))["succeeded"] == 3
     assert finish_reply(b"2") == (2, []) and finish_reply(-1) == (-1, [])
+
+
+def test_finish_still_stops_when_redis_refuses_writes(tmp_path: Path) -> None:
+    """Only a key of the wrong type is skipped: a Redis that refuses writes (here a read-only replica; out of
+    memory, a failing disk or missing replicas alike) fails FINISH as before, with nothing written, so the worker
+    keeps the ends and records them later."""
+    server = RedisServer(data_dir=tmp_path, port=free_port(), appendonly=False).start()
+    try:
+        r = redis.Redis.from_url(server.url)
+        keys, state = Keys("ro"), State(Keys("ro"), Settings(prefix="ro"))
+        quiet = JobDef("quiet", ("go",), ("true",), queue="etl", replay=0)  # sends nothing: FINISH alone
+        with r.pipeline() as pipe:
+            xid = state.create(pipe, quiet, Message.create("go", None, "run1", origin="test"), 1000.0)
+            pipe.execute()
+        r.rpush(keys.worker_inflight("w1"), xid)
+        r.replicaof("127.0.0.1", free_port())  # a primary that does not exist: this server only refuses writes now
+        ex = Claimed(id=xid, spec=quiet, run="run1", attempt=1, topic="go", params={}, queue="etl", created=1000.0,
+                     version="")
+        for worker in ("w1", ""):  # with the worker's inflight list, and without one (the janitor's, a stock RQ's)
+            with r.pipeline() as pipe:
+                state.finalize(pipe, ex, Done(0), 1002.0, worker=worker)
+                with pytest.raises(redis.ResponseError, match="READONLY|read only replica"):
+                    pipe.execute()
+        assert fields(r, keys.execution(xid))["status"] == "queued" and r.llen(keys.worker_inflight("w1")) == 1
+    finally:
+        server.stop()

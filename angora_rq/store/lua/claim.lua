@@ -119,5 +119,6 @@ if not bad then return out end
 local qkey, failed = rq_queue_prefix .. q, popped[at]
 for k = #popped, at + 1, -1 do redis.pcall('LPUSH', qkey, popped[k]) end
 if failed and not marked then redis.pcall('RPUSH', qkey, failed) end
-return redis.error_reply('CLAIM failed at execution ' .. tostring(failed or '-') .. ' of queue ' .. q .. ': ' ..
-                         tostring(bad))
+-- The error's own text first: callers tell a Redis that refuses work (OOM, MISCONF...) by it (store/connection.py).
+return redis.error_reply(tostring(bad) .. ' (CLAIM stopped at execution ' .. tostring(failed or '-') .. ' of queue '
+                         .. q .. ')')

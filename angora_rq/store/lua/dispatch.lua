@@ -221,12 +221,19 @@ end
 -- failed after queueing would be dispatched again, and queue twice): each is a redis.pcall (an included call a
 -- pcall), one that fails (a key of the wrong type: corrupted data) is skipped and noted, and the rest is written.
 local notes = {}  -- what could not be written
-local function note(err)
-  notes[#notes + 1] = type(err) == 'table' and tostring(err.err) or tostring(err)
+local function note(err)  -- a key of the wrong type (corrupted data) is noted; any other error raises, as before
+  local text = type(err) == 'table' and tostring(err.err) or tostring(err)
+  if not string.find(text, 'WRONGTYPE', 1, true) then error(err, 0) end
+  notes[#notes + 1] = text
 end
-local function w(...)
+local function w(...)  -- a write that a key of the wrong type does not stop
   local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then note(reply.err) end
+  if type(reply) == 'table' and reply.err then
+    -- Anything else (out of memory, disk or replicas refusing writes...) raises as redis.call does: the command
+    -- again (it changed nothing the first time).
+    if not string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return redis.call(...) end
+    note(reply.err)
+  end
   return reply
 end
 for _, rkey in ipairs(order) do

@@ -32,12 +32,19 @@
 -- `work`'s move, join this call's, so a step that ends and starts its follow-up in the same run writes the run with
 -- one HSET, and moves neither its count nor `work`.
 local errors = {}  -- what could not be written: the rest is written all the same (returned with the count)
-local function note(err)
-  errors[#errors + 1] = type(err) == 'table' and tostring(err.err) or tostring(err)
+local function note(err)  -- a key of the wrong type (corrupted data) is noted; any other error raises, as before
+  local text = type(err) == 'table' and tostring(err.err) or tostring(err)
+  if not string.find(text, 'WRONGTYPE', 1, true) then error(err, 0) end
+  errors[#errors + 1] = text
 end
-local function w(...)  -- a write whose failure (a key of the wrong type) must not stop the others
+local function w(...)  -- a write that a key of the wrong type does not stop
   local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then note(reply.err) end
+  if type(reply) == 'table' and reply.err then
+    -- Anything else (out of memory, disk or replicas refusing writes...) raises as redis.call does: the command
+    -- again (it changed nothing the first time).
+    if not string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return redis.call(...) end
+    note(reply.err)
+  end
   return reply
 end
 for _, text in ipairs(HANDED and HANDED.notes or {}) do errors[#errors + 1] = text end  -- RECORD's DISPATCH's
