@@ -5,6 +5,8 @@ Each file starts with a header of comment lines; among its free text:
     -- KEYS: stream run runs               the script's KEYS, in order (nothing after the colon: no keys)
     -- ARGV: budget now run_id fields...   its ARGV, in order; further `-- ARGV:` lines continue the list
     -- include: send                       (optional) send.lua, callable here as `send(KEYS, ARGV)`
+    -- lib: skip_wrongtype                 (optional) lua/lib/skip_wrongtype.lua's code, ahead of the body: helpers
+                                           that are not scripts of their own (no KEYS, ARGV or call site)
 
 A name ending in `...` (the last ARGV name only) is a variadic tail: any number of values. The loader puts on
 line 1 a `local` per name (`local stream, run = KEYS[1], KEYS[2]`; a tail's local is the ARGV index of its first
@@ -163,32 +165,48 @@ class ScriptError(AngoraError):
 
 
 def load_library(directory: Path = LUA_DIR) -> dict[str, Script]:
-    """Every `<name>.lua` of `directory`, loaded, by name."""
+    """Every `<name>.lua` of `directory`, loaded, by name (the helpers of its `lib/` folder go into those that
+    ask for them)."""
     sources = {p.stem: p.read_text() for p in sorted(directory.glob("*.lua"))}
-    return {name: _compile(name, sources, ()) for name in sources}
+    libs = {p.stem: p.read_text() for p in sorted((directory / "lib").glob("*.lua"))}
+    return {name: _compile(name, sources, (), libs=libs) for name in sources}
 
 
-def _compile(name: str, sources: dict[str, str], including: tuple[str, ...], inside: bool = False) -> Script:
+def _compile(name: str, sources: dict[str, str], including: tuple[str, ...], inside: bool = False,
+             libs: Optional[dict[str, str]] = None) -> Script:
     """`name`.lua as Redis runs it; `inside`: as the body of a function another script includes (HANDED is then
-    its third parameter, not a local)."""
+    its third parameter, not a local). `libs`: the helpers a script may ask for (`-- lib:`), by name."""
     if name in including:
         raise ScriptError(f"{name}.lua: includes itself through {' -> '.join(including)}")
     if name not in sources:
         raise ScriptError(f"{including[-1]}.lua: includes {name}.lua, which does not exist")
     lines = sources[name].split("\n")
-    keys, argv, tail, includes = _header(name, lines)
+    keys, argv, tail, includes, wanted = _header(name, lines)
     body = ["" if line.lstrip().startswith("--") else line for line in lines]
     code = "\n".join(body)
     if "KEYS[" in code or ("ARGV[" in code and tail is None):
         raise ScriptError(f"{name}.lua: index KEYS and ARGV through the header's names, not by position")
-    _no_hidden_names(name, code, {*keys, *argv, *([tail] if tail else [])})
-    inner = [(inc, _compile(inc, sources, (*including, name), inside=True).text) for inc in includes]
+    names = {*keys, *argv, *([tail] if tail else [])}
+    _no_hidden_names(name, code, names)
+    helpers = [_lib(name, lib, libs or {}, names) for lib in wanted]
+    inner = [(inc, _compile(inc, sources, (*including, name), inside=True, libs=libs).text) for inc in includes]
     functions = [f"local function {inc}(KEYS, ARGV, HANDED)\n{text}\nend " for inc, text in inner]
     handed = "local HANDED = nil; " if "HANDED" in code and not inside else ""
-    body[0] = "".join(functions) + handed + _preamble(keys, argv, tail)
+    # The preamble first: a helper may read the script's names; its lines go after line 1 (error line numbers in
+    # such a script are counted from the end of its helpers).
+    body[0] = "".join(functions) + handed + _preamble(keys, argv, tail) + "".join(helpers)
     text = FIELD_REF.sub(lambda m: _schema_name(name, m.group(1), m.group(2)), "\n".join(body))
     return Script(name, text, hashlib.sha1(text.encode()).hexdigest(), keys, argv, tail,
                   frozenset((*keys, *argv, *([tail] if tail else []))))
+
+
+def _lib(script: str, lib: str, libs: dict[str, str], names: set[str]) -> str:
+    """lua/lib/`lib`.lua's code for `script` (its comment lines sent empty), on lines of its own."""
+    if lib not in libs:
+        raise ScriptError(f"{script}.lua: asks for lib/{lib}.lua, which does not exist")
+    code = "\n".join("" if line.lstrip().startswith("--") else line for line in libs[lib].split("\n"))
+    _no_hidden_names(f"lib/{lib}", code, names)
+    return "\n" + code + "\n"
 
 
 def _no_hidden_names(name: str, code: str, names: set[str]) -> None:
@@ -201,11 +219,13 @@ def _no_hidden_names(name: str, code: str, names: set[str]) -> None:
                 raise ScriptError(f"{name}.lua:{line}: the local {n!r} hides the KEYS or ARGV value of that name")
 
 
-def _header(name: str, lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ...], Optional[str], list[str]]:
-    """KEYS names, ARGV names, the tail's name and the includes declared by the leading comment lines."""
+def _header(name: str, lines: list[str]
+            ) -> tuple[tuple[str, ...], tuple[str, ...], Optional[str], list[str], list[str]]:
+    """KEYS names, ARGV names, the tail's name, the includes and the libs declared by the leading comment lines."""
     keys: Optional[list[str]] = None
     argv: Optional[list[str]] = None
     includes: list[str] = []
+    wanted: list[str] = []
     for line in lines:
         if not line.startswith("--"):
             break
@@ -220,6 +240,8 @@ def _header(name: str, lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ..
             argv = (argv or []) + rest.split()
         elif label == "include":
             includes += rest.split()
+        elif label == "lib":
+            wanted += rest.split()
     if keys is None or argv is None:
         raise ScriptError(f"{name}.lua: the header must name its KEYS and ARGV (`-- KEYS: ...`, `-- ARGV: ...`)")
     tail = argv.pop()[:-3] if argv and argv[-1].endswith("...") else None
@@ -229,7 +251,7 @@ def _header(name: str, lines: list[str]) -> tuple[tuple[str, ...], tuple[str, ..
             raise ScriptError(f"{name}.lua: {n!r} cannot name a KEYS or ARGV value (a variadic tail comes last)")
     if len(set(names)) != len(names):
         raise ScriptError(f"{name}.lua: a name appears twice in KEYS and ARGV")
-    return tuple(keys), tuple(argv), tail, includes
+    return tuple(keys), tuple(argv), tail, includes, wanted
 
 
 def _preamble(keys: Sequence[str], argv: Sequence[str], tail: Optional[str]) -> str:

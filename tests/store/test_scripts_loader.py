@@ -163,6 +163,25 @@ return {with[1], with[2], without[1], without[2]}
     assert lib["inner"].bind(value="c").run(Link(r)) == [b"c", b"alone"]  # run by a client: HANDED is nil
 
 
+def test_a_lib_is_code_ahead_of_the_body_of_the_scripts_that_ask_for_it(tmp_path: Path, r: redis.Redis) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "twice.lua").write_text("-- a helper\nlocal function twice(x) return x .. x end\n")
+    lib = library(tmp_path, a="-- KEYS:\n-- ARGV: x\n-- lib: twice\nreturn twice(x)\n",
+                  b="-- KEYS:\n-- ARGV:\n-- include: a\n-- lib: twice\nreturn {a({}, {'y'}), twice('z')}\n")
+    assert lib["a"].bind(x="ab").run(Link(r)) == b"abab"
+    assert lib["b"].bind().run(Link(r)) == [b"yy", b"zz"]  # the included script's copy and the includer's
+
+
+def test_a_lib_must_exist_and_hide_no_name(tmp_path: Path) -> None:
+    (tmp_path / "one").mkdir()
+    with pytest.raises(ScriptError, match="asks for lib/none.lua, which does not exist"):
+        library(tmp_path / "one", a="-- KEYS:\n-- ARGV:\n-- lib: none\nreturn 1\n")
+    (tmp_path / "two" / "lib").mkdir(parents=True)
+    (tmp_path / "two" / "lib" / "h.lua").write_text("local x = 1\n")
+    with pytest.raises(ScriptError, match="lib/h.lua:1: the local 'x' hides"):
+        library(tmp_path / "two", c="-- KEYS:\n-- ARGV: x\n-- lib: h\nreturn 1\n")
+
+
 @pytest.mark.parametrize("files, error", [
     ({"a": "-- KEYS: k\nreturn 1\n"}, "must name its KEYS and ARGV"),
     ({"a": "-- KEYS: k\n-- KEYS: j\n-- ARGV:\nreturn 1\n"}, "more than one KEYS line"),

@@ -12,6 +12,7 @@
 -- ARGV: now now_iso history group consumer first last config_version bell_cap exec_prefix rq_job_prefix
 -- ARGV: defs_prefix run_prefix outbox_cap events_on direct spare n_jobs n_messages n_dispatches batch...
 -- include: publish run_end run_count
+-- lib: skip_wrongtype
 -- first, last: the lowest and highest entry id of the batch (the range its pending check reads).
 -- batch: n_jobs jobs, then n_messages messages, then n_dispatches dispatches:
 --   job (12 + 2n values): name, queue, spec ('' when this matcher recorded it less than a minute ago: then its
@@ -218,24 +219,9 @@ for kind, n in pairs(counted) do
 end
 -- What cannot be undone comes last: the runs' counts, the queues and the held and gated lists (from them the
 -- executions run), the acknowledgement. From the first of these writes on nothing may stop the call (a batch that
--- failed after queueing would be dispatched again, and queue twice): each is a redis.pcall (an included call a
--- pcall), one that fails (a key of the wrong type: corrupted data) is skipped and noted, and the rest is written.
-local notes = {}  -- what could not be written
-local function note(err)  -- a key of the wrong type (corrupted data) is noted; any other error raises, as before
-  local text = type(err) == 'table' and tostring(err.err) or tostring(err)
-  if not string.find(text, 'WRONGTYPE', 1, true) then error(err, 0) end
-  notes[#notes + 1] = text
-end
-local function w(...)  -- a write that a key of the wrong type does not stop
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then
-    -- Anything else (out of memory, disk or replicas refusing writes...) raises as redis.call does: the command
-    -- again (it changed nothing the first time).
-    if not string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return redis.call(...) end
-    note(reply.err)
-  end
-  return reply
-end
+-- failed after queueing would be dispatched again, and queue twice): each goes through lib/skip_wrongtype.lua (an
+-- included call a pcall), one that fails on a key of the wrong type (corrupted data) is skipped and noted, and the
+-- rest is written.
 for _, rkey in ipairs(order) do
   local run = states[rkey]
   if not HANDED then
@@ -278,10 +264,12 @@ for bell, n in pairs(bells) do
   if type(len) == 'number' and len > 2 * cap then w('LTRIM', bell, 0, cap - 1) end
 end
 if #entries > 0 then w('XACK', stream, group, unpack(entries)) end
-if #notes > 0 then redis.log(redis.LOG_WARNING, 'angora DISPATCH: not written: ' .. table.concat(notes, '; ')) end
-if HANDED then return {runs = states, order = order, moved = moved, notes = notes} end
+if #wrongtype > 0 then
+  redis.log(redis.LOG_WARNING, 'angora DISPATCH: not written: ' .. table.concat(wrongtype, '; '))
+end
+if HANDED then return {runs = states, order = order, moved = moved, notes = wrongtype} end
 -- (each note as a pair whose message number is 0: store/dispatch.py tells them from the plan conflicts)
-for _, text in ipairs(notes) do
+for _, text in ipairs(wrongtype) do
   conflicts[#conflicts + 1] = 0
   conflicts[#conflicts + 1] = text
 end

@@ -5,6 +5,7 @@
 -- ARGV: now ended_iso registry_score exec_prefix rq_job_prefix run_prefix stats_prefix tail_prefix rq_started_prefix
 -- ARGV: rq_failed_prefix outbox_cap events_on guard rows...
 -- include: publish run_end run_count leave_inflight
+-- lib: skip_wrongtype
 -- inflight: the worker's list, or '' (none); guard: '1' when the call stands alone (a worker's batch with nothing
 -- else to write): each execution must still be in `inflight` (leave_inflight.lua), else nothing is written and
 -- the call returns -1 (the caller records each end fenced, store/fence.py): taking them out of the list, which the
@@ -19,9 +20,10 @@
 -- running or failed, Angora's pages the history); a failed one's stays in RQ's failed registry until the execution
 -- is dropped. Returns the number of executions recorded. Not idempotent (counts twice): callers run it once per
 -- execution (a worker for what it claimed; the janitor under WATCH of a status still running).
--- Fails clean: Redis keeps what a script wrote before an error, so past the guard each write is a redis.pcall (and
--- each included call a pcall) and one that fails (a key of the wrong type: corrupted data) is skipped, the rest
--- written all the same; the reply is then {count, error...} (store/state.py finish_reply). A failure midway used
+-- Fails clean: Redis keeps what a script wrote before an error, so past the guard each write goes through
+-- lib/skip_wrongtype.lua (each included call a pcall): one that fails on a key of the wrong type (corrupted data) is
+-- skipped, the rest written all the same, and the reply is then {count, error...} (store/state.py finish_reply); a
+-- Redis refusing writes fails the call as before, at its first write. A failure midway used
 -- to end an execution and stop there: its run's count, `work` and the batch's other ends unwritten, the run active
 -- for ever, and the messages queued before FINISH in the caller's transaction sent again by a retry.
 -- Callers queue FINISH after the messages and replays the batch sends (they count in their run first). events_on:
@@ -31,23 +33,7 @@
 -- passes as HANDED what its DISPATCH, just before, left unwritten (dispatch.lua): those runs' fields and counts, and
 -- `work`'s move, join this call's, so a step that ends and starts its follow-up in the same run writes the run with
 -- one HSET, and moves neither its count nor `work`.
-local errors = {}  -- what could not be written: the rest is written all the same (returned with the count)
-local function note(err)  -- a key of the wrong type (corrupted data) is noted; any other error raises, as before
-  local text = type(err) == 'table' and tostring(err.err) or tostring(err)
-  if not string.find(text, 'WRONGTYPE', 1, true) then error(err, 0) end
-  errors[#errors + 1] = text
-end
-local function w(...)  -- a write that a key of the wrong type does not stop
-  local reply = redis.pcall(...)
-  if type(reply) == 'table' and reply.err then
-    -- Anything else (out of memory, disk or replicas refusing writes...) raises as redis.call does: the command
-    -- again (it changed nothing the first time).
-    if not string.find(tostring(reply.err), 'WRONGTYPE', 1, true) then return redis.call(...) end
-    note(reply.err)
-  end
-  return reply
-end
-for _, text in ipairs(HANDED and HANDED.notes or {}) do errors[#errors + 1] = text end  -- RECORD's DISPATCH's
+for _, text in ipairs(HANDED and HANDED.notes or {}) do wrongtype[#wrongtype + 1] = text end  -- RECORD's DISPATCH's
 local started, dropped, jobs, order, ended, seen = {}, {}, {}, {}, {}, {}
 local counts, run_order = {}, {}  -- run key -> {fields, delta}; the keys in order
 local function count(rk, ...)
@@ -172,5 +158,5 @@ if rq_worker ~= '' and n > 0 then
   if n > ok_count then w('HINCRBY', rq_worker, RQWORKER.failed_job_count, n - ok_count) end
   w('HINCRBYFLOAT', rq_worker, RQWORKER.total_working_time, string.format('%.6f', working))
 end
-if #errors > 0 then return {n, unpack(errors)} end
+if #wrongtype > 0 then return {n, unpack(wrongtype)} end
 return n
