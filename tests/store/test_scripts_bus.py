@@ -207,3 +207,18 @@ def test_over_the_work_budget_a_tick_is_skipped_and_recorded_with_why(r: redis.R
     assert not r.exists(keys.run("run1")) and r.xlen(keys.stream()) == 1
     assert tick(r, keys, T, "run1", budget=2) == ("stale", str(T))  # skipped is done with: not sent later
     assert tick(r, keys, T + 1000, "run2", budget=2)[0] == "sent"
+
+
+def test_a_message_the_stream_cannot_take_is_not_accepted_and_counts_nothing(r: redis.Redis, keys: Keys) -> None:
+    r.set(keys.stream(), "not a stream")  # corrupted data
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http"))
+    assert r.get(keys.work()) == b"0" and r.get(keys.accepted()) == b"0" and not r.exists(keys.run("run1"))
+
+
+def test_an_accepted_message_is_answered_as_accepted_past_a_corrupted_run(r: redis.Redis, keys: Keys) -> None:
+    """Once on the stream a message is accepted: an error answered then would be sent again by its client."""
+    r.set(keys.run("run1"), "not a hash")
+    entry = bus.send(r, keys, Message.create("data.ready", None, "run1", origin="http"))
+    [(got, _)] = r.xrange(keys.stream())
+    assert got.decode() == entry and r.get(keys.work()) == b"1" and r.hexists(keys.runs_unsettled(), "run1")

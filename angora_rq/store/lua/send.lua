@@ -6,6 +6,7 @@
 -- ARGV: budget accepted_cap now run_id topic origin idem_ttl fingerprint fresh run_prefix outbox_cap entry listen
 -- ARGV: fields...
 -- include: publish run_count
+-- lib: skip_wrongtype
 -- fresh: '1' when the run id was generated for this message (the run cannot exist: it is written without a read).
 -- budget: the most accepted-but-unfinished work (the `work` counter; 0 = no limit); accepted_cap: the value of
 -- the `accepted` counter past which Redis' memory budget is used up ('' = no memory budget; the caller projects
@@ -42,18 +43,35 @@ if room and sent >= room then
   redis.call('DECR', work)
   return redis.error_reply('BUDGET memory ' .. sent .. ' ' .. room)
 end
-local id = entry ~= '' and entry or redis.call('XADD', stream, '*', unpack(ARGV, fields))
-local started = fresh == '1' or redis.call('HSETNX', run, RUN.created, now) == 1
+local id = entry
+if id == '' then
+  id = redis.pcall('XADD', stream, '*', unpack(ARGV, fields))
+  if type(id) == 'table' then  -- not accepted (the stream is not a stream: corrupted data): the counters go back
+    redis.call('DECR', accepted)
+    redis.call('DECR', work)
+    return id
+  end
+end
+-- Accepted from here (on the stream, or dispatched by SEND_DISPATCH next): a failure must not answer an error that a
+-- client would send again, so the rest goes past a key of the wrong type (lib/skip_wrongtype.lua; a matcher puts
+-- a message whose run cannot be read aside as a dead letter).
+local started = fresh == '1' or w('HSETNX', run, RUN.created, now) == 1
 if started then
-  redis.call('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
-  redis.call('ZADD', runs, now, run_id)
+  w('HSET', run, RUN.created, now, RUN.topic, topic, RUN.origin, origin, RUN.active, 1)
+  w('ZADD', runs, now, run_id)
 end
 -- (events_on is looked at only for a run this message starts: nothing else here publishes)
 if started and (listen == '1' or (listen == '?' and redis.call('EXISTS', events_on) == 1)) then
-  publish({events, stream, runs, outbox, work, accepted, unsettled},
-          {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic', topic})
+  local done, err = pcall(publish, {events, stream, runs, outbox, work, accepted, unsettled},
+                          {EVENT.run .. 'started', now, run_prefix, outbox_cap, run_id, 'status', 'started', 'topic',
+                           topic})
+  if not done then note(err) end
 end
-if not started then run_count({run}, {1, now}) end
+if not started then
+  local done, err = pcall(run_count, {run}, {1, now})
+  if not done then note(err) end
+end
 if idem ~= '' then redis.call('SET', idem, run_id .. ' ' .. id .. ' ' .. fingerprint, 'EX', idem_ttl) end
-redis.call('HINCRBY', unsettled, run_id, 1)
+w('HINCRBY', unsettled, run_id, 1)
+if #wrongtype > 0 then redis.log(redis.LOG_WARNING, 'angora SEND: not written: ' .. table.concat(wrongtype, '; ')) end
 return id
