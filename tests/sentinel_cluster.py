@@ -32,7 +32,8 @@ class SentinelCluster:
     sentinel_ports: list[int] = field(default_factory=list)
 
     def start(self, timeout: float = 30.0) -> "SentinelCluster":
-        """Start every process; return once the sentinels know the replica (so a failover can happen)."""
+        """Start every process; return once the replica has synced (a replicated write can be confirmed) and the
+        sentinels know it (so a failover can happen)."""
         primary = RedisServer(data_dir=self.root / "node0", port=free_port(), appendonly=False).start()
         self.nodes.append(primary)
         replica = RedisServer(data_dir=self.root / "node1", port=free_port(), appendonly=False,
@@ -42,7 +43,9 @@ class SentinelCluster:
             self._start_sentinel(i, primary.port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._sentinel_sees_replica(p) for p in self.sentinel_ports):
+            # Sentinels can know the replica before its first sync is done (seen with Redis 7): a WAIT then
+            # answers 0 for a while.
+            if _synced(replica.port) and all(self._sentinel_sees_replica(p) for p in self.sentinel_ports):
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"sentinels did not see the replica within {timeout}s")
@@ -152,3 +155,15 @@ class SentinelCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _synced(port: int) -> bool:
+    """Whether the replica on `port` has its link to the primary up (its first sync done)."""
+    try:
+        client = redis.Redis(port=port, socket_timeout=1)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return False

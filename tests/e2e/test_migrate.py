@@ -18,7 +18,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.layout import LAYOUT
 from angora_rq.store.migrate import ROLES_SILENT
 from angora_rq.store.queries import Queries
-from angora_testkit import System, wait_for, write_config
+from angora_testkit import System, compact, wait_for, write_config
 
 OLD = "1f8439b"  # the last commit before this layout
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_data_of_the_previous_layout_is_refused_then_migrated_and_run(
     assert migrated.returncode == 0, migrated.stderr
     assert r.get(k.schema()) == str(LAYOUT).encode()
     assert not r.exists(k.v1_run_executions(queued[0])) and not list(r.scan_iter(match=k.v1_dedupe_pattern()))
-    assert r.object("encoding", k.execution(xid)) == b"ziplist" and "spec" not in raw(r, k.execution(xid))
+    assert compact(r, k.execution(xid)) and "spec" not in raw(r, k.execution(xid))
     assert new.cli("migrate").returncode == 0  # a second run finds nothing to do
 
     # -- and runs it to completion -------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from angora_rq.store.fence import still_ours
 from angora_rq.store.link import Link
 from angora_rq.store.scripts import REAP
 from angora_rq.store.state import Finished, State, load_claimed
-from angora_testkit import fields
+from angora_testkit import compact, fields
 
 JOB = JobDef("load", ("data.ready",), ("true",), queue="etl", replay=0)
 LIMITED = JobDef("one", ("go",), ("true",), queue="etl", concurrency=1)
@@ -93,7 +93,7 @@ def test_create_queues_delays_or_holds_and_counts_each_in_its_run(r: redis.Redis
     # Due 300 s from now by Redis' clock, whatever the clock of the process that created it (`now` is 1000.0).
     assert member == delayed.encode() and before + 300 <= due <= redis_now(r) + 300
     assert [h(r, K.rq_job(x))["status"] for x in (queued, delayed, held)] == ["queued", "scheduled", "deferred"]
-    assert all(r.object("encoding", k) == b"ziplist" for x in (queued, delayed, held)
+    assert all(compact(r, k) for x in (queued, delayed, held)
                for k in (keys.execution(x), K.rq_job(x)))  # compact: short fields and values
     ex = h(r, keys.execution(delayed))
     assert (ex["status"], ex["attempt"], ex["replay_of"], float(ex["delay_until"])) == ("delayed", "2", queued, due)
