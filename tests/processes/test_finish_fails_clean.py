@@ -16,6 +16,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.processes.worker import AngoraWorker
 from angora_rq.store.queries import Queries
 from test_cancel import create, status
+from test_claim_fails_clean import corrupt, step_through_errors
 
 
 @pytest.mark.parametrize("sends", [False, True], ids=["finish-alone", "in-a-transaction"])
@@ -32,15 +33,10 @@ def test_an_end_whose_run_is_corrupted_is_recorded_once_and_work_stays_true(
         while status(r, keys, xid) != "running":
             assert time.monotonic() < deadline, "not claimed"
             worker.step(max_wait=0.05)
-        r.delete(keys.run("r1"))
-        r.set(keys.run("r1"), "not a hash")
+        corrupt(r, keys.run("r1"))
         with caplog.at_level(logging.ERROR, logger="angora_rq"):
-            while worker.active or worker.outbox:
-                assert time.monotonic() < deadline, "not recorded"
-                try:
-                    worker.step(max_wait=0.05)
-                except redis.ResponseError as e:  # run() logs it and steps again
-                    errors.append(str(e))
+            step_through_errors(worker, lambda: not (worker.active or worker.outbox), errors,
+                                timeout=deadline - time.monotonic())
     finally:
         worker.close()
     assert status(r, keys, xid) == "succeeded"

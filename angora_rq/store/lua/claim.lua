@@ -54,10 +54,10 @@ for qi = queues, #ARGV do
         local limit = tonumber(e[4] or '0') or 0
         local new, full = nil, false
         if e[1] == STATUS.queued and limit > 0 then
-          full = redis.pcall('SCARD', slots_prefix .. e[2])
-          bad = err_of(full)
+          local taken = redis.pcall('SCARD', slots_prefix .. e[2])
+          bad = err_of(taken)
           if bad then break end
-          full = full >= limit
+          full = taken >= limit
         end
         if e[1] ~= STATUS.queued then
           -- killed, canceled or deleted while queued: nothing to run
