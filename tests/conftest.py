@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -12,11 +14,34 @@ import pytest
 import redis
 
 from angora_rq.core.keys import Keys
-from angora_rq.processes.redis_server import RedisServer, free_port
+from angora_rq.processes.redis_server import RedisServer, find_redis_server, free_port
 from tls_proxy import TlsProxy, make_certs
 
 DATABASES = 256
 _db_numbers = itertools.cycle(range(1, DATABASES))
+
+
+# scripts/test's second pass sets it: the redis-server every test starts (this session's, the processes', `angora
+# up`'s) must be of this major version, or that pass would run the first one's server again and prove nothing.
+MAJOR_ENV = "ANGORA_TEST_REDIS_MAJOR"
+
+
+def server_major(exe: str) -> str:
+    """The major version a redis-server binary says it is ("" if it says none)."""
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+    found = re.search(r"v=(\d+)\.", out)
+    return found.group(1) if found else ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuses to run when the redis-server the tests would start is not of the major version scripts/test asked
+    for (ANGORA_TEST_REDIS_MAJOR)."""
+    wanted = os.environ.get(MAJOR_ENV)
+    if wanted:
+        exe = find_redis_server()
+        got = server_major(exe)
+        if got != wanted:
+            raise pytest.UsageError(f"{MAJOR_ENV}={wanted}, but {exe} is Redis {got or '(of no version it says)'}")
 
 
 @pytest.fixture(scope="session")
