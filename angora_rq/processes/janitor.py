@@ -31,11 +31,18 @@ log = logging.getLogger(__name__)
 REAP_EVERY = 1.0
 SETTLE_EVERY = 5.0  # readers settle the run indexes themselves; this keeps what they find to do small
 # Runs a janitor step reads at most: a pass over what 5 s of load left (6,000 runs took 286 ms of a worker's loop,
-# 48 us each, idle) goes on over the next steps, a second apart, instead of stalling the loop that long.
+# 48 us each, idle) goes on over the next steps instead of stalling the loop that long.
 SETTLE_STEP = 1000
-# Seconds between two steps of a pass. The worker's loop asks at every turn (at least once a second), not only at
-# its heartbeats: those come every ANGORA_WORKER_TTL / 5, and a step per heartbeat let a 60 s TTL settle 83 runs/s.
+# Seconds between two steps of a pass while its worker runs commands. The worker's loop asks at every turn (at least
+# once a second), not only at its heartbeats: those come every ANGORA_WORKER_TTL / 5, and a step per heartbeat let a
+# 60 s TTL settle 83 runs/s.
 SETTLE_STEP_EVERY = 1.0
+# While its worker runs nothing, a pass takes up to this share of the loop (which wakes for it): the next step comes
+# after the last one's time times (1 - SETTLE_DUTY) / SETTLE_DUTY, not sooner than SETTLE_STEP_SOON. A second apart,
+# one worker left 14,790 runs to settle at the end of a load of 1,029 runs/s and took 15 s over them; a busy worker
+# keeps the slow pace, which costs its work less (bench/README.md, seventeenth round).
+SETTLE_DUTY = 0.2
+SETTLE_STEP_SOON = 0.02
 # Seconds one janitor holds the settle once it starts a pass: every worker runs a janitor, and those started
 # together settled together, each reading the same runs (bench/README.md, fourteenth round).
 SETTLE_LEASE = 3.0
@@ -84,13 +91,14 @@ class Janitor:
         self._last_settle = 0.0
         self._settle_at = 0  # where this janitor's settle pass goes on (HSCAN cursor); 0: no pass under way
         self._last_step = 0.0  # when this janitor last read a part of a pass
+        self._step_gap = SETTLE_STEP_EVERY  # how long after it the next part is due (`next_gap`)
         self._last_budget = 0.0
         self.pressure = Pressure(r, keys, settings)
         self._last_trim = 0.0
         self.run_index = RunIndex(r, keys, chunk=SETTLE_CHUNK)
 
-    def step(self, now: Optional[float] = None) -> None:
-        """One pass (cheap when there is nothing to do)."""
+    def step(self, now: Optional[float] = None, idle: bool = False) -> None:
+        """One pass (cheap when there is nothing to do); `idle`: the worker runs nothing (see `settle`)."""
         now = time.time() if now is None else now
         self.promote()
         if now - self._last_reap >= min(REAP_EVERY, self.settings.heartbeat_every):
@@ -99,7 +107,7 @@ class Janitor:
             if self.replay_orphans(now):
                 self.promote()  # a lost worker's executions are replayed without a backoff: queue them now
             self.expire_approvals(redis_now(link_for(self.r)))  # deadlines are by Redis' clock too
-        self.settle(now)
+        self.settle(now, idle)
         if now - self._last_budget >= BUDGET_EVERY:
             self._last_budget = now
             self.keep_in_budget()
@@ -107,12 +115,13 @@ class Janitor:
             self._last_trim = now
             self.trim(now)
 
-    def settle(self, now: float) -> None:
+    def settle(self, now: float, idle: bool = False) -> None:
         """Put finished runs into the run indexes: every SETTLE_EVERY a pass, unless another janitor holds the
         settle (it took SETTLE_LEASE at its pass's start); at most SETTLE_STEP runs a step, a pass going on over the
-        next steps, SETTLE_STEP_EVERY apart. Cheap when it has nothing to do: the worker's loop calls it each turn."""
+        next steps: SETTLE_STEP_EVERY apart, or as soon as SETTLE_DUTY allows when `idle` (the worker runs nothing).
+        Cheap when it has nothing to do: the worker's loop calls it each turn."""
         if self._settle_at:
-            if now - self._last_step < SETTLE_STEP_EVERY:
+            if now - self._last_step < self._step_gap:
                 return
         else:
             if now - self._last_settle < SETTLE_EVERY:
@@ -122,7 +131,14 @@ class Janitor:
             if not self.r.set(self.keys.runs_settler(), holder, nx=True, px=int(SETTLE_LEASE * 1000)):
                 return
         self._last_step = now
+        began = time.monotonic()
         self._settle_at, _ = self.run_index.settle_part(self._settle_at, SETTLE_STEP)
+        self._step_gap = next_gap(time.monotonic() - began) if idle else SETTLE_STEP_EVERY
+
+    def next_settle(self) -> Optional[float]:
+        """When the next step of the pass under way is due (the clock `settle` is given), None with no pass under
+        way: a worker waiting for work wakes for it (an idle loop turns once a second)."""
+        return self._last_step + self._step_gap if self._settle_at else None
 
     def promote(self) -> int:
         """Queue executions whose replay backoff is over (by Redis' clock)."""
@@ -232,6 +248,12 @@ class Janitor:
             p.execute()
         # The run indexes keep no run older than the oldest kept (DROP_RUNS takes a dropped run out of them too).
         self.run_index.trim(history.oldest_run(r, k) or now - self.settings.retention)
+
+
+def next_gap(took: float) -> float:
+    """Seconds from a settle step that took `took` seconds to the next one of the same pass: a pass takes at most
+    SETTLE_DUTY of its worker's loop, and waits no longer than SETTLE_STEP_EVERY."""
+    return min(SETTLE_STEP_EVERY, max(SETTLE_STEP_SOON, took * (1 - SETTLE_DUTY) / SETTLE_DUTY))
 
 
 def lost_claims(r: Redis, keys: Keys, worker: str, known: set[str]) -> list[Claimed]:

@@ -287,6 +287,8 @@ class AngoraWorker:
             deadlines.append(sweep)
         # The next heartbeat is due in time whatever else the loop waits for.
         timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
+        if (settle := self.janitor.next_settle()) is not None:
+            deadlines.append(settle)
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
@@ -456,12 +458,12 @@ class AngoraWorker:
                 # Before the janitor: ends on disk are recorded before it replays their executions.
                 self._next_spill_scan = time.monotonic() + SPILL_SCAN_EVERY
                 self.outbox.record_spilled(now)
-            self.janitor.step(now)
+            self.janitor.step(now, idle=not self.active)
             if time.monotonic() >= self._next_spool_sweep:
                 self._next_spool_sweep = time.monotonic() + SPOOL_SWEEP_EVERY
                 sweep_outputs(self.r, self.keys, self.spool_dir, now)
         elif not self.outage.down:
-            self.janitor.settle(now)  # a pass's next step is due every second, heartbeat or not (janitor.py)
+            self.janitor.settle(now, idle=not self.active)  # a pass steps on, heartbeat or not (janitor.py)
         if self.active and now - self._last_tail >= LIVE_TAIL_EVERY:
             self._last_tail = now
             self._live_tails(now)

@@ -190,7 +190,7 @@ def test_a_worker_whose_loop_stalls_keeps_its_heartbeat_and_runs_its_command_onc
         watcher = threading.Thread(target=elsewhere)
         watcher.start()
 
-        def slow_pass(now: Optional[float] = None) -> None:
+        def slow_pass(now: Optional[float] = None, idle: bool = False) -> None:
             time.sleep(3 * settings.worker_ttl)
 
         worker.janitor.step = slow_pass  # type: ignore[method-assign]
