@@ -240,6 +240,26 @@ def test_run_page_draws_a_live_timeline(angora: tuple[str, System], page: Any) -
     screenshot(page, "live-run-timeline.png")
 
 
+def test_timeline_axis_labels_never_read_the_same(angora: tuple[str, System], page: Any) -> None:
+    """Ticks a few milliseconds apart were labelled in seconds to two decimals: "+0.01 s" three times in a row."""
+    base, system = angora
+    page.goto(f"{base}/runs/{system.send('demo.start')}")
+    labels = page.evaluate("""() => {
+        const T = window.AngoraTimeline, out = {};
+        for (const span of [0.0042, 0.03, 0.07, 0.7, 3, 45, 700, 40000]) {
+          const step = T.tickStep(span, 10), ticks = [];
+          for (let t = 0; t <= span + step * 1e-6; t += step) ticks.push(T.tickLabel(t, step));
+          out[span] = ticks;
+        }
+        return out;
+    }""")
+    for span, ticks in labels.items():
+        assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), (span, ticks)
+    assert labels["0.03"][:4] == ["+0 ms", "+5 ms", "+10 ms", "+15 ms"]
+    assert labels["0.0042"][:3] == ["+0.0 ms", "+0.5 ms", "+1.0 ms"]
+    assert labels["3"][:3] == ["+0 s", "+0.50 s", "+1 s"]
+
+
 def test_execution_page_follows_the_execution_to_its_end(angora: tuple[str, System], page: Any) -> None:
     base, system = angora
     run_id = system.send("demo.slow")

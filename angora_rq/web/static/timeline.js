@@ -21,6 +21,16 @@
     return power * (NICE.find((n) => n * power >= raw) || 10);
   }
 
+  /** The axis label of `t` seconds from the run's start, ticks `step` apart: precise enough that no two ticks read
+   * the same ("+5 ms", "+10 ms", "+15 ms", where seconds to two decimals gave "+0.01 s" three times). */
+  function tickLabel(t, step) {
+    if (step >= 0.1) return `+${window.Angora.duration(t).replace(/\.00 s$/, " s")}`;
+    const stepMs = step * 1000;
+    let digits = 0;
+    while (digits < 3 && Math.abs(Math.round(stepMs * 10 ** digits) - stepMs * 10 ** digits) > 1e-6) digits += 1;
+    return `+${(t * 1000).toFixed(digits)} ms`;
+  }
+
   /** What one execution's row shows: when it waited, when it ran, and how it ended. */
   function spans(e, now) {
     const start = e.started || null;
@@ -62,8 +72,7 @@
     const axis = el("g", { class: "axis" }, svg);
     for (let t = 0; t0 + t <= t1 + step * 1e-6; t += step) {
       el("line", { x1: x(t0 + t), x2: x(t0 + t), y1: AXIS_H - 4, y2: height - PAD, class: "grid-line" }, axis);
-      el("text", { x: x(t0 + t), y: AXIS_H - 8, "text-anchor": "middle" }, axis).textContent =
-        `+${window.Angora.duration(t).replace(/\.00 s$/, " s")}`;
+      el("text", { x: x(t0 + t), y: AXIS_H - 8, "text-anchor": "middle" }, axis).textContent = tickLabel(t, step);
     }
     rows.forEach(({ e, s }, i) => {
       const y = AXIS_H + i * ROW_H;
@@ -83,5 +92,5 @@
     holder.appendChild(svg);
   }
 
-  window.AngoraTimeline = { render, tickStep };
+  window.AngoraTimeline = { render, tickStep, tickLabel };
 })();
