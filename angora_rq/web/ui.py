@@ -63,10 +63,17 @@ def iso(ts: Any) -> str:
 
 @bp.app_template_filter("duration")
 def duration(seconds: Any) -> str:
-    """Seconds as `0.12 s`, `12.3 s`, `4 m 05 s` or `2 h 03 m`."""
+    """Seconds as `3.2 ms`, `120 ms`, `1.25 s`, `12.3 s`, `4 m 05 s` or `2 h 03 m` (angora.js `duration` too):
+    a trivial command takes a few milliseconds, which seconds to two decimals showed as `0.00 s`."""
     if seconds in (None, ""):
         return "\u2013"
     s = float(seconds)
+    if s <= 0:
+        return "0 s"
+    if s < 0.01:
+        return f"{s * 1000:.1f} ms"
+    if int(s * 1000 + 0.5) < 1000:  # rounded half up, as Math.round
+        return f"{int(s * 1000 + 0.5)} ms"
     if s < 10:
         return f"{s:.2f} s"
     if s < 60:

@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 import redis
 
+from angora_rq.web.ui import duration
 from angora_testkit import System, procfile_web, write_config
 from test_browser import BROWSER_MARKS, CHROMIUM, CHROMIUM_ARGS, answers, screenshot, wait_until
 
@@ -257,7 +258,16 @@ def test_timeline_axis_labels_never_read_the_same(angora: tuple[str, System], pa
         assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), (span, ticks)
     assert labels["0.03"][:4] == ["+0 ms", "+5 ms", "+10 ms", "+15 ms"]
     assert labels["0.0042"][:3] == ["+0.0 ms", "+0.5 ms", "+1.0 ms"]
-    assert labels["3"][:3] == ["+0 s", "+0.50 s", "+1 s"]
+    assert labels["3"][:4] == ["+0 s", "+500 ms", "+1 s", "+1.50 s"]
+
+
+def test_angora_js_writes_durations_as_the_server_does(angora: tuple[str, System], page: Any) -> None:
+    """A page's live updates write durations with angora.js; the first render, with the template filter."""
+    base, _ = angora
+    page.goto(f"{base}/")
+    values = [0, 0.0004, 0.0032, 0.0099, 0.012, 0.4567, 0.9994, 0.9996, 1, 1.254, 12.34, 245, 7380]
+    written = page.evaluate("vs => vs.map(v => window.Angora.duration(v))", values)
+    assert written == [duration(v) for v in values]
 
 
 def test_execution_page_follows_the_execution_to_its_end(angora: tuple[str, System], page: Any) -> None:

@@ -257,9 +257,13 @@
 
   // -- times: relative, with the absolute time on hover ---------------------------------------------------------
 
-  /** Seconds as "0.12 s", "12.3 s", "4 m 05 s" or "2 h 03 m" (as the server's `duration` filter). */
+  /** Seconds as "3.2 ms", "120 ms", "1.25 s", "12.3 s", "4 m 05 s" or "2 h 03 m" (as the server's `duration`
+   * filter: a trivial command takes a few milliseconds, which seconds to two decimals showed as "0.00 s"). */
   function duration(s) {
     if (s === null || s === undefined || Number.isNaN(s)) return "\u2013";
+    if (s <= 0) return "0 s";
+    if (s < 0.01) return `${(s * 1000).toFixed(1)} ms`;
+    if (Math.round(s * 1000) < 1000) return `${Math.round(s * 1000)} ms`;
     if (s < 10) return `${s.toFixed(2)} s`;
     if (s < 60) return `${s.toFixed(1)} s`;
     if (s < 3600) return `${Math.floor(s / 60)} m ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
