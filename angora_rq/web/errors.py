@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from flask import Flask, Response, jsonify, make_response, render_template, request
+from flask import Flask, Response, jsonify, make_response, redirect, render_template, request, url_for
 from markupsafe import escape
 from werkzeug.exceptions import HTTPException
 
@@ -64,6 +64,9 @@ def _http_error(e: HTTPException) -> Any:
     code = e.code or 400
     if code >= 500:
         return _unexpected(e)
+    if code == 405 and request.method == "GET" and request.path == "/send" and _browser():
+        # The address of the README's `curl -d ... /send`, opened in a browser: the form that sends a message.
+        return redirect(url_for("ui.send_message"), 303)
     if not wants_json() and code not in (404, 405):
         return e  # redirects and the like keep werkzeug's own answer
     resp = error_response(code, e.name if wants_json() else _page_message(e), e.description)
@@ -98,6 +101,11 @@ def from_library_error(e: BaseException) -> Optional[AngoraError]:
     if isinstance(e, ResponseError) and "no such key" in str(e).lower():
         return NotFound("no such queue or job")
     return unavailable(e)
+
+
+def _browser() -> bool:
+    """Whether a browser asks (it names text/html; curl's `*/*` does not), not a script with credentials."""
+    return not request.headers.get("Authorization") and any(m == "text/html" for m, _ in request.accept_mimetypes)
 
 
 def wants_json() -> bool:

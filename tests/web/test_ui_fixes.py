@@ -126,3 +126,23 @@ def test_the_navbar_override_matches_the_installed_rq_dashboard() -> None:
     ours_lines = [line for line in ours.splitlines()[1:] if "Angora" not in line and "navbar-text" not in line]
     theirs_lines = [line for line in theirs.splitlines() if 'class="navbar-brand"' not in line]
     assert ours_lines == theirs_lines
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+def test_a_browser_opening_send_is_taken_to_the_form(client: FlaskClient) -> None:
+    """The README's `curl -d ... /send` address, opened in a browser, answered raw JSON 'Method Not Allowed'."""
+    resp = client.get("/send", headers={"Accept": BROWSER_ACCEPT})
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/messages/new")
+    assert "Send" in page(client, resp.headers["Location"])
+
+
+def test_a_script_getting_send_is_told_to_post(client: FlaskClient) -> None:
+    for headers in ({}, {"Accept": "*/*"}, {"Accept": "application/json"},
+                    {"Accept": BROWSER_ACCEPT, "Authorization": "Bearer x"}):
+        resp = client.get("/send", headers=headers)
+        assert resp.status_code in (401, 405), (headers, resp.status_code)
+        assert resp.is_json and resp.get_json()["error"], headers
+        if resp.status_code == 405:
+            assert "GET" not in resp.headers["Allow"] and "POST" in resp.headers["Allow"]
