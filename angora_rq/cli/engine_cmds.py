@@ -71,8 +71,25 @@ def send(ctx: click.Context, topic: str, params: tuple[str, ...], run_id: Option
         sys.exit(follow_run(r, keys, sent.run_id, timeout))
 
 
+FAILED_JOB = frozenset({"failed", "killed"})  # a job whose own command failed: worth saying why
+TAIL_LINES = 5
+
+
+def failure_lines(view: dict[str, Any]) -> list[str]:
+    """Why an execution failed, for `send --wait`: how it ended, where to read the rest, its output's last lines."""
+    reason, code = view.get("reason") or "", view.get("exit_code")
+    how = f"exit {code}" if reason == "exit" and code is not None else (reason.replace("_", " ") or view["status"])
+    attempts = int(view.get("attempt") or 1)
+    lines = [f"    {how} after {attempts} attempt{'s' if attempts != 1 else ''}; the whole output: "
+             f"angora logs {view['id']}"]
+    tail = (view.get("tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
+    return lines + [f"    | {line}" for line in tail]
+
+
 def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int:
-    """Print each job's outcome as the run goes; 0 when it succeeded, 1 when it failed, 2 on timeout."""
+    """Print each job's outcome as the run goes (a failed one with why); 0 when the run succeeded, 1 when it
+    failed, 2 on timeout."""
+    from angora_rq.core.errors import NotFound
     from angora_rq.store.queries import Queries
     from angora_rq.core.runs import is_terminal
 
@@ -84,6 +101,12 @@ def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int
             if name not in shown and is_terminal(info["status"]):
                 shown.add(name)
                 click.echo(f"{name:30} {info['status']}")
+                if info["status"] in FAILED_JOB and info.get("execution"):
+                    try:
+                        with redis_errors():
+                            click.echo("\n".join(failure_lines(q.execution(info["execution"]))))
+                    except NotFound:  # dropped meanwhile (retention): its status says enough
+                        pass
         if run["active"] == 0 and run["status"] not in ("running", "queued"):
             click.echo(f"run {run_id}: {run['status']}")
             return 0 if run["status"] == "succeeded" else 1

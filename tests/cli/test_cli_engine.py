@@ -13,7 +13,7 @@ JOBS = """
 - {name: first, triggers: [cli.go], command: "true", messages: [cli.next]}
 - {name: second, triggers: [cli.next], command: "true", messages: [cli.last]}
 - {name: join, triggers: [cli.last], command: "true", parent_success: true}
-- {name: broken, triggers: [cli.bad], command: "false", replay: 0}
+- {name: broken, triggers: [cli.bad], command: [sh, -c, 'echo one; echo two; echo why it broke >&2; exit 3'], replay: 0}
 """
 
 
@@ -41,10 +41,16 @@ def test_send_wait_prints_each_outcome_and_succeeds(system: System) -> None:
     assert "succeeded" in status.stdout and "join" in status.stdout
 
 
-def test_send_wait_exits_non_zero_when_a_job_fails(system: System) -> None:
+def test_send_wait_exits_non_zero_when_a_job_fails_and_says_why(system: System) -> None:
     out = angora(system, "send", "cli.bad", "--wait", "--timeout", "60")
     assert out.returncode == 1
     assert "broken" in out.stdout and out.stdout.strip().endswith("failed")
+    lines = out.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["broken", "failed"])
+    assert lines[at + 1].startswith("    exit 3 after 1 attempt; the whole output: angora logs ")
+    xid = lines[at + 1].split()[-1]
+    assert lines[at + 2:at + 5] == ["    | one", "    | two", "    | why it broke"]
+    assert angora(system, "logs", xid).stdout.splitlines() == ["one", "two", "why it broke"]
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(system: System) -> None:

@@ -93,3 +93,20 @@ def test_a_refused_reload_logs_each_problem_on_its_own_line(config: Path, caplog
     message = caplog.records[-1].getMessage()
     assert "error(s) in job definitions:\n" in message
     assert any(line.startswith(str(config / "jobs.yml") + ":1:") for line in message.splitlines())
+
+
+def test_a_failed_job_s_lines_say_how_it_ended_and_end_with_its_output() -> None:
+    from angora_rq.cli.engine_cmds import TAIL_LINES, failure_lines
+
+    view = {"id": "x1", "status": "failed", "reason": "exit", "exit_code": 2, "attempt": 3,
+            "tail": "".join(f"line {i}\n" for i in range(20))}
+    lines = failure_lines(view)
+    assert lines[0] == "    exit 2 after 3 attempts; the whole output: angora logs x1"
+    assert lines[1:] == [f"    | line {i}" for i in range(20 - TAIL_LINES, 20)]
+    timed_out = failure_lines({"id": "x2", "status": "failed", "reason": "timeout", "exit_code": None,
+                               "attempt": 1, "tail": None})
+    assert timed_out == ["    timeout after 1 attempt; the whole output: angora logs x2"]
+    assert failure_lines({"id": "x3", "status": "killed", "reason": "", "attempt": None})[0].startswith(
+        "    killed after 1 attempt")
+    assert failure_lines({"id": "x4", "status": "failed", "reason": "spawn_error", "attempt": 1})[0].startswith(
+        "    spawn error after")
