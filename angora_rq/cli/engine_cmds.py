@@ -75,21 +75,34 @@ FAILED_JOB = frozenset({"failed", "killed"})  # a job whose own command failed: 
 TAIL_LINES = 5
 
 
-def failure_lines(view: dict[str, Any]) -> list[str]:
-    """Why an execution failed, for `send --wait`: how it ended, where to read the rest, its output's last lines."""
+def failure_lines(view: dict[str, Any], indent: str = "    ") -> list[str]:
+    """Why an execution failed, for `send --wait` and `status`: how it ended, where to read the rest, its output's
+    last lines."""
     reason, code = view.get("reason") or "", view.get("exit_code")
     how = f"exit {code}" if reason == "exit" and code is not None else (reason.replace("_", " ") or view["status"])
     attempts = int(view.get("attempt") or 1)
-    lines = [f"    {how} after {attempts} attempt{'s' if attempts != 1 else ''}; the whole output: "
+    lines = [f"{indent}{how} after {attempts} attempt{'s' if attempts != 1 else ''}; the whole output: "
              f"angora logs {view['id']}"]
     tail = (view.get("tail") or "").rstrip("\n").splitlines()[-TAIL_LINES:]
-    return lines + [f"    | {line}" for line in tail]
+    return lines + [f"{indent}| {line}" for line in tail]
+
+
+def echo_failure(q: Any, info: dict[str, Any], indent: str = "    ") -> None:
+    """After a job's line: why it failed, when its own command did (failure_lines)."""
+    from angora_rq.core.errors import NotFound
+
+    if info["status"] not in FAILED_JOB or not info.get("execution"):
+        return
+    try:
+        with redis_errors():
+            click.echo("\n".join(failure_lines(q.execution(info["execution"]), indent)))
+    except NotFound:  # dropped meanwhile (retention): its status says enough
+        pass
 
 
 def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int:
     """Print each job's outcome as the run goes (a failed one with why); 0 when the run succeeded, 1 when it
     failed, 2 on timeout."""
-    from angora_rq.core.errors import NotFound
     from angora_rq.store.queries import Queries
     from angora_rq.core.runs import is_terminal
 
@@ -101,12 +114,7 @@ def follow_run(r: Any, keys: Keys, run_id: str, timeout: Optional[float]) -> int
             if name not in shown and is_terminal(info["status"]):
                 shown.add(name)
                 click.echo(f"{name:30} {info['status']}")
-                if info["status"] in FAILED_JOB and info.get("execution"):
-                    try:
-                        with redis_errors():
-                            click.echo("\n".join(failure_lines(q.execution(info["execution"]))))
-                    except NotFound:  # dropped meanwhile (retention): its status says enough
-                        pass
+                echo_failure(q, info)
         if run["active"] == 0 and run["status"] not in ("running", "queued"):
             click.echo(f"run {run_id}: {run['status']}")
             return 0 if run["status"] == "succeeded" else 1
@@ -185,6 +193,7 @@ def status(ctx: click.Context, run_id: Optional[str], limit: int, as_json: bool)
                 n = info["executions"]
                 ran = f"{n} execution{'' if n == 1 else 's'}" if n else ""
                 click.echo(f"  {name:30} {info['status']:16} {ran:14} {info['execution'] or ''}".rstrip())
+                echo_failure(q, info, indent="      ")
             return
         total, runs = q.runs(limit=limit)
     if as_json:

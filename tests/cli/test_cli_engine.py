@@ -51,6 +51,10 @@ def test_send_wait_exits_non_zero_when_a_job_fails_and_says_why(system: System) 
     xid = lines[at + 1].split()[-1]
     assert lines[at + 2:at + 5] == ["    | one", "    | two", "    | why it broke"]
     assert angora(system, "logs", xid).stdout.splitlines() == ["one", "two", "why it broke"]
+    status = angora(system, "status", lines[0]).stdout.splitlines()  # the same, under the job's line
+    at = next(i for i, line in enumerate(status) if line.split()[:2] == ["broken", "failed"])
+    assert status[at + 1:at + 5] == [f"      exit 3 after 1 attempt; the whole output: angora logs {xid}",
+                                     "      | one", "      | two", "      | why it broke"]
 
 
 def test_bad_input_is_a_clear_error_not_a_traceback(system: System) -> None:
