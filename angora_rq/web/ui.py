@@ -72,8 +72,9 @@ def duration(seconds: Any) -> str:
         return "0 s"
     if s < 0.01:
         return f"{s * 1000:.1f} ms"
-    if int(s * 1000 + 0.5) < 1000:  # rounded half up, as Math.round
-        return f"{int(s * 1000 + 0.5)} ms"
+    ms = int(s * 1000 + 0.5)  # rounded half up, as Math.round
+    if ms < 1000:
+        return f"{ms} ms"
     if s < 10:
         return f"{s:.2f} s"
     if s < 60:

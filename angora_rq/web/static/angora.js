@@ -263,7 +263,8 @@
     if (s === null || s === undefined || Number.isNaN(s)) return "\u2013";
     if (s <= 0) return "0 s";
     if (s < 0.01) return `${(s * 1000).toFixed(1)} ms`;
-    if (Math.round(s * 1000) < 1000) return `${Math.round(s * 1000)} ms`;
+    const ms = Math.round(s * 1000);
+    if (ms < 1000) return `${ms} ms`;
     if (s < 10) return `${s.toFixed(2)} s`;
     if (s < 60) return `${s.toFixed(1)} s`;
     if (s < 3600) return `${Math.floor(s / 60)} m ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
