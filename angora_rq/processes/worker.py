@@ -287,7 +287,8 @@ class AngoraWorker:
             deadlines.append(sweep)
         # The next heartbeat is due in time whatever else the loop waits for.
         timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
-        if (settle := self.janitor.next_settle()) is not None:
+        # A settle step is due only while Redis answers (else the outage's backoff paces the loop, below).
+        if not self.outage.down and (settle := self.janitor.next_settle()) is not None:
             deadlines.append(settle)
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))

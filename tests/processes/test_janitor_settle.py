@@ -173,3 +173,25 @@ def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
         assert worker._wait_timeout(1.0, 0) > 0.125  # no pass under way: until its next heartbeat, or a second
     finally:
         worker.close()
+
+
+def test_a_pass_under_way_does_not_spin_the_loop_while_redis_is_out_of_reach(
+        r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass's next step cannot be taken while Redis is out of reach: the wait is the outage's backoff, not 0 for a
+    step long overdue (the loop spun a core for as long as the outage lasted)."""
+    monkeypatch.setattr(janitor_module, "next_gap", lambda took: 0.0)  # every step due at once
+    monkeypatch.setattr(janitor_module, "SETTLE_STEP", 100)
+    monkeypatch.setattr(janitor_module, "SETTLE_CHUNK", 100)
+    _unsettled(r, keys)
+    worker = AngoraWorker(r, keys, Settings(prefix=keys.prefix, data_dir=tmp_path / "data"), concurrency=1,
+                          name="w1")
+    worker.start()
+    try:
+        worker._housekeeping(time.time())  # its heartbeat, and the pass starts
+        assert worker.janitor.next_settle() is not None and worker._wait_timeout(1.0, 0) == 0.0  # due now
+        worker._lost(redis.ConnectionError("Redis restarting"))
+        assert worker.outage.down
+        assert worker._wait_timeout(1.0, 0) > 0.0  # the outage's backoff
+    finally:
+        worker.outage.reached()
+        worker.close()
