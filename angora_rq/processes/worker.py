@@ -285,17 +285,19 @@ class AngoraWorker:
         deadlines = [d for a in self.active.values() if (d := a.cmd.next_deadline()) is not None]
         if (sweep := self.orphans.next_deadline()) is not None:
             deadlines.append(sweep)
-        # The next heartbeat is due in time whatever else the loop waits for.
-        timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
-        # A settle step is due only while Redis answers (else the outage's backoff paces the loop, below).
-        if not self.outage.down and (settle := self.janitor.next_settle()) is not None:
-            deadlines.append(settle)
+        if self.outage.down:
+            # What needs Redis (the heartbeat, a settle step) waits for the outage's next attempt: counted as due, the
+            # heartbeat missed while Redis was away made every wait 0, and the loop spun a core through the outage.
+            timeout = min(max_wait, self.outage.wait())
+        else:
+            # The next heartbeat is due in time whatever else the loop waits for.
+            timeout = min(max_wait, max(0.0, self._last_beat + self.settings.heartbeat_every - time.time()))
+            if (settle := self.janitor.next_settle()) is not None:
+                deadlines.append(settle)
         if deadlines:
             timeout = min(timeout, max(0.0, min(deadlines) - time.time()))
         if self.stopping and self._stop_at:
             timeout = min(timeout, max(0.0, self._stop_at - time.monotonic()))
-        if self.outage.down:
-            timeout = min(timeout, self.outage.wait())
         return timeout
 
     def _listen(self, timeout: float) -> float:

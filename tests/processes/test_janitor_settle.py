@@ -175,10 +175,10 @@ def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
         worker.close()
 
 
-def test_a_pass_under_way_does_not_spin_the_loop_while_redis_is_out_of_reach(
+def test_an_idle_worker_does_not_spin_while_redis_is_out_of_reach(
         r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A pass's next step cannot be taken while Redis is out of reach: the wait is the outage's backoff, not 0 for a
-    step long overdue (the loop spun a core for as long as the outage lasted)."""
+    """Neither a pass's next step nor the heartbeat can be written while Redis is out of reach: the wait is the
+    outage's backoff, not 0 for what is overdue (the loop spun a core for as long as the outage lasted)."""
     monkeypatch.setattr(janitor_module, "next_gap", lambda took: 0.0)  # every step due at once
     monkeypatch.setattr(janitor_module, "SETTLE_STEP", 100)
     monkeypatch.setattr(janitor_module, "SETTLE_CHUNK", 100)
@@ -191,7 +191,9 @@ def test_a_pass_under_way_does_not_spin_the_loop_while_redis_is_out_of_reach(
         assert worker.janitor.next_settle() is not None and worker._wait_timeout(1.0, 0) == 0.0  # due now
         worker._lost(redis.ConnectionError("Redis restarting"))
         assert worker.outage.down
-        assert worker._wait_timeout(1.0, 0) > 0.0  # the outage's backoff
+        assert worker._wait_timeout(1.0, 0) > 0.0  # the outage's backoff, not the overdue step
+        worker._last_beat = 0.0  # its heartbeat overdue too, as the outage goes on
+        assert worker._wait_timeout(1.0, 0) > 0.0
     finally:
         worker.outage.reached()
         worker.close()
