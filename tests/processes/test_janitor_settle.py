@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import redis
@@ -150,10 +152,11 @@ def test_a_pass_over_a_backlog_steps_again_as_soon_as_its_share_allows_while_its
     assert janitor.next_settle() is None  # the pass is over: nothing to wake for
 
 
-def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
-        r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An idle worker's loop turns once a second; with a pass under way it wakes for the pass's next step."""
-    monkeypatch.setattr(janitor_module, "next_gap", lambda took: 0.125)
+@contextmanager
+def idle_worker(r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                gap: float) -> Iterator[AngoraWorker]:
+    """A started worker running nothing, over RUNS unsettled runs, whose settle steps come `gap` apart."""
+    monkeypatch.setattr(janitor_module, "next_gap", lambda took: gap)
     monkeypatch.setattr(janitor_module, "SETTLE_STEP", 100)
     monkeypatch.setattr(janitor_module, "SETTLE_CHUNK", 100)
     _unsettled(r, keys)
@@ -161,6 +164,16 @@ def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
                           name="w1")
     worker.start()
     try:
+        yield worker
+    finally:
+        worker.outage.reached()
+        worker.close()
+
+
+def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
+        r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle worker's loop turns once a second; with a pass under way it wakes for the pass's next step."""
+    with idle_worker(r, keys, tmp_path, monkeypatch, 0.125) as worker:
         now = time.time()
         worker._housekeeping(now)  # its heartbeat, and the janitor's pass starts (the worker runs nothing)
         assert worker.janitor.next_settle() is not None
@@ -171,22 +184,13 @@ def test_an_idle_worker_waits_no_longer_than_its_pass_s_next_step(
             worker.janitor.settle(now + steps * 0.125, idle=True)
             assert steps < RUNS, "the pass does not end"
         assert worker._wait_timeout(1.0, 0) > 0.125  # no pass under way: until its next heartbeat, or a second
-    finally:
-        worker.close()
 
 
 def test_an_idle_worker_does_not_spin_while_redis_is_out_of_reach(
         r: redis.Redis, keys: Keys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Neither a pass's next step nor the heartbeat can be written while Redis is out of reach: the wait is the
     outage's backoff, not 0 for what is overdue (the loop spun a core for as long as the outage lasted)."""
-    monkeypatch.setattr(janitor_module, "next_gap", lambda took: 0.0)  # every step due at once
-    monkeypatch.setattr(janitor_module, "SETTLE_STEP", 100)
-    monkeypatch.setattr(janitor_module, "SETTLE_CHUNK", 100)
-    _unsettled(r, keys)
-    worker = AngoraWorker(r, keys, Settings(prefix=keys.prefix, data_dir=tmp_path / "data"), concurrency=1,
-                          name="w1")
-    worker.start()
-    try:
+    with idle_worker(r, keys, tmp_path, monkeypatch, 0.0) as worker:  # every step due at once
         worker._housekeeping(time.time())  # its heartbeat, and the pass starts
         assert worker.janitor.next_settle() is not None and worker._wait_timeout(1.0, 0) == 0.0  # due now
         worker._lost(redis.ConnectionError("Redis restarting"))
@@ -194,6 +198,3 @@ def test_an_idle_worker_does_not_spin_while_redis_is_out_of_reach(
         assert worker._wait_timeout(1.0, 0) > 0.0  # the outage's backoff, not the overdue step
         worker._last_beat = 0.0  # its heartbeat overdue too, as the outage goes on
         assert worker._wait_timeout(1.0, 0) > 0.0
-    finally:
-        worker.outage.reached()
-        worker.close()
