@@ -24,8 +24,8 @@ FAILOVER_TIMEOUT_MS = 5000
 # for others to join before it sends: the old primary, restarted as a replica, stays empty that long, and Sentinel
 # promotes a replica that never synced (it excludes only one whose link has been down too long). A 3 s stall of the
 # new primary in that window made the sentinels promote the empty node: 2,000 of 2,000 keys gone, every one kept with
-# no delay (measured on Redis 7.0.15; docs/scaling.md). CI saw it once as 914 accepted messages lost. Redis 6.2 syncs
-# through a snapshot on disk at once. `notice` logs the syncs and role changes a failed test's report shows.
+# no delay (measured on Redis 7.0.15; docs/scaling.md): the likely cause of 914 accepted messages lost once in CI.
+# Redis 6.2 syncs through a snapshot on disk at once. `notice` logs the syncs and role changes `report()` shows.
 NODE_ARGS = ("--repl-diskless-sync-delay", "0", "--loglevel", "notice")
 
 
