@@ -72,6 +72,7 @@ def redis_ready(settings: Settings, r: Any) -> None:
         return
     try:
         layout_ready(r, Keys(settings.prefix))
+        eviction_ready(r)
     except Exception as e:
         # Redis can go away between the PING and the layout's read (a restart under load): like a server that
         # does not answer yet, that is for the role's loop to ride out, not a reason to exit.
@@ -86,6 +87,16 @@ def layout_ready(r: Any, keys: Keys) -> None:
     from angora_rq.store import layout
 
     layout.check(r, keys)
+
+
+def eviction_ready(r: Any) -> None:
+    """Log a warning when Redis would delete Angora's keys once full (a maxmemory-policy other than noeviction): a
+    role still starts, as a managed Redis may not let its policy be changed at once."""
+    from angora_rq.store.pressure import eviction_risk
+
+    warning = eviction_risk(r)
+    if warning:
+        log.warning("%s", warning)
 
 
 def port_free(host: str, port: int) -> None:

@@ -213,9 +213,12 @@ SCHEMAS.update({
     "Status": obj({
         "work": {**ref("Budget"), "description": "Accepted work not finished: messages waiting for the matcher, "
                                                   "executions queued, held, delayed or running (ANGORA_BACKLOG)."},
-        "memory": {**obj({**BUDGET, "source": nullable("string")}, closed=True),
+        "memory": {**obj({**BUDGET, "source": nullable("string"), "policy": nullable("string"),
+                          "warning": nullable("string")}, closed=True),
                    "description": "Redis used_memory (last reading, at most 1 s old) against the memory budget "
-                                  "(source: ANGORA_MAX_MEMORY, maxmemory or system memory)."},
+                                  "(source: ANGORA_MAX_MEMORY, maxmemory or system memory); Redis' "
+                                  "maxmemory-policy, and a warning when it is not noeviction (a full Redis then "
+                                  "deletes keys, Angora's among them, instead of refusing writes)."},
         "accepted": {"type": "integer", "description": "Messages accepted since the deployment began."},
         "history": {**obj({"since": nullable("number"), "runs": INT, "retention": {"type": "number"},
                            "trim_at": nullable("integer")}, closed=True),

@@ -196,7 +196,8 @@ def test_memory_is_read_at_most_once_a_second(r: redis.Redis, keys: Keys) -> Non
 def test_a_redis_that_refuses_info_has_only_the_work_budget(keys: Keys) -> None:
     pressure = Pressure(fakeredis.FakeRedis(), keys, Settings(backlog=7))  # fakeredis has no INFO
     assert pressure.budget() == Budget(work=7, memory=None)
-    assert pressure.usage()["memory"] == {"used": None, "limit": None, "source": None, "ratio": None, "full": False}
+    assert pressure.usage()["memory"] == {"used": None, "limit": None, "source": None, "ratio": None, "full": False,
+                                        "policy": None, "warning": None}
 
 
 # -- with real processes --------------------------------------------------------------------------------------
