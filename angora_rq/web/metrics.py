@@ -9,7 +9,7 @@ job) and would rename ours to `exported_job`.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from flask import Blueprint, Response, current_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -18,6 +18,7 @@ from prometheus_client.utils import floatToGoString
 
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.metrics import alive_by_role, entry_age, histograms, status_counts
+from angora_rq.core.pressure import SAFE_POLICY, Memory
 from angora_rq.core.schema import Metrics
 from angora_rq.store.connection import redis_errors
 from angora_rq.store.metrics import REFUSALS, Sample, read_sample
@@ -29,10 +30,11 @@ ROLES = ("matcher", "worker", "scheduler")
 class Scrape:
     """A prometheus_client collector over one Sample (generate_latest takes any object with collect())."""
 
-    def __init__(self, sample: Sample, backlog: int, now: float) -> None:
+    def __init__(self, sample: Sample, backlog: int, now: float, memory: Optional[Memory] = None) -> None:
         self.s = sample
         self.backlog = backlog
         self.now = now
+        self.memory = memory
 
     def collect(self) -> Iterator[Metric]:
         """Every metric family of the sample."""
@@ -40,6 +42,22 @@ class Scrape:
         yield from self.executions()
         yield from self.waiting()
         yield from self.processes()
+        yield from self.redis_memory()
+
+    def redis_memory(self) -> Iterator[Metric]:
+        """Redis' memory against the budget, and whether a full Redis would delete keys (none when Redis refuses
+        INFO)."""
+        m = self.memory
+        if m is None:
+            return
+        yield GaugeMetricFamily("angora_redis_memory_used_bytes", "Redis used_memory (the web process' last "
+                                "reading, at most 1 s old).", value=m.used)
+        yield GaugeMetricFamily("angora_redis_memory_budget_bytes", "The memory budget: past it sends get 503 "
+                                "(ANGORA_MAX_MEMORY, 90% of maxmemory or half the host's memory; 0 = none).",
+                                value=m.limit)
+        yield GaugeMetricFamily("angora_redis_evicting", "1 when Redis' maxmemory-policy is not noeviction: once "
+                                "full it deletes keys, Angora's among them, without an error.",
+                                value=int(bool(m.policy) and m.policy != SAFE_POLICY))
 
     def messages(self) -> Iterator[Metric]:
         """Messages taken off the stream and refused, the stream, the matchers' lag and the backlog budget."""
@@ -133,5 +151,6 @@ def metrics() -> Any:
         jobs = []
     with redis_errors():
         sample = read_sample(ext.r, ext.keys, jobs)
-    body = generate_latest(Scrape(sample, ext.settings.backlog, time.time()))  # type: ignore[arg-type]
+        memory = ext.pressure.memory()
+    body = generate_latest(Scrape(sample, ext.settings.backlog, time.time(), memory))  # type: ignore[arg-type]
     return Response(body, mimetype=None, content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -177,6 +177,8 @@ def test_metrics_count_what_the_processes_did(system: System) -> None:
     assert value(m, "angora_processes_alive", role="worker") == 1
     assert value(m, "angora_processes_alive", role="matcher") == 1
     assert value(m, "angora_backlog_budget") == Settings().backlog
+    assert value(m, "angora_redis_memory_used_bytes") > 0 and value(m, "angora_redis_memory_budget_bytes") > 0
+    assert value(m, "angora_redis_evicting") == 0
     # Counts live in Redis: another web process (another app) reads the same numbers.
     other = scrape(app_for(system))
     for name in ("angora_messages_total", "angora_executions_total", "angora_execution_duration_seconds_count"):

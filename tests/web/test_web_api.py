@@ -603,7 +603,8 @@ def test_angora_web_help_lists_options() -> None:
 
 
 def test_status_and_dashboard_warn_when_redis_would_evict_keys(make_app: MakeApp, r: redis.Redis) -> None:
-    """A maxmemory-policy other than noeviction lets a full Redis delete Angora's keys: the status says so."""
+    """A maxmemory-policy other than noeviction lets a full Redis delete Angora's keys: the status, the dashboard
+    and /metrics say so."""
     assert conforms(make_app().test_client().get("/api/v1/status"), "/api/v1/status")["memory"]["warning"] is None
     old: Any = r.config_get("maxmemory-policy")["maxmemory-policy"]
     r.config_set("maxmemory-policy", "allkeys-lru")  # this session's own server, which has no maxmemory
@@ -611,8 +612,10 @@ def test_status_and_dashboard_warn_when_redis_would_evict_keys(make_app: MakeApp
         client = make_app().test_client()  # a new app: its first memory reading is of now
         memory = conforms(client.get("/api/v1/status"), "/api/v1/status")["memory"]
         html = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+        metrics = client.get("/metrics").get_data(as_text=True)
     finally:
         r.config_set("maxmemory-policy", old)
     assert old == "noeviction" and memory["policy"] == "allkeys-lru"
     assert "maxmemory-policy is allkeys-lru" in memory["warning"] and "set it to noeviction" in memory["warning"]
     assert 'id="eviction-warning"' in html and "maxmemory-policy is allkeys-lru" in html
+    assert "\nangora_redis_evicting 1.0\n" in metrics, metrics
