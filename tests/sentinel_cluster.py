@@ -22,10 +22,11 @@ DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 5000
 # Every data node's own arguments. Redis 7 syncs a replica without disk and waits 5 s (repl-diskless-sync-delay)
 # for others to join before it sends: the old primary, restarted as a replica, stays empty that long, and Sentinel
-# promotes a replica that never synced (it excludes only one whose link has been down too long). A 3 s stall of the
-# new primary in that window made the sentinels promote the empty node: 2,000 of 2,000 keys gone, every one kept with
-# no delay (measured on Redis 7.0.15; docs/scaling.md): the likely cause of 914 accepted messages lost once in CI.
-# Redis 6.2 syncs through a snapshot on disk at once. `notice` logs the syncs and role changes `report()` shows.
+# promotes a replica that never synced (it leaves out only one whose link has been down too long). A stall of the new
+# primary in that window makes the sentinels promote the empty node and every confirmed write is gone
+# (bench/bench_failover_window.py; docs/scaling.md): the likely cause of 914 accepted messages lost once in CI. With
+# no delay the window is the sync's own time. Redis 6.2 syncs through a snapshot on disk at once. `notice` logs the
+# syncs and role changes `report()` shows.
 NODE_ARGS = ("--repl-diskless-sync-delay", "0", "--loglevel", "notice")
 
 
@@ -37,15 +38,16 @@ class SentinelCluster:
     nodes: list[RedisServer] = field(default_factory=list)
     sentinels: list[subprocess.Popen] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
+    node_args: tuple[str, ...] = NODE_ARGS  # every data node's own arguments
 
     def start(self, timeout: float = 30.0) -> "SentinelCluster":
         """Start every process; return once the replica has synced (a replicated write can be confirmed) and the
         sentinels know it (so a failover can happen)."""
         primary = RedisServer(data_dir=self.root / "node0", port=free_port(), appendonly=False,
-                              extra_args=NODE_ARGS).start()
+                              extra_args=self.node_args).start()
         self.nodes.append(primary)
         replica = RedisServer(data_dir=self.root / "node1", port=free_port(), appendonly=False,
-                              extra_args=(*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary.port))).start()
+                              extra_args=(*self.node_args, "--replicaof", "127.0.0.1", str(primary.port))).start()
         self.nodes.append(replica)
         for i in range(3):
             self._start_sentinel(i, primary.port)
@@ -142,7 +144,7 @@ class SentinelCluster:
         old.stop()
         self.nodes[self.nodes.index(old)] = RedisServer(
             data_dir=old.data_dir, port=port, appendonly=False,
-            extra_args=(*NODE_ARGS, "--replicaof", "127.0.0.1", str(primary))).start()
+            extra_args=(*self.node_args, "--replicaof", "127.0.0.1", str(primary))).start()
 
     def report(self, lines: int = 40) -> str:
         """What a failed test shows: the sentinels' epoch (1 after one failover) and the last lines of every

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from angora_rq.core.errors import Overloaded
+from angora_rq.core.redis_setup import eviction_warning
 
 # Charged per accepted message until the next INFO reading: twice the measured cost of a one-job message once
 # dispatched and finished (its execution, its run and their index entries: 1,014 bytes in bench/run.py's memory
@@ -32,12 +33,6 @@ MAXMEMORY_SHARE = 0.9
 # Of the Redis host's memory when Redis has no `maxmemory`: a fork for an AOF rewrite or a snapshot may need as
 # much again (copy-on-write).
 SYSTEM_SHARE = 0.5
-# The only maxmemory-policy under which a full Redis refuses writes instead of deleting keys. Under any other, a
-# shared Redis that another application filled deleted Angora's accepted work without an error: with allkeys-lru
-# and a 32 MB maxmemory, 2,000 accepted messages then 40,000 cache writes of 1 KB left the stream empty and 1,654 of
-# the 2,000 runs gone; under volatile-* the keys that go first are the ones with a TTL: heartbeats, leases,
-# idempotency keys (docs/scaling.md).
-SAFE_POLICY = "noeviction"
 WORK_RETRY_AFTER = 5  # seconds: workers drain the work in seconds
 MEMORY_RETRY_AFTER = 30  # seconds: memory comes back as retention expires old runs, or when an operator acts
 
@@ -111,18 +106,6 @@ def refusal(reply: str, budget: Budget) -> Optional[Overloaded]:
                       detail={"budget": "memory", "used": used_bytes, "limit": limit_bytes,
                               "retry_after": MEMORY_RETRY_AFTER},
                       retry_after=MEMORY_RETRY_AFTER)
-
-
-def eviction_warning(policy: str) -> Optional[str]:
-    """What to do about a Redis that deletes keys when full (a maxmemory-policy other than noeviction); None when
-    it refuses writes instead, or does not say."""
-    if not policy or policy == SAFE_POLICY:
-        return None
-    which = ("any of Angora's: accepted messages, runs, queues" if policy.startswith("allkeys") else
-             "Angora's with a time to live among them: workers' heartbeats, leases, idempotency keys")
-    return (f"Redis' maxmemory-policy is {policy}: once Redis is full it deletes keys without an error, {which}; "
-            "set it to noeviction (`CONFIG SET maxmemory-policy noeviction`, or your provider's setting), under "
-            "which Angora refuses new messages with 503 instead")
 
 
 def mib(n: int) -> str:

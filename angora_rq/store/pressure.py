@@ -11,7 +11,7 @@ import redis
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
-from angora_rq.core.pressure import Budget, Memory, eviction_warning, history_view, memory_limit, usage
+from angora_rq.core.pressure import Budget, Memory, history_view, memory_limit, usage
 from angora_rq.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,18 +88,3 @@ class Pressure:
                                       memory)
         return out
 
-
-def eviction_risk(r: redis.Redis) -> Optional[str]:
-    """What a role logs as it starts when Redis may delete Angora's keys once full (core.pressure.eviction_warning),
-    with how many keys it has evicted since it started; None when it may not, or refuses INFO."""
-    with r.pipeline(transaction=False) as p:
-        p.info("memory")
-        p.info("stats")
-        memory, stats = p.execute(raise_on_error=False)
-    if isinstance(memory, Exception):
-        return None
-    warning = eviction_warning(to_str(memory.get("maxmemory_policy") or ""))
-    evicted = 0 if isinstance(stats, Exception) else int(stats.get("evicted_keys") or 0)
-    if warning is None or not evicted:
-        return warning
-    return f"{warning} (it has evicted {evicted} keys since it started)"

@@ -18,7 +18,8 @@ from prometheus_client.utils import floatToGoString
 
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.metrics import alive_by_role, entry_age, histograms, status_counts
-from angora_rq.core.pressure import SAFE_POLICY, Memory
+from angora_rq.core.pressure import Memory
+from angora_rq.core.redis_setup import SAFE_POLICY
 from angora_rq.core.schema import Metrics
 from angora_rq.store.connection import redis_errors
 from angora_rq.store.metrics import REFUSALS, Sample, read_sample

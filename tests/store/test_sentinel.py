@@ -1,8 +1,6 @@
 """REDIS_URL=redis+sentinel://...: the URL, the clients it builds, the Link across a failover, ANGORA_DURABILITY."""
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Iterator
@@ -87,25 +85,3 @@ def test_a_replicated_send_is_accepted_once_a_replica_has_it(cluster: SentinelCl
     assert refused.value.status == 503 and "no replica confirmed the message" in refused.value.message
     assert client_for(cluster.url).xlen(keys.stream()) == 3  # on the primary alone: hence the 503
 
-
-@pytest.mark.chaos
-def test_a_restarted_primary_promoted_at_once_in_a_second_failover_keeps_every_confirmed_write(
-        cluster: SentinelCluster) -> None:
-    """The primary dies, its replica is promoted, the old node comes back as a replica and the new primary stalls
-    3 s: the sentinels promote the old node. With the nodes' NODE_ARGS it has synced by then (Redis 7's default 5 s
-    diskless-sync delay left it empty: 2,000 of 2,000 keys gone, docs/scaling.md)."""
-    first = redis.Redis(port=cluster.primary_port())
-    for i in range(2000):
-        first.set(f"k{i}", i)
-    assert first.wait(1, 5000) == 1
-    old = cluster.kill_primary()
-    new = cluster.wait_failover(old)
-    cluster.restart_as_replica(old, new)
-    stalled = cluster.node(new).proc
-    assert stalled is not None
-    os.kill(stalled.pid, signal.SIGSTOP)
-    time.sleep(3.0)  # three times the sentinels' down-after
-    os.kill(stalled.pid, signal.SIGCONT)
-    promoted = cluster.wait_failover(new)
-    assert promoted == old, cluster.report()
-    assert redis.Redis(port=promoted).dbsize() == 2000, cluster.report()

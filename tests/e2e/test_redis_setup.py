@@ -1,5 +1,6 @@
-"""A Redis that deletes keys once full (a maxmemory-policy other than noeviction) loses accepted work without an
-error: the roles say so as they start, and the status and dashboard show it (tests/web/test_web_api.py)."""
+"""A Redis set up to lose accepted work: one that deletes keys once full (a maxmemory-policy other than
+noeviction), or writes no AOF. The roles say so as they start; the status, the dashboard and /metrics show the
+first (tests/web/test_web_api.py)."""
 from __future__ import annotations
 
 import os
@@ -12,6 +13,7 @@ import redis
 
 from angora_rq.core.keys import Keys
 from angora_rq.core.messages import Message
+from angora_rq.core.redis_setup import eviction_warning, persistence_warning
 from angora_rq.processes.redis_server import RedisServer, free_port
 from angora_rq.store.bus import send
 from angora_testkit import CLI
@@ -54,15 +56,25 @@ def start_worker(server: RedisServer, tmp_path: Path) -> subprocess.CompletedPro
     return subprocess.run([*CLI, "worker", "--burst"], env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_a_role_warns_as_it_starts_on_an_evicting_redis_and_not_otherwise(evicting: RedisServer,
-                                                                         tmp_path: Path) -> None:
+def test_a_role_warns_as_it_starts_on_a_redis_that_can_lose_work_and_not_otherwise(evicting: RedisServer,
+                                                                                  tmp_path: Path) -> None:
     r = redis.Redis(port=evicting.port)
     fill(r)  # full already: the warning counts what Redis has deleted
     out = start_worker(evicting, tmp_path)
-    assert out.returncode == 0, out.stdout + out.stderr
     said = out.stdout + out.stderr
+    assert out.returncode == 0, said
     assert "WARNING angora_rq.cli: Redis' maxmemory-policy is allkeys-lru" in said and "set it to noeviction" in said
     assert "it has evicted" in said
+    assert "WARNING angora_rq.cli: Redis writes no append-only file (appendonly no)" in said
     r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("appendonly", "yes")
     out = start_worker(evicting, tmp_path)
-    assert out.returncode == 0 and "maxmemory-policy" not in out.stdout + out.stderr, out.stdout
+    said = out.stdout + out.stderr
+    assert out.returncode == 0 and "WARNING" not in said, said
+
+
+def test_what_each_setup_warning_says() -> None:
+    assert eviction_warning("noeviction") is None and eviction_warning("") is None
+    assert "accepted messages, runs, queues" in (eviction_warning("allkeys-random") or "")
+    assert "heartbeats, leases, idempotency keys" in (eviction_warning("volatile-ttl") or "")
+    assert persistence_warning(True) is None and "appendfsync everysec" in (persistence_warning(False) or "")
