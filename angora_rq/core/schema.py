@@ -113,6 +113,8 @@ class Metrics(Names):
     messages = "messages:"  # + 'root' or 'job': messages the matchers took off the stream (acknowledged)
     refused = "refused:"  # + reason (invalid, backlog, key_reuse): sends refused
     dead_letters = "dead"  # messages the matchers could not dispatch and put aside (Keys.dead_letters)
+    data_lost = "lost"  # times a role found Redis back without Angora's data (processes/datawatch.py)
+    data_lost_at = "lost_at"  # when the last of those was found (unix time)
 
 
 class Schedule(Names):

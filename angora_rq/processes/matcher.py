@@ -34,6 +34,7 @@ from angora_rq.core.settings import Settings
 from angora_rq.store.state import host_of
 from angora_rq.core.snapshot import Snapshot
 from angora_rq.store.versions import publish_running_version
+from angora_rq.processes.datawatch import DataWatch
 from angora_rq.processes.outage import Outage
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class Matcher:
     def run(self) -> None:
         """Loop over step() until stop() is called; wait out Redis outages (what was read stays pending)."""
         group, outage = False, Outage(f"matcher {self.name}")
+        watch = DataWatch(self.r, self.keys, f"matcher {self.name}")
         while not self.stopping:
             try:
                 if not group:
@@ -122,7 +124,8 @@ class Matcher:
                     group = True
                 if 0 < self.step() < self.batch_size and self.linger:
                     time.sleep(self.linger)
-                outage.reached()
+                if outage.reached():
+                    watch.check()
             except UNREACHABLE as e:
                 outage.failed(e)
                 # A batch whose reply was lost may not have been dispatched: read this consumer's pending again.

@@ -35,6 +35,7 @@ from angora_rq.core.keys import Keys
 from angora_rq.core.settings import Settings
 from angora_rq.processes.janitor import Janitor, lost_claims
 from angora_rq.processes.lease import Lease
+from angora_rq.processes.datawatch import DataWatch
 from angora_rq.processes.outage import Outage
 from angora_rq.processes.outbox import Outbox, Unrecorded
 from angora_rq.processes.recording import Recorder
@@ -114,6 +115,7 @@ class AngoraWorker:
         self.active: dict[str, Active] = {}
         self.outbox = Outbox(r, keys, self.state, settings.data_dir, self.name)  # ended, not yet in Redis
         self.outage = Outage(f"worker {self.name}")
+        self.watch = DataWatch(r, keys, f"worker {self.name}")
         self.stats = WorkerStats()
         self.stopping = False
         self.forced = False
@@ -430,10 +432,11 @@ class AngoraWorker:
             self._housekeeping(now)
             if self._recheck:
                 self._recheck_inflight(now)
+            if self.outage.reached():
+                self.watch.check()
         except UNREACHABLE as e:
             self._lost(e)
             return False
-        self.outage.reached()
         return True
 
     def _attempt(self, fn: Any, *args: Any) -> Any:

@@ -7,7 +7,7 @@ from angora_rq.core.codec import to_str
 from angora_rq.core.errors import AngoraError
 from angora_rq.core.keys import Keys
 from angora_rq.core.layout import LAYOUT, PREVIOUS
-from angora_rq.core.schema import Run
+from angora_rq.core.schema import Metrics, Run
 from angora_rq.store.connection import Redis
 
 
@@ -41,3 +41,22 @@ def check(r: Redis, keys: Keys) -> None:
     if layout > LAYOUT:
         raise AngoraError(f"Redis holds Angora data of a newer layout ({layout}; this release reads {LAYOUT}) under "
                           f"prefix {keys.prefix!r}: run the release that wrote it (upgrade Angora on this host)")
+
+
+
+def marked(r: Redis, keys: Keys) -> bool:
+    """Whether the data under the prefix carries its layout mark (every role sets it as it starts)."""
+    return bool(r.exists(keys.schema()))
+
+
+def mark_again(r: Redis, keys: Keys) -> bool:
+    """Mark the data with this release's layout unless it is marked; True when the mark was gone."""
+    return bool(r.set(keys.schema(), LAYOUT, nx=True))
+
+
+def count_loss(r: Redis, keys: Keys, now: float) -> None:
+    """Count, with its time, that Redis came back without Angora's data (/metrics, the dashboard)."""
+    with r.pipeline(transaction=False) as p:
+        p.hincrby(keys.metrics(), Metrics.data_lost, 1)
+        p.hset(keys.metrics(), Metrics.data_lost_at, repr(now))
+        p.execute()

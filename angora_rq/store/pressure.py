@@ -11,6 +11,7 @@ import redis
 
 from angora_rq.core.codec import to_str
 from angora_rq.core.keys import Keys
+from angora_rq.core.schema import Metrics
 from angora_rq.core.pressure import Budget, Memory, history_view, memory_limit, usage
 from angora_rq.core.settings import Settings
 
@@ -82,9 +83,11 @@ class Pressure:
             p.get(self.keys.accepted())
             p.zrange(self.keys.runs(), 0, 0, withscores=True)
             p.zcard(self.keys.runs())
-            work, accepted, first, runs = p.execute()
+            p.hmget(self.keys.metrics(), Metrics.data_lost, Metrics.data_lost_at)
+            work, accepted, first, runs, (lost, lost_at) = p.execute()
         out = usage(int(to_str(work) or 0), self.settings.backlog, int(to_str(accepted) or 0), memory)
         out["history"] = history_view(float(first[0][1]) if first else None, int(runs), self.settings.retention,
                                       memory)
+        out["data_lost"] = {"times": int(to_str(lost) or 0), "last": float(to_str(lost_at)) if lost_at else None}
         return out
 

@@ -77,6 +77,10 @@ class Scrape:
         yield CounterMetricFamily("angora_messages_dead_lettered", "Messages the matchers put aside as dead "
                                   "letters: each failed to dispatch alone, for a reason trying again would not change "
                                   "(GET /api/v1/dead-letters).", value=int(s.counters.get(Metrics.dead_letters) or 0))
+        yield CounterMetricFamily("angora_redis_data_lost", "Times a role found Redis back after an outage without "
+                                  "Angora's data (restarted without persistence, a replica promoted before it synced, "
+                                  "flushed): what it held then was lost.",
+                                  value=int(s.counters.get(Metrics.data_lost) or 0))
         yield GaugeMetricFamily("angora_stream_length", "Entries in the message stream (the backlog).",
                                 value=s.stream_length)
         yield GaugeMetricFamily("angora_stream_pending", "Entries read by a matcher and not yet dispatched.",

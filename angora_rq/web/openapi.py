@@ -225,6 +225,10 @@ SCHEMAS.update({
                     "description": "How far back history reaches: when the oldest run kept started (unix time), "
                                    "how many runs are kept; finished runs older than `retention` seconds go, and "
                                    "the oldest go first while Redis holds more than `trim_at` bytes."},
+        "data_lost": {**obj({"times": INT, "last": nullable("number")}, closed=True),
+                      "description": "Times a role found Redis back after an outage without Angora's data "
+                                     "(restarted without persistence, a replica promoted before it synced, flushed), "
+                                     "and when the last was found (unix time)."},
     }, closed=True),
     "Leader": obj({"holder": nullable("string"), "token": nullable("integer"), "ttl": nullable("number")},
                   closed=True),

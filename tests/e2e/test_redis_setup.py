@@ -67,6 +67,7 @@ def test_a_role_warns_as_it_starts_on_a_redis_that_can_lose_work_and_not_otherwi
     assert "it has evicted" in said
     assert "WARNING angora_rq.cli: Redis writes no append-only file (appendonly no)" in said
     r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", "0")  # full under noeviction, Redis would refuse the worker's writes (other warnings)
     r.config_set("appendonly", "yes")
     out = start_worker(evicting, tmp_path)
     said = out.stdout + out.stderr
