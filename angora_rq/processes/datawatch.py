@@ -11,24 +11,35 @@ import time
 
 from angora_rq.core.keys import Keys
 from angora_rq.store import layout
-from angora_rq.store.connection import UNREACHABLE, Redis
+from angora_rq.store.connection import UNREACHABLE, Redis, RedisError
 
 log = logging.getLogger(__name__)
 
 
 class DataWatch:
-    """`check()` once Redis answers after an outage; the mark is only missed when this process saw it before."""
+    """`check()` once Redis answers after an outage, and while `pending` (a check Redis refused: read-only during a
+    failover, out of memory); the mark is only missed when this process saw it before."""
 
     def __init__(self, r: Redis, keys: Keys, who: str) -> None:
         self.r, self.keys, self.who = r, keys, who
+        self.pending = False
         try:
             self.seen = layout.marked(r, keys)
         except UNREACHABLE:  # Redis down as the role starts: the first check marks the data, silently
             self.seen = False
 
     def check(self) -> bool:
-        """Mark the data again if its mark is gone; True (logged, counted) when that means the data was lost."""
-        gone = layout.mark_again(self.r, self.keys)
+        """Mark the data again if its mark is gone; True (logged, counted) when that means the data was lost.
+        Redis out of reach raises (the caller's outage); any other refusal leaves the check pending."""
+        self.pending = True
+        try:
+            gone = layout.mark_again(self.r, self.keys)
+        except UNREACHABLE:
+            raise
+        except RedisError as e:
+            log.debug("%s: the data's mark could not be checked (%s); again at the next step", self.who, e)
+            return False
+        self.pending = False
         lost, self.seen = gone and self.seen, True
         if lost:
             layout.count_loss(self.r, self.keys, time.time())

@@ -124,7 +124,7 @@ class Matcher:
                     group = True
                 if 0 < self.step() < self.batch_size and self.linger:
                     time.sleep(self.linger)
-                if outage.reached():
+                if outage.reached() or watch.pending:
                     watch.check()
             except UNREACHABLE as e:
                 outage.failed(e)

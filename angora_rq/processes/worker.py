@@ -432,7 +432,7 @@ class AngoraWorker:
             self._housekeeping(now)
             if self._recheck:
                 self._recheck_inflight(now)
-            if self.outage.reached():
+            if self.outage.reached() or self.watch.pending:
                 self.watch.check()
         except UNREACHABLE as e:
             self._lost(e)
