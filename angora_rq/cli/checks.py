@@ -72,7 +72,7 @@ def redis_ready(settings: Settings, r: Any) -> None:
         return
     try:
         layout_ready(r, Keys(settings.prefix))
-        redis_setup_ready(r)
+        redis_setup_ready(r, settings)
     except Exception as e:
         # Redis can go away between the PING and the layout's read (a restart under load): like a server that
         # does not answer yet, that is for the role's loop to ride out, not a reason to exit.
@@ -89,12 +89,12 @@ def layout_ready(r: Any, keys: Keys) -> None:
     layout.check(r, keys)
 
 
-def redis_setup_ready(r: Any) -> None:
-    """Log a warning for each way this Redis can lose accepted work (it deletes keys once full, or writes no AOF): a
-    role still starts, as a managed Redis may not let these be changed at once."""
+def redis_setup_ready(r: Any, settings: Settings) -> None:
+    """Log a warning for each way this Redis can lose accepted work or refuse it (store.redis_setup): a role still
+    starts, as a managed Redis may not let these be changed at once."""
     from angora_rq.store.redis_setup import setup_warnings
 
-    for warning in setup_warnings(r):
+    for warning in setup_warnings(r, settings):
         log.warning("%s", warning)
 
 

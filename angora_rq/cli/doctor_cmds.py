@@ -83,7 +83,7 @@ def answered(r: Any, keys: Keys, s: Settings, where: str, schedules: int) -> lis
     from angora_rq.store.redis_setup import setup_warnings
 
     out = [Finding(OK, "redis", f"{where} answers: {server(r)}")]
-    out += [Finding(WARN, "redis", w) for w in setup_warnings(r)]
+    out += [Finding(WARN, "redis", w) for w in setup_warnings(r, s)]
     out.append(layout_finding(layout.found(r, keys), keys.prefix))
     usage = Pressure(r, keys, s).usage()
     lost = data_lost_finding(usage["data_lost"])

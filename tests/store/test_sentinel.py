@@ -85,3 +85,25 @@ def test_a_replicated_send_is_accepted_once_a_replica_has_it(cluster: SentinelCl
     assert refused.value.status == 503 and "no replica confirmed the message" in refused.value.message
     assert client_for(cluster.url).xlen(keys.stream()) == 3  # on the primary alone: hence the 503
 
+
+
+def test_the_setup_warnings_name_a_sync_delay_and_a_missing_replica(cluster: SentinelCluster) -> None:
+    """What every role logs as it starts (and `angora doctor` shows) on a Sentinel deployment's primary."""
+    from angora_rq.store.redis_setup import setup_warnings
+
+    settings = Settings.from_env({"REDIS_URL": cluster.url, "ANGORA_DURABILITY": "replicated"})
+    r = connect(settings)
+    said = " ".join(setup_warnings(r, settings))
+    assert "repl-diskless-sync-delay" not in said and "no replica connected" not in said, said
+    primary = redis.Redis(port=cluster.primary_port())
+    primary.config_set("repl-diskless-sync", "yes")  # Redis 7's defaults
+    primary.config_set("repl-diskless-sync-delay", 5)
+    assert "only after repl-diskless-sync-delay (5 s)" in " ".join(setup_warnings(r, settings))
+    next(n for n in cluster.nodes if n.port != cluster.primary_port()).kill()
+    deadline = time.monotonic() + 30
+    while primary.info("replication")["connected_slaves"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    said = " ".join(setup_warnings(r, settings))
+    assert "ANGORA_DURABILITY=replicated, but Redis has no replica connected" in said, said
+    plain = Settings.from_env({"REDIS_URL": f"redis://127.0.0.1:{cluster.primary_port()}/0"})
+    assert not any("replica" in w for w in setup_warnings(r, plain))  # primary durability, no Sentinel: neither
