@@ -43,7 +43,6 @@ def check(r: Redis, keys: Keys) -> None:
                           f"prefix {keys.prefix!r}: run the release that wrote it (upgrade Angora on this host)")
 
 
-
 def marked(r: Redis, keys: Keys) -> bool:
     """Whether the data under the prefix carries its layout mark (every role sets it as it starts)."""
     return bool(r.exists(keys.schema()))
