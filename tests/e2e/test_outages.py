@@ -199,6 +199,10 @@ def check(figures: Figures, s: System) -> None:
                                    f"{s.logs()}"
     assert not figures.left_waiting, f"executions left waiting: {figures.left_waiting}"
     assert figures.silent_duplicates == 0
+    # Redis came back from its AOF each time: no role may say it came back without Angora's data.
+    said = [log.name for log in s.workdir.glob("*.log")
+            if "Redis came back without Angora's data" in log.read_text(errors="replace")]
+    assert not said, f"roles that reported the data lost after a restart from the AOF: {said}\n{s.logs()}"
 
 
 # -- Redis killed, shut down and restarted ---------------------------------------------------------------------------
