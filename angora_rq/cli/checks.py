@@ -52,6 +52,13 @@ def redis_ready_for_migration(settings: Settings, r: Any) -> None:
         raise AngoraError(warning.replace("; retrying", "") + ": start it, then run `angora migrate` again")
 
 
+def no_redis_named(settings: Settings) -> str:
+    """Why no Redis can be reached from these settings ('' when one is named: REDIS_URL, or `angora up`'s)."""
+    if settings.redis_url or settings.embedded_socket.exists():
+        return ""
+    return f"REDIS_URL is not set and no `angora up` runs here (no {settings.embedded_socket})"
+
+
 def redis_ready(settings: Settings, r: Any) -> None:
     """A role's Redis settings can work: a server is named, its TLS files exist, and it accepts us.
 
@@ -60,9 +67,9 @@ def redis_ready(settings: Settings, r: Any) -> None:
     """
     from angora_rq.store.connection import first_contact
 
-    if not settings.redis_url and not settings.embedded_socket.exists():
-        raise AngoraError(f"REDIS_URL is not set and no `angora up` runs here (no {settings.embedded_socket}): "
-                          "set REDIS_URL (rediss:// for TLS), or start `angora up`")
+    missing = no_redis_named(settings)
+    if missing:
+        raise AngoraError(f"{missing}: set REDIS_URL (rediss:// for TLS), or start `angora up`")
     from angora_rq.store.connection import unavailable
 
     tls_files_ready(settings)

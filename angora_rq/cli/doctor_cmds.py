@@ -54,11 +54,12 @@ def definitions(path: Path) -> tuple[list[Finding], int]:
 def redis_findings(s: Settings, schedules: int) -> list[Finding]:
     """Redis reachable and its version and role; then, if it answers, the data, its setup, the processes, the
     budgets."""
-    from angora_rq.cli.checks import tls_files_ready
+    from angora_rq.cli.checks import no_redis_named, tls_files_ready
     from angora_rq.store.connection import connect, first_contact, redacted
 
-    if not s.redis_url and not s.embedded_socket.exists():
-        return [Finding(ERROR, "redis", f"REDIS_URL is not set and no `angora up` runs here (no {s.embedded_socket})")]
+    missing = no_redis_named(s)
+    if missing:
+        return [Finding(ERROR, "redis", missing)]
     where = redacted(s.effective_redis_url)
     try:
         tls_files_ready(s)

@@ -8,7 +8,6 @@ from typing import Any, Iterable, Mapping, Optional
 from angora_rq.core.layout import LAYOUT
 
 OK, WARN, ERROR = "ok", "warn", "error"
-LEVELS = (OK, WARN, ERROR)
 # Of a budget: past this share the doctor warns (at the whole of it, sends get 503).
 BUDGET_WARN = 0.8
 
@@ -78,8 +77,7 @@ def process_findings(alive: Mapping[str, int], leader: str, schedules: int) -> l
 
 
 def budget_findings(usage: Mapping[str, Any]) -> list[Finding]:
-    """The work and memory budgets (store.pressure.usage()): a warning past BUDGET_WARN, an error when used up,
-    and the Redis setup warning the memory reading carries."""
+    """The work and memory budgets (store.pressure.usage()): a warning past BUDGET_WARN, an error when used up."""
     out = []
     for name, what in (("work", "accepted work not finished"), ("memory", "Redis memory")):
         b = usage.get(name) or {}

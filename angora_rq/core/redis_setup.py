@@ -6,7 +6,7 @@ from typing import Optional
 
 # The only maxmemory-policy under which a full Redis refuses writes instead of deleting keys. Under any other, a
 # cache sharing the Redis deletes Angora's accepted work without an error once it fills it: with allkeys-lru and a
-# 16 MB maxmemory, 268-394 of the 505 keys of 500 accepted messages (tests/e2e/test_eviction_policy.py); under
+# 16 MB maxmemory, 268-394 of the 505 keys of 500 accepted messages (tests/e2e/test_redis_setup.py); under
 # volatile-* the keys with a TTL go: heartbeats, leases, idempotency keys.
 SAFE_POLICY = "noeviction"
 

@@ -90,4 +90,3 @@ class Pressure:
                                       memory)
         out["data_lost"] = {"times": int(to_str(lost) or 0), "last": float(to_str(lost_at)) if lost_at else None}
         return out
-

@@ -49,4 +49,3 @@ def _sync_delay(r: redis.Redis) -> str:
     diskless = to_str(got.get("repl-diskless-sync") or "")
     delay = int(to_str(got.get("repl-diskless-sync-delay") or 0))
     return sync_delay_warning(True, diskless, delay) or ""
-

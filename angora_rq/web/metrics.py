@@ -19,7 +19,7 @@ from prometheus_client.utils import floatToGoString
 from angora_rq.core.errors import Unavailable
 from angora_rq.core.metrics import alive_by_role, entry_age, histograms, status_counts
 from angora_rq.core.pressure import Memory
-from angora_rq.core.redis_setup import SAFE_POLICY
+from angora_rq.core.redis_setup import eviction_warning
 from angora_rq.core.schema import Metrics
 from angora_rq.store.connection import redis_errors
 from angora_rq.store.metrics import REFUSALS, Sample, read_sample
@@ -58,7 +58,7 @@ class Scrape:
                                 value=m.limit)
         yield GaugeMetricFamily("angora_redis_evicting", "1 when Redis' maxmemory-policy is not noeviction: once "
                                 "full it deletes keys, Angora's among them, without an error.",
-                                value=int(bool(m.policy) and m.policy != SAFE_POLICY))
+                                value=int(eviction_warning(m.policy) is not None))
 
     def messages(self) -> Iterator[Metric]:
         """Messages taken off the stream and refused, the stream, the matchers' lag and the backlog budget."""
