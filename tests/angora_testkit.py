@@ -26,6 +26,8 @@ from angora_rq.processes.redis_server import free_port
 from angora_rq.store.queries import Queries
 
 CLI = [sys.executable, "-m", "angora_rq.cli"]
+# What a role logs when Redis came back from an outage without Angora's data (processes/datawatch.py).
+DATA_LOST = "Redis came back without Angora's data"
 
 
 # -- the Procfile's web line, run as a Procfile runner runs it -------------------------------------------------
@@ -160,6 +162,10 @@ class System:
     def executions(self, run_id: str) -> list[dict[str, Any]]:
         """Every execution of a run."""
         return self.q.run_executions(run_id)
+
+    def said(self, text: str) -> int:
+        """How many times the children's output says `text`."""
+        return sum(path.read_text(errors="replace").count(text) for path in self.workdir.glob("*.log"))
 
     def logs(self) -> str:
         """The tail of every child's output, for assertion messages."""

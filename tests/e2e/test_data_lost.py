@@ -13,10 +13,9 @@ from angora_rq.core.errors import Unavailable
 from angora_rq.core.settings import Settings
 from angora_rq.processes.redis_server import RedisServer, free_port
 from angora_rq.web import create_app
-from angora_testkit import System, wait_for, write_config
+from angora_testkit import DATA_LOST, System, wait_for, write_config
 
 JOBS = "- {name: a, triggers: [dl.a], command: 'true'}\n"
-LOST = "Redis came back without Angora's data"
 
 
 def server(tmp_path: Path, appendonly: bool) -> RedisServer:
@@ -28,11 +27,6 @@ def own_redis(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisS
     s = server(tmp_path, request.param)
     yield s
     s.stop()
-
-
-def said(s: System, what: str = LOST) -> int:
-    """How many times the roles' logs say `what` (by default, that the data was lost)."""
-    return sum(p.read_text(errors="replace").count(what) for p in s.workdir.glob("*.log"))
 
 
 def run_once(s: System) -> bool:
@@ -52,25 +46,25 @@ def test_a_redis_back_without_the_data_is_said_once_and_counted(own_redis: Redis
         for role in ("matcher", "matcher", "worker", "worker"):
             s.start(role)
         s.wait_run(s.send("dl.a"))
-        wait_for(lambda: said(s, "jobs, version") == 2 and said(s, "queues default") == 2, 30,
+        wait_for(lambda: s.said("jobs, version") == 2 and s.said("queues default") == 2, 30,
                  what=f"every role started ({s.logs()})")
         own_redis.kill()
         own_redis.start()  # from its AOF when it has one; empty otherwise
         wait_for(lambda: run_once(s), 60, what=f"a run after the restart ({s.logs()})")
         # Each role checks the data as its outage ends, right after it logs that Redis is back.
-        wait_for(lambda: said(s, "Redis is back after") >= 4, 30, what=f"every role back ({s.logs()})")
+        wait_for(lambda: s.said("Redis is back after") >= 4, 30, what=f"every role back ({s.logs()})")
         if not own_redis.appendonly:
-            wait_for(lambda: said(s) >= 1, 30, what=f"a role to say the data was lost ({s.logs()})")
+            wait_for(lambda: s.said(DATA_LOST) >= 1, 30, what=f"a role to say the data was lost ({s.logs()})")
         app: Flask = create_app({"SETTINGS": Settings.from_env(env), "TESTING": True})
         client = app.test_client()
         status = client.get("/api/v1/status").get_json()["data_lost"]
         html = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
         metrics = client.get("/metrics").get_data(as_text=True)
         if own_redis.appendonly:
-            assert said(s) == 0 and status == {"times": 0, "last": None}, s.logs()
+            assert s.said(DATA_LOST) == 0 and status == {"times": 0, "last": None}, s.logs()
             assert 'id="data-lost"' not in html and "\nangora_redis_data_lost_total 0.0\n" in metrics
         else:
-            assert said(s) == 1, s.logs()  # one role of the four: the first to mark the data again
+            assert s.said(DATA_LOST) == 1, s.logs()  # one role of the four: the first to mark the data again
             assert status["times"] == 1 and status["last"] is not None
             assert 'id="data-lost"' in html and "\nangora_redis_data_lost_total 1.0\n" in metrics
         assert redis.Redis.from_url(own_redis.url).exists(s.keys.schema())

@@ -23,7 +23,7 @@ from angora_rq.core.runs import is_terminal
 from angora_rq.processes.redis_server import free_port
 from angora_rq.store.queries import Queries
 from angora_rq.core.codec import to_str
-from angora_testkit import System, wait_for, write_config
+from angora_testkit import DATA_LOST, System, wait_for, write_config
 from sentinel_cluster import SentinelCluster
 
 RECONNECT_WITHIN = 10.0
@@ -157,9 +157,7 @@ def fail_over_under_load(tmp_path: Path, cluster: SentinelCluster, durability: s
             wait_for(lambda: not unfinished(), 120, interval=1.0, what="every accepted run to end")
         except AssertionError:
             pass
-        said = sum(log.read_text(errors="replace").count("Redis came back without Angora's data")
-                   for log in tmp_path.glob("*.log"))
-        return Outcome(len(sender.accepted), lost, unfinished(), reconnected, said)
+        return Outcome(len(sender.accepted), lost, unfinished(), reconnected, s.said(DATA_LOST))
     finally:
         s.stop()
 
